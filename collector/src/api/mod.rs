@@ -1,0 +1,180 @@
+//! The admin and query API (SPEC §9), on 127.0.0.1:8080 by default.
+//!
+//! - `GET /healthz`: the process is up. `GET /readyz`: it accepts data.
+//! - `POST /api/v1/query` with `{"sql": "..."}`: JSON by default, CSV for
+//!   `Accept: text/csv`, Arrow IPC for `Accept: application/vnd.apache.arrow.stream`.
+//! - `GET /api/v1/tables`: every table with its columns.
+//!
+//! Errors are `{"error": "..."}`: 400 for SQL that is invalid or refused, 422 when a
+//! query runs out of memory, 503 on timeout, 500 otherwise. When `api.auth_token` is
+//! set, `/api/*` requires `Authorization: Bearer <token>`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use swarmscope_queries::{encode, QueryEngine};
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    pub engine: Arc<QueryEngine>,
+    pub ready: Arc<AtomicBool>,
+    pub auth_token: Option<String>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/query", post(query))
+        .route("/api/v1/tables", get(tables))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(api)
+        .with_state(state)
+}
+
+pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({"error": message.to_string()}))).into_response()
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.auth_token {
+        let header = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if !crate::receivers::bearer_matches(header, token) {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid bearer token in the Authorization header",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    sql: String,
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    Json,
+    Csv,
+    Arrow,
+}
+
+/// The first supported media type the `Accept` header names; JSON otherwise.
+fn negotiate(headers: &HeaderMap) -> Format {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    for media in accept.split(',') {
+        match media.split(';').next().unwrap_or("").trim() {
+            "application/json" => return Format::Json,
+            "text/csv" => return Format::Csv,
+            "application/vnd.apache.arrow.stream" => return Format::Arrow,
+            _ => {}
+        }
+    }
+    Format::Json
+}
+
+async fn query(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let request: QueryRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be {{\"sql\": \"...\"}}: {e}"),
+            )
+        }
+    };
+    let result = match state.engine.sql(&request.sql).await {
+        Ok(r) => r,
+        Err(e) => {
+            let status = match &e {
+                swarmscope_queries::Error::Refused(_) | swarmscope_queries::Error::Invalid(_) => {
+                    StatusCode::BAD_REQUEST
+                }
+                swarmscope_queries::Error::ResourcesExhausted(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                swarmscope_queries::Error::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            if !e.is_user_error() {
+                tracing::warn!(error = %e, "query failed");
+            }
+            return error(status, e);
+        }
+    };
+    let encoded = match negotiate(&headers) {
+        Format::Json => {
+            encode::json(&result).map(|v| ("application/json", v.to_string().into_bytes()))
+        }
+        Format::Csv => encode::csv(&result).map(|b| ("text/csv; charset=utf-8", b)),
+        Format::Arrow => {
+            encode::arrow_ipc(&result).map(|b| ("application/vnd.apache.arrow.stream", b))
+        }
+    };
+    match encoded {
+        Ok((content_type, body)) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the result: {e}"),
+        ),
+    }
+}
+
+async fn tables(State(state): State<ApiState>) -> Response {
+    let tables: Vec<_> = state
+        .engine
+        .tables()
+        .into_iter()
+        .map(|t| {
+            let columns: Vec<_> = t
+                .schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    json!({
+                        "name": f.name(),
+                        "type": f.data_type().to_string(),
+                        "nullable": f.is_nullable(),
+                    })
+                })
+                .collect();
+            json!({"name": t.name, "columns": columns})
+        })
+        .collect();
+    Json(json!({ "tables": tables })).into_response()
+}

@@ -1,0 +1,209 @@
+//! The collector's configuration file (SPEC §3).
+//!
+//! TOML, every key optional. `${NAME}` (or `${env:NAME}`, as the OpenTelemetry
+//! Collector writes it) is replaced by the environment variable, empty when unset. An
+//! unknown key is an error naming the key. Each component's section is its own struct
+//! beside the component (`StorageConfig` in the store, `QueryConfig` in the query
+//! engine); this file assembles them.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use swarmscope_queries::QueryConfig;
+use swarmscope_sinks::store::StorageConfig;
+
+use crate::Error;
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub receivers: ReceiversConfig,
+    pub api: ApiConfig,
+    pub storage: StorageConfig,
+    pub query: QueryConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiversConfig {
+    pub otlp: OtlpReceiverConfig,
+}
+
+/// `[receivers.otlp]`: the OTLP gRPC and HTTP receivers.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpReceiverConfig {
+    pub grpc_address: String,
+    pub http_address: String,
+    /// Largest request accepted, counted after decompression.
+    pub max_request_bytes: usize,
+    /// When set (and not empty), requests need `Authorization: Bearer <token>`.
+    pub auth_token: Option<String>,
+}
+
+impl Default for OtlpReceiverConfig {
+    fn default() -> Self {
+        OtlpReceiverConfig {
+            grpc_address: "127.0.0.1:4317".into(),
+            http_address: "127.0.0.1:4318".into(),
+            max_request_bytes: 64 * 1024 * 1024,
+            auth_token: None,
+        }
+    }
+}
+
+/// `[api]`: the admin and query API.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub address: String,
+    /// When set (and not empty), `/api/*` needs `Authorization: Bearer <token>`.
+    pub auth_token: Option<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            address: "127.0.0.1:8080".into(),
+            auth_token: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, substitutes and parses a config file, then validates it.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let text = substitute_env(text);
+        let mut config: Config = toml::from_str(&text).map_err(|e| e.to_string())?;
+        config.normalise();
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    /// An empty token means no token (`auth_token = "${UNSET}"`).
+    fn normalise(&mut self) {
+        for token in [
+            &mut self.receivers.otlp.auth_token,
+            &mut self.api.auth_token,
+        ] {
+            if token.as_deref().is_some_and(str::is_empty) {
+                *token = None;
+            }
+        }
+    }
+
+    /// Checks what serde cannot; every message names the key.
+    pub fn validate(&self) -> Result<(), Error> {
+        let otlp = &self.receivers.otlp;
+        resolve("receivers.otlp.grpc_address", &otlp.grpc_address)?;
+        resolve("receivers.otlp.http_address", &otlp.http_address)?;
+        resolve("api.address", &self.api.address)?;
+        if otlp.max_request_bytes == 0 {
+            return Err(Error::Config(
+                "receivers.otlp.max_request_bytes must be > 0, got 0".into(),
+            ));
+        }
+        self.storage
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        self.query
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with secrets masked.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut shown = self.clone();
+        for token in [
+            &mut shown.receivers.otlp.auth_token,
+            &mut shown.api.auth_token,
+        ] {
+            if token.is_some() {
+                *token = Some("<redacted>".into());
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// `host:port` to a socket address; the error names the key.
+pub fn resolve(key: &str, address: &str) -> Result<SocketAddr, Error> {
+    address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "{key} must be host:port (e.g. \"127.0.0.1:4317\"), got {address:?}"
+            ))
+        })
+}
+
+/// Replaces `${NAME}` and `${env:NAME}` with the environment variable's value.
+fn substitute_env(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                let name = after[..end].trim();
+                let name = name.strip_prefix("env:").unwrap_or(name);
+                out.push_str(&std::env::var(name).unwrap_or_default());
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.receivers.otlp.grpc_address, "127.0.0.1:4317");
+        assert_eq!(c.storage.flush_rows, 500_000);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("[receivers.otlp]\ngrpc_adress = \"x\"\n").unwrap_err();
+        assert!(err.contains("grpc_adress"), "{err}");
+        let err = Config::parse("[storage]\nflush_rows = 0\n").unwrap_err();
+        assert!(err.contains("storage.flush_rows"), "{err}");
+        let err = Config::parse("[api]\naddress = \"nowhere\"\n").unwrap_err();
+        assert!(err.contains("api.address"), "{err}");
+    }
+
+    #[test]
+    fn env_vars_are_substituted_and_empty_tokens_dropped() {
+        std::env::set_var("SWARMSCOPE_TEST_TOKEN_A", "s3cret");
+        let c = Config::parse(
+            "[receivers.otlp]\nauth_token = \"${SWARMSCOPE_TEST_TOKEN_A}\"\n\
+             [api]\nauth_token = \"${env:SWARMSCOPE_TEST_UNSET_B}\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.receivers.otlp.auth_token.as_deref(), Some("s3cret"));
+        assert_eq!(c.api.auth_token, None);
+        assert!(!c.to_toml_redacted().contains("s3cret"));
+    }
+}

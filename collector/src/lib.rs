@@ -1,0 +1,21 @@
+//! The swarmscope collector: configuration, OTLP receivers, the pipeline that takes
+//! what they decode to the store, and the admin/query API.
+//!
+//! ```text
+//!  OTLP gRPC :4317 ─┐                        ┌─> ParquetStore (buffer → Parquet)
+//!                   ├─> decode ─> Pipeline ──┤
+//!  OTLP HTTP :4318 ─┘  (OTLP→Arrow)          └─> (sinks)
+//!  API :8080 ── QueryEngine (DataFusion over the store)
+//! ```
+//!
+//! [`service::run`] wires it all and runs until shutdown.
+
+pub mod api;
+pub mod config;
+mod error;
+pub mod pipeline;
+pub mod receivers;
+pub mod service;
+
+pub use config::Config;
+pub use error::Error;

@@ -1,0 +1,84 @@
+//! The pipeline: decoded OTLP in, Arrow batches to the store.
+//!
+//! Receivers call [`Pipeline::export`] and answer their client by its result: `Ok` means
+//! the valid records are accepted (durable once the store's write-ahead log lands) and
+//! carries the partial-success count of the invalid ones.
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use swarmscope_processors::convert::{self, Converted};
+use swarmscope_processors::schema::Table;
+use swarmscope_sinks::store::ParquetStore;
+
+/// One decoded export request of any signal.
+pub enum ExportRequest {
+    Traces(ExportTraceServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
+/// What became of an accepted request.
+#[derive(Debug, Default, PartialEq)]
+pub struct ExportOutcome {
+    pub accepted: usize,
+    pub rejected: i64,
+    pub error_message: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The store could not take the batch; the client should retry.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A bug in conversion; nothing was stored.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Clone)]
+pub struct Pipeline {
+    store: ParquetStore,
+}
+
+impl Pipeline {
+    pub fn new(store: ParquetStore) -> Pipeline {
+        Pipeline { store }
+    }
+
+    pub fn store(&self) -> &ParquetStore {
+        &self.store
+    }
+
+    pub async fn export(&self, request: ExportRequest) -> Result<ExportOutcome, PipelineError> {
+        let (table, converted) = match &request {
+            ExportRequest::Traces(r) => (Table::Spans, convert::spans_from_otlp(r)),
+            ExportRequest::Metrics(r) => (Table::Metrics, convert::metrics_from_otlp(r)),
+            ExportRequest::Logs(r) => (Table::Logs, convert::logs_from_otlp(r)),
+        };
+        drop(request);
+        let Converted {
+            batch,
+            rejected,
+            error_message,
+        } = converted.map_err(|e| PipelineError::Internal(e.to_string()))?;
+        if rejected > 0 {
+            tracing::warn!(
+                table = table.name(),
+                rejected,
+                reason = error_message.as_deref().unwrap_or(""),
+                "invalid records rejected"
+            );
+        }
+        let accepted = batch.num_rows();
+        self.store
+            .append(table, batch)
+            .await
+            .map_err(|e| PipelineError::Unavailable(e.to_string()))?;
+        Ok(ExportOutcome {
+            accepted,
+            rejected,
+            error_message,
+        })
+    }
+}

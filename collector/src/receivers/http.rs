@@ -1,0 +1,362 @@
+//! The OTLP/HTTP receiver: `POST /v1/traces`, `/v1/metrics`, `/v1/logs`.
+//!
+//! Per the OTLP specification: `application/x-protobuf` or `application/json` bodies,
+//! answered in the request's content type; `Content-Encoding: gzip` or `zstd`;
+//! the size limit applies to the body after decompression, and decompression stops
+//! as soon as it is passed (a compression bomb costs at most `max_request_bytes`).
+//! Failures are a `google.rpc.Status`: 400 undecodable, 401 bad token, 405 wrong
+//! method, 413 too large, 415 unsupported content type or encoding, 503 storage
+//! unavailable.
+
+use std::io::Read;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use serde_json::json;
+use swarmscope_processors::otlp_json;
+
+use crate::pipeline::{ExportOutcome, ExportRequest, Pipeline, PipelineError};
+
+#[derive(Clone)]
+struct Receiver {
+    pipeline: Pipeline,
+    max_request_bytes: usize,
+    auth_token: Option<String>,
+}
+
+/// The OTLP/HTTP routes.
+pub fn router(pipeline: Pipeline, max_request_bytes: usize, auth_token: Option<String>) -> Router {
+    let receiver = Receiver {
+        pipeline,
+        max_request_bytes,
+        auth_token,
+    };
+    Router::new()
+        .route("/v1/traces", post(|s, r| export(s, Signal::Traces, r)))
+        .route("/v1/metrics", post(|s, r| export(s, Signal::Metrics, r)))
+        .route("/v1/logs", post(|s, r| export(s, Signal::Logs, r)))
+        .with_state(receiver)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+/// A refusal, rendered as a `google.rpc.Status` in the request's encoding.
+struct Failure {
+    status: StatusCode,
+    message: String,
+    encoding: Encoding,
+}
+
+impl Failure {
+    fn new(status: StatusCode, encoding: Encoding, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            message: message.into(),
+            encoding,
+        }
+    }
+}
+
+/// The gRPC code a `google.rpc.Status` body carries for an HTTP status.
+fn grpc_code(status: StatusCode) -> tonic::Code {
+    match status {
+        StatusCode::BAD_REQUEST => tonic::Code::InvalidArgument,
+        StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
+        StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => tonic::Code::InvalidArgument,
+        StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+        _ => tonic::Code::Internal,
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let code = grpc_code(self.status) as i32;
+        let body = match self.encoding {
+            Encoding::Protobuf => tonic_types::Status {
+                code,
+                message: self.message,
+                details: Vec::new(),
+            }
+            .encode_to_vec(),
+            Encoding::Json => json!({"code": code, "message": self.message})
+                .to_string()
+                .into_bytes(),
+        };
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, self.encoding.content_type())],
+            body,
+        )
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+async fn export(State(receiver): State<Receiver>, signal: Signal, request: Request) -> Response {
+    match handle(&receiver, signal, request).await {
+        Ok(response) => response,
+        Err(failure) => failure.into_response(),
+    }
+}
+
+async fn handle(
+    receiver: &Receiver,
+    signal: Signal,
+    request: Request,
+) -> Result<Response, Failure> {
+    let (parts, body) = request.into_parts();
+    let encoding = request_encoding(&parts.headers)?;
+    if let Some(token) = &receiver.auth_token {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if !super::bearer_matches(header, token) {
+            return Err(Failure::new(
+                StatusCode::UNAUTHORIZED,
+                encoding,
+                "missing or invalid bearer token in the Authorization header",
+            ));
+        }
+    }
+    let limit = receiver.max_request_bytes;
+    let raw = read_body(body, limit, encoding).await?;
+    let bytes = decompress(&parts.headers, raw, limit, encoding)?;
+    let decoded = decode(signal, encoding, &bytes)
+        .map_err(|m| Failure::new(StatusCode::BAD_REQUEST, encoding, m))?;
+    drop(bytes);
+    let outcome = receiver
+        .pipeline
+        .export(decoded)
+        .await
+        .map_err(|e| match e {
+            PipelineError::Unavailable(m) => {
+                Failure::new(StatusCode::SERVICE_UNAVAILABLE, encoding, m)
+            }
+            PipelineError::Internal(m) => {
+                Failure::new(StatusCode::INTERNAL_SERVER_ERROR, encoding, m)
+            }
+        })?;
+    Ok(success(signal, encoding, outcome))
+}
+
+fn request_encoding(headers: &HeaderMap) -> Result<Encoding, Failure> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        _ => Err(Failure::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Encoding::Json,
+            format!(
+                "unsupported content type {content_type:?}; use application/x-protobuf or application/json"
+            ),
+        )),
+    }
+}
+
+async fn read_body(body: Body, limit: usize, encoding: Encoding) -> Result<Bytes, Failure> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<http_body_util::LengthLimitError>())
+            .is_some();
+        if too_large {
+            Failure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                encoding,
+                format!("request body is larger than the limit of {limit} bytes"),
+            )
+        } else {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                encoding,
+                format!("cannot read the request body: {e}"),
+            )
+        }
+    })
+}
+
+/// Undoes `Content-Encoding`, refusing as soon as the output passes `limit`.
+fn decompress(
+    headers: &HeaderMap,
+    raw: Bytes,
+    limit: usize,
+    encoding: Encoding,
+) -> Result<Bytes, Failure> {
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    let reader: Box<dyn Read + '_> = match content_encoding.as_str() {
+        "" | "identity" => return Ok(raw),
+        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(&raw[..])),
+        "zstd" => Box::new(zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                encoding,
+                format!("invalid zstd body: {e}"),
+            )
+        })?),
+        other => {
+            return Err(Failure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                encoding,
+                format!("unsupported content encoding {other:?}; use gzip, zstd or identity"),
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+    // One byte past the limit tells "exactly at the limit" from "over it".
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                encoding,
+                format!("invalid {content_encoding} body: {e}"),
+            )
+        })?;
+    if out.len() > limit {
+        return Err(Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            encoding,
+            format!("decompressed request is larger than the limit of {limit} bytes"),
+        ));
+    }
+    Ok(Bytes::from(out))
+}
+
+fn decode(signal: Signal, encoding: Encoding, bytes: &[u8]) -> Result<ExportRequest, String> {
+    let protobuf_error = |e: prost::DecodeError| format!("invalid protobuf body: {e}");
+    let json_error = |e: swarmscope_processors::Error| e.to_string();
+    Ok(match (signal, encoding) {
+        (Signal::Traces, Encoding::Protobuf) => {
+            ExportRequest::Traces(ExportTraceServiceRequest::decode(bytes).map_err(protobuf_error)?)
+        }
+        (Signal::Traces, Encoding::Json) => {
+            ExportRequest::Traces(otlp_json::decode_traces(bytes).map_err(json_error)?)
+        }
+        (Signal::Metrics, Encoding::Protobuf) => ExportRequest::Metrics(
+            ExportMetricsServiceRequest::decode(bytes).map_err(protobuf_error)?,
+        ),
+        (Signal::Metrics, Encoding::Json) => {
+            ExportRequest::Metrics(otlp_json::decode_metrics(bytes).map_err(json_error)?)
+        }
+        (Signal::Logs, Encoding::Protobuf) => {
+            ExportRequest::Logs(ExportLogsServiceRequest::decode(bytes).map_err(protobuf_error)?)
+        }
+        (Signal::Logs, Encoding::Json) => {
+            ExportRequest::Logs(otlp_json::decode_logs(bytes).map_err(json_error)?)
+        }
+    })
+}
+
+/// The export response; `partialSuccess` only when records were rejected.
+fn success(signal: Signal, encoding: Encoding, outcome: ExportOutcome) -> Response {
+    let rejected = outcome.rejected;
+    let message = outcome.error_message.unwrap_or_default();
+    let partial = rejected > 0;
+    let body = match encoding {
+        Encoding::Protobuf => match signal {
+            Signal::Traces => ExportTraceServiceResponse {
+                partial_success: partial.then_some(ExportTracePartialSuccess {
+                    rejected_spans: rejected,
+                    error_message: message,
+                }),
+            }
+            .encode_to_vec(),
+            Signal::Metrics => ExportMetricsServiceResponse {
+                partial_success: partial.then_some(ExportMetricsPartialSuccess {
+                    rejected_data_points: rejected,
+                    error_message: message,
+                }),
+            }
+            .encode_to_vec(),
+            Signal::Logs => ExportLogsServiceResponse {
+                partial_success: partial.then_some(ExportLogsPartialSuccess {
+                    rejected_log_records: rejected,
+                    error_message: message,
+                }),
+            }
+            .encode_to_vec(),
+        },
+        Encoding::Json => {
+            let field = match signal {
+                Signal::Traces => "rejectedSpans",
+                Signal::Metrics => "rejectedDataPoints",
+                Signal::Logs => "rejectedLogRecords",
+            };
+            let document = if partial {
+                // int64 is a string in proto3 JSON.
+                json!({"partialSuccess": {field: rejected.to_string(), "errorMessage": message}})
+            } else {
+                json!({})
+            };
+            document.to_string().into_bytes()
+        }
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,158 @@
+//! Wiring and lifecycle: open the store, bind the three listeners, serve until told to
+//! stop, then shut down in the order that loses nothing: receivers first (in-flight
+//! requests finish), then a final flush of every buffered row, then the API.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use swarmscope_queries::QueryEngine;
+use swarmscope_sinks::store::ParquetStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, ApiState};
+use crate::config::{resolve, Config};
+use crate::pipeline::Pipeline;
+use crate::receivers::{grpc, http};
+use crate::Error;
+
+/// Where a running collector listens (ports resolved, so `:0` works in tests).
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub api: SocketAddr,
+}
+
+async fn bind(key: &'static str, address: &str) -> Result<TcpListener, Error> {
+    let addr = resolve(key, address)?;
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+        key,
+        address: address.to_owned(),
+        source,
+    })
+}
+
+/// A future that resolves once `rx` sees `true`.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Runs the collector until `shutdown` resolves. `on_bound` is told the listening
+/// addresses once all three listeners are up.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    on_bound: impl FnOnce(Bound),
+) -> Result<(), Error> {
+    config.validate()?;
+    let store = ParquetStore::open(config.storage.clone())?;
+    let engine = Arc::new(QueryEngine::new(store.clone(), config.query.clone())?);
+    let pipeline = Pipeline::new(store.clone());
+    let otlp = &config.receivers.otlp;
+
+    let grpc_listener = bind("receivers.otlp.grpc_address", &otlp.grpc_address).await?;
+    let http_listener = bind("receivers.otlp.http_address", &otlp.http_address).await?;
+    let api_listener = bind("api.address", &config.api.address).await?;
+    let local = |l: &TcpListener, key: &'static str| {
+        l.local_addr().map_err(|source| Error::Bind {
+            key,
+            address: String::new(),
+            source,
+        })
+    };
+    let bound = Bound {
+        grpc: local(&grpc_listener, "receivers.otlp.grpc_address")?,
+        http: local(&http_listener, "receivers.otlp.http_address")?,
+        api: local(&api_listener, "api.address")?,
+    };
+
+    let (stop_receivers, receivers_rx) = watch::channel(false);
+    let (stop_api, api_rx) = watch::channel(false);
+    let (stop_flusher, flusher_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let grpc_task = tokio::spawn(grpc::serve(
+        grpc_listener,
+        pipeline.clone(),
+        otlp.max_request_bytes,
+        otlp.auth_token.clone(),
+        stopped(receivers_rx.clone()),
+    ));
+    let http_app = http::router(
+        pipeline.clone(),
+        otlp.max_request_bytes,
+        otlp.auth_token.clone(),
+    );
+    let http_task = tokio::spawn(
+        axum::serve(http_listener, http_app)
+            .with_graceful_shutdown(stopped(receivers_rx))
+            .into_future(),
+    );
+    let api_app = api::router(ApiState {
+        engine,
+        ready: Arc::clone(&ready),
+        auth_token: config.api.auth_token.clone(),
+    });
+    let api_task = tokio::spawn(
+        axum::serve(api_listener, api_app)
+            .with_graceful_shutdown(stopped(api_rx))
+            .into_future(),
+    );
+    let flusher = tokio::spawn(store.clone().run_flusher(stopped(flusher_rx)));
+
+    ready.store(true, Ordering::Release);
+    on_bound(bound);
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, api = %bound.api, data_dir = %store.data_dir().display(), "swarmscope is running");
+
+    // Serve until told to stop, or until a server fails on its own.
+    let grpc_done = wait_server("OTLP gRPC", grpc_task);
+    tokio::pin!(shutdown);
+    tokio::pin!(grpc_done);
+    tokio::select! {
+        _ = &mut shutdown => {}
+        result = &mut grpc_done => {
+            result?;
+            return Err(Error::Server("OTLP gRPC", "stopped unexpectedly".into()));
+        }
+    }
+    tracing::info!("shutting down: draining receivers");
+    ready.store(false, Ordering::Release);
+    let _ = stop_receivers.send(true);
+    let grpc_result = grpc_done.await;
+    let http_result = http_task
+        .await
+        .map_err(|e| Error::Server("OTLP HTTP", e.to_string()))
+        .and_then(|r| r.map_err(|e| Error::Server("OTLP HTTP", e.to_string())));
+
+    tracing::info!("shutting down: flushing buffered rows");
+    let _ = stop_flusher.send(true);
+    let _ = flusher.await;
+    let flushed = store.flush().await;
+
+    let _ = stop_api.send(true);
+    let api_result = api_task
+        .await
+        .map_err(|e| Error::Server("API", e.to_string()))
+        .and_then(|r| r.map_err(|e| Error::Server("API", e.to_string())));
+    grpc_result?;
+    http_result?;
+    flushed?;
+    api_result?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn wait_server(
+    name: &'static str,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) -> Result<(), Error> {
+    match task.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::Server(name, e.to_string())),
+        Err(e) => Err(Error::Server(name, e.to_string())),
+    }
+}

@@ -1,0 +1,215 @@
+//! OTLP → Arrow: one [`RecordBatch`] per export request and table.
+//!
+//! Conversion is where records are validated. A record that breaks the OTLP data
+//! model (a trace id that is not 16 bytes, a timestamp past year 2262, a histogram
+//! whose bucket counts do not match its bounds) is left out and counted; the caller
+//! reports the count through OTLP `partial_success` and stores the rest.
+//!
+//! Normalisation (the only ways a stored row differs from what was sent):
+//! attribute values and log bodies are stored as text ([`crate::anyvalue`]); a
+//! `start_time` of 0 on a metric point, and `time`/`observed_time` of 0 on a log
+//! record, are stored as null; metrics without data points store no row.
+
+mod logs;
+mod metrics;
+pub mod to_otlp;
+mod traces;
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, MapBuilder, MapFieldNames, StringBuilder, TimestampNanosecondBuilder, UInt32Builder,
+};
+use arrow::record_batch::RecordBatch;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use crate::anyvalue;
+use crate::Result;
+
+pub use logs::logs_from_otlp;
+pub use metrics::metrics_from_otlp;
+pub use traces::spans_from_otlp;
+
+/// What conversion of one export request produced.
+#[derive(Debug)]
+pub struct Converted {
+    /// The valid records, in request order.
+    pub batch: RecordBatch,
+    /// How many records were left out as invalid (spans, data points or log records).
+    pub rejected: i64,
+    /// Why, for `partial_success.error_message`; set when `rejected > 0`.
+    pub error_message: Option<String>,
+}
+
+/// Counts invalid records and keeps the first reason, which is what a user needs to
+/// find the bug in their exporter.
+#[derive(Default)]
+pub(crate) struct Rejections {
+    count: i64,
+    first: Option<String>,
+}
+
+impl Rejections {
+    pub(crate) fn reject(&mut self, n: i64, why: impl FnOnce() -> String) {
+        if self.count == 0 {
+            self.first = Some(why());
+        }
+        self.count += n;
+    }
+
+    pub(crate) fn finish(self, batch: RecordBatch, what: &str) -> Converted {
+        let error_message = self
+            .first
+            .map(|first| format!("{} {what} rejected; first: {first}", self.count));
+        Converted {
+            batch,
+            rejected: self.count,
+            error_message,
+        }
+    }
+}
+
+/// Nanoseconds since the epoch as Arrow stores them; `None` past `i64::MAX` (2262).
+pub(crate) fn nanos(t: u64) -> Option<i64> {
+    i64::try_from(t).ok()
+}
+
+/// Lowercase hex of an id, checked for the length OTLP requires.
+pub(crate) fn hex_id(bytes: &[u8], len: usize, what: &str) -> std::result::Result<String, String> {
+    if bytes.len() != len {
+        return Err(format!("{what} must be {len} bytes, got {}", bytes.len()));
+    }
+    if bytes.iter().all(|b| *b == 0) {
+        return Err(format!("{what} must not be all zeros"));
+    }
+    Ok(hex::encode(bytes))
+}
+
+/// Like [`hex_id`], for ids that may be absent (empty).
+pub(crate) fn optional_hex_id(
+    bytes: &[u8],
+    len: usize,
+    what: &str,
+) -> std::result::Result<Option<String>, String> {
+    if bytes.is_empty() {
+        Ok(None)
+    } else {
+        hex_id(bytes, len, what).map(Some)
+    }
+}
+
+pub(crate) fn timestamp_builder() -> TimestampNanosecondBuilder {
+    TimestampNanosecondBuilder::new().with_timezone("UTC")
+}
+
+pub(crate) type AttributeBuilder = MapBuilder<StringBuilder, StringBuilder>;
+
+pub(crate) fn attribute_builder() -> AttributeBuilder {
+    let names = MapFieldNames {
+        entry: "entries".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
+}
+
+pub(crate) fn append_attributes(b: &mut AttributeBuilder, attributes: &[KeyValue]) -> Result<()> {
+    for kv in attributes {
+        b.keys().append_value(&kv.key);
+        b.values()
+            .append_option(kv.value.as_ref().and_then(anyvalue::render));
+    }
+    b.append(true)?;
+    Ok(())
+}
+
+/// The string value of attribute `key`, if present.
+pub(crate) fn attribute_str<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        }
+    })
+}
+
+/// Where a record came from: its resource and instrumentation scope, repeated on
+/// every row because a columnar store compresses the repetition away.
+pub(crate) struct Origin<'a> {
+    pub resource: Option<&'a Resource>,
+    pub resource_schema_url: &'a str,
+    pub scope: Option<&'a InstrumentationScope>,
+    pub scope_schema_url: &'a str,
+}
+
+pub(crate) struct OriginColumns {
+    service_name: StringBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    resource_attributes: AttributeBuilder,
+    resource_dropped: UInt32Builder,
+    resource_schema_url: StringBuilder,
+    scope_attributes: AttributeBuilder,
+    scope_dropped: UInt32Builder,
+    scope_schema_url: StringBuilder,
+}
+
+impl OriginColumns {
+    pub(crate) fn new() -> Self {
+        OriginColumns {
+            service_name: StringBuilder::new(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            resource_attributes: attribute_builder(),
+            resource_dropped: UInt32Builder::new(),
+            resource_schema_url: StringBuilder::new(),
+            scope_attributes: attribute_builder(),
+            scope_dropped: UInt32Builder::new(),
+            scope_schema_url: StringBuilder::new(),
+        }
+    }
+
+    pub(crate) fn append(&mut self, origin: &Origin<'_>) -> Result<()> {
+        let resource_attributes = origin.resource.map_or(&[][..], |r| &r.attributes[..]);
+        self.service_name
+            .append_option(attribute_str(resource_attributes, "service.name"));
+        append_attributes(&mut self.resource_attributes, resource_attributes)?;
+        self.resource_dropped
+            .append_value(origin.resource.map_or(0, |r| r.dropped_attributes_count));
+        self.resource_schema_url
+            .append_value(origin.resource_schema_url);
+        let scope = origin.scope;
+        self.scope_name
+            .append_value(scope.map_or("", |s| s.name.as_str()));
+        self.scope_version
+            .append_value(scope.map_or("", |s| s.version.as_str()));
+        append_attributes(
+            &mut self.scope_attributes,
+            scope.map_or(&[][..], |s| &s.attributes[..]),
+        )?;
+        self.scope_dropped
+            .append_value(scope.map_or(0, |s| s.dropped_attributes_count));
+        self.scope_schema_url.append_value(origin.scope_schema_url);
+        Ok(())
+    }
+
+    /// The columns in the order of `schema::origin_fields`.
+    pub(crate) fn finish(mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.service_name.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            Arc::new(self.resource_attributes.finish()),
+            Arc::new(self.resource_dropped.finish()),
+            Arc::new(self.resource_schema_url.finish()),
+            Arc::new(self.scope_attributes.finish()),
+            Arc::new(self.scope_dropped.finish()),
+            Arc::new(self.scope_schema_url.finish()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests;

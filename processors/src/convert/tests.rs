@@ -1,0 +1,793 @@
+//! Round trips OTLP → Arrow → OTLP, and the validation of invalid records.
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue,
+};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+    summary_data_point::ValueAtQuantile, Exemplar, ExponentialHistogram,
+    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+use proptest::prelude::*;
+
+use super::to_otlp::{logs_to_otlp, metrics_to_otlp, spans_to_otlp};
+use super::*;
+use crate::anyvalue;
+
+// ---- generators ----
+
+fn any_value() -> impl Strategy<Value = AnyValue> {
+    let scalar = prop_oneof![
+        "[a-z ]{0,8}".prop_map(Value::StringValue),
+        any::<bool>().prop_map(Value::BoolValue),
+        any::<i64>().prop_map(Value::IntValue),
+        (-1e6f64..1e6).prop_map(Value::DoubleValue),
+        proptest::collection::vec(any::<u8>(), 0..6).prop_map(Value::BytesValue),
+    ];
+    prop_oneof![
+        4 => scalar.clone().prop_map(|v| AnyValue { value: Some(v) }),
+        1 => proptest::collection::vec(scalar, 0..3).prop_map(|vs| AnyValue {
+            value: Some(Value::ArrayValue(ArrayValue {
+                values: vs.into_iter().map(|v| AnyValue { value: Some(v) }).collect(),
+            })),
+        }),
+    ]
+}
+
+fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
+    proptest::collection::btree_map("[a-z.]{1,10}", any_value(), 0..4).prop_map(|m| {
+        m.into_iter()
+            .map(|(key, value)| KeyValue {
+                key,
+                value: Some(value),
+                ..Default::default()
+            })
+            .collect()
+    })
+}
+
+fn id(len: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), len).prop_map(move |mut v| {
+        v[0] |= 1; // never all zeros
+        v
+    })
+}
+
+fn time() -> impl Strategy<Value = u64> {
+    1u64..(i64::MAX as u64)
+}
+
+fn resource() -> impl Strategy<Value = Option<Resource>> {
+    proptest::option::of(
+        (attributes(), any::<u32>()).prop_map(|(attributes, d)| Resource {
+            attributes,
+            dropped_attributes_count: d,
+            ..Default::default()
+        }),
+    )
+}
+
+fn scope() -> impl Strategy<Value = Option<InstrumentationScope>> {
+    proptest::option::of(
+        ("[a-z]{0,6}", "[0-9.]{0,4}", attributes(), any::<u32>()).prop_map(
+            |(name, version, attributes, d)| InstrumentationScope {
+                name,
+                version,
+                attributes,
+                dropped_attributes_count: d,
+            },
+        ),
+    )
+}
+
+fn span_strategy() -> impl Strategy<Value = Span> {
+    let event = (time(), "[a-z]{0,6}", attributes(), any::<u32>()).prop_map(|(t, name, a, d)| {
+        span::Event {
+            time_unix_nano: t,
+            name,
+            attributes: a,
+            dropped_attributes_count: d,
+        }
+    });
+    let link = (
+        id(16),
+        id(8),
+        "[a-z=]{0,6}",
+        attributes(),
+        any::<u32>(),
+        any::<u32>(),
+    )
+        .prop_map(|(t, s, ts, a, d, f)| span::Link {
+            trace_id: t,
+            span_id: s,
+            trace_state: ts,
+            attributes: a,
+            dropped_attributes_count: d,
+            flags: f,
+        });
+    (
+        (
+            id(16),
+            id(8),
+            proptest::option::of(id(8)),
+            "[a-z=,]{0,8}",
+            any::<u32>(),
+        ),
+        (
+            "[a-z ]{0,10}",
+            0i32..6,
+            time(),
+            time(),
+            attributes(),
+            any::<u32>(),
+        ),
+        (
+            proptest::collection::vec(event, 0..3),
+            any::<u32>(),
+            proptest::collection::vec(link, 0..2),
+            any::<u32>(),
+            proptest::option::of((0i32..3, "[a-z]{0,5}")),
+        ),
+    )
+        .prop_map(
+            |(
+                (trace_id, span_id, parent, trace_state, flags),
+                (name, kind, s, e, a, da),
+                (events, de, links, dl, status),
+            )| Span {
+                trace_id,
+                span_id,
+                trace_state,
+                parent_span_id: parent.unwrap_or_default(),
+                flags,
+                name,
+                kind,
+                start_time_unix_nano: s,
+                end_time_unix_nano: e,
+                attributes: a,
+                dropped_attributes_count: da,
+                events,
+                dropped_events_count: de,
+                links,
+                dropped_links_count: dl,
+                status: status.map(|(code, message)| Status { message, code }),
+            },
+        )
+}
+
+fn traces_request() -> impl Strategy<Value = ExportTraceServiceRequest> {
+    let scope_spans = (
+        scope(),
+        proptest::collection::vec(span_strategy(), 0..4),
+        "[a-z:/]{0,6}",
+    )
+        .prop_map(|(scope, spans, schema_url)| ScopeSpans {
+            scope,
+            spans,
+            schema_url,
+        });
+    let resource_spans = (
+        resource(),
+        proptest::collection::vec(scope_spans, 0..3),
+        "[a-z:/]{0,6}",
+    )
+        .prop_map(|(resource, scope_spans, schema_url)| ResourceSpans {
+            resource,
+            scope_spans,
+            schema_url,
+        });
+    proptest::collection::vec(resource_spans, 0..3)
+        .prop_map(|resource_spans| ExportTraceServiceRequest { resource_spans })
+}
+
+fn log_strategy() -> impl Strategy<Value = LogRecord> {
+    (
+        (
+            prop_oneof![Just(0u64), time()],
+            prop_oneof![Just(0u64), time()],
+            0i32..25,
+            "[A-Z]{0,5}",
+        ),
+        (
+            proptest::option::of(any_value()),
+            attributes(),
+            any::<u32>(),
+            any::<u32>(),
+        ),
+        (
+            proptest::option::of(id(16)),
+            proptest::option::of(id(8)),
+            "[a-z.]{0,8}",
+        ),
+    )
+        .prop_map(
+            |((t, ot, sn, st), (body, attributes, d, flags), (tid, sid, event_name))| LogRecord {
+                time_unix_nano: t,
+                observed_time_unix_nano: ot,
+                severity_number: sn,
+                severity_text: st,
+                body,
+                attributes,
+                dropped_attributes_count: d,
+                flags,
+                trace_id: tid.unwrap_or_default(),
+                span_id: sid.unwrap_or_default(),
+                event_name,
+            },
+        )
+}
+
+fn logs_request() -> impl Strategy<Value = ExportLogsServiceRequest> {
+    let scope_logs = (
+        scope(),
+        proptest::collection::vec(log_strategy(), 0..4),
+        "[a-z]{0,4}",
+    )
+        .prop_map(|(scope, log_records, schema_url)| ScopeLogs {
+            scope,
+            log_records,
+            schema_url,
+        });
+    proptest::collection::vec(
+        (
+            resource(),
+            proptest::collection::vec(scope_logs, 0..3),
+            "[a-z]{0,4}",
+        )
+            .prop_map(|(resource, scope_logs, schema_url)| ResourceLogs {
+                resource,
+                scope_logs,
+                schema_url,
+            }),
+        0..3,
+    )
+    .prop_map(|resource_logs| ExportLogsServiceRequest { resource_logs })
+}
+
+fn exemplars() -> impl Strategy<Value = Vec<Exemplar>> {
+    proptest::collection::vec(
+        (
+            attributes(),
+            time(),
+            proptest::option::of(id(8)),
+            proptest::option::of(id(16)),
+            proptest::option::of(prop_oneof![
+                any::<i64>().prop_map(exemplar::Value::AsInt),
+                (-1e9f64..1e9).prop_map(exemplar::Value::AsDouble)
+            ]),
+        )
+            .prop_map(|(a, t, s, tr, value)| Exemplar {
+                filtered_attributes: a,
+                time_unix_nano: t,
+                span_id: s.unwrap_or_default(),
+                trace_id: tr.unwrap_or_default(),
+                value,
+            }),
+        0..2,
+    )
+}
+
+fn point_common() -> impl Strategy<Value = (Vec<KeyValue>, u64, u64, u32)> {
+    (
+        attributes(),
+        prop_oneof![Just(0u64), time()],
+        time(),
+        any::<u32>(),
+    )
+}
+
+fn metric_strategy() -> impl Strategy<Value = Metric> {
+    let number = (
+        point_common(),
+        exemplars(),
+        proptest::option::of(prop_oneof![
+            any::<i64>().prop_map(number_data_point::Value::AsInt),
+            (-1e9f64..1e9).prop_map(number_data_point::Value::AsDouble)
+        ]),
+    )
+        .prop_map(|((a, s, t, f), exemplars, value)| NumberDataPoint {
+            attributes: a,
+            start_time_unix_nano: s,
+            time_unix_nano: t,
+            exemplars,
+            flags: f,
+            value,
+        })
+        .boxed();
+    let opt_f = || proptest::option::of(-1e9f64..1e9);
+    let histogram = (
+        point_common(),
+        exemplars(),
+        (any::<u64>(), opt_f(), opt_f(), opt_f()),
+        proptest::collection::vec(-1e3f64..1e3, 0..4),
+    )
+        .prop_map(
+            |((a, s, t, f), exemplars, (count, sum, min, max), bounds)| HistogramDataPoint {
+                attributes: a,
+                start_time_unix_nano: s,
+                time_unix_nano: t,
+                count,
+                sum,
+                bucket_counts: (0..=bounds.len() as u64).collect(),
+                explicit_bounds: bounds,
+                exemplars,
+                flags: f,
+                min,
+                max,
+            },
+        );
+    let buckets = proptest::option::of(
+        (any::<i32>(), proptest::collection::vec(any::<u64>(), 0..4)).prop_map(
+            |(offset, bucket_counts)| Buckets {
+                offset,
+                bucket_counts,
+            },
+        ),
+    );
+    let exp = (
+        point_common(),
+        exemplars(),
+        (any::<u64>(), opt_f(), opt_f(), opt_f()),
+        (
+            -10i32..20,
+            any::<u64>(),
+            buckets.clone(),
+            buckets,
+            0f64..1.0,
+        ),
+    )
+        .prop_map(
+            |((a, s, t, f), exemplars, (count, sum, min, max), (scale, zc, pos, neg, zt))| {
+                ExponentialHistogramDataPoint {
+                    attributes: a,
+                    start_time_unix_nano: s,
+                    time_unix_nano: t,
+                    count,
+                    sum,
+                    scale,
+                    zero_count: zc,
+                    positive: pos,
+                    negative: neg,
+                    flags: f,
+                    exemplars,
+                    min,
+                    max,
+                    zero_threshold: zt,
+                }
+            },
+        );
+    let summary = (
+        point_common(),
+        any::<u64>(),
+        -1e9f64..1e9,
+        proptest::collection::vec((0f64..1.0, -1e6f64..1e6), 0..3),
+    )
+        .prop_map(|((a, s, t, f), count, sum, qs)| SummaryDataPoint {
+            attributes: a,
+            start_time_unix_nano: s,
+            time_unix_nano: t,
+            count,
+            sum,
+            quantile_values: qs
+                .into_iter()
+                .map(|(quantile, value)| ValueAtQuantile { quantile, value })
+                .collect(),
+            flags: f,
+        });
+    let temporality = 0i32..3;
+    let data = prop_oneof![
+        proptest::collection::vec(number.clone(), 1..3)
+            .prop_map(|data_points| Data::Gauge(Gauge { data_points })),
+        (
+            proptest::collection::vec(number, 1..3),
+            temporality.clone(),
+            any::<bool>()
+        )
+            .prop_map(|(data_points, t, m)| Data::Sum(Sum {
+                data_points,
+                aggregation_temporality: t,
+                is_monotonic: m
+            })),
+        (
+            proptest::collection::vec(histogram, 1..3),
+            temporality.clone()
+        )
+            .prop_map(|(data_points, t)| Data::Histogram(Histogram {
+                data_points,
+                aggregation_temporality: t
+            })),
+        (proptest::collection::vec(exp, 1..3), temporality).prop_map(|(data_points, t)| {
+            Data::ExponentialHistogram(ExponentialHistogram {
+                data_points,
+                aggregation_temporality: t,
+            })
+        }),
+        proptest::collection::vec(summary, 1..3)
+            .prop_map(|data_points| Data::Summary(Summary { data_points })),
+    ];
+    (
+        "[a-z._]{1,10}",
+        "[a-z ]{0,6}",
+        "[a-zA-Z{}]{0,3}",
+        attributes(),
+        data,
+    )
+        .prop_map(|(name, description, unit, metadata, data)| Metric {
+            name,
+            description,
+            unit,
+            metadata,
+            data: Some(data),
+        })
+}
+
+fn metrics_request() -> impl Strategy<Value = ExportMetricsServiceRequest> {
+    let scope_metrics = (
+        scope(),
+        proptest::collection::vec(metric_strategy(), 0..3),
+        "[a-z]{0,4}",
+    )
+        .prop_map(|(scope, metrics, schema_url)| ScopeMetrics {
+            scope,
+            metrics,
+            schema_url,
+        });
+    proptest::collection::vec(
+        (
+            resource(),
+            proptest::collection::vec(scope_metrics, 0..3),
+            "[a-z]{0,4}",
+        )
+            .prop_map(|(resource, scope_metrics, schema_url)| ResourceMetrics {
+                resource,
+                scope_metrics,
+                schema_url,
+            }),
+        0..3,
+    )
+    .prop_map(|resource_metrics| ExportMetricsServiceRequest { resource_metrics })
+}
+
+// ---- normalisation: what a stored row is expected to give back ----
+
+fn norm_value(v: &AnyValue) -> AnyValue {
+    AnyValue {
+        value: anyvalue::render(v).map(Value::StringValue),
+    }
+}
+
+fn norm_attrs(attrs: &[KeyValue]) -> Vec<KeyValue> {
+    attrs
+        .iter()
+        .map(|kv| KeyValue {
+            key: kv.key.clone(),
+            value: kv.value.as_ref().map(norm_value),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn norm_resource(r: &Option<Resource>) -> Resource {
+    let r = r.clone().unwrap_or_default();
+    Resource {
+        attributes: norm_attrs(&r.attributes),
+        ..r
+    }
+}
+
+fn norm_scope(s: &Option<InstrumentationScope>) -> InstrumentationScope {
+    let s = s.clone().unwrap_or_default();
+    InstrumentationScope {
+        attributes: norm_attrs(&s.attributes),
+        ..s
+    }
+}
+
+type Flat<T> = Vec<(Resource, String, InstrumentationScope, String, T)>;
+
+fn flat_spans(r: &ExportTraceServiceRequest, normalise: bool) -> Flat<Span> {
+    let mut out = Vec::new();
+    for rs in &r.resource_spans {
+        for ss in &rs.scope_spans {
+            for s in &ss.spans {
+                let mut s = s.clone();
+                if normalise {
+                    s.attributes = norm_attrs(&s.attributes);
+                    for e in &mut s.events {
+                        e.attributes = norm_attrs(&e.attributes);
+                    }
+                    for l in &mut s.links {
+                        l.attributes = norm_attrs(&l.attributes);
+                    }
+                    s.status = Some(s.status.unwrap_or_default());
+                }
+                out.push((
+                    norm_resource(&rs.resource),
+                    rs.schema_url.clone(),
+                    norm_scope(&ss.scope),
+                    ss.schema_url.clone(),
+                    s,
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn flat_logs(r: &ExportLogsServiceRequest, normalise: bool) -> Flat<LogRecord> {
+    let mut out = Vec::new();
+    for rl in &r.resource_logs {
+        for sl in &rl.scope_logs {
+            for l in &sl.log_records {
+                let mut l = l.clone();
+                if normalise {
+                    l.attributes = norm_attrs(&l.attributes);
+                    l.body = l
+                        .body
+                        .as_ref()
+                        .map(norm_value)
+                        .filter(|b| b.value.is_some());
+                }
+                out.push((
+                    norm_resource(&rl.resource),
+                    rl.schema_url.clone(),
+                    norm_scope(&sl.scope),
+                    sl.schema_url.clone(),
+                    l,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Every data point as a metric of its own, attributes normalised.
+fn flat_metrics(r: &ExportMetricsServiceRequest) -> Flat<Metric> {
+    let mut out = Vec::new();
+    for rm in &r.resource_metrics {
+        for sm in &rm.scope_metrics {
+            for m in &sm.metrics {
+                let one = |data| Metric {
+                    metadata: norm_attrs(&m.metadata),
+                    data: Some(data),
+                    ..m.clone()
+                };
+                let mut push = |metric| {
+                    out.push((
+                        norm_resource(&rm.resource),
+                        rm.schema_url.clone(),
+                        norm_scope(&sm.scope),
+                        sm.schema_url.clone(),
+                        metric,
+                    ))
+                };
+                let ex = |e: &[Exemplar]| -> Vec<Exemplar> {
+                    e.iter()
+                        .map(|e| Exemplar {
+                            filtered_attributes: norm_attrs(&e.filtered_attributes),
+                            ..e.clone()
+                        })
+                        .collect()
+                };
+                match m.data.as_ref().expect("generated with data") {
+                    Data::Gauge(g) => g.data_points.iter().for_each(|p| {
+                        let p = NumberDataPoint {
+                            attributes: norm_attrs(&p.attributes),
+                            exemplars: ex(&p.exemplars),
+                            ..p.clone()
+                        };
+                        push(one(Data::Gauge(Gauge {
+                            data_points: vec![p],
+                        })))
+                    }),
+                    Data::Sum(s) => s.data_points.iter().for_each(|p| {
+                        let p = NumberDataPoint {
+                            attributes: norm_attrs(&p.attributes),
+                            exemplars: ex(&p.exemplars),
+                            ..p.clone()
+                        };
+                        push(one(Data::Sum(Sum {
+                            data_points: vec![p],
+                            ..s.clone()
+                        })))
+                    }),
+                    Data::Histogram(h) => h.data_points.iter().for_each(|p| {
+                        let p = HistogramDataPoint {
+                            attributes: norm_attrs(&p.attributes),
+                            exemplars: ex(&p.exemplars),
+                            ..p.clone()
+                        };
+                        push(one(Data::Histogram(Histogram {
+                            data_points: vec![p],
+                            ..h.clone()
+                        })))
+                    }),
+                    Data::ExponentialHistogram(h) => h.data_points.iter().for_each(|p| {
+                        let p = ExponentialHistogramDataPoint {
+                            attributes: norm_attrs(&p.attributes),
+                            exemplars: ex(&p.exemplars),
+                            ..p.clone()
+                        };
+                        push(one(Data::ExponentialHistogram(ExponentialHistogram {
+                            data_points: vec![p],
+                            ..h.clone()
+                        })))
+                    }),
+                    Data::Summary(s) => s.data_points.iter().for_each(|p| {
+                        let p = SummaryDataPoint {
+                            attributes: norm_attrs(&p.attributes),
+                            ..p.clone()
+                        };
+                        push(one(Data::Summary(Summary {
+                            data_points: vec![p],
+                        })))
+                    }),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check_batch_schema(batch: &RecordBatch, table: crate::schema::Table) {
+    assert_eq!(batch.schema(), table.schema());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn spans_round_trip(request in traces_request()) {
+        let converted = spans_from_otlp(&request).unwrap();
+        prop_assert_eq!(converted.rejected, 0);
+        check_batch_schema(&converted.batch, crate::schema::Table::Spans);
+        let back = spans_to_otlp(&converted.batch).unwrap();
+        prop_assert_eq!(flat_spans(&back, false), flat_spans(&request, true));
+    }
+
+    #[test]
+    fn logs_round_trip(request in logs_request()) {
+        let converted = logs_from_otlp(&request).unwrap();
+        prop_assert_eq!(converted.rejected, 0);
+        check_batch_schema(&converted.batch, crate::schema::Table::Logs);
+        let back = logs_to_otlp(&converted.batch).unwrap();
+        prop_assert_eq!(flat_logs(&back, false), flat_logs(&request, true));
+    }
+
+    #[test]
+    fn metrics_round_trip(request in metrics_request()) {
+        let converted = metrics_from_otlp(&request).unwrap();
+        prop_assert_eq!(converted.rejected, 0);
+        check_batch_schema(&converted.batch, crate::schema::Table::Metrics);
+        let back = metrics_to_otlp(&converted.batch).unwrap();
+        prop_assert_eq!(flat_metrics(&back), flat_metrics(&request));
+    }
+}
+
+fn one_span(trace_id: Vec<u8>, span_id: Vec<u8>) -> Span {
+    Span {
+        trace_id,
+        span_id,
+        name: "op".into(),
+        start_time_unix_nano: 10,
+        end_time_unix_nano: 25,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn invalid_spans_are_counted_and_the_rest_kept() {
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![
+                    one_span(vec![1; 16], vec![2; 8]),
+                    one_span(vec![1; 15], vec![2; 8]),
+                    one_span(vec![0; 16], vec![2; 8]),
+                    one_span(vec![1; 16], vec![3; 8]),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let converted = spans_from_otlp(&request).unwrap();
+    assert_eq!(converted.batch.num_rows(), 2);
+    assert_eq!(converted.rejected, 2);
+    let msg = converted.error_message.unwrap();
+    assert!(msg.contains("trace_id must be 16 bytes, got 15"), "{msg}");
+    let durations = converted.batch.column_by_name("duration_ns").unwrap();
+    assert_eq!(
+        durations
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0),
+        15
+    );
+}
+
+#[test]
+fn agent_id_prefers_gen_ai_then_coordination() {
+    let attr = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let mut a = one_span(vec![1; 16], vec![1; 8]);
+    a.attributes = vec![
+        attr("coordination.agent.id", "c"),
+        attr("gen_ai.agent.id", "g"),
+    ];
+    let mut b = one_span(vec![1; 16], vec![2; 8]);
+    b.attributes = vec![attr("coordination.agent.id", "c")];
+    let c = one_span(vec![1; 16], vec![3; 8]);
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![a, b, c],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let batch = spans_from_otlp(&request).unwrap().batch;
+    let agents = batch.column_by_name("agent_id").unwrap().as_string::<i32>();
+    assert_eq!(agents.value(0), "g");
+    assert_eq!(agents.value(1), "c");
+    assert!(agents.is_null(2));
+}
+
+#[test]
+fn histogram_with_mismatched_buckets_is_rejected() {
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    Metric {
+                        name: "h".into(),
+                        data: Some(Data::Histogram(Histogram {
+                            data_points: vec![HistogramDataPoint {
+                                time_unix_nano: 5,
+                                bucket_counts: vec![1, 2],
+                                explicit_bounds: vec![1.0, 2.0],
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: 2,
+                        })),
+                        ..Default::default()
+                    },
+                    Metric {
+                        name: "g".into(),
+                        data: Some(Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint {
+                                time_unix_nano: 5,
+                                value: Some(number_data_point::Value::AsInt(3)),
+                                ..Default::default()
+                            }],
+                        })),
+                        ..Default::default()
+                    },
+                    Metric {
+                        name: "empty".into(),
+                        data: None,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let converted = metrics_from_otlp(&request).unwrap();
+    assert_eq!(converted.batch.num_rows(), 1);
+    assert_eq!(converted.rejected, 2);
+}

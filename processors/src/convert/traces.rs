@@ -1,0 +1,334 @@
+//! `ExportTraceServiceRequest` → the `spans` table.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Builder, ListArray, StringBuilder, StructArray, UInt32Builder};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field};
+use arrow::record_batch::RecordBatch;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, Span};
+
+use super::{
+    append_attributes, attribute_builder, attribute_str, hex_id, nanos, optional_hex_id,
+    timestamp_builder, AttributeBuilder, Converted, Origin, OriginColumns, Rejections,
+};
+use crate::schema::{event_fields, link_fields, Table};
+use crate::Result;
+
+/// The SQL spelling of a span kind; unknown numbers are kept as their decimal text.
+pub fn kind_name(kind: i32) -> String {
+    match kind {
+        0 => "UNSPECIFIED",
+        1 => "INTERNAL",
+        2 => "SERVER",
+        3 => "CLIENT",
+        4 => "PRODUCER",
+        5 => "CONSUMER",
+        other => return other.to_string(),
+    }
+    .into()
+}
+
+/// The SQL spelling of a status code; unknown numbers are kept as their decimal text.
+pub fn status_name(code: i32) -> String {
+    match StatusCode::try_from(code) {
+        Ok(StatusCode::Unset) => "UNSET".into(),
+        Ok(StatusCode::Ok) => "OK".into(),
+        Ok(StatusCode::Error) => "ERROR".into(),
+        Err(_) => code.to_string(),
+    }
+}
+
+/// Builds the `spans` batch of one export request.
+pub fn spans_from_otlp(request: &ExportTraceServiceRequest) -> Result<Converted> {
+    let mut columns = SpanColumns::new();
+    let mut rejections = Rejections::default();
+    for (ri, resource_spans) in request.resource_spans.iter().enumerate() {
+        for (si, scope_spans) in resource_spans.scope_spans.iter().enumerate() {
+            let origin = Origin {
+                resource: resource_spans.resource.as_ref(),
+                resource_schema_url: &resource_spans.schema_url,
+                scope: scope_spans.scope.as_ref(),
+                scope_schema_url: &scope_spans.schema_url,
+            };
+            for (i, span) in scope_spans.spans.iter().enumerate() {
+                match ValidSpan::check(span) {
+                    Ok(valid) => columns.append(span, &valid, &origin)?,
+                    Err(why) => rejections.reject(1, || {
+                        format!("resource_spans[{ri}].scope_spans[{si}].spans[{i}]: {why}")
+                    }),
+                }
+            }
+        }
+    }
+    Ok(rejections.finish(columns.finish()?, "spans"))
+}
+
+/// The parts of a span that need checking, checked.
+struct ValidSpan {
+    trace_id: String,
+    span_id: String,
+    parent_span_id: Option<String>,
+    start: i64,
+    end: i64,
+    event_times: Vec<i64>,
+    links: Vec<(String, String)>,
+}
+
+impl ValidSpan {
+    fn check(span: &Span) -> std::result::Result<ValidSpan, String> {
+        let trace_id = hex_id(&span.trace_id, 16, "trace_id")?;
+        let span_id = hex_id(&span.span_id, 8, "span_id")?;
+        let parent_span_id = optional_hex_id(&span.parent_span_id, 8, "parent_span_id")?;
+        let start =
+            nanos(span.start_time_unix_nano).ok_or("start_time_unix_nano is past the year 2262")?;
+        let end =
+            nanos(span.end_time_unix_nano).ok_or("end_time_unix_nano is past the year 2262")?;
+        let event_times = span
+            .events
+            .iter()
+            .map(|e| nanos(e.time_unix_nano).ok_or("an event's time_unix_nano is past 2262"))
+            .collect::<std::result::Result<_, _>>()?;
+        let links = span
+            .links
+            .iter()
+            .map(|l| {
+                Ok((
+                    hex_id(&l.trace_id, 16, "link trace_id")?,
+                    hex_id(&l.span_id, 8, "link span_id")?,
+                ))
+            })
+            .collect::<std::result::Result<_, String>>()?;
+        Ok(ValidSpan {
+            trace_id,
+            span_id,
+            parent_span_id,
+            start,
+            end,
+            event_times,
+            links,
+        })
+    }
+}
+
+struct SpanColumns {
+    start_time: arrow::array::TimestampNanosecondBuilder,
+    end_time: arrow::array::TimestampNanosecondBuilder,
+    duration_ns: Int64Builder,
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    parent_span_id: StringBuilder,
+    trace_state: StringBuilder,
+    name: StringBuilder,
+    kind: StringBuilder,
+    status_code: StringBuilder,
+    status_message: StringBuilder,
+    agent_id: StringBuilder,
+    attributes: AttributeBuilder,
+    events: EventColumns,
+    links: LinkColumns,
+    flags: UInt32Builder,
+    dropped_attributes: UInt32Builder,
+    dropped_events: UInt32Builder,
+    dropped_links: UInt32Builder,
+    origin: OriginColumns,
+}
+
+impl SpanColumns {
+    fn new() -> Self {
+        SpanColumns {
+            start_time: timestamp_builder(),
+            end_time: timestamp_builder(),
+            duration_ns: Int64Builder::new(),
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
+            parent_span_id: StringBuilder::new(),
+            trace_state: StringBuilder::new(),
+            name: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            status_code: StringBuilder::new(),
+            status_message: StringBuilder::new(),
+            agent_id: StringBuilder::new(),
+            attributes: attribute_builder(),
+            events: EventColumns::new(),
+            links: LinkColumns::new(),
+            flags: UInt32Builder::new(),
+            dropped_attributes: UInt32Builder::new(),
+            dropped_events: UInt32Builder::new(),
+            dropped_links: UInt32Builder::new(),
+            origin: OriginColumns::new(),
+        }
+    }
+
+    fn append(&mut self, span: &Span, valid: &ValidSpan, origin: &Origin<'_>) -> Result<()> {
+        self.start_time.append_value(valid.start);
+        self.end_time.append_value(valid.end);
+        self.duration_ns
+            .append_value(valid.end.saturating_sub(valid.start));
+        self.trace_id.append_value(&valid.trace_id);
+        self.span_id.append_value(&valid.span_id);
+        self.parent_span_id
+            .append_option(valid.parent_span_id.as_deref());
+        self.trace_state.append_value(&span.trace_state);
+        self.name.append_value(&span.name);
+        self.kind.append_value(kind_name(span.kind));
+        let status = span.status.clone().unwrap_or_default();
+        self.status_code.append_value(status_name(status.code));
+        self.status_message.append_value(&status.message);
+        let resource_attributes = origin.resource.map_or(&[][..], |r| &r.attributes[..]);
+        let agent_id = [&span.attributes[..], resource_attributes]
+            .into_iter()
+            .find_map(|attrs| {
+                attribute_str(attrs, "gen_ai.agent.id")
+                    .or_else(|| attribute_str(attrs, "coordination.agent.id"))
+            });
+        self.agent_id.append_option(agent_id);
+        append_attributes(&mut self.attributes, &span.attributes)?;
+        self.events.append(span, &valid.event_times)?;
+        self.links.append(span, &valid.links)?;
+        self.flags.append_value(span.flags);
+        self.dropped_attributes
+            .append_value(span.dropped_attributes_count);
+        self.dropped_events.append_value(span.dropped_events_count);
+        self.dropped_links.append_value(span.dropped_links_count);
+        self.origin.append(origin)
+    }
+
+    fn finish(mut self) -> Result<RecordBatch> {
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.start_time.finish()),
+            Arc::new(self.end_time.finish()),
+            Arc::new(self.duration_ns.finish()),
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent_span_id.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.status_message.finish()),
+            Arc::new(self.agent_id.finish()),
+            Arc::new(self.attributes.finish()),
+            self.events.finish(),
+            self.links.finish(),
+            Arc::new(self.flags.finish()),
+            Arc::new(self.dropped_attributes.finish()),
+            Arc::new(self.dropped_events.finish()),
+            Arc::new(self.dropped_links.finish()),
+        ];
+        columns.extend(self.origin.finish());
+        Ok(RecordBatch::try_new(Table::Spans.schema(), columns)?)
+    }
+}
+
+/// `events`: a list of structs per span, built as flat child columns plus offsets.
+struct EventColumns {
+    time: arrow::array::TimestampNanosecondBuilder,
+    name: StringBuilder,
+    attributes: AttributeBuilder,
+    dropped: UInt32Builder,
+    lengths: Vec<usize>,
+}
+
+impl EventColumns {
+    fn new() -> Self {
+        EventColumns {
+            time: timestamp_builder(),
+            name: StringBuilder::new(),
+            attributes: attribute_builder(),
+            dropped: UInt32Builder::new(),
+            lengths: Vec::new(),
+        }
+    }
+
+    fn append(&mut self, span: &Span, times: &[i64]) -> Result<()> {
+        for (event, time) in span.events.iter().zip(times) {
+            self.time.append_value(*time);
+            self.name.append_value(&event.name);
+            append_attributes(&mut self.attributes, &event.attributes)?;
+            self.dropped.append_value(event.dropped_attributes_count);
+        }
+        self.lengths.push(span.events.len());
+        Ok(())
+    }
+
+    fn finish(mut self) -> ArrayRef {
+        let children: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.attributes.finish()),
+            Arc::new(self.dropped.finish()),
+        ];
+        let values = StructArray::new(event_fields(), children, None);
+        list_array(
+            DataType::Struct(event_fields()),
+            self.lengths,
+            Arc::new(values),
+        )
+    }
+}
+
+struct LinkColumns {
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    trace_state: StringBuilder,
+    attributes: AttributeBuilder,
+    dropped: UInt32Builder,
+    flags: UInt32Builder,
+    lengths: Vec<usize>,
+}
+
+impl LinkColumns {
+    fn new() -> Self {
+        LinkColumns {
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
+            trace_state: StringBuilder::new(),
+            attributes: attribute_builder(),
+            dropped: UInt32Builder::new(),
+            flags: UInt32Builder::new(),
+            lengths: Vec::new(),
+        }
+    }
+
+    fn append(&mut self, span: &Span, ids: &[(String, String)]) -> Result<()> {
+        for (link, (trace_id, span_id)) in span.links.iter().zip(ids) {
+            self.trace_id.append_value(trace_id);
+            self.span_id.append_value(span_id);
+            self.trace_state.append_value(&link.trace_state);
+            append_attributes(&mut self.attributes, &link.attributes)?;
+            self.dropped.append_value(link.dropped_attributes_count);
+            self.flags.append_value(link.flags);
+        }
+        self.lengths.push(span.links.len());
+        Ok(())
+    }
+
+    fn finish(mut self) -> ArrayRef {
+        let children: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(self.attributes.finish()),
+            Arc::new(self.dropped.finish()),
+            Arc::new(self.flags.finish()),
+        ];
+        let values = StructArray::new(link_fields(), children, None);
+        list_array(
+            DataType::Struct(link_fields()),
+            self.lengths,
+            Arc::new(values),
+        )
+    }
+}
+
+/// A non-null list column from per-row lengths and the flat child values.
+pub(crate) fn list_array(item: DataType, lengths: Vec<usize>, values: ArrayRef) -> ArrayRef {
+    Arc::new(ListArray::new(
+        Arc::new(Field::new("item", item, true)),
+        OffsetBuffer::from_lengths(lengths),
+        values,
+        None,
+    ))
+}

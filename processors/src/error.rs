@@ -1,0 +1,14 @@
+use arrow::error::ArrowError;
+
+/// Errors of the data model and conversion layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An OTLP/JSON body that does not follow the OTLP/JSON encoding.
+    #[error("invalid OTLP/JSON: {0}")]
+    Json(String),
+    /// Building Arrow arrays failed; this is a bug in the conversion, not bad input.
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,25 @@
+//! swarmscope's data model and the conversion of OTLP into it.
+//!
+//! This crate sits right after the receivers in the pipeline: a decoded OTLP export
+//! request (protobuf, or OTLP/JSON through [`otlp_json`]) becomes one Arrow
+//! [`RecordBatch`](arrow::record_batch::RecordBatch) per table ([`schema`]). From there on
+//! Arrow is the currency: the store, the query engine and the sinks all take batches.
+//!
+//! It does no I/O.
+//!
+//! ```
+//! use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+//! use swarmscope_processors::convert::spans_from_otlp;
+//!
+//! let converted = spans_from_otlp(&ExportTraceServiceRequest::default()).unwrap();
+//! assert_eq!(converted.batch.num_rows(), 0);
+//! assert_eq!(converted.rejected, 0);
+//! ```
+
+pub mod anyvalue;
+pub mod convert;
+mod error;
+pub mod otlp_json;
+pub mod schema;
+
+pub use error::{Error, Result};

@@ -1,0 +1,117 @@
+//! The read-only SQL sandbox.
+//!
+//! Every statement is planned, then checked before anything runs: DDL (`CREATE`,
+//! `DROP`, `CREATE EXTERNAL TABLE`), DML (`INSERT`, `UPDATE`, `DELETE`, `COPY`) and
+//! statements (`SET`, transactions) are refused. The session has no URL tables and no
+//! file-reading table functions, so a query reads nothing but the stored tables. Each
+//! query runs under `query.timeout_ms` and all share `query.memory_limit_mb`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use swarmscope_processors::schema::Table;
+use swarmscope_sinks::store::ParquetStore;
+
+use crate::table::StoreTable;
+use crate::{Error, QueryConfig, Result};
+
+/// The outcome of a query: its schema (also when there are no rows) and its rows.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// A table and its schema, for `GET /api/v1/tables`.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub name: &'static str,
+    pub schema: SchemaRef,
+}
+
+/// SQL over a [`ParquetStore`]. Cheap to share behind an `Arc`.
+pub struct QueryEngine {
+    ctx: SessionContext,
+    config: QueryConfig,
+    options: SQLOptions,
+}
+
+impl QueryEngine {
+    pub fn new(store: ParquetStore, config: QueryConfig) -> Result<QueryEngine> {
+        config.validate()?;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(config.memory_limit_mb.saturating_mul(1024 * 1024), 1.0)
+            .build_arc()
+            .map_err(Error::from_datafusion)?;
+        let session = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("swarmscope", "public");
+        let ctx = SessionContext::new_with_config_rt(session, runtime);
+        for table in Table::ALL {
+            ctx.register_table(
+                table.name(),
+                Arc::new(StoreTable::new(store.clone(), table)),
+            )
+            .map_err(Error::from_datafusion)?;
+        }
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        Ok(QueryEngine {
+            ctx,
+            config,
+            options,
+        })
+    }
+
+    /// The stored tables and their schemas.
+    pub fn tables(&self) -> Vec<TableInfo> {
+        Table::ALL
+            .into_iter()
+            .map(|t| TableInfo {
+                name: t.name(),
+                schema: t.schema(),
+            })
+            .collect()
+    }
+
+    /// Runs one read-only statement.
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        let state = self.ctx.state();
+        let plan = state
+            .create_logical_plan(sql)
+            .await
+            .map_err(Error::from_datafusion)?;
+        self.options.verify_plan(&plan).map_err(|e| {
+            Error::Refused(
+                e.strip_backtrace()
+                    .trim_start_matches("Error during planning: ")
+                    .to_owned(),
+            )
+        })?;
+        let run = async {
+            let frame = self
+                .ctx
+                .execute_logical_plan(plan)
+                .await
+                .map_err(Error::from_datafusion)?;
+            let schema: SchemaRef = Arc::clone(frame.schema().inner());
+            let batches = frame.collect().await.map_err(Error::from_datafusion)?;
+            Ok(QueryResult { schema, batches })
+        };
+        tokio::time::timeout(self.config.timeout(), run)
+            .await
+            .map_err(|_| Error::Timeout(self.config.timeout_ms))?
+    }
+}

@@ -1,0 +1,29 @@
+//! SQL over swarmscope's history.
+//!
+//! A DataFusion session with one table per stored table ([`table::StoreTable`]); each
+//! scan reads the Parquet files of the store together with the rows still in memory, so
+//! a record is queryable as soon as it is acknowledged. [`QueryEngine::sql`] is the
+//! read-only sandbox the API and the CLI use, and [`encode`] turns results into JSON,
+//! CSV, Arrow IPC or a text table.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use swarmscope_queries::{QueryConfig, QueryEngine};
+//! use swarmscope_sinks::store::ParquetStore;
+//!
+//! let store = ParquetStore::open_read_only("./swarmscope-data")?;
+//! let engine = QueryEngine::new(store, QueryConfig::default())?;
+//! let result = engine.sql("SELECT service_name, count(*) FROM spans GROUP BY 1").await?;
+//! println!("{}", swarmscope_queries::encode::table(&result)?);
+//! # Ok(()) }
+//! ```
+
+mod config;
+pub mod encode;
+mod engine;
+mod error;
+pub mod table;
+
+pub use config::QueryConfig;
+pub use engine::{QueryEngine, QueryResult, TableInfo};
+pub use error::{Error, Result};

@@ -1,0 +1,262 @@
+//! [`StoreTable`]: a DataFusion table over one table of the [`ParquetStore`].
+//!
+//! A scan takes a [`Snapshot`](swarmscope_sinks::store::Snapshot) of the store (files
+//! plus rows not yet flushed, consistent with each other), drops the files whose
+//! `date=/hour=` partition cannot match the query's time predicates, and unions a
+//! Parquet scan of the rest (with row-group pruning by statistics) with the in-memory
+//! rows.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::{MemTable, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::ExecutionPlan;
+use swarmscope_processors::schema::Table;
+use swarmscope_sinks::store::{ParquetStore, StoredFile};
+
+/// One stored table, as DataFusion sees it.
+#[derive(Debug)]
+pub struct StoreTable {
+    store: StoreHandle,
+    table: Table,
+}
+
+/// `ParquetStore` has no `Debug`; this wrapper gives `StoreTable` one.
+#[derive(Clone)]
+struct StoreHandle(ParquetStore);
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ParquetStore({})", self.0.data_dir().display())
+    }
+}
+
+impl StoreTable {
+    pub fn new(store: ParquetStore, table: Table) -> StoreTable {
+        StoreTable {
+            store: StoreHandle(store),
+            table,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for StoreTable {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Used for partition and row-group pruning; DataFusion still applies them.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let snapshot = self
+            .store
+            .0
+            .snapshot(self.table)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let range = TimeRange::from_filters(self.table.time_column(), filters);
+        let files: Vec<&StoredFile> = snapshot
+            .files
+            .iter()
+            .filter(|f| range.overlaps(f.time_range()))
+            .collect();
+        let schema = self.schema();
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !files.is_empty() {
+            let urls = files
+                .iter()
+                .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
+                .collect::<Result<Vec<_>>>()?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(Arc::clone(&schema));
+            let listing = ListingTable::try_new(config)?;
+            inputs.push(listing.scan(state, projection, filters, limit).await?);
+        }
+        if !snapshot.batches.is_empty() {
+            let memory = MemTable::try_new(Arc::clone(&schema), vec![snapshot.batches])?;
+            inputs.push(memory.scan(state, projection, filters, limit).await?);
+        }
+        if inputs.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(schema.project(p)?),
+                None => schema,
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        UnionExec::try_new(inputs)
+    }
+}
+
+/// The nanosecond bounds the filters put on the time column: `[lo, hi]`, inclusive.
+#[derive(Debug, PartialEq)]
+struct TimeRange {
+    lo: i64,
+    hi: i64,
+}
+
+impl TimeRange {
+    fn from_filters(column: &str, filters: &[Expr]) -> TimeRange {
+        let mut range = TimeRange {
+            lo: i64::MIN,
+            hi: i64::MAX,
+        };
+        for f in filters {
+            range.narrow(column, f);
+        }
+        range
+    }
+
+    fn narrow(&mut self, column: &str, expr: &Expr) {
+        match expr {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                if *op == Operator::And {
+                    self.narrow(column, left);
+                    self.narrow(column, right);
+                    return;
+                }
+                let (op, value) = match (is_column(left, column), is_column(right, column)) {
+                    (true, false) => (*op, nanos_literal(right)),
+                    (false, true) => (op.swap().unwrap_or(*op), nanos_literal(left)),
+                    _ => return,
+                };
+                let Some(v) = value else { return };
+                match op {
+                    Operator::Eq => {
+                        self.lo = self.lo.max(v);
+                        self.hi = self.hi.min(v);
+                    }
+                    Operator::GtEq => self.lo = self.lo.max(v),
+                    Operator::Gt => self.lo = self.lo.max(v.saturating_add(1)),
+                    Operator::LtEq => self.hi = self.hi.min(v),
+                    Operator::Lt => self.hi = self.hi.min(v.saturating_sub(1)),
+                    _ => {}
+                }
+            }
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) if is_column(expr, column) => {
+                if let Some(lo) = nanos_literal(low) {
+                    self.lo = self.lo.max(lo);
+                }
+                if let Some(hi) = nanos_literal(high) {
+                    self.hi = self.hi.min(hi);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether a partition covering `[start, end)` can hold a matching row.
+    fn overlaps(&self, (start, end): (i64, i64)) -> bool {
+        self.lo < end && self.hi >= start
+    }
+}
+
+fn is_column(expr: &Expr, name: &str) -> bool {
+    match expr {
+        Expr::Column(c) => c.name == name,
+        Expr::Cast(c) => is_column(&c.expr, name),
+        _ => false,
+    }
+}
+
+/// A timestamp literal in nanoseconds.
+fn nanos_literal(expr: &Expr) -> Option<i64> {
+    let Expr::Literal(value, _) = expr else {
+        return None;
+    };
+    match value {
+        ScalarValue::TimestampNanosecond(Some(v), _) => Some(*v),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => v.checked_mul(1_000),
+        ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000_000),
+        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000_000),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::{col, lit};
+
+    fn ts(v: i64) -> Expr {
+        lit(ScalarValue::TimestampNanosecond(
+            Some(v),
+            Some("UTC".into()),
+        ))
+    }
+
+    #[test]
+    fn time_predicates_bound_the_range() {
+        let filters = [
+            col("start_time").gt_eq(ts(100)),
+            ts(200).gt(col("start_time")),
+        ];
+        let r = TimeRange::from_filters("start_time", &filters);
+        assert_eq!(r, TimeRange { lo: 100, hi: 199 });
+        assert!(r.overlaps((0, 101)));
+        assert!(!r.overlaps((0, 100)));
+        // A partition starting exactly at an exclusive upper bound holds no match.
+        assert!(!r.overlaps((200, 300)));
+        assert!(r.overlaps((199, 300)));
+        let inclusive = [
+            col("start_time").lt_eq(ts(200)),
+            col("start_time").gt(ts(99)),
+        ];
+        assert_eq!(
+            TimeRange::from_filters("start_time", &inclusive),
+            TimeRange { lo: 100, hi: 200 }
+        );
+    }
+
+    #[test]
+    fn other_columns_and_operators_do_not_prune() {
+        let filters = [col("end_time").gt(ts(100)), col("start_time").not_eq(ts(5))];
+        let r = TimeRange::from_filters("start_time", &filters);
+        assert_eq!(
+            r,
+            TimeRange {
+                lo: i64::MIN,
+                hi: i64::MAX
+            }
+        );
+        let between = [col("time").between(ts(10), ts(20))];
+        assert_eq!(
+            TimeRange::from_filters("time", &between),
+            TimeRange { lo: 10, hi: 20 }
+        );
+    }
+}

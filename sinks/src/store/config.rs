@@ -1,0 +1,69 @@
+//! `[storage]`: where the history lives and when buffered rows become Parquet.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Root of the Parquet history (`<data_dir>/<table>/date=YYYY-MM-DD/hour=HH/`).
+    pub data_dir: PathBuf,
+    /// Buffered rows are written out at least this often.
+    pub flush_interval_ms: u64,
+    /// A table's buffer is written out as soon as it holds this many rows.
+    pub flush_rows: usize,
+    /// How long partitions are kept. Enforcement arrives with compaction.
+    pub retention_hours: u64,
+    /// zstd level of the Parquet files (1 fast .. 22 small).
+    pub zstd_level: i32,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./swarmscope-data"),
+            flush_interval_ms: 10_000,
+            flush_rows: 500_000,
+            retention_hours: 168,
+            zstd_level: 3,
+            row_group_rows: 256 * 1024,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+
+    /// Checks the values serde cannot; the message names the key.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(Error::Config(format!("storage.{key} must be > 0, got 0")))
+            } else {
+                Ok(())
+            }
+        };
+        positive("flush_interval_ms", self.flush_interval_ms)?;
+        positive("flush_rows", self.flush_rows as u64)?;
+        positive("retention_hours", self.retention_hours)?;
+        positive("row_group_rows", self.row_group_rows as u64)?;
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(Error::Config(format!(
+                "storage.zstd_level must be within 1..=22, got {}",
+                self.zstd_level
+            )));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(Error::Config("storage.data_dir must not be empty".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! The on-disk layout: `<data_dir>/<table>/date=YYYY-MM-DD/hour=HH/<file>.parquet`.
+//!
+//! Hive-style partitions in UTC, so DuckDB, Spark or pyarrow read the directory as is.
+//! Files are written under a `.tmp` name and renamed, so a reader never sees a partial
+//! file; a `.tmp` left by a crash is removed when the store opens.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use swarmscope_processors::schema::Table;
+
+use crate::{Error, Result};
+
+pub(crate) const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+
+/// One Parquet file of the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredFile {
+    pub path: PathBuf,
+    /// The partition's hour, counted in hours since the Unix epoch.
+    pub hour: i64,
+}
+
+impl StoredFile {
+    /// The nanosecond range `[start, end)` of the partition this file belongs to.
+    pub fn time_range(&self) -> (i64, i64) {
+        let start = self.hour.saturating_mul(NANOS_PER_HOUR);
+        (start, start.saturating_add(NANOS_PER_HOUR))
+    }
+}
+
+/// `date=YYYY-MM-DD/hour=HH` of an hour since the epoch.
+pub(crate) fn partition_dir(table_dir: &Path, hour: i64) -> PathBuf {
+    let t = DateTime::<Utc>::from_timestamp(hour.saturating_mul(3600), 0).unwrap_or_default();
+    table_dir
+        .join(format!("date={}", t.format("%Y-%m-%d")))
+        .join(format!("hour={}", t.format("%H")))
+}
+
+/// Parses `date=YYYY-MM-DD` and `hour=HH` back into hours since the epoch.
+fn parse_partition(date_dir: &str, hour_dir: &str) -> Option<i64> {
+    let date = NaiveDate::parse_from_str(date_dir.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
+    let hour: i64 = hour_dir.strip_prefix("hour=")?.parse().ok()?;
+    if !(0..24).contains(&hour) {
+        return None;
+    }
+    let midnight = date.and_hms_opt(0, 0, 0)?.and_utc().timestamp();
+    Some(midnight / 3600 + hour)
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Error::io(dir))?;
+        if let Some(name) = entry.file_name().to_str() {
+            out.push((name.to_owned(), entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every Parquet file of `table` under `data_dir`, oldest partition first. With
+/// `remove_temp`, unfinished `.tmp` files (left by a crash) are deleted.
+pub(crate) fn scan_table(
+    data_dir: &Path,
+    table: Table,
+    remove_temp: bool,
+) -> Result<Vec<StoredFile>> {
+    let mut files = Vec::new();
+    for (date_name, date_path) in read_dir(&data_dir.join(table.name()))? {
+        for (hour_name, hour_path) in read_dir(&date_path)? {
+            let Some(hour) = parse_partition(&date_name, &hour_name) else {
+                continue;
+            };
+            for (name, path) in read_dir(&hour_path)? {
+                if name.ends_with(".parquet") && !name.starts_with('.') {
+                    files.push(StoredFile { path, hour });
+                } else if remove_temp && name.ends_with(".tmp") {
+                    tracing::warn!(path = %path.display(), "removing unfinished file");
+                    std::fs::remove_file(&path).map_err(Error::io(&path))?;
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_round_trip() {
+        let hour = 1_700_000_000 / 3600;
+        let dir = partition_dir(Path::new("/d/spans"), hour);
+        assert_eq!(dir, Path::new("/d/spans/date=2023-11-14/hour=22"));
+        assert_eq!(parse_partition("date=2023-11-14", "hour=22"), Some(hour));
+        assert_eq!(parse_partition("date=2023-11-14", "hour=24"), None);
+        assert_eq!(parse_partition("other", "hour=1"), None);
+    }
+}

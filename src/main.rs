@@ -1,0 +1,271 @@
+//! The `swarmscope` command: parses arguments and hands over to the library crates.
+//!
+//! Exit codes: 0 success, 2 bad usage or invalid config, 1 runtime failure.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use swarmscope_collector::{service, Config};
+use swarmscope_queries::{encode, QueryConfig, QueryEngine, QueryResult};
+use swarmscope_sinks::store::ParquetStore;
+
+#[derive(Parser)]
+#[command(
+    name = "swarmscope",
+    version,
+    about = "Telemetry pipeline and analytics collector for fleets of AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector: OTLP on 4317 (gRPC) and 4318 (HTTP), API on 8080.
+    Serve {
+        /// TOML configuration file; every key is optional.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where the Parquet history lives (overrides storage.data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run SQL over the history, directly on a data directory or through a server.
+    Query {
+        /// Read this data directory directly (default ./swarmscope-data).
+        #[arg(long, conflicts_with = "server")]
+        data_dir: Option<PathBuf>,
+        /// Ask a running server, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        server: Option<String>,
+        /// Bearer token for --server.
+        #[arg(long, env = "SWARMSCOPE_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Output format; `table` when writing to a terminal, `csv` otherwise.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// The statement.
+        sql: String,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and print the effective configuration.
+    Check { file: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// A failure and the exit code it deserves.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl ToString) -> Failure {
+        Failure {
+            code: 2,
+            message: message.to_string(),
+        }
+    }
+    fn runtime(message: impl ToString) -> Failure {
+        Failure {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, data_dir } => serve(config, data_dir),
+        Command::Query {
+            data_dir,
+            server,
+            token,
+            format,
+            sql,
+        } => query(data_dir, server, token, format, &sql),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => Config::load(&file)
+            .map(|c| print!("{}", c.to_toml_redacted()))
+            .map_err(Failure::usage),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("swarmscope: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::runtime)
+}
+
+fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<(), Failure> {
+    let mut config = match config {
+        Some(path) => Config::load(&path).map_err(Failure::usage)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = data_dir {
+        config.storage.data_dir = dir;
+    }
+    config.validate().map_err(Failure::usage)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    runtime()?.block_on(async {
+        service::run(config, shutdown_signal(), |bound| {
+            println!("swarmscope: OTLP gRPC listening on {}", bound.grpc);
+            println!("swarmscope: OTLP HTTP listening on {}", bound.http);
+            println!("swarmscope: API listening on {}", bound.api);
+        })
+        .await
+        .map_err(|e| match e {
+            swarmscope_collector::Error::Config(_) => Failure::usage(e),
+            _ => Failure::runtime(e),
+        })
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn query(
+    data_dir: Option<PathBuf>,
+    server: Option<String>,
+    token: Option<String>,
+    format: Option<Format>,
+    sql: &str,
+) -> Result<(), Failure> {
+    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Csv
+    });
+    let rt = runtime()?;
+    let output = match server {
+        Some(url) => rt.block_on(query_server(&url, token.as_deref(), format, sql))?,
+        None => {
+            let dir = data_dir.unwrap_or_else(|| PathBuf::from("./swarmscope-data"));
+            let store = ParquetStore::open_read_only(&dir).map_err(Failure::usage)?;
+            let engine =
+                QueryEngine::new(store, QueryConfig::default()).map_err(Failure::runtime)?;
+            let result = rt.block_on(engine.sql(sql)).map_err(Failure::runtime)?;
+            render(&result, format)?
+        }
+    };
+    print!("{output}");
+    Ok(())
+}
+
+fn render(result: &QueryResult, format: Format) -> Result<String, Failure> {
+    match format {
+        Format::Table => encode::table(result).map(|t| t + "\n"),
+        Format::Json => encode::json(result).map(|v| v.to_string() + "\n"),
+        Format::Csv => encode::csv(result).map(|b| String::from_utf8_lossy(&b).into_owned()),
+    }
+    .map_err(Failure::runtime)
+}
+
+async fn query_server(
+    url: &str,
+    token: Option<&str>,
+    format: Format,
+    sql: &str,
+) -> Result<String, Failure> {
+    let accept = match format {
+        Format::Table => "application/vnd.apache.arrow.stream",
+        Format::Json => "application/json",
+        Format::Csv => "text/csv",
+    };
+    let endpoint = format!("{}/api/v1/query", url.trim_end_matches('/'));
+    let mut request = reqwest::Client::new()
+        .post(&endpoint)
+        .header("accept", accept)
+        .json(&serde_json::json!({ "sql": sql }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot reach {endpoint}: {e}")))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| Failure::runtime(format!("reading the answer of {endpoint}: {e}")))?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(Failure::runtime(format!("{status}: {message}")));
+    }
+    match format {
+        Format::Table => {
+            let reader = arrow_ipc_reader(&body)?;
+            render(&reader, Format::Table)
+        }
+        Format::Json => Ok(String::from_utf8_lossy(&body).into_owned() + "\n"),
+        Format::Csv => Ok(String::from_utf8_lossy(&body).into_owned()),
+    }
+}
+
+fn arrow_ipc_reader(body: &[u8]) -> Result<QueryResult, Failure> {
+    let reader = arrow::ipc::reader::StreamReader::try_new(body, None).map_err(Failure::runtime)?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::runtime)?;
+    Ok(QueryResult { schema, batches })
+}

@@ -1,0 +1,288 @@
+//! Starts the real `swarmscope` binary for end-to-end tests.
+//!
+//! Every server listens on port 0 (the OS picks free ports) and reports the bound
+//! addresses on stdout, which is how the tests find it; nothing races for a port.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Settings a test may change; everything else is the default config.
+#[derive(Default, Clone)]
+pub struct Options {
+    pub otlp_token: Option<String>,
+    pub api_token: Option<String>,
+    pub max_request_bytes: Option<usize>,
+    pub flush_rows: Option<usize>,
+    pub flush_interval_ms: Option<u64>,
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub grpc: String,
+    pub http: String,
+    pub api: String,
+    pub data_dir: PathBuf,
+    pub options: Options,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_swarmscope")
+}
+
+fn config_text(data_dir: &Path, o: &Options) -> String {
+    let mut otlp = String::from("grpc_address = \"127.0.0.1:0\"\nhttp_address = \"127.0.0.1:0\"\n");
+    if let Some(t) = &o.otlp_token {
+        otlp += &format!("auth_token = \"{t}\"\n");
+    }
+    if let Some(n) = o.max_request_bytes {
+        otlp += &format!("max_request_bytes = {n}\n");
+    }
+    let mut api = String::from("address = \"127.0.0.1:0\"\n");
+    if let Some(t) = &o.api_token {
+        api += &format!("auth_token = \"{t}\"\n");
+    }
+    let mut storage = format!("data_dir = {:?}\n", data_dir.display().to_string());
+    if let Some(n) = o.flush_rows {
+        storage += &format!("flush_rows = {n}\n");
+    }
+    // Long by default, so tests decide when data moves to Parquet.
+    storage += &format!(
+        "flush_interval_ms = {}\n",
+        o.flush_interval_ms.unwrap_or(3_600_000)
+    );
+    format!("[receivers.otlp]\n{otlp}\n[api]\n{api}\n[storage]\n{storage}")
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, Options::default())
+    }
+
+    pub fn start_with(data_dir: &Path, options: Options) -> Server {
+        let config_path = data_dir.with_extension("toml");
+        std::fs::write(&config_path, config_text(data_dir, &options)).expect("write config");
+        let mut child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start swarmscope");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut grpc, mut http, mut api) = (None, None, None);
+        while grpc.is_none() || http.is_none() || api.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("swarmscope did not report its addresses");
+            let addr = line.rsplit(' ').next().unwrap_or_default().to_owned();
+            if line.contains("OTLP gRPC listening on") {
+                grpc = Some(addr);
+            } else if line.contains("OTLP HTTP listening on") {
+                http = Some(addr);
+            } else if line.contains("API listening on") {
+                api = Some(addr);
+            }
+        }
+        let server = Server {
+            child: Some(child),
+            grpc: format!("http://{}", grpc.unwrap_or_default()),
+            http: format!("http://{}", http.unwrap_or_default()),
+            api: format!("http://{}", api.unwrap_or_default()),
+            data_dir: data_dir.to_owned(),
+            options,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = blocking_get(&format!("{}/readyz", self.api)).map(|(s, _)| s == 200);
+            if matches!(ok, Ok(true)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server never became ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        child.wait().expect("wait")
+    }
+
+    /// `POST /api/v1/query`, JSON; panics unless the answer is 200.
+    pub fn sql(&self, sql: &str) -> Value {
+        let (status, body) = self.query_raw(sql, "application/json");
+        assert_eq!(
+            status,
+            200,
+            "query {sql:?} failed: {}",
+            String::from_utf8_lossy(&body)
+        );
+        serde_json::from_slice(&body).expect("JSON answer")
+    }
+
+    /// The rows of a query.
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Value>> {
+        let v = self.sql(sql);
+        v["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r.as_array().expect("row").clone())
+            .collect()
+    }
+
+    /// The single value of a one-row, one-column query.
+    pub fn scalar(&self, sql: &str) -> Value {
+        let rows = self.rows(sql);
+        assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+        rows[0][0].clone()
+    }
+
+    pub fn query_raw(&self, sql: &str, accept: &str) -> (u16, Vec<u8>) {
+        let body = serde_json::json!({ "sql": sql }).to_string();
+        let mut headers = vec![
+            ("content-type", "application/json".to_owned()),
+            ("accept", accept.to_owned()),
+        ];
+        if let Some(t) = &self.options.api_token {
+            headers.push(("authorization", format!("Bearer {t}")));
+        }
+        blocking_request(
+            "POST",
+            &format!("{}/api/v1/query", self.api),
+            &headers,
+            body.as_bytes(),
+        )
+        .expect("query request")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A one-shot HTTP/1.1 request over a plain socket, so helpers need no runtime.
+pub fn blocking_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head += "\r\n";
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    parse_response(&response)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    let bad = || std::io::Error::other("malformed HTTP response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(bad)?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| bad())?;
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    let body = &raw[split + 4..];
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    if !chunked {
+        return Ok((status, body.to_vec()));
+    }
+    let mut out = Vec::new();
+    let mut rest = body;
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&rest[..line_end])
+                .map_err(|_| bad())?
+                .trim(),
+            16,
+        )
+        .map_err(|_| bad())?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok((status, out));
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+pub fn blocking_get(url: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    blocking_request("GET", url, &[], b"")
+}
+
+/// A data directory inside a fresh temp dir (the config file sits beside it).
+pub fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    (tmp, dir)
+}
+
+/// Polls `f` until it returns `Some`, for conditions that become true asynchronously.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

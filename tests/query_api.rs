@@ -1,0 +1,302 @@
+//! The query API (SPEC §9): result formats, the read-only sandbox, partition pruning,
+//! tables, auth, and the same answers after a restart.
+
+mod common;
+
+use common::{blocking_get, blocking_request, temp_data_dir, Options, Server};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use serde_json::json;
+
+const HOUR: u64 = 3_600_000_000_000;
+/// 2023-11-14T22:00:00Z
+const BASE: u64 = 1_699_999_200_000_000_000;
+
+fn string_attr(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `n` spans of `service` starting at `start`, one millisecond apart.
+fn spans(service: &str, start: u64, n: usize) -> Vec<u8> {
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: [[1u8; 8], (i as u64 + 1).to_be_bytes()].concat(),
+            span_id: (start / 1_000_000 + i as u64).to_be_bytes().to_vec(),
+            name: format!("op-{}", i % 3),
+            start_time_unix_nano: start + i as u64 * 1_000_000,
+            end_time_unix_nano: start + i as u64 * 1_000_000 + 500,
+            attributes: vec![string_attr(
+                "coordination.team",
+                if i % 2 == 0 { "red" } else { "blue" },
+            )],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![string_attr("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn send(server: &Server, body: &[u8]) {
+    let (status, _) = blocking_request(
+        "POST",
+        &format!("{}/v1/traces", server.http),
+        &[("content-type", "application/x-protobuf".into())],
+        body,
+    )
+    .expect("send");
+    assert_eq!(status, 200);
+}
+
+fn error_of(server: &Server, sql: &str) -> (u16, String) {
+    let (status, body) = server.query_raw(sql, "application/json");
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON error body");
+    (status, v["error"].as_str().expect("error field").to_owned())
+}
+
+#[test]
+fn read_only_sandbox_refuses_writes_and_file_access() {
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start(&dir);
+    send(&server, &spans("svc", BASE, 5));
+    for sql in [
+        "CREATE TABLE t AS SELECT 1",
+        "DROP TABLE spans",
+        "INSERT INTO spans SELECT * FROM spans",
+        "DELETE FROM spans",
+        "COPY (SELECT * FROM spans) TO '/tmp/swarmscope-exfil.csv'",
+        "CREATE EXTERNAL TABLE passwd (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'",
+        "SET datafusion.execution.batch_size = 1",
+        "CREATE VIEW v AS SELECT 1",
+    ] {
+        let (status, error) = error_of(&server, sql);
+        assert_eq!(status, 400, "{sql}: {error}");
+        assert!(
+            error.contains("refused") || error.contains("not supported"),
+            "{sql}: {error}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/swarmscope-exfil.csv").exists());
+    // No way to read files through table functions or URL tables.
+    for sql in [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_parquet('/etc/passwd')",
+        "SELECT * FROM '/etc/passwd'",
+    ] {
+        let (status, error) = error_of(&server, sql);
+        assert_eq!(status, 400, "{sql}: {error}");
+    }
+    // Bad SQL and unknown columns are the caller's error, clearly worded.
+    let (status, error) = error_of(&server, "SELEC 1");
+    assert_eq!(status, 400);
+    assert!(error.to_lowercase().contains("sql"), "{error}");
+    let (status, error) = error_of(&server, "SELECT no_such_column FROM spans");
+    assert_eq!(status, 400);
+    assert!(error.contains("no_such_column"), "{error}");
+    // A malformed request body.
+    let (status, body) = blocking_request(
+        "POST",
+        &format!("{}/api/v1/query", server.api),
+        &[("content-type", "application/json".into())],
+        b"{\"query\": 1}",
+    )
+    .expect("request");
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("sql"));
+    // Everything is still there.
+    assert_eq!(server.scalar("SELECT count(*) FROM spans"), 5);
+}
+
+#[test]
+fn results_come_as_json_csv_or_arrow() {
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start(&dir);
+    send(&server, &spans("svc", BASE, 4));
+    let sql = "SELECT attributes['coordination.team'] AS team, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1";
+    let v = server.sql(sql);
+    assert_eq!(
+        v["columns"],
+        json!([{"name": "team", "type": "Utf8"}, {"name": "n", "type": "Int64"}])
+    );
+    assert_eq!(v["rows"], json!([["blue", 2], ["red", 2]]));
+
+    let (status, csv) = server.query_raw(sql, "text/csv");
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8_lossy(&csv), "team,n\nblue,2\nred,2\n");
+
+    let (status, ipc) = server.query_raw(sql, "application/vnd.apache.arrow.stream");
+    assert_eq!(status, 200);
+    let reader = arrow::ipc::reader::StreamReader::try_new(&ipc[..], None).expect("arrow stream");
+    assert_eq!(reader.schema().field(1).name(), "n");
+    let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
+    assert_eq!(rows, 2);
+}
+
+#[test]
+fn tables_endpoint_lists_every_table_with_its_columns() {
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start(&dir);
+    let (status, body) = blocking_get(&format!("{}/api/v1/tables", server.api)).expect("get");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let names: Vec<&str> = v["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .map(|t| t["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["spans", "metrics", "logs"]);
+    let span_columns: Vec<&str> = v["tables"][0]["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or(""))
+        .collect();
+    for required in [
+        "start_time",
+        "end_time",
+        "duration_ns",
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "trace_state",
+        "name",
+        "kind",
+        "status_code",
+        "status_message",
+        "service_name",
+        "scope_name",
+        "scope_version",
+        "resource_attributes",
+        "attributes",
+        "events",
+        "links",
+        "agent_id",
+    ] {
+        assert!(span_columns.contains(&required), "spans lacks {required}");
+    }
+    assert_eq!(
+        v["tables"][0]["columns"][0]["type"],
+        "Timestamp(ns, \"UTC\")"
+    );
+}
+
+#[test]
+fn api_token_guards_the_api_but_not_health() {
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start_with(
+        &dir,
+        Options {
+            api_token: Some("q".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        blocking_get(&format!("{}/healthz", server.api))
+            .expect("get")
+            .0,
+        200
+    );
+    assert_eq!(
+        blocking_get(&format!("{}/api/v1/tables", server.api))
+            .expect("get")
+            .0,
+        401
+    );
+    let (status, _) = blocking_request(
+        "POST",
+        &format!("{}/api/v1/query", server.api),
+        &[("content-type", "application/json".into())],
+        br#"{"sql":"SELECT 1"}"#,
+    )
+    .expect("post");
+    assert_eq!(status, 401);
+    assert_eq!(server.scalar("SELECT 1"), 1);
+}
+
+#[test]
+fn time_predicates_prune_partitions_and_results_survive_restart() {
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start(&dir);
+    // Three partition hours, 10 spans each, written to Parquet by a graceful stop.
+    for h in 0..3 {
+        send(&server, &spans("svc", BASE + h * HOUR, 10));
+    }
+    let queries = [
+        "SELECT count(*) FROM spans",
+        "SELECT name, count(*), sum(duration_ns) FROM spans GROUP BY name ORDER BY name",
+        "SELECT trace_id, span_id, CAST(start_time AS VARCHAR) AS started FROM spans ORDER BY start_time",
+    ];
+    let before: Vec<_> = queries.iter().map(|q| server.rows(q)).collect();
+    assert_eq!(before[0], vec![vec![json!(30)]]);
+    assert!(server.stop().success(), "graceful stop exits 0");
+
+    let files: Vec<_> = walk(&dir.join("spans"));
+    assert_eq!(files.len(), 3, "one file per hour: {files:?}");
+    for (file, partition) in files.iter().zip([
+        "/date=2023-11-14/hour=22/",
+        "/date=2023-11-14/hour=23/",
+        "/date=2023-11-15/hour=00/",
+    ]) {
+        assert!(file.to_string_lossy().contains(partition), "{files:?}");
+    }
+
+    let server = Server::start(&dir);
+    let after: Vec<_> = queries.iter().map(|q| server.rows(q)).collect();
+    assert_eq!(before, after);
+
+    // One hour's predicate reads one file; EXPLAIN shows it.
+    let sql = "SELECT count(*) FROM spans WHERE start_time >= TIMESTAMP '2023-11-14T23:00:00Z' \
+               AND start_time < TIMESTAMP '2023-11-15T00:00:00Z'";
+    assert_eq!(server.scalar(sql), 10);
+    let plan = server.rows(&format!("EXPLAIN {sql}"));
+    let physical = plan
+        .iter()
+        .find(|r| r[0] == "physical_plan")
+        .map(|r| r[1].as_str().unwrap_or("").to_owned())
+        .expect("physical plan");
+    let scanned: Vec<&str> = physical.matches(".parquet").collect();
+    assert_eq!(scanned.len(), 1, "{physical}");
+    assert!(physical.contains("hour=23"), "{physical}");
+    // Row-group pruning predicate reaches the Parquet scan.
+    assert!(
+        physical.contains("pruning_predicate") || physical.contains("predicate="),
+        "{physical}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
