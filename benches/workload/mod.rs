@@ -115,7 +115,7 @@ impl Workload {
             let trace_start = t0 + rng.random_range(0..1_000_000u64);
             let agent = rng.random_range(0..self.agents);
             let team = TEAMS[agent % TEAMS.len()];
-            for child in 0..10 {
+            for (child, name) in SPAN_NAMES.iter().enumerate() {
                 if spans.len() == self.spans_per_request {
                     break;
                 }
@@ -172,7 +172,7 @@ impl Workload {
                     } else {
                         root_id.to_vec()
                     },
-                    name: SPAN_NAMES[child].into(),
+                    name: (*name).into(),
                     kind: if child == 0 { 2 } else { 3 },
                     start_time_unix_nano: start,
                     end_time_unix_nano: start + duration,
