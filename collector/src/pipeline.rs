@@ -1,8 +1,8 @@
 //! The pipeline: decoded OTLP in, Arrow batches to the store.
 //!
 //! Receivers call [`Pipeline::export`] and answer their client by its result: `Ok` means
-//! the valid records are accepted (durable once the store's write-ahead log lands) and
-//! carries the partial-success count of the invalid ones.
+//! the valid records are durable (in the store's write-ahead log) and carries the
+//! partial-success count of the invalid ones; `Overloaded` means retry shortly.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -28,6 +28,9 @@ pub struct ExportOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// Over the memory budget: nothing was taken, the client should retry shortly.
+    #[error("{0}")]
+    Overloaded(String),
     /// The store could not take the batch; the client should retry.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -71,10 +74,12 @@ impl Pipeline {
             );
         }
         let accepted = batch.num_rows();
-        self.store
-            .append(table, batch)
-            .await
-            .map_err(|e| PipelineError::Unavailable(e.to_string()))?;
+        self.store.append(table, batch).await.map_err(|e| match e {
+            swarmscope_sinks::Error::Backpressure { .. } => {
+                PipelineError::Overloaded(e.to_string())
+            }
+            e => PipelineError::Unavailable(e.to_string()),
+        })?;
         Ok(ExportOutcome {
             accepted,
             rejected,

@@ -18,6 +18,14 @@ pub enum Error {
     Config(String),
     #[error("the store is read-only")]
     ReadOnly,
+    /// Buffered rows would pass `storage.max_buffered_bytes`; retry after a flush.
+    #[error("over the memory budget: {buffered} bytes buffered, limit {limit}; retry shortly")]
+    Backpressure { buffered: usize, limit: usize },
+    #[error("write-ahead log: {0}")]
+    Wal(String),
+    /// The store is shutting down or its log writer stopped.
+    #[error("the store is closed")]
+    Closed,
 }
 
 impl Error {

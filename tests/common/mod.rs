@@ -20,6 +20,8 @@ pub struct Options {
     pub max_request_bytes: Option<usize>,
     pub flush_rows: Option<usize>,
     pub flush_interval_ms: Option<u64>,
+    /// More `[storage]` lines, e.g. `max_buffered_bytes = 1000`.
+    pub storage_extra: String,
 }
 
 pub struct Server {
@@ -56,6 +58,7 @@ fn config_text(data_dir: &Path, o: &Options) -> String {
         "flush_interval_ms = {}\n",
         o.flush_interval_ms.unwrap_or(3_600_000)
     );
+    storage += &o.storage_extra;
     format!("[receivers.otlp]\n{otlp}\n[api]\n{api}\n[storage]\n{storage}")
 }
 
@@ -135,6 +138,28 @@ impl Server {
             .expect("kill");
         assert!(killed.success());
         child.wait().expect("wait")
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        child.wait().expect("wait");
+    }
+
+    /// `VmRSS` and `VmHWM` (peak) of the server process, in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// `POST /api/v1/query`, JSON; panics unless the answer is 200.

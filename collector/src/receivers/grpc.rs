@@ -37,9 +37,18 @@ pub struct OtlpGrpc {
     pipeline: Pipeline,
 }
 
+/// How long a refused client is told to wait before retrying.
+pub(crate) const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn to_status(e: PipelineError) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
     match e {
-        PipelineError::Unavailable(m) => Status::unavailable(m),
+        // UNAVAILABLE with RetryInfo: OTLP exporters retry after the hinted delay.
+        PipelineError::Overloaded(m) | PipelineError::Unavailable(m) => Status::with_error_details(
+            tonic::Code::Unavailable,
+            m,
+            ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+        ),
         PipelineError::Internal(m) => Status::internal(m),
     }
 }

@@ -176,7 +176,7 @@ async fn handle(
         .export(decoded)
         .await
         .map_err(|e| match e {
-            PipelineError::Unavailable(m) => {
+            PipelineError::Overloaded(m) | PipelineError::Unavailable(m) => {
                 Failure::new(StatusCode::SERVICE_UNAVAILABLE, encoding, m)
             }
             PipelineError::Internal(m) => {

@@ -7,6 +7,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// When the write-ahead log is synced to disk, and so what a success answer promises.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WalFsync {
+    /// Before every answer (requests that arrive together share one sync): an
+    /// acknowledged record survives a crash of the process and of the machine.
+    Always,
+    /// Every `wal_fsync_interval_ms`: survives a crash of the process; a power loss
+    /// may lose the last interval.
+    Interval,
+    /// Left to the OS: survives a crash of the process, not of the machine.
+    Never,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
@@ -22,6 +36,14 @@ pub struct StorageConfig {
     pub zstd_level: i32,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
+    /// When the write-ahead log is synced: `always`, `interval` or `never`.
+    pub wal_fsync: WalFsync,
+    /// The sync period of `wal_fsync = "interval"`.
+    pub wal_fsync_interval_ms: u64,
+    /// Memory that accepted, not yet flushed rows may take. Past half of it a flush
+    /// starts; past all of it requests are refused with 503 / UNAVAILABLE until the
+    /// flush catches up.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for StorageConfig {
@@ -33,6 +55,9 @@ impl Default for StorageConfig {
             retention_hours: 168,
             zstd_level: 3,
             row_group_rows: 256 * 1024,
+            wal_fsync: WalFsync::Always,
+            wal_fsync_interval_ms: 100,
+            max_buffered_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -55,6 +80,8 @@ impl StorageConfig {
         positive("flush_rows", self.flush_rows as u64)?;
         positive("retention_hours", self.retention_hours)?;
         positive("row_group_rows", self.row_group_rows as u64)?;
+        positive("wal_fsync_interval_ms", self.wal_fsync_interval_ms)?;
+        positive("max_buffered_bytes", self.max_buffered_bytes as u64)?;
         if !(1..=22).contains(&self.zstd_level) {
             return Err(Error::Config(format!(
                 "storage.zstd_level must be within 1..=22, got {}",

@@ -1,31 +1,41 @@
 //! The Parquet store: the write path from an accepted batch to a Parquet file.
 //!
 //! Stages, each with one owner:
-//! 1. [`ParquetStore::append`] takes a converted batch. This is the acknowledgement
-//!    point: once it returns, the request may be answered with success. (A write-ahead
-//!    log slots in here, before the batch enters the buffer.)
-//! 2. The batch waits in its table's in-memory buffer, where queries already see it.
-//! 3. A flush (every `flush_interval_ms`, when a buffer reaches `flush_rows`, and on
-//!    shutdown) moves the buffer aside, writes one Parquet file per partition hour,
-//!    and then, under the same lock that queries snapshot under, swaps the batches for
-//!    the files. A query therefore sees every row exactly once: in memory or in a
-//!    file, never both, never neither.
+//! 1. [`ParquetStore::append`] admits a batch against the memory budget and encodes it
+//!    as a log record.
+//! 2. The log writer thread appends the records that arrived together to the
+//!    write-ahead log ([`wal`]), syncs once for all of them (group commit, per
+//!    `storage.wal_fsync`), moves their batches into the tables' buffers, and only then
+//!    answers. A success from `append` is the acknowledgement: the rows are durable and
+//!    visible to queries.
+//! 3. A flush (every `flush_interval_ms`, when a buffer reaches `flush_rows` or half
+//!    the memory budget, and on shutdown) asks the log writer to seal its segment and
+//!    hand over every buffer, writes one Parquet file per table and partition hour,
+//!    commits them with the checkpoint, and then, under the lock queries snapshot
+//!    under, swaps the batches for the files. A query sees every row exactly once.
+//!
+//! Recovery ([`ParquetStore::open`]) completes the last checkpoint and replays the log
+//! segments it does not cover before the store takes any request.
 
 mod config;
 mod layout;
+mod wal;
 mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use parquet::file::properties::WriterProperties;
 use swarmscope_processors::schema::Table;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
-pub use config::StorageConfig;
+pub use config::{StorageConfig, WalFsync};
 pub use layout::StoredFile;
+pub use wal::Damage;
 
 use crate::{Error, Result};
 
@@ -34,6 +44,16 @@ use crate::{Error, Result};
 pub struct Snapshot {
     pub files: Vec<StoredFile>,
     pub batches: Vec<RecordBatch>,
+}
+
+/// What recovery found in the write-ahead log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recovery {
+    pub segments: usize,
+    pub batches: usize,
+    pub rows: usize,
+    pub corrupt_records: usize,
+    pub torn_tails: usize,
 }
 
 #[derive(Default)]
@@ -47,15 +67,39 @@ struct TableState {
     files: Vec<StoredFile>,
 }
 
+/// Every table's buffer, handed from the log writer to a flush.
+struct Taken {
+    sealed_segment: u64,
+    tables: Vec<(Table, Vec<RecordBatch>)>,
+}
+
+enum Command {
+    Append {
+        table: Table,
+        batch: RecordBatch,
+        record: Vec<u8>,
+        done: oneshot::Sender<Result<()>>,
+    },
+    Rotate {
+        done: oneshot::Sender<Result<Taken>>,
+    },
+}
+
 struct Inner {
     config: StorageConfig,
     props: WriterProperties,
     read_only: bool,
+    wal_dir: PathBuf,
     tables: BTreeMap<Table, Mutex<TableState>>,
+    /// Memory held by admitted rows not yet in a Parquet file.
+    buffered_bytes: AtomicUsize,
     /// Serialises flushes so two never write the same buffer.
     flush_lock: tokio::sync::Mutex<()>,
-    /// Woken when a buffer reaches `flush_rows`.
+    /// Woken when a buffer should be flushed early.
     full: Notify,
+    /// To the log writer thread; `None` for a read-only store.
+    log: Option<Mutex<mpsc::Sender<Command>>>,
+    recovery: Recovery,
 }
 
 /// The Parquet history under `storage.data_dir`. Cheap to clone.
@@ -65,16 +109,93 @@ pub struct ParquetStore {
 }
 
 impl ParquetStore {
-    /// Opens (creating if needed) the store for writing: finds the existing files and
-    /// removes what a crash left half-written.
+    /// Opens (creating if needed) the store for writing: completes the last checkpoint,
+    /// removes what a crash left half-written, and replays the write-ahead log.
     pub fn open(config: StorageConfig) -> Result<ParquetStore> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir).map_err(Error::io(&config.data_dir))?;
-        Self::build(config, false)
+        let wal_dir = config.data_dir.join("_wal");
+        std::fs::create_dir_all(&wal_dir).map_err(Error::io(&wal_dir))?;
+
+        // Phase two of an interrupted flush: its files are named by the checkpoint.
+        let checkpoint = wal::Checkpoint::load(&wal_dir)?;
+        for path in &checkpoint.pending_files {
+            let tmp = writer::tmp_path(path);
+            if tmp.exists() && !path.exists() {
+                writer::rename_into_place(&tmp, path)?;
+            }
+        }
+        let mut tables = BTreeMap::new();
+        for table in Table::ALL {
+            let files = layout::scan_table(&config.data_dir, table, true)?;
+            tables.insert(
+                table,
+                TableState {
+                    files,
+                    ..TableState::default()
+                },
+            );
+        }
+
+        // Replay what the checkpoint does not cover.
+        wal::delete_covered(&wal_dir, checkpoint.covered_segment)?;
+        let mut recovery = Recovery::default();
+        let mut buffered_bytes = 0;
+        let mut last_segment = checkpoint.covered_segment;
+        for (segment, path) in wal::list_segments(&wal_dir)? {
+            let (records, damage) = wal::read_segment(&path)?;
+            if damage != Damage::default() {
+                tracing::warn!(segment = %path.display(), corrupt_records = damage.corrupt_records, torn_tail = damage.torn_tail, "damaged write-ahead log segment; its good records are kept");
+            }
+            recovery.segments += 1;
+            recovery.corrupt_records += damage.corrupt_records;
+            recovery.torn_tails += usize::from(damage.torn_tail);
+            for (table, batch) in records {
+                recovery.batches += 1;
+                recovery.rows += batch.num_rows();
+                buffered_bytes += batch.get_array_memory_size();
+                let state = tables.get_mut(&table).ok_or(Error::Closed)?;
+                state.buffered_rows += batch.num_rows();
+                state.buffered.push(batch);
+            }
+            last_segment = segment;
+        }
+        if recovery.segments > 0 {
+            tracing::info!(
+                segments = recovery.segments,
+                rows = recovery.rows,
+                "replayed the write-ahead log"
+            );
+        }
+
+        let log = wal::Wal::create(&wal_dir, last_segment + 1)?;
+        let (sender, receiver) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            props: writer::writer_properties(&config)?,
+            config,
+            read_only: false,
+            wal_dir,
+            tables: tables
+                .into_iter()
+                .map(|(t, s)| (t, Mutex::new(s)))
+                .collect(),
+            buffered_bytes: AtomicUsize::new(buffered_bytes),
+            flush_lock: tokio::sync::Mutex::new(()),
+            full: Notify::new(),
+            log: Some(Mutex::new(sender)),
+            recovery,
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("swarmscope-wal".into())
+            .spawn(move || log_writer(weak, log, receiver))
+            .map_err(|e| Error::Wal(format!("cannot start the log writer: {e}")))?;
+        Ok(ParquetStore { inner })
     }
 
     /// Opens a data directory for queries only (`swarmscope query --data-dir`). Each
-    /// snapshot lists the directory anew, so files a running server adds are seen.
+    /// snapshot lists the directory anew, so files a running server adds are seen;
+    /// rows a server holds in memory are not.
     pub fn open_read_only(data_dir: impl Into<PathBuf>) -> Result<ParquetStore> {
         let config = StorageConfig {
             data_dir: data_dir.into(),
@@ -86,29 +207,22 @@ impl ParquetStore {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such data directory"),
             });
         }
-        Self::build(config, true)
-    }
-
-    fn build(config: StorageConfig, read_only: bool) -> Result<ParquetStore> {
-        let mut tables = BTreeMap::new();
-        for table in Table::ALL {
-            let files = layout::scan_table(&config.data_dir, table, !read_only)?;
-            tables.insert(
-                table,
-                Mutex::new(TableState {
-                    files,
-                    ..TableState::default()
-                }),
-            );
-        }
+        let tables = Table::ALL
+            .into_iter()
+            .map(|t| (t, Mutex::new(TableState::default())))
+            .collect();
         Ok(ParquetStore {
             inner: Arc::new(Inner {
                 props: writer::writer_properties(&config)?,
+                wal_dir: config.data_dir.join("_wal"),
                 config,
-                read_only,
+                read_only: true,
                 tables,
+                buffered_bytes: AtomicUsize::new(0),
                 flush_lock: tokio::sync::Mutex::new(()),
                 full: Notify::new(),
+                log: None,
+                recovery: Recovery::default(),
             }),
         })
     }
@@ -121,33 +235,65 @@ impl ParquetStore {
         &self.inner.config
     }
 
-    fn state(&self, table: Table) -> MutexGuard<'_, TableState> {
-        // A panic while holding the lock leaves consistent vectors behind (every
-        // mutation is a single push/swap), so a poisoned lock is still usable.
-        self.inner.tables[&table]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// What recovery replayed when the store opened.
+    pub fn recovery(&self) -> &Recovery {
+        &self.inner.recovery
     }
 
-    /// Accepts a batch of `table`. When this returns, the rows are visible to queries
-    /// and will be written by the next flush.
+    fn state(&self, table: Table) -> MutexGuard<'_, TableState> {
+        lock_state(&self.inner, table)
+    }
+
+    /// Accepts a batch of `table`. When this returns `Ok`, the rows are in the
+    /// write-ahead log (synced as `storage.wal_fsync` says) and visible to queries.
+    /// `Err(Backpressure)` means nothing was taken; the client should retry.
     pub async fn append(&self, table: Table, batch: RecordBatch) -> Result<()> {
-        if self.inner.read_only {
+        let Some(log) = &self.inner.log else {
             return Err(Error::ReadOnly);
-        }
+        };
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let full = {
-            let mut state = self.state(table);
-            state.buffered_rows += batch.num_rows();
-            state.buffered.push(batch);
-            state.buffered_rows >= self.inner.config.flush_rows
-        };
-        if full {
+        let size = batch.get_array_memory_size();
+        let limit = self.inner.config.max_buffered_bytes;
+        let before = self.inner.buffered_bytes.fetch_add(size, Ordering::AcqRel);
+        if before + size > limit {
+            self.inner.buffered_bytes.fetch_sub(size, Ordering::AcqRel);
+            self.inner.full.notify_one();
+            return Err(Error::Backpressure {
+                buffered: before,
+                limit,
+            });
+        }
+        let result = self.log_append(log, table, batch).await;
+        if result.is_err() {
+            self.inner.buffered_bytes.fetch_sub(size, Ordering::AcqRel);
+        } else if before + size >= limit / 2
+            || self.state(table).buffered_rows >= self.inner.config.flush_rows
+        {
             self.inner.full.notify_one();
         }
-        Ok(())
+        result
+    }
+
+    async fn log_append(
+        &self,
+        log: &Mutex<mpsc::Sender<Command>>,
+        table: Table,
+        batch: RecordBatch,
+    ) -> Result<()> {
+        let record = wal::encode_record(table, &batch)?;
+        let (done, answer) = oneshot::channel();
+        log.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Command::Append {
+                table,
+                batch,
+                record,
+                done,
+            })
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
     }
 
     /// The files and in-memory rows of `table`, consistent with each other.
@@ -168,65 +314,43 @@ impl ParquetStore {
         })
     }
 
-    /// Rows accepted but not yet in a Parquet file, per table.
+    /// Rows accepted but not yet in a Parquet file.
     pub fn buffered_rows(&self, table: Table) -> usize {
         let state = self.state(table);
         state.buffered_rows + state.flushing.iter().map(|b| b.num_rows()).sum::<usize>()
     }
 
-    /// Writes every buffered row to Parquet.
-    pub async fn flush(&self) -> Result<()> {
-        let _guard = self.inner.flush_lock.lock().await;
-        let mut first_error = None;
-        for table in Table::ALL {
-            if let Err(e) = self.flush_table(table).await {
-                tracing::error!(table = table.name(), error = %e, "flush failed; rows stay buffered");
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+    /// Memory held by accepted rows not yet in a Parquet file.
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.buffered_bytes.load(Ordering::Acquire)
     }
 
-    async fn flush_table(&self, table: Table) -> Result<()> {
-        let batches = {
-            let mut state = self.state(table);
-            if state.buffered.is_empty() {
-                return Ok(());
-            }
-            state.buffered_rows = 0;
-            let taken = std::mem::take(&mut state.buffered);
-            state.flushing.clone_from(&taken);
-            taken
+    /// Writes every buffered row to Parquet and retires the log segments it covered.
+    pub async fn flush(&self) -> Result<()> {
+        let Some(log) = &self.inner.log else {
+            return Ok(());
         };
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let inner = Arc::clone(&self.inner);
-        let written = tokio::task::spawn_blocking(move || {
-            writer::write_partitioned(&inner.config.data_dir, table, &batches, &inner.props)
-                .map_err(|e| (e, batches))
-        })
-        .await
-        .map_err(|e| Error::Io {
-            path: self.data_dir().to_owned(),
-            source: std::io::Error::other(e),
-        })?;
-        let mut state = self.state(table);
-        match written {
-            Ok(files) => {
-                tracing::debug!(table = table.name(), rows, files = files.len(), "flushed");
-                state.files.extend(files);
-                state.flushing.clear();
-                Ok(())
-            }
-            Err((e, mut batches)) => {
-                // Put the rows back in front of what arrived meanwhile; the next flush
-                // tries again.
-                state.flushing.clear();
-                state.buffered_rows += rows;
-                batches.append(&mut state.buffered);
-                state.buffered = batches;
-                Err(e)
-            }
+        let _guard = self.inner.flush_lock.lock().await;
+        if Table::ALL
+            .iter()
+            .all(|t| self.state(*t).buffered.is_empty())
+        {
+            return Ok(());
         }
+        let (done, answer) = oneshot::channel();
+        log.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Command::Rotate { done })
+            .map_err(|_| Error::Closed)?;
+        let taken = answer.await.map_err(|_| Error::Closed)??;
+        let inner = Arc::clone(&self.inner);
+        let result = tokio::task::spawn_blocking(move || commit_flush(&inner, taken))
+            .await
+            .map_err(|e| Error::Wal(format!("flush task failed: {e}")))?;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "flush failed; rows stay buffered and logged");
+        }
+        result
     }
 
     /// Flushes every `flush_interval_ms`, and whenever a buffer fills, until
@@ -245,6 +369,196 @@ impl ParquetStore {
             let _ = self.flush().await;
         }
         let _ = self.flush().await;
+    }
+}
+
+fn lock_state(inner: &Inner, table: Table) -> MutexGuard<'_, TableState> {
+    // Every mutation under this lock is a push, a swap or a clear, so a panic elsewhere
+    // cannot leave it half-done: a poisoned lock is still consistent.
+    inner.tables[&table]
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Writes the taken buffers as Parquet and commits them with the checkpoint. On error
+/// the rows go back in front of their tables' buffers (they are still in the log).
+fn commit_flush(inner: &Inner, taken: Taken) -> Result<()> {
+    let mut pending = Vec::new();
+    let mut failure = None;
+    for (table, batches) in &taken.tables {
+        if batches.is_empty() {
+            continue;
+        }
+        match writer::write_partitioned(&inner.config.data_dir, *table, batches, &inner.props) {
+            Ok(files) => pending.push((*table, files)),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let committed = match failure {
+        Some(e) => Err(e),
+        None => {
+            let checkpoint = wal::Checkpoint {
+                covered_segment: taken.sealed_segment,
+                pending_files: pending
+                    .iter()
+                    .flat_map(|(_, files)| files.iter().map(|f| f.file.path.clone()))
+                    .collect(),
+            };
+            checkpoint.store(&inner.wal_dir).and_then(|()| {
+                // From here the flush is decided; renames that fail are redone by
+                // recovery from the checkpoint.
+                for (_, files) in &pending {
+                    for f in files {
+                        f.commit()?;
+                    }
+                }
+                Ok(())
+            })
+        }
+    };
+    match committed {
+        Ok(()) => {
+            let mut freed = 0;
+            for (table, batches) in &taken.tables {
+                let files = pending
+                    .iter()
+                    .find(|(t, _)| t == table)
+                    .map(|(_, files)| files.iter().map(|f| f.file.clone()).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                freed += batches
+                    .iter()
+                    .map(|b| b.get_array_memory_size())
+                    .sum::<usize>();
+                let mut state = lock_state(inner, *table);
+                state.files.extend(files);
+                state.flushing.clear();
+            }
+            inner.buffered_bytes.fetch_sub(freed, Ordering::AcqRel);
+            wal::delete_covered(&inner.wal_dir, taken.sealed_segment)?;
+            tracing::debug!(segment = taken.sealed_segment, "flushed and checkpointed");
+            Ok(())
+        }
+        Err(e) => {
+            for (_, files) in &pending {
+                for f in files {
+                    let _ = std::fs::remove_file(&f.tmp);
+                }
+            }
+            for (table, mut batches) in taken.tables {
+                let mut state = lock_state(inner, table);
+                state.flushing.clear();
+                state.buffered_rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
+                batches.append(&mut state.buffered);
+                state.buffered = batches;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The log writer thread: the single owner of the write-ahead log and of admission
+/// into the buffers. Runs until the store is dropped.
+fn log_writer(inner: std::sync::Weak<Inner>, mut log: wal::Wal, commands: mpsc::Receiver<Command>) {
+    let (mode, interval) = match inner.upgrade() {
+        Some(i) => (
+            i.config.wal_fsync,
+            Duration::from_millis(i.config.wal_fsync_interval_ms),
+        ),
+        None => return,
+    };
+    let mut last_sync = Instant::now();
+    let mut appends: Vec<(Table, RecordBatch, oneshot::Sender<Result<()>>)> = Vec::new();
+    loop {
+        // Wait for work; in interval mode wake up to sync on time.
+        let first = match mode {
+            WalFsync::Interval => match commands.recv_timeout(interval) {
+                Ok(c) => Some(c),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+            _ => match commands.recv() {
+                Ok(c) => Some(c),
+                Err(_) => break,
+            },
+        };
+        let Some(inner) = inner.upgrade() else { break };
+        // Everything that arrived meanwhile joins this group.
+        for command in first.into_iter().chain(commands.try_iter()) {
+            match command {
+                Command::Append {
+                    table,
+                    batch,
+                    record,
+                    done,
+                } => match log.write(&record) {
+                    Ok(()) => appends.push((table, batch, done)),
+                    Err(e) => {
+                        let _ = done.send(Err(Error::Wal(e.to_string())));
+                    }
+                },
+                Command::Rotate { done } => {
+                    commit_group(&inner, &mut log, mode, &mut appends, &mut last_sync);
+                    let result = log.rotate(mode != WalFsync::Never).map(|sealed| Taken {
+                        sealed_segment: sealed,
+                        tables: Table::ALL
+                            .into_iter()
+                            .map(|t| {
+                                let mut state = lock_state(&inner, t);
+                                state.buffered_rows = 0;
+                                let taken = std::mem::take(&mut state.buffered);
+                                state.flushing.clone_from(&taken);
+                                (t, taken)
+                            })
+                            .collect(),
+                    });
+                    let _ = done.send(result);
+                }
+            }
+        }
+        commit_group(&inner, &mut log, mode, &mut appends, &mut last_sync);
+        if mode == WalFsync::Interval && last_sync.elapsed() >= interval {
+            if let Err(e) = log.sync(true) {
+                tracing::error!(error = %e, "write-ahead log sync failed");
+            }
+            last_sync = Instant::now();
+        }
+    }
+    let _ = log.sync(mode != WalFsync::Never);
+}
+
+/// Makes a group of appended records durable (per the mode), moves their batches into
+/// the buffers, and answers their senders.
+fn commit_group(
+    inner: &Inner,
+    log: &mut wal::Wal,
+    mode: WalFsync,
+    appends: &mut Vec<(Table, RecordBatch, oneshot::Sender<Result<()>>)>,
+    last_sync: &mut Instant,
+) {
+    if appends.is_empty() {
+        return;
+    }
+    let synced = log.sync(mode == WalFsync::Always);
+    if mode == WalFsync::Always {
+        *last_sync = Instant::now();
+    }
+    for (table, batch, done) in appends.drain(..) {
+        match &synced {
+            Ok(()) => {
+                {
+                    let mut state = lock_state(inner, table);
+                    state.buffered_rows += batch.num_rows();
+                    state.buffered.push(batch);
+                }
+                let _ = done.send(Ok(()));
+            }
+            Err(e) => {
+                let _ = done.send(Err(Error::Wal(e.to_string())));
+            }
+        }
     }
 }
 

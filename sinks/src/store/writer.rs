@@ -1,7 +1,7 @@
 //! Buffered batches → Parquet files, one per partition hour, written atomically.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -59,14 +59,45 @@ fn row_hours(table: Table, batch: &RecordBatch) -> Result<Vec<i64>> {
         .collect())
 }
 
-/// Writes `batches` of `table` under `data_dir`, one new file per partition hour.
-/// Blocking; call from a blocking thread.
+/// A written file still under its `.tmp` name: durable, but not yet part of the
+/// history until [`PendingFile::commit`] renames it.
+pub(crate) struct PendingFile {
+    pub tmp: PathBuf,
+    pub file: StoredFile,
+}
+
+impl PendingFile {
+    pub(crate) fn commit(&self) -> Result<()> {
+        rename_into_place(&self.tmp, &self.file.path)
+    }
+}
+
+/// Renames `tmp` to `path` and syncs the directory.
+pub(crate) fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(tmp, path).map_err(Error::io(path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Error::io(dir))?;
+    }
+    Ok(())
+}
+
+/// The `.tmp` name a file is written under.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+/// Writes `batches` of `table` under `data_dir`, one new file per partition hour, each
+/// under its `.tmp` name and synced. Blocking; call from a blocking thread.
 pub(crate) fn write_partitioned(
     data_dir: &Path,
     table: Table,
     batches: &[RecordBatch],
     props: &WriterProperties,
-) -> Result<Vec<StoredFile>> {
+) -> Result<Vec<PendingFile>> {
     let batch = concat_batches(&table.schema(), batches)?;
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
@@ -85,19 +116,29 @@ pub(crate) fn write_partitioned(
             filter_record_batch(&batch, &mask)?
         };
         let dir = partition_dir(&table_dir, hour);
-        let path = write_file(&dir, &part, props)?;
-        written.push(StoredFile { path, hour });
+        match write_file(&dir, &part, props) {
+            Ok((tmp, path)) => written.push(PendingFile {
+                tmp,
+                file: StoredFile { path, hour },
+            }),
+            Err(e) => {
+                for p in &written {
+                    let _ = std::fs::remove_file(&p.tmp);
+                }
+                return Err(e);
+            }
+        }
     }
     Ok(written)
 }
 
-/// Writes one file as `<name>.tmp`, syncs it, renames it into place and syncs the
-/// directory, so that the file is either whole or absent after a crash.
+/// Writes one file as `<name>.tmp` and syncs it; returns the temporary and the final
+/// path.
 fn write_file(
     dir: &Path,
     batch: &RecordBatch,
     props: &WriterProperties,
-) -> Result<std::path::PathBuf> {
+) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -105,16 +146,14 @@ fn write_file(
     let seq = FILE_SEQ.fetch_add(1, Ordering::Relaxed);
     let name = format!("part-{millis}-{}-{seq:06}.parquet", std::process::id());
     let final_path = dir.join(&name);
-    let tmp_path = dir.join(format!("{name}.tmp"));
+    let tmp_path = tmp_path(&final_path);
     let file = File::create(&tmp_path).map_err(Error::io(&tmp_path))?;
     let mut writer = ArrowWriter::try_new(file, Arc::clone(&batch.schema()), Some(props.clone()))?;
     writer.write(batch)?;
     let file = writer.into_inner()?;
     file.sync_all().map_err(Error::io(&tmp_path))?;
-    drop(file);
-    std::fs::rename(&tmp_path, &final_path).map_err(Error::io(&final_path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(Error::io(dir))?;
-    Ok(final_path)
+    Ok((tmp_path, final_path))
 }

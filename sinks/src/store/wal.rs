@@ -1,0 +1,381 @@
+//! The write-ahead log: what makes an acknowledgement durable.
+//!
+//! Layout: `<data_dir>/_wal/wal-<segment>.log` plus `checkpoint.json`. A record is
+//! `[len: u32 LE][crc32: u32 LE][table: u8][Arrow IPC stream of one batch]`, where
+//! `len` counts the bytes after the crc and the crc covers them. A segment is only
+//! appended to; a flush seals it and opens the next.
+//!
+//! The checkpoint is a two-phase commit between the log and the Parquet history. A
+//! flush writes its Parquet files under `.tmp` names, then atomically replaces the
+//! checkpoint with "segments up to N are covered by these files", then renames the
+//! files into place and deletes the covered segments. Recovery finishes whatever the
+//! checkpoint names (renames its `.tmp` files), drops covered segments and replays
+//! the rest. A crash at any point therefore neither loses a record nor stores one
+//! twice.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use serde::{Deserialize, Serialize};
+use swarmscope_processors::schema::Table;
+
+use crate::{Error, Result};
+
+const CHECKPOINT: &str = "checkpoint.json";
+/// A record longer than this is corruption, not data (requests are far smaller).
+const MAX_RECORD: usize = 1 << 30;
+
+fn table_code(table: Table) -> u8 {
+    match table {
+        Table::Spans => 1,
+        Table::Metrics => 2,
+        Table::Logs => 3,
+    }
+}
+
+fn table_of(code: u8) -> Option<Table> {
+    match code {
+        1 => Some(Table::Spans),
+        2 => Some(Table::Metrics),
+        3 => Some(Table::Logs),
+        _ => None,
+    }
+}
+
+/// One framed record, ready to append.
+pub(crate) fn encode_record(table: Table, batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; 8];
+    out.push(table_code(table));
+    {
+        let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
+        writer.write(batch)?;
+        writer.finish()?;
+    }
+    let len = u32::try_from(out.len() - 8)
+        .map_err(|_| Error::Wal(format!("record of {} bytes is too large", out.len())))?;
+    let crc = crc32fast::hash(&out[8..]);
+    out[0..4].copy_from_slice(&len.to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+fn decode_payload(payload: &[u8]) -> Option<(Table, Vec<RecordBatch>)> {
+    let (&code, ipc) = payload.split_first()?;
+    let table = table_of(code)?;
+    let reader = StreamReader::try_new(ipc, None).ok()?;
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>().ok()?;
+    Some((table, batches))
+}
+
+/// What reading a segment found besides its good records.
+#[derive(Debug, Default, PartialEq)]
+pub struct Damage {
+    /// Records whose checksum (or content) was wrong; skipped.
+    pub corrupt_records: usize,
+    /// The segment ended inside a record (a write cut short by a crash).
+    pub torn_tail: bool,
+}
+
+/// The good records of a segment, in order, and what was wrong with the rest.
+pub(crate) fn read_segment(path: &Path) -> Result<(Vec<(Table, RecordBatch)>, Damage)> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(Error::io(path))?;
+    let mut records = Vec::new();
+    let mut damage = Damage::default();
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes.len() - at < 8 {
+            damage.torn_tail = true;
+            break;
+        }
+        let len =
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+        let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+        let end = at + 8 + len;
+        if len == 0 || len > MAX_RECORD || end > bytes.len() {
+            // Either the tail was cut short or the length itself is damaged; in both
+            // cases nothing after this point can be framed.
+            damage.torn_tail = true;
+            break;
+        }
+        let payload = &bytes[at + 8..end];
+        match (crc32fast::hash(payload) == crc)
+            .then(|| decode_payload(payload))
+            .flatten()
+        {
+            Some((table, batches)) => records.extend(batches.into_iter().map(|b| (table, b))),
+            None => damage.corrupt_records += 1,
+        }
+        at = end;
+    }
+    Ok((records, damage))
+}
+
+fn segment_name(segment: u64) -> String {
+    format!("wal-{segment:020}.log")
+}
+
+/// Every segment in `dir`, oldest first.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let entry = entry.map_err(Error::io(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_prefix("wal-")
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse().ok())
+        {
+            out.push((n, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// "Segments up to `covered_segment` are in Parquet, as the files `pending_files`."
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Checkpoint {
+    pub covered_segment: u64,
+    /// Final paths of the files the last flush wrote; any still under `.tmp` at
+    /// recovery are renamed into place.
+    pub pending_files: Vec<PathBuf>,
+}
+
+impl Checkpoint {
+    pub(crate) fn load(dir: &Path) -> Result<Checkpoint> {
+        let path = dir.join(CHECKPOINT);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Wal(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoint::default()),
+            Err(e) => Err(Error::io(&path)(e)),
+        }
+    }
+
+    /// Replaces the checkpoint atomically (write, sync, rename, sync the directory).
+    pub(crate) fn store(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(CHECKPOINT);
+        let tmp = dir.join(format!("{CHECKPOINT}.tmp"));
+        let bytes = serde_json::to_vec(self).map_err(|e| Error::Wal(e.to_string()))?;
+        let mut file = File::create(&tmp).map_err(Error::io(&tmp))?;
+        file.write_all(&bytes).map_err(Error::io(&tmp))?;
+        file.sync_all().map_err(Error::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(Error::io(&path))?;
+        sync_dir(dir)
+    }
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(dir))
+}
+
+/// The segment being appended to.
+pub(crate) struct Wal {
+    dir: PathBuf,
+    segment: u64,
+    file: BufWriter<File>,
+    /// Bytes written since the last sync.
+    unsynced: bool,
+}
+
+impl Wal {
+    /// Opens a new segment `segment` in `dir`.
+    pub(crate) fn create(dir: &Path, segment: u64) -> Result<Wal> {
+        let path = dir.join(segment_name(segment));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        sync_dir(dir)?;
+        Ok(Wal {
+            dir: dir.to_owned(),
+            segment,
+            file: BufWriter::with_capacity(1 << 20, file),
+            unsynced: false,
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn segment(&self) -> u64 {
+        self.segment
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(segment_name(self.segment))
+    }
+
+    pub(crate) fn write(&mut self, record: &[u8]) -> Result<()> {
+        self.unsynced = true;
+        self.file.write_all(record).map_err(Error::io(self.path()))
+    }
+
+    /// Hands buffered bytes to the OS, and with `durable` waits until they are on disk.
+    pub(crate) fn sync(&mut self, durable: bool) -> Result<()> {
+        self.file.flush().map_err(Error::io(self.path()))?;
+        if durable && self.unsynced {
+            self.file
+                .get_ref()
+                .sync_data()
+                .map_err(Error::io(self.path()))?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Seals this segment and opens the next; returns the sealed segment's number.
+    pub(crate) fn rotate(&mut self, durable: bool) -> Result<u64> {
+        self.sync(durable)?;
+        let sealed = self.segment;
+        *self = Wal::create(&self.dir, sealed + 1)?;
+        Ok(sealed)
+    }
+}
+
+/// Deletes the segments up to and including `covered`.
+pub(crate) fn delete_covered(dir: &Path, covered: u64) -> Result<()> {
+    for (n, path) in list_segments(dir)? {
+        if n <= covered {
+            std::fs::remove_file(&path).map_err(Error::io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn batch(n: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![n, n + 1])),
+                Arc::new(StringArray::from(vec!["a", "b"])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn segment_with(dir: &Path, records: &[Vec<u8>]) -> PathBuf {
+        let mut wal = Wal::create(dir, 1).unwrap();
+        for r in records {
+            wal.write(r).unwrap();
+        }
+        wal.sync(true).unwrap();
+        wal.path()
+    }
+
+    fn values(records: &[(Table, RecordBatch)]) -> Vec<i64> {
+        records
+            .iter()
+            .map(|(_, b)| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .value(0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<_> = (0..3)
+            .map(|i| encode_record(Table::Logs, &batch(i * 10)).unwrap())
+            .collect();
+        let path = segment_with(dir.path(), &records);
+        let (read, damage) = read_segment(&path).unwrap();
+        assert_eq!(values(&read), vec![0, 10, 20]);
+        assert!(read.iter().all(|(t, _)| *t == Table::Logs));
+        assert_eq!(damage, Damage::default());
+    }
+
+    #[test]
+    fn torn_tail_keeps_the_records_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<_> = (0..3)
+            .map(|i| encode_record(Table::Spans, &batch(i)).unwrap())
+            .collect();
+        let path = segment_with(dir.path(), &records);
+        let full = std::fs::metadata(&path).unwrap().len();
+        // Cut the last record in half, as a crash during its write would.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(full - records[2].len() as u64 / 2).unwrap();
+        let (read, damage) = read_segment(&path).unwrap();
+        assert_eq!(values(&read), vec![0, 1]);
+        assert!(damage.torn_tail);
+        assert_eq!(damage.corrupt_records, 0);
+    }
+
+    #[test]
+    fn flipped_byte_in_the_middle_skips_only_that_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<_> = (0..3)
+            .map(|i| encode_record(Table::Metrics, &batch(i)).unwrap())
+            .collect();
+        let path = segment_with(dir.path(), &records);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = records[0].len() + records[1].len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let (read, damage) = read_segment(&path).unwrap();
+        assert_eq!(values(&read), vec![0, 2]);
+        assert_eq!(damage.corrupt_records, 1);
+        assert!(!damage.torn_tail);
+    }
+
+    #[test]
+    fn empty_segment_has_no_records_and_no_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_with(dir.path(), &[]);
+        assert_eq!(read_segment(&path).unwrap().0.len(), 0);
+        assert_eq!(read_segment(&path).unwrap().1, Damage::default());
+    }
+
+    #[test]
+    fn checkpoint_round_trips_and_defaults_when_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Checkpoint::load(dir.path()).unwrap(), Checkpoint::default());
+        let c = Checkpoint {
+            covered_segment: 7,
+            pending_files: vec![PathBuf::from("/x/a.parquet")],
+        };
+        c.store(dir.path()).unwrap();
+        assert_eq!(Checkpoint::load(dir.path()).unwrap(), c);
+    }
+
+    #[test]
+    fn rotation_and_deletion_of_covered_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), 3).unwrap();
+        assert_eq!(wal.rotate(true).unwrap(), 3);
+        assert_eq!(wal.rotate(true).unwrap(), 4);
+        assert_eq!(wal.segment(), 5);
+        delete_covered(dir.path(), 4).unwrap();
+        let left: Vec<u64> = list_segments(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(left, vec![5]);
+    }
+}
