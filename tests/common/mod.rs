@@ -58,6 +58,8 @@ fn config_text(data_dir: &Path, o: &Options) -> String {
         "flush_interval_ms = {}\n",
         o.flush_interval_ms.unwrap_or(3_600_000)
     );
+    // Test data carries fixed timestamps from 2018-2023; keep them.
+    storage += "retention_hours = 1000000\n";
     storage += &o.storage_extra;
     format!("[receivers.otlp]\n{otlp}\n[api]\n{api}\n[storage]\n{storage}")
 }

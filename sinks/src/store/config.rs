@@ -30,7 +30,7 @@ pub struct StorageConfig {
     pub flush_interval_ms: u64,
     /// A table's buffer is written out as soon as it holds this many rows.
     pub flush_rows: usize,
-    /// How long partitions are kept. Enforcement arrives with compaction.
+    /// Partitions whose hour ended longer ago than this are deleted.
     pub retention_hours: u64,
     /// zstd level of the Parquet files (1 fast .. 22 small).
     pub zstd_level: i32,

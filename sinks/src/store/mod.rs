@@ -353,8 +353,55 @@ impl ParquetStore {
         result
     }
 
+    /// Deletes the files of partitions whose hour ended more than `retention_hours`
+    /// before `now`. They leave the snapshot first, so new queries no longer read them.
+    /// Returns how many files were deleted.
+    pub fn enforce_retention(&self, now: std::time::SystemTime) -> Result<usize> {
+        if self.inner.read_only {
+            return Ok(0);
+        }
+        let now_hour = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| (d.as_secs() / 3600) as i64);
+        let cutoff = now_hour - self.inner.config.retention_hours as i64;
+        let mut deleted = 0;
+        for table in Table::ALL {
+            let expired: Vec<StoredFile> = {
+                let mut state = self.state(table);
+                let (expired, kept) = std::mem::take(&mut state.files)
+                    .into_iter()
+                    .partition(|f| f.hour < cutoff);
+                state.files = kept;
+                expired
+            };
+            for file in expired {
+                match std::fs::remove_file(&file.path) {
+                    Ok(()) => deleted += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&file.path)(e)),
+                }
+                // Empty partition directories go too (hour, then date).
+                let hour_dir = file.path.parent();
+                for dir in [hour_dir, hour_dir.and_then(Path::parent)]
+                    .into_iter()
+                    .flatten()
+                {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(
+                deleted,
+                retention_hours = self.inner.config.retention_hours,
+                "retention removed expired partitions"
+            );
+        }
+        Ok(deleted)
+    }
+
     /// Flushes every `flush_interval_ms`, and whenever a buffer fills, until
-    /// `shutdown` resolves; then flushes what is left.
+    /// `shutdown` resolves; then flushes what is left. Retention runs on every tick.
     pub async fn run_flusher(self, shutdown: impl std::future::Future<Output = ()>) {
         let mut ticker = tokio::time::interval(self.inner.config.flush_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -367,6 +414,9 @@ impl ParquetStore {
             }
             // Errors are logged by `flush`; the rows stay buffered for the next try.
             let _ = self.flush().await;
+            if let Err(e) = self.enforce_retention(std::time::SystemTime::now()) {
+                tracing::error!(error = %e, "retention failed");
+            }
         }
         let _ = self.flush().await;
     }

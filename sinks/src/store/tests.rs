@@ -130,6 +130,8 @@ async fn full_buffer_wakes_the_flusher() {
         data_dir: dir.path().to_owned(),
         flush_rows: 2,
         flush_interval_ms: 3_600_000,
+        // The spans are from 1970; keep them.
+        retention_hours: 1_000_000,
         ..StorageConfig::default()
     })
     .unwrap();
@@ -330,4 +332,41 @@ fn logs_at(i: u64) -> RecordBatch {
     swarmscope_processors::convert::logs_from_otlp(&request)
         .unwrap()
         .batch
+}
+
+#[tokio::test]
+async fn retention_deletes_expired_partitions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ParquetStore::open(StorageConfig {
+        data_dir: dir.path().to_owned(),
+        retention_hours: 24,
+        ..StorageConfig::default()
+    })
+    .unwrap();
+    let now = std::time::SystemTime::now();
+    let now_nanos = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let day_and_a_half_ago = now_nanos - 36 * HOUR;
+    s.append(Table::Spans, spans_at(&[day_and_a_half_ago, now_nanos]))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    let before = s.snapshot(Table::Spans).unwrap().files;
+    assert_eq!(before.len(), 2);
+
+    assert_eq!(s.enforce_retention(now).unwrap(), 1);
+    let after = s.snapshot(Table::Spans).unwrap().files;
+    assert_eq!(after.len(), 1);
+    assert!(after[0].path.exists());
+    let expired = before.iter().find(|f| !after.contains(f)).unwrap();
+    assert!(!expired.path.exists());
+    assert!(
+        !expired.path.parent().unwrap().exists(),
+        "empty partition removed"
+    );
+    assert_eq!(total_rows(&s, Table::Spans), 1);
+    // Nothing more to do the second time.
+    assert_eq!(s.enforce_retention(now).unwrap(), 0);
 }
