@@ -87,8 +87,12 @@ fn start_senders(rt: &tokio::runtime::Runtime, load: &Load) -> Vec<tokio::task::
             let acked = acked.clone();
             let refused = refused.clone();
             rt.spawn(async move {
+                // Bounded waits: after a kill, a request must fail rather than wait on
+                // a reconnecting channel; a request that times out is not acknowledged.
                 let Ok(channel) = tonic::transport::Endpoint::from_shared(endpoint)
                     .expect("endpoint")
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(Duration::from_secs(20))
                     .connect()
                     .await
                 else {
