@@ -257,7 +257,10 @@ impl ParquetStore {
         let size = batch.get_array_memory_size();
         let limit = self.inner.config.max_buffered_bytes;
         let before = self.inner.buffered_bytes.fetch_add(size, Ordering::AcqRel);
-        if before + size > limit {
+        // An empty buffer admits any batch, or a request larger than the budget would
+        // be refused forever; the budget bounds what accumulates, not one request
+        // (which `max_request_bytes` bounds).
+        if before > 0 && before + size > limit {
             self.inner.buffered_bytes.fetch_sub(size, Ordering::AcqRel);
             self.inner.full.notify_one();
             return Err(Error::Backpressure {

@@ -278,6 +278,14 @@ async fn over_the_memory_budget_appends_are_refused_until_a_flush() {
     assert_eq!(s.buffered_bytes(), 0);
     s.append(Table::Spans, batch).await.unwrap();
     assert_eq!(total_rows(&s, Table::Spans), 3);
+
+    // A batch larger than the whole budget is still taken when nothing is buffered.
+    s.flush().await.unwrap();
+    let starts: Vec<u64> = (0..2000).map(|i| HOUR + i).collect();
+    let big = spans_at(&starts);
+    assert!(big.get_array_memory_size() > size * 2);
+    s.append(Table::Spans, big).await.unwrap();
+    assert_eq!(total_rows(&s, Table::Spans), 2003);
 }
 
 #[tokio::test]
