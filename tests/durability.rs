@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use common::{temp_data_dir, Options, Server};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 
 const SPANS_PER_REQUEST: usize = 50;
 
@@ -45,20 +45,15 @@ fn request(id: u64, n: usize) -> ExportTraceServiceRequest {
             ..Default::default()
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    common::trace_request(spans)
 }
 
-/// A load: `senders` clients push distinct requests (ids from `next`) until the
-/// server goes away or `stop_at` is reached; every request answered OK is recorded in
-/// `acked`, every UNAVAILABLE counted in `refused` and retried.
+/// A load: `senders` clients push distinct requests (ids from `next`) until `stop_at`
+/// is reached, `stop` is raised or the connection breaks; every request answered OK is
+/// recorded in `acked`, every UNAVAILABLE counted in `refused` and retried.
+///
+/// A refused connection to a killed server is UNAVAILABLE too, so a sender retries
+/// only until `stop` says the server is gone.
 #[derive(Clone)]
 struct Load {
     endpoint: String,
@@ -67,6 +62,7 @@ struct Load {
     stop_at: u64,
     acked: Arc<Mutex<BTreeSet<u64>>>,
     refused: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
     spans_per_request: usize,
 }
 
@@ -78,6 +74,7 @@ fn start_senders(rt: &tokio::runtime::Runtime, load: &Load) -> Vec<tokio::task::
         stop_at,
         acked,
         refused,
+        stop,
         spans_per_request,
     } = load.clone();
     (0..senders)
@@ -86,6 +83,7 @@ fn start_senders(rt: &tokio::runtime::Runtime, load: &Load) -> Vec<tokio::task::
             let next = next.clone();
             let acked = acked.clone();
             let refused = refused.clone();
+            let stop = stop.clone();
             rt.spawn(async move {
                 // Bounded waits: after a kill, a request must fail rather than wait on
                 // a reconnecting channel; a request that times out is not acknowledged.
@@ -100,7 +98,7 @@ fn start_senders(rt: &tokio::runtime::Runtime, load: &Load) -> Vec<tokio::task::
                 };
                 let mut client = TraceServiceClient::new(channel);
                 let mut id = next.fetch_add(1, Ordering::SeqCst);
-                while id < stop_at {
+                while id < stop_at && !stop.load(Ordering::SeqCst) {
                     match client.export(request(id, spans_per_request)).await {
                         Ok(_) => {
                             acked.lock().expect("lock").insert(id);
@@ -172,6 +170,7 @@ fn acknowledged_spans_survive_kill_9_exactly_once() {
             stop_at: u64::MAX,
             acked: acked.clone(),
             refused: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
             spans_per_request: SPANS_PER_REQUEST,
         };
         let senders = start_senders(&rt, &load);
@@ -179,6 +178,7 @@ fn acknowledged_spans_survive_kill_9_exactly_once() {
             (acked.lock().expect("lock").len() as u64 >= target).then_some(())
         });
         server.kill9();
+        load.stop.store(true, Ordering::SeqCst);
         for s in senders {
             let _ = rt.block_on(s);
         }
@@ -263,6 +263,7 @@ fn overload_is_refused_memory_stays_bounded_and_nothing_acknowledged_is_lost() {
         stop_at: total,
         acked: acked.clone(),
         refused: refused.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
         spans_per_request: per_request,
     };
     let senders = start_senders(&rt, &load);

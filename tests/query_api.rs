@@ -251,7 +251,7 @@ fn time_predicates_prune_partitions_and_results_survive_restart() {
     assert_eq!(before[0], vec![vec![json!(30)]]);
     assert!(server.stop().success(), "graceful stop exits 0");
 
-    let files: Vec<_> = walk(&dir.join("spans"));
+    let files: Vec<_> = common::parquet_files(&dir.join("spans"));
     assert_eq!(files.len(), 3, "one file per hour: {files:?}");
     for (file, partition) in files.iter().zip([
         "/date=2023-11-14/hour=22/",
@@ -283,20 +283,4 @@ fn time_predicates_prune_partitions_and_results_survive_restart() {
         physical.contains("pruning_predicate") || physical.contains("predicate="),
         "{physical}"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{binary, blocking_request, eventually, temp_data_dir, Options, Server};
+use common::{binary, blocking_request, eventually, parquet_files, temp_data_dir, Options, Server};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -44,21 +44,6 @@ fn send_logs(server: &Server, body: &[u8]) {
     )
     .expect("send");
     assert_eq!(status, 200);
-}
-
-fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(parquet_files(&p));
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

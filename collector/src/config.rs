@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use swarmscope_queries::QueryConfig;
 use swarmscope_sinks::store::StorageConfig;
 
+use crate::net::{Listening, TlsConfig};
 use crate::Error;
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -40,6 +41,12 @@ pub struct OtlpReceiverConfig {
     pub max_request_bytes: usize,
     /// When set (and not empty), requests need `Authorization: Bearer <token>`.
     pub auth_token: Option<String>,
+    /// HTTP/1 request headers (and the TLS handshake) must arrive within this.
+    pub read_header_timeout_ms: u64,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Serve both receivers over TLS.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for OtlpReceiverConfig {
@@ -49,6 +56,9 @@ impl Default for OtlpReceiverConfig {
             http_address: "127.0.0.1:4318".into(),
             max_request_bytes: 64 * 1024 * 1024,
             auth_token: None,
+            read_header_timeout_ms: 30_000,
+            idle_timeout_ms: 120_000,
+            tls: None,
         }
     }
 }
@@ -60,6 +70,13 @@ pub struct ApiConfig {
     pub address: String,
     /// When set (and not empty), `/api/*` needs `Authorization: Bearer <token>`.
     pub auth_token: Option<String>,
+    /// HTTP/1 request headers (and the TLS handshake) must arrive within this.
+    pub read_header_timeout_ms: u64,
+    /// A connection with no traffic for this long is closed; longer than
+    /// `query.timeout_ms`, so a running query is never cut off.
+    pub idle_timeout_ms: u64,
+    /// Serve the API over TLS.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ApiConfig {
@@ -67,7 +84,67 @@ impl Default for ApiConfig {
         ApiConfig {
             address: "127.0.0.1:8080".into(),
             auth_token: None,
+            read_header_timeout_ms: 30_000,
+            idle_timeout_ms: 120_000,
+            tls: None,
         }
+    }
+}
+
+/// ALPN for gRPC (HTTP/2 only) and for HTTP (either).
+pub const ALPN_GRPC: &[&[u8]] = &[b"h2"];
+pub const ALPN_HTTP: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// The timeouts and TLS of one listener; `section` names its keys in errors.
+fn listening(
+    section: &str,
+    tls: Option<&TlsConfig>,
+    alpn: &[&[u8]],
+    read_header_timeout_ms: u64,
+    idle_timeout_ms: u64,
+) -> Result<Listening, Error> {
+    for (key, value) in [
+        ("read_header_timeout_ms", read_header_timeout_ms),
+        ("idle_timeout_ms", idle_timeout_ms),
+    ] {
+        if value == 0 {
+            return Err(Error::Config(format!("{section}.{key} must be > 0, got 0")));
+        }
+    }
+    Ok(Listening {
+        tls: tls
+            .map(|t| t.acceptor(&format!("{section}.tls"), alpn))
+            .transpose()?,
+        read_header_timeout: std::time::Duration::from_millis(read_header_timeout_ms),
+        idle_timeout: std::time::Duration::from_millis(idle_timeout_ms),
+    })
+}
+
+impl OtlpReceiverConfig {
+    /// How the receivers' listeners treat connections (gRPC, then HTTP).
+    pub fn listening(&self) -> Result<(Listening, Listening), Error> {
+        let make = |alpn| {
+            listening(
+                "receivers.otlp",
+                self.tls.as_ref(),
+                alpn,
+                self.read_header_timeout_ms,
+                self.idle_timeout_ms,
+            )
+        };
+        Ok((make(ALPN_GRPC)?, make(ALPN_HTTP)?))
+    }
+}
+
+impl ApiConfig {
+    pub fn listening(&self) -> Result<Listening, Error> {
+        listening(
+            "api",
+            self.tls.as_ref(),
+            ALPN_HTTP,
+            self.read_header_timeout_ms,
+            self.idle_timeout_ms,
+        )
     }
 }
 
@@ -117,6 +194,15 @@ impl Config {
         self.query
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
+        if self.api.idle_timeout_ms <= self.query.timeout_ms {
+            return Err(Error::Config(format!(
+                "api.idle_timeout_ms ({}) must be longer than query.timeout_ms ({}), or a running query's connection could be closed",
+                self.api.idle_timeout_ms, self.query.timeout_ms
+            )));
+        }
+        // Timeouts, and that the TLS certificates and keys load.
+        otlp.listening()?;
+        self.api.listening()?;
         Ok(())
     }
 

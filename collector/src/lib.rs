@@ -13,6 +13,7 @@
 pub mod api;
 pub mod config;
 mod error;
+pub mod net;
 pub mod pipeline;
 pub mod receivers;
 pub mod service;

@@ -26,6 +26,24 @@ pub struct ExportOutcome {
     pub error_message: Option<String>,
 }
 
+impl ExportOutcome {
+    /// Adds a warning for the client to the partial-success message.
+    pub fn warn(&mut self, warning: Option<String>) {
+        if let Some(w) = warning {
+            self.error_message = Some(match self.error_message.take() {
+                Some(m) => format!("{m}; {w}"),
+                None => w,
+            });
+        }
+    }
+
+    /// Whether the answer carries `partial_success`: records were rejected, or there
+    /// is a warning (then with a rejected count of 0, as OTLP allows).
+    pub fn has_partial_success(&self) -> bool {
+        self.rejected > 0 || self.error_message.is_some()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// Over the memory budget: nothing was taken, the client should retry shortly.

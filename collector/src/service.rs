@@ -2,7 +2,7 @@
 //! stop, then shut down in the order that loses nothing: receivers first (in-flight
 //! requests finish), then a final flush of every buffered row, then the API.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -53,6 +53,8 @@ pub async fn run(
     let engine = Arc::new(QueryEngine::new(store.clone(), config.query.clone())?);
     let pipeline = Pipeline::new(store.clone());
     let otlp = &config.receivers.otlp;
+    let (grpc_listening, http_listening) = otlp.listening()?;
+    let api_listening = config.api.listening()?;
 
     let grpc_listener = bind("receivers.otlp.grpc_address", &otlp.grpc_address).await?;
     let http_listener = bind("receivers.otlp.http_address", &otlp.http_address).await?;
@@ -77,6 +79,7 @@ pub async fn run(
 
     let grpc_task = tokio::spawn(grpc::serve(
         grpc_listener,
+        grpc_listening,
         pipeline.clone(),
         otlp.max_request_bytes,
         otlp.auth_token.clone(),
@@ -87,21 +90,14 @@ pub async fn run(
         otlp.max_request_bytes,
         otlp.auth_token.clone(),
     );
-    let http_task = tokio::spawn(
-        axum::serve(http_listener, http_app)
-            .with_graceful_shutdown(stopped(receivers_rx))
-            .into_future(),
-    );
+    let http_task =
+        tokio::spawn(http_listening.serve_http(http_listener, http_app, stopped(receivers_rx)));
     let api_app = api::router(ApiState {
         engine,
         ready: Arc::clone(&ready),
         auth_token: config.api.auth_token.clone(),
     });
-    let api_task = tokio::spawn(
-        axum::serve(api_listener, api_app)
-            .with_graceful_shutdown(stopped(api_rx))
-            .into_future(),
-    );
+    let api_task = tokio::spawn(api_listening.serve_http(api_listener, api_app, stopped(api_rx)));
     let flusher = tokio::spawn(store.clone().run_flusher(stopped(flusher_rx)));
 
     ready.store(true, Ordering::Release);

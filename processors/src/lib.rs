@@ -20,6 +20,7 @@ pub mod anyvalue;
 pub mod convert;
 mod error;
 pub mod otlp_json;
+pub mod otlp_proto;
 pub mod schema;
 
 pub use error::{Error, Result};

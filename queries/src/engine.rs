@@ -41,6 +41,7 @@ pub struct TableInfo {
 
 /// SQL over a [`ParquetStore`]. Cheap to share behind an `Arc`.
 pub struct QueryEngine {
+    store: ParquetStore,
     ctx: SessionContext,
     config: QueryConfig,
     options: SQLOptions,
@@ -69,6 +70,7 @@ impl QueryEngine {
             .with_allow_dml(false)
             .with_allow_statements(false);
         Ok(QueryEngine {
+            store,
             ctx,
             config,
             options,
@@ -100,6 +102,9 @@ impl QueryEngine {
                     .to_owned(),
             )
         })?;
+        // The files this query's snapshot names stay on disk until it ends, whatever
+        // compaction or retention decide meanwhile.
+        let _reading = self.store.reading();
         let run = async {
             let frame = self
                 .ctx

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use serde_json::Value;
 
 /// Settings a test may change; everything else is the default config.
@@ -22,6 +24,12 @@ pub struct Options {
     pub flush_interval_ms: Option<u64>,
     /// More `[storage]` lines, e.g. `max_buffered_bytes = 1000`.
     pub storage_extra: String,
+    /// More `[receivers.otlp]` lines.
+    pub otlp_extra: String,
+    /// More `[api]` lines. With TLS on the API, set `api_tls` so that readiness is
+    /// not polled over plain HTTP.
+    pub api_extra: String,
+    pub api_tls: bool,
 }
 
 pub struct Server {
@@ -45,10 +53,12 @@ fn config_text(data_dir: &Path, o: &Options) -> String {
     if let Some(n) = o.max_request_bytes {
         otlp += &format!("max_request_bytes = {n}\n");
     }
+    otlp += &o.otlp_extra;
     let mut api = String::from("address = \"127.0.0.1:0\"\n");
     if let Some(t) = &o.api_token {
         api += &format!("auth_token = \"{t}\"\n");
     }
+    api += &o.api_extra;
     let mut storage = format!("data_dir = {:?}\n", data_dir.display().to_string());
     if let Some(n) = o.flush_rows {
         storage += &format!("flush_rows = {n}\n");
@@ -116,6 +126,9 @@ impl Server {
     }
 
     fn wait_ready(&self) {
+        if self.options.api_tls {
+            return;
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ok = blocking_get(&format!("{}/readyz", self.api)).map(|(s, _)| s == 200);
@@ -236,22 +249,32 @@ pub fn blocking_request(
         .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
     let mut stream = std::net::TcpStream::connect(host)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head += &format!("{k}: {v}\r\n");
-    }
-    head += "\r\n";
-    stream.write_all(head.as_bytes())?;
+    stream.write_all(request_head(method, host, &path, headers, body.len()).as_bytes())?;
     stream.write_all(body)?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     parse_response(&response)
 }
 
-fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+/// The head of a one-shot HTTP/1.1 request (`connection: close`).
+pub fn request_head(
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body_len: usize,
+) -> String {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {body_len}\r\n"
+    );
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head + "\r\n"
+}
+
+/// Status and body (de-chunked) of a raw HTTP/1.1 response.
+pub fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
     let bad = || std::io::Error::other("malformed HTTP response");
     let split = raw
         .windows(4)
@@ -293,6 +316,36 @@ fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
 
 pub fn blocking_get(url: &str) -> std::io::Result<(u16, Vec<u8>)> {
     blocking_request("GET", url, &[], b"")
+}
+
+/// A trace export request: `spans` under one resource and one scope.
+pub fn trace_request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Every Parquet file below `dir`, sorted.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(parquet_files(&p));
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// A data directory inside a fresh temp dir (the config file sits beside it).

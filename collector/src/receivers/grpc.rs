@@ -3,39 +3,32 @@
 //! tonic decodes and decompresses (gzip, zstd) under `max_request_bytes`; an oversized
 //! message is answered RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE when the length
 //! prefix alone is too large; [`oversize_is_resource_exhausted`] fixes that up, as the
-//! OTLP specification and other collectors answer).
+//! OTLP specification and other collectors answer). Invalid UTF-8 in a request is
+//! repaired, not refused ([`OtlpService`]).
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::task::{Context, Poll};
+
+use bytes::Buf;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use swarmscope_processors::otlp_proto::{self, Decoded, OtlpRequest};
 use tokio::net::TcpListener;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
+use tonic::codegen::BoxFuture;
+use tonic::server::{NamedService, UnaryService};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::pipeline::{ExportOutcome, ExportRequest, Pipeline, PipelineError};
-
-/// The three OTLP services over one pipeline.
-#[derive(Clone)]
-pub struct OtlpGrpc {
-    pipeline: Pipeline,
-}
 
 /// How long a refused client is told to wait before retrying.
 pub(crate) const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -53,57 +46,201 @@ fn to_status(e: PipelineError) -> Status {
     }
 }
 
-impl OtlpGrpc {
-    async fn export(&self, request: ExportRequest) -> Result<ExportOutcome, Status> {
-        self.pipeline.export(request).await.map_err(to_status)
+/// One OTLP signal as a gRPC service: its names, its messages, and how its outcome
+/// becomes a response.
+pub trait Signal: Send + Sync + 'static {
+    const SERVICE: &'static str;
+    const EXPORT_PATH: &'static str;
+    type Request: OtlpRequest + Send + 'static;
+    type Response: prost::Message + Default + Send + 'static;
+    fn export_request(request: Self::Request) -> ExportRequest;
+    fn response(outcome: ExportOutcome) -> Self::Response;
+}
+
+pub enum Traces {}
+pub enum Metrics {}
+pub enum Logs {}
+
+impl Signal for Traces {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+    fn export_request(request: Self::Request) -> ExportRequest {
+        ExportRequest::Traces(request)
+    }
+    fn response(outcome: ExportOutcome) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: outcome
+                .has_partial_success()
+                .then(|| ExportTracePartialSuccess {
+                    rejected_spans: outcome.rejected,
+                    error_message: outcome.error_message.unwrap_or_default(),
+                }),
+        }
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let outcome = OtlpGrpc::export(self, ExportRequest::Traces(request.into_inner())).await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (outcome.rejected > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: outcome.rejected,
-                error_message: outcome.error_message.unwrap_or_default(),
-            }),
-        }))
+impl Signal for Metrics {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const EXPORT_PATH: &'static str =
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    type Request = ExportMetricsServiceRequest;
+    type Response = ExportMetricsServiceResponse;
+    fn export_request(request: Self::Request) -> ExportRequest {
+        ExportRequest::Metrics(request)
+    }
+    fn response(outcome: ExportOutcome) -> Self::Response {
+        ExportMetricsServiceResponse {
+            partial_success: outcome
+                .has_partial_success()
+                .then(|| ExportMetricsPartialSuccess {
+                    rejected_data_points: outcome.rejected,
+                    error_message: outcome.error_message.unwrap_or_default(),
+                }),
+        }
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let outcome = OtlpGrpc::export(self, ExportRequest::Metrics(request.into_inner())).await?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (outcome.rejected > 0).then(|| ExportMetricsPartialSuccess {
-                rejected_data_points: outcome.rejected,
-                error_message: outcome.error_message.unwrap_or_default(),
-            }),
-        }))
+impl Signal for Logs {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    type Request = ExportLogsServiceRequest;
+    type Response = ExportLogsServiceResponse;
+    fn export_request(request: Self::Request) -> ExportRequest {
+        ExportRequest::Logs(request)
+    }
+    fn response(outcome: ExportOutcome) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: outcome
+                .has_partial_success()
+                .then(|| ExportLogsPartialSuccess {
+                    rejected_log_records: outcome.rejected,
+                    error_message: outcome.error_message.unwrap_or_default(),
+                }),
+        }
     }
 }
 
-#[tonic::async_trait]
-impl LogsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let outcome = OtlpGrpc::export(self, ExportRequest::Logs(request.into_inner())).await?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (outcome.rejected > 0).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: outcome.rejected,
-                error_message: outcome.error_message.unwrap_or_default(),
-            }),
-        }))
+/// The OTLP gRPC service of signal `S`. It does what tonic's generated server does,
+/// with one difference: requests are decoded by [`otlp_proto::decode`], so invalid
+/// UTF-8 is repaired (and reported in `partial_success`) rather than failing the call.
+pub struct OtlpService<S> {
+    pipeline: Pipeline,
+    max_request_bytes: usize,
+    signal: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for OtlpService<S> {
+    fn clone(&self) -> Self {
+        OtlpService {
+            pipeline: self.pipeline.clone(),
+            max_request_bytes: self.max_request_bytes,
+            signal: PhantomData,
+        }
+    }
+}
+
+impl<S: Signal> OtlpService<S> {
+    pub fn new(pipeline: Pipeline, max_request_bytes: usize) -> Self {
+        OtlpService {
+            pipeline,
+            max_request_bytes,
+            signal: PhantomData,
+        }
+    }
+}
+
+impl<S: Signal> NamedService for OtlpService<S> {
+    const NAME: &'static str = S::SERVICE;
+}
+
+impl<S: Signal, B> tower::Service<http::Request<B>> for OtlpService<S>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if request.uri().path() != S::EXPORT_PATH {
+                return Ok(Status::unimplemented(format!(
+                    "{} has no method {}",
+                    S::SERVICE,
+                    request.uri().path()
+                ))
+                .into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(LenientCodec::<S>(PhantomData))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(this.max_request_bytes);
+            Ok(grpc.unary(Export(this), request).await)
+        })
+    }
+}
+
+/// The `Export` method.
+struct Export<S>(OtlpService<S>);
+
+impl<S: Signal> UnaryService<Decoded<S::Request>> for Export<S> {
+    type Response = S::Response;
+    type Future = BoxFuture<Response<S::Response>, Status>;
+
+    fn call(&mut self, request: Request<Decoded<S::Request>>) -> Self::Future {
+        let pipeline = self.0.pipeline.clone();
+        Box::pin(async move {
+            let decoded = request.into_inner();
+            let warning = decoded.warning();
+            let mut outcome = pipeline
+                .export(S::export_request(decoded.request))
+                .await
+                .map_err(to_status)?;
+            outcome.warn(warning);
+            Ok(Response::new(S::response(outcome)))
+        })
+    }
+}
+
+/// prost for responses; [`otlp_proto::decode`] for requests.
+struct LenientCodec<S>(PhantomData<fn() -> S>);
+
+impl<S: Signal> Codec for LenientCodec<S> {
+    type Encode = S::Response;
+    type Decode = Decoded<S::Request>;
+    type Encoder = tonic_prost::ProstEncoder<S::Response>;
+    type Decoder = LenientDecoder<S>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        LenientDecoder(PhantomData)
+    }
+}
+
+struct LenientDecoder<S>(PhantomData<fn() -> S>);
+
+impl<S: Signal> Decoder for LenientDecoder<S> {
+    type Item = Decoded<S::Request>;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        otlp_proto::decode::<S::Request>(&bytes)
+            .map(Some)
+            // A malformed message is the client's fault and not worth a retry.
+            .map_err(|e| Status::invalid_argument(format!("invalid protobuf message: {e}")))
     }
 }
 
@@ -191,28 +328,16 @@ impl<B: http_body::Body + Unpin> http_body::Body for OversizeFix<B> {
 /// Serves the OTLP gRPC services on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
+    listening: crate::net::Listening,
     pipeline: Pipeline,
     max_request_bytes: usize,
     auth_token: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let service = OtlpGrpc { pipeline };
     let auth = BearerAuth(auth_token);
-    let traces = TraceServiceServer::new(service.clone())
-        .max_decoding_message_size(max_request_bytes)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip);
-    let metrics = MetricsServiceServer::new(service.clone())
-        .max_decoding_message_size(max_request_bytes)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip);
-    let logs = LogsServiceServer::new(service)
-        .max_decoding_message_size(max_request_bytes)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip);
+    let traces = OtlpService::<Traces>::new(pipeline.clone(), max_request_bytes);
+    let metrics = OtlpService::<Metrics>::new(pipeline.clone(), max_request_bytes);
+    let logs = OtlpService::<Logs>::new(pipeline, max_request_bytes);
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted,
@@ -220,6 +345,6 @@ pub async fn serve(
         .add_service(InterceptedService::new(traces, auth.clone()))
         .add_service(InterceptedService::new(metrics, auth.clone()))
         .add_service(InterceptedService::new(logs, auth))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(listening.incoming(listener), shutdown)
         .await
 }

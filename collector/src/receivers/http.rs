@@ -27,7 +27,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 use serde_json::json;
-use swarmscope_processors::otlp_json;
+use swarmscope_processors::{otlp_json, otlp_proto};
 
 use crate::pipeline::{ExportOutcome, ExportRequest, Pipeline, PipelineError};
 
@@ -168,10 +168,10 @@ async fn handle(
     let limit = receiver.max_request_bytes;
     let raw = read_body(body, limit, encoding).await?;
     let bytes = decompress(&parts.headers, raw, limit, encoding)?;
-    let decoded = decode(signal, encoding, &bytes)
+    let (decoded, warning) = decode(signal, encoding, &bytes)
         .map_err(|m| Failure::new(StatusCode::BAD_REQUEST, encoding, m))?;
     drop(bytes);
-    let outcome = receiver
+    let mut outcome = receiver
         .pipeline
         .export(decoded)
         .await
@@ -183,6 +183,7 @@ async fn handle(
                 Failure::new(StatusCode::INTERNAL_SERVER_ERROR, encoding, m)
             }
         })?;
+    outcome.warn(warning);
     Ok(success(signal, encoding, outcome))
 }
 
@@ -284,36 +285,62 @@ fn decompress(
     Ok(Bytes::from(out))
 }
 
-fn decode(signal: Signal, encoding: Encoding, bytes: &[u8]) -> Result<ExportRequest, String> {
+/// The decoded request, and a warning for the client when invalid UTF-8 was repaired
+/// (see [`otlp_proto`]; a JSON body gets the same `from_utf8_lossy` treatment).
+fn decode(
+    signal: Signal,
+    encoding: Encoding,
+    bytes: &[u8],
+) -> Result<(ExportRequest, Option<String>), String> {
     let protobuf_error = |e: prost::DecodeError| format!("invalid protobuf body: {e}");
     let json_error = |e: swarmscope_processors::Error| e.to_string();
-    Ok(match (signal, encoding) {
-        (Signal::Traces, Encoding::Protobuf) => {
-            ExportRequest::Traces(ExportTraceServiceRequest::decode(bytes).map_err(protobuf_error)?)
+    if encoding == Encoding::Json {
+        let (text, warning) = match std::str::from_utf8(bytes) {
+            Ok(_) => (std::borrow::Cow::Borrowed(bytes), None),
+            Err(_) => (
+                std::borrow::Cow::Owned(String::from_utf8_lossy(bytes).into_owned().into_bytes()),
+                Some("the JSON body was not valid UTF-8; each invalid sequence was replaced with U+FFFD".to_owned()),
+            ),
+        };
+        let request = match signal {
+            Signal::Traces => {
+                ExportRequest::Traces(otlp_json::decode_traces(&text).map_err(json_error)?)
+            }
+            Signal::Metrics => {
+                ExportRequest::Metrics(otlp_json::decode_metrics(&text).map_err(json_error)?)
+            }
+            Signal::Logs => ExportRequest::Logs(otlp_json::decode_logs(&text).map_err(json_error)?),
+        };
+        return Ok((request, warning));
+    }
+    Ok(match signal {
+        Signal::Traces => {
+            let d =
+                otlp_proto::decode::<ExportTraceServiceRequest>(bytes).map_err(protobuf_error)?;
+            let warning = d.warning();
+            (ExportRequest::Traces(d.request), warning)
         }
-        (Signal::Traces, Encoding::Json) => {
-            ExportRequest::Traces(otlp_json::decode_traces(bytes).map_err(json_error)?)
+        Signal::Metrics => {
+            let d =
+                otlp_proto::decode::<ExportMetricsServiceRequest>(bytes).map_err(protobuf_error)?;
+            let warning = d.warning();
+            (ExportRequest::Metrics(d.request), warning)
         }
-        (Signal::Metrics, Encoding::Protobuf) => ExportRequest::Metrics(
-            ExportMetricsServiceRequest::decode(bytes).map_err(protobuf_error)?,
-        ),
-        (Signal::Metrics, Encoding::Json) => {
-            ExportRequest::Metrics(otlp_json::decode_metrics(bytes).map_err(json_error)?)
-        }
-        (Signal::Logs, Encoding::Protobuf) => {
-            ExportRequest::Logs(ExportLogsServiceRequest::decode(bytes).map_err(protobuf_error)?)
-        }
-        (Signal::Logs, Encoding::Json) => {
-            ExportRequest::Logs(otlp_json::decode_logs(bytes).map_err(json_error)?)
+        Signal::Logs => {
+            let d =
+                otlp_proto::decode::<ExportLogsServiceRequest>(bytes).map_err(protobuf_error)?;
+            let warning = d.warning();
+            (ExportRequest::Logs(d.request), warning)
         }
     })
 }
 
-/// The export response; `partialSuccess` only when records were rejected.
+/// The export response; `partialSuccess` only when records were rejected or there is
+/// a warning (then with `rejected` 0, as the OTLP specification allows).
 fn success(signal: Signal, encoding: Encoding, outcome: ExportOutcome) -> Response {
     let rejected = outcome.rejected;
+    let partial = outcome.has_partial_success();
     let message = outcome.error_message.unwrap_or_default();
-    let partial = rejected > 0;
     let body = match encoding {
         Encoding::Protobuf => match signal {
             Signal::Traces => ExportTraceServiceResponse {

@@ -44,6 +44,11 @@ pub struct StorageConfig {
     /// starts; past all of it requests are refused with 503 / UNAVAILABLE until the
     /// flush catches up.
     pub max_buffered_bytes: usize,
+    /// A partition's files smaller than `compaction_target_bytes` are merged once
+    /// there are at least this many of them.
+    pub compaction_min_files: usize,
+    /// The size compaction merges small files up to; larger files are left alone.
+    pub compaction_target_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -58,6 +63,8 @@ impl Default for StorageConfig {
             wal_fsync: WalFsync::Always,
             wal_fsync_interval_ms: 100,
             max_buffered_bytes: 256 * 1024 * 1024,
+            compaction_min_files: 8,
+            compaction_target_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -82,6 +89,13 @@ impl StorageConfig {
         positive("row_group_rows", self.row_group_rows as u64)?;
         positive("wal_fsync_interval_ms", self.wal_fsync_interval_ms)?;
         positive("max_buffered_bytes", self.max_buffered_bytes as u64)?;
+        positive("compaction_target_bytes", self.compaction_target_bytes)?;
+        if self.compaction_min_files < 2 {
+            return Err(Error::Config(format!(
+                "storage.compaction_min_files must be at least 2, got {}",
+                self.compaction_min_files
+            )));
+        }
         if !(1..=22).contains(&self.zstd_level) {
             return Err(Error::Config(format!(
                 "storage.zstd_level must be within 1..=22, got {}",

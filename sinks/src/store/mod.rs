@@ -16,7 +16,12 @@
 //!
 //! Recovery ([`ParquetStore::open`]) completes the last checkpoint and replays the log
 //! segments it does not cover before the store takes any request.
+//!
+//! Files leave the history by compaction ([`compact`]) and retention. Either takes
+//! them out of the snapshot first and deletes them only once no query that began
+//! before could still read them: every query holds a [`ReadGuard`] while it runs.
 
+mod compact;
 mod config;
 mod layout;
 mod wal;
@@ -85,6 +90,40 @@ enum Command {
     },
 }
 
+/// Queries in flight, by the epoch they began in. The epoch moves on whenever files
+/// leave the snapshot.
+#[derive(Default)]
+struct Readers {
+    epoch: u64,
+    active: BTreeMap<u64, usize>,
+}
+
+/// Files out of the snapshot, to delete once no reader of `epoch` or before remains.
+struct Retired {
+    epoch: u64,
+    files: Vec<PathBuf>,
+    /// The compaction journal to remove once `files` are gone.
+    journal: Option<PathBuf>,
+}
+
+/// Held by a query while it runs, so the files of its snapshot stay on disk.
+pub struct ReadGuard {
+    inner: Arc<Inner>,
+    epoch: u64,
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        let mut readers = lock(&self.inner.readers);
+        if let Some(n) = readers.active.get_mut(&self.epoch) {
+            *n -= 1;
+            if *n == 0 {
+                readers.active.remove(&self.epoch);
+            }
+        }
+    }
+}
+
 struct Inner {
     config: StorageConfig,
     props: WriterProperties,
@@ -100,6 +139,8 @@ struct Inner {
     /// To the log writer thread; `None` for a read-only store.
     log: Option<Mutex<mpsc::Sender<Command>>>,
     recovery: Recovery,
+    readers: Mutex<Readers>,
+    retired: Mutex<Vec<Retired>>,
 }
 
 /// The Parquet history under `storage.data_dir`. Cheap to clone.
@@ -125,6 +166,7 @@ impl ParquetStore {
                 writer::rename_into_place(&tmp, path)?;
             }
         }
+        compact::recover(&config.data_dir)?;
         let mut tables = BTreeMap::new();
         for table in Table::ALL {
             let files = layout::scan_table(&config.data_dir, table, true)?;
@@ -184,6 +226,8 @@ impl ParquetStore {
             full: Notify::new(),
             log: Some(Mutex::new(sender)),
             recovery,
+            readers: Mutex::default(),
+            retired: Mutex::default(),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -223,6 +267,8 @@ impl ParquetStore {
                 full: Notify::new(),
                 log: None,
                 recovery: Recovery::default(),
+                readers: Mutex::default(),
+                retired: Mutex::default(),
             }),
         })
     }
@@ -302,7 +348,11 @@ impl ParquetStore {
     /// The files and in-memory rows of `table`, consistent with each other.
     pub fn snapshot(&self, table: Table) -> Result<Snapshot> {
         if self.inner.read_only {
-            let files = layout::scan_table(self.data_dir(), table, false)?;
+            // A merge commits its output before it deletes its inputs; while both
+            // are on disk, the journal says which to skip.
+            let replaced = compact::replaced_files(self.data_dir())?;
+            let mut files = layout::scan_table(self.data_dir(), table, false)?;
+            files.retain(|f| !replaced.contains(&f.path));
             return Ok(Snapshot {
                 files,
                 batches: Vec::new(),
@@ -369,28 +419,17 @@ impl ParquetStore {
         let cutoff = now_hour - self.inner.config.retention_hours as i64;
         let mut deleted = 0;
         for table in Table::ALL {
-            let expired: Vec<StoredFile> = {
+            let expired: Vec<PathBuf> = {
                 let mut state = self.state(table);
                 let (expired, kept) = std::mem::take(&mut state.files)
                     .into_iter()
                     .partition(|f| f.hour < cutoff);
                 state.files = kept;
-                expired
+                expired.into_iter().map(|f| f.path).collect()
             };
-            for file in expired {
-                match std::fs::remove_file(&file.path) {
-                    Ok(()) => deleted += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(&file.path)(e)),
-                }
-                // Empty partition directories go too (hour, then date).
-                let hour_dir = file.path.parent();
-                for dir in [hour_dir, hour_dir.and_then(Path::parent)]
-                    .into_iter()
-                    .flatten()
-                {
-                    let _ = std::fs::remove_dir(dir);
-                }
+            deleted += expired.len();
+            if !expired.is_empty() {
+                self.retire(expired, None);
             }
         }
         if deleted > 0 {
@@ -400,14 +439,161 @@ impl ParquetStore {
                 "retention removed expired partitions"
             );
         }
+        self.delete_retired()?;
         Ok(deleted)
+    }
+
+    /// Starts a query: the files of any snapshot taken from now on stay on disk until
+    /// the guard is dropped.
+    pub fn reading(&self) -> ReadGuard {
+        let mut readers = lock(&self.inner.readers);
+        let epoch = readers.epoch;
+        *readers.active.entry(epoch).or_default() += 1;
+        ReadGuard {
+            inner: Arc::clone(&self.inner),
+            epoch,
+        }
+    }
+
+    /// Files already out of the snapshot, to delete when no query can read them.
+    fn retire(&self, files: Vec<PathBuf>, journal: Option<PathBuf>) {
+        let epoch = {
+            let mut readers = lock(&self.inner.readers);
+            readers.epoch += 1;
+            readers.epoch - 1
+        };
+        lock(&self.inner.retired).push(Retired {
+            epoch,
+            files,
+            journal,
+        });
+    }
+
+    /// Deletes the retired files no running query began early enough to read.
+    /// Returns how many files were deleted.
+    pub fn delete_retired(&self) -> Result<usize> {
+        let oldest_reader = lock(&self.inner.readers).active.keys().next().copied();
+        let due: Vec<Retired> = {
+            let mut retired = lock(&self.inner.retired);
+            let (due, kept) = std::mem::take(&mut *retired)
+                .into_iter()
+                .partition(|r| oldest_reader.is_none_or(|oldest| r.epoch < oldest));
+            *retired = kept;
+            due
+        };
+        let mut deleted = 0;
+        for (i, r) in due.iter().enumerate() {
+            let result = compact::delete_files(&r.files).and_then(|n| {
+                if let Some(journal) = &r.journal {
+                    std::fs::remove_file(journal).map_err(Error::io(journal))?;
+                }
+                Ok(n)
+            });
+            match result {
+                Ok(n) => deleted += n,
+                Err(e) => {
+                    // Try again on the next tick.
+                    lock(&self.inner.retired).extend(due.into_iter().skip(i));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Merges, per table, one group of small files of a partition into one file
+    /// (see [`compact`]). Returns how many files were merged away.
+    pub async fn compact(&self) -> Result<usize> {
+        if self.inner.read_only {
+            return Ok(0);
+        }
+        let mut merged = 0;
+        for table in Table::ALL {
+            let files = self.state(table).files.clone();
+            let config = &self.inner.config;
+            let Some(group) = compact::plan(
+                &files,
+                config.compaction_min_files,
+                config.compaction_target_bytes,
+            )
+            .into_iter()
+            .next() else {
+                continue;
+            };
+            // Retention must not delete the inputs while they are read.
+            let reading = self.reading();
+            let inner = Arc::clone(&self.inner);
+            let inputs = group.clone();
+            let output = tokio::task::spawn_blocking(move || {
+                let pending = compact::merge(table, &inputs, &inner.props)?;
+                let journal = compact::Journal {
+                    output: pending.file.path.clone(),
+                    inputs: inputs.iter().map(|f| f.path.clone()).collect(),
+                }
+                .store(&inner.config.data_dir)
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&pending.tmp);
+                })?;
+                if let Err(e) = pending.commit() {
+                    let _ = std::fs::remove_file(&pending.tmp);
+                    let _ = std::fs::remove_file(&journal);
+                    return Err(e);
+                }
+                Ok((pending.file, journal))
+            })
+            .await
+            .map_err(|e| Error::Wal(format!("compaction task failed: {e}")))?;
+            let (output, journal) = output?;
+            let swapped = {
+                let mut state = self.state(table);
+                let position = state.files.iter().position(|f| *f == group[0]);
+                let all_there = group.iter().all(|g| state.files.contains(g));
+                match position {
+                    Some(at) if all_there => {
+                        state.files[at] = output.clone();
+                        state.files.retain(|f| !group[1..].contains(f));
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            drop(reading);
+            let inputs: Vec<PathBuf> = group.iter().map(|f| f.path.clone()).collect();
+            if swapped {
+                tracing::info!(table = table.name(), inputs = inputs.len(), output = %output.path.display(), "compacted");
+                merged += inputs.len();
+                self.retire(inputs, Some(journal));
+            } else {
+                // Retention took some inputs meanwhile: the merge is void. Its output
+                // goes; its inputs stay where retention left them.
+                compact::delete_files(std::slice::from_ref(&output.path))?;
+                std::fs::remove_file(&journal).map_err(Error::io(&journal))?;
+            }
+        }
+        self.delete_retired()?;
+        Ok(merged)
     }
 
     /// Flushes every `flush_interval_ms`, and whenever a buffer fills, until
     /// `shutdown` resolves; then flushes what is left. Retention runs on every tick.
+    /// Compaction runs beside it, as often, in its own task, so that a long merge
+    /// never holds up a flush.
     pub async fn run_flusher(self, shutdown: impl std::future::Future<Output = ()>) {
         let mut ticker = tokio::time::interval(self.inner.config.flush_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let compactor = tokio::spawn({
+            let store = self.clone();
+            let mut ticker = tokio::time::interval(self.inner.config.flush_interval());
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            async move {
+                loop {
+                    ticker.tick().await;
+                    if let Err(e) = store.compact().await {
+                        tracing::error!(error = %e, "compaction failed; the inputs stay");
+                    }
+                }
+            }
+        });
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -421,16 +607,22 @@ impl ParquetStore {
                 tracing::error!(error = %e, "retention failed");
             }
         }
+        // A merge cut short is safe at any step: recovery finishes or drops it.
+        compactor.abort();
+        let _ = compactor.await;
         let _ = self.flush().await;
+        let _ = self.delete_retired();
     }
 }
 
+/// Locks a mutex whose every mutation is a push, a swap or a clear, so that a panic
+/// elsewhere cannot leave it half-done: a poisoned lock is still consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn lock_state(inner: &Inner, table: Table) -> MutexGuard<'_, TableState> {
-    // Every mutation under this lock is a push, a swap or a clear, so a panic elsewhere
-    // cannot leave it half-done: a poisoned lock is still consistent.
-    inner.tables[&table]
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock(&inner.tables[&table])
 }
 
 /// Writes the taken buffers as Parquet and commits them with the checkpoint. On error

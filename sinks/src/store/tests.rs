@@ -378,3 +378,118 @@ async fn retention_deletes_expired_partitions_only() {
     // Nothing more to do the second time.
     assert_eq!(s.enforce_retention(now).unwrap(), 0);
 }
+
+/// A store where four small files make a partition worth compacting.
+fn compacting_store(dir: &Path) -> ParquetStore {
+    ParquetStore::open(StorageConfig {
+        data_dir: dir.to_owned(),
+        compaction_min_files: 4,
+        ..StorageConfig::default()
+    })
+    .unwrap()
+}
+
+/// Five flushes of `per_flush` rows into one partition hour, and one in the next.
+async fn five_small_files(s: &ParquetStore, per_flush: u64) {
+    for f in 0..5u64 {
+        let starts: Vec<u64> = (0..per_flush).map(|i| HOUR + f * 1000 + i).collect();
+        s.append(Table::Spans, spans_at(&starts)).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    s.append(Table::Spans, spans_at(&[2 * HOUR])).await.unwrap();
+    s.flush().await.unwrap();
+}
+
+fn parquet_files_on_disk(dir: &Path) -> Vec<PathBuf> {
+    layout::scan_table(dir, Table::Spans, false)
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect()
+}
+
+#[tokio::test]
+async fn compaction_merges_a_partitions_small_files_into_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = compacting_store(dir.path());
+    five_small_files(&s, 3).await;
+    assert_eq!(s.snapshot(Table::Spans).unwrap().files.len(), 6);
+
+    assert_eq!(s.compact().await.unwrap(), 5);
+    let files = s.snapshot(Table::Spans).unwrap().files;
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(total_rows(&s, Table::Spans), 16);
+    // No query ran: the inputs are deleted at once, and the journal with them.
+    assert_eq!(parquet_files_on_disk(dir.path()).len(), 2);
+    assert!(compact::Journal::load_all(dir.path()).unwrap().is_empty());
+    // Nothing left to merge; a reopened store sees the same rows.
+    assert_eq!(s.compact().await.unwrap(), 0);
+    drop(s);
+    assert_eq!(total_rows(&compacting_store(dir.path()), Table::Spans), 16);
+}
+
+#[tokio::test]
+async fn inputs_stay_on_disk_while_a_query_that_began_before_the_merge_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = compacting_store(dir.path());
+    five_small_files(&s, 2).await;
+    let query = s.reading();
+    let old = s.snapshot(Table::Spans).unwrap();
+    assert_eq!(s.compact().await.unwrap(), 5);
+    // New snapshots see the merged file; the running query's files still exist.
+    assert_eq!(s.snapshot(Table::Spans).unwrap().files.len(), 2);
+    assert!(old.files.iter().all(|f| f.path.exists()));
+    // A query that begins after the merge does not hold the inputs back.
+    let later = s.reading();
+    assert_eq!(s.delete_retired().unwrap(), 0);
+    drop(query);
+    assert_eq!(s.delete_retired().unwrap(), 5);
+    drop(later);
+    assert_eq!(parquet_files_on_disk(dir.path()).len(), 2);
+    assert_eq!(total_rows(&s, Table::Spans), 11);
+}
+
+#[tokio::test]
+async fn a_merge_interrupted_after_its_commit_is_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = compacting_store(dir.path());
+    five_small_files(&s, 2).await;
+    // A query holds the inputs, then the process dies: output committed, inputs and
+    // journal still on disk.
+    let query = s.reading();
+    s.compact().await.unwrap();
+    drop(s);
+    assert_eq!(parquet_files_on_disk(dir.path()).len(), 7);
+    // A read-only reader meanwhile skips the replaced inputs.
+    let reader = ParquetStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.snapshot(Table::Spans).unwrap().files.len(), 2);
+
+    let reopened = compacting_store(dir.path());
+    assert_eq!(parquet_files_on_disk(dir.path()).len(), 2);
+    assert_eq!(total_rows(&reopened, Table::Spans), 11);
+    assert!(compact::Journal::load_all(dir.path()).unwrap().is_empty());
+    drop(query);
+}
+
+#[tokio::test]
+async fn a_merge_interrupted_before_its_commit_leaves_the_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = compacting_store(dir.path());
+    five_small_files(&s, 2).await;
+    let inputs: Vec<StoredFile> = s.snapshot(Table::Spans).unwrap().files[..5].to_vec();
+    // Steps 1 and 2 of a merge, then a crash: output written as .tmp, journal stored.
+    let pending = compact::merge(Table::Spans, &inputs, &s.inner.props).unwrap();
+    compact::Journal {
+        output: pending.file.path.clone(),
+        inputs: inputs.iter().map(|f| f.path.clone()).collect(),
+    }
+    .store(dir.path())
+    .unwrap();
+    drop(s);
+
+    let reopened = compacting_store(dir.path());
+    assert!(!pending.tmp.exists());
+    assert!(!pending.file.path.exists());
+    assert_eq!(parquet_files_on_disk(dir.path()).len(), 6);
+    assert_eq!(total_rows(&reopened, Table::Spans), 11);
+}

@@ -132,6 +132,17 @@ pub(crate) fn write_partitioned(
     Ok(written)
 }
 
+/// A new file name in partition directory `dir`: its `.tmp` and its final path.
+pub(crate) fn new_file_name(dir: &Path) -> (PathBuf, PathBuf) {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let seq = FILE_SEQ.fetch_add(1, Ordering::Relaxed);
+    let name = format!("part-{millis}-{}-{seq:06}.parquet", std::process::id());
+    let final_path = dir.join(&name);
+    (tmp_path(&final_path), final_path)
+}
+
 /// Writes one file as `<name>.tmp` and syncs it; returns the temporary and the final
 /// path.
 fn write_file(
@@ -140,13 +151,7 @@ fn write_file(
     props: &WriterProperties,
 ) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let seq = FILE_SEQ.fetch_add(1, Ordering::Relaxed);
-    let name = format!("part-{millis}-{}-{seq:06}.parquet", std::process::id());
-    let final_path = dir.join(&name);
-    let tmp_path = tmp_path(&final_path);
+    let (tmp_path, final_path) = new_file_name(dir);
     let file = File::create(&tmp_path).map_err(Error::io(&tmp_path))?;
     let mut writer = ArrowWriter::try_new(file, Arc::clone(&batch.schema()), Some(props.clone()))?;
     writer.write(batch)?;
