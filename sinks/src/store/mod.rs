@@ -41,6 +41,7 @@ use tokio::sync::{oneshot, Notify};
 pub use config::{StorageConfig, WalFsync};
 pub use layout::StoredFile;
 pub use wal::Damage;
+pub use writer::writer_properties;
 
 use crate::{Error, Result};
 
@@ -741,7 +742,13 @@ fn log_writer(inner: std::sync::Weak<Inner>, mut log: wal::Wal, commands: mpsc::
                 } => match log.write(&record) {
                     Ok(()) => appends.push((table, batch, done)),
                     Err(e) => {
-                        let _ = done.send(Err(Error::Wal(e.to_string())));
+                        // The group's earlier records were in the same unwritten
+                        // buffer, which the next write leaves behind: they fail too.
+                        let message = e.to_string();
+                        let _ = done.send(Err(Error::Wal(message.clone())));
+                        for (_, _, done) in appends.drain(..) {
+                            let _ = done.send(Err(Error::Wal(message.clone())));
+                        }
                     }
                 },
                 Command::Rotate { done } => {

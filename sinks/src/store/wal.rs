@@ -186,6 +186,9 @@ pub(crate) struct Wal {
     file: BufWriter<File>,
     /// Bytes written since the last sync.
     unsynced: bool,
+    /// A write or sync failed: the segment may end in a torn record, after which a
+    /// reader cannot find the next one, so nothing more may be appended to it.
+    torn: bool,
 }
 
 impl Wal {
@@ -203,6 +206,7 @@ impl Wal {
             segment,
             file: BufWriter::with_capacity(1 << 20, file),
             unsynced: false,
+            torn: false,
         })
     }
 
@@ -215,13 +219,26 @@ impl Wal {
         self.dir.join(segment_name(self.segment))
     }
 
+    /// Appends a record. After a failed write or sync the record starts a new
+    /// segment ([`Wal::abandon`]); if even that fails, the write fails.
     pub(crate) fn write(&mut self, record: &[u8]) -> Result<()> {
+        if self.torn {
+            self.abandon()?;
+        }
         self.unsynced = true;
-        self.file.write_all(record).map_err(Error::io(self.path()))
+        let written = self.file.write_all(record).map_err(Error::io(self.path()));
+        self.torn |= written.is_err();
+        written
     }
 
     /// Hands buffered bytes to the OS, and with `durable` waits until they are on disk.
     pub(crate) fn sync(&mut self, durable: bool) -> Result<()> {
+        let synced = self.sync_inner(durable);
+        self.torn |= synced.is_err();
+        synced
+    }
+
+    fn sync_inner(&mut self, durable: bool) -> Result<()> {
         self.file.flush().map_err(Error::io(self.path()))?;
         if durable && self.unsynced {
             self.file
@@ -233,8 +250,27 @@ impl Wal {
         Ok(())
     }
 
+    /// Leaves a segment whose write or sync failed: what it holds up to the tear is
+    /// replayed on recovery; its unwritten bytes (records not acknowledged) are dropped,
+    /// and appending goes on in a new segment.
+    pub(crate) fn abandon(&mut self) -> Result<()> {
+        let next = Wal::create(&self.dir, self.segment + 1)?;
+        let old = std::mem::replace(self, next);
+        // Not `drop`, which would try to flush the unwritten bytes after the tear.
+        let (_file, _unwritten) = old.file.into_parts();
+        tracing::warn!(
+            segment = self.segment,
+            "write-ahead log write failed; continuing in a new segment"
+        );
+        Ok(())
+    }
+
     /// Seals this segment and opens the next; returns the sealed segment's number.
     pub(crate) fn rotate(&mut self, durable: bool) -> Result<u64> {
+        if self.torn {
+            // Nothing in it is waiting for a sync; the next segment is the new one.
+            self.abandon()?;
+        }
         self.sync(durable)?;
         let sealed = self.segment;
         *self = Wal::create(&self.dir, sealed + 1)?;
@@ -324,6 +360,36 @@ mod tests {
         assert_eq!(values(&read), vec![0, 1]);
         assert!(damage.torn_tail);
         assert_eq!(damage.corrupt_records, 0);
+    }
+
+    #[test]
+    fn after_a_failed_write_appending_goes_on_in_a_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<_> = (0..3)
+            .map(|i| encode_record(Table::Spans, &batch(i)).unwrap())
+            .collect();
+        let mut wal = Wal::create(dir.path(), 1).unwrap();
+        wal.write(&records[0]).unwrap();
+        wal.sync(true).unwrap();
+        // A write that failed halfway (disk full, say): half a record, then the error.
+        wal.file
+            .write_all(&records[1][..records[1].len() / 2])
+            .unwrap();
+        wal.file.flush().unwrap();
+        wal.torn = true;
+        // The next record is not written behind the tear, where a reader cannot find
+        // it, but at the start of the next segment.
+        wal.write(&records[2]).unwrap();
+        wal.sync(true).unwrap();
+        assert_eq!(wal.segment(), 2);
+        let segments = list_segments(dir.path()).unwrap();
+        assert_eq!(segments.len(), 2);
+        let (first, damage) = read_segment(&segments[0].1).unwrap();
+        assert_eq!(values(&first), vec![0]);
+        assert!(damage.torn_tail);
+        let (second, damage) = read_segment(&segments[1].1).unwrap();
+        assert_eq!(values(&second), vec![2]);
+        assert_eq!(damage, Damage::default());
     }
 
     #[test]

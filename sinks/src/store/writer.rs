@@ -19,7 +19,9 @@ use crate::{Error, Result};
 
 static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
 
-pub(crate) fn writer_properties(config: &StorageConfig) -> Result<WriterProperties> {
+/// The Parquet writer settings of the store (compression, dictionaries, statistics,
+/// row group size).
+pub fn writer_properties(config: &StorageConfig) -> Result<WriterProperties> {
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(config.zstd_level)?))
         .set_dictionary_enabled(true)
