@@ -137,29 +137,44 @@ pub(crate) fn delete_files(paths: &[PathBuf]) -> Result<usize> {
     Ok(deleted)
 }
 
-/// Groups of small files worth merging: per partition hour, files under
-/// `target_bytes`, oldest first, each group at least `min_files` long and together
-/// about `target_bytes` at most.
+/// Groups of small files worth merging (see [`plan_sized`]); files whose size cannot
+/// be read are left out.
 pub(crate) fn plan(
     files: &[StoredFile],
     min_files: usize,
     target_bytes: u64,
 ) -> Vec<Vec<StoredFile>> {
-    let mut by_hour: std::collections::BTreeMap<i64, Vec<(StoredFile, u64)>> =
+    let sized: Vec<(StoredFile, u64)> = files
+        .iter()
+        .filter_map(|f| Some((f.clone(), std::fs::metadata(&f.path).ok()?.len())))
+        .collect();
+    plan_sized(&sized, min_files, target_bytes)
+}
+
+/// Size-tiered planning. Files under `target_bytes` are grouped by partition hour and
+/// by size tier (a factor of 4 per tier), oldest first; a group is at least
+/// `min_files` files and together at most about `target_bytes`. Merging only files of
+/// like size keeps the write amplification logarithmic while a partition is still
+/// being written: a merged file waits for peers of its own size instead of being
+/// rewritten with every handful of new small files.
+pub(crate) fn plan_sized(
+    files: &[(StoredFile, u64)],
+    min_files: usize,
+    target_bytes: u64,
+) -> Vec<Vec<StoredFile>> {
+    let tier = |size: u64| (64 - size.leading_zeros()) / 2;
+    let mut buckets: std::collections::BTreeMap<(i64, u32), Vec<(StoredFile, u64)>> =
         std::collections::BTreeMap::new();
-    for file in files {
-        let Ok(meta) = std::fs::metadata(&file.path) else {
-            continue;
-        };
-        if meta.len() < target_bytes {
-            by_hour
-                .entry(file.hour)
+    for (file, size) in files {
+        if *size < target_bytes {
+            buckets
+                .entry((file.hour, tier(*size)))
                 .or_default()
-                .push((file.clone(), meta.len()));
+                .push((file.clone(), *size));
         }
     }
     let mut groups = Vec::new();
-    for (_, small) in by_hour {
+    for (_, small) in buckets {
         let mut group = Vec::new();
         let mut bytes = 0;
         for (file, size) in small {
@@ -222,4 +237,48 @@ pub(crate) fn merge(
             hour: first.hour,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(hour: i64, n: usize) -> StoredFile {
+        StoredFile {
+            path: PathBuf::from(format!("/d/spans/h{hour}/f{n:03}.parquet")),
+            hour,
+        }
+    }
+
+    #[test]
+    fn only_files_of_like_size_in_one_partition_are_grouped() {
+        let mut files = Vec::new();
+        // Hour 1: six 1 KiB files, two 64 KiB (an earlier merge), one at the target.
+        for n in 0..6 {
+            files.push((file(1, n), 1024));
+        }
+        files.push((file(1, 6), 64 * 1024));
+        files.push((file(1, 7), 65 * 1024));
+        files.push((file(1, 8), 1 << 20));
+        // Hour 2: three small files, fewer than min_files.
+        for n in 0..3 {
+            files.push((file(2, n), 1024));
+        }
+        let groups = plan_sized(&files, 4, 1 << 20);
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        assert_eq!(groups[0], (0..6).map(|n| file(1, n)).collect::<Vec<_>>());
+        // With min_files 2, the two 64 KiB files make a group of their own.
+        let groups = plan_sized(&files, 2, 1 << 20);
+        assert_eq!(groups.len(), 3, "{groups:?}");
+        assert!(groups.contains(&vec![file(1, 6), file(1, 7)]));
+    }
+
+    #[test]
+    fn groups_stop_at_the_target_size() {
+        let files: Vec<_> = (0..10).map(|n| (file(1, n), 300)).collect();
+        let groups = plan_sized(&files, 2, 1000);
+        // Three files of 300 fit under 1000, a fourth does not.
+        assert_eq!(groups.len(), 3);
+        assert!(groups.iter().all(|g| g.len() == 3));
+    }
 }
