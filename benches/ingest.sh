@@ -6,8 +6,8 @@
 #
 #   bash benches/ingest.sh [SECONDS] [CONCURRENCY]
 #
-# Builds the server with --release (slow the first time) and the load generator in the
-# dev profile; both run on this machine, so the generator's CPU competes with the
+# Builds the server with --release (slow the first time; or set SWARMSCOPE_BIN) and the
+# load generator in the dev profile; both run on this machine, so the generator's CPU competes with the
 # server's. Requests (1M distinct spans) are cycled when a run sends more. Uses ports 14317/14318/18080 and a temporary data directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +16,13 @@ concurrency="${2:-4}"
 release_dir="${RELEASE_TARGET_DIR:-$HOME/.cache/swarmscope-release}"
 dev_dir="${CARGO_TARGET_DIR:-$HOME/.cache/swarmscope-target}"
 
-CARGO_TARGET_DIR="$release_dir" cargo build --release --bin swarmscope -q
+# SWARMSCOPE_BIN: an already built release binary to measure instead of building one.
+server="${SWARMSCOPE_BIN:-}"
+if [ -z "$server" ]; then
+  CARGO_TARGET_DIR="$release_dir" cargo build --release --bin swarmscope -q
+  server="$release_dir/release/swarmscope"
+fi
 CARGO_TARGET_DIR="$dev_dir" cargo build --bench loadgen -q
-server="$release_dir/release/swarmscope"
 loadgen=$(ls -t "$dev_dir"/debug/deps/loadgen-* | grep -v '\.d$' | head -1)
 ticks=$(getconf CLK_TCK)
 

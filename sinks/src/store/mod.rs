@@ -582,13 +582,17 @@ impl ParquetStore {
     pub async fn run_flusher(self, shutdown: impl std::future::Future<Output = ()>) {
         let mut ticker = tokio::time::interval(self.inner.config.flush_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (stop_compactor, mut stopped) = tokio::sync::watch::channel(false);
         let compactor = tokio::spawn({
             let store = self.clone();
             let mut ticker = tokio::time::interval(self.inner.config.flush_interval());
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             async move {
                 loop {
-                    ticker.tick().await;
+                    tokio::select! {
+                        _ = ticker.tick() => {}
+                        _ = stopped.changed() => return,
+                    }
                     if let Err(e) = store.compact().await {
                         tracing::error!(error = %e, "compaction failed; the inputs stay");
                     }
@@ -608,8 +612,10 @@ impl ParquetStore {
                 tracing::error!(error = %e, "retention failed");
             }
         }
-        // A merge cut short is safe at any step: recovery finishes or drops it.
-        compactor.abort();
+        // A merge under way is finished, so that the directory holds no merged file
+        // beside its inputs once the process exits (recovery would resolve it, but
+        // other readers of the directory meanwhile would count both).
+        let _ = stop_compactor.send(true);
         let _ = compactor.await;
         let _ = self.flush().await;
         let _ = self.delete_retired();
