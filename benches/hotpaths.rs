@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of the ingest hot path, per 500-span request of the
 //! standard workload: protobuf decode (prost, and with the UTF-8 repair fallback),
-//! OTLP → Arrow conversion, Arrow IPC encoding for the write-ahead log, and Parquet
-//! encoding with the store's writer settings.
+//! OTLP → Arrow conversion, the wire path that does both at once (what the receivers
+//! run), Arrow IPC encoding for the write-ahead log, and Parquet encoding with the
+//! store's writer settings.
 //!
 //! `cargo bench --bench hotpaths` (release profile); throughput is in spans.
 
@@ -9,12 +10,13 @@ mod workload;
 
 use std::hint::black_box;
 
-use arrow::compute::concat_batches;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use prost::Message;
-use swarmscope_processors::convert::spans_from_otlp;
+use swarmscope_processors::convert::{spans_from_otlp, spans_from_protobuf};
 use swarmscope_processors::otlp_proto;
 use swarmscope_sinks::store::{writer_properties, StorageConfig};
 
@@ -36,6 +38,15 @@ fn hot_paths(c: &mut Criterion) {
     group.bench_function("otlp_to_arrow", |b| {
         b.iter(|| spans_from_otlp(black_box(request)))
     });
+    group.bench_function("prost_decode_then_arrow", |b| {
+        b.iter(|| {
+            let request = ExportTraceServiceRequest::decode(black_box(bytes.as_slice()));
+            spans_from_otlp(&request.expect("decode"))
+        })
+    });
+    group.bench_function("wire_to_arrow", |b| {
+        b.iter(|| spans_from_protobuf(black_box(&bytes)).expect("the wire path takes it"))
+    });
     let batch = spans_from_otlp(request).expect("convert").batch;
     group.bench_function("arrow_ipc_encode", |b| {
         b.iter(|| {
@@ -49,26 +60,50 @@ fn hot_paths(c: &mut Criterion) {
     });
     group.finish();
 
-    // A flush-sized batch: 20 requests, 10,000 spans.
+    // A flush of 20 requests, 10,000 spans, written batch by batch as the store does.
     let batches: Vec<_> = requests
         .iter()
         .map(|r| spans_from_otlp(r).expect("convert").batch)
         .collect();
-    let flush = concat_batches(&batches[0].schema(), &batches).expect("concat");
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let props = writer_properties(&StorageConfig::default()).expect("properties");
     let mut group = c.benchmark_group("flush");
-    group.throughput(Throughput::Elements(flush.num_rows() as u64));
+    group.throughput(Throughput::Elements(rows as u64));
     group.sample_size(20);
-    group.bench_function("parquet_encode_zstd3", |b| {
-        b.iter(|| {
-            let mut out = Vec::with_capacity(1 << 20);
-            let mut writer = ArrowWriter::try_new(&mut out, flush.schema(), Some(props.clone()))
-                .expect("writer");
-            writer.write(black_box(&flush)).expect("write");
-            writer.close().expect("close");
-            out.len()
+    let encode = |props: &WriterProperties| {
+        let mut out = Vec::with_capacity(1 << 20);
+        let mut writer = ArrowWriter::try_new(&mut out, batches[0].schema(), Some(props.clone()))
+            .expect("writer");
+        for batch in &batches {
+            writer.write(black_box(batch)).expect("write");
+        }
+        writer.close().expect("close");
+        out.len()
+    };
+    // The store's settings, then two alternatives measured against them: random ids
+    // without dictionaries, and zstd level 1. The printed sizes are bytes per span.
+    let ids_plain = ["trace_id", "span_id", "parent_span_id"]
+        .into_iter()
+        .fold(props.clone().into_builder(), |b, c| {
+            b.set_column_dictionary_enabled(ColumnPath::from(c), false)
         })
-    });
+        .build();
+    let zstd1 = writer_properties(&StorageConfig {
+        zstd_level: 1,
+        ..StorageConfig::default()
+    })
+    .expect("properties");
+    for (name, props) in [
+        ("parquet_encode_zstd3", &props),
+        ("parquet_encode_zstd3_ids_plain", &ids_plain),
+        ("parquet_encode_zstd1", &zstd1),
+    ] {
+        eprintln!(
+            "{name}: {:.1} bytes/span",
+            encode(props) as f64 / rows as f64
+        );
+        group.bench_function(name, |b| b.iter(|| encode(props)));
+    }
     group.finish();
 }
 

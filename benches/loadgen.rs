@@ -9,8 +9,104 @@
 //!
 //! Requests are encoded to protobuf before the clock starts and sent as raw bytes, so
 //! the generator spends almost nothing per span.
+//!
+//! `--unique` makes every cycle through the distinct requests new data (ids changed,
+//! timestamps moved on by `--cycle-shift-secs`), re-encoding each request: for
+//! building large datasets, not for measuring throughput. `--probe-api` measures the
+//! time from a request's acknowledgement to its span being returned by SQL.
 
 mod workload;
+
+mod probe {
+    //! Acknowledged → visible in SQL: one-span requests timestamped now, in a partition
+    //! of their own when the load's timestamps are offset, found by trace id.
+
+    use std::time::{Duration, Instant};
+
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        trace_service_client::TraceServiceClient, ExportTraceServiceRequest,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use rand::Rng;
+
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    /// Probes until `until`; returns each probe's microseconds from ack to visible.
+    pub async fn run(
+        endpoint: String,
+        api: String,
+        token: Option<String>,
+        every: Duration,
+        until: Instant,
+    ) -> Result<Vec<u32>, Error> {
+        let mut client = TraceServiceClient::connect(endpoint).await?;
+        let http = reqwest::Client::new();
+        let url = format!("{}/api/v1/query", api.trim_end_matches('/'));
+        let mut samples = Vec::new();
+        while Instant::now() + every < until {
+            tokio::time::sleep(every).await;
+            let trace_id: [u8; 16] = rand::rng().random();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            let start = now.as_nanos() as u64;
+            let request = ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(Resource::default()),
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![Span {
+                            trace_id: trace_id.to_vec(),
+                            span_id: vec![7; 8],
+                            name: "probe".into(),
+                            start_time_unix_nano: start,
+                            end_time_unix_nano: start + 1_000,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            let mut request = tonic::Request::new(request);
+            if let Some(t) = &token {
+                request
+                    .metadata_mut()
+                    .insert("authorization", format!("Bearer {t}").parse()?);
+            }
+            if client.export(request).await.is_err() {
+                // Refused under load: no acknowledgement, nothing to time.
+                continue;
+            }
+            let acked = Instant::now();
+            let sql = format!(
+                "SELECT count(*) AS n FROM spans WHERE start_time >= to_timestamp_nanos({}) \
+                 AND trace_id = '{}'",
+                start - start % 1_000_000_000,
+                hex::encode(trace_id)
+            );
+            loop {
+                let mut query = http.post(&url).json(&serde_json::json!({ "sql": sql }));
+                if let Some(t) = &token {
+                    query = query.bearer_auth(t);
+                }
+                let answer: serde_json::Value =
+                    query.send().await?.error_for_status()?.json().await?;
+                if answer["rows"][0][0].as_i64() == Some(1) {
+                    samples.push(acked.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    break;
+                }
+                if acked.elapsed() > Duration::from_secs(30) {
+                    return Err(format!(
+                        "probe span {} not visible after 30 s",
+                        hex::encode(trace_id)
+                    )
+                    .into());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        Ok(samples)
+    }
+}
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +153,22 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Timestamps start this many seconds before now.
+    #[arg(long, default_value_t = 0)]
+    start_offset_secs: u64,
+    /// New ids and later timestamps for every cycle through the distinct requests.
+    #[arg(long)]
+    unique: bool,
+    /// With --unique: how far each cycle's timestamps move on.
+    #[arg(long, default_value_t = 3600)]
+    cycle_shift_secs: u64,
+    /// The swarmscope query API (http://host:8080): while the load runs, send a
+    /// one-span probe request every --probe-interval-ms and time how long after its
+    /// acknowledgement SQL returns it (gRPC only).
+    #[arg(long)]
+    probe_api: Option<String>,
+    #[arg(long, default_value_t = 200)]
+    probe_interval_ms: u64,
     // `cargo bench` passes --bench; accept and ignore it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -187,11 +299,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos() as u64;
-    let bodies: Vec<Bytes> = workload
-        .requests(args.distinct_requests, now)
+    let start_nanos = now - args.start_offset_secs * 1_000_000_000;
+    let requests = workload.requests(args.distinct_requests, start_nanos);
+    let bodies: Vec<Bytes> = requests
         .iter()
         .map(|r| Bytes::from(r.encode_to_vec()))
         .collect();
+    let requests = std::sync::Arc::new(if args.unique { requests } else { Vec::new() });
+    let cycle_shift = args.cycle_shift_secs * 1_000_000_000;
     let bytes_per_span = bodies.iter().map(|b| b.len()).sum::<usize>() as f64
         / (bodies.len() * args.spans_per_request) as f64;
     let per_request = args.spans_per_request as u64;
@@ -200,9 +315,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
 
     let start = Instant::now();
+    let probe = args.probe_api.clone().map(|api| {
+        tokio::spawn(probe::run(
+            args.endpoint.clone(),
+            api,
+            args.token.clone(),
+            Duration::from_millis(args.probe_interval_ms),
+            start + deadline,
+        ))
+    });
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         let bodies = bodies.clone();
+        let requests = requests.clone();
         let next = next.clone();
         let args_endpoint = args.endpoint.clone();
         let token = args.token.clone();
@@ -225,7 +350,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     None if start.elapsed() >= deadline => break,
                     _ => {}
                 }
-                let body = bodies[(n as usize) % bodies.len()].clone();
+                let (index, cycle) = ((n as usize) % bodies.len(), n / bodies.len() as u64);
+                let body = if requests.is_empty() || cycle == 0 {
+                    bodies[index].clone()
+                } else {
+                    Bytes::from(
+                        workload::Workload::renewed(&requests[index], cycle, cycle * cycle_shift)
+                            .encode_to_vec(),
+                    )
+                };
                 let sent = Instant::now();
                 let outcome = match grpc.as_mut() {
                     Some(client) => send_grpc(client, body, token.as_deref()).await,
@@ -266,6 +399,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     total.latencies_us.sort_unstable();
+    let mut visible_us = match probe {
+        Some(probe) => probe.await?.map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    visible_us.sort_unstable();
+    let visible = (
+        percentile(&visible_us, 0.50),
+        percentile(&visible_us, 0.99),
+        percentile(&visible_us, 1.0),
+    );
     let spans_per_sec = total.accepted_spans as f64 / elapsed;
     let (p50, p99) = (
         percentile(&total.latencies_us, 0.50),
@@ -287,6 +430,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "latency_p50_ms": p50,
                 "latency_p99_ms": p99,
                 "otlp_bytes_per_span": bytes_per_span,
+                "probes": visible_us.len(),
+                "visible_p50_ms": visible.0,
+                "visible_p99_ms": visible.1,
+                "visible_max_ms": visible.2,
             })
         );
     } else {
@@ -308,6 +455,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("failed requests    {}", total.failed_requests);
         println!("latency p50 / p99  {p50:.2} ms / {p99:.2} ms");
         println!("OTLP bytes/span    {bytes_per_span:.1}");
+        if !visible_us.is_empty() {
+            println!(
+                "ack to visible     p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} probes)",
+                visible.0,
+                visible.1,
+                visible.2,
+                visible_us.len()
+            );
+        }
     }
     Ok(())
 }

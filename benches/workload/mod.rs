@@ -98,6 +98,36 @@ impl Workload {
         }
     }
 
+    /// `request` as new data: every id XORed with `cycle` (so parent links still
+    /// match) and every timestamp moved on by `shift_nanos`.
+    pub fn renewed(
+        request: &ExportTraceServiceRequest,
+        cycle: u64,
+        shift_nanos: u64,
+    ) -> ExportTraceServiceRequest {
+        let mark = |id: &mut Vec<u8>| {
+            for (b, c) in id.iter_mut().zip(cycle.to_le_bytes()) {
+                *b ^= c;
+            }
+        };
+        let mut request = request.clone();
+        for rs in &mut request.resource_spans {
+            for ss in &mut rs.scope_spans {
+                for span in &mut ss.spans {
+                    mark(&mut span.trace_id);
+                    mark(&mut span.span_id);
+                    mark(&mut span.parent_span_id);
+                    span.start_time_unix_nano += shift_nanos;
+                    span.end_time_unix_nano += shift_nanos;
+                    for event in &mut span.events {
+                        event.time_unix_nano += shift_nanos;
+                    }
+                }
+            }
+        }
+        request
+    }
+
     /// `n` requests, deterministic for the seed; timestamps start at `start_nanos`.
     pub fn requests(&self, n: usize, start_nanos: u64) -> Vec<ExportTraceServiceRequest> {
         let mut rng = SmallRng::seed_from_u64(self.seed);

@@ -8,6 +8,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use swarmscope_processors::convert::{self, Converted};
+use swarmscope_processors::otlp_proto;
 use swarmscope_processors::schema::Table;
 use swarmscope_sinks::store::ParquetStore;
 
@@ -16,6 +17,26 @@ pub enum ExportRequest {
     Traces(ExportTraceServiceRequest),
     Metrics(ExportMetricsServiceRequest),
     Logs(ExportLogsServiceRequest),
+    /// A trace request converted straight from protobuf ([`convert::spans_from_protobuf`]).
+    Spans(Converted),
+}
+
+impl ExportRequest {
+    /// Decodes a protobuf `ExportTraceServiceRequest`: straight into Arrow when the
+    /// request allows, otherwise through prost with invalid UTF-8 repaired
+    /// ([`otlp_proto::decode`]). The second value is the warning for the client.
+    pub fn traces_from_protobuf(
+        bytes: &[u8],
+    ) -> Result<(ExportRequest, Option<String>), prost::DecodeError> {
+        // On a conversion error (a bug) the general path converts again, and
+        // `export` reports the error it meets.
+        if let Some(Ok(converted)) = convert::spans_from_protobuf(bytes) {
+            return Ok((ExportRequest::Spans(converted), None));
+        }
+        let decoded = otlp_proto::decode::<ExportTraceServiceRequest>(bytes)?;
+        let warning = decoded.warning();
+        Ok((ExportRequest::Traces(decoded.request), warning))
+    }
 }
 
 /// What became of an accepted request.
@@ -72,12 +93,13 @@ impl Pipeline {
     }
 
     pub async fn export(&self, request: ExportRequest) -> Result<ExportOutcome, PipelineError> {
-        let (table, converted) = match &request {
-            ExportRequest::Traces(r) => (Table::Spans, convert::spans_from_otlp(r)),
-            ExportRequest::Metrics(r) => (Table::Metrics, convert::metrics_from_otlp(r)),
-            ExportRequest::Logs(r) => (Table::Logs, convert::logs_from_otlp(r)),
+        // Each arm drops its request once converted, before the batch is stored.
+        let (table, converted) = match request {
+            ExportRequest::Traces(r) => (Table::Spans, convert::spans_from_otlp(&r)),
+            ExportRequest::Metrics(r) => (Table::Metrics, convert::metrics_from_otlp(&r)),
+            ExportRequest::Logs(r) => (Table::Logs, convert::logs_from_otlp(&r)),
+            ExportRequest::Spans(converted) => (Table::Spans, Ok(converted)),
         };
-        drop(request);
         let Converted {
             batch,
             rejected,

@@ -23,7 +23,7 @@ pub fn render(value: &AnyValue) -> Option<String> {
 }
 
 /// Doubles in decimal; `NaN`, `Infinity` and `-Infinity` as OTLP/JSON spells them.
-fn render_double(d: f64) -> String {
+pub(crate) fn render_double(d: f64) -> String {
     if d.is_nan() {
         "NaN".into()
     } else if d.is_infinite() {

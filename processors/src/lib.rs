@@ -4,6 +4,8 @@
 //! request (protobuf, or OTLP/JSON through [`otlp_json`]) becomes one Arrow
 //! [`RecordBatch`](arrow::record_batch::RecordBatch) per table ([`schema`]). From there on
 //! Arrow is the currency: the store, the query engine and the sinks all take batches.
+//! Trace requests in protobuf usually skip the decoded form altogether:
+//! [`convert::spans_from_protobuf`] reads the wire format straight into Arrow.
 //!
 //! It does no I/O.
 //!

@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use swarmscope_processors::otlp_proto::{self, Decoded, OtlpRequest};
+use swarmscope_processors::otlp_proto::{self, OtlpRequest};
 use tokio::net::TcpListener;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
 use tonic::codegen::BoxFuture;
@@ -55,6 +55,14 @@ pub trait Signal: Send + Sync + 'static {
     type Response: prost::Message + Default + Send + 'static;
     fn export_request(request: Self::Request) -> ExportRequest;
     fn response(outcome: ExportOutcome) -> Self::Response;
+
+    /// Decodes a protobuf request, with the warning for the client when invalid
+    /// UTF-8 was repaired ([`otlp_proto::decode`]).
+    fn decode(bytes: &[u8]) -> Result<(ExportRequest, Option<String>), prost::DecodeError> {
+        let decoded = otlp_proto::decode::<Self::Request>(bytes)?;
+        let warning = decoded.warning();
+        Ok((Self::export_request(decoded.request), warning))
+    }
 }
 
 pub enum Traces {}
@@ -68,6 +76,9 @@ impl Signal for Traces {
     type Response = ExportTraceServiceResponse;
     fn export_request(request: Self::Request) -> ExportRequest {
         ExportRequest::Traces(request)
+    }
+    fn decode(bytes: &[u8]) -> Result<(ExportRequest, Option<String>), prost::DecodeError> {
+        ExportRequest::traces_from_protobuf(bytes)
     }
     fn response(outcome: ExportOutcome) -> Self::Response {
         ExportTraceServiceResponse {
@@ -192,31 +203,27 @@ where
 /// The `Export` method.
 struct Export<S>(OtlpService<S>);
 
-impl<S: Signal> UnaryService<Decoded<S::Request>> for Export<S> {
+impl<S: Signal> UnaryService<(ExportRequest, Option<String>)> for Export<S> {
     type Response = S::Response;
     type Future = BoxFuture<Response<S::Response>, Status>;
 
-    fn call(&mut self, request: Request<Decoded<S::Request>>) -> Self::Future {
+    fn call(&mut self, request: Request<(ExportRequest, Option<String>)>) -> Self::Future {
         let pipeline = self.0.pipeline.clone();
         Box::pin(async move {
-            let decoded = request.into_inner();
-            let warning = decoded.warning();
-            let mut outcome = pipeline
-                .export(S::export_request(decoded.request))
-                .await
-                .map_err(to_status)?;
+            let (request, warning) = request.into_inner();
+            let mut outcome = pipeline.export(request).await.map_err(to_status)?;
             outcome.warn(warning);
             Ok(Response::new(S::response(outcome)))
         })
     }
 }
 
-/// prost for responses; [`otlp_proto::decode`] for requests.
+/// prost for responses; [`Signal::decode`] for requests.
 struct LenientCodec<S>(PhantomData<fn() -> S>);
 
 impl<S: Signal> Codec for LenientCodec<S> {
     type Encode = S::Response;
-    type Decode = Decoded<S::Request>;
+    type Decode = (ExportRequest, Option<String>);
     type Encoder = tonic_prost::ProstEncoder<S::Response>;
     type Decoder = LenientDecoder<S>;
 
@@ -232,12 +239,12 @@ impl<S: Signal> Codec for LenientCodec<S> {
 struct LenientDecoder<S>(PhantomData<fn() -> S>);
 
 impl<S: Signal> Decoder for LenientDecoder<S> {
-    type Item = Decoded<S::Request>;
+    type Item = (ExportRequest, Option<String>);
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
         let bytes = buf.copy_to_bytes(buf.remaining());
-        otlp_proto::decode::<S::Request>(&bytes)
+        S::decode(&bytes)
             .map(Some)
             // A malformed message is the client's fault and not worth a retry.
             .map_err(|e| Status::invalid_argument(format!("invalid protobuf message: {e}")))

@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message;
 use serde_json::json;
@@ -314,12 +314,7 @@ fn decode(
         return Ok((request, warning));
     }
     Ok(match signal {
-        Signal::Traces => {
-            let d =
-                otlp_proto::decode::<ExportTraceServiceRequest>(bytes).map_err(protobuf_error)?;
-            let warning = d.warning();
-            (ExportRequest::Traces(d.request), warning)
-        }
+        Signal::Traces => ExportRequest::traces_from_protobuf(bytes).map_err(protobuf_error)?,
         Signal::Metrics => {
             let d =
                 otlp_proto::decode::<ExportMetricsServiceRequest>(bytes).map_err(protobuf_error)?;

@@ -29,7 +29,7 @@ use crate::Result;
 
 pub use logs::logs_from_otlp;
 pub use metrics::metrics_from_otlp;
-pub use traces::spans_from_otlp;
+pub use traces::{spans_from_otlp, spans_from_protobuf};
 
 /// What conversion of one export request produced.
 #[derive(Debug)]

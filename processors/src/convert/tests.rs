@@ -17,6 +17,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use proptest::prelude::*;
+use prost::Message;
 
 use super::to_otlp::{logs_to_otlp, metrics_to_otlp, spans_to_otlp};
 use super::*;
@@ -790,4 +791,242 @@ fn histogram_with_mismatched_buckets_is_rejected() {
     let converted = metrics_from_otlp(&request).unwrap();
     assert_eq!(converted.batch.num_rows(), 1);
     assert_eq!(converted.rejected, 2);
+}
+
+// ---- the wire path (`spans_from_protobuf`) against the prost path ----
+
+/// Attributes whose keys the conversion looks up, repeated and of any type, so the
+/// wire path's "first occurrence, only if a string" reading is exercised.
+fn looked_up_attributes() -> impl Strategy<Value = Vec<KeyValue>> {
+    let key = prop_oneof![
+        Just("gen_ai.agent.id"),
+        Just("coordination.agent.id"),
+        Just("service.name"),
+        Just("other"),
+    ];
+    proptest::collection::vec((key, any_value()), 0..4).prop_map(|kvs| {
+        kvs.into_iter()
+            .map(|(key, value)| KeyValue {
+                key: key.into(),
+                value: Some(value),
+                ..Default::default()
+            })
+            .collect()
+    })
+}
+
+fn wire_request() -> impl Strategy<Value = ExportTraceServiceRequest> {
+    (
+        traces_request(),
+        looked_up_attributes(),
+        looked_up_attributes(),
+    )
+        .prop_map(|(mut request, on_resources, on_spans)| {
+            for rs in &mut request.resource_spans {
+                let resource = rs.resource.get_or_insert_with(Default::default);
+                resource.attributes.extend(on_resources.iter().cloned());
+                for ss in &mut rs.scope_spans {
+                    for span in &mut ss.spans {
+                        span.attributes.splice(0..0, on_spans.iter().cloned());
+                    }
+                }
+            }
+            request
+        })
+}
+
+/// What the receivers did before the wire path: prost, then conversion.
+fn via_prost(bytes: &[u8]) -> Option<Converted> {
+    let request = ExportTraceServiceRequest::decode(bytes).ok()?;
+    Some(spans_from_otlp(&request).unwrap())
+}
+
+fn assert_same(wire: &Converted, prost: &Converted) {
+    assert_eq!(wire.batch, prost.batch);
+    assert_eq!(wire.rejected, prost.rejected);
+    assert_eq!(wire.error_message, prost.error_message);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Every valid request takes the wire path and gives the prost path's batch.
+    #[test]
+    fn wire_path_equals_prost_path(request in wire_request()) {
+        let bytes = request.encode_to_vec();
+        let wire = spans_from_protobuf(&bytes);
+        prop_assert!(wire.is_some(), "a valid request stepped aside");
+        let wire = wire.unwrap().unwrap();
+        assert_same(&wire, &via_prost(&bytes).unwrap());
+        check_batch_schema(&wire.batch, crate::schema::Table::Spans);
+    }
+
+    /// On damaged bytes the wire path either steps aside or agrees with prost; it
+    /// never accepts what prost refuses, nor reads it differently.
+    #[test]
+    fn wire_path_on_damaged_bytes_agrees_or_steps_aside(
+        request in wire_request(),
+        damage in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let mut bytes = request.encode_to_vec();
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        for (at, byte) in &damage {
+            let i = at.index(bytes.len());
+            bytes[i] = *byte;
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        if let Some(wire) = spans_from_protobuf(&bytes) {
+            let prost = via_prost(&bytes);
+            prop_assert!(prost.is_some(), "the wire path accepted what prost refuses");
+            assert_same(&wire.unwrap(), &prost.unwrap());
+        }
+    }
+}
+
+fn string_attr(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn one_span_request(span: Span) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![string_attr("service.name", "svc")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "scope".into(),
+                    ..Default::default()
+                }),
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[test]
+fn wire_path_steps_aside_for_what_needs_the_general_path() {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    // An invalid span: the general path rejects it with its message.
+    let invalid = one_span_request(one_span(vec![0; 16], vec![2; 8])).encode_to_vec();
+    assert!(spans_from_protobuf(&invalid).is_none());
+    assert_eq!(via_prost(&invalid).unwrap().rejected, 1);
+
+    // A span name that is not UTF-8: the general path repairs it.
+    let mut span = one_span(vec![1; 16], vec![2; 8]);
+    span.name = "\u{5}\u{6}".into();
+    let mut bytes = one_span_request(span).encode_to_vec();
+    let at = bytes.windows(2).position(|w| w == [5, 6]).unwrap();
+    bytes[at] = 0xff;
+    assert!(via_prost(&bytes).is_none(), "prost refuses it");
+    assert!(spans_from_protobuf(&bytes).is_none());
+
+    // `status` sent twice: prost merges the two messages.
+    let mut span = one_span(vec![1; 16], vec![2; 8]);
+    span.status = Some(Status {
+        message: "first".into(),
+        code: 2,
+    });
+    let mut span_bytes = span.encode_to_vec();
+    encode_key(15, WireType::LengthDelimited, &mut span_bytes);
+    let second = Status {
+        message: "second".into(),
+        code: 0,
+    }
+    .encode_to_vec();
+    encode_varint(second.len() as u64, &mut span_bytes);
+    span_bytes.extend_from_slice(&second);
+    let request = wrap_span_bytes(&span_bytes);
+    assert!(spans_from_protobuf(&request).is_none());
+    let merged = via_prost(&request).unwrap().batch;
+    let messages = merged
+        .column_by_name("status_message")
+        .unwrap()
+        .as_string::<i32>();
+    assert_eq!(messages.value(0), "second");
+}
+
+/// `ExportTraceServiceRequest { resource_spans: [{ scope_spans: [{ spans: [span] }] }] }`
+/// around a span given as raw bytes, with the scope written after the span and an
+/// unknown field at each level.
+fn wrap_span_bytes(span: &[u8]) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    fn field(number: u32, bytes: &[u8], out: &mut Vec<u8>) {
+        encode_key(number, WireType::LengthDelimited, out);
+        encode_varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+    fn unknown(out: &mut Vec<u8>) {
+        encode_key(99, WireType::Varint, out);
+        encode_varint(7, out);
+    }
+    let mut scope_spans = Vec::new();
+    field(2, span, &mut scope_spans);
+    unknown(&mut scope_spans);
+    let scope = InstrumentationScope {
+        name: "late scope".into(),
+        ..Default::default()
+    };
+    field(1, &scope.encode_to_vec(), &mut scope_spans);
+    let mut resource_spans = Vec::new();
+    field(2, &scope_spans, &mut resource_spans);
+    let resource = Resource {
+        attributes: vec![string_attr("service.name", "late service")],
+        ..Default::default()
+    };
+    field(1, &resource.encode_to_vec(), &mut resource_spans);
+    let mut request = Vec::new();
+    unknown(&mut request);
+    field(1, &resource_spans, &mut request);
+    request
+}
+
+#[test]
+fn wire_path_reads_fields_in_any_order_and_skips_unknown_ones() {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let mut span = one_span(vec![1; 16], vec![2; 8]);
+    span.attributes = vec![string_attr("gen_ai.agent.id", "agent-7")];
+    // Fields in reverse order, an unknown field, and `name` twice (the last counts).
+    let mut span_bytes = Vec::new();
+    encode_key(42, WireType::LengthDelimited, &mut span_bytes);
+    encode_varint(3, &mut span_bytes);
+    span_bytes.extend_from_slice(b"abc");
+    let mut fields = span.encode_to_vec();
+    span_bytes.append(&mut fields);
+    let mut renamed = Span {
+        name: "renamed".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    span_bytes.append(&mut renamed);
+    let request = wrap_span_bytes(&span_bytes);
+    let wire = spans_from_protobuf(&request).unwrap().unwrap();
+    assert_same(&wire, &via_prost(&request).unwrap());
+    let batch = &wire.batch;
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .unwrap()
+            .as_string::<i32>()
+            .value(0)
+            .to_owned()
+    };
+    assert_eq!(column("name"), "renamed");
+    assert_eq!(column("service_name"), "late service");
+    assert_eq!(column("scope_name"), "late scope");
+    assert_eq!(column("agent_id"), "agent-7");
 }

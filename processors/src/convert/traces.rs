@@ -1,5 +1,6 @@
 //! `ExportTraceServiceRequest` → the `spans` table.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Builder, ListArray, StringBuilder, StructArray, UInt32Builder};
@@ -16,28 +17,31 @@ use super::{
 use crate::schema::{event_fields, link_fields, Table};
 use crate::Result;
 
+mod wire;
+
+pub use wire::spans_from_protobuf;
+
 /// The SQL spelling of a span kind; unknown numbers are kept as their decimal text.
-pub fn kind_name(kind: i32) -> String {
-    match kind {
+pub fn kind_name(kind: i32) -> Cow<'static, str> {
+    Cow::Borrowed(match kind {
         0 => "UNSPECIFIED",
         1 => "INTERNAL",
         2 => "SERVER",
         3 => "CLIENT",
         4 => "PRODUCER",
         5 => "CONSUMER",
-        other => return other.to_string(),
-    }
-    .into()
+        other => return Cow::Owned(other.to_string()),
+    })
 }
 
 /// The SQL spelling of a status code; unknown numbers are kept as their decimal text.
-pub fn status_name(code: i32) -> String {
-    match StatusCode::try_from(code) {
-        Ok(StatusCode::Unset) => "UNSET".into(),
-        Ok(StatusCode::Ok) => "OK".into(),
-        Ok(StatusCode::Error) => "ERROR".into(),
-        Err(_) => code.to_string(),
-    }
+pub fn status_name(code: i32) -> Cow<'static, str> {
+    Cow::Borrowed(match StatusCode::try_from(code) {
+        Ok(StatusCode::Unset) => "UNSET",
+        Ok(StatusCode::Ok) => "OK",
+        Ok(StatusCode::Error) => "ERROR",
+        Err(_) => return Cow::Owned(code.to_string()),
+    })
 }
 
 /// Builds the `spans` batch of one export request.

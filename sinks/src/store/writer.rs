@@ -1,12 +1,12 @@
 //! Buffered batches → Parquet files, one per partition hour, written atomically.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
-use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::TimestampNanosecondType;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -94,44 +94,115 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
 
 /// Writes `batches` of `table` under `data_dir`, one new file per partition hour, each
 /// under its `.tmp` name and synced. Blocking; call from a blocking thread.
+///
+/// The batches stream into one writer per hour as they are, never concatenated: a
+/// flush's memory is the buffer it drains plus the encoders' pages, not a second copy.
 pub(crate) fn write_partitioned(
     data_dir: &Path,
     table: Table,
     batches: &[RecordBatch],
     props: &WriterProperties,
 ) -> Result<Vec<PendingFile>> {
-    let batch = concat_batches(&table.schema(), batches)?;
-    if batch.num_rows() == 0 {
-        return Ok(Vec::new());
-    }
-    let hours = row_hours(table, &batch)?;
-    let mut distinct = hours.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
     let table_dir = data_dir.join(table.name());
-    let mut written = Vec::with_capacity(distinct.len());
-    for hour in distinct {
-        let part = if written.is_empty() && hours.iter().all(|h| *h == hour) {
-            batch.clone()
-        } else {
-            let mask: BooleanArray = hours.iter().map(|h| Some(*h == hour)).collect();
-            filter_record_batch(&batch, &mask)?
-        };
-        let dir = partition_dir(&table_dir, hour);
-        match write_file(&dir, &part, props) {
-            Ok((tmp, path)) => written.push(PendingFile {
-                tmp,
-                file: StoredFile { path, hour },
-            }),
-            Err(e) => {
-                for p in &written {
-                    let _ = std::fs::remove_file(&p.tmp);
-                }
-                return Err(e);
+    let mut open: BTreeMap<i64, OpenFile> = BTreeMap::new();
+    let written = (|| {
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            let hours = row_hours(table, batch)?;
+            let first = hours[0];
+            if hours.iter().all(|h| *h == first) {
+                OpenFile::get(&mut open, &table_dir, first, batch, props)?.write(batch)?;
+                continue;
+            }
+            let mut distinct = hours.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            for hour in distinct {
+                let mask: BooleanArray = hours.iter().map(|h| Some(*h == hour)).collect();
+                let part = filter_record_batch(batch, &mask)?;
+                OpenFile::get(&mut open, &table_dir, hour, &part, props)?.write(&part)?;
             }
         }
+        let mut written = Vec::with_capacity(open.len());
+        while let Some((hour, file)) = open.pop_first() {
+            let tmp = file.tmp.clone();
+            match file.finish() {
+                Ok(path) => written.push(PendingFile {
+                    tmp,
+                    file: StoredFile { path, hour },
+                }),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    for p in &written {
+                        let _ = std::fs::remove_file(&p.tmp);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(written)
+    })();
+    if written.is_err() {
+        for file in open.values() {
+            let _ = std::fs::remove_file(&file.tmp);
+        }
     }
-    Ok(written)
+    written
+}
+
+/// A partition's new file being written under its `.tmp` name.
+struct OpenFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+    writer: ArrowWriter<File>,
+}
+
+impl OpenFile {
+    /// The open file of partition `hour`, created on first use.
+    fn get<'a>(
+        open: &'a mut BTreeMap<i64, OpenFile>,
+        table_dir: &Path,
+        hour: i64,
+        batch: &RecordBatch,
+        props: &WriterProperties,
+    ) -> Result<&'a mut OpenFile> {
+        use std::collections::btree_map::Entry;
+        let slot = match open.entry(hour) {
+            Entry::Occupied(file) => return Ok(file.into_mut()),
+            Entry::Vacant(slot) => slot,
+        };
+        let dir = partition_dir(table_dir, hour);
+        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let (tmp, path) = new_file_name(&dir);
+        let file = File::create(&tmp).map_err(Error::io(&tmp))?;
+        let writer = match ArrowWriter::try_new(file, batch.schema(), Some(props.clone())) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+        Ok(slot.insert(OpenFile {
+            tmp,
+            path,
+            dir,
+            writer,
+        }))
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        Ok(self.writer.write(batch)?)
+    }
+
+    /// Closes the file and syncs it and its directory; returns the final path.
+    fn finish(self) -> Result<PathBuf> {
+        let file = self.writer.into_inner()?;
+        file.sync_all().map_err(Error::io(&self.tmp))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Error::io(&self.dir))?;
+        Ok(self.path)
+    }
 }
 
 /// A new file name in partition directory `dir`: its `.tmp` and its final path.
@@ -143,24 +214,4 @@ pub(crate) fn new_file_name(dir: &Path) -> (PathBuf, PathBuf) {
     let name = format!("part-{millis}-{}-{seq:06}.parquet", std::process::id());
     let final_path = dir.join(&name);
     (tmp_path(&final_path), final_path)
-}
-
-/// Writes one file as `<name>.tmp` and syncs it; returns the temporary and the final
-/// path.
-fn write_file(
-    dir: &Path,
-    batch: &RecordBatch,
-    props: &WriterProperties,
-) -> Result<(PathBuf, PathBuf)> {
-    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    let (tmp_path, final_path) = new_file_name(dir);
-    let file = File::create(&tmp_path).map_err(Error::io(&tmp_path))?;
-    let mut writer = ArrowWriter::try_new(file, Arc::clone(&batch.schema()), Some(props.clone()))?;
-    writer.write(batch)?;
-    let file = writer.into_inner()?;
-    file.sync_all().map_err(Error::io(&tmp_path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(dir))?;
-    Ok((tmp_path, final_path))
 }

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: the standard workload over OTLP gRPC into a release build of
+# swarmscope, then typical queries over a 10M-span store, timed against DuckDB on the
+# same Parquet files. Prints Markdown tables.
+#
+#   bash benches/e2e.sh [SECONDS] [CONCURRENCY] [DATASET_SPANS]
+#
+# 1. Ingest, once per storage.wal_fsync mode: sustained accepted spans/s, server CPU
+#    seconds per million spans, peak RSS, Parquet and OTLP bytes per span, request
+#    latency, and acknowledged → visible in SQL (a one-span probe every 200 ms, found
+#    by trace id; its timestamps are now, the load's two days ago, so the probe query
+#    prunes to its own partition as a "what happened just now" query does).
+# 2. Dataset: DATASET_SPANS (10M) distinct spans over 10 hours, sent with --unique.
+# 3. Queries: each run once to warm up, then 5 times; the median is reported, for
+#    swarmscope through POST /api/v1/query (compaction off, so both engines read the
+#    same files) and for DuckDB (Python package `duckdb`, installed with pip when
+#    missing) through read_parquet(..., hive_partitioning = true).
+#
+# Builds the server with --release (slow the first time; or set SWARMSCOPE_BIN) and the
+# load generator in the dev profile; both run on this machine, so the generator's CPU
+# competes with the server's. Uses ports 14317/14318/18080 and temporary directories.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-15}"
+concurrency="${2:-4}"
+dataset_spans="${3:-10000000}"
+release_dir="${RELEASE_TARGET_DIR:-$HOME/.cache/swarmscope-release}"
+dev_dir="${CARGO_TARGET_DIR:-$HOME/.cache/swarmscope-target}"
+api=http://127.0.0.1:18080
+
+server="${SWARMSCOPE_BIN:-}"
+if [ -z "$server" ]; then
+  CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bin swarmscope --bench hotpaths -q
+  server="$release_dir/release/swarmscope"
+fi
+CARGO_TARGET_DIR="$dev_dir" cargo build --locked --bench loadgen -q
+loadgen=$(ls -t "$dev_dir"/debug/deps/loadgen-* | grep -v '\.d$' | head -1)
+python3 -c 'import duckdb' 2> /dev/null || pip install -q duckdb
+ticks=$(getconf CLK_TCK)
+
+# start_server DATA_DIR WAL_FSYNC [EXTRA_STORAGE_TOML]: sets $pid and $work.
+start_server() {
+  cat > "$work/config.toml" <<EOF
+[receivers.otlp]
+grpc_address = "127.0.0.1:14317"
+http_address = "127.0.0.1:14318"
+[api]
+address = "127.0.0.1:18080"
+[storage]
+data_dir = "$1"
+wal_fsync = "$2"
+retention_hours = 1000000
+$3
+EOF
+  RUST_LOG=warn "$server" serve --config "$work/config.toml" >> "$work/out.log" 2>&1 &
+  pid=$!
+  until curl -sf "$api/readyz" > /dev/null; do
+    kill -0 "$pid" 2> /dev/null || { cat "$work/out.log"; exit 1; }
+    sleep 0.1
+  done
+}
+
+stop_server() {
+  kill -TERM "$pid"
+  wait "$pid" || true
+}
+
+echo "### Ingest (gRPC, ${concurrency} connections, ${seconds} s per mode)"
+echo
+echo "| wal_fsync | spans/s | CPU s per 1M spans | peak RSS MiB | Parquet B/span | OTLP B/span | request p50 / p99 ms | ack → visible p50 / p99 / max ms |"
+echo "|---|---|---|---|---|---|---|---|"
+for mode in always never; do
+  work=$(mktemp -d)
+  start_server "$work/data" "$mode" ""
+  cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  result=$("$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
+    --duration "$seconds" --distinct-requests 2000 --start-offset-secs 172800 \
+    --probe-api "$api" --json)
+  cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  stop_server
+  parquet_bytes=$(find "$work/data" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+  python3 - "$result" "$cpu0" "$cpu1" "$ticks" "$peak_kib" "$parquet_bytes" "$mode" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+cpu0, cpu1, ticks, peak, parquet, mode = sys.argv[2:8]
+spans = r["accepted_spans"]
+cpu = (float(cpu1) - float(cpu0)) / float(ticks)
+print(f"| {mode} | {r['spans_per_sec']:,.0f} | {cpu / spans * 1e6:.1f} | {int(peak) / 1024:.0f} | "
+      f"{int(parquet) / spans:.1f} | {r['otlp_bytes_per_span']:.0f} | "
+      f"{r['latency_p50_ms']:.1f} / {r['latency_p99_ms']:.1f} | "
+      f"{r['visible_p50_ms']:.1f} / {r['visible_p99_ms']:.1f} / {r['visible_max_ms']:.1f} ({r['probes']} probes) |")
+PY
+  rm -rf "$work"
+done
+
+echo
+work=$(mktemp -d)
+data="$work/data"
+# Ten hours of data ending about now: 200 distinct requests, each cycle an hour / 10 later.
+cycles=$(( dataset_spans / 500 / 200 ))
+start_server "$data" interval ""
+t0=$(date +%s)
+"$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
+  --spans "$dataset_spans" --distinct-requests 200 --unique \
+  --cycle-shift-secs $(( 36000 / cycles )) --start-offset-secs 36000 --json > "$work/load.json"
+stop_server
+t1=$(date +%s)
+files=$(find "$data/spans" -name '*.parquet' | wc -l)
+bytes=$(find "$data/spans" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+echo "### Queries over ${dataset_spans} spans (${files} Parquet files, $(( bytes / 1048576 )) MiB, loaded in $(( t1 - t0 )) s)"
+echo
+# Compaction off: the files must not change between the two engines' runs.
+start_server "$data" interval "compaction_min_files = 1000000"
+python3 - "$api" "$data" <<'PY'
+import json, statistics, sys, time, urllib.request
+import duckdb
+
+api, data = sys.argv[1], sys.argv[2]
+
+def swarmscope(sql):
+    req = urllib.request.Request(f"{api}/api/v1/query", data=json.dumps({"sql": sql}).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=300) as r:
+        return json.load(r)["rows"]
+
+con = duckdb.connect()
+con.execute(f"CREATE VIEW spans AS SELECT * FROM read_parquet('{data}/spans/*/*/*.parquet', hive_partitioning = true)")
+
+def duck(sql):
+    return con.execute(sql).fetchall()
+
+latest = swarmscope("SELECT CAST(max(start_time) AS BIGINT) FROM spans")[0][0]
+since_ns = latest - 3600 * 10**9
+trace = swarmscope(f"SELECT trace_id FROM spans WHERE start_time >= to_timestamp_nanos({since_ns}) LIMIT 1")[0][0]
+since_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since_ns // 10**9))
+ds_since = f"TIMESTAMP '{since_iso}Z'"
+duck_since = f"TIMESTAMPTZ '{since_iso}+00'"
+
+# (name, swarmscope SQL, DuckDB SQL): the same query, spelled for each engine where
+# they differ (approximate percentile; timestamp literal).
+queries = [
+    ("count by service",
+     "SELECT service_name, count(*) AS spans FROM spans GROUP BY service_name ORDER BY spans DESC",
+     None),
+    ("p95 duration by service and name",
+     "SELECT service_name, name, approx_percentile_cont(duration_ns, 0.95) AS p95 FROM spans "
+     "GROUP BY service_name, name ORDER BY service_name, name",
+     "SELECT service_name, name, approx_quantile(duration_ns, 0.95) AS p95 FROM spans "
+     "GROUP BY service_name, name ORDER BY service_name, name"),
+    ("one trace by id",
+     f"SELECT * FROM spans WHERE trace_id = '{trace}' ORDER BY start_time", None),
+    ("top error operations, last hour",
+     f"SELECT service_name, name, count(*) AS errors FROM spans WHERE status_code = 'ERROR' "
+     f"AND start_time >= {ds_since} GROUP BY service_name, name ORDER BY errors DESC LIMIT 10",
+     f"SELECT service_name, name, count(*) AS errors FROM spans WHERE status_code = 'ERROR' "
+     f"AND start_time >= {duck_since} GROUP BY service_name, name ORDER BY errors DESC LIMIT 10"),
+    ("coordination velocity by team",
+     "SELECT attributes['coordination.team'] AS team, count(*) AS completed, "
+     "count(DISTINCT attributes['coordination.work.id']) AS work_items FROM spans "
+     "WHERE name = 'work.complete' GROUP BY team ORDER BY team", None),
+]
+
+def timed(run, sql, n=5):
+    rows = run(sql)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        run(sql)
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times), len(rows)
+
+print("| query | swarmscope ms | DuckDB ms | ratio | within 1.5× | rows (swarmscope / DuckDB) |")
+print("|---|---|---|---|---|---|")
+for name, sql, duck_sql in queries:
+    s_ms, s_rows = timed(swarmscope, sql)
+    d_ms, d_rows = timed(duck, duck_sql or sql)
+    ratio = s_ms / d_ms
+    print(f"| {name} | {s_ms:.0f} | {d_ms:.0f} | {ratio:.2f} | {'yes' if ratio <= 1.5 else 'no'} | {s_rows} / {d_rows} |")
+print()
+print(f"DuckDB {duckdb.__version__}; one trace: {trace}; last hour from {since_iso}Z.")
+PY
+stop_server
+rm -rf "$work"

@@ -1,0 +1,664 @@
+//! `ExportTraceServiceRequest` protobuf bytes → the `spans` table, without prost.
+//!
+//! The general path decodes a request into prost's owned structs (a `String` or `Vec`
+//! for every id, name, key and value) and then copies them into Arrow builders. This
+//! one walks the protobuf wire format once and appends straight into the same
+//! builders, borrowing every string from the request buffer: no allocation per span,
+//! attribute or value.
+//!
+//! It takes only the common case: a request prost decodes without complaint and whose
+//! spans are all valid. On anything else (a malformed message, invalid UTF-8, a
+//! rejected span, a repeated singular message that prost would merge, nesting deeper
+//! than [`MAX_VALUE_DEPTH`]) it returns `None` and the caller takes the general path,
+//! which then produces exactly the error, repair or partial success it always did.
+//! Property tests hold the two paths to the same batch.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, EntityRef};
+use prost::Message as _;
+
+use super::{kind_name, status_name, SpanColumns};
+use crate::anyvalue;
+use crate::convert::{Converted, Rejections};
+use crate::Result;
+
+/// How deep an array or key-value-list attribute value may nest before this path
+/// hands the request to prost (whose recursion limit then applies as usual).
+const MAX_VALUE_DEPTH: usize = 16;
+
+/// Why the wire walk stepped aside: the general path decides what the request is.
+#[derive(Debug)]
+struct Fallback;
+
+type Walk<T> = std::result::Result<T, Fallback>;
+
+/// Builds the `spans` batch of one protobuf-encoded `ExportTraceServiceRequest`, or
+/// `None` when the request needs the general path (see the module docs).
+pub fn spans_from_protobuf(bytes: &[u8]) -> Option<Result<Converted>> {
+    let mut columns = SpanColumns::new();
+    match request(bytes, &mut columns) {
+        Ok(()) => Some(
+            columns
+                .finish()
+                .map(|batch| Rejections::default().finish(batch, "spans")),
+        ),
+        Err(Fallback) => None,
+    }
+}
+
+/// One field of a message on the wire.
+enum Value<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Bytes(&'a [u8]),
+    Fixed32(u32),
+}
+
+impl<'a> Value<'a> {
+    fn varint(self) -> Walk<u64> {
+        match self {
+            Value::Varint(v) => Ok(v),
+            _ => Err(Fallback),
+        }
+    }
+    fn fixed64(self) -> Walk<u64> {
+        match self {
+            Value::Fixed64(v) => Ok(v),
+            _ => Err(Fallback),
+        }
+    }
+    fn fixed32(self) -> Walk<u32> {
+        match self {
+            Value::Fixed32(v) => Ok(v),
+            _ => Err(Fallback),
+        }
+    }
+    fn bytes(self) -> Walk<&'a [u8]> {
+        match self {
+            Value::Bytes(v) => Ok(v),
+            _ => Err(Fallback),
+        }
+    }
+    fn str(self) -> Walk<&'a str> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| Fallback)
+    }
+}
+
+/// The fields of one message, in wire order.
+struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn of(message: &'a [u8]) -> Self {
+        Fields { rest: message }
+    }
+
+    fn varint(&mut self) -> Walk<u64> {
+        let mut value = 0u64;
+        for (i, &byte) in self.rest.iter().enumerate().take(10) {
+            // The tenth byte may only carry the 64th bit, as prost requires.
+            if i == 9 && byte > 1 {
+                return Err(Fallback);
+            }
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte < 0x80 {
+                self.rest = &self.rest[i + 1..];
+                return Ok(value);
+            }
+        }
+        Err(Fallback)
+    }
+
+    fn take(&mut self, n: usize) -> Walk<&'a [u8]> {
+        if n > self.rest.len() {
+            return Err(Fallback);
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    /// The next field, as (field number, value); `None` at the end of the message.
+    fn next(&mut self) -> Walk<Option<(u64, Value<'a>)>> {
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let number = key >> 3;
+        if number == 0 || key > u64::from(u32::MAX) {
+            return Err(Fallback);
+        }
+        let value = match key & 7 {
+            0 => Value::Varint(self.varint()?),
+            1 => Value::Fixed64(u64::from_le_bytes(
+                self.take(8)?.try_into().map_err(|_| Fallback)?,
+            )),
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| Fallback)?;
+                Value::Bytes(self.take(len)?)
+            }
+            5 => Value::Fixed32(u32::from_le_bytes(
+                self.take(4)?.try_into().map_err(|_| Fallback)?,
+            )),
+            // Groups are not used by OTLP; prost's skipping of them is left to prost.
+            _ => return Err(Fallback),
+        };
+        Ok(Some((number, value)))
+    }
+}
+
+/// Sets a singular message field, stepping aside when it repeats (prost merges).
+fn once<'a>(slot: &mut Option<&'a [u8]>, value: Value<'a>) -> Walk<()> {
+    if slot.replace(value.bytes()?).is_some() {
+        return Err(Fallback);
+    }
+    Ok(())
+}
+
+/// Skips a field this path does not store; its wire type is already checked.
+fn skip(_: Value<'_>) -> Walk<()> {
+    Ok(())
+}
+
+fn request(bytes: &[u8], columns: &mut SpanColumns) -> Walk<()> {
+    let mut fields = Fields::of(bytes);
+    let mut scratch = Scratch::default();
+    while let Some((number, value)) = fields.next()? {
+        match number {
+            1 => resource_spans(value.bytes()?, columns, &mut scratch)?,
+            _ => skip(value)?,
+        }
+    }
+    Ok(())
+}
+
+/// Buffers reused across a request.
+#[derive(Default)]
+struct Scratch {
+    /// Non-string attribute values, rendered.
+    text: String,
+}
+
+/// A rendered attribute map of a resource or scope, appended to every span row.
+type RenderedAttributes<'a> = Vec<(&'a str, Option<std::borrow::Cow<'a, str>>)>;
+
+/// What every span of one `ScopeSpans` repeats: its resource and scope.
+struct OriginView<'a> {
+    service_name: Option<&'a str>,
+    resource_agent_id: Option<&'a str>,
+    resource_attributes: RenderedAttributes<'a>,
+    resource_dropped: u32,
+    resource_schema_url: &'a str,
+    scope_name: &'a str,
+    scope_version: &'a str,
+    scope_attributes: RenderedAttributes<'a>,
+    scope_dropped: u32,
+    scope_schema_url: &'a str,
+}
+
+fn resource_spans(bytes: &[u8], columns: &mut SpanColumns, scratch: &mut Scratch) -> Walk<()> {
+    let mut resource = None;
+    let mut scope_spans = Vec::new();
+    let mut schema_url = "";
+    let mut fields = Fields::of(bytes);
+    while let Some((number, value)) = fields.next()? {
+        match number {
+            1 => once(&mut resource, value)?,
+            2 => scope_spans.push(value.bytes()?),
+            3 => schema_url = value.str()?,
+            _ => skip(value)?,
+        }
+    }
+    let mut resource_attributes = Vec::new();
+    let mut resource_dropped = 0;
+    if let Some(resource) = resource {
+        let mut fields = Fields::of(resource);
+        while let Some((number, value)) = fields.next()? {
+            match number {
+                1 => resource_attributes.push(rendered_key_value(value.bytes()?, 3)?),
+                2 => resource_dropped = value.varint()? as u32,
+                3 => {
+                    // Not stored, but prost would refuse it if it were malformed.
+                    EntityRef::decode(value.bytes()?).map_err(|_| Fallback)?;
+                }
+                _ => skip(value)?,
+            }
+        }
+    }
+    let mut origin = OriginView {
+        service_name: first_string(&resource_attributes, "service.name"),
+        resource_agent_id: first_string(&resource_attributes, "gen_ai.agent.id")
+            .or(first_string(&resource_attributes, "coordination.agent.id")),
+        resource_attributes,
+        resource_dropped,
+        resource_schema_url: schema_url,
+        scope_name: "",
+        scope_version: "",
+        scope_attributes: Vec::new(),
+        scope_dropped: 0,
+        scope_schema_url: "",
+    };
+    for scope_spans in scope_spans {
+        self::scope_spans(scope_spans, &mut origin, columns, scratch)?;
+    }
+    Ok(())
+}
+
+/// The value of the first attribute named `key`, if that value is a string: what
+/// `attribute_str` finds in the prost structs.
+fn first_string<'a>(attributes: &RenderedAttributes<'a>, key: &str) -> Option<&'a str> {
+    attributes
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| match v {
+            Some(std::borrow::Cow::Borrowed(s)) => Some(*s),
+            _ => None,
+        })
+}
+
+fn scope_spans<'a>(
+    bytes: &'a [u8],
+    origin: &mut OriginView<'a>,
+    columns: &mut SpanColumns,
+    scratch: &mut Scratch,
+) -> Walk<()> {
+    let mut scope = None;
+    let mut spans = Vec::new();
+    let mut schema_url = "";
+    let mut fields = Fields::of(bytes);
+    while let Some((number, value)) = fields.next()? {
+        match number {
+            1 => once(&mut scope, value)?,
+            2 => spans.push(value.bytes()?),
+            3 => schema_url = value.str()?,
+            _ => skip(value)?,
+        }
+    }
+    origin.scope_name = "";
+    origin.scope_version = "";
+    origin.scope_attributes.clear();
+    origin.scope_dropped = 0;
+    origin.scope_schema_url = schema_url;
+    if let Some(scope) = scope {
+        let mut fields = Fields::of(scope);
+        while let Some((number, value)) = fields.next()? {
+            match number {
+                1 => origin.scope_name = value.str()?,
+                2 => origin.scope_version = value.str()?,
+                3 => origin
+                    .scope_attributes
+                    .push(rendered_key_value(value.bytes()?, 4)?),
+                4 => origin.scope_dropped = value.varint()? as u32,
+                _ => skip(value)?,
+            }
+        }
+    }
+    for span in spans {
+        self::span(span, origin, columns, scratch)?;
+    }
+    Ok(())
+}
+
+/// A hex id checked as [`super::ValidSpan`] checks it; a failure steps aside so the
+/// general path rejects the span with its message.
+fn id(bytes: &[u8], len: usize) -> Walk<IdHex> {
+    if bytes.len() != len || bytes.iter().all(|b| *b == 0) {
+        return Err(Fallback);
+    }
+    Ok(IdHex::of(bytes))
+}
+
+/// The lowercase hex of an id of up to 16 bytes, on the stack.
+struct IdHex {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl IdHex {
+    fn of(bytes: &[u8]) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 32];
+        for (i, b) in bytes.iter().enumerate() {
+            buf[2 * i] = DIGITS[usize::from(b >> 4)];
+            buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+        }
+        IdHex {
+            buf,
+            len: 2 * bytes.len(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII hex digits were written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+fn time(t: u64) -> Walk<i64> {
+    i64::try_from(t).map_err(|_| Fallback)
+}
+
+fn span(
+    bytes: &[u8],
+    origin: &OriginView<'_>,
+    columns: &mut SpanColumns,
+    scratch: &mut Scratch,
+) -> Walk<()> {
+    let (mut trace_id, mut span_id, mut parent_span_id): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
+    let (mut trace_state, mut name) = ("", "");
+    let (mut kind, mut start, mut end) = (0i32, 0u64, 0u64);
+    let (mut flags, mut dropped_attributes, mut dropped_events, mut dropped_links) = (0, 0, 0, 0);
+    let mut status = None;
+    let (mut events, mut links) = (0usize, 0usize);
+    // The first `gen_ai.agent.id` and `coordination.agent.id` attributes: Some(None)
+    // when the first one is not a string, as `attribute_str` reads it.
+    let mut gen_ai_agent: Option<Option<&str>> = None;
+    let mut coordination_agent: Option<Option<&str>> = None;
+    let mut fields = Fields::of(bytes);
+    while let Some((number, value)) = fields.next()? {
+        match number {
+            1 => trace_id = value.bytes()?,
+            2 => span_id = value.bytes()?,
+            3 => trace_state = value.str()?,
+            4 => parent_span_id = value.bytes()?,
+            5 => name = value.str()?,
+            6 => kind = value.varint()? as i32,
+            7 => start = value.fixed64()?,
+            8 => end = value.fixed64()?,
+            9 => {
+                let (key, string) =
+                    append_key_value(value.bytes()?, 4, &mut columns.attributes, scratch)?;
+                if key == "gen_ai.agent.id" && gen_ai_agent.is_none() {
+                    gen_ai_agent = Some(string);
+                } else if key == "coordination.agent.id" && coordination_agent.is_none() {
+                    coordination_agent = Some(string);
+                }
+            }
+            10 => dropped_attributes = value.varint()? as u32,
+            11 => {
+                event(value.bytes()?, columns, scratch)?;
+                events += 1;
+            }
+            12 => dropped_events = value.varint()? as u32,
+            13 => {
+                link(value.bytes()?, columns, scratch)?;
+                links += 1;
+            }
+            14 => dropped_links = value.varint()? as u32,
+            15 => once(&mut status, value)?,
+            16 => flags = value.fixed32()?,
+            _ => skip(value)?,
+        }
+    }
+    let trace_id = id(trace_id, 16)?;
+    let span_id = id(span_id, 8)?;
+    let parent_span_id = if parent_span_id.is_empty() {
+        None
+    } else {
+        Some(id(parent_span_id, 8)?)
+    };
+    let (start, end) = (time(start)?, time(end)?);
+    let (mut status_code, mut status_message) = (0i32, "");
+    if let Some(status) = status {
+        let mut fields = Fields::of(status);
+        while let Some((number, value)) = fields.next()? {
+            match number {
+                2 => status_message = value.str()?,
+                3 => status_code = value.varint()? as i32,
+                _ => skip(value)?,
+            }
+        }
+    }
+
+    let c = columns;
+    c.start_time.append_value(start);
+    c.end_time.append_value(end);
+    c.duration_ns.append_value(end.saturating_sub(start));
+    c.trace_id.append_value(trace_id.as_str());
+    c.span_id.append_value(span_id.as_str());
+    c.parent_span_id
+        .append_option(parent_span_id.as_ref().map(IdHex::as_str));
+    c.trace_state.append_value(trace_state);
+    c.name.append_value(name);
+    c.kind.append_value(kind_name(kind));
+    c.status_code.append_value(status_name(status_code));
+    c.status_message.append_value(status_message);
+    let agent_id = gen_ai_agent
+        .flatten()
+        .or(coordination_agent.flatten())
+        .or(origin.resource_agent_id);
+    c.agent_id.append_option(agent_id);
+    c.attributes.append(true).map_err(|_| Fallback)?;
+    c.events.lengths.push(events);
+    c.links.lengths.push(links);
+    c.flags.append_value(flags);
+    c.dropped_attributes.append_value(dropped_attributes);
+    c.dropped_events.append_value(dropped_events);
+    c.dropped_links.append_value(dropped_links);
+
+    let o = &mut c.origin;
+    o.service_name.append_option(origin.service_name);
+    append_rendered(&mut o.resource_attributes, &origin.resource_attributes)?;
+    o.resource_dropped.append_value(origin.resource_dropped);
+    o.resource_schema_url
+        .append_value(origin.resource_schema_url);
+    o.scope_name.append_value(origin.scope_name);
+    o.scope_version.append_value(origin.scope_version);
+    append_rendered(&mut o.scope_attributes, &origin.scope_attributes)?;
+    o.scope_dropped.append_value(origin.scope_dropped);
+    o.scope_schema_url.append_value(origin.scope_schema_url);
+    Ok(())
+}
+
+fn event(bytes: &[u8], columns: &mut SpanColumns, scratch: &mut Scratch) -> Walk<()> {
+    let (mut time_unix_nano, mut name, mut dropped) = (0u64, "", 0u32);
+    let e = &mut columns.events;
+    let mut fields = Fields::of(bytes);
+    while let Some((number, value)) = fields.next()? {
+        match number {
+            1 => time_unix_nano = value.fixed64()?,
+            2 => name = value.str()?,
+            3 => {
+                append_key_value(value.bytes()?, 5, &mut e.attributes, scratch)?;
+            }
+            4 => dropped = value.varint()? as u32,
+            _ => skip(value)?,
+        }
+    }
+    e.time.append_value(time(time_unix_nano)?);
+    e.name.append_value(name);
+    e.attributes.append(true).map_err(|_| Fallback)?;
+    e.dropped.append_value(dropped);
+    Ok(())
+}
+
+fn link(bytes: &[u8], columns: &mut SpanColumns, scratch: &mut Scratch) -> Walk<()> {
+    let (mut trace_id, mut span_id): (&[u8], &[u8]) = (&[], &[]);
+    let (mut trace_state, mut dropped, mut flags) = ("", 0u32, 0u32);
+    let l = &mut columns.links;
+    let mut fields = Fields::of(bytes);
+    while let Some((number, value)) = fields.next()? {
+        match number {
+            1 => trace_id = value.bytes()?,
+            2 => span_id = value.bytes()?,
+            3 => trace_state = value.str()?,
+            4 => {
+                append_key_value(value.bytes()?, 5, &mut l.attributes, scratch)?;
+            }
+            5 => dropped = value.varint()? as u32,
+            6 => flags = value.fixed32()?,
+            _ => skip(value)?,
+        }
+    }
+    l.trace_id.append_value(id(trace_id, 16)?.as_str());
+    l.span_id.append_value(id(span_id, 8)?.as_str());
+    l.trace_state.append_value(trace_state);
+    l.attributes.append(true).map_err(|_| Fallback)?;
+    l.dropped.append_value(dropped);
+    l.flags.append_value(flags);
+    Ok(())
+}
+
+/// The parts of a `KeyValue`: its key and its `AnyValue` message, if set.
+fn key_value(bytes: &[u8]) -> Walk<(&str, Option<&[u8]>)> {
+    let (mut key, mut value) = ("", None);
+    let mut fields = Fields::of(bytes);
+    while let Some((number, field)) = fields.next()? {
+        match number {
+            1 => key = field.str()?,
+            2 => once(&mut value, field)?,
+            // `key_strindex` (profiles only): an int32.
+            3 => {
+                field.varint()?;
+            }
+            _ => skip(field)?,
+        }
+    }
+    Ok((key, value))
+}
+
+/// A value's text: borrowed from the request when the value is a string, otherwise
+/// rendered into the scratch buffer, or none for an empty `AnyValue`.
+enum Text<'a> {
+    None,
+    String(&'a str),
+    Rendered,
+}
+
+/// Renders an `AnyValue` as [`anyvalue::render`] does. `depth` is how deep the value
+/// sits in the request, for prost's recursion limit.
+fn render<'a>(bytes: &'a [u8], depth: usize, out: &mut String) -> Walk<Text<'a>> {
+    out.clear();
+    let mut fields = Fields::of(bytes);
+    let Some((number, value)) = fields.next()? else {
+        return Ok(Text::None);
+    };
+    if fields.rest.is_empty() {
+        // The common case: exactly one scalar.
+        match number {
+            1 => return Ok(Text::String(value.str()?)),
+            2 => {
+                out.push_str(if value.varint()? != 0 {
+                    "true"
+                } else {
+                    "false"
+                });
+                return Ok(Text::Rendered);
+            }
+            3 => {
+                let _ = write!(out, "{}", value.varint()? as i64);
+                return Ok(Text::Rendered);
+            }
+            4 => {
+                out.push_str(&anyvalue::render_double(f64::from_bits(value.fixed64()?)));
+                return Ok(Text::Rendered);
+            }
+            7 => {
+                base64::engine::general_purpose::STANDARD.encode_string(value.bytes()?, out);
+                return Ok(Text::Rendered);
+            }
+            _ => {}
+        }
+    }
+    // Arrays, key-value lists, and anything unusual: prost decodes the value, within
+    // a depth that prost would also accept within the whole request.
+    let decoded = AnyValue::decode(bytes).map_err(|_| Fallback)?;
+    if depth + value_depth(&decoded) > MAX_VALUE_DEPTH {
+        return Err(Fallback);
+    }
+    match anyvalue::render(&decoded) {
+        None => Ok(Text::None),
+        Some(text) => {
+            out.push_str(&text);
+            match decoded.value {
+                Some(any_value::Value::StringValue(_)) => Err(Fallback),
+                _ => Ok(Text::Rendered),
+            }
+        }
+    }
+}
+
+/// How many messages deep a decoded value nests below itself.
+fn value_depth(value: &AnyValue) -> usize {
+    match &value.value {
+        Some(any_value::Value::ArrayValue(a)) => {
+            1 + a
+                .values
+                .iter()
+                .map(|v| 1 + value_depth(v))
+                .max()
+                .unwrap_or(0)
+        }
+        Some(any_value::Value::KvlistValue(l)) => {
+            1 + l
+                .values
+                .iter()
+                .map(|kv| 1 + kv.value.as_ref().map_or(0, |v| 1 + value_depth(v)))
+                .max()
+                .unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+/// Appends one attribute to a map being built; returns its key and, when its value
+/// is a string, that string.
+fn append_key_value<'a>(
+    bytes: &'a [u8],
+    depth: usize,
+    map: &mut crate::convert::AttributeBuilder,
+    scratch: &mut Scratch,
+) -> Walk<(&'a str, Option<&'a str>)> {
+    let (key, value) = key_value(bytes)?;
+    map.keys().append_value(key);
+    let text = match value {
+        Some(value) => render(value, depth + 1, &mut scratch.text)?,
+        None => Text::None,
+    };
+    Ok(match text {
+        Text::None => {
+            map.values().append_null();
+            (key, None)
+        }
+        Text::String(s) => {
+            map.values().append_value(s);
+            (key, Some(s))
+        }
+        Text::Rendered => {
+            map.values().append_value(&scratch.text);
+            (key, None)
+        }
+    })
+}
+
+/// A resource or scope attribute, rendered once for all the spans that repeat it.
+fn rendered_key_value(
+    bytes: &[u8],
+    depth: usize,
+) -> Walk<(&str, Option<std::borrow::Cow<'_, str>>)> {
+    let (key, value) = key_value(bytes)?;
+    let mut out = String::new();
+    let text = match value {
+        Some(value) => match render(value, depth + 1, &mut out)? {
+            Text::None => None,
+            Text::String(s) => Some(std::borrow::Cow::Borrowed(s)),
+            Text::Rendered => Some(std::borrow::Cow::Owned(out)),
+        },
+        None => None,
+    };
+    Ok((key, text))
+}
+
+fn append_rendered(
+    map: &mut crate::convert::AttributeBuilder,
+    attributes: &[(&str, Option<std::borrow::Cow<'_, str>>)],
+) -> Walk<()> {
+    for (key, value) in attributes {
+        map.keys().append_value(key);
+        map.values().append_option(value.as_deref());
+    }
+    map.append(true).map_err(|_| Fallback)
+}
