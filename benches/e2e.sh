@@ -5,6 +5,8 @@
 #
 #   bash benches/e2e.sh [SECONDS] [CONCURRENCY] [DATASET_SPANS]
 #
+# DATASET_SPANS=0 runs the ingest part only (what benches/ingest.sh does).
+#
 # 1. Ingest, once per storage.wal_fsync mode: sustained accepted spans/s, server CPU
 #    seconds per million spans, peak RSS, Parquet and OTLP bytes per span, request
 #    latency, and acknowledged → visible in SQL (a one-span probe every 200 ms, found
@@ -35,7 +37,6 @@ if [ -z "$server" ]; then
 fi
 CARGO_TARGET_DIR="$dev_dir" cargo build --locked --bench loadgen -q
 loadgen=$(ls -t "$dev_dir"/debug/deps/loadgen-* | grep -v '\.d$' | head -1)
-python3 -c 'import duckdb' 2> /dev/null || pip install -q duckdb
 ticks=$(getconf CLK_TCK)
 
 # start_server DATA_DIR WAL_FSYNC [EXTRA_STORAGE_TOML]: sets $pid and $work.
@@ -69,7 +70,7 @@ echo "### Ingest (gRPC, ${concurrency} connections, ${seconds} s per mode)"
 echo
 echo "| wal_fsync | spans/s | CPU s per 1M spans | peak RSS MiB | Parquet B/span | OTLP B/span | request p50 / p99 ms | ack → visible p50 / p99 / max ms |"
 echo "|---|---|---|---|---|---|---|---|"
-for mode in always never; do
+for mode in always interval never; do
   work=$(mktemp -d)
   start_server "$work/data" "$mode" ""
   cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
@@ -94,6 +95,8 @@ PY
   rm -rf "$work"
 done
 
+[ "$dataset_spans" -gt 0 ] || exit 0
+python3 -c 'import duckdb' 2> /dev/null || pip install -q duckdb
 echo
 work=$(mktemp -d)
 data="$work/data"

@@ -199,19 +199,26 @@ struct OriginView<'a> {
     scope_schema_url: &'a str,
 }
 
-fn resource_spans(bytes: &[u8], columns: &mut SpanColumns, scratch: &mut Scratch) -> Walk<()> {
-    let mut resource = None;
-    let mut scope_spans = Vec::new();
-    let mut schema_url = "";
+/// `ResourceSpans` and `ScopeSpans` share one layout: 1, the resource or scope (a
+/// singular message); 2, the repeated messages inside; 3, the schema URL.
+type Envelope<'a> = (Option<&'a [u8]>, Vec<&'a [u8]>, &'a str);
+
+fn envelope(bytes: &[u8]) -> Walk<Envelope<'_>> {
+    let (mut head, mut items, mut schema_url) = (None, Vec::new(), "");
     let mut fields = Fields::of(bytes);
     while let Some((number, value)) = fields.next()? {
         match number {
-            1 => once(&mut resource, value)?,
-            2 => scope_spans.push(value.bytes()?),
+            1 => once(&mut head, value)?,
+            2 => items.push(value.bytes()?),
             3 => schema_url = value.str()?,
             _ => skip(value)?,
         }
     }
+    Ok((head, items, schema_url))
+}
+
+fn resource_spans(bytes: &[u8], columns: &mut SpanColumns, scratch: &mut Scratch) -> Walk<()> {
+    let (resource, scope_spans, schema_url) = envelope(bytes)?;
     let mut resource_attributes = Vec::new();
     let mut resource_dropped = 0;
     if let Some(resource) = resource {
@@ -265,18 +272,7 @@ fn scope_spans<'a>(
     columns: &mut SpanColumns,
     scratch: &mut Scratch,
 ) -> Walk<()> {
-    let mut scope = None;
-    let mut spans = Vec::new();
-    let mut schema_url = "";
-    let mut fields = Fields::of(bytes);
-    while let Some((number, value)) = fields.next()? {
-        match number {
-            1 => once(&mut scope, value)?,
-            2 => spans.push(value.bytes()?),
-            3 => schema_url = value.str()?,
-            _ => skip(value)?,
-        }
-    }
+    let (scope, spans, schema_url) = envelope(bytes)?;
     origin.scope_name = "";
     origin.scope_version = "";
     origin.scope_attributes.clear();
