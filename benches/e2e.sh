@@ -18,25 +18,21 @@
 #    same files) and for DuckDB (Python package `duckdb`, installed with pip when
 #    missing) through read_parquet(..., hive_partitioning = true).
 #
-# Builds the server with --release (slow the first time; or set SWARMSCOPE_BIN) and the
-# load generator in the dev profile; both run on this machine, so the generator's CPU
-# competes with the server's. Uses ports 14317/14318/18080 and temporary directories.
+# Builds the server and the load generator with --release (slow the first time); both
+# run on this machine, so the generator's CPU competes with the server's. Uses ports 14317/14318/18080 and temporary directories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-15}"
 concurrency="${2:-4}"
 dataset_spans="${3:-10000000}"
 release_dir="${RELEASE_TARGET_DIR:-$HOME/.cache/swarmscope-release}"
-dev_dir="${CARGO_TARGET_DIR:-$HOME/.cache/swarmscope-target}"
 api=http://127.0.0.1:18080
 
-server="${SWARMSCOPE_BIN:-}"
-if [ -z "$server" ]; then
-  CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bin swarmscope --bench hotpaths -q
-  server="$release_dir/release/swarmscope"
-fi
-CARGO_TARGET_DIR="$dev_dir" cargo build --locked --bench loadgen -q
-loadgen=$(ls -t "$dev_dir"/debug/deps/loadgen-* | grep -v '\.d$' | head -1)
+# One release build for the server and the load generator (the same feature set as
+# `cargo bench`, so it does not rebuild DataFusion); SWARMSCOPE_BIN skips it for the server.
+CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bin swarmscope --bench hotpaths --bench loadgen -q
+server="${SWARMSCOPE_BIN:-$release_dir/release/swarmscope}"
+loadgen=$(ls -t "$release_dir"/release/deps/loadgen-* | grep -v '\.d$' | head -1)
 ticks=$(getconf CLK_TCK)
 
 # start_server DATA_DIR WAL_FSYNC [EXTRA_STORAGE_TOML]: sets $pid and $work.
@@ -96,7 +92,7 @@ PY
 done
 
 [ "$dataset_spans" -gt 0 ] || exit 0
-python3 -c 'import duckdb' 2> /dev/null || pip install -q duckdb
+python3 -c 'import duckdb, pytz' 2> /dev/null || pip install -q duckdb pytz
 echo
 work=$(mktemp -d)
 data="$work/data"

@@ -48,6 +48,16 @@ fn hot_paths(c: &mut Criterion) {
         b.iter(|| spans_from_protobuf(black_box(&bytes)).expect("the wire path takes it"))
     });
     let batch = spans_from_otlp(request).expect("convert").batch;
+    // What a request costs the store's memory budget (`storage.max_buffered_bytes`).
+    let wire = spans_from_protobuf(&bytes)
+        .expect("the wire path takes it")
+        .expect("convert")
+        .batch;
+    eprintln!(
+        "buffered Arrow bytes per span: prost path {}, wire path {}",
+        batch.get_array_memory_size() as u64 / spans,
+        wire.get_array_memory_size() as u64 / spans
+    );
     group.bench_function("arrow_ipc_encode", |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(256 * 1024);

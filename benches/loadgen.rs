@@ -169,6 +169,9 @@ struct Args {
     probe_api: Option<String>,
     #[arg(long, default_value_t = 200)]
     probe_interval_ms: u64,
+    /// A refused request (503 / UNAVAILABLE) is sent again after this many ms.
+    #[arg(long, default_value_t = 20)]
+    retry_ms: u64,
     // `cargo bench` passes --bench; accept and ignore it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -332,6 +335,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let args_endpoint = args.endpoint.clone();
         let token = args.token.clone();
         let protocol = args.protocol;
+        let retry = Duration::from_millis(args.retry_ms);
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut grpc = None;
@@ -359,14 +363,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             .encode_to_vec(),
                     )
                 };
-                let sent = Instant::now();
-                let outcome = match grpc.as_mut() {
-                    Some(client) => send_grpc(client, body, token.as_deref()).await,
-                    None => send_http(&http, &url, body, token.as_deref()).await,
+                // A refused request is sent again after --retry-ms, as an OTLP exporter
+                // retries, until it is taken or (with --duration) the time is up.
+                let outcome = loop {
+                    let sent = Instant::now();
+                    let outcome = match grpc.as_mut() {
+                        Some(client) => send_grpc(client, body.clone(), token.as_deref()).await,
+                        None => send_http(&http, &url, body.clone(), token.as_deref()).await,
+                    };
+                    tally
+                        .latencies_us
+                        .push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    if !matches!(outcome, Outcome::Refused) {
+                        break outcome;
+                    }
+                    tally.refused_requests += 1;
+                    if total_requests.is_none() && start.elapsed() >= deadline {
+                        break Outcome::Refused;
+                    }
+                    tokio::time::sleep(retry).await;
                 };
-                tally
-                    .latencies_us
-                    .push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 match outcome {
                     Outcome::Accepted(response) => {
                         let rejected = ExportTraceServiceResponse::decode(response)
@@ -376,7 +392,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         tally.accepted_spans += per_request - rejected.min(per_request);
                         tally.rejected_spans += rejected;
                     }
-                    Outcome::Refused => tally.refused_requests += 1,
+                    Outcome::Refused => {}
                     Outcome::Failed(e) => {
                         if tally.failed_requests == 0 {
                             eprintln!("loadgen: request failed: {e}");
@@ -449,7 +465,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         println!("rejected spans     {}", total.rejected_spans);
         println!(
-            "refused requests   {} (503/UNAVAILABLE)",
+            "refusals           {} (503/UNAVAILABLE, each retried after --retry-ms)",
             total.refused_requests
         );
         println!("failed requests    {}", total.failed_requests);

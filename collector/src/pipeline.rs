@@ -92,6 +92,12 @@ impl Pipeline {
         &self.store
     }
 
+    /// Asked before a request is read and decoded: `Err(Overloaded)` while the store's
+    /// memory budget has no room for another request ([`ParquetStore::admission`]).
+    pub fn admission(&self) -> Result<(), PipelineError> {
+        self.store.admission().map_err(store_error)
+    }
+
     pub async fn export(&self, request: ExportRequest) -> Result<ExportOutcome, PipelineError> {
         // Each arm drops its request once converted, before the batch is stored.
         let (table, converted) = match request {
@@ -114,16 +120,18 @@ impl Pipeline {
             );
         }
         let accepted = batch.num_rows();
-        self.store.append(table, batch).await.map_err(|e| match e {
-            swarmscope_sinks::Error::Backpressure { .. } => {
-                PipelineError::Overloaded(e.to_string())
-            }
-            e => PipelineError::Unavailable(e.to_string()),
-        })?;
+        self.store.append(table, batch).await.map_err(store_error)?;
         Ok(ExportOutcome {
             accepted,
             rejected,
             error_message,
         })
+    }
+}
+
+fn store_error(e: swarmscope_sinks::Error) -> PipelineError {
+    match e {
+        swarmscope_sinks::Error::Backpressure { .. } => PipelineError::Overloaded(e.to_string()),
+        e => PipelineError::Unavailable(e.to_string()),
     }
 }

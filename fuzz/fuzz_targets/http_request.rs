@@ -16,6 +16,7 @@ use tower::ServiceExt;
 struct Harness {
     runtime: tokio::runtime::Runtime,
     app: axum::Router,
+    store: ParquetStore,
     _dir: tempfile::TempDir,
 }
 
@@ -37,10 +38,11 @@ fn harness() -> &'static Harness {
             })
             .expect("store")
         });
-        let app = router(Pipeline::new(store), 1024 * 1024, None);
+        let app = router(Pipeline::new(store.clone()), 1024 * 1024, None);
         Harness {
             runtime,
             app,
+            store,
             _dir: dir,
         }
     })
@@ -92,4 +94,8 @@ fuzz_target!(|data: &[u8]| {
         matches!(status, 200 | 400 | 413 | 415 | 503),
         "unexpected status {status}"
     );
+    // A full store refuses before decoding; flush, so that later inputs reach the decoders.
+    if status == 503 {
+        h.runtime.block_on(h.store.flush()).expect("flush");
+    }
 });

@@ -190,6 +190,10 @@ where
                 ))
                 .into_http());
             }
+            // Refused before the body is read and decoded.
+            if let Err(e) = this.pipeline.admission() {
+                return Ok(to_status(e).into_http());
+            }
             let mut grpc = tonic::server::Grpc::new(LenientCodec::<S>(PhantomData))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)

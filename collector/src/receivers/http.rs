@@ -165,6 +165,11 @@ async fn handle(
             ));
         }
     }
+    // Refused before the body is read and decoded.
+    receiver
+        .pipeline
+        .admission()
+        .map_err(|e| pipeline_failure(encoding, e))?;
     let limit = receiver.max_request_bytes;
     let raw = read_body(body, limit, encoding).await?;
     let bytes = decompress(&parts.headers, raw, limit, encoding)?;
@@ -175,16 +180,18 @@ async fn handle(
         .pipeline
         .export(decoded)
         .await
-        .map_err(|e| match e {
-            PipelineError::Overloaded(m) | PipelineError::Unavailable(m) => {
-                Failure::new(StatusCode::SERVICE_UNAVAILABLE, encoding, m)
-            }
-            PipelineError::Internal(m) => {
-                Failure::new(StatusCode::INTERNAL_SERVER_ERROR, encoding, m)
-            }
-        })?;
+        .map_err(|e| pipeline_failure(encoding, e))?;
     outcome.warn(warning);
     Ok(success(signal, encoding, outcome))
+}
+
+fn pipeline_failure(encoding: Encoding, e: PipelineError) -> Failure {
+    match e {
+        PipelineError::Overloaded(m) | PipelineError::Unavailable(m) => {
+            Failure::new(StatusCode::SERVICE_UNAVAILABLE, encoding, m)
+        }
+        PipelineError::Internal(m) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, encoding, m),
+    }
 }
 
 fn request_encoding(headers: &HeaderMap) -> Result<Encoding, Failure> {

@@ -22,7 +22,10 @@ pub(crate) fn bearer_matches(header: Option<&[u8]>, token: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod token_tests {
     use super::bearer_matches;
 
     #[test]

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use super::{
-    append_attributes, attribute_builder, nanos, optional_hex_id, timestamp_builder,
+    append_attributes, attribute_builder, nanos, optional_hex_id, tight_batch, timestamp_builder,
     AttributeBuilder, Converted, Origin, OriginColumns, Rejections,
 };
 use crate::anyvalue;
@@ -126,6 +126,6 @@ impl LogColumns {
             Arc::new(self.dropped_attributes.finish()),
         ];
         columns.extend(self.origin.finish());
-        Ok(RecordBatch::try_new(Table::Logs.schema(), columns)?)
+        tight_batch(Table::Logs.schema(), columns)
     }
 }

@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 
 use super::traces::list_array;
 use super::{
-    append_attributes, attribute_builder, nanos, optional_hex_id, timestamp_builder,
+    append_attributes, attribute_builder, nanos, optional_hex_id, tight_batch, timestamp_builder,
     AttributeBuilder, Converted, Origin, OriginColumns, Rejections,
 };
 use crate::schema::{exemplar_fields, quantile_fields, Table};
@@ -401,7 +401,7 @@ impl MetricColumns {
             Arc::new(self.flags.finish()),
         ];
         columns.extend(self.origin.finish());
-        Ok(RecordBatch::try_new(Table::Metrics.schema(), columns)?)
+        tight_batch(Table::Metrics.schema(), columns)
     }
 }
 

@@ -18,8 +18,10 @@ mod traces;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, MapBuilder, MapFieldNames, StringBuilder, TimestampNanosecondBuilder, UInt32Builder,
+    Array, ArrayRef, MapBuilder, MapFieldNames, StringBuilder, TimestampNanosecondBuilder,
+    UInt32Builder,
 };
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -68,6 +70,16 @@ impl Rejections {
             error_message,
         }
     }
+}
+
+/// The batch of a converted request, its columns shrunk to their length: builders
+/// grow by doubling, so without this a buffered batch would cost the store's memory
+/// budget (and the process) up to twice what its rows take.
+pub(crate) fn tight_batch(schema: SchemaRef, mut columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    for column in &mut columns {
+        Array::shrink_to_fit(column);
+    }
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// Nanoseconds since the epoch as Arrow stores them; `None` past `i64::MAX` (2262).

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, Span};
 
 use super::{
     append_attributes, attribute_builder, attribute_str, hex_id, nanos, optional_hex_id,
-    timestamp_builder, AttributeBuilder, Converted, Origin, OriginColumns, Rejections,
+    tight_batch, timestamp_builder, AttributeBuilder, Converted, Origin, OriginColumns, Rejections,
 };
 use crate::schema::{event_fields, link_fields, Table};
 use crate::Result;
@@ -222,7 +222,7 @@ impl SpanColumns {
             Arc::new(self.dropped_links.finish()),
         ];
         columns.extend(self.origin.finish());
-        Ok(RecordBatch::try_new(Table::Spans.schema(), columns)?)
+        tight_batch(Table::Spans.schema(), columns)
     }
 }
 

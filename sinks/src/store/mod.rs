@@ -133,6 +133,9 @@ struct Inner {
     tables: BTreeMap<Table, Mutex<TableState>>,
     /// Memory held by admitted rows not yet in a Parquet file.
     buffered_bytes: AtomicUsize,
+    /// The size of the last admitted batch: what [`ParquetStore::admission`] expects
+    /// the next request to take.
+    last_batch_bytes: AtomicUsize,
     /// Serialises flushes so two never write the same buffer.
     flush_lock: tokio::sync::Mutex<()>,
     /// Woken when a buffer should be flushed early.
@@ -223,6 +226,7 @@ impl ParquetStore {
                 .map(|(t, s)| (t, Mutex::new(s)))
                 .collect(),
             buffered_bytes: AtomicUsize::new(buffered_bytes),
+            last_batch_bytes: AtomicUsize::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
             full: Notify::new(),
             log: Some(Mutex::new(sender)),
@@ -264,6 +268,7 @@ impl ParquetStore {
                 read_only: true,
                 tables,
                 buffered_bytes: AtomicUsize::new(0),
+                last_batch_bytes: AtomicUsize::new(0),
                 flush_lock: tokio::sync::Mutex::new(()),
                 full: Notify::new(),
                 log: None,
@@ -291,6 +296,23 @@ impl ParquetStore {
         lock_state(&self.inner, table)
     }
 
+    /// Whether a request like the last one would fit the memory budget now, asked
+    /// before a request is decoded: an overloaded collector then refuses requests for
+    /// the cost of reading their headers instead of spending its CPU on decoding and
+    /// converting rows that [`append`](Self::append) would refuse anyway (as the
+    /// OpenTelemetry Collector's `memory_limiter` sits first in a pipeline).
+    /// `Err(Backpressure)` means: retry later.
+    pub fn admission(&self) -> Result<()> {
+        let buffered = self.buffered_bytes();
+        let limit = self.inner.config.max_buffered_bytes;
+        let expected = self.inner.last_batch_bytes.load(Ordering::Relaxed);
+        if buffered > 0 && buffered + expected > limit {
+            self.inner.full.notify_one();
+            return Err(Error::Backpressure { buffered, limit });
+        }
+        Ok(())
+    }
+
     /// Accepts a batch of `table`. When this returns `Ok`, the rows are in the
     /// write-ahead log (synced as `storage.wal_fsync` says) and visible to queries.
     /// `Err(Backpressure)` means nothing was taken; the client should retry.
@@ -302,6 +324,7 @@ impl ParquetStore {
             return Ok(());
         }
         let size = batch.get_array_memory_size();
+        self.inner.last_batch_bytes.store(size, Ordering::Relaxed);
         let limit = self.inner.config.max_buffered_bytes;
         let before = self.inner.buffered_bytes.fetch_add(size, Ordering::AcqRel);
         // An empty buffer admits any batch, or a request larger than the budget would

@@ -263,8 +263,14 @@ async fn over_the_memory_budget_appends_are_refused_until_a_flush() {
         ..StorageConfig::default()
     })
     .unwrap();
+    s.admission().unwrap();
     s.append(Table::Spans, batch.clone()).await.unwrap();
+    s.admission().unwrap();
     s.append(Table::Spans, batch.clone()).await.unwrap();
+    assert!(
+        matches!(s.admission(), Err(Error::Backpressure { .. })),
+        "a batch like the last one would not fit"
+    );
     assert!(matches!(
         s.append(Table::Spans, batch.clone()).await,
         Err(Error::Backpressure { .. })
@@ -276,6 +282,7 @@ async fn over_the_memory_budget_appends_are_refused_until_a_flush() {
     );
     s.flush().await.unwrap();
     assert_eq!(s.buffered_bytes(), 0);
+    s.admission().unwrap();
     s.append(Table::Spans, batch).await.unwrap();
     assert_eq!(total_rows(&s, Table::Spans), 3);
 
