@@ -134,7 +134,7 @@ since_ns = latest - 3600 * 10**9
 trace = swarmscope(f"SELECT trace_id FROM spans WHERE start_time >= to_timestamp_nanos({since_ns}) LIMIT 1")[0][0]
 since_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since_ns // 10**9))
 ds_since = f"TIMESTAMP '{since_iso}Z'"
-duck_since = f"TIMESTAMPTZ '{since_iso}+00'"
+duck_since = f"'{since_iso}+00'"
 
 # (name, swarmscope SQL, DuckDB SQL): the same query, spelled for each engine where
 # they differ (approximate percentile; timestamp literal).

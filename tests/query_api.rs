@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{blocking_get, blocking_request, temp_data_dir, Options, Server};
+use arrow::datatypes::DataType;
+use common::{blocking_get, blocking_request, parquet_files, temp_data_dir, Options, Server};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -150,6 +151,32 @@ fn results_come_as_json_csv_or_arrow() {
     assert_eq!(reader.schema().field(1).name(), "n");
     let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
     assert_eq!(rows, 2);
+
+    // Strings are scanned as views; results carry the stored Utf8, nested ones too, in
+    // JSON and in Arrow, from the buffer and (after a restart) from Parquet alike.
+    let check = |server: &Server| {
+        let sql = "SELECT service_name, array_agg(name) AS names FROM spans GROUP BY 1";
+        let v = server.sql(sql);
+        assert_eq!(
+            v["columns"][0],
+            json!({"name": "service_name", "type": "Utf8"})
+        );
+        assert_eq!(v["rows"][0][0], json!("svc"));
+        let (status, ipc) = server.query_raw(sql, "application/vnd.apache.arrow.stream");
+        assert_eq!(status, 200);
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(&ipc[..], None).expect("arrow stream");
+        let schema = reader.schema();
+        assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
+        assert_eq!(
+            schema.field(1).data_type(),
+            &DataType::new_list(DataType::Utf8, true)
+        );
+    };
+    check(&server);
+    assert!(server.stop().success());
+    assert_eq!(parquet_files(&dir.join("spans")).len(), 1);
+    check(&Server::start(&dir));
 }
 
 #[test]

@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, FieldRef, Fields, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -16,7 +17,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use swarmscope_processors::schema::Table;
 use swarmscope_sinks::store::ParquetStore;
 
-use crate::table::StoreTable;
+use crate::table::{cast_batch, StoreTable};
 use crate::{Error, QueryConfig, Result};
 
 /// The outcome of a query: its schema (also when there are no rows) and its rows.
@@ -54,9 +55,13 @@ impl QueryEngine {
             .with_memory_limit(config.memory_limit_mb.saturating_mul(1024 * 1024), 1.0)
             .build_arc()
             .map_err(Error::from_datafusion)?;
+        // Filters are evaluated while Parquet is decoded (late materialisation): a
+        // query for one trace decodes the other columns of its rows only.
         let session = SessionConfig::new()
             .with_information_schema(true)
-            .with_default_catalog_and_schema("swarmscope", "public");
+            .with_default_catalog_and_schema("swarmscope", "public")
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.reorder_filters", true);
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         for table in Table::ALL {
             ctx.register_table(
@@ -113,10 +118,46 @@ impl QueryEngine {
                 .map_err(Error::from_datafusion)?;
             let schema: SchemaRef = Arc::clone(frame.schema().inner());
             let batches = frame.collect().await.map_err(Error::from_datafusion)?;
-            Ok(QueryResult { schema, batches })
+            without_views(&schema, &batches).map_err(|e| Error::from_datafusion(e.into()))
         };
         tokio::time::timeout(self.config.timeout(), run)
             .await
             .map_err(|_| Error::Timeout(self.config.timeout_ms))?
     }
+}
+
+/// The result with `Utf8View` and `BinaryView` (how [`StoreTable`] scans strings),
+/// nested ones included, as `Utf8` and `Binary`: the types the tables store and
+/// clients of the Arrow IPC format expect.
+fn without_views(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> std::result::Result<QueryResult, ArrowError> {
+    let batches = batches
+        .iter()
+        .map(|b| cast_batch(b, &plain_schema(&b.schema())))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(QueryResult {
+        schema: plain_schema(schema),
+        batches,
+    })
+}
+
+fn plain_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields = schema.fields().iter().map(plain_field).collect::<Fields>();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn plain_field(field: &FieldRef) -> FieldRef {
+    let plain = match field.data_type() {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::List(f) => DataType::List(plain_field(f)),
+        DataType::LargeList(f) => DataType::LargeList(plain_field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(plain_field(f), *n),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(plain_field).collect()),
+        DataType::Map(f, sorted) => DataType::Map(plain_field(f), *sorted),
+        _ => return Arc::clone(field),
+    };
+    Arc::new(field.as_ref().clone().with_data_type(plain))
 }

@@ -9,7 +9,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Fields, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -25,11 +28,15 @@ use datafusion::physical_plan::ExecutionPlan;
 use swarmscope_processors::schema::Table;
 use swarmscope_sinks::store::{ParquetStore, StoredFile};
 
-/// One stored table, as DataFusion sees it.
+/// One stored table, as DataFusion sees it: the stored schema with its top-level
+/// strings as `Utf8View`, which DataFusion decodes from Parquet without copying each
+/// value and groups and compares faster. [`QueryEngine`](crate::QueryEngine) answers
+/// with plain `Utf8` again, so results keep the stored types.
 #[derive(Debug)]
 pub struct StoreTable {
     store: StoreHandle,
     table: Table,
+    schema: SchemaRef,
 }
 
 /// `ParquetStore` has no `Debug`; this wrapper gives `StoreTable` one.
@@ -44,17 +51,46 @@ impl std::fmt::Debug for StoreHandle {
 
 impl StoreTable {
     pub fn new(store: ParquetStore, table: Table) -> StoreTable {
+        let stored = table.schema();
+        let fields = stored.fields().iter().map(|f| match f.data_type() {
+            DataType::Utf8 => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),
+            _ => Arc::clone(f),
+        });
+        let schema =
+            Schema::new_with_metadata(fields.collect::<Fields>(), stored.metadata().clone());
         StoreTable {
             store: StoreHandle(store),
             table,
+            schema: Arc::new(schema),
         }
     }
+}
+
+/// `batch` with its columns cast to the types of `schema`, which has as many columns.
+pub(crate) fn cast_batch(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> std::result::Result<RecordBatch, ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                cast(column, field.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
 }
 
 #[async_trait]
 impl TableProvider for StoreTable {
     fn schema(&self) -> SchemaRef {
-        self.table.schema()
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -94,23 +130,35 @@ impl TableProvider for StoreTable {
                 .iter()
                 .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
                 .collect::<Result<Vec<_>>>()?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet");
+            let format =
+                ParquetFormat::default().with_options(state.table_options().parquet.clone());
+            let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
                 .with_schema(Arc::clone(&schema));
             let listing = ListingTable::try_new(config)?;
             inputs.push(listing.scan(state, projection, filters, limit).await?);
         }
+        let projected = match projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => schema,
+        };
         if !snapshot.batches.is_empty() {
-            let memory = MemTable::try_new(Arc::clone(&schema), vec![snapshot.batches])?;
-            inputs.push(memory.scan(state, projection, filters, limit).await?);
+            let batches = snapshot
+                .batches
+                .iter()
+                .map(|b| {
+                    let b = match projection {
+                        Some(p) => b.project(p)?,
+                        None => b.clone(),
+                    };
+                    cast_batch(&b, &projected)
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let memory = MemTable::try_new(Arc::clone(&projected), vec![batches])?;
+            inputs.push(memory.scan(state, None, filters, limit).await?);
         }
         if inputs.is_empty() {
-            let projected = match projection {
-                Some(p) => Arc::new(schema.project(p)?),
-                None => schema,
-            };
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
         UnionExec::try_new(inputs)

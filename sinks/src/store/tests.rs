@@ -500,3 +500,40 @@ async fn a_merge_interrupted_before_its_commit_leaves_the_inputs() {
     assert_eq!(parquet_files_on_disk(dir.path()).len(), 6);
     assert_eq!(total_rows(&reopened, Table::Spans), 11);
 }
+
+#[tokio::test]
+async fn stored_files_carry_a_bloom_filter_on_trace_id() {
+    use parquet::file::properties::ReaderProperties;
+    use parquet::file::reader::FileReader;
+    use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.append(Table::Spans, spans_at(&[HOUR, HOUR + 1]))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    let snap = s.snapshot(Table::Spans).unwrap();
+    assert_eq!(snap.files.len(), 1);
+    let options = ReadOptionsBuilder::new()
+        .with_reader_properties(
+            ReaderProperties::builder()
+                .set_read_bloom_filter(true)
+                .build(),
+        )
+        .build();
+    let file = std::fs::File::open(&snap.files[0].path).unwrap();
+    let reader = SerializedFileReader::new_with_options(file, options).unwrap();
+    let row_group = reader.get_row_group(0).unwrap();
+    let column = row_group
+        .metadata()
+        .columns()
+        .iter()
+        .position(|c| c.column_path().string() == "trace_id")
+        .unwrap();
+    let filter = row_group
+        .get_column_bloom_filter(column)
+        .expect("a bloom filter on trace_id");
+    assert!(filter.check("01010101010101010101010101010101"));
+    assert!(!filter.check("02020202020202020202020202020202"));
+}
