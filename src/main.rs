@@ -11,6 +11,22 @@ use swarmscope_collector::{service, Config};
 use swarmscope_queries::{encode, QueryConfig, QueryEngine, QueryResult};
 use swarmscope_sinks::store::ParquetStore;
 
+/// jemalloc, with two arenas and a background thread that returns freed pages to the
+/// system after a second. Under the e2e load glibc malloc gave each of the runtime's
+/// blocking threads an arena of its own and kept what they freed: peak RSS was
+/// 900-1,000 MiB with it and 580-600 MiB with this, for no more CPU per span (README).
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc reads its options from this symbol at start-up (`MALLOC_CONF` syntax);
+/// the environment variable `_RJEM_MALLOC_CONF` still overrides them.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] =
+    b"background_thread:true,narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 #[derive(Parser)]
 #[command(
     name = "swarmscope",

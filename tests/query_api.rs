@@ -261,6 +261,15 @@ fn api_token_guards_the_api_but_not_health() {
     assert_eq!(server.scalar("SELECT 1"), 1);
 }
 
+fn physical_plan(server: &Server, sql: &str) -> String {
+    server
+        .rows(&format!("EXPLAIN {sql}"))
+        .iter()
+        .find(|r| r[0] == "physical_plan")
+        .map(|r| r[1].as_str().unwrap_or("").to_owned())
+        .expect("physical plan")
+}
+
 #[test]
 fn time_predicates_prune_partitions_and_results_survive_restart() {
     let (_tmp, dir) = temp_data_dir();
@@ -276,6 +285,15 @@ fn time_predicates_prune_partitions_and_results_survive_restart() {
     ];
     let before: Vec<_> = queries.iter().map(|q| server.rows(q)).collect();
     assert_eq!(before[0], vec![vec![json!(30)]]);
+    // Still buffered: one hour's predicate reads the one buffered batch of that hour.
+    let hour = "SELECT count(*) FROM spans WHERE start_time >= TIMESTAMP '2023-11-14T23:00:00Z' \
+                AND start_time < TIMESTAMP '2023-11-15T00:00:00Z'";
+    assert_eq!(server.scalar(hour), 10);
+    let plan = physical_plan(&server, hour);
+    assert!(plan.contains("partition_sizes=[1]"), "{plan}");
+    assert!(!plan.contains(".parquet"), "{plan}");
+    let all = physical_plan(&server, "SELECT name FROM spans");
+    assert!(all.contains("partition_sizes=[3]"), "{all}");
     assert!(server.stop().success(), "graceful stop exits 0");
 
     let files: Vec<_> = common::parquet_files(&dir.join("spans"));
@@ -296,12 +314,7 @@ fn time_predicates_prune_partitions_and_results_survive_restart() {
     let sql = "SELECT count(*) FROM spans WHERE start_time >= TIMESTAMP '2023-11-14T23:00:00Z' \
                AND start_time < TIMESTAMP '2023-11-15T00:00:00Z'";
     assert_eq!(server.scalar(sql), 10);
-    let plan = server.rows(&format!("EXPLAIN {sql}"));
-    let physical = plan
-        .iter()
-        .find(|r| r[0] == "physical_plan")
-        .map(|r| r[1].as_str().unwrap_or("").to_owned())
-        .expect("physical plan");
+    let physical = physical_plan(&server, sql);
     let scanned: Vec<&str> = physical.matches(".parquet").collect();
     assert_eq!(scanned.len(), 1, "{physical}");
     assert!(physical.contains("hour=23"), "{physical}");

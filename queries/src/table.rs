@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions, TimestampNanosecondArray};
+use datafusion::arrow::compute::{cast, max, min};
 use datafusion::arrow::datatypes::{DataType, Fields, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::catalog::{Session, TableProvider};
@@ -29,9 +29,9 @@ use swarmscope_processors::schema::Table;
 use swarmscope_sinks::store::{ParquetStore, StoredFile};
 
 /// One stored table, as DataFusion sees it: the stored schema with its top-level
-/// strings as `Utf8View`, which DataFusion decodes from Parquet without copying each
-/// value and groups and compares faster. [`QueryEngine`](crate::QueryEngine) answers
-/// with plain `Utf8` again, so results keep the stored types.
+/// strings as `Utf8View`, DataFusion's default for Parquet strings.
+/// [`QueryEngine`](crate::QueryEngine) answers with plain `Utf8` again, so results
+/// keep the stored types.
 #[derive(Debug)]
 pub struct StoreTable {
     store: StoreHandle,
@@ -143,10 +143,18 @@ impl TableProvider for StoreTable {
             Some(p) => Arc::new(schema.project(p)?),
             None => schema,
         };
-        if !snapshot.batches.is_empty() {
-            let batches = snapshot
-                .batches
-                .iter()
+        // Buffered rows outside the query's time range are left out before they are
+        // cast, as partitions are: a query for the last minute does not cast every
+        // buffered row of an older backfill.
+        let column = self.table.time_column();
+        let buffered: Vec<&RecordBatch> = snapshot
+            .batches
+            .iter()
+            .filter(|b| batch_time_range(b, column).is_none_or(|r| range.overlaps(r)))
+            .collect();
+        if !buffered.is_empty() {
+            let batches = buffered
+                .into_iter()
                 .map(|b| {
                     let b = match projection {
                         Some(p) => b.project(p)?,
@@ -163,6 +171,16 @@ impl TableProvider for StoreTable {
         }
         UnionExec::try_new(inputs)
     }
+}
+
+/// The nanosecond range `[min, max + 1)` of `batch`'s time `column`; `None` if it has
+/// no such column or no non-null time.
+fn batch_time_range(batch: &RecordBatch, column: &str) -> Option<(i64, i64)> {
+    let times = batch
+        .column_by_name(column)?
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()?;
+    Some((min(times)?, max(times)?.saturating_add(1)))
 }
 
 /// The nanosecond bounds the filters put on the time column: `[lo, hi]`, inclusive.
