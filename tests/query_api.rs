@@ -322,3 +322,43 @@ fn time_predicates_prune_partitions_and_results_survive_restart() {
         "{physical}"
     );
 }
+
+/// Count by one string column runs `GroupCountExec` and gives the same counts from
+/// the buffer and, after a restart, from Parquet.
+#[test]
+fn count_by_service_is_counted_by_view_from_buffer_and_parquet() {
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start(&dir);
+    let services = [
+        ("checkout", 7),
+        ("a-service-name-longer-than-twelve-bytes", 30),
+        ("ledger", 12),
+    ];
+    for (round, (service, n)) in services.iter().cycle().take(6).enumerate() {
+        send(&server, &spans(service, BASE + round as u64 * HOUR / 2, *n));
+    }
+    let sql = "SELECT service_name, count(*) AS spans, count(parent_span_id) AS children \
+               FROM spans GROUP BY service_name ORDER BY service_name";
+    let expected = vec![
+        vec![
+            json!("a-service-name-longer-than-twelve-bytes"),
+            json!(60),
+            json!(0),
+        ],
+        vec![json!("checkout"), json!(14), json!(0)],
+        vec![json!("ledger"), json!(24), json!(0)],
+    ];
+    assert_eq!(server.rows(sql), expected);
+    let plan = physical_plan(&server, sql);
+    assert!(plan.contains("GroupCountExec"), "{plan}");
+    assert!(server.stop().success());
+
+    let server = Server::start(&dir);
+    assert!(!parquet_files(&dir.join("spans")).is_empty());
+    assert_eq!(server.rows(sql), expected);
+    let plan = physical_plan(&server, sql);
+    assert!(
+        plan.contains("GroupCountExec") && plan.contains(".parquet"),
+        "{plan}"
+    );
+}

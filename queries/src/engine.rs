@@ -13,10 +13,12 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use swarmscope_processors::schema::Table;
 use swarmscope_sinks::store::ParquetStore;
 
+use crate::group_count::GroupCountRule;
 use crate::table::{cast_batch, StoreTable};
 use crate::{Error, QueryConfig, Result};
 
@@ -62,7 +64,13 @@ impl QueryEngine {
             .with_default_catalog_and_schema("swarmscope", "public")
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
-        let ctx = SessionContext::new_with_config_rt(session, runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(session)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(GroupCountRule))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         for table in Table::ALL {
             ctx.register_table(
                 table.name(),

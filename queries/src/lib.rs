@@ -4,7 +4,8 @@
 //! scan reads the Parquet files of the store together with the rows still in memory, so
 //! a record is queryable as soon as it is acknowledged. [`QueryEngine::sql`] is the
 //! read-only sandbox the API and the CLI use, and [`encode`] turns results into JSON,
-//! CSV, Arrow IPC or a text table.
+//! CSV, Arrow IPC or a text table. [`group_count`] runs `count` grouped by one string
+//! column (count by service) in place of DataFusion's hash aggregate.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,6 +23,7 @@ mod config;
 pub mod encode;
 mod engine;
 mod error;
+pub mod group_count;
 pub mod table;
 
 pub use config::QueryConfig;
