@@ -268,25 +268,27 @@ impl Groups {
         self.keys.len()
     }
 
+    /// The group number of `key`, a new group if it has none yet.
     fn group_of(&mut self, key: Option<&str>) -> usize {
-        let next = self.keys.len();
-        let slot = match key {
-            Some(key) => match self.index.get(key) {
-                Some(g) => return *g,
-                None => {
-                    self.index.insert(key.into(), next);
-                    next
-                }
-            },
-            None => *self.null.get_or_insert(next),
+        let known = match key {
+            Some(key) => self.index.get(key).copied(),
+            None => self.null,
         };
-        if slot == next {
-            self.keys.push(key.map(Box::from));
-            for counts in &mut self.counts {
-                counts.push(0);
-            }
+        if let Some(group) = known {
+            return group;
         }
-        slot
+        let group = self.keys.len();
+        match key {
+            Some(key) => {
+                self.index.insert(key.into(), group);
+            }
+            None => self.null = Some(group),
+        }
+        self.keys.push(key.map(Box::from));
+        for counts in &mut self.counts {
+            counts.push(0);
+        }
+        group
     }
 }
 
