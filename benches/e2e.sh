@@ -6,6 +6,8 @@
 #   bash benches/e2e.sh [SECONDS] [CONCURRENCY] [DATASET_SPANS]
 #
 # DATASET_SPANS=0 runs the ingest part only (what benches/ingest.sh does).
+# STORAGE_TOML adds [storage] settings to every server it starts, to compare them:
+#   STORAGE_TOML='zstd_level = 1' bash benches/e2e.sh
 #
 # 1. Ingest, once per storage.wal_fsync mode: sustained accepted spans/s, server CPU
 #    seconds per million spans, peak RSS, Parquet and OTLP bytes per span, request
@@ -68,7 +70,7 @@ echo "| wal_fsync | spans/s | CPU s per 1M spans | peak RSS MiB | Parquet B/span
 echo "|---|---|---|---|---|---|---|---|"
 for mode in always interval never; do
   work=$(mktemp -d)
-  start_server "$work/data" "$mode" ""
+  start_server "$work/data" "$mode" "${STORAGE_TOML:-}"
   cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   result=$("$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
     --duration "$seconds" --distinct-requests 2000 --start-offset-secs 172800 \
@@ -98,7 +100,7 @@ work=$(mktemp -d)
 data="$work/data"
 # Ten hours of data ending about now: 200 distinct requests, each cycle an hour / 10 later.
 cycles=$(( dataset_spans / 500 / 200 ))
-start_server "$data" interval ""
+start_server "$data" interval "${STORAGE_TOML:-}"
 t0=$(date +%s)
 "$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
   --spans "$dataset_spans" --distinct-requests 200 --unique \
@@ -110,7 +112,8 @@ bytes=$(find "$data/spans" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {
 echo "### Queries over ${dataset_spans} spans (${files} Parquet files, $(( bytes / 1048576 )) MiB, loaded in $(( t1 - t0 )) s)"
 echo
 # Compaction off: the files must not change between the two engines' runs.
-start_server "$data" interval "compaction_min_files = 1000000"
+start_server "$data" interval "${STORAGE_TOML:-}
+compaction_min_files = 1000000"
 python3 - "$api" "$data" <<'PY'
 import json, statistics, sys, time, urllib.request
 import duckdb
