@@ -537,3 +537,64 @@ async fn stored_files_carry_a_bloom_filter_on_trace_id() {
     assert!(filter.check("01010101010101010101010101010101"));
     assert!(!filter.check("02020202020202020202020202020202"));
 }
+
+/// A flushed file: zstd; min/max statistics on the columns readers prune with, none on
+/// random ids or nested leaves; random ids without a dictionary but with the bloom
+/// filter on `trace_id`; other strings dictionary-encoded.
+#[tokio::test]
+async fn flushed_files_carry_statistics_where_readers_prune() {
+    use parquet::basic::{Compression, Encoding};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let base = 1_700_000_000 * 1_000_000_000u64;
+    let starts: Vec<u64> = (0..50).map(|i| base + i).collect();
+    store.append(Table::Spans, spans_at(&starts)).await.unwrap();
+    store.flush().await.unwrap();
+    let files = store.snapshot(Table::Spans).unwrap().files;
+    assert_eq!(files.len(), 1);
+    let reader = SerializedFileReader::new(std::fs::File::open(&files[0].path).unwrap()).unwrap();
+    let row_group = reader.metadata().row_group(0);
+    let column = |path: &str| {
+        row_group
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == path)
+            .unwrap_or_else(|| panic!("no column {path}"))
+    };
+    assert!(column("start_time")
+        .statistics()
+        .is_some_and(|s| s.min_bytes_opt().is_some()));
+    for pruned in ["start_time", "service_name", "name", "status_code"] {
+        let c = column(pruned);
+        assert!(c.statistics().is_some(), "{pruned}");
+        assert!(matches!(c.compression(), Compression::ZSTD(_)), "{pruned}");
+    }
+    let map_leaves: Vec<_> = row_group
+        .columns()
+        .iter()
+        .filter(|c| c.column_path().string().starts_with("attributes."))
+        .collect();
+    assert!(!map_leaves.is_empty());
+    for c in map_leaves
+        .into_iter()
+        .chain(["trace_id", "span_id"].map(column))
+    {
+        let path = c.column_path().string();
+        assert!(c.statistics().is_none(), "{path}");
+    }
+    for id in ["trace_id", "span_id"] {
+        let encodings: Vec<Encoding> = column(id).encodings().collect();
+        assert!(
+            !encodings.contains(&Encoding::RLE_DICTIONARY),
+            "{id}: {encodings:?}"
+        );
+    }
+    assert!(column("trace_id").bloom_filter_offset().is_some());
+    let name_encodings: Vec<Encoding> = column("name").encodings().collect();
+    assert!(
+        name_encodings.contains(&Encoding::RLE_DICTIONARY),
+        "{name_encodings:?}"
+    );
+}
