@@ -18,7 +18,7 @@ use parquet::schema::types::ColumnPath;
 use prost::Message;
 use swarmscope_processors::convert::{spans_from_otlp, spans_from_protobuf};
 use swarmscope_processors::otlp_proto;
-use swarmscope_sinks::store::{writer_properties, StorageConfig};
+use swarmscope_sinks::store::{writer_properties, StorageConfig, RANDOM_ID_COLUMNS};
 
 fn hot_paths(c: &mut Criterion) {
     let workload = workload::Workload::default();
@@ -98,7 +98,7 @@ fn hot_paths(c: &mut Criterion) {
         .into_builder()
         .set_statistics_enabled(EnabledStatistics::Page)
         .build();
-    let ids_dictionary = ["trace_id", "span_id", "parent_span_id"]
+    let ids_dictionary = RANDOM_ID_COLUMNS
         .into_iter()
         .fold(props.clone().into_builder(), |b, c| {
             b.set_column_dictionary_enabled(ColumnPath::from(c), true)

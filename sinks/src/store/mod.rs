@@ -41,7 +41,7 @@ use tokio::sync::{oneshot, Notify};
 pub use config::{StorageConfig, WalFsync};
 pub use layout::StoredFile;
 pub use wal::Damage;
-pub use writer::writer_properties;
+pub use writer::{writer_properties, RANDOM_ID_COLUMNS};
 
 use crate::{Error, Result};
 

@@ -42,7 +42,7 @@ pub fn writer_properties(config: &StorageConfig) -> Result<WriterProperties> {
     }
     // Random ids repeat only within a trace: a dictionary saves less than it costs
     // (`cargo bench --bench hotpaths -- flush`: smaller and faster without).
-    for id in RANDOM_IDS {
+    for id in RANDOM_ID_COLUMNS {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(id), false);
     }
     Ok(builder.build())
@@ -62,7 +62,7 @@ fn pruning_columns() -> Vec<ColumnPath> {
                 .fields()
                 .iter()
                 .filter(|f| !f.data_type().is_nested())
-                .filter(|f| !RANDOM_IDS.contains(&f.name().as_str()))
+                .filter(|f| !RANDOM_ID_COLUMNS.contains(&f.name().as_str()))
                 .map(|f| f.name().clone())
                 .collect::<Vec<_>>()
         })
@@ -72,8 +72,8 @@ fn pruning_columns() -> Vec<ColumnPath> {
     columns.into_iter().map(ColumnPath::from).collect()
 }
 
-/// Columns of random ids, in every table that has them.
-const RANDOM_IDS: [&str; 3] = ["trace_id", "span_id", "parent_span_id"];
+/// Columns of random ids, in every table that has them: no dictionary, no statistics.
+pub const RANDOM_ID_COLUMNS: [&str; 3] = ["trace_id", "span_id", "parent_span_id"];
 
 /// The partition hour of every row: the table's time column, and for logs without a
 /// `time` their `observed_time`; rows with neither land in the epoch's hour.
