@@ -8,13 +8,16 @@
 # DATASET_SPANS=0 runs the ingest part only (what benches/ingest.sh does).
 # STORAGE_TOML adds [storage] settings to every server it starts, to compare them:
 #   STORAGE_TOML='zstd_level = 1' bash benches/e2e.sh
+# MODES picks the wal_fsync modes of the ingest part (default: always interval never):
+#   MODES=always bash benches/e2e.sh 15 4 0
 #
 # 1. Ingest, once per storage.wal_fsync mode: sustained accepted spans/s, server CPU
 #    seconds per million spans, peak RSS, Parquet and OTLP bytes per span, request
 #    latency, and acknowledged → visible in SQL (a one-span probe every 200 ms, found
 #    by trace id; its timestamps are now, the load's two days ago, so the probe query
 #    prunes to its own partition as a "what happened just now" query does).
-# 2. Dataset: DATASET_SPANS (10M) distinct spans over 10 hours, sent with --unique.
+# 2. Dataset: DATASET_SPANS (10M) distinct spans over 10 hours, sent with --unique;
+#    the server runs on until compaction has merged what the burst left.
 # 3. Queries: each run once to warm up, then 5 times; the median is reported, for
 #    swarmscope through POST /api/v1/query (compaction off, so both engines read the
 #    same files) and for DuckDB (Python package `duckdb`, installed with pip when
@@ -68,7 +71,7 @@ echo "### Ingest (gRPC, ${concurrency} connections, ${seconds} s per mode)"
 echo
 echo "| wal_fsync | spans/s | CPU s per 1M spans | peak RSS MiB | Parquet B/span | OTLP B/span | request p50 / p99 ms | ack → visible p50 / p99 / max ms |"
 echo "|---|---|---|---|---|---|---|---|"
-for mode in always interval never; do
+for mode in ${MODES:-always interval never}; do
   work=$(mktemp -d)
   start_server "$work/data" "$mode" "${STORAGE_TOML:-}"
   cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
@@ -105,11 +108,21 @@ t0=$(date +%s)
 "$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
   --spans "$dataset_spans" --distinct-requests 200 --unique \
   --cycle-shift-secs $(( 36000 / cycles )) --start-offset-secs 36000 --json > "$work/load.json"
-stop_server
 t1=$(date +%s)
+# Queries read the history as the server leaves it once compaction has caught up with
+# the burst: wait until the file count stays the same for longer than a compaction tick.
+count_files() { find "$data/spans" -name '*.parquet' | wc -l; }
+before=-1 same=0
+while [ "$same" -lt 3 ]; do
+  sleep 5
+  now=$(count_files)
+  if [ "$now" = "$before" ]; then same=$(( same + 1 )); else same=0; fi
+  before=$now
+done
+stop_server
 files=$(find "$data/spans" -name '*.parquet' | wc -l)
 bytes=$(find "$data/spans" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
-echo "### Queries over ${dataset_spans} spans (${files} Parquet files, $(( bytes / 1048576 )) MiB, loaded in $(( t1 - t0 )) s)"
+echo "### Queries over ${dataset_spans} spans (${files} Parquet files after compaction, $(( bytes / 1048576 )) MiB, loaded in $(( t1 - t0 )) s)"
 echo
 # Compaction off: the files must not change between the two engines' runs.
 start_server "$data" interval "${STORAGE_TOML:-}

@@ -11,10 +11,12 @@ use swarmscope_collector::{service, Config};
 use swarmscope_queries::{encode, QueryConfig, QueryEngine, QueryResult};
 use swarmscope_sinks::store::ParquetStore;
 
-/// jemalloc, with two arenas and a background thread that returns freed pages to the
-/// system after a second. Under the e2e load glibc malloc gave each of the runtime's
-/// blocking threads an arena of its own and kept what they freed: peak RSS was
-/// 900-1,000 MiB with it and 580-600 MiB with this, for no more CPU per span (README).
+/// jemalloc, with one arena, small thread caches, and a background thread that returns
+/// freed pages to the system after 300 ms. Under the e2e load glibc malloc gave each of
+/// the runtime's blocking threads an arena of its own and kept what they freed: peak
+/// RSS was 900-1,000 MiB with it and 580-600 MiB with jemalloc's two arenas and a
+/// one-second decay; these options took another 40 MiB off (246-250 to 207-210 MiB
+/// with a 64 MiB buffer), for no more CPU per span (README, "Benchmarks").
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -25,7 +27,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8] =
-    b"background_thread:true,narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+    b"background_thread:true,narenas:1,tcache_max:1024,dirty_decay_ms:300,muzzy_decay_ms:0\0";
 
 #[derive(Parser)]
 #[command(
@@ -133,9 +135,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// Threads for blocking work: flushes, compaction, and the file reads of queries.
+/// Tokio's default (512) let the pool grow to 48 threads under the e2e load, each
+/// holding its own allocator cache; more than this many on a few cores only queue.
+const MAX_BLOCKING_THREADS: usize = 8;
+
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .map_err(Failure::runtime)
 }

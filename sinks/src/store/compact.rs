@@ -16,10 +16,17 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::{ArrowWriter, ARROW_SCHEMA_META_KEY};
+use parquet::bloom_filter::Sbbf;
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 use serde::{Deserialize, Serialize};
 use swarmscope_processors::schema::Table;
 
@@ -196,8 +203,15 @@ pub(crate) fn plan_sized(
     groups
 }
 
-/// Streams the rows of `inputs` (all of one partition of `table`) into one new file,
-/// written under its `.tmp` name and synced. Blocking.
+/// Merges `inputs` (all of one partition of `table`) into one new file, written under
+/// its `.tmp` name and synced. Blocking.
+///
+/// When every input row group holds at least `row_group_rows / COPY_DIVISOR` rows (a
+/// flush's worth under load), the row groups are copied as they are: their encoded
+/// pages, statistics, page indexes and bloom filters, with no decoding and no
+/// encoding, so compaction costs I/O, not CPU. Smaller row groups (a trickle of
+/// flushes) are decoded and written again as full row groups, which compress and read
+/// better than many small ones.
 pub(crate) fn merge(
     table: Table,
     inputs: &[StoredFile],
@@ -212,19 +226,24 @@ pub(crate) fn merge(
         .ok_or_else(|| Error::Wal("a stored file has no partition directory".into()))?;
     let (tmp, path) = writer::new_file_name(dir);
     let written = (|| {
-        let file = File::create(&tmp).map_err(Error::io(&tmp))?;
-        let mut out = ArrowWriter::try_new(file, table.schema(), Some(props.clone()))?;
-        for input in inputs {
-            let file = File::open(&input.path).map_err(Error::io(&input.path))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
-                .with_batch_size(8192)
-                .build()?;
-            for batch in reader {
-                out.write(&batch?)?;
-            }
-        }
-        let file = out.into_inner()?;
-        file.sync_all().map_err(Error::io(&tmp))
+        let opened = inputs
+            .iter()
+            .map(|input| {
+                let file = File::open(&input.path).map_err(Error::io(&input.path))?;
+                let metadata = ParquetMetaDataReader::new()
+                    .with_page_index_policy(PageIndexPolicy::Optional)
+                    .parse_and_finish(&file)?;
+                Ok((file, metadata))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = File::create(&tmp).map_err(Error::io(&tmp))?;
+        let min_rows = props.max_row_group_row_count().unwrap_or(usize::MAX) / COPY_DIVISOR;
+        let out = if can_copy(&opened, min_rows) {
+            copy_row_groups(out, &opened, props)?
+        } else {
+            reencode(out, table, opened, props)?
+        };
+        out.sync_all().map_err(Error::io(&tmp))
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
@@ -237,6 +256,98 @@ pub(crate) fn merge(
             hour: first.hour,
         },
     })
+}
+
+/// Row groups of at least `row_group_rows / COPY_DIVISOR` rows are merged by copying.
+const COPY_DIVISOR: usize = 8;
+
+/// Whether the inputs share one schema (Parquet's and the Arrow schema stored beside
+/// it) and every row group is large enough to keep as it is.
+fn can_copy(inputs: &[(File, ParquetMetaData)], min_rows: usize) -> bool {
+    let Some((_, first)) = inputs.first() else {
+        return false;
+    };
+    let schema = first.file_metadata().schema_descr();
+    let arrow_schema = arrow_schema_metadata(first);
+    inputs.iter().all(|(_, metadata)| {
+        metadata.file_metadata().schema_descr() == schema
+            && arrow_schema_metadata(metadata) == arrow_schema
+            && metadata
+                .row_groups()
+                .iter()
+                .all(|rg| rg.num_rows() as usize >= min_rows)
+    })
+}
+
+/// The Arrow schema a file was written with (`ARROW:schema`), which keeps the Arrow
+/// types Parquet cannot say (the time zone of the timestamps, for one).
+fn arrow_schema_metadata(metadata: &ParquetMetaData) -> Option<&KeyValue> {
+    metadata
+        .file_metadata()
+        .key_value_metadata()?
+        .iter()
+        .find(|kv| kv.key == ARROW_SCHEMA_META_KEY)
+}
+
+/// Writes the row groups of `inputs` into `out` byte for byte, with their statistics,
+/// page indexes and bloom filters.
+fn copy_row_groups(
+    out: File,
+    inputs: &[(File, ParquetMetaData)],
+    props: &WriterProperties,
+) -> Result<File> {
+    let Some((_, first)) = inputs.first() else {
+        return Err(Error::Wal("nothing to merge".into()));
+    };
+    let schema = first.file_metadata().schema_descr().root_schema_ptr();
+    let mut writer = SerializedFileWriter::new(out, schema, Arc::new(props.clone()))?;
+    if let Some(kv) = arrow_schema_metadata(first) {
+        writer.append_key_value_metadata(kv.clone());
+    }
+    for (input, metadata) in inputs {
+        for (g, rg) in metadata.row_groups().iter().enumerate() {
+            let column_indexes = metadata.column_index().and_then(|c| c.get(g));
+            let offset_indexes = metadata.offset_index().and_then(|o| o.get(g));
+            let mut group = writer.next_row_group()?;
+            for (c, column) in rg.columns().iter().enumerate() {
+                let bloom_filter = Sbbf::read_from_column_chunk(column, input)?;
+                group.append_column(
+                    input,
+                    ColumnCloseResult {
+                        bytes_written: column.compressed_size() as u64,
+                        rows_written: rg.num_rows() as u64,
+                        metadata: column.clone(),
+                        bloom_filter,
+                        column_index: column_indexes.and_then(|i| i.get(c)).cloned(),
+                        offset_index: offset_indexes.and_then(|i| i.get(c)).cloned(),
+                    },
+                )?;
+            }
+            group.close()?;
+        }
+    }
+    Ok(writer.into_inner()?)
+}
+
+/// Decodes the rows of `inputs` and writes them again as full row groups.
+fn reencode(
+    out: File,
+    table: Table,
+    inputs: Vec<(File, ParquetMetaData)>,
+    props: &WriterProperties,
+) -> Result<File> {
+    let mut writer = ArrowWriter::try_new(out, table.schema(), Some(props.clone()))?;
+    for (file, metadata) in inputs {
+        let options = ArrowReaderOptions::new();
+        let metadata = ArrowReaderMetadata::try_new(Arc::new(metadata), options)?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+            .with_batch_size(8192)
+            .build()?;
+        for batch in reader {
+            writer.write(&batch?)?;
+        }
+    }
+    Ok(writer.into_inner()?)
 }
 
 #[cfg(test)]

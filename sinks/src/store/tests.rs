@@ -388,9 +388,14 @@ async fn retention_deletes_expired_partitions_only() {
 
 /// A store where four small files make a partition worth compacting.
 fn compacting_store(dir: &Path) -> ParquetStore {
+    compacting_store_of_row_groups(dir, StorageConfig::default().row_group_rows)
+}
+
+fn compacting_store_of_row_groups(dir: &Path, row_group_rows: usize) -> ParquetStore {
     ParquetStore::open(StorageConfig {
         data_dir: dir.to_owned(),
         compaction_min_files: 4,
+        row_group_rows,
         ..StorageConfig::default()
     })
     .unwrap()
@@ -415,6 +420,18 @@ fn parquet_files_on_disk(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The row groups of the merged files, read from their footer.
+fn row_group_rows(path: &Path) -> Vec<i64> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| rg.num_rows())
+        .collect()
+}
+
 #[tokio::test]
 async fn compaction_merges_a_partitions_small_files_into_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -426,6 +443,8 @@ async fn compaction_merges_a_partitions_small_files_into_one() {
     let files = s.snapshot(Table::Spans).unwrap().files;
     assert_eq!(files.len(), 2, "{files:?}");
     assert_eq!(total_rows(&s, Table::Spans), 16);
+    // Row groups this small are decoded and written again as one.
+    assert_eq!(row_group_rows(&files[0].path), vec![15]);
     // No query ran: the inputs are deleted at once, and the journal with them.
     assert_eq!(parquet_files_on_disk(dir.path()).len(), 2);
     assert!(compact::Journal::load_all(dir.path()).unwrap().is_empty());
@@ -433,6 +452,98 @@ async fn compaction_merges_a_partitions_small_files_into_one() {
     assert_eq!(s.compact().await.unwrap(), 0);
     drop(s);
     assert_eq!(total_rows(&compacting_store(dir.path()), Table::Spans), 16);
+}
+
+/// Row groups of a flush's size are copied, not decoded and encoded again: the merged
+/// file has the inputs' row groups, and keeps what readers use of them (the Arrow
+/// schema, statistics, page indexes, the bloom filter on `trace_id`).
+#[tokio::test]
+async fn large_row_groups_are_copied_with_their_indexes() {
+    use arrow::array::AsArray;
+    use arrow::datatypes::TimestampNanosecondType;
+    use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    // Row groups of 3 rows are at least 16 / COPY_DIVISOR = 2 rows: copied.
+    let s = compacting_store_of_row_groups(dir.path(), 16);
+    five_small_files(&s, 3).await;
+    let inputs: Vec<PathBuf> = s.snapshot(Table::Spans).unwrap().files[..5]
+        .iter()
+        .map(|f| f.path.clone())
+        .collect();
+    assert_eq!(s.compact().await.unwrap(), 5);
+    let merged = s.snapshot(Table::Spans).unwrap().files[0].path.clone();
+    assert!(!inputs.contains(&merged));
+    assert_eq!(row_group_rows(&merged), vec![3; 5]);
+    assert_eq!(total_rows(&s, Table::Spans), 16);
+
+    // Every row, with the table's own Arrow schema (timestamps in UTC).
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&merged).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut starts: Vec<i64> = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        assert_eq!(batch.schema(), Table::Spans.schema());
+        let column = batch.column_by_name("start_time").unwrap();
+        starts.extend(
+            column
+                .as_primitive::<TimestampNanosecondType>()
+                .values()
+                .iter(),
+        );
+    }
+    let expected: Vec<i64> = (0..5u64)
+        .flat_map(|f| (0..3u64).map(move |i| (HOUR + f * 1000 + i) as i64))
+        .collect();
+    assert_eq!(starts, expected);
+
+    // Statistics and page indexes where the flush wrote them.
+    let file = std::fs::File::open(&merged).unwrap();
+    let metadata = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Required)
+        .parse_and_finish(&file)
+        .unwrap();
+    let start_time = |g: usize| {
+        metadata
+            .row_group(g)
+            .columns()
+            .iter()
+            .position(|c| c.column_path().string() == "start_time")
+            .unwrap()
+    };
+    for g in 0..5 {
+        let c = &metadata.row_group(g).columns()[start_time(g)];
+        let min = c
+            .statistics()
+            .and_then(|s| s.min_bytes_opt())
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()));
+        assert_eq!(min, Some(expected[g * 3]), "row group {g}");
+    }
+    assert_eq!(metadata.offset_index().map(|o| o.len()), Some(5));
+    // A reader that finds pages by the offset index finds the copied ones.
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+    let last =
+        ParquetRecordBatchReaderBuilder::try_new_with_options(file.try_clone().unwrap(), options)
+            .unwrap()
+            .with_row_groups(vec![4])
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+    let column = last.column_by_name("start_time").unwrap();
+    assert_eq!(
+        column
+            .as_primitive::<TimestampNanosecondType>()
+            .values()
+            .as_ref(),
+        &expected[12..]
+    );
+
+    assert_trace_id_bloom_filters(&merged);
 }
 
 #[tokio::test]
@@ -501,12 +612,41 @@ async fn a_merge_interrupted_before_its_commit_leaves_the_inputs() {
     assert_eq!(total_rows(&reopened, Table::Spans), 11);
 }
 
-#[tokio::test]
-async fn stored_files_carry_a_bloom_filter_on_trace_id() {
+/// Checks that every row group of the file at `path` has a bloom filter on `trace_id`
+/// that holds the test spans' trace id and not another.
+fn assert_trace_id_bloom_filters(path: &Path) {
     use parquet::file::properties::ReaderProperties;
     use parquet::file::reader::FileReader;
     use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
 
+    let options = ReadOptionsBuilder::new()
+        .with_reader_properties(
+            ReaderProperties::builder()
+                .set_read_bloom_filter(true)
+                .build(),
+        )
+        .build();
+    let file = std::fs::File::open(path).unwrap();
+    let reader = SerializedFileReader::new_with_options(file, options).unwrap();
+    assert!(reader.num_row_groups() > 0);
+    for g in 0..reader.num_row_groups() {
+        let row_group = reader.get_row_group(g).unwrap();
+        let column = row_group
+            .metadata()
+            .columns()
+            .iter()
+            .position(|c| c.column_path().string() == "trace_id")
+            .unwrap();
+        let filter = row_group
+            .get_column_bloom_filter(column)
+            .unwrap_or_else(|| panic!("row group {g}: no bloom filter on trace_id"));
+        assert!(filter.check("01010101010101010101010101010101"));
+        assert!(!filter.check("02020202020202020202020202020202"));
+    }
+}
+
+#[tokio::test]
+async fn stored_files_carry_a_bloom_filter_on_trace_id() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
     s.append(Table::Spans, spans_at(&[HOUR, HOUR + 1]))
@@ -515,27 +655,7 @@ async fn stored_files_carry_a_bloom_filter_on_trace_id() {
     s.flush().await.unwrap();
     let snap = s.snapshot(Table::Spans).unwrap();
     assert_eq!(snap.files.len(), 1);
-    let options = ReadOptionsBuilder::new()
-        .with_reader_properties(
-            ReaderProperties::builder()
-                .set_read_bloom_filter(true)
-                .build(),
-        )
-        .build();
-    let file = std::fs::File::open(&snap.files[0].path).unwrap();
-    let reader = SerializedFileReader::new_with_options(file, options).unwrap();
-    let row_group = reader.get_row_group(0).unwrap();
-    let column = row_group
-        .metadata()
-        .columns()
-        .iter()
-        .position(|c| c.column_path().string() == "trace_id")
-        .unwrap();
-    let filter = row_group
-        .get_column_bloom_filter(column)
-        .expect("a bloom filter on trace_id");
-    assert!(filter.check("01010101010101010101010101010101"));
-    assert!(!filter.check("02020202020202020202020202020202"));
+    assert_trace_id_bloom_filters(&snap.files[0].path);
 }
 
 /// A flushed file: zstd; min/max statistics on the columns readers prune with, none on
