@@ -92,7 +92,8 @@ fn hot_paths(c: &mut Criterion) {
     };
     // The store's settings, then alternatives measured against them: min/max
     // statistics on every column (nested ones and random ids included), dictionaries
-    // for the random ids too, and zstd level 3. The printed sizes are bytes per span.
+    // for the random ids too, none for attribute values, and zstd level 3. The printed
+    // sizes are bytes per span.
     let all_statistics = props
         .clone()
         .into_builder()
@@ -109,10 +110,18 @@ fn hot_paths(c: &mut Criterion) {
         ..StorageConfig::default()
     })
     .expect("properties");
+    let attribute_values =
+        ColumnPath::new(vec!["attributes".into(), "entries".into(), "value".into()]);
+    let no_values_dictionary = props
+        .clone()
+        .into_builder()
+        .set_column_dictionary_enabled(attribute_values, false)
+        .build();
     for (name, props) in [
         ("parquet_encode", &props),
         ("parquet_encode_all_statistics", &all_statistics),
         ("parquet_encode_ids_dictionary", &ids_dictionary),
+        ("parquet_encode_no_values_dictionary", &no_values_dictionary),
         ("parquet_encode_zstd3", &zstd3),
     ] {
         eprintln!(
