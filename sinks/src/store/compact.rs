@@ -209,9 +209,9 @@ pub(crate) fn plan_sized(
 /// When every input row group holds at least `row_group_rows / COPY_DIVISOR` rows (a
 /// flush's worth under load), the row groups are copied as they are: their encoded
 /// pages, statistics, page indexes and bloom filters, with no decoding and no
-/// encoding, so compaction costs I/O, not CPU. Smaller row groups (a trickle of
-/// flushes) are decoded and written again as full row groups, which compress and read
-/// better than many small ones.
+/// encoding, so compaction costs I/O, not CPU. Otherwise (a trickle of flushes, or
+/// one small row group among them) the rows are decoded and written again as full row
+/// groups, which compress and read better than many small ones.
 pub(crate) fn merge(
     table: Table,
     inputs: &[StoredFile],
