@@ -91,9 +91,23 @@ fn hot_paths(c: &mut Criterion) {
         out.len()
     };
     // The store's settings, then alternatives measured against them: min/max
-    // statistics on every column (nested ones and random ids included), dictionaries
-    // for the random ids too, none for attribute values, and zstd level 3. The printed
-    // sizes are bytes per span.
+    // statistics on the top-level strings too (what the store wrote before), on every
+    // column (nested ones and random ids included), dictionaries for the random ids
+    // too, none for attribute values, and zstd level 3. The printed sizes are bytes
+    // per span.
+    let string_statistics = batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| f.data_type() == &arrow::datatypes::DataType::Utf8)
+        .filter(|f| !RANDOM_ID_COLUMNS.contains(&f.name().as_str()))
+        .fold(props.clone().into_builder(), |b, f| {
+            b.set_column_statistics_enabled(
+                ColumnPath::from(f.name().as_str()),
+                EnabledStatistics::Page,
+            )
+        })
+        .build();
     let all_statistics = props
         .clone()
         .into_builder()
@@ -119,6 +133,7 @@ fn hot_paths(c: &mut Criterion) {
         .build();
     for (name, props) in [
         ("parquet_encode", &props),
+        ("parquet_encode_string_statistics", &string_statistics),
         ("parquet_encode_all_statistics", &all_statistics),
         ("parquet_encode_ids_dictionary", &ids_dictionary),
         ("parquet_encode_no_values_dictionary", &no_values_dictionary),

@@ -18,9 +18,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
 use parquet::arrow::{ArrowWriter, ARROW_SCHEMA_META_KEY};
 use parquet::bloom_filter::Sbbf;
 use parquet::column::writer::ColumnCloseResult;
@@ -206,12 +208,13 @@ pub(crate) fn plan_sized(
 /// Merges `inputs` (all of one partition of `table`) into one new file, written under
 /// its `.tmp` name and synced. Blocking.
 ///
-/// When every input row group holds at least `row_group_rows / COPY_DIVISOR` rows (a
-/// flush's worth under load), the row groups are copied as they are: their encoded
-/// pages, statistics, page indexes and bloom filters, with no decoding and no
-/// encoding, so compaction costs I/O, not CPU. Otherwise (a trickle of flushes, or
-/// one small row group among them) the rows are decoded and written again as full row
-/// groups, which compress and read better than many small ones.
+/// A row group of at least `row_group_rows / COPY_DIVISOR` rows (a flush's worth under
+/// load) is copied as it is: its encoded pages, statistics, page indexes and bloom
+/// filters, with no decoding and no encoding, so merging it costs I/O, not CPU. The
+/// smaller row groups (a trickle of flushes, the tail of a flush split at an hour
+/// boundary) are decoded and written again together, as full row groups, which
+/// compress and read better than many small ones. Only what is small is re-encoded, so
+/// a merge under load neither competes with the flushes for long nor holds much memory.
 pub(crate) fn merge(
     table: Table,
     inputs: &[StoredFile],
@@ -233,17 +236,13 @@ pub(crate) fn merge(
                 let metadata = ParquetMetaDataReader::new()
                     .with_page_index_policy(PageIndexPolicy::Optional)
                     .parse_and_finish(&file)?;
-                Ok((file, metadata))
+                Ok((file, Arc::new(metadata)))
             })
             .collect::<Result<Vec<_>>>()?;
         let out = File::create(&tmp).map_err(Error::io(&tmp))?;
-        let min_rows = props.max_row_group_row_count().unwrap_or(usize::MAX) / COPY_DIVISOR;
-        let out = if can_copy(&opened, min_rows) {
-            copy_row_groups(out, &opened, props)?
-        } else {
-            reencode(out, table, opened, props)?
-        };
-        out.sync_all().map_err(Error::io(&tmp))
+        write_merged(out, table, &opened, props)?
+            .sync_all()
+            .map_err(Error::io(&tmp))
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
@@ -258,96 +257,183 @@ pub(crate) fn merge(
     })
 }
 
-/// Row groups of at least `row_group_rows / COPY_DIVISOR` rows are merged by copying.
-const COPY_DIVISOR: usize = 8;
+/// Row groups of at least `row_group_rows / COPY_DIVISOR` rows are merged by copying:
+/// 16,384 rows by default, well under the 30,000-45,000 rows a flush writes under load.
+/// At 32,768 some flushes fell under the line, and re-encoding them beside the flushes
+/// raised the peak RSS under load from about 205 MiB to 230-280 MiB in a third of the
+/// runs (README, "Benchmarks").
+const COPY_DIVISOR: usize = 16;
 
-/// Whether the inputs share one schema (Parquet's and the Arrow schema stored beside
-/// it) and every row group is large enough to keep as it is.
-fn can_copy(inputs: &[(File, ParquetMetaData)], min_rows: usize) -> bool {
-    let Some((_, first)) = inputs.first() else {
-        return false;
-    };
-    let schema = first.file_metadata().schema_descr();
-    let arrow_schema = arrow_schema_metadata(first);
-    inputs.iter().all(|(_, metadata)| {
-        metadata.file_metadata().schema_descr() == schema
-            && arrow_schema_metadata(metadata) == arrow_schema
-            && metadata
-                .row_groups()
-                .iter()
-                .all(|rg| rg.num_rows() as usize >= min_rows)
-    })
-}
-
-/// The Arrow schema a file was written with (`ARROW:schema`), which keeps the Arrow
-/// types Parquet cannot say (the time zone of the timestamps, for one).
-fn arrow_schema_metadata(metadata: &ParquetMetaData) -> Option<&KeyValue> {
-    metadata
-        .file_metadata()
-        .key_value_metadata()?
-        .iter()
-        .find(|kv| kv.key == ARROW_SCHEMA_META_KEY)
-}
-
-/// Writes the row groups of `inputs` into `out` byte for byte, with their statistics,
-/// page indexes and bloom filters.
-fn copy_row_groups(
+/// Writes the rows of `inputs` into `out` with the table's schema: large row groups
+/// copied byte for byte, small ones re-encoded together (see [`merge`]).
+fn write_merged(
     out: File,
-    inputs: &[(File, ParquetMetaData)],
+    table: Table,
+    inputs: &[(File, Arc<ParquetMetaData>)],
     props: &WriterProperties,
 ) -> Result<File> {
-    let Some((_, first)) = inputs.first() else {
-        return Err(Error::Wal("nothing to merge".into()));
-    };
-    let schema = first.file_metadata().schema_descr().root_schema_ptr();
-    let mut writer = SerializedFileWriter::new(out, schema, Arc::new(props.clone()))?;
-    if let Some(kv) = arrow_schema_metadata(first) {
-        writer.append_key_value_metadata(kv.clone());
-    }
+    let schema = table.schema();
+    let (mut writer, columns) =
+        ArrowWriter::try_new(out, schema.clone(), Some(props.clone()))?.into_serialized_writer()?;
+    let row_group_rows = props.max_row_group_row_count().unwrap_or(usize::MAX);
+    let min_rows = row_group_rows / COPY_DIVISOR;
+    let mut small = Reencoder::new(columns, schema, row_group_rows);
     for (input, metadata) in inputs {
+        // A file written with another schema (an older version's) is never copied:
+        // its rows go through the decoder, which checks them against the table's.
+        let copyable = same_schema(metadata, &writer);
         for (g, rg) in metadata.row_groups().iter().enumerate() {
-            let column_indexes = metadata.column_index().and_then(|c| c.get(g));
-            let offset_indexes = metadata.offset_index().and_then(|o| o.get(g));
-            let mut group = writer.next_row_group()?;
-            for (c, column) in rg.columns().iter().enumerate() {
-                let bloom_filter = Sbbf::read_from_column_chunk(column, input)?;
-                group.append_column(
-                    input,
-                    ColumnCloseResult {
-                        bytes_written: column.compressed_size() as u64,
-                        rows_written: rg.num_rows() as u64,
-                        metadata: column.clone(),
-                        bloom_filter,
-                        column_index: column_indexes.and_then(|i| i.get(c)).cloned(),
-                        offset_index: offset_indexes.and_then(|i| i.get(c)).cloned(),
-                    },
-                )?;
+            if copyable && rg.num_rows() as usize >= min_rows {
+                copy_row_group(&mut writer, input, metadata, g)?;
+            } else {
+                small.add(&mut writer, input, metadata, g)?;
             }
-            group.close()?;
         }
     }
+    small.finish(&mut writer)?;
     Ok(writer.into_inner()?)
 }
 
-/// Decodes the rows of `inputs` and writes them again as full row groups.
-fn reencode(
-    out: File,
-    table: Table,
-    inputs: Vec<(File, ParquetMetaData)>,
-    props: &WriterProperties,
-) -> Result<File> {
-    let mut writer = ArrowWriter::try_new(out, table.schema(), Some(props.clone()))?;
-    for (file, metadata) in inputs {
-        let options = ArrowReaderOptions::new();
-        let metadata = ArrowReaderMetadata::try_new(Arc::new(metadata), options)?;
+/// Whether a stored file has the schema the merged file is written with: Parquet's,
+/// and the Arrow schema stored beside it (`ARROW:schema`, which keeps what Parquet
+/// cannot say, such as the time zone of the timestamps).
+fn same_schema(metadata: &ParquetMetaData, writer: &SerializedFileWriter<File>) -> bool {
+    let arrow_schema = |kvs: Option<&Vec<KeyValue>>| {
+        kvs.and_then(|kvs| {
+            kvs.iter()
+                .find(|kv| kv.key == ARROW_SCHEMA_META_KEY)
+                .cloned()
+        })
+    };
+    metadata.file_metadata().schema_descr() == writer.schema_descr()
+        && arrow_schema(metadata.file_metadata().key_value_metadata())
+            == arrow_schema(writer.properties().key_value_metadata())
+}
+
+/// Appends row group `g` of `input` to `writer` byte for byte, with its statistics,
+/// page indexes and bloom filters.
+fn copy_row_group(
+    writer: &mut SerializedFileWriter<File>,
+    input: &File,
+    metadata: &ParquetMetaData,
+    g: usize,
+) -> Result<()> {
+    let rg = metadata.row_group(g);
+    let column_indexes = metadata.column_index().and_then(|c| c.get(g));
+    let offset_indexes = metadata.offset_index().and_then(|o| o.get(g));
+    let mut group = writer.next_row_group()?;
+    for (c, column) in rg.columns().iter().enumerate() {
+        let bloom_filter = Sbbf::read_from_column_chunk(column, input)?;
+        group.append_column(
+            input,
+            ColumnCloseResult {
+                bytes_written: column.compressed_size() as u64,
+                rows_written: rg.num_rows() as u64,
+                metadata: column.clone(),
+                bloom_filter,
+                column_index: column_indexes.and_then(|i| i.get(c)).cloned(),
+                offset_index: offset_indexes.and_then(|i| i.get(c)).cloned(),
+            },
+        )?;
+    }
+    group.close()?;
+    Ok(())
+}
+
+/// The small row groups of a merge, decoded and encoded again into full row groups.
+struct Reencoder {
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    row_group_rows: usize,
+    /// The row group being encoded, and how many rows it holds.
+    open: Option<(Vec<ArrowColumnWriter>, usize)>,
+}
+
+impl Reencoder {
+    fn new(factory: ArrowRowGroupWriterFactory, schema: SchemaRef, row_group_rows: usize) -> Self {
+        Reencoder {
+            factory,
+            schema,
+            row_group_rows: row_group_rows.max(1),
+            open: None,
+        }
+    }
+
+    /// Decodes row group `g` of `input` and encodes its rows into the open row group,
+    /// closing it into `writer` whenever it is full.
+    fn add(
+        &mut self,
+        writer: &mut SerializedFileWriter<File>,
+        input: &File,
+        metadata: &Arc<ParquetMetaData>,
+        g: usize,
+    ) -> Result<()> {
+        let file = input.try_clone().map_err(|e| Error::Wal(e.to_string()))?;
+        let metadata =
+            ArrowReaderMetadata::try_new(Arc::clone(metadata), ArrowReaderOptions::new())?;
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+            .with_row_groups(vec![g])
             .with_batch_size(8192)
             .build()?;
         for batch in reader {
-            writer.write(&batch?)?;
+            let mut batch = batch?;
+            if batch.schema().fields() != self.schema.fields() {
+                return Err(Error::Wal(format!(
+                    "a file to merge has columns {:?}, not the table's",
+                    batch
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name())
+                        .collect::<Vec<_>>()
+                )));
+            }
+            while batch.num_rows() > 0 {
+                let (columns, rows) = match &mut self.open {
+                    Some(open) => open,
+                    None => self.open.insert((
+                        self.factory
+                            .create_column_writers(writer.flushed_row_groups().len())?,
+                        0,
+                    )),
+                };
+                let take = batch.num_rows().min(self.row_group_rows - *rows);
+                let part = batch.slice(0, take);
+                let mut leaves = columns.iter_mut();
+                for (field, column) in self.schema.fields().iter().zip(part.columns()) {
+                    for leaf in compute_leaves(field, column)? {
+                        leaves
+                            .next()
+                            .ok_or_else(|| Error::Wal("more leaves than column writers".into()))?
+                            .write(&leaf)?;
+                    }
+                }
+                *rows += take;
+                batch = batch.slice(take, batch.num_rows() - take);
+                if *rows == self.row_group_rows {
+                    self.close_row_group(writer)?;
+                }
+            }
         }
+        Ok(())
     }
-    Ok(writer.into_inner()?)
+
+    /// Writes the open row group, if any, to `writer`.
+    fn close_row_group(&mut self, writer: &mut SerializedFileWriter<File>) -> Result<()> {
+        let Some((columns, _)) = self.open.take() else {
+            return Ok(());
+        };
+        let mut group = writer.next_row_group()?;
+        for column in columns {
+            column.close()?.append_to_row_group(&mut group)?;
+        }
+        group.close()?;
+        Ok(())
+    }
+
+    fn finish(mut self, writer: &mut SerializedFileWriter<File>) -> Result<()> {
+        self.close_row_group(writer)
+    }
 }
 
 #[cfg(test)]

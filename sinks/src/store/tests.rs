@@ -432,6 +432,32 @@ fn row_group_rows(path: &Path) -> Vec<i64> {
         .collect()
 }
 
+/// The `start_time` of every row of a stored file, in file order, checking that each
+/// batch reads back with the table's own Arrow schema (timestamps in UTC).
+fn start_times_with_the_table_schema(path: &Path) -> Vec<i64> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::TimestampNanosecondType;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut starts = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        assert_eq!(batch.schema(), Table::Spans.schema());
+        let column = batch.column_by_name("start_time").unwrap();
+        starts.extend(
+            column
+                .as_primitive::<TimestampNanosecondType>()
+                .values()
+                .iter(),
+        );
+    }
+    starts
+}
+
 #[tokio::test]
 async fn compaction_merges_a_partitions_small_files_into_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -465,7 +491,7 @@ async fn large_row_groups_are_copied_with_their_indexes() {
     use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 
     let dir = tempfile::tempdir().unwrap();
-    // Row groups of 3 rows are at least 16 / COPY_DIVISOR = 2 rows: copied.
+    // Row groups of 3 rows are at least 16 / COPY_DIVISOR = 1 row: copied.
     let s = compacting_store_of_row_groups(dir.path(), 16);
     five_small_files(&s, 3).await;
     let inputs: Vec<PathBuf> = s.snapshot(Table::Spans).unwrap().files[..5]
@@ -479,22 +505,7 @@ async fn large_row_groups_are_copied_with_their_indexes() {
     assert_eq!(total_rows(&s, Table::Spans), 16);
 
     // Every row, with the table's own Arrow schema (timestamps in UTC).
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&merged).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
-    let mut starts: Vec<i64> = Vec::new();
-    for batch in reader {
-        let batch = batch.unwrap();
-        assert_eq!(batch.schema(), Table::Spans.schema());
-        let column = batch.column_by_name("start_time").unwrap();
-        starts.extend(
-            column
-                .as_primitive::<TimestampNanosecondType>()
-                .values()
-                .iter(),
-        );
-    }
+    let starts = start_times_with_the_table_schema(&merged);
     let expected: Vec<i64> = (0..5u64)
         .flat_map(|f| (0..3u64).map(move |i| (HOUR + f * 1000 + i) as i64))
         .collect();
@@ -544,6 +555,45 @@ async fn large_row_groups_are_copied_with_their_indexes() {
     );
 
     assert_trace_id_bloom_filters(&merged);
+}
+
+/// A merge of large row groups and small ones (under load: the first flush, the tail of
+/// one split at an hour boundary) copies the large ones and re-encodes only the small
+/// ones, together, into full row groups.
+#[tokio::test]
+async fn only_the_small_row_groups_of_a_merge_are_encoded_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // Row groups of 32 rows; 2 rows (32 / COPY_DIVISOR) or more are copied.
+    let s = compacting_store_of_row_groups(dir.path(), 32);
+    // 36 flushes of 1 row, but for the 11th and the 31st, of 2 rows.
+    let mut expected = Vec::new();
+    for f in 0..36u64 {
+        let rows = if f == 10 || f == 30 { 2 } else { 1 };
+        let starts: Vec<u64> = (0..rows).map(|i| HOUR + f * 1000 + i).collect();
+        expected.extend(starts.iter().map(|t| *t as i64));
+        s.append(Table::Spans, spans_at(&starts)).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    assert_eq!(s.compact().await.unwrap(), 36);
+    let files = s.snapshot(Table::Spans).unwrap().files;
+    assert_eq!(files.len(), 1, "{files:?}");
+    // The 2-row groups as they were; the 1-row ones as one full row group (32 rows)
+    // when it fills, then the rest (2 rows) at the end.
+    assert_eq!(row_group_rows(&files[0].path), vec![2, 2, 32, 2]);
+
+    let mut starts = start_times_with_the_table_schema(&files[0].path);
+    starts.sort_unstable();
+    assert_eq!(starts, expected);
+    assert_trace_id_bloom_filters(&files[0].path);
+    // A reopened store reads the same rows.
+    drop(s);
+    assert_eq!(
+        total_rows(
+            &compacting_store_of_row_groups(dir.path(), 24),
+            Table::Spans
+        ),
+        expected.len()
+    );
 }
 
 #[tokio::test]
@@ -658,9 +708,10 @@ async fn stored_files_carry_a_bloom_filter_on_trace_id() {
     assert_trace_id_bloom_filters(&snap.files[0].path);
 }
 
-/// A flushed file: zstd; min/max statistics on the columns readers prune with, none on
-/// random ids or nested leaves; random ids without a dictionary but with the bloom
-/// filter on `trace_id`; other strings dictionary-encoded.
+/// A flushed file: zstd; min/max statistics on the columns readers prune with (times
+/// and numbers), none on strings (whose min and max span everything a flush holds) or
+/// nested leaves; random ids without a dictionary but with the bloom filter on
+/// `trace_id`; other strings dictionary-encoded.
 #[tokio::test]
 async fn flushed_files_carry_statistics_where_readers_prune() {
     use parquet::basic::{Compression, Encoding};
@@ -686,7 +737,7 @@ async fn flushed_files_carry_statistics_where_readers_prune() {
     assert!(column("start_time")
         .statistics()
         .is_some_and(|s| s.min_bytes_opt().is_some()));
-    for pruned in ["start_time", "service_name", "name", "status_code"] {
+    for pruned in ["start_time", "end_time", "duration_ns", "flags"] {
         let c = column(pruned);
         assert!(c.statistics().is_some(), "{pruned}");
         assert!(matches!(c.compression(), Compression::ZSTD(_)), "{pruned}");
@@ -699,7 +750,7 @@ async fn flushed_files_carry_statistics_where_readers_prune() {
     assert!(!map_leaves.is_empty());
     for c in map_leaves
         .into_iter()
-        .chain(["trace_id", "span_id"].map(column))
+        .chain(["trace_id", "span_id", "service_name", "name", "status_code"].map(column))
     {
         let path = c.column_path().string();
         assert!(c.statistics().is_none(), "{path}");
