@@ -368,26 +368,26 @@ impl Reencoder {
         metadata: &Arc<ParquetMetaData>,
         g: usize,
     ) -> Result<()> {
-        let file = input.try_clone().map_err(|e| Error::Wal(e.to_string()))?;
         let metadata =
             ArrowReaderMetadata::try_new(Arc::clone(metadata), ArrowReaderOptions::new())?;
+        if metadata.schema().fields() != self.schema.fields() {
+            return Err(Error::Wal(format!(
+                "a file to merge has columns {:?}, not the table's",
+                metadata
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+            )));
+        }
+        let file = input.try_clone().map_err(|e| Error::Wal(e.to_string()))?;
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
             .with_row_groups(vec![g])
             .with_batch_size(8192)
             .build()?;
         for batch in reader {
             let mut batch = batch?;
-            if batch.schema().fields() != self.schema.fields() {
-                return Err(Error::Wal(format!(
-                    "a file to merge has columns {:?}, not the table's",
-                    batch
-                        .schema()
-                        .fields()
-                        .iter()
-                        .map(|f| f.name())
-                        .collect::<Vec<_>>()
-                )));
-            }
             while batch.num_rows() > 0 {
                 let (columns, rows) = match &mut self.open {
                     Some(open) => open,

@@ -55,8 +55,8 @@ pub fn writer_properties(config: &StorageConfig) -> Result<WriterProperties> {
 /// Strings get none. Rows are stored in arrival order, so a row group of a flush holds
 /// every service, operation, agent and status of its seconds, and the min and max of
 /// such a column span nearly its whole domain: they prune nothing, and comparing every
-/// string for them cost 16% of the server's CPU under load (`perf record -g` of the
-/// standard workload). Nested columns (attribute maps, events, links) cannot be pruned
+/// string for them cost 16% of the server's CPU under load (`perf record --call-graph
+/// dwarf` of the standard workload). Nested columns (attribute maps, events, links) cannot be pruned
 /// by SQL readers at all, and random ids are pruned by the bloom filter.
 fn pruning_columns() -> Vec<ColumnPath> {
     let mut columns = Table::ALL
