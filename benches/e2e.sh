@@ -30,42 +30,8 @@ cd "$(dirname "$0")/.."
 seconds="${1:-15}"
 concurrency="${2:-4}"
 dataset_spans="${3:-10000000}"
-release_dir="${RELEASE_TARGET_DIR:-$HOME/.cache/swarmscope-release}"
-api=http://127.0.0.1:18080
-
-# One release build for the server and the load generator (the same feature set as
-# `cargo bench`, so it does not rebuild DataFusion); SWARMSCOPE_BIN skips it for the server.
-CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bin swarmscope --bench hotpaths --bench loadgen -q
-server="${SWARMSCOPE_BIN:-$release_dir/release/swarmscope}"
-loadgen=$(ls -t "$release_dir"/release/deps/loadgen-* | grep -v '\.d$' | head -1)
-ticks=$(getconf CLK_TCK)
-
-# start_server DATA_DIR WAL_FSYNC [EXTRA_STORAGE_TOML]: sets $pid and $work.
-start_server() {
-  cat > "$work/config.toml" <<EOF
-[receivers.otlp]
-grpc_address = "127.0.0.1:14317"
-http_address = "127.0.0.1:14318"
-[api]
-address = "127.0.0.1:18080"
-[storage]
-data_dir = "$1"
-wal_fsync = "$2"
-retention_hours = 1000000
-$3
-EOF
-  RUST_LOG=warn "$server" serve --config "$work/config.toml" >> "$work/out.log" 2>&1 &
-  pid=$!
-  until curl -sf "$api/readyz" > /dev/null; do
-    kill -0 "$pid" 2> /dev/null || { cat "$work/out.log"; exit 1; }
-    sleep 0.1
-  done
-}
-
-stop_server() {
-  kill -TERM "$pid"
-  wait "$pid" || true
-}
+# shellcheck source=benches/common.sh
+. benches/common.sh
 
 echo "### Ingest (gRPC, ${concurrency} connections, ${seconds} s per mode)"
 echo
@@ -124,9 +90,12 @@ files=$(find "$data/spans" -name '*.parquet' | wc -l)
 bytes=$(find "$data/spans" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
 echo "### Queries over ${dataset_spans} spans (${files} Parquet files after compaction, $(( bytes / 1048576 )) MiB, loaded in $(( t1 - t0 )) s)"
 echo
-# Compaction off: the files must not change between the two engines' runs.
+# Compaction off: the files must not change between the two engines' runs. Queries
+# get every core, as DuckDB does (by default they leave one to ingestion).
 start_server "$data" interval "${STORAGE_TOML:-}
-compaction_min_files = 1000000"
+compaction_min_files = 1000000
+[query]
+threads = $(nproc)"
 python3 - "$api" "$data" <<'PY'
 import json, statistics, sys, time, urllib.request
 import duckdb

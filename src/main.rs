@@ -1,6 +1,7 @@
 //! The `swarmscope` command: parses arguments and hands over to the library crates.
 //!
-//! Exit codes: 0 success, 2 bad usage or invalid config, 1 runtime failure.
+//! Exit codes: 0 success, 2 bad usage or invalid config, 1 runtime failure, 130 when
+//! a query is interrupted by Ctrl-C.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -65,6 +66,10 @@ enum Command {
         /// Output format; `table` when writing to a terminal, `csv` otherwise.
         #[arg(long, value_enum)]
         format: Option<Format>,
+        /// Cancel the query after this many milliseconds (with --data-dir; a server
+        /// applies its own query.timeout_ms).
+        #[arg(long, default_value_t = QueryConfig::default().timeout_ms)]
+        timeout_ms: u64,
         /// The statement.
         sql: String,
     },
@@ -118,8 +123,9 @@ fn main() -> ExitCode {
             server,
             token,
             format,
+            timeout_ms,
             sql,
-        } => query(data_dir, server, token, format, &sql),
+        } => query(data_dir, server, token, format, timeout_ms, &sql),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => Config::load(&file)
@@ -208,6 +214,7 @@ fn query(
     server: Option<String>,
     token: Option<String>,
     format: Option<Format>,
+    timeout_ms: u64,
     sql: &str,
 ) -> Result<(), Failure> {
     let format = format.unwrap_or(if std::io::stdout().is_terminal() {
@@ -216,17 +223,35 @@ fn query(
         Format::Csv
     });
     let rt = runtime()?;
-    let output = match server {
-        Some(url) => rt.block_on(query_server(&url, token.as_deref(), format, sql))?,
-        None => {
-            let dir = data_dir.unwrap_or_else(|| PathBuf::from("./swarmscope-data"));
-            let store = ParquetStore::open_read_only(&dir).map_err(Failure::usage)?;
-            let engine =
-                QueryEngine::new(store, QueryConfig::default()).map_err(Failure::runtime)?;
-            let result = rt.block_on(engine.sql(sql)).map_err(Failure::runtime)?;
-            render(&result, format)?
+    let work = async {
+        match server {
+            Some(url) => query_server(&url, token.as_deref(), format, sql).await,
+            None => {
+                let dir = data_dir.unwrap_or_else(|| PathBuf::from("./swarmscope-data"));
+                let store = ParquetStore::open_read_only(&dir).map_err(Failure::usage)?;
+                // Nothing else runs in this process: the query may take every core.
+                let config = QueryConfig {
+                    timeout_ms,
+                    threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    ..QueryConfig::default()
+                };
+                config.validate().map_err(Failure::usage)?;
+                let engine = QueryEngine::new(store, config).map_err(Failure::runtime)?;
+                let result = engine.sql(sql).await.map_err(Failure::runtime)?;
+                render(&result, format)
+            }
         }
     };
+    // Ctrl-C drops the query, which cancels it, and exits as a shell expects.
+    let output = rt.block_on(async {
+        tokio::select! {
+            output = work => output,
+            _ = tokio::signal::ctrl_c() => Err(Failure {
+                code: 130,
+                message: "interrupted".into(),
+            }),
+        }
+    })?;
     print!("{output}");
     Ok(())
 }

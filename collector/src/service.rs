@@ -1,6 +1,7 @@
 //! Wiring and lifecycle: open the store, bind the three listeners, serve until told to
 //! stop, then shut down in the order that loses nothing: receivers first (in-flight
-//! requests finish), then a final flush of every buffered row, then the API.
+//! requests finish), then a final flush of every buffered row, then the API. Running
+//! queries are cancelled as shutdown begins, so none can hold it up.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +18,9 @@ use crate::config::{resolve, Config};
 use crate::pipeline::Pipeline;
 use crate::receivers::{grpc, http};
 use crate::Error;
+
+/// How long shutdown waits for the API's open connections once queries are cancelled.
+const API_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where a running collector listens (ports resolved, so `:0` works in tests).
 #[derive(Clone, Copy, Debug)]
@@ -93,7 +97,7 @@ pub async fn run(
     let http_task =
         tokio::spawn(http_listening.serve_http(http_listener, http_app, stopped(receivers_rx)));
     let api_app = api::router(ApiState {
-        engine,
+        engine: Arc::clone(&engine),
         ready: Arc::clone(&ready),
         auth_token: config.api.auth_token.clone(),
     });
@@ -117,6 +121,9 @@ pub async fn run(
     }
     tracing::info!("shutting down: draining receivers");
     ready.store(false, Ordering::Release);
+    // Queries are cancelled first: a runaway plan neither holds the CPU the final
+    // flush needs nor keeps the API from draining.
+    engine.close();
     let _ = stop_receivers.send(true);
     let grpc_result = grpc_done.await;
     let http_result = http_task
@@ -130,10 +137,20 @@ pub async fn run(
     let flushed = store.flush().await;
 
     let _ = stop_api.send(true);
-    let api_result = api_task
-        .await
-        .map_err(|e| Error::Server("API", e.to_string()))
-        .and_then(|r| r.map_err(|e| Error::Server("API", e.to_string())));
+    // Cancelled queries answer at once; a connection that still does not finish (a
+    // client that reads its answer slowly) is not waited for past this.
+    let api_result = match tokio::time::timeout(API_DRAIN, api_task).await {
+        Ok(joined) => joined
+            .map_err(|e| Error::Server("API", e.to_string()))
+            .and_then(|r| r.map_err(|e| Error::Server("API", e.to_string()))),
+        Err(_) => {
+            tracing::warn!(
+                seconds = API_DRAIN.as_secs(),
+                "API connections still open at shutdown were cut"
+            );
+            Ok(())
+        }
+    };
     grpc_result?;
     http_result?;
     flushed?;

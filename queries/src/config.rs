@@ -9,10 +9,18 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
-    /// A query running longer is cancelled.
+    /// A query running longer is cancelled (503).
     pub timeout_ms: u64,
     /// Memory all running queries may hold for joins, sorts and aggregations.
     pub memory_limit_mb: usize,
+    /// Threads queries run on, apart from ingestion. By default one less than the
+    /// machine's cores (at least one), so that ingestion always keeps a core.
+    pub threads: usize,
+    /// Queries that run at once; more wait for a turn.
+    pub max_concurrent: usize,
+    /// How long a query waits for a turn before it is refused with 503 and
+    /// `Retry-After`.
+    pub queue_timeout_ms: u64,
 }
 
 impl Default for QueryConfig {
@@ -20,8 +28,19 @@ impl Default for QueryConfig {
         QueryConfig {
             timeout_ms: 30_000,
             memory_limit_mb: 1024,
+            threads: default_threads(),
+            max_concurrent: 4,
+            queue_timeout_ms: 5_000,
         }
     }
+}
+
+/// One less than the cores this process may use, and at least one.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
+        .max(1)
 }
 
 impl QueryConfig {
@@ -29,15 +48,21 @@ impl QueryConfig {
         Duration::from_millis(self.timeout_ms)
     }
 
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.queue_timeout_ms)
+    }
+
     /// Checks the values serde cannot; the message names the key.
     pub fn validate(&self) -> Result<()> {
-        if self.timeout_ms == 0 {
-            return Err(Error::Config("query.timeout_ms must be > 0, got 0".into()));
-        }
-        if self.memory_limit_mb == 0 {
-            return Err(Error::Config(
-                "query.memory_limit_mb must be > 0, got 0".into(),
-            ));
+        for (key, value) in [
+            ("timeout_ms", self.timeout_ms),
+            ("memory_limit_mb", self.memory_limit_mb as u64),
+            ("threads", self.threads as u64),
+            ("max_concurrent", self.max_concurrent as u64),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("query.{key} must be > 0, got 0")));
+            }
         }
         Ok(())
     }

@@ -3,21 +3,29 @@
 //! Every statement is planned, then checked before anything runs: DDL (`CREATE`,
 //! `DROP`, `CREATE EXTERNAL TABLE`), DML (`INSERT`, `UPDATE`, `DELETE`, `COPY`) and
 //! statements (`SET`, transactions) are refused. The session has no URL tables and no
-//! file-reading table functions, so a query reads nothing but the stored tables. Each
-//! query runs under `query.timeout_ms` and all share `query.memory_limit_mb`.
+//! file-reading table functions, so a query reads nothing but the stored tables.
+//!
+//! Queries run on their own threads ([`QueryExecutor`]), at most
+//! `query.max_concurrent` at once (the rest wait up to `query.queue_timeout_ms` for a
+//! turn), each under `query.timeout_ms`, all sharing `query.memory_limit_mb`. A query
+//! whose caller stops waiting (timeout, hang-up, [`QueryEngine::close`]) is cancelled.
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, FieldRef, Fields, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use swarmscope_processors::schema::Table;
 use swarmscope_sinks::store::ParquetStore;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::executor::QueryExecutor;
 use crate::group_count::GroupCountRule;
 use crate::table::{cast_batch, StoreTable};
 use crate::{Error, QueryConfig, Result};
@@ -48,6 +56,11 @@ pub struct QueryEngine {
     ctx: SessionContext,
     config: QueryConfig,
     options: SQLOptions,
+    executor: QueryExecutor,
+    /// One permit per query allowed to run at once.
+    slots: Arc<Semaphore>,
+    /// `true` once [`QueryEngine::close`] was called.
+    closing: watch::Sender<bool>,
 }
 
 impl QueryEngine {
@@ -82,12 +95,24 @@ impl QueryEngine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
+        let executor = QueryExecutor::new(config.threads)
+            .map_err(|e| Error::Internal(format!("cannot start the query threads: {e}")))?;
         Ok(QueryEngine {
             store,
             ctx,
+            slots: Arc::new(Semaphore::new(config.max_concurrent)),
             config,
             options,
+            executor,
+            closing: watch::Sender::new(false),
         })
+    }
+
+    /// Cancels the running queries and refuses new ones (on shutdown): their callers
+    /// get [`Error::ShuttingDown`] at once, whatever their plans are doing.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+        self.slots.close();
     }
 
     /// The stored tables and their schemas.
@@ -101,37 +126,102 @@ impl QueryEngine {
             .collect()
     }
 
-    /// Runs one read-only statement.
+    /// Runs one read-only statement on the query threads: waits for a turn, then for
+    /// the answer, under `query.timeout_ms`. Dropping the future cancels the query.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
-        let state = self.ctx.state();
-        let plan = state
-            .create_logical_plan(sql)
-            .await
-            .map_err(Error::from_datafusion)?;
-        self.options.verify_plan(&plan).map_err(|e| {
-            Error::Refused(
-                e.strip_backtrace()
-                    .trim_start_matches("Error during planning: ")
-                    .to_owned(),
-            )
-        })?;
-        // The files this query's snapshot names stay on disk until it ends, whatever
-        // compaction or retention decide meanwhile.
-        let _reading = self.store.reading();
-        let run = async {
-            let frame = self
-                .ctx
-                .execute_logical_plan(plan)
-                .await
-                .map_err(Error::from_datafusion)?;
-            let schema: SchemaRef = Arc::clone(frame.schema().inner());
-            let batches = frame.collect().await.map_err(Error::from_datafusion)?;
-            without_views(&schema, &batches).map_err(|e| Error::from_datafusion(e.into()))
-        };
-        tokio::time::timeout(self.config.timeout(), run)
-            .await
-            .map_err(|_| Error::Timeout(self.config.timeout_ms))?
+        let mut closing = self.closing.subscribe();
+        let _slot = self.slot().await?;
+        let query = self.executor.spawn(run(
+            self.ctx.clone(),
+            self.store.clone(),
+            self.options,
+            sql.to_owned(),
+        ));
+        tokio::select! {
+            answer = tokio::time::timeout(self.config.timeout(), query) => match answer {
+                Ok(Ok(result)) => result,
+                Ok(Err(failed)) => Err(Error::Internal(failed.to_string())),
+                Err(_elapsed) => Err(Error::Timeout(self.config.timeout_ms)),
+            },
+            _ = closing.wait_for(|closed| *closed) => Err(Error::ShuttingDown),
+        }
     }
+
+    /// A turn to run, waiting at most `query.queue_timeout_ms` for one.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit> {
+        let wait = Arc::clone(&self.slots).acquire_owned();
+        match tokio::time::timeout(self.config.queue_timeout(), wait).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // Closed: the engine is shutting down.
+            Ok(Err(_closed)) => Err(Error::ShuttingDown),
+            Err(_elapsed) => Err(Error::Busy {
+                max_concurrent: self.config.max_concurrent,
+                waited_ms: self.config.queue_timeout_ms,
+            }),
+        }
+    }
+}
+
+/// Plans, checks and runs one statement (on the query threads). A query that fails
+/// reading a file has the store quarantine what it cannot read, and runs once more
+/// over the rest.
+async fn run(
+    ctx: SessionContext,
+    store: ParquetStore,
+    options: SQLOptions,
+    sql: String,
+) -> Result<QueryResult> {
+    let plan = ctx
+        .state()
+        .create_logical_plan(&sql)
+        .await
+        .map_err(Error::from_datafusion)?;
+    options.verify_plan(&plan).map_err(|e| {
+        Error::Refused(
+            e.strip_backtrace()
+                .trim_start_matches("Error during planning: ")
+                .to_owned(),
+        )
+    })?;
+    let (schema, batches) = match execute(&ctx, &store, plan.clone()).await {
+        Ok(answer) => answer,
+        Err(e) if may_be_an_unreadable_file(&e) => {
+            let moved = store.quarantine_unreadable().map_err(Error::Store)?;
+            if moved.is_empty() {
+                return Err(Error::from_datafusion(e));
+            }
+            execute(&ctx, &store, plan)
+                .await
+                .map_err(Error::from_datafusion)?
+        }
+        Err(e) => return Err(Error::from_datafusion(e)),
+    };
+    without_views(&schema, &batches).map_err(|e| Error::from_datafusion(e.into()))
+}
+
+async fn execute(
+    ctx: &SessionContext,
+    store: &ParquetStore,
+    plan: LogicalPlan,
+) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), DataFusionError> {
+    // The files this query's snapshot names stay on disk until it ends, whatever
+    // compaction or retention decide meanwhile.
+    let _reading = store.reading();
+    let frame = ctx.execute_logical_plan(plan).await?;
+    let schema: SchemaRef = Arc::clone(frame.schema().inner());
+    let batches = frame.collect().await?;
+    Ok((schema, batches))
+}
+
+/// Errors a damaged file gives: a footer or page that does not decode, or a read past
+/// the end of a truncated file.
+fn may_be_an_unreadable_file(e: &DataFusionError) -> bool {
+    matches!(
+        e.find_root(),
+        DataFusionError::ParquetError(_)
+            | DataFusionError::ObjectStore(_)
+            | DataFusionError::IoError(_)
+    )
 }
 
 /// The result with `Utf8View` and `BinaryView` (how [`StoreTable`] scans strings),

@@ -10,8 +10,20 @@ pub enum Error {
     /// The SQL does not parse or plan (unknown table or column, type error, ...).
     #[error("{0}")]
     Invalid(DataFusionError),
-    #[error("query timed out after {0} ms")]
+    #[error("query timed out after {0} ms (query.timeout_ms) and was cancelled")]
     Timeout(u64),
+    /// Every query slot stayed taken for `query.queue_timeout_ms`; retry shortly.
+    #[error("too many queries running: none of the {max_concurrent} slots (query.max_concurrent) freed up within {waited_ms} ms; retry shortly")]
+    Busy {
+        max_concurrent: usize,
+        waited_ms: u64,
+    },
+    /// The server is shutting down; running queries are cancelled.
+    #[error("query cancelled: the server is shutting down")]
+    ShuttingDown,
+    /// The query task failed outside DataFusion (a panic).
+    #[error("query failed: {0}")]
+    Internal(String),
     /// The query needed more memory than `query.memory_limit_mb`.
     #[error("query exceeded its memory limit: {0}")]
     ResourcesExhausted(DataFusionError),

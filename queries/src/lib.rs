@@ -23,9 +23,11 @@ mod config;
 pub mod encode;
 mod engine;
 mod error;
+mod executor;
 pub mod group_count;
 pub mod table;
 
-pub use config::QueryConfig;
+pub use config::{default_threads, QueryConfig};
 pub use engine::{QueryEngine, QueryResult, TableInfo};
 pub use error::{Error, Result};
+pub use executor::{QueryExecutor, QueryTask};

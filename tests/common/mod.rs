@@ -30,6 +30,8 @@ pub struct Options {
     /// not polled over plain HTTP.
     pub api_extra: String,
     pub api_tls: bool,
+    /// `[query]` lines, e.g. `timeout_ms = 2000`.
+    pub query_extra: String,
 }
 
 pub struct Server {
@@ -71,7 +73,10 @@ fn config_text(data_dir: &Path, o: &Options) -> String {
     // Test data carries fixed timestamps from 2018-2023; keep them.
     storage += "retention_hours = 1000000\n";
     storage += &o.storage_extra;
-    format!("[receivers.otlp]\n{otlp}\n[api]\n{api}\n[storage]\n{storage}")
+    format!(
+        "[receivers.otlp]\n{otlp}\n[api]\n{api}\n[storage]\n{storage}\n[query]\n{}",
+        o.query_extra
+    )
 }
 
 impl Server {
@@ -147,12 +152,30 @@ impl Server {
     /// SIGTERM, then the exit status.
     pub fn stop(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        let killed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
+        signal(child.id(), "TERM");
         child.wait().expect("wait")
+    }
+
+    /// SIGTERM, then the exit status if the process ends within `limit` (it is killed
+    /// otherwise), and how long it took.
+    pub fn stop_within(mut self, limit: Duration) -> (Option<ExitStatus>, Duration) {
+        let mut child = self.child.take().expect("running");
+        let started = Instant::now();
+        signal(child.id(), "TERM");
+        while started.elapsed() < limit {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return (Some(status), started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        (None, started.elapsed())
+    }
+
+    /// CPU time (user + system) the server has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time(self.pid())
     }
 
     /// SIGKILL: no flush, no goodbye.
@@ -233,6 +256,37 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Sends `kill -<name>` to `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill -{name} {pid}");
+}
+
+/// CPU time (user + system) process `pid` has used so far, from `/proc`.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // USER_HZ is 100 on every Linux the tests run on.
+    Duration::from_millis(ticks * 10)
+}
+
+/// How many cores `pid` keeps busy over `window`.
+pub fn cores_busy(pid: u32, window: Duration) -> f64 {
+    let before = cpu_time(pid);
+    std::thread::sleep(window);
+    (cpu_time(pid) - before).as_secs_f64() / window.as_secs_f64()
 }
 
 /// A one-shot HTTP/1.1 request over a plain socket, so helpers need no runtime.

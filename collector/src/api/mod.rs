@@ -6,7 +6,9 @@
 //! - `GET /api/v1/tables`: every table with its columns.
 //!
 //! Errors are `{"error": "..."}`: 400 for SQL that is invalid or refused, 422 when a
-//! query runs out of memory, 503 on timeout, 500 otherwise. When `api.auth_token` is
+//! query runs out of memory, 503 on timeout, when every query slot stays taken (with
+//! `Retry-After`) and on shutdown, 500 otherwise. A client that hangs up cancels its
+//! query. When `api.auth_token` is
 //! set, `/api/*` requires `Authorization: Bearer <token>`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,24 +118,10 @@ async fn query(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -
             )
         }
     };
+    // Dropping this future (the client hung up) cancels the query.
     let result = match state.engine.sql(&request.sql).await {
         Ok(r) => r,
-        Err(e) => {
-            let status = match &e {
-                swarmscope_queries::Error::Refused(_) | swarmscope_queries::Error::Invalid(_) => {
-                    StatusCode::BAD_REQUEST
-                }
-                swarmscope_queries::Error::ResourcesExhausted(_) => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
-                swarmscope_queries::Error::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            if !e.is_user_error() {
-                tracing::warn!(error = %e, "query failed");
-            }
-            return error(status, e);
-        }
+        Err(e) => return query_error(e),
     };
     let encoded = match negotiate(&headers) {
         Format::Json => {
@@ -153,6 +141,31 @@ async fn query(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -
             format!("encoding the result: {e}"),
         ),
     }
+}
+
+/// The status a failed query is answered with; busy and shutting down tell the client
+/// when to try again.
+fn query_error(e: swarmscope_queries::Error) -> Response {
+    use swarmscope_queries::Error;
+    let status = match &e {
+        Error::Refused(_) | Error::Invalid(_) => StatusCode::BAD_REQUEST,
+        Error::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::Timeout(_) | Error::Busy { .. } | Error::ShuttingDown => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if !e.is_user_error() {
+        tracing::warn!(error = %e, "query failed");
+    }
+    let retry = matches!(e, Error::Busy { .. });
+    let mut response = error(status, e);
+    if retry {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 async fn tables(State(state): State<ApiState>) -> Response {

@@ -24,6 +24,7 @@
 mod compact;
 mod config;
 mod layout;
+mod quarantine;
 mod wal;
 mod writer;
 
@@ -40,6 +41,7 @@ use tokio::sync::{oneshot, Notify};
 
 pub use config::{StorageConfig, WalFsync};
 pub use layout::StoredFile;
+pub use quarantine::QUARANTINE_DIR;
 pub use wal::Damage;
 pub use writer::{writer_properties, RANDOM_ID_COLUMNS};
 
@@ -145,6 +147,8 @@ struct Inner {
     recovery: Recovery,
     readers: Mutex<Readers>,
     retired: Mutex<Vec<Retired>>,
+    /// Files moved to `_quarantine/` since the store opened.
+    quarantined: AtomicUsize,
 }
 
 /// The Parquet history under `storage.data_dir`. Cheap to clone.
@@ -172,8 +176,15 @@ impl ParquetStore {
         }
         compact::recover(&config.data_dir)?;
         let mut tables = BTreeMap::new();
+        let mut quarantined = 0;
         for table in Table::ALL {
-            let files = layout::scan_table(&config.data_dir, table, true)?;
+            let mut files = layout::scan_table(&config.data_dir, table, true)?;
+            // Found now, not by a user's query later.
+            let unreadable = take_unreadable(&mut files);
+            for (file, reason) in &unreadable {
+                quarantine::quarantine(&config.data_dir, &file.path, reason)?;
+            }
+            quarantined += unreadable.len();
             tables.insert(
                 table,
                 TableState {
@@ -233,6 +244,7 @@ impl ParquetStore {
             recovery,
             readers: Mutex::default(),
             retired: Mutex::default(),
+            quarantined: AtomicUsize::new(quarantined),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -275,6 +287,7 @@ impl ParquetStore {
                 recovery: Recovery::default(),
                 readers: Mutex::default(),
                 retired: Mutex::default(),
+                quarantined: AtomicUsize::new(0),
             }),
         })
     }
@@ -377,6 +390,11 @@ impl ParquetStore {
             let replaced = compact::replaced_files(self.data_dir())?;
             let mut files = layout::scan_table(self.data_dir(), table, false)?;
             files.retain(|f| !replaced.contains(&f.path));
+            // A reader leaves the directory as it is (a server may own it): it skips
+            // what it cannot read.
+            for (file, reason) in take_unreadable(&mut files) {
+                tracing::warn!(file = %file.path.display(), reason, "skipping an unreadable Parquet file");
+            }
             return Ok(Snapshot {
                 files,
                 batches: Vec::new(),
@@ -389,6 +407,39 @@ impl ParquetStore {
             files: state.files.clone(),
             batches,
         })
+    }
+
+    /// Checks the footer of every file of the history and moves those that cannot be
+    /// read to `_quarantine/`, out of every later snapshot. Called when a query meets
+    /// a Parquet error; returns the files moved.
+    pub fn quarantine_unreadable(&self) -> Result<Vec<PathBuf>> {
+        if self.inner.read_only {
+            return Ok(Vec::new());
+        }
+        let mut moved = Vec::new();
+        for table in Table::ALL {
+            let files = self.state(table).files.clone();
+            let unreadable: Vec<(PathBuf, String)> = files
+                .iter()
+                .filter_map(|f| quarantine::unreadable(&f.path).map(|r| (f.path.clone(), r)))
+                .collect();
+            if unreadable.is_empty() {
+                continue;
+            }
+            self.state(table)
+                .files
+                .retain(|f| !unreadable.iter().any(|(path, _)| *path == f.path));
+            for (path, reason) in unreadable {
+                moved.push(quarantine::quarantine(self.data_dir(), &path, &reason)?);
+                self.inner.quarantined.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Files moved to `_quarantine/` since the store opened.
+    pub fn quarantined_files(&self) -> usize {
+        self.inner.quarantined.load(Ordering::Relaxed)
     }
 
     /// Rows accepted but not yet in a Parquet file.
@@ -648,6 +699,19 @@ impl ParquetStore {
 /// elsewhere cannot leave it half-done: a poisoned lock is still consistent.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Takes the files whose footer does not parse out of `files`, with the reason.
+fn take_unreadable(files: &mut Vec<StoredFile>) -> Vec<(StoredFile, String)> {
+    let mut unreadable = Vec::new();
+    files.retain(|f| match quarantine::unreadable(&f.path) {
+        Some(reason) => {
+            unreadable.push((f.clone(), reason));
+            false
+        }
+        None => true,
+    });
+    unreadable
 }
 
 fn lock_state(inner: &Inner, table: Table) -> MutexGuard<'_, TableState> {

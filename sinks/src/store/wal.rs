@@ -16,6 +16,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::ipc::reader::StreamReader;
@@ -179,6 +180,10 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(Error::io(dir))
 }
 
+/// How often a run of failing writes (a full disk) is logged: once per interval with
+/// a count, not once per request.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// The segment being appended to.
 pub(crate) struct Wal {
     dir: PathBuf,
@@ -186,9 +191,54 @@ pub(crate) struct Wal {
     file: BufWriter<File>,
     /// Bytes written since the last sync.
     unsynced: bool,
+    /// The segment's length up to its last complete, answered record: what a failed
+    /// write is cut back to.
+    committed_len: u64,
+    /// Bytes handed to `file` since `committed_len` was last moved on.
+    pending_len: u64,
     /// A write or sync failed: the segment may end in a torn record, after which a
-    /// reader cannot find the next one, so nothing more may be appended to it.
+    /// reader cannot find the next one, so it is cut back before the next append.
     torn: bool,
+    failures: FailureLog,
+}
+
+/// Counts failing writes and logs them at most once per [`FAILURE_LOG_INTERVAL`].
+#[derive(Default)]
+struct FailureLog {
+    /// Failures since the last success.
+    failing: u64,
+    /// Failures not yet logged, and when the last line was written.
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl FailureLog {
+    fn failed(&mut self, error: &Error) {
+        self.failing += 1;
+        self.unlogged += 1;
+        if self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= FAILURE_LOG_INTERVAL)
+        {
+            tracing::warn!(
+                error = %error,
+                failures = self.unlogged,
+                "write-ahead log writes are failing; requests are refused until they succeed"
+            );
+            self.unlogged = 0;
+            self.logged_at = Some(Instant::now());
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if self.failing > 0 {
+            tracing::info!(
+                failures = self.failing,
+                "write-ahead log writes succeed again"
+            );
+            *self = FailureLog::default();
+        }
+    }
 }
 
 impl Wal {
@@ -206,7 +256,10 @@ impl Wal {
             segment,
             file: BufWriter::with_capacity(1 << 20, file),
             unsynced: false,
+            committed_len: 0,
+            pending_len: 0,
             torn: false,
+            failures: FailureLog::default(),
         })
     }
 
@@ -219,23 +272,40 @@ impl Wal {
         self.dir.join(segment_name(self.segment))
     }
 
-    /// Appends a record. After a failed write or sync the record starts a new
-    /// segment ([`Wal::abandon`]); if even that fails, the write fails.
+    /// Appends a record. After a failed write or sync the segment is first cut back to
+    /// its last answered record ([`Wal::repair`]); if that fails, the write fails.
     pub(crate) fn write(&mut self, record: &[u8]) -> Result<()> {
         if self.torn {
-            self.abandon()?;
+            self.repair().inspect_err(|e| self.failures.failed(e))?;
         }
         self.unsynced = true;
+        self.pending_len += record.len() as u64;
         let written = self.file.write_all(record).map_err(Error::io(self.path()));
-        self.torn |= written.is_err();
+        if let Err(e) = &written {
+            self.torn = true;
+            self.failures.failed(e);
+        }
         written
     }
 
     /// Hands buffered bytes to the OS, and with `durable` waits until they are on disk.
+    /// On success every record written so far is committed: a later failure never
+    /// cuts it away.
     pub(crate) fn sync(&mut self, durable: bool) -> Result<()> {
-        let synced = self.sync_inner(durable);
-        self.torn |= synced.is_err();
-        synced
+        match self.sync_inner(durable) {
+            Ok(()) => {
+                if !self.torn {
+                    self.committed_len += std::mem::take(&mut self.pending_len);
+                    self.failures.succeeded();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.torn = true;
+                self.failures.failed(&e);
+                Err(e)
+            }
+        }
     }
 
     fn sync_inner(&mut self, durable: bool) -> Result<()> {
@@ -250,30 +320,64 @@ impl Wal {
         Ok(())
     }
 
-    /// Leaves a segment whose write or sync failed: what it holds up to the tear is
-    /// replayed on recovery; its unwritten bytes (records not acknowledged) are dropped,
-    /// and appending goes on in a new segment.
-    pub(crate) fn abandon(&mut self) -> Result<()> {
+    /// After a failed write or sync: drops the unwritten bytes and cuts the segment
+    /// back to its last committed record, so appending goes on in the same segment
+    /// (a full disk that refuses writes for a minute leaves one segment, not one per
+    /// request). The records cut away were never acknowledged. If the cut fails, the
+    /// segment is left as it is (recovery reads it up to the tear) and appending goes
+    /// on in a new one.
+    fn repair(&mut self) -> Result<()> {
+        let path = self.path();
+        let cut = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|file| {
+                file.set_len(self.committed_len)?;
+                file.sync_data()?;
+                Ok(file)
+            })
+            .map_err(Error::io(&path));
+        match cut {
+            Ok(file) => {
+                let old =
+                    std::mem::replace(&mut self.file, BufWriter::with_capacity(1 << 20, file));
+                // Not `drop`, which would try to flush the unwritten bytes again.
+                let (_file, _unwritten) = old.into_parts();
+                self.pending_len = 0;
+                self.unsynced = false;
+                self.torn = false;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot cut the write-ahead log segment back; starting a new one");
+                self.abandon()
+            }
+        }
+    }
+
+    /// Leaves a segment whose write or sync failed and could not be cut back: what it
+    /// holds up to the tear is replayed on recovery; appending goes on in a new segment.
+    fn abandon(&mut self) -> Result<()> {
         let next = Wal::create(&self.dir, self.segment + 1)?;
+        let failures = std::mem::take(&mut self.failures);
         let old = std::mem::replace(self, next);
+        self.failures = failures;
         // Not `drop`, which would try to flush the unwritten bytes after the tear.
         let (_file, _unwritten) = old.file.into_parts();
-        tracing::warn!(
-            segment = self.segment,
-            "write-ahead log write failed; continuing in a new segment"
-        );
         Ok(())
     }
 
     /// Seals this segment and opens the next; returns the sealed segment's number.
     pub(crate) fn rotate(&mut self, durable: bool) -> Result<u64> {
         if self.torn {
-            // Nothing in it is waiting for a sync; the next segment is the new one.
-            self.abandon()?;
+            // What a failed write left goes before the segment is sealed.
+            self.repair()?;
         }
         self.sync(durable)?;
         let sealed = self.segment;
+        let failures = std::mem::take(&mut self.failures);
         *self = Wal::create(&self.dir, sealed + 1)?;
+        self.failures = failures;
         Ok(sealed)
     }
 }
@@ -363,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn after_a_failed_write_appending_goes_on_in_a_new_segment() {
+    fn after_a_failed_write_the_segment_is_cut_back_and_appending_goes_on_in_it() {
         let dir = tempfile::tempdir().unwrap();
         let records: Vec<_> = (0..3)
             .map(|i| encode_record(Table::Spans, &batch(i)).unwrap())
@@ -378,17 +482,47 @@ mod tests {
         wal.file.flush().unwrap();
         wal.torn = true;
         // The next record is not written behind the tear, where a reader cannot find
-        // it, but at the start of the next segment.
+        // it: the tear is cut away first, in the same segment.
         wal.write(&records[2]).unwrap();
         wal.sync(true).unwrap();
-        assert_eq!(wal.segment(), 2);
+        assert_eq!(wal.segment(), 1);
         let segments = list_segments(dir.path()).unwrap();
-        assert_eq!(segments.len(), 2);
-        let (first, damage) = read_segment(&segments[0].1).unwrap();
-        assert_eq!(values(&first), vec![0]);
-        assert!(damage.torn_tail);
-        let (second, damage) = read_segment(&segments[1].1).unwrap();
-        assert_eq!(values(&second), vec![2]);
+        assert_eq!(segments.len(), 1);
+        let (read, damage) = read_segment(&segments[0].1).unwrap();
+        assert_eq!(values(&read), vec![0, 2]);
+        assert_eq!(damage, Damage::default());
+    }
+
+    #[test]
+    fn writes_that_keep_failing_stay_in_one_segment_and_lose_no_committed_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<_> = (0..3)
+            .map(|i| encode_record(Table::Logs, &batch(i)).unwrap())
+            .collect();
+        let mut wal = Wal::create(dir.path(), 1).unwrap();
+        wal.write(&records[0]).unwrap();
+        wal.sync(true).unwrap();
+        let path = wal.path();
+        for _ in 0..50 {
+            // What `write` does first after a failure.
+            if wal.torn {
+                wal.repair().unwrap();
+            }
+            // The disk is full: the handle refuses what reaches it.
+            let refusing = File::open(&path).unwrap();
+            let _ = std::mem::replace(&mut wal.file, BufWriter::new(refusing)).into_parts();
+            wal.write(&records[1]).unwrap();
+            assert!(wal.sync(true).is_err());
+            assert!(wal.torn);
+        }
+        assert_eq!(wal.failures.failing, 50);
+        wal.write(&records[2]).unwrap();
+        wal.sync(true).unwrap();
+        assert_eq!(wal.failures.failing, 0);
+        let segments = list_segments(dir.path()).unwrap();
+        assert_eq!(segments.len(), 1, "one segment however many writes failed");
+        let (read, damage) = read_segment(&segments[0].1).unwrap();
+        assert_eq!(values(&read), vec![0, 2]);
         assert_eq!(damage, Damage::default());
     }
 

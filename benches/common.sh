@@ -1,0 +1,40 @@
+# What the end-to-end benchmarks share: the release build, and starting and stopping a
+# server on ports 14317/14318/18080. Sourced by e2e.sh and isolation.sh.
+
+release_dir="${RELEASE_TARGET_DIR:-$HOME/.cache/swarmscope-release}"
+api=http://127.0.0.1:18080
+
+# One release build for the server and the load generator (the same feature set as
+# `cargo bench`, so it does not rebuild DataFusion); SWARMSCOPE_BIN skips it for the server.
+CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bin swarmscope --bench hotpaths --bench loadgen -q
+server="${SWARMSCOPE_BIN:-$release_dir/release/swarmscope}"
+loadgen=$(ls -t "$release_dir"/release/deps/loadgen-* | grep -v '\.d$' | head -1)
+ticks=$(getconf CLK_TCK)
+
+# start_server DATA_DIR WAL_FSYNC [EXTRA_STORAGE_TOML]: sets $pid and $work.
+start_server() {
+  cat > "$work/config.toml" <<EOF
+[receivers.otlp]
+grpc_address = "127.0.0.1:14317"
+http_address = "127.0.0.1:14318"
+[api]
+address = "127.0.0.1:18080"
+[storage]
+data_dir = "$1"
+wal_fsync = "$2"
+retention_hours = 1000000
+$3
+EOF
+  RUST_LOG=warn "$server" serve --config "$work/config.toml" >> "$work/out.log" 2>&1 &
+  pid=$!
+  until curl -sf "$api/readyz" > /dev/null; do
+    kill -0 "$pid" 2> /dev/null || { cat "$work/out.log"; exit 1; }
+    sleep 0.1
+  done
+}
+
+stop_server() {
+  kill -TERM "$pid"
+  wait "$pid" || true
+}
+
