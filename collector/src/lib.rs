@@ -17,6 +17,7 @@ pub mod net;
 pub mod pipeline;
 pub mod receivers;
 pub mod service;
+pub mod telemetry;
 
 pub use config::Config;
 pub use error::Error;

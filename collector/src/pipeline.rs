@@ -1,16 +1,36 @@
-//! The pipeline: decoded OTLP in, Arrow batches to the store.
+//! The pipeline: decoded OTLP in; the store, the processors and the sinks out.
 //!
-//! Receivers call [`Pipeline::export`] and answer their client by its result: `Ok` means
-//! the valid records are durable (in the store's write-ahead log) and carries the
-//! partial-success count of the invalid ones; `Overloaded` means retry shortly.
+//! ```text
+//!  receiver ─> admission (MemoryLimiter) ─> decode ─> convert (OTLP → Arrow)
+//!     ─> retention filter ─> Processor::derive (each processor)
+//!     ─> ParquetStore::append_all (source + derived rows, one log record)  = the ack
+//!     ─> Processor::observe (each observing processor: own thread, bounded queue)
+//!     ─> Sink queues (each sink: own disk queue and task)
+//! ```
+//!
+//! Receivers call [`Pipeline::export`] and answer their client by its result: `Ok`
+//! means the valid records and every row derived from them are durable (in the store's
+//! write-ahead log) and carries the partial-success count of the records not kept;
+//! `Overloaded` means retry shortly. What follows the acknowledgement never waits: an
+//! observer whose queue is full, or a sink whose disk queue is at its cap, sheds the
+//! batch and counts it.
+
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use swarmscope_processors::convert::{self, Converted};
 use swarmscope_processors::otlp_proto;
+use swarmscope_processors::processor::{Processor, TableBatch};
 use swarmscope_processors::schema::Table;
+use swarmscope_sinks::memory::MemoryLimiter;
+use swarmscope_sinks::sink::SinkHandle;
 use swarmscope_sinks::store::ParquetStore;
+
+use crate::telemetry::{PipelineMetrics, Transport};
 
 /// One decoded export request of any signal.
 pub enum ExportRequest {
@@ -73,44 +93,149 @@ pub enum PipelineError {
     /// The store could not take the batch; the client should retry.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
-    /// A bug in conversion; nothing was stored.
+    /// A bug in conversion or in a processor; nothing was stored.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
+/// A processor that observes, with the bounded queue to its thread.
+struct Observer {
+    name: &'static str,
+    queue: SyncSender<TableBatch>,
+}
+
+struct Inner {
+    store: ParquetStore,
+    memory: MemoryLimiter,
+    processors: Vec<Arc<dyn Processor>>,
+    observers: Vec<Observer>,
+    sinks: Vec<SinkHandle>,
+    metrics: PipelineMetrics,
+}
+
+/// Receivers → store, processors and sinks. Cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+/// Batches an observing processor may have waiting before new ones are shed.
+pub const OBSERVER_QUEUE_BATCHES: usize = 256;
+
+/// Assembles a [`Pipeline`].
+pub struct PipelineBuilder {
     store: ParquetStore,
+    metrics: PipelineMetrics,
+    processors: Vec<Arc<dyn Processor>>,
+    sinks: Vec<SinkHandle>,
+}
+
+impl PipelineBuilder {
+    pub fn processor(mut self, processor: Arc<dyn Processor>) -> Self {
+        self.processors.push(processor);
+        self
+    }
+
+    pub fn sink(mut self, sink: SinkHandle) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Starts a thread per observing processor and returns the pipeline.
+    pub fn build(self) -> std::io::Result<Pipeline> {
+        let memory = self.store.memory().clone();
+        let mut observers = Vec::new();
+        for processor in self.processors.iter().filter(|p| p.observes()) {
+            let (queue, batches) = sync_channel::<TableBatch>(OBSERVER_QUEUE_BATCHES);
+            let name = processor.name();
+            let processor = Arc::clone(processor);
+            let memory = memory.clone();
+            let depth = self
+                .metrics
+                .processor_queue
+                .with_label_values(&[processor.name()]);
+            std::thread::Builder::new()
+                .name(format!("swarmscope-{name}"))
+                .spawn(move || {
+                    // Ends when the pipeline (every sender) is gone.
+                    for batch in batches {
+                        depth.dec();
+                        memory.release(batch.batch.get_array_memory_size());
+                        processor.observe(&batch);
+                    }
+                })?;
+            observers.push(Observer { name, queue });
+        }
+        Ok(Pipeline {
+            inner: Arc::new(Inner {
+                store: self.store,
+                memory,
+                processors: self.processors,
+                observers,
+                sinks: self.sinks,
+                metrics: self.metrics,
+            }),
+        })
+    }
 }
 
 impl Pipeline {
+    /// A pipeline to `store` alone: no processors, no sinks.
     pub fn new(store: ParquetStore) -> Pipeline {
-        Pipeline { store }
+        Pipeline::builder(store, PipelineMetrics::unregistered())
+            .build()
+            .unwrap_or_else(|e| unreachable!("no observer threads to start: {e}"))
+    }
+
+    pub fn builder(store: ParquetStore, metrics: PipelineMetrics) -> PipelineBuilder {
+        PipelineBuilder {
+            store,
+            metrics,
+            processors: Vec::new(),
+            sinks: Vec::new(),
+        }
     }
 
     pub fn store(&self) -> &ParquetStore {
-        &self.store
+        &self.inner.store
     }
 
-    /// Asked before a request is read and decoded: `Err(Overloaded)` while the store's
-    /// memory budget has no room for another request ([`ParquetStore::admission`]).
-    pub fn admission(&self) -> Result<(), PipelineError> {
-        self.store.admission().map_err(store_error)
+    pub fn sinks(&self) -> &[SinkHandle] {
+        &self.inner.sinks
     }
 
-    pub async fn export(&self, request: ExportRequest) -> Result<ExportOutcome, PipelineError> {
+    /// Asked before a request is read and decoded: `Err(Overloaded)` while the memory
+    /// budget has no room for another request like the last one.
+    pub fn admission(&self, transport: Transport) -> Result<(), PipelineError> {
+        self.inner.memory.admission().map_err(|e| {
+            self.inner
+                .metrics
+                .refused_request(transport, "memory_limit")
+                .inc();
+            PipelineError::Overloaded(e.to_string())
+        })
+    }
+
+    pub async fn export(
+        &self,
+        request: ExportRequest,
+        transport: Transport,
+    ) -> Result<ExportOutcome, PipelineError> {
+        let started = Instant::now();
+        let inner = &self.inner;
         // Each arm drops its request once converted, before the batch is stored.
         let (table, converted) = match request {
-            ExportRequest::Traces(r) => (Table::Spans, convert::spans_from_otlp(&r)),
-            ExportRequest::Metrics(r) => (Table::Metrics, convert::metrics_from_otlp(&r)),
-            ExportRequest::Logs(r) => (Table::Logs, convert::logs_from_otlp(&r)),
-            ExportRequest::Spans(converted) => (Table::Spans, Ok(converted)),
+            ExportRequest::Traces(r) => (Table::SPANS, convert::spans_from_otlp(&r)),
+            ExportRequest::Metrics(r) => (Table::METRICS, convert::metrics_from_otlp(&r)),
+            ExportRequest::Logs(r) => (Table::LOGS, convert::logs_from_otlp(&r)),
+            ExportRequest::Spans(converted) => (Table::SPANS, Ok(converted)),
         };
         let Converted {
             batch,
             rejected,
             error_message,
         } = converted.map_err(|e| PipelineError::Internal(e.to_string()))?;
+        let records = inner.metrics.records(table, transport);
         if rejected > 0 {
             tracing::warn!(
                 table = table.name(),
@@ -118,20 +243,108 @@ impl Pipeline {
                 reason = error_message.as_deref().unwrap_or(""),
                 "invalid records rejected"
             );
+            records.refused("invalid").inc_by(rejected as u64);
         }
-        let accepted = batch.num_rows();
-        self.store.append(table, batch).await.map_err(store_error)?;
-        Ok(ExportOutcome {
-            accepted,
+        let mut outcome = ExportOutcome {
+            accepted: 0,
             rejected,
             error_message,
-        })
+        };
+
+        // What retention would delete at once is never acknowledged.
+        let (batch, expired) = inner
+            .store
+            .without_expired(table, batch, SystemTime::now())
+            .map_err(|e| PipelineError::Internal(e.to_string()))?;
+        if expired > 0 {
+            records.refused("retention").inc_by(expired as u64);
+            outcome.rejected += expired as i64;
+            outcome.warn(Some(format!(
+                "{expired} {} older than retention_hours = {} were not stored",
+                records.noun,
+                inner.store.config().retention_hours
+            )));
+        }
+        if batch.num_rows() == 0 {
+            return Ok(outcome);
+        }
+
+        let source = TableBatch::new(table, batch);
+        let mut batches = vec![source.clone()];
+        for processor in &inner.processors {
+            let derived = processor.derive(&source).map_err(|e| {
+                PipelineError::Internal(format!("processor {}: {e}", processor.name()))
+            })?;
+            batches.extend(derived.into_iter().filter(|b| b.batch.num_rows() > 0));
+        }
+        let accepted = source.batch.num_rows();
+        let stored = inner
+            .store
+            .append_all(batches.iter().map(|b| (b.table, b.batch.clone())).collect())
+            .await;
+        if let Err(e) = stored {
+            let (reason, error) = match e {
+                swarmscope_sinks::Error::Backpressure { .. } => {
+                    ("memory_limit", PipelineError::Overloaded(e.to_string()))
+                }
+                e => ("unavailable", PipelineError::Unavailable(e.to_string())),
+            };
+            records.refused(reason).inc_by(accepted as u64);
+            return Err(error);
+        }
+        records.accepted.inc_by(accepted as u64);
+        outcome.accepted = accepted;
+        inner
+            .metrics
+            .request_duration
+            .with_label_values(&[transport.label(), records.signal])
+            .observe(started.elapsed().as_secs_f64());
+
+        // Acknowledged: from here on nothing waits and nothing fails the request.
+        if !inner.sinks.is_empty() {
+            let entries: Vec<_> = batches.iter().map(|b| (b.table, &b.batch)).collect();
+            for sink in &inner.sinks {
+                sink.offer(&entries);
+            }
+        }
+        for observer in &inner.observers {
+            for batch in &batches {
+                self.offer(observer, batch.clone());
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Queues `batch` for an observer, or sheds it (counted) when its queue or the
+    /// memory budget is full.
+    fn offer(&self, observer: &Observer, batch: TableBatch) {
+        let metrics = &self.inner.metrics;
+        let size = batch.batch.get_array_memory_size();
+        let shed = |reason: &str| {
+            metrics
+                .processor_dropped
+                .with_label_values(&[observer.name, reason])
+                .inc();
+        };
+        if self.inner.memory.try_charge(size).is_err() {
+            return shed("memory_limit");
+        }
+        match observer.queue.try_send(batch) {
+            Ok(()) => metrics
+                .processor_queue
+                .with_label_values(&[observer.name])
+                .inc(),
+            Err(TrySendError::Full(_)) => {
+                self.inner.memory.release(size);
+                shed("queue_full");
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.inner.memory.release(size);
+                shed("stopped");
+            }
+        }
     }
 }
 
-fn store_error(e: swarmscope_sinks::Error) -> PipelineError {
-    match e {
-        swarmscope_sinks::Error::Backpressure { .. } => PipelineError::Overloaded(e.to_string()),
-        e => PipelineError::Unavailable(e.to_string()),
-    }
-}
+#[cfg(test)]
+mod tests;

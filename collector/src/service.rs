@@ -17,6 +17,7 @@ use crate::api::{self, ApiState};
 use crate::config::{resolve, Config};
 use crate::pipeline::Pipeline;
 use crate::receivers::{grpc, http};
+use crate::telemetry::Telemetry;
 use crate::Error;
 
 /// How long shutdown waits for the API's open connections once queries are cancelled.
@@ -55,7 +56,11 @@ pub async fn run(
     config.validate()?;
     let store = ParquetStore::open(config.storage.clone())?;
     let engine = Arc::new(QueryEngine::new(store.clone(), config.query.clone())?);
-    let pipeline = Pipeline::new(store.clone());
+    let (telemetry, metrics) =
+        Telemetry::new(&store, &engine).map_err(|e| Error::Server("metrics", e.to_string()))?;
+    let pipeline = Pipeline::builder(store.clone(), metrics)
+        .build()
+        .map_err(|e| Error::Server("pipeline", e.to_string()))?;
     let otlp = &config.receivers.otlp;
     let (grpc_listening, http_listening) = otlp.listening()?;
     let api_listening = config.api.listening()?;
@@ -98,6 +103,8 @@ pub async fn run(
         tokio::spawn(http_listening.serve_http(http_listener, http_app, stopped(receivers_rx)));
     let api_app = api::router(ApiState {
         engine: Arc::clone(&engine),
+        pipeline: pipeline.clone(),
+        telemetry: Arc::new(telemetry),
         ready: Arc::clone(&ready),
         auth_token: config.api.auth_token.clone(),
     });

@@ -23,6 +23,7 @@ pub mod convert;
 mod error;
 pub mod otlp_json;
 pub mod otlp_proto;
+pub mod processor;
 pub mod schema;
 
 pub use error::{Error, Result};

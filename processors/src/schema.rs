@@ -9,45 +9,119 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
-/// The tables swarmscope stores, in the order `GET /api/v1/tables` lists them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Table {
-    Spans,
-    Metrics,
-    Logs,
+/// How a table is declared: all the store, the write-ahead log and the query engine
+/// need to know of it. A table is one `Table` constant built from one of these (the
+/// derived tables each in a file of their own), listed in [`Table::ALL`].
+pub struct TableDef {
+    /// The SQL name of the table, which is also its directory under the data dir.
+    pub name: &'static str,
+    /// The table's id in the write-ahead log and the sinks' queues: unique, and never
+    /// reused for another table once records carry it.
+    pub code: u8,
+    /// The column whose value places a row in its `date=/hour=` partition and that
+    /// time predicates prune on.
+    pub time_column: &'static str,
+    /// Where a row's partition time comes from when `time_column` is null.
+    pub fallback_time_column: Option<&'static str>,
+    pub schema: fn() -> SchemaRef,
 }
 
-impl Table {
-    pub const ALL: [Table; 3] = [Table::Spans, Table::Metrics, Table::Logs];
+/// One of the tables swarmscope stores. Cheap to copy; equal by [`TableDef::code`].
+#[derive(Clone, Copy)]
+pub struct Table(&'static TableDef);
 
-    /// The SQL name of the table, which is also its directory under the data dir.
+impl Table {
+    pub const SPANS: Table = Table(&TableDef {
+        name: "spans",
+        code: 1,
+        time_column: "start_time",
+        fallback_time_column: None,
+        schema: || SPANS.clone(),
+    });
+    pub const METRICS: Table = Table(&TableDef {
+        name: "metrics",
+        code: 2,
+        time_column: "time",
+        fallback_time_column: None,
+        schema: || METRICS.clone(),
+    });
+    pub const LOGS: Table = Table(&TableDef {
+        name: "logs",
+        code: 3,
+        time_column: "time",
+        fallback_time_column: Some("observed_time"),
+        schema: || LOGS.clone(),
+    });
+
+    /// Every table, in the order `GET /api/v1/tables` lists them.
+    pub const ALL: &'static [Table] = &[Table::SPANS, Table::METRICS, Table::LOGS];
+
+    /// The table `def` declares (for a derived table's constant).
+    pub const fn declare(def: &'static TableDef) -> Table {
+        Table(def)
+    }
+
     pub fn name(self) -> &'static str {
-        match self {
-            Table::Spans => "spans",
-            Table::Metrics => "metrics",
-            Table::Logs => "logs",
-        }
+        self.0.name
+    }
+
+    pub fn code(self) -> u8 {
+        self.0.code
     }
 
     pub fn from_name(name: &str) -> Option<Table> {
-        Table::ALL.into_iter().find(|t| t.name() == name)
+        Table::ALL.iter().copied().find(|t| t.name() == name)
+    }
+
+    pub fn from_code(code: u8) -> Option<Table> {
+        Table::ALL.iter().copied().find(|t| t.code() == code)
     }
 
     pub fn schema(self) -> SchemaRef {
-        match self {
-            Table::Spans => SPANS.clone(),
-            Table::Metrics => METRICS.clone(),
-            Table::Logs => LOGS.clone(),
-        }
+        (self.0.schema)()
     }
 
     /// The column whose value places a row in its `date=/hour=` partition and that
     /// time predicates prune on.
     pub fn time_column(self) -> &'static str {
-        match self {
-            Table::Spans => "start_time",
-            Table::Metrics | Table::Logs => "time",
-        }
+        self.0.time_column
+    }
+
+    /// Where a row's partition time comes from when its time column is null.
+    pub fn fallback_time_column(self) -> Option<&'static str> {
+        self.0.fallback_time_column
+    }
+}
+
+impl PartialEq for Table {
+    fn eq(&self, other: &Table) -> bool {
+        self.code() == other.code()
+    }
+}
+
+impl Eq for Table {}
+
+impl std::hash::Hash for Table {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.code().hash(state);
+    }
+}
+
+impl PartialOrd for Table {
+    fn partial_cmp(&self, other: &Table) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Table {
+    fn cmp(&self, other: &Table) -> std::cmp::Ordering {
+        self.code().cmp(&other.code())
+    }
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -214,3 +288,34 @@ static LOGS: LazyLock<SchemaRef> = LazyLock::new(|| {
     fields.extend(origin_fields());
     Arc::new(Schema::new(fields))
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_has_a_unique_name_and_code_and_its_time_column() {
+        for (i, a) in Table::ALL.iter().enumerate() {
+            for b in &Table::ALL[i + 1..] {
+                assert_ne!(a.name(), b.name());
+                assert_ne!(a.code(), b.code());
+            }
+            assert_eq!(Table::from_code(a.code()), Some(*a));
+            assert_eq!(Table::from_name(a.name()), Some(*a));
+            let schema = a.schema();
+            for column in [Some(a.time_column()), a.fallback_time_column()]
+                .into_iter()
+                .flatten()
+            {
+                assert_eq!(
+                    schema
+                        .field_with_name(column)
+                        .map(|f| f.data_type().clone())
+                        .ok(),
+                    Some(timestamp_type()),
+                    "{a:?}.{column}"
+                );
+            }
+        }
+    }
+}

@@ -61,6 +61,45 @@ pub struct QueryEngine {
     slots: Arc<Semaphore>,
     /// `true` once [`QueryEngine::close`] was called.
     closing: watch::Sender<bool>,
+    metrics: QueryMetrics,
+}
+
+/// Queries answered, by outcome, and how long they took.
+#[derive(Clone)]
+pub struct QueryMetrics {
+    pub queries: prometheus::IntCounterVec,
+    pub duration: prometheus::Histogram,
+}
+
+impl QueryMetrics {
+    fn new() -> QueryMetrics {
+        QueryMetrics {
+            queries: prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "swarmscope_queries_total",
+                    "SQL queries, by outcome (ok, invalid, refused, timeout, busy, error).",
+                ),
+                &["outcome"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            duration: prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "swarmscope_query_duration_seconds",
+                    "How long a SQL query took, its wait for a turn included.",
+                )
+                .buckets(prometheus::exponential_buckets(0.001, 2.0, 17).unwrap_or_default()),
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+        }
+    }
+
+    /// Everything to register with a registry.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.queries.clone()),
+            Box::new(self.duration.clone()),
+        ]
+    }
 }
 
 impl QueryEngine {
@@ -84,7 +123,7 @@ impl QueryEngine {
             .with_physical_optimizer_rule(Arc::new(GroupCountRule))
             .build();
         let ctx = SessionContext::new_with_state(state);
-        for table in Table::ALL {
+        for &table in Table::ALL {
             ctx.register_table(
                 table.name(),
                 Arc::new(StoreTable::new(store.clone(), table)),
@@ -105,6 +144,7 @@ impl QueryEngine {
             options,
             executor,
             closing: watch::Sender::new(false),
+            metrics: QueryMetrics::new(),
         })
     }
 
@@ -118,7 +158,7 @@ impl QueryEngine {
     /// The stored tables and their schemas.
     pub fn tables(&self) -> Vec<TableInfo> {
         Table::ALL
-            .into_iter()
+            .iter()
             .map(|t| TableInfo {
                 name: t.name(),
                 schema: t.schema(),
@@ -129,6 +169,29 @@ impl QueryEngine {
     /// Runs one read-only statement on the query threads: waits for a turn, then for
     /// the answer, under `query.timeout_ms`. Dropping the future cancels the query.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        let started = std::time::Instant::now();
+        let result = self.run_sql(sql).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Error::Invalid(_)) => "invalid",
+            Err(Error::Refused(_)) => "refused",
+            Err(Error::Timeout(_)) => "timeout",
+            Err(Error::Busy { .. }) => "busy",
+            Err(_) => "error",
+        };
+        self.metrics.queries.with_label_values(&[outcome]).inc();
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The query engine's metrics, to register with the registry `/metrics` serves.
+    pub fn metrics(&self) -> &QueryMetrics {
+        &self.metrics
+    }
+
+    async fn run_sql(&self, sql: &str) -> Result<QueryResult> {
         let mut closing = self.closing.subscribe();
         let _slot = self.slot().await?;
         let query = self.executor.spawn(run(

@@ -28,6 +28,6 @@ pub mod group_count;
 pub mod table;
 
 pub use config::{default_threads, QueryConfig};
-pub use engine::{QueryEngine, QueryResult, TableInfo};
+pub use engine::{QueryEngine, QueryMetrics, QueryResult, TableInfo};
 pub use error::{Error, Result};
 pub use executor::{QueryExecutor, QueryTask};

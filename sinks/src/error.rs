@@ -23,6 +23,10 @@ pub enum Error {
     Backpressure { buffered: usize, limit: usize },
     #[error("write-ahead log: {0}")]
     Wal(String),
+    /// A task of the store (flush, compaction, the log writer) failed outside its own
+    /// error handling: it panicked or could not start.
+    #[error("{task} task failed: {message}")]
+    Task { task: &'static str, message: String },
     /// The store is shutting down or its log writer stopped.
     #[error("the store is closed")]
     Closed,

@@ -1,10 +1,16 @@
 //! swarmscope's sinks: where batches go once they are converted.
 //!
-//! Today that is the [`store::ParquetStore`], the history every query reads. The
-//! exporters (Jaeger, Prometheus, Elasticsearch, webhooks) join it here, each with its
-//! own queue.
+//! First the [`store::ParquetStore`], the history every query reads, which takes every
+//! batch synchronously: its acknowledgement is the client's. Then every [`sink::Sink`]
+//! (Jaeger, Prometheus remote write, Elasticsearch, webhooks), each behind a
+//! [`queue::DiskQueue`] of its own, so a slow or dead one harms nothing else. The
+//! [`memory::MemoryLimiter`] is the budget they all charge what they hold to.
 
 mod error;
+mod frame;
+pub mod memory;
+pub mod queue;
+pub mod sink;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -1,6 +1,8 @@
 //! The admin and query API (SPEC §9), on 127.0.0.1:8080 by default.
 //!
 //! - `GET /healthz`: the process is up. `GET /readyz`: it accepts data.
+//! - `GET /metrics`: the collector's own metrics, Prometheus text format
+//!   ([`crate::telemetry`]).
 //! - `POST /api/v1/query` with `{"sql": "..."}`: JSON by default, CSV for
 //!   `Accept: text/csv`, Arrow IPC for `Accept: application/vnd.apache.arrow.stream`.
 //! - `GET /api/v1/tables`: every table with its columns.
@@ -25,10 +27,15 @@ use serde::Deserialize;
 use serde_json::json;
 use swarmscope_queries::{encode, QueryEngine};
 
+use crate::pipeline::Pipeline;
+use crate::telemetry::Telemetry;
+
 /// Shared state of the API handlers.
 #[derive(Clone)]
 pub struct ApiState {
     pub engine: Arc<QueryEngine>,
+    pub pipeline: Pipeline,
+    pub telemetry: Arc<Telemetry>,
     pub ready: Arc<AtomicBool>,
     pub auth_token: Option<String>,
 }
@@ -41,6 +48,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(api)
         .with_state(state)
 }
@@ -68,6 +76,11 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         }
     }
     next.run(request).await
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let text = state.telemetry.render(&state.pipeline);
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response()
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {

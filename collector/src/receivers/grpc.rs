@@ -29,6 +29,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::pipeline::{ExportOutcome, ExportRequest, Pipeline, PipelineError};
+use crate::telemetry::Transport;
 
 /// How long a refused client is told to wait before retrying.
 pub(crate) const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -191,7 +192,7 @@ where
                 .into_http());
             }
             // Refused before the body is read and decoded.
-            if let Err(e) = this.pipeline.admission() {
+            if let Err(e) = this.pipeline.admission(Transport::Grpc) {
                 return Ok(to_status(e).into_http());
             }
             let mut grpc = tonic::server::Grpc::new(LenientCodec::<S>(PhantomData))
@@ -215,7 +216,10 @@ impl<S: Signal> UnaryService<(ExportRequest, Option<String>)> for Export<S> {
         let pipeline = self.0.pipeline.clone();
         Box::pin(async move {
             let (request, warning) = request.into_inner();
-            let mut outcome = pipeline.export(request).await.map_err(to_status)?;
+            let mut outcome = pipeline
+                .export(request, Transport::Grpc)
+                .await
+                .map_err(to_status)?;
             outcome.warn(warning);
             Ok(Response::new(S::response(outcome)))
         })

@@ -30,6 +30,7 @@ use serde_json::json;
 use swarmscope_processors::{otlp_json, otlp_proto};
 
 use crate::pipeline::{ExportOutcome, ExportRequest, Pipeline, PipelineError};
+use crate::telemetry::Transport;
 
 #[derive(Clone)]
 struct Receiver {
@@ -168,7 +169,7 @@ async fn handle(
     // Refused before the body is read and decoded.
     receiver
         .pipeline
-        .admission()
+        .admission(Transport::Http)
         .map_err(|e| pipeline_failure(encoding, e))?;
     let limit = receiver.max_request_bytes;
     let raw = read_body(body, limit, encoding).await?;
@@ -178,7 +179,7 @@ async fn handle(
     drop(bytes);
     let mut outcome = receiver
         .pipeline
-        .export(decoded)
+        .export(decoded, Transport::Http)
         .await
         .map_err(|e| pipeline_failure(encoding, e))?;
     outcome.warn(warning);

@@ -90,6 +90,8 @@ async fn a_full_store_refuses_requests_before_decoding_them() {
         data_dir: dir.path().to_owned(),
         // Smaller than one request: an empty buffer admits one, then the budget is full.
         max_buffered_bytes: 1,
+        // The span is from 2023; keep it.
+        retention_hours: 1_000_000,
         ..StorageConfig::default()
     })
     .expect("store");
@@ -108,7 +110,7 @@ async fn a_full_store_refuses_requests_before_decoding_them() {
         "INVALID_ARGUMENT"
     );
     assert_eq!(http_post(&pipeline, one_span()).await.0, StatusCode::OK);
-    assert_eq!(store.buffered_rows(Table::Spans), 1);
+    assert_eq!(store.buffered_rows(Table::SPANS), 1);
 
     // Full: the same garbage is now refused as overload, which it could only be if it
     // was never decoded; so is a valid request, and nothing more is buffered.
@@ -127,7 +129,7 @@ async fn a_full_store_refuses_requests_before_decoding_them() {
         Some("14"),
         "UNAVAILABLE"
     );
-    assert_eq!(store.buffered_rows(Table::Spans), 1);
+    assert_eq!(store.buffered_rows(Table::SPANS), 1);
 
     // A flush makes room again.
     store.flush().await.expect("flush");

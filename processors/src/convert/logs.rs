@@ -126,6 +126,6 @@ impl LogColumns {
             Arc::new(self.dropped_attributes.finish()),
         ];
         columns.extend(self.origin.finish());
-        tight_batch(Table::Logs.schema(), columns)
+        tight_batch(Table::LOGS.schema(), columns)
     }
 }

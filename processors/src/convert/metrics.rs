@@ -401,7 +401,7 @@ impl MetricColumns {
             Arc::new(self.flags.finish()),
         ];
         columns.extend(self.origin.finish());
-        tight_batch(Table::Metrics.schema(), columns)
+        tight_batch(Table::METRICS.schema(), columns)
     }
 }
 

@@ -649,7 +649,7 @@ proptest! {
     fn spans_round_trip(request in traces_request()) {
         let converted = spans_from_otlp(&request).unwrap();
         prop_assert_eq!(converted.rejected, 0);
-        check_batch_schema(&converted.batch, crate::schema::Table::Spans);
+        check_batch_schema(&converted.batch, crate::schema::Table::SPANS);
         let back = spans_to_otlp(&converted.batch).unwrap();
         prop_assert_eq!(flat_spans(&back, false), flat_spans(&request, true));
     }
@@ -658,7 +658,7 @@ proptest! {
     fn logs_round_trip(request in logs_request()) {
         let converted = logs_from_otlp(&request).unwrap();
         prop_assert_eq!(converted.rejected, 0);
-        check_batch_schema(&converted.batch, crate::schema::Table::Logs);
+        check_batch_schema(&converted.batch, crate::schema::Table::LOGS);
         let back = logs_to_otlp(&converted.batch).unwrap();
         prop_assert_eq!(flat_logs(&back, false), flat_logs(&request, true));
     }
@@ -667,7 +667,7 @@ proptest! {
     fn metrics_round_trip(request in metrics_request()) {
         let converted = metrics_from_otlp(&request).unwrap();
         prop_assert_eq!(converted.rejected, 0);
-        check_batch_schema(&converted.batch, crate::schema::Table::Metrics);
+        check_batch_schema(&converted.batch, crate::schema::Table::METRICS);
         let back = metrics_to_otlp(&converted.batch).unwrap();
         prop_assert_eq!(flat_metrics(&back), flat_metrics(&request));
     }
@@ -858,7 +858,7 @@ proptest! {
         prop_assert!(wire.is_some(), "a valid request stepped aside");
         let wire = wire.unwrap().unwrap();
         assert_same(&wire, &via_prost(&bytes).unwrap());
-        check_batch_schema(&wire.batch, crate::schema::Table::Spans);
+        check_batch_schema(&wire.batch, crate::schema::Table::SPANS);
     }
 
     /// On damaged bytes the wire path either steps aside or agrees with prost; it

@@ -222,7 +222,7 @@ impl SpanColumns {
             Arc::new(self.dropped_links.finish()),
         ];
         columns.extend(self.origin.finish());
-        tight_batch(Table::Spans.schema(), columns)
+        tight_batch(Table::SPANS.schema(), columns)
     }
 }
 

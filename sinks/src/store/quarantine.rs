@@ -9,9 +9,12 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use parquet::file::metadata::ParquetMetaDataReader;
+use swarmscope_processors::schema::Table;
 
+use super::{ParquetStore, StoredFile};
 use crate::{Error, Result};
 
 /// The folder under the data directory that quarantined files go to.
@@ -47,6 +50,51 @@ pub(crate) fn quarantine(data_dir: &Path, path: &Path, reason: &str) -> Result<P
         "unreadable Parquet file quarantined; its rows are no longer queried"
     );
     Ok(target)
+}
+
+/// Takes the files whose footer does not parse out of `files`, with the reason.
+pub(crate) fn take_unreadable(files: &mut Vec<StoredFile>) -> Vec<(StoredFile, String)> {
+    let mut out = Vec::new();
+    files.retain(|f| match unreadable(&f.path) {
+        Some(reason) => {
+            out.push((f.clone(), reason));
+            false
+        }
+        None => true,
+    });
+    out
+}
+
+impl ParquetStore {
+    /// Checks the footer of every file of the history and moves those that cannot be
+    /// read to `_quarantine/`, out of every later snapshot. Called when a query meets
+    /// an error reading files; returns the files moved.
+    pub fn quarantine_unreadable(&self) -> Result<Vec<PathBuf>> {
+        if self.inner.read_only {
+            return Ok(Vec::new());
+        }
+        let mut moved = Vec::new();
+        for table in Table::ALL {
+            let mut files = self.state(*table).files.clone();
+            let unreadable = take_unreadable(&mut files);
+            if unreadable.is_empty() {
+                continue;
+            }
+            self.state(*table)
+                .files
+                .retain(|f| !unreadable.iter().any(|(u, _)| u == f));
+            for (file, reason) in unreadable {
+                moved.push(quarantine(self.data_dir(), &file.path, &reason)?);
+                self.inner.quarantined.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Files moved to `_quarantine/` since the store opened.
+    pub fn quarantined_files(&self) -> usize {
+        self.inner.quarantined.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]

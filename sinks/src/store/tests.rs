@@ -49,15 +49,15 @@ async fn appended_rows_are_visible_before_and_after_flush() {
     let store = store(dir.path());
     let base = 1_700_000_000 * 1_000_000_000u64;
     store
-        .append(Table::Spans, spans_at(&[base, base + 1, base + HOUR]))
+        .append(Table::SPANS, spans_at(&[base, base + 1, base + HOUR]))
         .await
         .unwrap();
-    let before = store.snapshot(Table::Spans).unwrap();
+    let before = store.snapshot(Table::SPANS).unwrap();
     assert_eq!(rows(&before), 3);
     assert!(before.files.is_empty());
 
     store.flush().await.unwrap();
-    let after = store.snapshot(Table::Spans).unwrap();
+    let after = store.snapshot(Table::SPANS).unwrap();
     assert_eq!(rows(&after), 0);
     assert_eq!(after.files.len(), 2, "one file per partition hour");
     let names: Vec<String> = after
@@ -79,22 +79,22 @@ async fn appended_rows_are_visible_before_and_after_flush() {
         names[1].starts_with("spans/date=2023-11-14/hour=23/part-"),
         "{names:?}"
     );
-    assert_eq!(store.buffered_rows(Table::Spans), 0);
+    assert_eq!(store.buffered_rows(Table::SPANS), 0);
 }
 
 #[tokio::test]
 async fn reopening_finds_the_files_and_removes_unfinished_ones() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
-    s.append(Table::Spans, spans_at(&[5 * HOUR])).await.unwrap();
+    s.append(Table::SPANS, spans_at(&[5 * HOUR])).await.unwrap();
     s.flush().await.unwrap();
-    let file = s.snapshot(Table::Spans).unwrap().files[0].path.clone();
+    let file = s.snapshot(Table::SPANS).unwrap().files[0].path.clone();
     let leftover = file.with_extension("parquet.tmp");
     std::fs::write(&leftover, b"half a file").unwrap();
     drop(s);
 
     let reopened = store(dir.path());
-    let snap = reopened.snapshot(Table::Spans).unwrap();
+    let snap = reopened.snapshot(Table::SPANS).unwrap();
     assert_eq!(snap.files.len(), 1);
     assert_eq!(snap.files[0].path, file);
     assert_eq!(
@@ -109,15 +109,15 @@ async fn read_only_store_sees_new_files_and_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
     let writer = store(dir.path());
     let reader = ParquetStore::open_read_only(dir.path()).unwrap();
-    assert!(reader.snapshot(Table::Spans).unwrap().files.is_empty());
+    assert!(reader.snapshot(Table::SPANS).unwrap().files.is_empty());
     writer
-        .append(Table::Spans, spans_at(&[HOUR]))
+        .append(Table::SPANS, spans_at(&[HOUR]))
         .await
         .unwrap();
     writer.flush().await.unwrap();
-    assert_eq!(reader.snapshot(Table::Spans).unwrap().files.len(), 1);
+    assert_eq!(reader.snapshot(Table::SPANS).unwrap().files.len(), 1);
     assert!(matches!(
-        reader.append(Table::Spans, spans_at(&[HOUR])).await,
+        reader.append(Table::SPANS, spans_at(&[HOUR])).await,
         Err(Error::ReadOnly)
     ));
     assert!(ParquetStore::open_read_only(dir.path().join("missing")).is_err());
@@ -142,18 +142,18 @@ async fn full_buffer_wakes_the_flusher() {
     // The interval's first tick fires at once; wait for the buffer to be written by
     // the fill-triggered flush instead.
     store
-        .append(Table::Spans, spans_at(&[HOUR, HOUR + 1]))
+        .append(Table::SPANS, spans_at(&[HOUR, HOUR + 1]))
         .await
         .unwrap();
     let mut waited = 0;
-    while store.snapshot(Table::Spans).unwrap().files.is_empty() {
+    while store.snapshot(Table::SPANS).unwrap().files.is_empty() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         waited += 1;
         assert!(waited < 1000, "flusher never wrote the full buffer");
     }
     stop.send(()).unwrap();
     flusher.await.unwrap();
-    assert_eq!(store.buffered_rows(Table::Spans), 0);
+    assert_eq!(store.buffered_rows(Table::SPANS), 0);
 }
 
 #[test]
@@ -190,11 +190,11 @@ fn total_rows(store: &ParquetStore, table: Table) -> usize {
 async fn acknowledged_rows_survive_a_crash_and_replay_once() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
-    s.append(Table::Spans, spans_at(&[HOUR, HOUR + 1]))
+    s.append(Table::SPANS, spans_at(&[HOUR, HOUR + 1]))
         .await
         .unwrap();
     s.flush().await.unwrap();
-    s.append(Table::Spans, spans_at(&[HOUR + 2, HOUR + 3, HOUR + 4]))
+    s.append(Table::SPANS, spans_at(&[HOUR + 2, HOUR + 3, HOUR + 4]))
         .await
         .unwrap();
     // A crash: the store goes away without a flush.
@@ -206,30 +206,30 @@ async fn acknowledged_rows_survive_a_crash_and_replay_once() {
         3,
         "only the unflushed rows are replayed"
     );
-    assert_eq!(total_rows(&reopened, Table::Spans), 5);
+    assert_eq!(total_rows(&reopened, Table::SPANS), 5);
     drop(reopened);
 
     // Replay is idempotent: crashing again before a flush replays the same rows once.
     let again = store(dir.path());
     assert_eq!(again.recovery().rows, 3);
-    assert_eq!(total_rows(&again, Table::Spans), 5);
+    assert_eq!(total_rows(&again, Table::SPANS), 5);
     again.flush().await.unwrap();
     drop(again);
 
     let flushed = store(dir.path());
     assert_eq!(flushed.recovery().rows, 0);
-    assert_eq!(total_rows(&flushed, Table::Spans), 5);
+    assert_eq!(total_rows(&flushed, Table::SPANS), 5);
 }
 
 #[tokio::test]
 async fn an_interrupted_flush_is_completed_not_duplicated() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
-    s.append(Table::Spans, spans_at(&[HOUR, HOUR + 1]))
+    s.append(Table::SPANS, spans_at(&[HOUR, HOUR + 1]))
         .await
         .unwrap();
     s.flush().await.unwrap();
-    let file = s.snapshot(Table::Spans).unwrap().files[0].path.clone();
+    let file = s.snapshot(Table::SPANS).unwrap().files[0].path.clone();
     drop(s);
     // Put the world back to "checkpoint written, file not yet renamed, segment not yet
     // deleted": the file under its .tmp name and the covered segment still present.
@@ -237,7 +237,7 @@ async fn an_interrupted_flush_is_completed_not_duplicated() {
     let checkpoint = wal::Checkpoint::load(&dir.path().join("_wal")).unwrap();
     let covered = checkpoint.covered_segment;
     let mut log = wal::Wal::create(&dir.path().join("_wal"), covered).unwrap();
-    log.write(&wal::encode_record(Table::Spans, &spans_at(&[HOUR, HOUR + 1])).unwrap())
+    log.write(&crate::frame::encode(&[(Table::SPANS, &spans_at(&[HOUR, HOUR + 1]))]).unwrap())
         .unwrap();
     log.sync(true).unwrap();
     drop(log);
@@ -249,7 +249,7 @@ async fn an_interrupted_flush_is_completed_not_duplicated() {
         "the covered segment is not replayed"
     );
     assert!(file.exists(), "the pending file was renamed into place");
-    assert_eq!(total_rows(&reopened, Table::Spans), 2);
+    assert_eq!(total_rows(&reopened, Table::SPANS), 2);
 }
 
 #[tokio::test]
@@ -263,36 +263,37 @@ async fn over_the_memory_budget_appends_are_refused_until_a_flush() {
         ..StorageConfig::default()
     })
     .unwrap();
-    s.admission().unwrap();
-    s.append(Table::Spans, batch.clone()).await.unwrap();
-    s.admission().unwrap();
-    s.append(Table::Spans, batch.clone()).await.unwrap();
+    s.memory().admission().unwrap();
+    s.append(Table::SPANS, batch.clone()).await.unwrap();
+    s.memory().admission().unwrap();
+    s.append(Table::SPANS, batch.clone()).await.unwrap();
     assert!(
-        matches!(s.admission(), Err(Error::Backpressure { .. })),
+        matches!(s.memory().admission(), Err(Error::Backpressure { .. })),
         "a batch like the last one would not fit"
     );
     assert!(matches!(
-        s.append(Table::Spans, batch.clone()).await,
+        s.append(Table::SPANS, batch.clone()).await,
         Err(Error::Backpressure { .. })
     ));
     assert_eq!(
-        s.buffered_rows(Table::Spans),
+        s.buffered_rows(Table::SPANS),
         2,
         "a refused batch is not kept"
     );
     s.flush().await.unwrap();
     assert_eq!(s.buffered_bytes(), 0);
-    s.admission().unwrap();
-    s.append(Table::Spans, batch).await.unwrap();
-    assert_eq!(total_rows(&s, Table::Spans), 3);
+    assert_eq!(s.memory().used(), 0, "a flush gives the budget back");
+    s.memory().admission().unwrap();
+    s.append(Table::SPANS, batch).await.unwrap();
+    assert_eq!(total_rows(&s, Table::SPANS), 3);
 
     // A batch larger than the whole budget is still taken when nothing is buffered.
     s.flush().await.unwrap();
     let starts: Vec<u64> = (0..2000).map(|i| HOUR + i).collect();
     let big = spans_at(&starts);
     assert!(big.get_array_memory_size() > size * 2);
-    s.append(Table::Spans, big).await.unwrap();
-    assert_eq!(total_rows(&s, Table::Spans), 2003);
+    s.append(Table::SPANS, big).await.unwrap();
+    assert_eq!(total_rows(&s, Table::SPANS), 2003);
 }
 
 #[tokio::test]
@@ -306,26 +307,17 @@ async fn every_fsync_mode_keeps_rows_across_a_process_crash() {
         };
         let s = ParquetStore::open(config.clone()).unwrap();
         for i in 0..5 {
-            s.append(Table::Logs, logs_at(i)).await.unwrap();
+            s.append(Table::LOGS, logs_at(i)).await.unwrap();
         }
-        drop(s);
         // The writer thread hands its last bytes to the OS when it stops.
-        let reopened = eventually_open(config);
-        assert_eq!(total_rows(&reopened, Table::Logs), 5, "{mode:?}");
-    }
-}
-
-/// Opens the store once the previous instance's log writer has let go of its file.
-fn eventually_open(config: StorageConfig) -> ParquetStore {
-    let mut tries = 0;
-    loop {
-        let s = ParquetStore::open(config.clone()).unwrap();
-        if s.recovery().rows > 0 || tries > 200 {
-            return s;
-        }
+        s.close().unwrap();
+        assert!(matches!(
+            s.append(Table::LOGS, logs_at(9)).await,
+            Err(Error::Closed)
+        ));
         drop(s);
-        tries += 1;
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        let reopened = ParquetStore::open(config).unwrap();
+        assert_eq!(total_rows(&reopened, Table::LOGS), 5, "{mode:?}");
     }
 }
 
@@ -364,15 +356,15 @@ async fn retention_deletes_expired_partitions_only() {
         .unwrap()
         .as_nanos() as u64;
     let day_and_a_half_ago = now_nanos - 36 * HOUR;
-    s.append(Table::Spans, spans_at(&[day_and_a_half_ago, now_nanos]))
+    s.append(Table::SPANS, spans_at(&[day_and_a_half_ago, now_nanos]))
         .await
         .unwrap();
     s.flush().await.unwrap();
-    let before = s.snapshot(Table::Spans).unwrap().files;
+    let before = s.snapshot(Table::SPANS).unwrap().files;
     assert_eq!(before.len(), 2);
 
     assert_eq!(s.enforce_retention(now).unwrap(), 1);
-    let after = s.snapshot(Table::Spans).unwrap().files;
+    let after = s.snapshot(Table::SPANS).unwrap().files;
     assert_eq!(after.len(), 1);
     assert!(after[0].path.exists());
     let expired = before.iter().find(|f| !after.contains(f)).unwrap();
@@ -381,7 +373,7 @@ async fn retention_deletes_expired_partitions_only() {
         !expired.path.parent().unwrap().exists(),
         "empty partition removed"
     );
-    assert_eq!(total_rows(&s, Table::Spans), 1);
+    assert_eq!(total_rows(&s, Table::SPANS), 1);
     // Nothing more to do the second time.
     assert_eq!(s.enforce_retention(now).unwrap(), 0);
 }
@@ -405,15 +397,15 @@ fn compacting_store_of_row_groups(dir: &Path, row_group_rows: usize) -> ParquetS
 async fn five_small_files(s: &ParquetStore, per_flush: u64) {
     for f in 0..5u64 {
         let starts: Vec<u64> = (0..per_flush).map(|i| HOUR + f * 1000 + i).collect();
-        s.append(Table::Spans, spans_at(&starts)).await.unwrap();
+        s.append(Table::SPANS, spans_at(&starts)).await.unwrap();
         s.flush().await.unwrap();
     }
-    s.append(Table::Spans, spans_at(&[2 * HOUR])).await.unwrap();
+    s.append(Table::SPANS, spans_at(&[2 * HOUR])).await.unwrap();
     s.flush().await.unwrap();
 }
 
 fn parquet_files_on_disk(dir: &Path) -> Vec<PathBuf> {
-    layout::scan_table(dir, Table::Spans, false)
+    layout::scan_table(dir, Table::SPANS, false)
         .unwrap()
         .into_iter()
         .map(|f| f.path)
@@ -446,7 +438,7 @@ fn start_times_with_the_table_schema(path: &Path) -> Vec<i64> {
     let mut starts = Vec::new();
     for batch in reader {
         let batch = batch.unwrap();
-        assert_eq!(batch.schema(), Table::Spans.schema());
+        assert_eq!(batch.schema(), Table::SPANS.schema());
         let column = batch.column_by_name("start_time").unwrap();
         starts.extend(
             column
@@ -463,12 +455,12 @@ async fn compaction_merges_a_partitions_small_files_into_one() {
     let dir = tempfile::tempdir().unwrap();
     let s = compacting_store(dir.path());
     five_small_files(&s, 3).await;
-    assert_eq!(s.snapshot(Table::Spans).unwrap().files.len(), 6);
+    assert_eq!(s.snapshot(Table::SPANS).unwrap().files.len(), 6);
 
     assert_eq!(s.compact().await.unwrap(), 5);
-    let files = s.snapshot(Table::Spans).unwrap().files;
+    let files = s.snapshot(Table::SPANS).unwrap().files;
     assert_eq!(files.len(), 2, "{files:?}");
-    assert_eq!(total_rows(&s, Table::Spans), 16);
+    assert_eq!(total_rows(&s, Table::SPANS), 16);
     // Row groups this small are decoded and written again as one.
     assert_eq!(row_group_rows(&files[0].path), vec![15]);
     // No query ran: the inputs are deleted at once, and the journal with them.
@@ -477,7 +469,7 @@ async fn compaction_merges_a_partitions_small_files_into_one() {
     // Nothing left to merge; a reopened store sees the same rows.
     assert_eq!(s.compact().await.unwrap(), 0);
     drop(s);
-    assert_eq!(total_rows(&compacting_store(dir.path()), Table::Spans), 16);
+    assert_eq!(total_rows(&compacting_store(dir.path()), Table::SPANS), 16);
 }
 
 /// Row groups of a flush's size are copied, not decoded and encoded again: the merged
@@ -494,15 +486,15 @@ async fn large_row_groups_are_copied_with_their_indexes() {
     // Row groups of 3 rows are at least 16 / COPY_DIVISOR = 1 row: copied.
     let s = compacting_store_of_row_groups(dir.path(), 16);
     five_small_files(&s, 3).await;
-    let inputs: Vec<PathBuf> = s.snapshot(Table::Spans).unwrap().files[..5]
+    let inputs: Vec<PathBuf> = s.snapshot(Table::SPANS).unwrap().files[..5]
         .iter()
         .map(|f| f.path.clone())
         .collect();
     assert_eq!(s.compact().await.unwrap(), 5);
-    let merged = s.snapshot(Table::Spans).unwrap().files[0].path.clone();
+    let merged = s.snapshot(Table::SPANS).unwrap().files[0].path.clone();
     assert!(!inputs.contains(&merged));
     assert_eq!(row_group_rows(&merged), vec![3; 5]);
-    assert_eq!(total_rows(&s, Table::Spans), 16);
+    assert_eq!(total_rows(&s, Table::SPANS), 16);
 
     // Every row, with the table's own Arrow schema (timestamps in UTC).
     let starts = start_times_with_the_table_schema(&merged);
@@ -571,11 +563,11 @@ async fn only_the_small_row_groups_of_a_merge_are_encoded_again() {
         let rows = if f == 10 || f == 30 { 2 } else { 1 };
         let starts: Vec<u64> = (0..rows).map(|i| HOUR + f * 1000 + i).collect();
         expected.extend(starts.iter().map(|t| *t as i64));
-        s.append(Table::Spans, spans_at(&starts)).await.unwrap();
+        s.append(Table::SPANS, spans_at(&starts)).await.unwrap();
         s.flush().await.unwrap();
     }
     assert_eq!(s.compact().await.unwrap(), 36);
-    let files = s.snapshot(Table::Spans).unwrap().files;
+    let files = s.snapshot(Table::SPANS).unwrap().files;
     assert_eq!(files.len(), 1, "{files:?}");
     // The 2-row groups as they were; the 1-row ones as one full row group (32 rows)
     // when it fills, then the rest (2 rows) at the end.
@@ -590,7 +582,7 @@ async fn only_the_small_row_groups_of_a_merge_are_encoded_again() {
     assert_eq!(
         total_rows(
             &compacting_store_of_row_groups(dir.path(), 24),
-            Table::Spans
+            Table::SPANS
         ),
         expected.len()
     );
@@ -602,10 +594,10 @@ async fn inputs_stay_on_disk_while_a_query_that_began_before_the_merge_runs() {
     let s = compacting_store(dir.path());
     five_small_files(&s, 2).await;
     let query = s.reading();
-    let old = s.snapshot(Table::Spans).unwrap();
+    let old = s.snapshot(Table::SPANS).unwrap();
     assert_eq!(s.compact().await.unwrap(), 5);
     // New snapshots see the merged file; the running query's files still exist.
-    assert_eq!(s.snapshot(Table::Spans).unwrap().files.len(), 2);
+    assert_eq!(s.snapshot(Table::SPANS).unwrap().files.len(), 2);
     assert!(old.files.iter().all(|f| f.path.exists()));
     // A query that begins after the merge does not hold the inputs back.
     let later = s.reading();
@@ -614,7 +606,7 @@ async fn inputs_stay_on_disk_while_a_query_that_began_before_the_merge_runs() {
     assert_eq!(s.delete_retired().unwrap(), 5);
     drop(later);
     assert_eq!(parquet_files_on_disk(dir.path()).len(), 2);
-    assert_eq!(total_rows(&s, Table::Spans), 11);
+    assert_eq!(total_rows(&s, Table::SPANS), 11);
 }
 
 #[tokio::test]
@@ -630,11 +622,11 @@ async fn a_merge_interrupted_after_its_commit_is_finished_on_open() {
     assert_eq!(parquet_files_on_disk(dir.path()).len(), 7);
     // A read-only reader meanwhile skips the replaced inputs.
     let reader = ParquetStore::open_read_only(dir.path()).unwrap();
-    assert_eq!(reader.snapshot(Table::Spans).unwrap().files.len(), 2);
+    assert_eq!(reader.snapshot(Table::SPANS).unwrap().files.len(), 2);
 
     let reopened = compacting_store(dir.path());
     assert_eq!(parquet_files_on_disk(dir.path()).len(), 2);
-    assert_eq!(total_rows(&reopened, Table::Spans), 11);
+    assert_eq!(total_rows(&reopened, Table::SPANS), 11);
     assert!(compact::Journal::load_all(dir.path()).unwrap().is_empty());
     drop(query);
 }
@@ -644,9 +636,9 @@ async fn a_merge_interrupted_before_its_commit_leaves_the_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let s = compacting_store(dir.path());
     five_small_files(&s, 2).await;
-    let inputs: Vec<StoredFile> = s.snapshot(Table::Spans).unwrap().files[..5].to_vec();
+    let inputs: Vec<StoredFile> = s.snapshot(Table::SPANS).unwrap().files[..5].to_vec();
     // Steps 1 and 2 of a merge, then a crash: output written as .tmp, journal stored.
-    let pending = compact::merge(Table::Spans, &inputs, &s.inner.props).unwrap();
+    let pending = compact::merge(Table::SPANS, &inputs, &s.inner.props).unwrap();
     compact::Journal {
         output: pending.file.path.clone(),
         inputs: inputs.iter().map(|f| f.path.clone()).collect(),
@@ -659,7 +651,7 @@ async fn a_merge_interrupted_before_its_commit_leaves_the_inputs() {
     assert!(!pending.tmp.exists());
     assert!(!pending.file.path.exists());
     assert_eq!(parquet_files_on_disk(dir.path()).len(), 6);
-    assert_eq!(total_rows(&reopened, Table::Spans), 11);
+    assert_eq!(total_rows(&reopened, Table::SPANS), 11);
 }
 
 /// Checks that every row group of the file at `path` has a bloom filter on `trace_id`
@@ -699,11 +691,11 @@ fn assert_trace_id_bloom_filters(path: &Path) {
 async fn stored_files_carry_a_bloom_filter_on_trace_id() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
-    s.append(Table::Spans, spans_at(&[HOUR, HOUR + 1]))
+    s.append(Table::SPANS, spans_at(&[HOUR, HOUR + 1]))
         .await
         .unwrap();
     s.flush().await.unwrap();
-    let snap = s.snapshot(Table::Spans).unwrap();
+    let snap = s.snapshot(Table::SPANS).unwrap();
     assert_eq!(snap.files.len(), 1);
     assert_trace_id_bloom_filters(&snap.files[0].path);
 }
@@ -721,9 +713,9 @@ async fn flushed_files_carry_statistics_where_readers_prune() {
     let store = store(dir.path());
     let base = 1_700_000_000 * 1_000_000_000u64;
     let starts: Vec<u64> = (0..50).map(|i| base + i).collect();
-    store.append(Table::Spans, spans_at(&starts)).await.unwrap();
+    store.append(Table::SPANS, spans_at(&starts)).await.unwrap();
     store.flush().await.unwrap();
-    let files = store.snapshot(Table::Spans).unwrap().files;
+    let files = store.snapshot(Table::SPANS).unwrap().files;
     assert_eq!(files.len(), 1);
     let reader = SerializedFileReader::new(std::fs::File::open(&files[0].path).unwrap()).unwrap();
     let row_group = reader.metadata().row_group(0);
@@ -768,4 +760,56 @@ async fn flushed_files_carry_statistics_where_readers_prune() {
         name_encodings.contains(&Encoding::RLE_DICTIONARY),
         "{name_encodings:?}"
     );
+}
+
+#[tokio::test]
+async fn a_batch_and_the_rows_derived_from_it_are_logged_and_replayed_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        data_dir: dir.path().to_owned(),
+        retention_hours: 1_000_000,
+        ..StorageConfig::default()
+    };
+    let s = ParquetStore::open(config.clone()).unwrap();
+    s.append_all(vec![
+        (Table::SPANS, spans_at(&[HOUR, HOUR + 1])),
+        (Table::LOGS, logs_at(1)),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(s.buffered_rows(Table::SPANS), 2);
+    assert_eq!(s.buffered_rows(Table::LOGS), 1);
+    s.close().unwrap();
+    drop(s);
+    let reopened = ParquetStore::open(config).unwrap();
+    assert_eq!(reopened.recovery().batches, 2);
+    assert_eq!(reopened.recovery().segments, 1);
+    assert_eq!(total_rows(&reopened, Table::SPANS), 2);
+    assert_eq!(total_rows(&reopened, Table::LOGS), 1);
+}
+
+#[tokio::test]
+async fn rows_older_than_retention_are_split_off_by_their_partition_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ParquetStore::open(StorageConfig {
+        data_dir: dir.path().to_owned(),
+        retention_hours: 24,
+        ..StorageConfig::default()
+    })
+    .unwrap();
+    let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(100 * 24 * 3600 + 1800);
+    let now_nanos = 100 * 24 * HOUR + 1800 * 1_000_000_000;
+    // The cut-off is the partition hour retention deletes below: 24 hours before this
+    // one began, so a row 24.4 hours old stays and a row 25 hours old goes.
+    let batch = spans_at(&[
+        now_nanos,
+        now_nanos - 24 * HOUR - HOUR / 3,
+        now_nanos - 25 * HOUR,
+        HOUR,
+    ]);
+    let (kept, expired) = s.without_expired(Table::SPANS, batch, now).unwrap();
+    assert_eq!((kept.num_rows(), expired), (2, 2));
+    let fresh = spans_at(&[now_nanos]);
+    let (same, none) = s.without_expired(Table::SPANS, fresh.clone(), now).unwrap();
+    assert_eq!((same, none), (fresh, 0));
 }

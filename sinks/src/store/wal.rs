@@ -1,9 +1,9 @@
 //! The write-ahead log: what makes an acknowledgement durable.
 //!
-//! Layout: `<data_dir>/_wal/wal-<segment>.log` plus `checkpoint.json`. A record is
-//! `[len: u32 LE][crc32: u32 LE][table: u8][Arrow IPC stream of one batch]`, where
-//! `len` counts the bytes after the crc and the crc covers them. A segment is only
-//! appended to; a flush seals it and opens the next.
+//! Layout: `<data_dir>/_wal/wal-<segment>.log` plus `checkpoint.json`. A record is a
+//! [`frame`](crate::frame): one accepted batch and the rows processors derived from it,
+//! checksummed, all or nothing. A segment is only appended to; a flush seals it and
+//! opens the next.
 //!
 //! The checkpoint is a two-phase commit between the log and the Parquet history. A
 //! flush writes its Parquet files under `.tmp` names, then atomically replaces the
@@ -19,67 +19,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
 use serde::{Deserialize, Serialize};
 use swarmscope_processors::schema::Table;
 
+use crate::frame::{self, Damage};
 use crate::{Error, Result};
 
 const CHECKPOINT: &str = "checkpoint.json";
-/// A record longer than this is corruption, not data (requests are far smaller).
-const MAX_RECORD: usize = 1 << 30;
-
-fn table_code(table: Table) -> u8 {
-    match table {
-        Table::Spans => 1,
-        Table::Metrics => 2,
-        Table::Logs => 3,
-    }
-}
-
-fn table_of(code: u8) -> Option<Table> {
-    match code {
-        1 => Some(Table::Spans),
-        2 => Some(Table::Metrics),
-        3 => Some(Table::Logs),
-        _ => None,
-    }
-}
-
-/// One framed record, ready to append.
-pub(crate) fn encode_record(table: Table, batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; 8];
-    out.push(table_code(table));
-    {
-        let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
-        writer.write(batch)?;
-        writer.finish()?;
-    }
-    let len = u32::try_from(out.len() - 8)
-        .map_err(|_| Error::Wal(format!("record of {} bytes is too large", out.len())))?;
-    let crc = crc32fast::hash(&out[8..]);
-    out[0..4].copy_from_slice(&len.to_le_bytes());
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
-    Ok(out)
-}
-
-fn decode_payload(payload: &[u8]) -> Option<(Table, Vec<RecordBatch>)> {
-    let (&code, ipc) = payload.split_first()?;
-    let table = table_of(code)?;
-    let reader = StreamReader::try_new(ipc, None).ok()?;
-    let batches = reader.collect::<std::result::Result<Vec<_>, _>>().ok()?;
-    Some((table, batches))
-}
-
-/// What reading a segment found besides its good records.
-#[derive(Debug, Default, PartialEq)]
-pub struct Damage {
-    /// Records whose checksum (or content) was wrong; skipped.
-    pub corrupt_records: usize,
-    /// The segment ended inside a record (a write cut short by a crash).
-    pub torn_tail: bool,
-}
 
 /// The good records of a segment, in order, and what was wrong with the rest.
 pub(crate) fn read_segment(path: &Path) -> Result<(Vec<(Table, RecordBatch)>, Damage)> {
@@ -87,35 +33,7 @@ pub(crate) fn read_segment(path: &Path) -> Result<(Vec<(Table, RecordBatch)>, Da
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(Error::io(path))?;
-    let mut records = Vec::new();
-    let mut damage = Damage::default();
-    let mut at = 0;
-    while at < bytes.len() {
-        if bytes.len() - at < 8 {
-            damage.torn_tail = true;
-            break;
-        }
-        let len =
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
-        let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
-        let end = at + 8 + len;
-        if len == 0 || len > MAX_RECORD || end > bytes.len() {
-            // Either the tail was cut short or the length itself is damaged; in both
-            // cases nothing after this point can be framed.
-            damage.torn_tail = true;
-            break;
-        }
-        let payload = &bytes[at + 8..end];
-        match (crc32fast::hash(payload) == crc)
-            .then(|| decode_payload(payload))
-            .flatten()
-        {
-            Some((table, batches)) => records.extend(batches.into_iter().map(|b| (table, b))),
-            None => damage.corrupt_records += 1,
-        }
-        at = end;
-    }
-    Ok((records, damage))
+    Ok(frame::records(&bytes))
 }
 
 fn segment_name(segment: u64) -> String {
@@ -440,12 +358,12 @@ mod tests {
     fn records_read_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let records: Vec<_> = (0..3)
-            .map(|i| encode_record(Table::Logs, &batch(i * 10)).unwrap())
+            .map(|i| frame::encode(&[(Table::LOGS, &batch(i * 10))]).unwrap())
             .collect();
         let path = segment_with(dir.path(), &records);
         let (read, damage) = read_segment(&path).unwrap();
         assert_eq!(values(&read), vec![0, 10, 20]);
-        assert!(read.iter().all(|(t, _)| *t == Table::Logs));
+        assert!(read.iter().all(|(t, _)| *t == Table::LOGS));
         assert_eq!(damage, Damage::default());
     }
 
@@ -453,7 +371,7 @@ mod tests {
     fn torn_tail_keeps_the_records_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let records: Vec<_> = (0..3)
-            .map(|i| encode_record(Table::Spans, &batch(i)).unwrap())
+            .map(|i| frame::encode(&[(Table::SPANS, &batch(i))]).unwrap())
             .collect();
         let path = segment_with(dir.path(), &records);
         let full = std::fs::metadata(&path).unwrap().len();
@@ -470,7 +388,7 @@ mod tests {
     fn after_a_failed_write_the_segment_is_cut_back_and_appending_goes_on_in_it() {
         let dir = tempfile::tempdir().unwrap();
         let records: Vec<_> = (0..3)
-            .map(|i| encode_record(Table::Spans, &batch(i)).unwrap())
+            .map(|i| frame::encode(&[(Table::SPANS, &batch(i))]).unwrap())
             .collect();
         let mut wal = Wal::create(dir.path(), 1).unwrap();
         wal.write(&records[0]).unwrap();
@@ -497,7 +415,7 @@ mod tests {
     fn writes_that_keep_failing_stay_in_one_segment_and_lose_no_committed_record() {
         let dir = tempfile::tempdir().unwrap();
         let records: Vec<_> = (0..3)
-            .map(|i| encode_record(Table::Logs, &batch(i)).unwrap())
+            .map(|i| frame::encode(&[(Table::LOGS, &batch(i))]).unwrap())
             .collect();
         let mut wal = Wal::create(dir.path(), 1).unwrap();
         wal.write(&records[0]).unwrap();
@@ -530,7 +448,7 @@ mod tests {
     fn flipped_byte_in_the_middle_skips_only_that_record() {
         let dir = tempfile::tempdir().unwrap();
         let records: Vec<_> = (0..3)
-            .map(|i| encode_record(Table::Metrics, &batch(i)).unwrap())
+            .map(|i| frame::encode(&[(Table::METRICS, &batch(i))]).unwrap())
             .collect();
         let path = segment_with(dir.path(), &records);
         let mut bytes = std::fs::read(&path).unwrap();

@@ -60,7 +60,7 @@ pub fn writer_properties(config: &StorageConfig) -> Result<WriterProperties> {
 /// by SQL readers at all, and random ids are pruned by the bloom filter.
 fn pruning_columns() -> Vec<ColumnPath> {
     let mut columns = Table::ALL
-        .into_iter()
+        .iter()
         .flat_map(|table| {
             table
                 .schema()
@@ -79,9 +79,9 @@ fn pruning_columns() -> Vec<ColumnPath> {
 /// Columns of random ids, in every table that has them: no dictionary, no statistics.
 pub const RANDOM_ID_COLUMNS: [&str; 3] = ["trace_id", "span_id", "parent_span_id"];
 
-/// The partition hour of every row: the table's time column, and for logs without a
-/// `time` their `observed_time`; rows with neither land in the epoch's hour.
-fn row_hours(table: Table, batch: &RecordBatch) -> Result<Vec<i64>> {
+/// The partition hour of every row: the table's time column, or its fallback (a log's
+/// `observed_time`) where that is null; rows with neither land in the epoch's hour.
+pub(crate) fn row_hours(table: Table, batch: &RecordBatch) -> Result<Vec<i64>> {
     let column = |name: &str| {
         batch
             .column_by_name(name)
@@ -91,10 +91,7 @@ fn row_hours(table: Table, batch: &RecordBatch) -> Result<Vec<i64>> {
             })
     };
     let primary = column(table.time_column())?;
-    let fallback = match table {
-        Table::Logs => Some(column("observed_time")?),
-        _ => None,
-    };
+    let fallback = table.fallback_time_column().map(column).transpose()?;
     Ok((0..batch.num_rows())
         .map(|i| {
             let t = if primary.is_valid(i) {

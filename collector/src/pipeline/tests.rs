@@ -1,0 +1,286 @@
+//! The pipeline's seams: derived rows committed with their source, observers off the
+//! acknowledgement path, sinks fed after it, retention refusals reported.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::array::{Array, RecordBatch, StringArray};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prometheus::Registry;
+use swarmscope_processors::processor::{Processor, TableBatch};
+use swarmscope_processors::schema::Table;
+use swarmscope_sinks::queue::DiskQueue;
+use swarmscope_sinks::sink::{QueueConfig, Sink, SinkError, SinkHandle, SinkMetrics};
+use swarmscope_sinks::store::{ParquetStore, StorageConfig};
+
+use super::*;
+
+const HOUR: u64 = 3_600_000_000_000;
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn spans(names: &[&str], start: u64) -> ExportRequest {
+    let spans = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Span {
+            trace_id: vec![7; 16],
+            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            name: (*name).into(),
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 1_000,
+            ..Default::default()
+        })
+        .collect();
+    ExportRequest::Traces(ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+fn config(dir: &std::path::Path) -> StorageConfig {
+    StorageConfig {
+        data_dir: dir.to_owned(),
+        ..StorageConfig::default()
+    }
+}
+
+fn names(batch: &RecordBatch) -> Vec<String> {
+    let column = batch
+        .column_by_name("name")
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .expect("name column");
+    (0..column.len())
+        .map(|i| column.value(i).to_owned())
+        .collect()
+}
+
+fn stored_names(store: &ParquetStore, table: Table) -> Vec<String> {
+    let snapshot = store.snapshot(table).unwrap();
+    assert!(snapshot.files.is_empty(), "the tests never flush");
+    snapshot.batches.iter().flat_map(names).collect()
+}
+
+/// Derives a span named `derived` from every span named `derive-me`: a stand-in for a
+/// derived table that needs no schema of its own.
+struct Echo;
+
+impl Processor for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+    fn derive(&self, input: &TableBatch) -> swarmscope_processors::Result<Vec<TableBatch>> {
+        if input.table != Table::SPANS {
+            return Ok(Vec::new());
+        }
+        let keep: arrow::array::BooleanArray = names(&input.batch)
+            .iter()
+            .map(|n| Some(n == "derive-me"))
+            .collect();
+        let picked = arrow::compute::filter_record_batch(&input.batch, &keep)?;
+        let renamed = names(&picked)
+            .iter()
+            .map(|_| Some("derived"))
+            .collect::<StringArray>();
+        let index = picked.schema().index_of("name")?;
+        let mut columns = picked.columns().to_vec();
+        columns[index] = Arc::new(renamed);
+        Ok(vec![TableBatch::new(
+            Table::SPANS,
+            RecordBatch::try_new(picked.schema(), columns)?,
+        )])
+    }
+}
+
+#[tokio::test]
+async fn derived_rows_are_acknowledged_with_their_source_and_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ParquetStore::open(config(dir.path())).unwrap();
+    let pipeline = Pipeline::builder(store.clone(), PipelineMetrics::unregistered())
+        .processor(Arc::new(Echo))
+        .build()
+        .unwrap();
+    let outcome = pipeline
+        .export(
+            spans(&["a", "derive-me", "b"], now_nanos()),
+            Transport::Http,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.accepted, 3,
+        "derived rows are not the client's records"
+    );
+    let mut stored = stored_names(&store, Table::SPANS);
+    stored.sort();
+    assert_eq!(stored, ["a", "b", "derive-me", "derived"]);
+
+    // A crash before any flush: the log replays source and derived rows together.
+    store.close().unwrap();
+    drop((pipeline, store));
+    let reopened = ParquetStore::open(config(dir.path())).unwrap();
+    let mut replayed = stored_names(&reopened, Table::SPANS);
+    replayed.sort();
+    assert_eq!(replayed, stored);
+}
+
+/// Observes by waiting for the test's permission for each batch.
+struct Stuck {
+    seen: AtomicUsize,
+    permits: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Processor for Stuck {
+    fn name(&self) -> &'static str {
+        "stuck"
+    }
+    fn observes(&self) -> bool {
+        true
+    }
+    fn observe(&self, _input: &TableBatch) {
+        let _ = self.permits.lock().unwrap().recv();
+        self.seen.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_stuck_observer_delays_no_client_and_what_it_sheds_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ParquetStore::open(config(dir.path())).unwrap();
+    let registry = Registry::new();
+    let (permit, permits) = std::sync::mpsc::channel();
+    let stuck = Arc::new(Stuck {
+        seen: AtomicUsize::new(0),
+        permits: Mutex::new(permits),
+    });
+    let pipeline = Pipeline::builder(store.clone(), PipelineMetrics::register(&registry).unwrap())
+        .processor(stuck.clone())
+        .build()
+        .unwrap();
+    let exports = OBSERVER_QUEUE_BATCHES + 50;
+    for _ in 0..exports {
+        pipeline
+            .export(spans(&["x"], now_nanos()), Transport::Grpc)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.buffered_rows(Table::SPANS), exports);
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    // The observer holds one batch and its queue the next 256; the rest were shed.
+    let shed = exports - OBSERVER_QUEUE_BATCHES - 1;
+    assert!(
+        text.contains(&format!(
+            "swarmscope_processor_dropped_batches_total{{processor=\"stuck\",reason=\"queue_full\"}} {shed}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "swarmscope_receiver_accepted_spans_total{{receiver=\"otlp\",transport=\"grpc\"}} {exports}"
+        )),
+        "{text}"
+    );
+    // Let it go: it sees everything it was not made to shed.
+    for _ in 0..exports {
+        let _ = permit.send(());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stuck.seen.load(Ordering::SeqCst) < OBSERVER_QUEUE_BATCHES + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "observer never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        stuck.seen.load(Ordering::SeqCst),
+        OBSERVER_QUEUE_BATCHES + 1
+    );
+    // Queued batches were charged to the memory budget and given back.
+    assert_eq!(store.memory().used(), store.buffered_bytes());
+}
+
+/// Keeps the names of every span it is sent.
+#[derive(Default)]
+struct Collecting(Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl Sink for Collecting {
+    fn name(&self) -> &str {
+        "collecting"
+    }
+    fn accepts(&self, table: Table) -> bool {
+        table == Table::SPANS
+    }
+    async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError> {
+        let mut got = self.0.lock().unwrap();
+        for (_, b) in batches {
+            got.extend(names(b));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn sinks_get_what_was_acknowledged_with_the_derived_rows_and_old_records_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ParquetStore::open(config(dir.path())).unwrap();
+    let sink = Arc::new(Collecting::default());
+    let handle = SinkHandle::new(
+        sink.clone(),
+        Arc::new(DiskQueue::open(dir.path().join("_queues/collecting"), 1 << 20).unwrap()),
+        SinkMetrics::unregistered(),
+    );
+    let runner = handle.runner(QueueConfig::default());
+    let pipeline = Pipeline::builder(store.clone(), PipelineMetrics::unregistered())
+        .processor(Arc::new(Echo))
+        .sink(handle)
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(runner.run(async {
+        let _ = stopped.await;
+    }));
+
+    // Two spans older than the default 168 hours of retention, one fresh.
+    let old = now_nanos() - 200 * HOUR;
+    let outcome = pipeline
+        .export(spans(&["old-1", "old-2"], old), Transport::Http)
+        .await
+        .unwrap();
+    assert_eq!(outcome.accepted, 0);
+    assert_eq!(outcome.rejected, 2);
+    assert_eq!(
+        outcome.error_message.as_deref(),
+        Some("2 spans older than retention_hours = 168 were not stored")
+    );
+    pipeline
+        .export(spans(&["derive-me"], now_nanos()), Transport::Http)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sink.0.lock().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sink never got the batch"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    assert_eq!(*sink.0.lock().unwrap(), ["derive-me", "derived"]);
+    assert_eq!(stored_names(&store, Table::SPANS), ["derive-me", "derived"]);
+}

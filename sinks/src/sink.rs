@@ -1,0 +1,407 @@
+//! The [`Sink`] trait and the runtime around every sink: a disk-backed queue, batching
+//! and retries, as the OpenTelemetry Collector's exporterhelper wraps its exporters.
+//!
+//! The pipeline offers each acknowledged batch to every sink that accepts its table by
+//! appending it to the sink's [`DiskQueue`]; that never waits for the sink. A
+//! [`SinkRunner`] task per sink reads the queue in order, hands up to
+//! `max_batch_records` records at a time to [`Sink::send`], and acknowledges them once
+//! sent. A retryable failure is tried again with exponential backoff and jitter (or
+//! after the `Retry-After` the sink reports), for as long as it takes: the backlog waits
+//! on disk, capped by `queue_max_bytes`, past which new records are dropped and
+//! counted. A permanent failure is counted, logged, and passed over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use swarmscope_processors::schema::Table;
+
+use crate::queue::DiskQueue;
+
+/// Why a send failed, and so what the runner does next.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Worth trying again (a timeout, 429, 5xx, UNAVAILABLE), after `after` if the
+    /// endpoint said so.
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        after: Option<Duration>,
+    },
+    /// Will never succeed (a 400 for the payload, say): counted and passed over.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Where acknowledged batches go besides the store: Jaeger, Prometheus remote write,
+/// Elasticsearch, ... Implementations say what they take and how to send it; queueing,
+/// batching and retries are the [`SinkRunner`]'s.
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// The sink's name in metrics, logs and its queue's folder.
+    fn name(&self) -> &str;
+
+    /// Whether batches of `table` go to this sink.
+    fn accepts(&self, table: Table) -> bool;
+
+    /// Sends `batches` (in order). `Ok` means the endpoint has them.
+    async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError>;
+}
+
+/// `[sinks.<name>]` settings every sink shares.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Backlog the sink may keep on disk; past it new records are dropped.
+    pub queue_max_bytes: u64,
+    /// Records (accepted requests) handed to one send at most.
+    pub max_batch_records: usize,
+    /// The first retry waits this long; each further one twice as long.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            queue_max_bytes: 1 << 30,
+            max_batch_records: 64,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 30_000,
+        }
+    }
+}
+
+/// The sinks' metrics, labelled by sink.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    sent: IntCounterVec,
+    failed: IntCounterVec,
+    retries: IntCounterVec,
+    queue_bytes: IntGaugeVec,
+    dropped: IntCounterVec,
+}
+
+impl SinkMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<SinkMetrics> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let queue_bytes = IntGaugeVec::new(
+            Opts::new(
+                "swarmscope_sink_queue_bytes",
+                "Bytes waiting in a sink's disk queue.",
+            ),
+            &["sink"],
+        )?;
+        registry.register(Box::new(queue_bytes.clone()))?;
+        Ok(SinkMetrics {
+            sent: counter(
+                "swarmscope_sink_sent_total",
+                "Records a sink delivered.",
+                &["sink"],
+            )?,
+            failed: counter(
+                "swarmscope_sink_failed_total",
+                "Records a sink could not deliver and passed over.",
+                &["sink"],
+            )?,
+            retries: counter(
+                "swarmscope_sink_retries_total",
+                "Sends a sink tried again.",
+                &["sink"],
+            )?,
+            queue_bytes,
+            dropped: counter(
+                "swarmscope_sink_dropped_total",
+                "Records not queued for a sink, by reason.",
+                &["sink", "reason"],
+            )?,
+        })
+    }
+
+    /// Metrics registered nowhere, for tests and tools.
+    pub fn unregistered() -> SinkMetrics {
+        SinkMetrics::register(&Registry::new())
+            .unwrap_or_else(|_| unreachable!("a fresh registry has no names"))
+    }
+}
+
+/// One sink with its queue, offered batches by the pipeline.
+pub struct SinkHandle {
+    pub sink: Arc<dyn Sink>,
+    pub queue: Arc<DiskQueue>,
+    metrics: SinkMetrics,
+}
+
+impl SinkHandle {
+    pub fn new(sink: Arc<dyn Sink>, queue: Arc<DiskQueue>, metrics: SinkMetrics) -> SinkHandle {
+        SinkHandle {
+            sink,
+            queue,
+            metrics,
+        }
+    }
+
+    /// Queues the batches this sink accepts; never waits for the sink. A failure to
+    /// queue is counted and logged, not passed on: the batches are stored already.
+    pub fn offer(&self, batches: &[(Table, &RecordBatch)]) {
+        let accepted: Vec<(Table, &RecordBatch)> = batches
+            .iter()
+            .filter(|(t, _)| self.sink.accepts(*t))
+            .copied()
+            .collect();
+        if accepted.is_empty() {
+            return;
+        }
+        let name = self.sink.name();
+        match self.queue.push(&accepted) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.metrics
+                    .dropped
+                    .with_label_values(&[name, "queue_full"])
+                    .inc();
+                tracing::warn!(sink = name, "sink queue full; record dropped");
+            }
+            Err(e) => {
+                self.metrics
+                    .dropped
+                    .with_label_values(&[name, "queue_error"])
+                    .inc();
+                tracing::error!(sink = name, error = %e, "cannot queue a record for the sink");
+            }
+        }
+        self.metrics
+            .queue_bytes
+            .with_label_values(&[name])
+            .set(self.queue.backlog_bytes() as i64);
+    }
+
+    /// The task that delivers this sink's queue until `shutdown` resolves.
+    pub fn runner(&self, config: QueueConfig) -> SinkRunner {
+        SinkRunner {
+            sink: Arc::clone(&self.sink),
+            queue: Arc::clone(&self.queue),
+            metrics: self.metrics.clone(),
+            config,
+        }
+    }
+}
+
+/// Delivers one sink's queue; see the module documentation.
+pub struct SinkRunner {
+    sink: Arc<dyn Sink>,
+    queue: Arc<DiskQueue>,
+    metrics: SinkMetrics,
+    config: QueueConfig,
+}
+
+/// How often an idle runner looks at its queue without being woken (a push it missed).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+impl SinkRunner {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let name = self.sink.name().to_owned();
+        let mut backoff = self.initial_backoff();
+        loop {
+            let entries = match self.queue.peek(self.config.max_batch_records) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(sink = %name, error = %e, "cannot read the sink queue");
+                    Vec::new()
+                }
+            };
+            self.metrics
+                .queue_bytes
+                .with_label_values(&[&name])
+                .set(self.queue.backlog_bytes() as i64);
+            let Some(end) = entries.last().map(|e| e.end) else {
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = self.queue.pushed() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
+            };
+            let batches: Vec<(Table, RecordBatch)> =
+                entries.into_iter().flat_map(|e| e.batches).collect();
+            let records = batches.len() as u64;
+            let wait = tokio::select! {
+                _ = &mut shutdown => return,
+                sent = self.sink.send(&batches) => match sent {
+                    Ok(()) => {
+                        self.metrics.sent.with_label_values(&[&name]).inc_by(records);
+                        backoff = self.initial_backoff();
+                        self.ack(&name, end);
+                        None
+                    }
+                    Err(SinkError::Permanent(message)) => {
+                        self.metrics.failed.with_label_values(&[&name]).inc_by(records);
+                        tracing::error!(sink = %name, error = %message, "sink refused records for good; passed over");
+                        self.ack(&name, end);
+                        None
+                    }
+                    Err(SinkError::Retryable { message, after }) => {
+                        self.metrics.retries.with_label_values(&[&name]).inc();
+                        tracing::debug!(sink = %name, error = %message, "sink send failed; retrying");
+                        let wait = after.unwrap_or_else(|| jitter(backoff));
+                        backoff = (backoff * 2).min(Duration::from_millis(self.config.max_backoff_ms));
+                        Some(wait)
+                    }
+                },
+            };
+            if let Some(wait) = wait {
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+
+    fn ack(&self, name: &str, end: crate::queue::Position) {
+        if let Err(e) = self.queue.ack(end) {
+            tracing::error!(sink = %name, error = %e, "cannot move the sink queue's cursor");
+        }
+    }
+
+    fn initial_backoff(&self) -> Duration {
+        Duration::from_millis(self.config.initial_backoff_ms)
+    }
+}
+
+/// `d` scaled by a factor in [0.5, 1.5), so that many clients retrying together
+/// spread out.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    // The clock's nanoseconds are noise enough for spreading retries.
+    let factor = 0.5 + f64::from(nanos % 1000) / 1000.0;
+    d.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Mutex;
+
+    fn batch(n: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![n]))]).unwrap()
+    }
+
+    fn value(b: &RecordBatch) -> i64 {
+        b.column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0)
+    }
+
+    /// Takes spans only; refuses the first `fail` sends as retryable, and value 13 for
+    /// good.
+    struct Recording {
+        received: Mutex<Vec<i64>>,
+        fail: Mutex<usize>,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for Recording {
+        fn name(&self) -> &str {
+            "recording"
+        }
+        fn accepts(&self, table: Table) -> bool {
+            table == Table::SPANS
+        }
+        async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError> {
+            {
+                let mut fail = self.fail.lock().unwrap();
+                if *fail > 0 {
+                    *fail -= 1;
+                    return Err(SinkError::Retryable {
+                        message: "unavailable".into(),
+                        after: Some(Duration::from_millis(1)),
+                    });
+                }
+            }
+            if batches.iter().any(|(_, b)| value(b) == 13) {
+                return Err(SinkError::Permanent("bad record".into()));
+            }
+            self.received
+                .lock()
+                .unwrap()
+                .extend(batches.iter().map(|(_, b)| value(b)));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn every_record_arrives_once_in_order_through_retries_and_only_its_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Recording {
+            received: Mutex::default(),
+            fail: Mutex::new(3),
+        });
+        let registry = Registry::new();
+        let metrics = SinkMetrics::register(&registry).unwrap();
+        let handle = SinkHandle::new(
+            sink.clone(),
+            Arc::new(DiskQueue::open(dir.path(), 1 << 20).unwrap()),
+            metrics,
+        );
+        // One record a send: a permanent failure passes over the whole send.
+        let config = QueueConfig {
+            max_batch_records: 1,
+            ..QueueConfig::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner = tokio::spawn(handle.runner(config).run(async {
+            let _ = stopped.await;
+        }));
+        for n in 0..6 {
+            let (b, logs) = (batch(n), batch(100 + n));
+            handle.offer(&[(Table::SPANS, &b), (Table::LOGS, &logs)]);
+        }
+        let single = batch(13);
+        handle.offer(&[(Table::SPANS, &single)]);
+        let last = batch(6);
+        handle.offer(&[(Table::SPANS, &last)]);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while sink.received.lock().unwrap().len() < 7 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("delivered");
+        stop.send(()).unwrap();
+        runner.await.unwrap();
+        assert_eq!(*sink.received.lock().unwrap(), vec![0, 1, 2, 3, 4, 5, 6]);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(
+            text.contains("swarmscope_sink_sent_total{sink=\"recording\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("swarmscope_sink_failed_total{sink=\"recording\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("swarmscope_sink_retries_total{sink=\"recording\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("swarmscope_sink_queue_bytes{sink=\"recording\"} 0"),
+            "{text}"
+        );
+    }
+}

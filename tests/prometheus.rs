@@ -1,0 +1,252 @@
+//! `GET /metrics` as Prometheus sees it: `promtool check metrics` passes on the
+//! exposition, and the real Prometheus server (Debian package `prometheus`, installed by
+//! `.ci/run`) scrapes it and answers the exact counts the test sent through its HTTP
+//! query API.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use common::{blocking_get, blocking_request, eventually, temp_data_dir, trace_request, Server};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::Value;
+
+fn spans(n: u64, first: u64) -> Vec<Span> {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    (0..n)
+        .map(|i| Span {
+            trace_id: [[3u8; 8], (first + i + 1).to_be_bytes()].concat(),
+            span_id: (first + i + 1).to_be_bytes().to_vec(),
+            name: "scraped".into(),
+            start_time_unix_nano: now,
+            end_time_unix_nano: now + 1_000,
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn metrics_text(server: &Server) -> String {
+    let (status, body) = blocking_get(&format!("{}/metrics", server.api)).expect("GET /metrics");
+    assert_eq!(status, 200);
+    String::from_utf8(body).expect("UTF-8 exposition")
+}
+
+/// The value of the one sample of `name` whose labels include every `labels` pair.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.split(['{', ' ']).next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn binary(name: &str) -> String {
+    let found = Command::new("which")
+        .arg(name)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "`{name}` is not installed: install the Debian package prometheus (bash .ci/run does)"
+    );
+    name.to_owned()
+}
+
+/// A real Prometheus scraping `target` every second, killed when dropped.
+struct Prometheus {
+    child: Child,
+    url: String,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target: &str) -> Prometheus {
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: swarmscope\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        // A free port, as the OS hands it out; Prometheus takes it right after.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(binary("prometheus"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// The values of an instant query, as `(labels, value)`.
+    fn query(&self, promql: &str) -> Vec<(Value, f64)> {
+        let path = format!("{}/api/v1/query?query={}", self.url, percent_encode(promql));
+        let Ok((200, body)) = blocking_get(&path) else {
+            return Vec::new();
+        };
+        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        v["data"]["result"]
+            .as_array()
+            .map(|results| {
+                results
+                    .iter()
+                    .filter_map(|r| {
+                        let value = r["value"][1].as_str()?.parse().ok()?;
+                        Some((r["metric"].clone(), value))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_the_exact_counts_and_promtool_accepts_the_exposition() {
+    let (tmp, dir) = temp_data_dir();
+    let server = Server::start(&dir);
+
+    // 17 spans over gRPC in three requests, 5 over HTTP.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut client = TraceServiceClient::connect(server.grpc.clone())
+            .await
+            .expect("connect");
+        for (n, first) in [(5, 0), (5, 5), (7, 10)] {
+            client
+                .export(trace_request(spans(n, first)))
+                .await
+                .expect("export");
+        }
+    });
+    let (status, _) = blocking_request(
+        "POST",
+        &format!("{}/v1/traces", server.http),
+        &[("content-type", "application/x-protobuf".into())],
+        &trace_request(spans(5, 100)).encode_to_vec(),
+    )
+    .expect("export over HTTP");
+    assert_eq!(status, 200);
+    assert_eq!(
+        server.scalar("SELECT count(*) FROM spans").as_i64(),
+        Some(22)
+    );
+
+    let text = metrics_text(&server);
+    let accepted = |transport| {
+        sample(
+            &text,
+            "swarmscope_receiver_accepted_spans_total",
+            &[("receiver", "otlp"), ("transport", transport)],
+        )
+    };
+    assert_eq!(accepted("grpc"), Some(17.0), "{text}");
+    assert_eq!(accepted("http"), Some(5.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "swarmscope_store_buffered_rows",
+            &[("table", "spans")]
+        ),
+        Some(22.0)
+    );
+    assert_eq!(
+        sample(&text, "swarmscope_queries_total", &[("outcome", "ok")]),
+        Some(1.0)
+    );
+    for family in [
+        "swarmscope_receiver_request_duration_seconds",
+        "swarmscope_wal_fsync_duration_seconds",
+        "swarmscope_wal_group_commit_records",
+        "swarmscope_store_flush_duration_seconds",
+        "swarmscope_store_parquet_files",
+        "swarmscope_store_compactions_total",
+        "swarmscope_query_duration_seconds",
+        "swarmscope_memory_used_bytes",
+        "swarmscope_store_quarantined_files",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{text}"
+        );
+    }
+
+    // promtool reads the exposition from standard input.
+    let mut check = Command::new(binary("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    {
+        use std::io::Write;
+        let mut stdin = check.stdin.take().expect("stdin");
+        stdin.write_all(text.as_bytes()).expect("write exposition");
+    }
+    let checked = check.wait_with_output().expect("promtool output");
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // The real server scrapes it and answers the exact count.
+    let target = server.api.trim_start_matches("http://").to_owned();
+    let prometheus = Prometheus::start(tmp.path(), &target);
+    let scraped = eventually("Prometheus to scrape swarmscope", || {
+        let results =
+            prometheus.query("swarmscope_receiver_accepted_spans_total{transport=\"grpc\"}");
+        results
+            .first()
+            .map(|(labels, value)| (labels.clone(), *value))
+    });
+    assert_eq!(scraped.1, 17.0);
+    assert_eq!(scraped.0["job"], "swarmscope");
+    assert_eq!(scraped.0["receiver"], "otlp");
+    let total = prometheus.query("sum(swarmscope_receiver_accepted_spans_total)");
+    assert_eq!(total.first().map(|(_, v)| *v), Some(22.0));
+}
