@@ -32,6 +32,9 @@ pub struct Options {
     pub api_tls: bool,
     /// `[query]` lines, e.g. `timeout_ms = 2000`.
     pub query_extra: String,
+    /// `storage.retention_hours`; by default high enough to keep the tests' fixed
+    /// timestamps.
+    pub retention_hours: Option<u64>,
 }
 
 pub struct Server {
@@ -71,7 +74,10 @@ fn config_text(data_dir: &Path, o: &Options) -> String {
         o.flush_interval_ms.unwrap_or(3_600_000)
     );
     // Test data carries fixed timestamps from 2018-2023; keep them.
-    storage += "retention_hours = 1000000\n";
+    storage += &format!(
+        "retention_hours = {}\n",
+        o.retention_hours.unwrap_or(1_000_000)
+    );
     storage += &o.storage_extra;
     format!(
         "[receivers.otlp]\n{otlp}\n[api]\n{api}\n[storage]\n{storage}\n[query]\n{}",

@@ -16,6 +16,9 @@ pub struct StoreMetrics {
     pub flushes: IntCounterVec,
     /// Merges compaction made.
     pub compactions: IntCounter,
+    /// Retention passes, and the files they deleted.
+    pub retention_runs: IntCounter,
+    pub retention_deleted: IntCounter,
 }
 
 impl StoreMetrics {
@@ -52,6 +55,16 @@ impl StoreMetrics {
                 "Merges of small Parquet files compaction made.",
             )
             .unwrap_or_else(|e| unreachable!("{e}")),
+            retention_runs: IntCounter::new(
+                "swarmscope_store_retention_runs_total",
+                "Retention passes over the history.",
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            retention_deleted: IntCounter::new(
+                "swarmscope_store_retention_deleted_files_total",
+                "Parquet files retention deleted.",
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
         }
     }
 
@@ -63,6 +76,8 @@ impl StoreMetrics {
             Box::new(self.flush_duration.clone()),
             Box::new(self.flushes.clone()),
             Box::new(self.compactions.clone()),
+            Box::new(self.retention_runs.clone()),
+            Box::new(self.retention_deleted.clone()),
         ]
     }
 }

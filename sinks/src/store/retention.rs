@@ -71,6 +71,8 @@ impl ParquetStore {
             );
         }
         self.delete_retired()?;
+        self.inner.metrics.retention_runs.inc();
+        self.inner.metrics.retention_deleted.inc_by(deleted as u64);
         Ok(deleted)
     }
 }
