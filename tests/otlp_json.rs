@@ -1,4 +1,4 @@
-//! OTLP/JSON over HTTP: the protocol's own examples (`shared/fixtures/otlp-json`) and
+//! OTLP/JSON over HTTP: the protocol's own examples (`tests/fixtures/otlp-json`, copied from the OTLP repository) and
 //! bodies written by hand per the spec, read back with SQL.
 
 mod common;
@@ -8,7 +8,7 @@ use serde_json::json;
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/otlp-json")
+        .join("tests/fixtures/otlp-json")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
