@@ -8,7 +8,7 @@ mod common;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use common::{blocking_get, blocking_request, eventually, temp_data_dir, trace_request, Server};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;

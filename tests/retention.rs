@@ -75,9 +75,7 @@ fn records_older_than_retention_are_reported_and_the_fresh_ones_survive_restart_
     );
 
     // OTLP/JSON reports it in its own shape.
-    let json = format!(
-        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a","spanId":"0a0a0a0a0a0a0a0a","name":"old","startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000"}}]}}]}}]}}"#
-    );
+    let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a","spanId":"0a0a0a0a0a0a0a0a","name":"old","startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000"}]}]}]}"#;
     let (status, body) = blocking_request(
         "POST",
         &format!("{}/v1/traces", server.http),

@@ -25,5 +25,6 @@ pub mod otlp_json;
 pub mod otlp_proto;
 pub mod processor;
 pub mod schema;
+mod wire;
 
 pub use error::{Error, Result};

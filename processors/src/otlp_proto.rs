@@ -12,8 +12,10 @@
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::encoding::{decode_varint, encode_varint};
+use prost::encoding::encode_varint;
 use prost::Message;
+
+use crate::wire::{Fields, Malformed, Value};
 
 /// Nesting deeper than this is refused, as prost's own recursion limit does.
 const MAX_DEPTH: usize = 100;
@@ -185,11 +187,6 @@ fn field(msg: Msg, number: u64) -> Field {
 }
 
 /// Why the wire walk gave up; the caller then reports prost's own error.
-#[derive(Debug)]
-struct Malformed;
-
-/// Copies message `buf` of kind `msg` into `out`, rewriting string fields that are not
-/// UTF-8 and counting them in `count`.
 fn repair(
     buf: &[u8],
     msg: Msg,
@@ -200,55 +197,41 @@ fn repair(
     if depth > MAX_DEPTH {
         return Err(Malformed);
     }
-    let mut rest = buf;
-    while !rest.is_empty() {
-        let start = rest;
-        let key = decode_varint(&mut rest).map_err(|_| Malformed)?;
-        let (number, wire_type) = (key >> 3, key & 7);
-        match wire_type {
-            // varint, 64-bit, 32-bit: copied as they are.
-            0 => {
-                decode_varint(&mut rest).map_err(|_| Malformed)?;
-            }
-            1 => rest = rest.get(8..).ok_or(Malformed)?,
-            5 => rest = rest.get(4..).ok_or(Malformed)?,
-            2 => {
-                let len = usize::try_from(decode_varint(&mut rest).map_err(|_| Malformed)?)
-                    .map_err(|_| Malformed)?;
-                let value = rest.get(..len).ok_or(Malformed)?;
-                let after = &rest[len..];
-                match field(msg, number) {
-                    Field::Str if std::str::from_utf8(value).is_err() => {
-                        let fixed = String::from_utf8_lossy(value);
-                        *count += 1;
+    let mut fields = Fields::of(buf);
+    loop {
+        let start = fields.rest();
+        let Some((number, value)) = fields.next()? else {
+            return Ok(());
+        };
+        if let Value::Bytes(bytes) = value {
+            // Wire type 2: length-delimited.
+            let key = number << 3 | 2;
+            match field(msg, number) {
+                Field::Str if std::str::from_utf8(bytes).is_err() => {
+                    let fixed = String::from_utf8_lossy(bytes);
+                    *count += 1;
+                    encode_varint(key, out);
+                    encode_varint(fixed.len() as u64, out);
+                    out.extend_from_slice(fixed.as_bytes());
+                    continue;
+                }
+                Field::Msg(inner) => {
+                    let mut nested = Vec::with_capacity(bytes.len());
+                    let before = *count;
+                    repair(bytes, inner, depth + 1, &mut nested, count)?;
+                    if *count != before {
                         encode_varint(key, out);
-                        encode_varint(fixed.len() as u64, out);
-                        out.extend_from_slice(fixed.as_bytes());
-                        rest = after;
+                        encode_varint(nested.len() as u64, out);
+                        out.extend_from_slice(&nested);
                         continue;
                     }
-                    Field::Msg(inner) => {
-                        let mut nested = Vec::with_capacity(value.len());
-                        let before = *count;
-                        repair(value, inner, depth + 1, &mut nested, count)?;
-                        if *count != before {
-                            encode_varint(key, out);
-                            encode_varint(nested.len() as u64, out);
-                            out.extend_from_slice(&nested);
-                            rest = after;
-                            continue;
-                        }
-                    }
-                    _ => {}
                 }
-                rest = after;
+                _ => {}
             }
-            // Groups (3, 4) are not used by OTLP; anything else is not protobuf.
-            _ => return Err(Malformed),
         }
-        out.extend_from_slice(&start[..start.len() - rest.len()]);
+        // Unchanged: the field's bytes as they came.
+        out.extend_from_slice(&start[..start.len() - fields.rest().len()]);
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -69,6 +69,8 @@ pub struct QueryEngine {
 pub struct QueryMetrics {
     pub queries: prometheus::IntCounterVec,
     pub duration: prometheus::Histogram,
+    /// Queries waiting for a turn or running now.
+    pub running: prometheus::IntGauge,
 }
 
 impl QueryMetrics {
@@ -90,6 +92,11 @@ impl QueryMetrics {
                 .buckets(prometheus::exponential_buckets(0.001, 2.0, 17).unwrap_or_default()),
             )
             .unwrap_or_else(|e| unreachable!("{e}")),
+            running: prometheus::IntGauge::new(
+                "swarmscope_queries_running",
+                "SQL queries waiting for a turn or running now.",
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
         }
     }
 
@@ -98,7 +105,25 @@ impl QueryMetrics {
         vec![
             Box::new(self.queries.clone()),
             Box::new(self.duration.clone()),
+            Box::new(self.running.clone()),
         ]
+    }
+}
+
+/// Counts a query as running while it lives, however it ends (a cancelled query's
+/// future is dropped).
+struct Running(prometheus::IntGauge);
+
+impl Running {
+    fn start(gauge: &prometheus::IntGauge) -> Running {
+        gauge.inc();
+        Running(gauge.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -170,6 +195,7 @@ impl QueryEngine {
     /// the answer, under `query.timeout_ms`. Dropping the future cancels the query.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
         let started = std::time::Instant::now();
+        let _running = Running::start(&self.metrics.running);
         let result = self.run_sql(sql).await;
         let outcome = match &result {
             Ok(_) => "ok",

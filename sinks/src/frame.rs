@@ -123,14 +123,7 @@ pub(crate) fn records(bytes: &[u8]) -> (Vec<(Table, RecordBatch)>, Damage) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::Int64Array;
-    use arrow::datatypes::{DataType, Field, Schema};
-    use std::sync::Arc;
-
-    fn batch(n: i64) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![n]))]).unwrap()
-    }
+    use crate::testing::batch;
 
     #[test]
     fn several_batches_of_several_tables_in_one_record() {

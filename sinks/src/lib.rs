@@ -12,5 +12,7 @@ pub mod memory;
 pub mod queue;
 pub mod sink;
 pub mod store;
+#[cfg(test)]
+mod testing;
 
 pub use error::{Error, Result};

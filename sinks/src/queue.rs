@@ -314,26 +314,13 @@ fn store_cursor(dir: &Path, at: Position) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::Int64Array;
-    use arrow::datatypes::{DataType, Field, Schema};
-    use std::sync::Arc;
-
-    fn batch(n: i64) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![n]))]).unwrap()
-    }
+    use crate::testing::{batch, first};
 
     fn values(entries: &[Entry]) -> Vec<i64> {
         entries
             .iter()
             .flat_map(|e| &e.batches)
-            .map(|(_, b)| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .unwrap()
-                    .value(0)
-            })
+            .map(|(_, b)| first(b))
             .collect()
     }
 

@@ -289,22 +289,8 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::Int64Array;
-    use arrow::datatypes::{DataType, Field, Schema};
+    use crate::testing::{batch, first as value};
     use std::sync::Mutex;
-
-    fn batch(n: i64) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![n]))]).unwrap()
-    }
-
-    fn value(b: &RecordBatch) -> i64 {
-        b.column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .value(0)
-    }
 
     /// Takes spans only; refuses the first `fail` sends as retryable, and value 13 for
     /// good.

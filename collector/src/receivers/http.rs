@@ -16,15 +16,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use serde_json::json;
 use swarmscope_processors::{otlp_json, otlp_proto};
@@ -341,34 +334,18 @@ fn decode(
 /// The export response; `partialSuccess` only when records were rejected or there is
 /// a warning (then with `rejected` 0, as the OTLP specification allows).
 fn success(signal: Signal, encoding: Encoding, outcome: ExportOutcome) -> Response {
-    let rejected = outcome.rejected;
-    let partial = outcome.has_partial_success();
-    let message = outcome.error_message.unwrap_or_default();
+    use super::grpc::Signal as _;
     let body = match encoding {
+        // The same response message gRPC answers with.
         Encoding::Protobuf => match signal {
-            Signal::Traces => ExportTraceServiceResponse {
-                partial_success: partial.then_some(ExportTracePartialSuccess {
-                    rejected_spans: rejected,
-                    error_message: message,
-                }),
-            }
-            .encode_to_vec(),
-            Signal::Metrics => ExportMetricsServiceResponse {
-                partial_success: partial.then_some(ExportMetricsPartialSuccess {
-                    rejected_data_points: rejected,
-                    error_message: message,
-                }),
-            }
-            .encode_to_vec(),
-            Signal::Logs => ExportLogsServiceResponse {
-                partial_success: partial.then_some(ExportLogsPartialSuccess {
-                    rejected_log_records: rejected,
-                    error_message: message,
-                }),
-            }
-            .encode_to_vec(),
+            Signal::Traces => super::grpc::Traces::response(outcome).encode_to_vec(),
+            Signal::Metrics => super::grpc::Metrics::response(outcome).encode_to_vec(),
+            Signal::Logs => super::grpc::Logs::response(outcome).encode_to_vec(),
         },
         Encoding::Json => {
+            let rejected = outcome.rejected;
+            let partial = outcome.has_partial_success();
+            let message = outcome.error_message.unwrap_or_default();
             let field = match signal {
                 Signal::Traces => "rejectedSpans",
                 Signal::Metrics => "rejectedDataPoints",

@@ -89,13 +89,10 @@ pub(crate) fn nanos(t: u64) -> Option<i64> {
 
 /// Lowercase hex of an id, checked for the length OTLP requires.
 pub(crate) fn hex_id(bytes: &[u8], len: usize, what: &str) -> std::result::Result<String, String> {
-    if bytes.len() != len {
-        return Err(format!("{what} must be {len} bytes, got {}", bytes.len()));
+    match id_error(bytes, len, what) {
+        Some(why) => Err(why),
+        None => Ok(hex::encode(bytes)),
     }
-    if bytes.iter().all(|b| *b == 0) {
-        return Err(format!("{what} must not be all zeros"));
-    }
-    Ok(hex::encode(bytes))
 }
 
 /// Like [`hex_id`], for ids that may be absent (empty).
@@ -134,6 +131,29 @@ pub(crate) fn append_attributes(b: &mut AttributeBuilder, attributes: &[KeyValue
     }
     b.append(true)?;
     Ok(())
+}
+
+/// Where a span's `agent_id` comes from, first found first: the span's attributes,
+/// then its resource's, in each of them these keys in this order (SPEC §7).
+pub(crate) const AGENT_ID_KEYS: [&str; 2] = ["gen_ai.agent.id", "coordination.agent.id"];
+
+/// The agent id among one set of attributes: the string value `lookup` finds for the
+/// first of [`AGENT_ID_KEYS`] that has one. Both span decoders call this, once for the
+/// span and once for its resource.
+pub(crate) fn agent_id<'a>(lookup: impl Fn(&str) -> Option<&'a str>) -> Option<&'a str> {
+    AGENT_ID_KEYS.iter().find_map(|key| lookup(key))
+}
+
+/// Whether `bytes` is a valid id of `len` bytes: the right length and not all zeros
+/// (OTLP's invalid id). Both span decoders check ids with it.
+pub(crate) fn id_error(bytes: &[u8], len: usize, what: &str) -> Option<String> {
+    if bytes.len() != len {
+        return Some(format!("{what} must be {len} bytes, got {}", bytes.len()));
+    }
+    if bytes.iter().all(|b| *b == 0) {
+        return Some(format!("{what} must not be all zeros"));
+    }
+    None
 }
 
 /// The string value of attribute `key`, if present.

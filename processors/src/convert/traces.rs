@@ -183,10 +183,7 @@ impl SpanColumns {
         let resource_attributes = origin.resource.map_or(&[][..], |r| &r.attributes[..]);
         let agent_id = [&span.attributes[..], resource_attributes]
             .into_iter()
-            .find_map(|attrs| {
-                attribute_str(attrs, "gen_ai.agent.id")
-                    .or_else(|| attribute_str(attrs, "coordination.agent.id"))
-            });
+            .find_map(|attrs| super::agent_id(|key| attribute_str(attrs, key)));
         self.agent_id.append_option(agent_id);
         append_attributes(&mut self.attributes, &span.attributes)?;
         self.events.append(span, &valid.event_times)?;

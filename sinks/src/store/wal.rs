@@ -313,24 +313,7 @@ pub(crate) fn delete_covered(dir: &Path, covered: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
-    use std::sync::Arc;
-
-    fn batch(n: i64) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("n", DataType::Int64, false),
-            Field::new("s", DataType::Utf8, false),
-        ]));
-        RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(Int64Array::from(vec![n, n + 1])),
-                Arc::new(StringArray::from(vec!["a", "b"])),
-            ],
-        )
-        .unwrap()
-    }
+    use crate::testing::{batch, first};
 
     fn segment_with(dir: &Path, records: &[Vec<u8>]) -> PathBuf {
         let mut wal = Wal::create(dir, 1).unwrap();
@@ -342,16 +325,7 @@ mod tests {
     }
 
     fn values(records: &[(Table, RecordBatch)]) -> Vec<i64> {
-        records
-            .iter()
-            .map(|(_, b)| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .unwrap()
-                    .value(0)
-            })
-            .collect()
+        records.iter().map(|(_, b)| first(b)).collect()
     }
 
     #[test]

@@ -21,7 +21,8 @@ use prost::Message as _;
 
 use super::{kind_name, status_name, SpanColumns};
 use crate::anyvalue;
-use crate::convert::{Converted, Rejections};
+use crate::convert::{agent_id, id_error, Converted, Rejections, AGENT_ID_KEYS};
+use crate::wire::{Fields, Malformed, Value};
 use crate::Result;
 
 /// How deep an array or key-value-list attribute value may nest before this path
@@ -31,6 +32,13 @@ const MAX_VALUE_DEPTH: usize = 16;
 /// Why the wire walk stepped aside: the general path decides what the request is.
 #[derive(Debug)]
 struct Fallback;
+
+/// Malformed wire data: prost decides how to refuse it.
+impl From<Malformed> for Fallback {
+    fn from(_: Malformed) -> Fallback {
+        Fallback
+    }
+}
 
 type Walk<T> = std::result::Result<T, Fallback>;
 
@@ -45,108 +53,6 @@ pub fn spans_from_protobuf(bytes: &[u8]) -> Option<Result<Converted>> {
                 .map(|batch| Rejections::default().finish(batch, "spans")),
         ),
         Err(Fallback) => None,
-    }
-}
-
-/// One field of a message on the wire.
-enum Value<'a> {
-    Varint(u64),
-    Fixed64(u64),
-    Bytes(&'a [u8]),
-    Fixed32(u32),
-}
-
-impl<'a> Value<'a> {
-    fn varint(self) -> Walk<u64> {
-        match self {
-            Value::Varint(v) => Ok(v),
-            _ => Err(Fallback),
-        }
-    }
-    fn fixed64(self) -> Walk<u64> {
-        match self {
-            Value::Fixed64(v) => Ok(v),
-            _ => Err(Fallback),
-        }
-    }
-    fn fixed32(self) -> Walk<u32> {
-        match self {
-            Value::Fixed32(v) => Ok(v),
-            _ => Err(Fallback),
-        }
-    }
-    fn bytes(self) -> Walk<&'a [u8]> {
-        match self {
-            Value::Bytes(v) => Ok(v),
-            _ => Err(Fallback),
-        }
-    }
-    fn str(self) -> Walk<&'a str> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| Fallback)
-    }
-}
-
-/// The fields of one message, in wire order.
-struct Fields<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Fields<'a> {
-    fn of(message: &'a [u8]) -> Self {
-        Fields { rest: message }
-    }
-
-    fn varint(&mut self) -> Walk<u64> {
-        let mut value = 0u64;
-        for (i, &byte) in self.rest.iter().enumerate().take(10) {
-            // The tenth byte may only carry the 64th bit, as prost requires.
-            if i == 9 && byte > 1 {
-                return Err(Fallback);
-            }
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte < 0x80 {
-                self.rest = &self.rest[i + 1..];
-                return Ok(value);
-            }
-        }
-        Err(Fallback)
-    }
-
-    fn take(&mut self, n: usize) -> Walk<&'a [u8]> {
-        if n > self.rest.len() {
-            return Err(Fallback);
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    /// The next field, as (field number, value); `None` at the end of the message.
-    fn next(&mut self) -> Walk<Option<(u64, Value<'a>)>> {
-        if self.rest.is_empty() {
-            return Ok(None);
-        }
-        let key = self.varint()?;
-        let number = key >> 3;
-        if number == 0 || key > u64::from(u32::MAX) {
-            return Err(Fallback);
-        }
-        let value = match key & 7 {
-            0 => Value::Varint(self.varint()?),
-            1 => Value::Fixed64(u64::from_le_bytes(
-                self.take(8)?.try_into().map_err(|_| Fallback)?,
-            )),
-            2 => {
-                let len = usize::try_from(self.varint()?).map_err(|_| Fallback)?;
-                Value::Bytes(self.take(len)?)
-            }
-            5 => Value::Fixed32(u32::from_le_bytes(
-                self.take(4)?.try_into().map_err(|_| Fallback)?,
-            )),
-            // Groups are not used by OTLP; prost's skipping of them is left to prost.
-            _ => return Err(Fallback),
-        };
-        Ok(Some((number, value)))
     }
 }
 
@@ -237,8 +143,7 @@ fn resource_spans(bytes: &[u8], columns: &mut SpanColumns, scratch: &mut Scratch
     }
     let mut origin = OriginView {
         service_name: first_string(&resource_attributes, "service.name"),
-        resource_agent_id: first_string(&resource_attributes, "gen_ai.agent.id")
-            .or(first_string(&resource_attributes, "coordination.agent.id")),
+        resource_agent_id: agent_id(|key| first_string(&resource_attributes, key)),
         resource_attributes,
         resource_dropped,
         resource_schema_url: schema_url,
@@ -301,7 +206,7 @@ fn scope_spans<'a>(
 /// A hex id checked as [`super::ValidSpan`] checks it; a failure steps aside so the
 /// general path rejects the span with its message.
 fn id(bytes: &[u8], len: usize) -> Walk<IdHex> {
-    if bytes.len() != len || bytes.iter().all(|b| *b == 0) {
+    if id_error(bytes, len, "").is_some() {
         return Err(Fallback);
     }
     Ok(IdHex::of(bytes))
@@ -349,10 +254,9 @@ fn span(
     let (mut flags, mut dropped_attributes, mut dropped_events, mut dropped_links) = (0, 0, 0, 0);
     let mut status = None;
     let (mut events, mut links) = (0usize, 0usize);
-    // The first `gen_ai.agent.id` and `coordination.agent.id` attributes: Some(None)
-    // when the first one is not a string, as `attribute_str` reads it.
-    let mut gen_ai_agent: Option<Option<&str>> = None;
-    let mut coordination_agent: Option<Option<&str>> = None;
+    // The first attribute of each of AGENT_ID_KEYS: Some(None) when the first one is
+    // not a string, as `attribute_str` reads it.
+    let mut agent_keys: [Option<Option<&str>>; AGENT_ID_KEYS.len()] = [None; AGENT_ID_KEYS.len()];
     let mut fields = Fields::of(bytes);
     while let Some((number, value)) = fields.next()? {
         match number {
@@ -367,10 +271,8 @@ fn span(
             9 => {
                 let (key, string) =
                     append_key_value(value.bytes()?, 4, &mut columns.attributes, scratch)?;
-                if key == "gen_ai.agent.id" && gen_ai_agent.is_none() {
-                    gen_ai_agent = Some(string);
-                } else if key == "coordination.agent.id" && coordination_agent.is_none() {
-                    coordination_agent = Some(string);
+                if let Some(at) = AGENT_ID_KEYS.iter().position(|k| *k == key) {
+                    agent_keys[at].get_or_insert(string);
                 }
             }
             10 => dropped_attributes = value.varint()? as u32,
@@ -422,10 +324,13 @@ fn span(
     c.kind.append_value(kind_name(kind));
     c.status_code.append_value(status_name(status_code));
     c.status_message.append_value(status_message);
-    let agent_id = gen_ai_agent
-        .flatten()
-        .or(coordination_agent.flatten())
-        .or(origin.resource_agent_id);
+    let agent_id = agent_id(|key| {
+        AGENT_ID_KEYS
+            .iter()
+            .position(|k| *k == key)
+            .and_then(|at| agent_keys[at].flatten())
+    })
+    .or(origin.resource_agent_id);
     c.agent_id.append_option(agent_id);
     c.attributes.append(true).map_err(|_| Fallback)?;
     c.events.lengths.push(events);
@@ -532,7 +437,7 @@ fn render<'a>(bytes: &'a [u8], depth: usize, out: &mut String) -> Walk<Text<'a>>
     let Some((number, value)) = fields.next()? else {
         return Ok(Text::None);
     };
-    if fields.rest.is_empty() {
+    if fields.rest().is_empty() {
         // The common case: exactly one scalar.
         match number {
             1 => return Ok(Text::String(value.str()?)),

@@ -1,0 +1,120 @@
+//! The protobuf wire format, field by field: the one walker both hand-written readers
+//! of OTLP protobuf use (the spans fast path, `convert::traces::wire`, and the UTF-8
+//! repair of [`crate::otlp_proto`]). It checks what prost checks of a field's framing
+//! (varint length, key range, wire type, lengths inside the buffer), so that what it
+//! accepts, prost decodes too.
+
+/// The bytes do not frame as protobuf (or use groups, which OTLP does not).
+#[derive(Debug)]
+pub(crate) struct Malformed;
+
+pub(crate) type Wire<T> = std::result::Result<T, Malformed>;
+
+/// One field of a message on the wire.
+pub(crate) enum Value<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Bytes(&'a [u8]),
+    Fixed32(u32),
+}
+
+impl<'a> Value<'a> {
+    pub(crate) fn varint(self) -> Wire<u64> {
+        match self {
+            Value::Varint(v) => Ok(v),
+            _ => Err(Malformed),
+        }
+    }
+    pub(crate) fn fixed64(self) -> Wire<u64> {
+        match self {
+            Value::Fixed64(v) => Ok(v),
+            _ => Err(Malformed),
+        }
+    }
+    pub(crate) fn fixed32(self) -> Wire<u32> {
+        match self {
+            Value::Fixed32(v) => Ok(v),
+            _ => Err(Malformed),
+        }
+    }
+    pub(crate) fn bytes(self) -> Wire<&'a [u8]> {
+        match self {
+            Value::Bytes(v) => Ok(v),
+            _ => Err(Malformed),
+        }
+    }
+    pub(crate) fn str(self) -> Wire<&'a str> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| Malformed)
+    }
+}
+
+/// The fields of one message, in wire order.
+pub(crate) struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) fn of(message: &'a [u8]) -> Self {
+        Fields { rest: message }
+    }
+
+    fn varint(&mut self) -> Wire<u64> {
+        let mut value = 0u64;
+        for (i, &byte) in self.rest.iter().enumerate().take(10) {
+            // The tenth byte may only carry the 64th bit, as prost requires.
+            if i == 9 && byte > 1 {
+                return Err(Malformed);
+            }
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte < 0x80 {
+                self.rest = &self.rest[i + 1..];
+                return Ok(value);
+            }
+        }
+        Err(Malformed)
+    }
+
+    fn take(&mut self, n: usize) -> Wire<&'a [u8]> {
+        if n > self.rest.len() {
+            return Err(Malformed);
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    /// The next field, as (field number, value); `None` at the end of the message.
+    pub(crate) fn next(&mut self) -> Wire<Option<(u64, Value<'a>)>> {
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let number = key >> 3;
+        if number == 0 || key > u64::from(u32::MAX) {
+            return Err(Malformed);
+        }
+        let value = match key & 7 {
+            0 => Value::Varint(self.varint()?),
+            1 => Value::Fixed64(u64::from_le_bytes(
+                self.take(8)?.try_into().map_err(|_| Malformed)?,
+            )),
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| Malformed)?;
+                Value::Bytes(self.take(len)?)
+            }
+            5 => Value::Fixed32(u32::from_le_bytes(
+                self.take(4)?.try_into().map_err(|_| Malformed)?,
+            )),
+            // Groups are not used by OTLP; prost's skipping of them is left to prost.
+            _ => return Err(Malformed),
+        };
+        Ok(Some((number, value)))
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// What is left of the message: after [`Fields::next`], the bytes past that field.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+}
