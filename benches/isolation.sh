@@ -42,8 +42,8 @@ def cpu_seconds():
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / ticks
 
-runaway = ("SELECT count(*) FROM generate_series(1, 100000) a, "
-           "generate_series(1, 1000000000) b")
+runaway = ("SELECT count(*) FROM (SELECT * FROM generate_series(1, 100000000) a, "
+           "generate_series(1, 100000000) b)")
 answer = {}
 
 def run_query():

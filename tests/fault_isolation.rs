@@ -17,9 +17,10 @@ use common::{
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
-/// A cartesian product that would run for days: only cancellation ends it.
-const RUNAWAY: &str =
-    "SELECT count(*) FROM generate_series(1, 100000) a, generate_series(1, 1000000000) b";
+/// A cartesian product that would run for days: only cancellation ends it. Its join
+/// emits a batch per left row without reading its inputs, which is what only
+/// `queries/src/cooperative.rs` lets a cancellation stop.
+const RUNAWAY: &str = "SELECT count(*) FROM (SELECT * FROM generate_series(1, 1000000) a, generate_series(1, 100000000) b)";
 
 /// A server whose `[query]` section has `lines`.
 fn with_query(dir: &Path, lines: &str) -> Server {

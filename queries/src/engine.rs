@@ -25,6 +25,7 @@ use swarmscope_processors::schema::Table;
 use swarmscope_sinks::store::ParquetStore;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::cooperative::CooperativeJoins;
 use crate::executor::QueryExecutor;
 use crate::group_count::GroupCountRule;
 use crate::table::{cast_batch, StoreTable};
@@ -146,6 +147,7 @@ impl QueryEngine {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(GroupCountRule))
+            .with_physical_optimizer_rule(Arc::new(CooperativeJoins))
             .build();
         let ctx = SessionContext::new_with_state(state);
         for &table in Table::ALL {

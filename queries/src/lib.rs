@@ -20,6 +20,7 @@
 //! ```
 
 mod config;
+pub mod cooperative;
 pub mod encode;
 mod engine;
 mod error;
