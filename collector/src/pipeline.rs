@@ -321,10 +321,19 @@ impl Pipeline {
         let metrics = &self.inner.metrics;
         let size = batch.batch.get_array_memory_size();
         let shed = |reason: &str| {
-            metrics
+            let dropped = metrics
                 .processor_dropped
-                .with_label_values(&[observer.name, reason])
-                .inc();
+                .with_label_values(&[observer.name, reason]);
+            dropped.inc();
+            // Logged on the first drop and every thousandth, not per request.
+            if dropped.get() % 1000 == 1 {
+                tracing::warn!(
+                    processor = observer.name,
+                    reason,
+                    dropped = dropped.get(),
+                    "processor falling behind; batches shed"
+                );
+            }
         };
         if self.inner.memory.try_charge(size).is_err() {
             return shed("memory_limit");

@@ -161,11 +161,19 @@ impl SinkHandle {
         match self.queue.push(&accepted) {
             Ok(true) => {}
             Ok(false) => {
-                self.metrics
+                let dropped = self
+                    .metrics
                     .dropped
-                    .with_label_values(&[name, "queue_full"])
-                    .inc();
-                tracing::warn!(sink = name, "sink queue full; record dropped");
+                    .with_label_values(&[name, "queue_full"]);
+                dropped.inc();
+                // Logged on the first drop and every thousandth, not per request.
+                if dropped.get() % 1000 == 1 {
+                    tracing::warn!(
+                        sink = name,
+                        dropped = dropped.get(),
+                        "sink queue full (queue_max_bytes); records dropped"
+                    );
+                }
             }
             Err(e) => {
                 self.metrics
