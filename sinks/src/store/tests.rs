@@ -341,15 +341,20 @@ fn logs_at(i: u64) -> RecordBatch {
         .batch
 }
 
-#[tokio::test]
-async fn retention_deletes_expired_partitions_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = ParquetStore::open(StorageConfig {
-        data_dir: dir.path().to_owned(),
+/// A store whose retention is 24 hours.
+fn store_keeping_a_day(dir: &Path) -> ParquetStore {
+    ParquetStore::open(StorageConfig {
+        data_dir: dir.to_owned(),
         retention_hours: 24,
         ..StorageConfig::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn retention_deletes_expired_partitions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store_keeping_a_day(dir.path());
     let now = std::time::SystemTime::now();
     let now_nanos = now
         .duration_since(std::time::UNIX_EPOCH)
@@ -791,12 +796,7 @@ async fn a_batch_and_the_rows_derived_from_it_are_logged_and_replayed_together()
 #[tokio::test]
 async fn rows_older_than_retention_are_split_off_by_their_partition_hour() {
     let dir = tempfile::tempdir().unwrap();
-    let s = ParquetStore::open(StorageConfig {
-        data_dir: dir.path().to_owned(),
-        retention_hours: 24,
-        ..StorageConfig::default()
-    })
-    .unwrap();
+    let s = store_keeping_a_day(dir.path());
     let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(100 * 24 * 3600 + 1800);
     let now_nanos = 100 * 24 * HOUR + 1800 * 1_000_000_000;
     // The cut-off is the partition hour retention deletes below: 24 hours before this
