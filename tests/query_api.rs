@@ -59,13 +59,7 @@ fn spans(service: &str, start: u64, n: usize) -> Vec<u8> {
 }
 
 fn send(server: &Server, body: &[u8]) {
-    let (status, _) = blocking_request(
-        "POST",
-        &format!("{}/v1/traces", server.http),
-        &[("content-type", "application/x-protobuf".into())],
-        body,
-    )
-    .expect("send");
+    let (status, _) = server.post_traces(body);
     assert_eq!(status, 200);
 }
 
@@ -192,7 +186,17 @@ fn tables_endpoint_lists_every_table_with_its_columns() {
         .iter()
         .map(|t| t["name"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(names, ["spans", "metrics", "logs"]);
+    assert_eq!(
+        names,
+        [
+            "spans",
+            "metrics",
+            "logs",
+            "coordination_events",
+            "genai_usage",
+            "velocity"
+        ]
+    );
     let span_columns: Vec<&str> = v["tables"][0]["columns"]
         .as_array()
         .expect("columns")

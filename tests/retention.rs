@@ -58,13 +58,7 @@ fn records_older_than_retention_are_reported_and_the_fresh_ones_survive_restart_
         span(4, now - HOUR),
         span(5, now - 2 * HOUR),
     ]);
-    let (status, body) = blocking_request(
-        "POST",
-        &format!("{}/v1/traces", server.http),
-        &[("content-type", "application/x-protobuf".into())],
-        &request.encode_to_vec(),
-    )
-    .expect("export");
+    let (status, body) = server.post_traces(&request.encode_to_vec());
     assert_eq!(status, 200);
     let response = ExportTraceServiceResponse::decode(body.as_slice()).expect("response");
     let partial = response.partial_success.expect("partial_success");

@@ -23,6 +23,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, Instrumentatio
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use sqllogictest::{DBOutput, DefaultColumnType};
+use swarmscope_processors::analytics::{Analytics, AnalyticsConfig};
 use swarmscope_processors::convert;
 use swarmscope_processors::otlp_json;
 use swarmscope_processors::schema::Table;
@@ -401,6 +402,10 @@ async fn sql_logic_tests() {
         )
         .expect("engine"),
     );
+    let analytics = Analytics::new(&AnalyticsConfig::default());
+    for (name, sql) in analytics.views() {
+        engine.register_view(name, &sql).await.expect("view");
+    }
     let files = slt_files();
     assert!(!files.is_empty(), "no .slt files in tests/sql");
     let complete = std::env::var_os("SLT_COMPLETE").is_some();

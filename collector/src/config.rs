@@ -10,6 +10,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use swarmscope_processors::analytics::AnalyticsConfig;
 use swarmscope_queries::QueryConfig;
 use swarmscope_sinks::store::StorageConfig;
 
@@ -23,6 +24,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub storage: StorageConfig,
     pub query: QueryConfig,
+    pub processors: AnalyticsConfig,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -194,6 +196,7 @@ impl Config {
         self.query
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
+        self.processors.validate().map_err(Error::Config)?;
         if self.api.idle_timeout_ms <= self.query.timeout_ms {
             return Err(Error::Config(format!(
                 "api.idle_timeout_ms ({}) must be longer than query.timeout_ms ({}), or a running query's connection could be closed",

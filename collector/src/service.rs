@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use swarmscope_processors::analytics::coordination::restore_sql;
+use swarmscope_processors::analytics::Analytics;
 use swarmscope_queries::QueryEngine;
 use swarmscope_sinks::store::ParquetStore;
 use tokio::net::TcpListener;
@@ -56,9 +58,28 @@ pub async fn run(
     config.validate()?;
     let store = ParquetStore::open(config.storage.clone())?;
     let engine = Arc::new(QueryEngine::new(store.clone(), config.query.clone())?);
+    let analytics = Analytics::new(&config.processors);
+    for (name, sql) in analytics.views() {
+        engine
+            .register_view(name, &sql)
+            .await
+            .map_err(|e| Error::Server("analytics", format!("view {name}: {e}")))?;
+    }
     let (telemetry, metrics) =
         Telemetry::new(&store, &engine).map_err(|e| Error::Server("metrics", e.to_string()))?;
-    let pipeline = Pipeline::builder(store.clone(), metrics)
+    for collector in analytics.collectors() {
+        telemetry
+            .registry()
+            .register(collector)
+            .map_err(|e| Error::Server("metrics", e.to_string()))?;
+    }
+    restore_claims(&analytics, &engine).await;
+    let pipeline = analytics
+        .processors()
+        .into_iter()
+        .fold(Pipeline::builder(store.clone(), metrics), |b, p| {
+            b.processor(p)
+        })
         .build()
         .map_err(|e| Error::Server("pipeline", e.to_string()))?;
     let otlp = &config.receivers.otlp;
@@ -107,6 +128,7 @@ pub async fn run(
         telemetry: Arc::new(telemetry),
         ready: Arc::clone(&ready),
         auth_token: config.api.auth_token.clone(),
+        analytics_config: Arc::new(config.processors.clone()),
     });
     let api_task = tokio::spawn(api_listening.serve_http(api_listener, api_app, stopped(api_rx)));
     let flusher = tokio::spawn(store.clone().run_flusher(stopped(flusher_rx)));
@@ -164,6 +186,30 @@ pub async fn run(
     api_result?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Rebuilds who holds which work item from the stored coordination history, before
+/// any new event arrives. A failure is logged, not fatal: the collector then starts
+/// with an empty book, and only conflicts with claims made before it started go unseen.
+async fn restore_claims(analytics: &Analytics, engine: &QueryEngine) {
+    let sql = restore_sql(&analytics.config.coordination);
+    let restored = match engine.sql(&sql).await {
+        Ok(result) => result
+            .batches
+            .iter()
+            .try_for_each(|b| analytics.coordination.restore(b))
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match restored {
+        Ok(()) => tracing::info!(
+            held = analytics.coordination.held(),
+            "work item claims restored from coordination_events"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot restore work item claims; conflicts with earlier claims will be missed")
+        }
+    }
 }
 
 async fn wait_server(

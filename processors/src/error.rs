@@ -6,6 +6,10 @@ pub enum Error {
     /// An OTLP/JSON body that does not follow the OTLP/JSON encoding.
     #[error("invalid OTLP/JSON: {0}")]
     Json(String),
+    /// A batch without a column a processor reads, or with one of another type: a bug
+    /// in the caller, never bad input.
+    #[error("unexpected batch: {0}")]
+    Schema(String),
     /// Building Arrow arrays failed; this is a bug in the conversion, not bad input.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),

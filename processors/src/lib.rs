@@ -18,6 +18,7 @@
 //! assert_eq!(converted.rejected, 0);
 //! ```
 
+pub mod analytics;
 pub mod anyvalue;
 pub mod convert;
 mod error;

@@ -54,7 +54,13 @@ impl Table {
     });
 
     /// Every table, in the order `GET /api/v1/tables` lists them.
-    pub const ALL: &'static [Table] = &[Table::SPANS, Table::METRICS, Table::LOGS];
+    pub const ALL: &'static [Table] = &[
+        Table::SPANS,
+        Table::METRICS,
+        Table::LOGS,
+        crate::analytics::coordination::COORDINATION_EVENTS,
+        crate::analytics::genai::GENAI_USAGE,
+    ];
 
     /// The table `def` declares (for a derived table's constant).
     pub const fn declare(def: &'static TableDef) -> Table {

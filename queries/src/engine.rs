@@ -58,6 +58,8 @@ pub struct QueryEngine {
     config: QueryConfig,
     options: SQLOptions,
     executor: QueryExecutor,
+    /// The views registered over the tables, for [`QueryEngine::tables`].
+    views: std::sync::Mutex<Vec<TableInfo>>,
     /// One permit per query allowed to run at once.
     slots: Arc<Semaphore>,
     /// `true` once [`QueryEngine::close`] was called.
@@ -170,6 +172,7 @@ impl QueryEngine {
             config,
             options,
             executor,
+            views: std::sync::Mutex::new(Vec::new()),
             closing: watch::Sender::new(false),
             metrics: QueryMetrics::new(),
         })
@@ -182,15 +185,49 @@ impl QueryEngine {
         self.slots.close();
     }
 
-    /// The stored tables and their schemas.
+    /// The stored tables and the views over them, with their schemas.
     pub fn tables(&self) -> Vec<TableInfo> {
-        Table::ALL
+        let mut all: Vec<TableInfo> = Table::ALL
             .iter()
             .map(|t| TableInfo {
                 name: t.name(),
                 schema: t.schema(),
             })
-            .collect()
+            .collect();
+        all.extend(
+            self.views
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        all
+    }
+
+    /// Adds the view `name`, defined by the query `sql` over the tables (the derived
+    /// analytics that are best computed from the stored history at read time).
+    pub async fn register_view(&self, name: &'static str, sql: &str) -> Result<()> {
+        let plan = self
+            .ctx
+            .state()
+            .create_logical_plan(sql)
+            .await
+            .map_err(Error::from_datafusion)?;
+        let schema = plain_schema(plan.schema().inner());
+        self.ctx
+            .register_table(
+                name,
+                Arc::new(datafusion::datasource::ViewTable::new(
+                    plan,
+                    Some(sql.to_owned()),
+                )),
+            )
+            .map_err(Error::from_datafusion)?;
+        self.views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(TableInfo { name, schema });
+        Ok(())
     }
 
     /// Runs one read-only statement on the query threads: waits for a turn, then for

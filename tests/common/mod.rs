@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use serde_json::Value;
 
@@ -35,6 +36,8 @@ pub struct Options {
     /// `storage.retention_hours`; by default high enough to keep the tests' fixed
     /// timestamps.
     pub retention_hours: Option<u64>,
+    /// Whole sections appended to the config, e.g. `[processors.velocity]` lines.
+    pub extra: String,
 }
 
 pub struct Server {
@@ -80,8 +83,8 @@ fn config_text(data_dir: &Path, o: &Options) -> String {
     );
     storage += &o.storage_extra;
     format!(
-        "[receivers.otlp]\n{otlp}\n[api]\n{api}\n[storage]\n{storage}\n[query]\n{}",
-        o.query_extra
+        "[receivers.otlp]\n{otlp}\n[api]\n{api}\n[storage]\n{storage}\n[query]\n{}\n{}",
+        o.query_extra, o.extra
     )
 }
 
@@ -207,6 +210,17 @@ impl Server {
     }
 
     /// `POST /api/v1/query`, JSON; panics unless the answer is 200.
+    /// Posts a protobuf trace export to the OTLP HTTP receiver: status and body.
+    pub fn post_traces(&self, body: &[u8]) -> (u16, Vec<u8>) {
+        blocking_request(
+            "POST",
+            &format!("{}/v1/traces", self.http),
+            &[("content-type", "application/x-protobuf".into())],
+            body,
+        )
+        .expect("POST /v1/traces")
+    }
+
     pub fn sql(&self, sql: &str) -> Value {
         let (status, body) = self.query_raw(sql, "application/json");
         assert_eq!(
@@ -376,6 +390,24 @@ pub fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
 
 pub fn blocking_get(url: &str) -> std::io::Result<(u16, Vec<u8>)> {
     blocking_request("GET", url, &[], b"")
+}
+
+/// A string attribute.
+pub fn text(key: &str, value: &str) -> KeyValue {
+    attribute(key, any_value::Value::StringValue(value.into()))
+}
+
+/// An integer attribute.
+pub fn int(key: &str, value: i64) -> KeyValue {
+    attribute(key, any_value::Value::IntValue(value))
+}
+
+fn attribute(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
 }
 
 /// A trace export request: `spans` under one resource and one scope.

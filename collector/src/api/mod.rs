@@ -5,7 +5,8 @@
 //!   ([`crate::telemetry`]).
 //! - `POST /api/v1/query` with `{"sql": "..."}`: JSON by default, CSV for
 //!   `Accept: text/csv`, Arrow IPC for `Accept: application/vnd.apache.arrow.stream`.
-//! - `GET /api/v1/tables`: every table with its columns.
+//! - `GET /api/v1/tables`: every table and view with its columns.
+//! - `GET /api/v1/velocity`: velocity windows ([`analytics`]).
 //!
 //! Errors are `{"error": "..."}`: 400 for SQL that is invalid or refused, 422 when a
 //! query runs out of memory, 503 on timeout, when every query slot stays taken (with
@@ -28,6 +29,9 @@ use serde_json::json;
 use swarmscope_queries::{encode, QueryEngine};
 
 use crate::pipeline::Pipeline;
+use swarmscope_processors::analytics::AnalyticsConfig;
+
+mod analytics;
 use crate::telemetry::Telemetry;
 
 /// Shared state of the API handlers.
@@ -38,12 +42,14 @@ pub struct ApiState {
     pub telemetry: Arc<Telemetry>,
     pub ready: Arc<AtomicBool>,
     pub auth_token: Option<String>,
+    pub analytics_config: Arc<AnalyticsConfig>,
 }
 
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/api/v1/query", post(query))
         .route("/api/v1/tables", get(tables))
+        .route("/api/v1/velocity", get(analytics::velocity))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -1,0 +1,139 @@
+//! The analytics endpoints: `GET /api/v1/velocity`. Each reads the derived tables and
+//! views through the SQL engine (the same answers a user's query gets) and returns an
+//! array of objects, one per row.
+//!
+//! Time ranges are `start` and `end` query parameters, RFC 3339 or Unix seconds as in
+//! Prometheus's HTTP API; the default is the last 24 hours.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use swarmscope_queries::encode;
+
+use super::{error, query_error, ApiState};
+
+const DEFAULT_RANGE_SECS: i64 = 24 * 3600;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VelocityParams {
+    team: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+}
+
+/// A time range in nanoseconds since the epoch, from `start`/`end` parameters.
+fn range(start: Option<&str>, end: Option<&str>) -> Result<(i64, i64), String> {
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let end = end
+        .map(|e| parse_time("end", e))
+        .transpose()?
+        .unwrap_or(now);
+    let start = start
+        .map(|s| parse_time("start", s))
+        .transpose()?
+        .unwrap_or(end.saturating_sub(DEFAULT_RANGE_SECS * 1_000_000_000));
+    if start > end {
+        return Err("start must not be after end".into());
+    }
+    Ok((start, end))
+}
+
+fn parse_time(name: &str, value: &str) -> Result<i64, String> {
+    let parsed = if let Ok(seconds) = value.parse::<f64>() {
+        (seconds.is_finite() && seconds.abs() < 1e10).then_some((seconds * 1e9) as i64)
+    } else {
+        chrono::DateTime::parse_from_rfc3339(value)
+            .ok()
+            .and_then(|t| t.timestamp_nanos_opt())
+    };
+    parsed.ok_or_else(|| format!("{name} must be an RFC 3339 time or Unix seconds, got {value:?}"))
+}
+
+/// A SQL string literal.
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Runs `sql` and answers with its rows as objects under `key`.
+async fn rows(state: &ApiState, sql: &str, key: &str, mut extra: Map<String, Value>) -> Response {
+    let result = match state.engine.sql(sql).await {
+        Ok(r) => r,
+        Err(e) => return query_error(e),
+    };
+    let table = match encode::json(&result) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding: {e}")),
+    };
+    let names: Vec<String> = table["columns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let objects: Vec<Value> = table["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            let cells = row.as_array().into_iter().flatten().cloned();
+            Value::Object(names.iter().cloned().zip(cells).collect())
+        })
+        .collect();
+    extra.insert(key.to_owned(), Value::Array(objects));
+    Json(Value::Object(extra)).into_response()
+}
+
+/// `GET /api/v1/velocity?team=&start=&end=`: the `velocity` windows that overlap the
+/// range, newest first.
+pub(super) async fn velocity(
+    State(state): State<ApiState>,
+    Query(params): Query<VelocityParams>,
+) -> Response {
+    let (start, end) = match range(params.start.as_deref(), params.end.as_deref()) {
+        Ok(r) => r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let team = params
+        .team
+        .as_deref()
+        .map(|t| format!(" AND team = {}", literal(t)))
+        .unwrap_or_default();
+    let sql = format!(
+        "SELECT * FROM velocity WHERE window_end > to_timestamp_nanos({start}) \
+         AND window_start <= to_timestamp_nanos({end}){team} ORDER BY window_start DESC, team"
+    );
+    let window = state.analytics_config.velocity.window_seconds;
+    let extra = json!({ "window_seconds": window });
+    rows(
+        &state,
+        &sql,
+        "windows",
+        extra.as_object().cloned().unwrap_or_default(),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_or_unix_seconds() {
+        assert_eq!(parse_time("t", "1.5").ok(), Some(1_500_000_000));
+        assert_eq!(
+            parse_time("t", "1970-01-01T00:00:02Z").ok(),
+            Some(2_000_000_000)
+        );
+        assert!(parse_time("t", "yesterday").is_err());
+        assert!(range(Some("10"), Some("5")).is_err());
+    }
+
+    #[test]
+    fn literals_cannot_break_out() {
+        assert_eq!(literal("a'b"), "'a''b'");
+    }
+}

@@ -1,0 +1,139 @@
+//! Reading attributes out of stored batches: the `Map<Utf8, Utf8>` columns of
+//! [`crate::schema`], row by row, without copying them.
+//!
+//! The analytics look for a handful of keys in every span. Most spans carry none of
+//! them, so [`MapColumn::mentions`] first checks whether a key occurs anywhere in the
+//! batch's key bytes (one `memmem` pass), and a batch without it costs nothing more.
+
+use arrow::array::{Array, AsArray, MapArray, StringArray};
+use memchr::memmem;
+
+use crate::{Error, Result};
+
+/// A `Map<Utf8, Utf8>` column, readable row by row.
+pub struct MapColumn<'a> {
+    map: &'a MapArray,
+    keys: &'a StringArray,
+    values: &'a StringArray,
+}
+
+impl<'a> MapColumn<'a> {
+    pub fn new(array: &'a dyn Array) -> Result<MapColumn<'a>> {
+        let map = array
+            .as_map_opt()
+            .ok_or_else(|| Error::Schema(format!("expected a map, got {}", array.data_type())))?;
+        let strings = |a: &'a dyn Array| {
+            a.as_string_opt::<i32>()
+                .ok_or_else(|| Error::Schema(format!("expected Utf8, got {}", a.data_type())))
+        };
+        Ok(MapColumn {
+            map,
+            keys: strings(map.keys().as_ref())?,
+            values: strings(map.values().as_ref())?,
+        })
+    }
+
+    /// The column named `name` of `batch`.
+    pub fn of(batch: &'a arrow::record_batch::RecordBatch, name: &str) -> Result<MapColumn<'a>> {
+        let array = batch
+            .column_by_name(name)
+            .ok_or_else(|| Error::Schema(format!("no column {name}")))?;
+        MapColumn::new(array.as_ref())
+    }
+
+    /// Whether any row might have one of `keys`: false means none has.
+    pub fn mentions(&self, keys: &[&str]) -> bool {
+        let bytes = self.keys.values().as_slice();
+        keys.iter()
+            .any(|k| memmem::find(bytes, k.as_bytes()).is_some())
+    }
+
+    /// The value of `key` in row `row`, if it is there and not null.
+    pub fn get(&self, row: usize, key: &str) -> Option<&'a str> {
+        if self.map.is_null(row) {
+            return None;
+        }
+        let offsets = self.map.value_offsets();
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        (start..end)
+            .find(|&i| self.keys.value(i) == key)
+            .and_then(|i| (!self.values.is_null(i)).then(|| self.values.value(i)))
+    }
+
+    /// The value of the first of `keys` that row `row` has.
+    pub fn first(&self, row: usize, keys: &[&str]) -> Option<&'a str> {
+        keys.iter().find_map(|k| self.get(row, k))
+    }
+}
+
+/// A string column (`Utf8`), by name.
+pub fn strings<'a>(
+    batch: &'a arrow::record_batch::RecordBatch,
+    name: &str,
+) -> Result<&'a StringArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| Error::Schema(format!("no Utf8 column {name}")))
+}
+
+/// The value of row `row` of a nullable string column.
+pub fn string_at(array: &StringArray, row: usize) -> Option<&str> {
+    (!array.is_null(row)).then(|| array.value(row))
+}
+
+/// A timestamp column (nanoseconds), by name.
+pub fn timestamps<'a>(
+    batch: &'a arrow::record_batch::RecordBatch,
+    name: &str,
+) -> Result<&'a arrow::array::TimestampNanosecondArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>())
+        .ok_or_else(|| Error::Schema(format!("no nanosecond timestamp column {name}")))
+}
+
+/// An attribute value as a number: integers and decimals as rendered by
+/// [`crate::anyvalue`], surrounding blanks ignored.
+pub fn number(value: &str) -> Option<f64> {
+    value.trim().parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::attribute_builder;
+
+    fn column(rows: &[&[(&str, &str)]]) -> MapArray {
+        let mut b = attribute_builder();
+        for row in rows {
+            for (k, v) in *row {
+                b.keys().append_value(k);
+                b.values().append_value(v);
+            }
+            b.append(true).unwrap();
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn finds_values_by_row_and_key() {
+        let map = column(&[&[("a", "1"), ("b", "2")], &[], &[("b", "3")]]);
+        let c = MapColumn::new(&map).unwrap();
+        assert_eq!(c.get(0, "b"), Some("2"));
+        assert_eq!(c.get(1, "b"), None);
+        assert_eq!(c.get(2, "b"), Some("3"));
+        assert_eq!(c.first(2, &["a", "b"]), Some("3"));
+        assert!(c.mentions(&["x", "b"]));
+        assert!(!c.mentions(&["zz"]));
+    }
+
+    #[test]
+    fn numbers_are_finite_decimals() {
+        assert_eq!(number(" 42 "), Some(42.0));
+        assert_eq!(number("1.5"), Some(1.5));
+        assert_eq!(number("NaN"), None);
+        assert_eq!(number("inf"), None);
+        assert_eq!(number("lots"), None);
+    }
+}

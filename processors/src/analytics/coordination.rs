@@ -1,0 +1,547 @@
+//! Coordination events (SPEC §7): every span or span event that carries
+//! `coordination.work.id` becomes a row of `coordination_events`, derived on the
+//! acknowledgement path so the history never misses an acknowledged claim.
+//!
+//! A [`ClaimBook`] follows who holds each work item, so a row can say what the span
+//! alone cannot: whether a claim hit an item another agent holds (`conflict`, with the
+//! holder in `held_by`), how long an item took from claim to completion
+//! (`cycle_time_ms`), and, on a completion that does not repeat them, the team, type and
+//! story points its claim carried. Times are the events' own (a span's end, a span
+//! event's time), never the clock of this process, so replaying the history gives the
+//! same answers.
+//!
+//! The rules, per event of an item (by agent `a` at time `t`):
+//! - a holding not seen for `lease_timeout_ms` has lapsed and is dropped first;
+//! - `claim`: held by another agent → `conflict = true`, the holder keeps it; otherwise
+//!   `a` holds it (a repeated claim by the holder renews it);
+//! - `progress`: renews the holder's lease; on an item nobody holds, `a` takes it (its
+//!   claim was not seen);
+//! - `complete`, `fail`: the item is done and let go, `cycle_time_ms = t − claim time`;
+//! - `release`: the holder (or an unnamed agent) lets it go.
+//!
+//! The book is bounded by `max_work_items`: when it is full the lapsed holdings go,
+//! then the least recently seen. On start the collector rebuilds it from the stored
+//! history ([`CoordinationEvents::restore`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, Float64Array, Float64Builder, Int64Builder,
+    RecordBatch, StringBuilder, TimestampNanosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use super::attributes::{number, string_at, strings, timestamps, MapColumn};
+use crate::processor::{Processor, TableBatch};
+use crate::schema::{timestamp_type, Table, TableDef};
+use crate::{Error, Result};
+
+pub const WORK_ID: &str = "coordination.work.id";
+const WORK_EVENT: &str = "coordination.work.event";
+const WORK_TYPE: &str = "coordination.work.type";
+const PRIORITY: &str = "coordination.work.priority";
+const STORY_POINTS: &str = "coordination.work.story_points";
+const PROGRESS_PCT: &str = "coordination.work.progress_pct";
+const TEAM: &str = "coordination.team";
+
+pub const COORDINATION_EVENTS: Table = Table::declare(&TableDef {
+    name: "coordination_events",
+    code: 4,
+    time_column: "time",
+    fallback_time_column: None,
+    schema: || SCHEMA.clone(),
+});
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let text = |name: &str| Field::new(name, DataType::Utf8, true);
+    Arc::new(Schema::new(vec![
+        Field::new("time", timestamp_type(), false),
+        Field::new("work_id", DataType::Utf8, false),
+        text("event"),
+        text("agent_id"),
+        text("team"),
+        text("work_type"),
+        text("priority"),
+        Field::new("story_points", DataType::Float64, true),
+        Field::new("progress_pct", DataType::Float64, true),
+        Field::new("conflict", DataType::Boolean, false),
+        text("held_by"),
+        Field::new("cycle_time_ms", DataType::Int64, true),
+        Field::new("trace_id", DataType::Utf8, false),
+        Field::new("span_id", DataType::Utf8, false),
+        Field::new("span_name", DataType::Utf8, false),
+        text("service_name"),
+    ]))
+});
+
+/// `[processors.coordination]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinationConfig {
+    /// A holding not renewed (claim or progress by its holder) for this long lapses.
+    pub lease_timeout_ms: u64,
+    /// Work items followed at once; beyond it the least recently seen are forgotten.
+    pub max_work_items: usize,
+}
+
+impl Default for CoordinationConfig {
+    fn default() -> Self {
+        CoordinationConfig {
+            lease_timeout_ms: 3_600_000,
+            max_work_items: 100_000,
+        }
+    }
+}
+
+impl CoordinationConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.lease_timeout_ms == 0 {
+            return Err("processors.coordination.lease_timeout_ms must be > 0, got 0".into());
+        }
+        if self.max_work_items == 0 {
+            return Err("processors.coordination.max_work_items must be > 0, got 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// One coordination event, as read from a span or span event (or a stored row).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sighting<'a> {
+    pub time: i64,
+    pub work_id: &'a str,
+    pub event: Option<&'a str>,
+    pub agent: Option<&'a str>,
+    pub team: Option<&'a str>,
+    pub work_type: Option<&'a str>,
+    pub story_points: Option<f64>,
+}
+
+/// What the book adds to an event's row.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Verdict {
+    pub conflict: bool,
+    pub held_by: Option<String>,
+    pub cycle_time_ms: Option<i64>,
+    /// From the item's claim, for an event that does not say it itself.
+    pub team: Option<String>,
+    pub work_type: Option<String>,
+    pub story_points: Option<f64>,
+}
+
+#[derive(Clone, Debug)]
+struct Holding {
+    agent: Option<String>,
+    claimed_at: Option<i64>,
+    last_seen: i64,
+    team: Option<String>,
+    work_type: Option<String>,
+    story_points: Option<f64>,
+}
+
+/// Who holds which work item; see the module documentation for the rules.
+#[derive(Debug)]
+pub struct ClaimBook {
+    items: HashMap<String, Holding>,
+    lease_ns: i64,
+    cap: usize,
+    forgotten: u64,
+}
+
+impl ClaimBook {
+    pub fn new(config: &CoordinationConfig) -> ClaimBook {
+        ClaimBook {
+            items: HashMap::new(),
+            lease_ns: i64::try_from(config.lease_timeout_ms)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000),
+            cap: config.max_work_items,
+            forgotten: 0,
+        }
+    }
+
+    /// Items held now.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Holdings dropped because the book was full.
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
+    }
+
+    /// Applies one event and says what its row records.
+    pub fn apply(&mut self, s: &Sighting<'_>) -> Verdict {
+        if let Some(h) = self.items.get(s.work_id) {
+            if s.time.saturating_sub(h.last_seen) > self.lease_ns {
+                self.items.remove(s.work_id);
+            }
+        }
+        let mut verdict = Verdict::default();
+        let held = self.items.get_mut(s.work_id);
+        let other_holder = |h: &Holding| match (&h.agent, s.agent) {
+            (Some(holder), Some(agent)) => holder != agent,
+            _ => false,
+        };
+        match (s.event, held) {
+            (Some("claim"), Some(h)) if other_holder(h) => {
+                verdict.conflict = true;
+                verdict.held_by = h.agent.clone();
+                verdict.fill_from(h, s);
+            }
+            (Some("claim" | "progress"), Some(h)) => {
+                if h.agent.is_none() {
+                    h.agent = s.agent.map(str::to_owned);
+                }
+                if !other_holder(h) {
+                    h.last_seen = h.last_seen.max(s.time);
+                }
+                fill(h, s);
+                verdict.fill_from(h, s);
+            }
+            (Some(event @ ("claim" | "progress")), None) => {
+                let h = Holding {
+                    agent: s.agent.map(str::to_owned),
+                    claimed_at: (event == "claim").then_some(s.time),
+                    last_seen: s.time,
+                    team: s.team.map(str::to_owned),
+                    work_type: s.work_type.map(str::to_owned),
+                    story_points: s.story_points,
+                };
+                self.make_room(s.time);
+                self.items.insert(s.work_id.to_owned(), h);
+            }
+            (Some("complete" | "fail"), Some(_)) => {
+                if let Some(h) = self.items.remove(s.work_id) {
+                    verdict.cycle_time_ms = h
+                        .claimed_at
+                        .map(|at| s.time.saturating_sub(at).max(0) / 1_000_000);
+                    verdict.fill_from(&h, s);
+                }
+            }
+            (Some("release"), Some(h)) => {
+                let by_holder = !other_holder(h);
+                verdict.fill_from(h, s);
+                if by_holder {
+                    self.items.remove(s.work_id);
+                }
+            }
+            (_, Some(h)) => verdict.fill_from(h, s),
+            (_, None) => {}
+        }
+        verdict
+    }
+
+    /// Makes room for one more item: lapsed holdings first, then the least recently
+    /// seen tenth of the book.
+    fn make_room(&mut self, now: i64) {
+        if self.items.len() < self.cap {
+            return;
+        }
+        let lease = self.lease_ns;
+        self.items
+            .retain(|_, h| now.saturating_sub(h.last_seen) <= lease);
+        if self.items.len() < self.cap {
+            return;
+        }
+        let mut seen: Vec<i64> = self.items.values().map(|h| h.last_seen).collect();
+        let drop = (self.cap / 10).max(1).min(seen.len());
+        let (_, cutoff, _) = seen.select_nth_unstable(drop - 1);
+        let cutoff = *cutoff;
+        let before = self.items.len();
+        self.items.retain(|_, h| h.last_seen > cutoff);
+        self.forgotten += (before - self.items.len()) as u64;
+    }
+}
+
+fn fill(h: &mut Holding, s: &Sighting<'_>) {
+    if let Some(team) = s.team {
+        h.team.get_or_insert_with(|| team.to_owned());
+    }
+    if let Some(t) = s.work_type {
+        h.work_type.get_or_insert_with(|| t.to_owned());
+    }
+    if s.story_points.is_some() && h.story_points.is_none() {
+        h.story_points = s.story_points;
+    }
+}
+
+impl Verdict {
+    fn fill_from(&mut self, h: &Holding, s: &Sighting<'_>) {
+        if s.team.is_none() {
+            self.team.clone_from(&h.team);
+        }
+        if s.work_type.is_none() {
+            self.work_type.clone_from(&h.work_type);
+        }
+        if s.story_points.is_none() {
+            self.story_points = h.story_points;
+        }
+    }
+}
+
+/// The processor deriving `coordination_events` from spans.
+pub struct CoordinationEvents {
+    book: Mutex<ClaimBook>,
+}
+
+impl CoordinationEvents {
+    pub fn new(config: &CoordinationConfig) -> CoordinationEvents {
+        CoordinationEvents {
+            book: Mutex::new(ClaimBook::new(config)),
+        }
+    }
+
+    /// Replays stored `coordination_events` rows (in time order) into the book, as on
+    /// start: claims held before a restart are still held after it.
+    pub fn restore(&self, rows: &RecordBatch) -> Result<()> {
+        let time = timestamps(rows, "time")?;
+        let work = strings(rows, "work_id")?;
+        let event = strings(rows, "event")?;
+        let agent = strings(rows, "agent_id")?;
+        let team = strings(rows, "team")?;
+        let work_type = strings(rows, "work_type")?;
+        let points = rows
+            .column_by_name("story_points")
+            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float64Type>())
+            .ok_or_else(|| Error::Schema("no Float64 column story_points".into()))?;
+        let mut book = self.book();
+        for row in 0..rows.num_rows() {
+            if time.is_null(row) || work.is_null(row) {
+                continue;
+            }
+            book.apply(&Sighting {
+                time: time.value(row),
+                work_id: work.value(row),
+                event: string_at(event, row),
+                agent: string_at(agent, row),
+                team: string_at(team, row),
+                work_type: string_at(work_type, row),
+                story_points: float_at(points, row),
+            });
+        }
+        Ok(())
+    }
+
+    /// Work items held now.
+    pub fn held(&self) -> usize {
+        self.book().len()
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, ClaimBook> {
+        // A panic while holding the lock leaves a book that is still consistent
+        // (every update is a single map operation), so keep using it.
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rows(&self, spans: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let attributes = MapColumn::of(spans, "attributes")?;
+        let events = spans
+            .column_by_name("events")
+            .and_then(|c| c.as_list_opt::<i32>())
+            .ok_or_else(|| Error::Schema("no list column events".into()))?;
+        let event_rows = events
+            .values()
+            .as_struct_opt()
+            .ok_or_else(|| Error::Schema("events must be a list of structs".into()))?;
+        let event_attributes = MapColumn::new(
+            event_rows
+                .column_by_name("attributes")
+                .ok_or_else(|| Error::Schema("no events.attributes".into()))?
+                .as_ref(),
+        )?;
+        let in_spans = attributes.mentions(&[WORK_ID]);
+        let in_events = event_attributes.mentions(&[WORK_ID]);
+        if !in_spans && !in_events {
+            return Ok(None);
+        }
+        let resource = MapColumn::of(spans, "resource_attributes")?;
+        let start = timestamps(spans, "start_time")?;
+        let end = timestamps(spans, "end_time")?;
+        let agent_ids = strings(spans, "agent_id")?;
+        let event_time = event_rows
+            .column_by_name("time")
+            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>())
+            .ok_or_else(|| Error::Schema("no events.time".into()))?;
+
+        // (span row, event row): where each event's attributes are.
+        let mut found: Vec<Found<'_>> = Vec::new();
+        for row in 0..spans.num_rows() {
+            let span_time = match end.value(row) {
+                0 => start.value(row),
+                t => t,
+            };
+            let from_span = |key: &str| attributes.get(row, key).or_else(|| resource.get(row, key));
+            if in_spans {
+                if let Some(work_id) = attributes.get(row, WORK_ID) {
+                    found.push(Found::read(row, span_time, work_id, from_span, || {
+                        string_at(agent_ids, row)
+                    }));
+                }
+            }
+            if in_events {
+                let offsets = events.value_offsets();
+                for e in offsets[row] as usize..offsets[row + 1] as usize {
+                    if let Some(work_id) = event_attributes.get(e, WORK_ID) {
+                        let lookup =
+                            |key: &str| event_attributes.get(e, key).or_else(|| from_span(key));
+                        let agent = || {
+                            crate::convert::agent_id(|k| event_attributes.get(e, k))
+                                .or_else(|| string_at(agent_ids, row))
+                        };
+                        found.push(Found::read(
+                            row,
+                            event_time.value(e),
+                            work_id,
+                            lookup,
+                            agent,
+                        ));
+                    }
+                }
+            }
+        }
+        if found.is_empty() {
+            return Ok(None);
+        }
+        // Claims are decided in the order they happened, whatever order a client
+        // batched them in.
+        found.sort_by_key(|f| f.sighting.time);
+        let verdicts: Vec<Verdict> = {
+            let mut book = self.book();
+            found.iter().map(|f| book.apply(&f.sighting)).collect()
+        };
+        build(spans, &found, &verdicts).map(Some)
+    }
+}
+
+fn float_at(array: &Float64Array, row: usize) -> Option<f64> {
+    (!array.is_null(row)).then(|| array.value(row))
+}
+
+/// An event found in a span batch, with the span row it belongs to.
+struct Found<'a> {
+    row: usize,
+    sighting: Sighting<'a>,
+    priority: Option<&'a str>,
+    progress_pct: Option<f64>,
+}
+
+impl<'a> Found<'a> {
+    fn read(
+        row: usize,
+        time: i64,
+        work_id: &'a str,
+        lookup: impl Fn(&str) -> Option<&'a str>,
+        agent: impl FnOnce() -> Option<&'a str>,
+    ) -> Found<'a> {
+        Found {
+            row,
+            sighting: Sighting {
+                time,
+                work_id,
+                event: lookup(WORK_EVENT),
+                agent: agent(),
+                team: lookup(TEAM),
+                work_type: lookup(WORK_TYPE),
+                story_points: lookup(STORY_POINTS).and_then(number),
+            },
+            priority: lookup(PRIORITY),
+            progress_pct: lookup(PROGRESS_PCT).and_then(number),
+        }
+    }
+}
+
+fn build(spans: &RecordBatch, found: &[Found<'_>], verdicts: &[Verdict]) -> Result<RecordBatch> {
+    let trace = strings(spans, "trace_id")?;
+    let span = strings(spans, "span_id")?;
+    let name = strings(spans, "name")?;
+    let service = strings(spans, "service_name")?;
+    let n = found.len();
+    let mut time = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let text = || StringBuilder::with_capacity(n, n * 16);
+    let (mut work, mut event, mut agent, mut team, mut work_type, mut priority) =
+        (text(), text(), text(), text(), text(), text());
+    let (mut held_by, mut trace_id, mut span_id, mut span_name, mut service_name) =
+        (text(), text(), text(), text(), text());
+    let mut points = Float64Builder::with_capacity(n);
+    let mut progress = Float64Builder::with_capacity(n);
+    let mut conflict = BooleanBuilder::with_capacity(n);
+    let mut cycle = Int64Builder::with_capacity(n);
+    for (f, v) in found.iter().zip(verdicts) {
+        let s = &f.sighting;
+        time.append_value(s.time);
+        work.append_value(s.work_id);
+        event.append_option(s.event);
+        agent.append_option(s.agent);
+        team.append_option(s.team.or(v.team.as_deref()));
+        work_type.append_option(s.work_type.or(v.work_type.as_deref()));
+        priority.append_option(f.priority);
+        points.append_option(s.story_points.or(v.story_points));
+        progress.append_option(f.progress_pct);
+        conflict.append_value(v.conflict);
+        held_by.append_option(v.held_by.as_deref());
+        cycle.append_option(v.cycle_time_ms);
+        trace_id.append_value(trace.value(f.row));
+        span_id.append_value(span.value(f.row));
+        span_name.append_value(name.value(f.row));
+        service_name.append_option(string_at(service, f.row));
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(time.finish()),
+        Arc::new(work.finish()),
+        Arc::new(event.finish()),
+        Arc::new(agent.finish()),
+        Arc::new(team.finish()),
+        Arc::new(work_type.finish()),
+        Arc::new(priority.finish()),
+        Arc::new(points.finish()),
+        Arc::new(progress.finish()),
+        Arc::new(conflict.finish()),
+        Arc::new(held_by.finish()),
+        Arc::new(cycle.finish()),
+        Arc::new(trace_id.finish()),
+        Arc::new(span_id.finish()),
+        Arc::new(span_name.finish()),
+        Arc::new(service_name.finish()),
+    ];
+    Ok(RecordBatch::try_new(COORDINATION_EVENTS.schema(), columns)?)
+}
+
+impl Processor for CoordinationEvents {
+    fn name(&self) -> &'static str {
+        "coordination"
+    }
+
+    fn derive(&self, input: &TableBatch) -> Result<Vec<TableBatch>> {
+        if input.table != Table::SPANS {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .rows(&input.batch)?
+            .map(|rows| vec![TableBatch::new(COORDINATION_EVENTS, rows)])
+            .unwrap_or_default())
+    }
+}
+
+/// The SQL that reads back what [`CoordinationEvents::restore`] needs: the whole
+/// history, in time order, of every item seen within one lease of the newest stored
+/// event (event time, as the book's rules; the collector's clock plays no part).
+pub fn restore_sql(config: &CoordinationConfig) -> String {
+    format!(
+        "SELECT time, work_id, event, agent_id, team, work_type, story_points \
+         FROM coordination_events WHERE work_id IN \
+         (SELECT work_id FROM coordination_events WHERE time >= \
+         (SELECT max(time) FROM coordination_events) - INTERVAL '{} milliseconds') \
+         ORDER BY time",
+        config.lease_timeout_ms
+    )
+}
+
+#[cfg(test)]
+mod tests;

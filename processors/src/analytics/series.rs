@@ -1,0 +1,323 @@
+//! Histogram families for `/metrics` that the analytics fill batch by batch: a series
+//! per set of label values, at most `max_series` of them. Beyond the cap, new label
+//! sets are counted in one overflow series labelled `otel_metric_overflow="true"`, as
+//! the OpenTelemetry Collector's connectors do, so totals stay right and memory stays
+//! bounded whatever cardinality clients send.
+//!
+//! A batch is first aggregated by borrowed label values ([`Tally`]), then merged under
+//! the family's lock once per distinct label set: rows cost a hash lookup, not an
+//! allocation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+
+/// Counts per bucket (`bounds.len() + 1`, the last one +Inf), sum and count.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Buckets {
+    counts: Vec<u64>,
+    sum: f64,
+}
+
+impl Buckets {
+    fn new(bounds: usize) -> Buckets {
+        Buckets {
+            counts: vec![0; bounds + 1],
+            sum: 0.0,
+        }
+    }
+
+    fn observe(&mut self, bounds: &[f64], value: f64) {
+        let i = bounds.partition_point(|b| *b < value);
+        self.counts[i] += 1;
+        self.sum += value;
+    }
+
+    fn merge(&mut self, other: &Buckets) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.sum += other.sum;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+}
+
+/// One batch's observations, by borrowed label values.
+pub struct Tally<'a, const N: usize> {
+    bounds: &'a [f64],
+    series: HashMap<[&'a str; N], Buckets, foldhash::fast::RandomState>,
+}
+
+impl<'a, const N: usize> Tally<'a, N> {
+    pub fn observe(&mut self, labels: [&'a str; N], value: f64) {
+        let bounds = self.bounds;
+        self.series
+            .entry(labels)
+            .or_insert_with(|| Buckets::new(bounds.len()))
+            .observe(bounds, value);
+    }
+}
+
+/// A histogram family, with the `_total` counter of its observations optionally
+/// exposed as a family of its own (spanmetrics' `calls_total`).
+pub struct HistogramFamily<const N: usize> {
+    name: &'static str,
+    help: &'static str,
+    calls: Option<(&'static str, &'static str)>,
+    labels: [&'static str; N],
+    bounds: Vec<f64>,
+    max_series: usize,
+    series: Mutex<Series<N>>,
+    overflowed: AtomicU64,
+    descs: Vec<Desc>,
+}
+
+struct Series<const N: usize> {
+    by_labels: HashMap<[String; N], Buckets>,
+    overflow: Option<Buckets>,
+}
+
+impl<const N: usize> HistogramFamily<N> {
+    /// `bounds` are the upper bounds of the buckets, ascending.
+    pub fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: [&'static str; N],
+        bounds: Vec<f64>,
+        max_series: usize,
+    ) -> HistogramFamily<N> {
+        let desc = |name: &str, help: &str| {
+            Desc::new(
+                name.to_owned(),
+                help.to_owned(),
+                labels.iter().map(|l| (*l).to_owned()).collect(),
+                HashMap::new(),
+            )
+            .unwrap_or_else(|e| unreachable!("metric names are constant: {e}"))
+        };
+        HistogramFamily {
+            descs: vec![desc(name, help)],
+            name,
+            help,
+            calls: None,
+            labels,
+            bounds,
+            max_series,
+            series: Mutex::new(Series {
+                by_labels: HashMap::new(),
+                overflow: None,
+            }),
+            overflowed: AtomicU64::new(0),
+        }
+    }
+
+    /// Also exposes the observation count as the counter `name`.
+    pub fn with_calls(mut self, name: &'static str, help: &'static str) -> Self {
+        self.calls = Some((name, help));
+        self.descs.push(
+            Desc::new(
+                name.to_owned(),
+                help.to_owned(),
+                self.labels.iter().map(|l| (*l).to_owned()).collect(),
+                HashMap::new(),
+            )
+            .unwrap_or_else(|e| unreachable!("metric names are constant: {e}")),
+        );
+        self
+    }
+
+    pub fn tally<'a>(&'a self) -> Tally<'a, N> {
+        Tally {
+            bounds: &self.bounds,
+            series: HashMap::default(),
+        }
+    }
+
+    /// Adds a batch's tally.
+    pub fn merge(&self, tally: Tally<'_, N>) {
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let Series {
+            by_labels,
+            overflow,
+        } = &mut *series;
+        for (labels, buckets) in tally.series {
+            let key = labels.map(str::to_owned);
+            if let Some(existing) = by_labels.get_mut(&key) {
+                existing.merge(&buckets);
+            } else if by_labels.len() < self.max_series {
+                by_labels.insert(key, buckets);
+            } else {
+                self.overflowed
+                    .fetch_add(buckets.count(), Ordering::Relaxed);
+                overflow
+                    .get_or_insert_with(|| Buckets::new(self.bounds.len()))
+                    .merge(&buckets);
+            }
+        }
+    }
+
+    /// Observations that went to the overflow series.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// Label sets kept apart (the overflow series not counted).
+    pub fn series(&self) -> usize {
+        self.series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_labels
+            .len()
+    }
+
+    /// The buckets of the series with these label values, if it exists.
+    pub fn get(&self, labels: [&str; N]) -> Option<Buckets> {
+        let key = labels.map(str::to_owned);
+        self.series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_labels
+            .get(&key)
+            .cloned()
+    }
+
+    fn families(&self) -> Vec<MetricFamily> {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<(Vec<LabelPair>, &Buckets)> = series
+            .by_labels
+            .iter()
+            .map(|(values, b)| {
+                let pairs = self
+                    .labels
+                    .iter()
+                    .zip(values)
+                    .map(|(name, value)| pair(name, value))
+                    .collect();
+                (pairs, b)
+            })
+            .collect();
+        if let Some(b) = &series.overflow {
+            rows.push((vec![pair("otel_metric_overflow", "true")], b));
+        }
+        let mut histograms = MetricFamily::default();
+        histograms.set_name(self.name.to_owned());
+        histograms.set_help(self.help.to_owned());
+        histograms.set_field_type(MetricType::HISTOGRAM);
+        let mut calls = MetricFamily::default();
+        for (pairs, b) in &rows {
+            let mut h = Histogram::default();
+            let mut cumulative = 0;
+            let mut buckets = Vec::with_capacity(self.bounds.len());
+            for (bound, count) in self.bounds.iter().zip(&b.counts) {
+                cumulative += count;
+                let mut bucket = Bucket::default();
+                bucket.set_upper_bound(*bound);
+                bucket.set_cumulative_count(cumulative);
+                buckets.push(bucket);
+            }
+            h.set_bucket(buckets);
+            h.set_sample_count(b.count());
+            h.set_sample_sum(b.sum);
+            let mut m = Metric::from_label(pairs.clone());
+            m.set_histogram(h);
+            histograms.mut_metric().push(m);
+            if self.calls.is_some() {
+                let mut c = Counter::default();
+                c.set_value(b.count() as f64);
+                let mut m = Metric::from_label(pairs.clone());
+                m.set_counter(c);
+                calls.mut_metric().push(m);
+            }
+        }
+        let mut out = vec![histograms];
+        if let Some((name, help)) = self.calls {
+            calls.set_name(name.to_owned());
+            calls.set_help(help.to_owned());
+            calls.set_field_type(MetricType::COUNTER);
+            out.push(calls);
+        }
+        out.retain(|f| !f.get_metric().is_empty());
+        out
+    }
+}
+
+fn pair(name: &str, value: &str) -> LabelPair {
+    let mut p = LabelPair::default();
+    p.set_name(name.to_owned());
+    p.set_value(value.to_owned());
+    p
+}
+
+impl<const N: usize> Collector for HistogramFamily<N> {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.families()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_upper_bound_inclusive_and_cumulative_on_output() {
+        let f = HistogramFamily::new("h", "help", ["k"], vec![1.0, 10.0], 10)
+            .with_calls("c_total", "help");
+        let mut t = f.tally();
+        for v in [0.5, 1.0, 5.0, 50.0] {
+            t.observe(["a"], v);
+        }
+        f.merge(t);
+        let b = f.get(["a"]).unwrap();
+        assert_eq!(b.counts, [2, 1, 1]);
+        assert_eq!(b.count(), 4);
+        assert_eq!(b.sum(), 56.5);
+        let families = f.collect();
+        let h = families[0].get_metric()[0].get_histogram();
+        let cumulative: Vec<u64> = h
+            .get_bucket()
+            .iter()
+            .map(|b| b.cumulative_count())
+            .collect();
+        assert_eq!(cumulative, [2, 3]);
+        assert_eq!(h.get_sample_count(), 4);
+        assert_eq!(families[1].get_metric()[0].get_counter().get_value(), 4.0);
+    }
+
+    #[test]
+    fn series_beyond_the_cap_go_to_one_overflow_series() {
+        let f = HistogramFamily::new("h", "help", ["k"], vec![1.0], 2);
+        let names: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        let mut t = f.tally();
+        for n in &names {
+            t.observe([n.as_str()], 1.0);
+        }
+        f.merge(t);
+        assert_eq!(f.series(), 2);
+        assert_eq!(f.overflowed(), 3);
+        let family = &f.collect()[0];
+        let total: u64 = family
+            .get_metric()
+            .iter()
+            .map(|m| m.get_histogram().get_sample_count())
+            .sum();
+        assert_eq!(total, 5);
+        assert!(family
+            .get_metric()
+            .iter()
+            .any(|m| m.get_label()[0].name() == "otel_metric_overflow"));
+    }
+}

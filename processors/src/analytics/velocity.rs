@@ -1,0 +1,258 @@
+//! Velocity: per team and window, the work items completed and failed, the story
+//! points completed and the cycle time (claim → complete) percentiles.
+//!
+//! `velocity` is a SQL view over `coordination_events` ([`view_sql`]), so it is always
+//! exactly what the stored history says, restarts and late data included, and anyone
+//! can read how it is computed. [`WorkMetrics`] keeps the live counters of the same
+//! events for `/metrics`.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use arrow::array::{Array, AsArray};
+use prometheus::core::Collector;
+use prometheus::{GaugeVec, IntCounterVec, Opts};
+use serde::{Deserialize, Serialize};
+
+use super::attributes::{string_at, strings, timestamps};
+use super::coordination::COORDINATION_EVENTS;
+use crate::processor::{Processor, TableBatch};
+
+/// `[processors.velocity]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VelocityConfig {
+    /// The width of a velocity window, aligned on the Unix epoch (hours on the hour).
+    pub window_seconds: u64,
+    /// Teams with series of their own on `/metrics`; later ones count as `other`.
+    pub max_teams: usize,
+}
+
+impl Default for VelocityConfig {
+    fn default() -> Self {
+        VelocityConfig {
+            window_seconds: 3600,
+            max_teams: 1000,
+        }
+    }
+}
+
+impl VelocityConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.window_seconds == 0 {
+            return Err("processors.velocity.window_seconds must be > 0, got 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// The `velocity` view's definition.
+pub fn view_sql(config: &VelocityConfig) -> String {
+    let w = format!("INTERVAL '{} seconds'", config.window_seconds);
+    let window = format!("date_bin({w}, time, TIMESTAMP '1970-01-01T00:00:00Z')");
+    let cycle = "CASE WHEN event = 'complete' THEN cycle_time_ms END";
+    format!(
+        "SELECT {window} AS window_start, {window} + {w} AS window_end, team, \
+         count(CASE WHEN event = 'complete' THEN 1 END) AS completed_items, \
+         count(CASE WHEN event = 'fail' THEN 1 END) AS failed_items, \
+         coalesce(sum(CASE WHEN event = 'complete' THEN story_points END), 0.0) AS story_points, \
+         percentile_cont({cycle}, 0.5) AS cycle_time_p50_ms, \
+         percentile_cont({cycle}, 0.95) AS cycle_time_p95_ms \
+         FROM coordination_events WHERE event IN ('complete', 'fail') \
+         GROUP BY {window}, team"
+    )
+}
+
+const EVENTS: [&str; 5] = ["claim", "progress", "complete", "fail", "release"];
+
+/// `swarmscope_work_items_total{team,event}`, `swarmscope_coordination_conflicts_total{team}`
+/// and `swarmscope_velocity_story_points{team}` (points completed in the current
+/// window), from `coordination_events` as they are acknowledged.
+pub struct WorkMetrics {
+    items: IntCounterVec,
+    conflicts: IntCounterVec,
+    points: GaugeVec,
+    window_ns: i64,
+    max_teams: usize,
+    state: Mutex<TeamState>,
+}
+
+#[derive(Default)]
+struct TeamState {
+    teams: HashSet<String>,
+    /// Per team: the window being summed, by its start.
+    windows: std::collections::HashMap<String, (i64, f64)>,
+}
+
+fn unreachable_metric(e: prometheus::Error) -> ! {
+    unreachable!("metric options are constant: {e}")
+}
+
+impl WorkMetrics {
+    pub fn new(config: &VelocityConfig) -> WorkMetrics {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| unreachable_metric(e))
+        };
+        WorkMetrics {
+            items: counter(
+                "swarmscope_work_items_total",
+                "Coordination events, by team and event (claim, progress, complete, fail, release, other).",
+                &["team", "event"],
+            ),
+            conflicts: counter(
+                "swarmscope_coordination_conflicts_total",
+                "Claims on work items another agent held, by team.",
+                &["team"],
+            ),
+            points: GaugeVec::new(
+                Opts::new(
+                    "swarmscope_velocity_story_points",
+                    "Story points completed in the current velocity window, by team.",
+                ),
+                &["team"],
+            )
+            .unwrap_or_else(|e| unreachable_metric(e)),
+            window_ns: i64::try_from(config.window_seconds)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000_000),
+            max_teams: config.max_teams,
+            state: Mutex::new(TeamState::default()),
+        }
+    }
+
+    /// The collectors to register with the registry `/metrics` serves.
+    pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.items.clone()),
+            Box::new(self.conflicts.clone()),
+            Box::new(self.points.clone()),
+        ]
+    }
+
+    fn count(&self, rows: &arrow::record_batch::RecordBatch) -> crate::Result<()> {
+        let time = timestamps(rows, "time")?;
+        let team = strings(rows, "team")?;
+        let event = strings(rows, "event")?;
+        let conflict = rows
+            .column_by_name("conflict")
+            .and_then(|c| c.as_boolean_opt())
+            .ok_or_else(|| crate::Error::Schema("no Boolean column conflict".into()))?;
+        let points = rows
+            .column_by_name("story_points")
+            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float64Type>())
+            .ok_or_else(|| crate::Error::Schema("no Float64 column story_points".into()))?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for row in 0..rows.num_rows() {
+            let raw_team = string_at(team, row).unwrap_or("");
+            let team = if state.teams.contains(raw_team) {
+                raw_team
+            } else if state.teams.len() < self.max_teams {
+                state.teams.insert(raw_team.to_owned());
+                raw_team
+            } else {
+                "other"
+            };
+            let event = string_at(event, row)
+                .and_then(|e| EVENTS.iter().find(|known| **known == e).copied())
+                .unwrap_or("other");
+            self.items.with_label_values(&[team, event]).inc();
+            if conflict.value(row) {
+                self.conflicts.with_label_values(&[team]).inc();
+            }
+            if event == "complete" {
+                let window = time.value(row).div_euclid(self.window_ns) * self.window_ns;
+                let points = if points.is_null(row) {
+                    0.0
+                } else {
+                    points.value(row)
+                };
+                let entry = state
+                    .windows
+                    .entry(team.to_owned())
+                    .or_insert((window, 0.0));
+                if window > entry.0 {
+                    *entry = (window, 0.0);
+                }
+                if window == entry.0 {
+                    entry.1 += points;
+                    self.points.with_label_values(&[team]).set(entry.1);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Processor for WorkMetrics {
+    fn name(&self) -> &'static str {
+        "work_metrics"
+    }
+
+    fn observes(&self) -> bool {
+        true
+    }
+
+    fn observe(&self, input: &TableBatch) {
+        if input.table == COORDINATION_EVENTS {
+            if let Err(e) = self.count(&input.batch) {
+                debug_assert!(false, "work metrics: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::coordination::{CoordinationConfig, CoordinationEvents};
+    use crate::analytics::testing::{batch, kv, kv_int, span};
+    use crate::schema::Table;
+
+    #[test]
+    fn events_are_counted_per_team_and_the_window_sums_points() {
+        let p = CoordinationEvents::new(&CoordinationConfig::default());
+        let m = WorkMetrics::new(&VelocityConfig::default());
+        let work = |n: u64, ms: u64, agent: &str, event: &str, pts: i64| {
+            span(
+                n,
+                ms,
+                1,
+                vec![
+                    kv("gen_ai.agent.id", agent),
+                    kv("coordination.team", "red"),
+                    kv("coordination.work.id", &format!("W{}", n / 10)),
+                    kv("coordination.work.event", event),
+                    kv_int("coordination.work.story_points", pts),
+                ],
+            )
+        };
+        let spans = vec![
+            work(10, 1_000, "a", "claim", 3),
+            work(11, 2_000, "b", "claim", 3),
+            work(12, 3_000, "a", "complete", 3),
+            work(20, 3_600_000, "a", "claim", 2),
+            work(21, 3_600_500, "a", "complete", 2),
+        ];
+        for derived in p
+            .derive(&TableBatch::new(Table::SPANS, batch("s", spans)))
+            .unwrap()
+        {
+            m.observe(&derived);
+        }
+        assert_eq!(m.items.with_label_values(&["red", "claim"]).get(), 3);
+        assert_eq!(m.items.with_label_values(&["red", "complete"]).get(), 2);
+        assert_eq!(m.conflicts.with_label_values(&["red"]).get(), 1);
+        // The second completion opened a new hour.
+        assert_eq!(m.points.with_label_values(&["red"]).get(), 2.0);
+    }
+
+    #[test]
+    fn the_view_bins_by_the_configured_window() {
+        let sql = view_sql(&VelocityConfig {
+            window_seconds: 600,
+            ..Default::default()
+        });
+        assert!(sql.contains("INTERVAL '600 seconds'"), "{sql}");
+    }
+}

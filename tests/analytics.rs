@@ -1,0 +1,273 @@
+//! Swarm analytics against the real binary: a scripted stream of coordination spans
+//! (conflicting claims, a restart in the middle) read back exactly through SQL and the
+//! API, and GenAI usage priced into `genai_usage`.
+
+mod common;
+
+use common::{blocking_get, int, temp_data_dir, text, Options, Server};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use serde_json::{json, Value};
+
+/// 2026-01-01T10:00:00Z, in milliseconds.
+const T0_MS: u64 = 1_767_261_600_000;
+
+/// A span ending `at_s` seconds after T0, with `attributes`.
+fn span(n: u64, at_s: u64, attributes: Vec<KeyValue>) -> Span {
+    let end = (T0_MS + at_s * 1000) * 1_000_000;
+    Span {
+        trace_id: [[7u8; 8], n.to_be_bytes()].concat(),
+        span_id: (n + 1).to_be_bytes().to_vec(),
+        name: "work".into(),
+        start_time_unix_nano: end - 5_000_000,
+        end_time_unix_nano: end,
+        attributes,
+        ..Default::default()
+    }
+}
+
+/// A coordination span: `agent` does `event` on `item` for team red.
+fn work(n: u64, at_s: u64, agent: &str, item: &str, event: &str, more: Vec<KeyValue>) -> Span {
+    let mut attributes = vec![
+        text("gen_ai.agent.id", agent),
+        text("coordination.team", "red"),
+        text("coordination.work.id", item),
+        text("coordination.work.event", event),
+    ];
+    attributes.extend(more);
+    span(n, at_s, attributes)
+}
+
+fn send(server: &Server, service: &str, spans: Vec<Span>) {
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![text("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let (status, body) = server.post_traces(&request.encode_to_vec());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}
+
+fn get_json(url: &str) -> (u16, Value) {
+    let (status, body) = blocking_get(url).expect("GET");
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn coordination_history_conflicts_and_velocity_are_exact_across_a_restart() {
+    let (_tmp, dir) = temp_data_dir();
+    let options = Options {
+        extra: "[processors.coordination]\nlease_timeout_ms = 600000\n".into(),
+        ..Default::default()
+    };
+    let server = Server::start_with(&dir, options.clone());
+    send(
+        &server,
+        "agents",
+        vec![
+            work(
+                1,
+                0,
+                "a",
+                "W1",
+                "claim",
+                vec![int("coordination.work.story_points", 5)],
+            ),
+            work(2, 1, "b", "W1", "claim", vec![]),
+            work(
+                3,
+                2,
+                "b",
+                "W2",
+                "claim",
+                vec![int("coordination.work.story_points", 3)],
+            ),
+        ],
+    );
+    send(
+        &server,
+        "agents",
+        vec![work(4, 61, "a", "W1", "complete", vec![])],
+    );
+    assert!(server.stop().success());
+
+    // The claims held before the restart are still held after it.
+    let server = Server::start_with(&dir, options);
+    send(
+        &server,
+        "agents",
+        vec![
+            work(5, 70, "c", "W2", "claim", vec![]),
+            work(6, 122, "b", "W2", "complete", vec![]),
+            work(
+                7,
+                130,
+                "c",
+                "W3",
+                "claim",
+                vec![int("coordination.work.story_points", 8)],
+            ),
+            work(8, 200, "c", "W3", "fail", vec![]),
+            // Past the lease of W9's claim, another agent may take it.
+            work(9, 300, "d", "W9", "claim", vec![]),
+            work(10, 901, "e", "W9", "claim", vec![]),
+        ],
+    );
+
+    let rows = server.rows(
+        "SELECT work_id, event, agent_id, conflict, held_by, cycle_time_ms, story_points, team \
+         FROM coordination_events ORDER BY time",
+    );
+    let expected = json!([
+        ["W1", "claim", "a", false, null, null, 5.0, "red"],
+        ["W1", "claim", "b", true, "a", null, 5.0, "red"],
+        ["W2", "claim", "b", false, null, null, 3.0, "red"],
+        ["W1", "complete", "a", false, null, 61000, 5.0, "red"],
+        ["W2", "claim", "c", true, "b", null, 3.0, "red"],
+        ["W2", "complete", "b", false, null, 120000, 3.0, "red"],
+        ["W3", "claim", "c", false, null, null, 8.0, "red"],
+        ["W3", "fail", "c", false, null, 70000, 8.0, "red"],
+        ["W9", "claim", "d", false, null, null, null, "red"],
+        ["W9", "claim", "e", false, null, null, null, "red"],
+    ]);
+    assert_eq!(
+        Value::Array(rows.into_iter().map(Value::Array).collect()),
+        expected
+    );
+
+    // Velocity, through SQL and the API: two completions (5 + 3 points, cycle times
+    // 61 s and 120 s) and one failure in the 10:00 window.
+    let velocity = server.rows(
+        "SELECT team, completed_items, failed_items, story_points, cycle_time_p50_ms, cycle_time_p95_ms \
+         FROM velocity",
+    );
+    assert_eq!(
+        velocity,
+        vec![vec![
+            json!("red"),
+            json!(2),
+            json!(1),
+            json!(8.0),
+            json!(90500.0),
+            json!(117050.0)
+        ]]
+    );
+    let (status, body) = get_json(&format!(
+        "{}/api/v1/velocity?start=2026-01-01T00:00:00Z&end=2026-01-02T00:00:00Z",
+        server.api
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["window_seconds"], 3600);
+    let window = &body["windows"][0];
+    assert_eq!(window["team"], "red");
+    assert_eq!(window["completed_items"], 2);
+    assert_eq!(window["story_points"], 8.0);
+    assert_eq!(window["window_start"], "2026-01-01T10:00:00Z");
+    assert_eq!(body["windows"].as_array().map(Vec::len), Some(1));
+    let (status, body) = get_json(&format!("{}/api/v1/velocity?team=blue&start=0", server.api));
+    assert_eq!((status, body["windows"].clone()), (200, json!([])));
+    let (status, body) = get_json(&format!("{}/api/v1/velocity?start=soon", server.api));
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("start"),
+        "{body}"
+    );
+
+    // The live counters saw the events since the restart.
+    let (_, metrics) = blocking_get(&format!("{}/metrics", server.api)).expect("metrics");
+    let metrics = String::from_utf8(metrics).expect("UTF-8");
+    for line in [
+        "swarmscope_work_items_total{event=\"claim\",team=\"red\"} 4",
+        "swarmscope_coordination_conflicts_total{team=\"red\"} 1",
+        "swarmscope_velocity_story_points{team=\"red\"} 3",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+    assert!(server.stop().success());
+}
+
+#[test]
+fn genai_usage_is_priced_and_span_metrics_are_served() {
+    let (_tmp, dir) = temp_data_dir();
+    let options = Options {
+        extra: "[[processors.genai.prices]]\nmodel = \"house-model\"\ninput = 2.0\noutput = 4.0\n"
+            .into(),
+        ..Default::default()
+    };
+    let server = Server::start_with(&dir, options);
+    let call = |n: u64, agent: &str, model: &str, input: i64, output: i64| {
+        span(
+            n,
+            n,
+            vec![
+                text("gen_ai.agent.id", agent),
+                text("gen_ai.operation.name", "chat"),
+                text("gen_ai.provider.name", "house"),
+                text("gen_ai.request.model", model),
+                int("gen_ai.usage.input_tokens", input),
+                int("gen_ai.usage.output_tokens", output),
+            ],
+        )
+    };
+    send(
+        &server,
+        "planner",
+        vec![
+            call(1, "a", "house-model-v2", 500_000, 250_000),
+            call(2, "a", "house-model-v2", 500_000, 0),
+            call(3, "b", "mystery", 10, 10),
+            span(4, 4, vec![text("plain", "span")]),
+        ],
+    );
+    let cost = server.rows(
+        "SELECT agent_id, count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd), max(price_model) \
+         FROM genai_usage GROUP BY agent_id ORDER BY agent_id",
+    );
+    assert_eq!(
+        cost,
+        vec![
+            vec![
+                json!("a"),
+                json!(2),
+                json!(1_000_000),
+                json!(250_000),
+                json!(3.0),
+                json!("house-model")
+            ],
+            vec![
+                json!("b"),
+                json!(1),
+                json!(10),
+                json!(10),
+                Value::Null,
+                Value::Null
+            ],
+        ]
+    );
+
+    let (_, metrics) = blocking_get(&format!("{}/metrics", server.api)).expect("metrics");
+    let metrics = String::from_utf8(metrics).expect("UTF-8");
+    let calls = "traces_span_metrics_calls_total{service_name=\"planner\",span_name=\"work\",span_kind=\"SPAN_KIND_UNSPECIFIED\",status_code=\"STATUS_CODE_UNSET\"} 4";
+    let tokens = "gen_ai_client_token_usage_sum{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"house\",gen_ai_request_model=\"house-model-v2\",gen_ai_token_type=\"input\",gen_ai_agent_id=\"a\"} 1000000";
+    for line in [calls, tokens] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+    assert!(server.stop().success());
+}
