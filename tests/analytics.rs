@@ -5,11 +5,8 @@
 mod common;
 
 use common::{blocking_get, int, temp_data_dir, text, Options, Server};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{json, Value};
 
 /// 2026-01-01T10:00:00Z, in milliseconds.
@@ -41,24 +38,6 @@ fn work(n: u64, at_s: u64, agent: &str, item: &str, event: &str, more: Vec<KeyVa
     span(n, at_s, attributes)
 }
 
-fn send(server: &Server, service: &str, spans: Vec<Span>) {
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![text("service.name", service)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    let (status, body) = server.post_traces(&request.encode_to_vec());
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-}
-
 fn get_json(url: &str) -> (u16, Value) {
     let (status, body) = blocking_get(url).expect("GET");
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
@@ -72,8 +51,7 @@ fn coordination_history_conflicts_and_velocity_are_exact_across_a_restart() {
         ..Default::default()
     };
     let server = Server::start_with(&dir, options.clone());
-    send(
-        &server,
+    server.send_spans(
         "agents",
         vec![
             work(
@@ -95,17 +73,12 @@ fn coordination_history_conflicts_and_velocity_are_exact_across_a_restart() {
             ),
         ],
     );
-    send(
-        &server,
-        "agents",
-        vec![work(4, 61, "a", "W1", "complete", vec![])],
-    );
+    server.send_spans("agents", vec![work(4, 61, "a", "W1", "complete", vec![])]);
     assert!(server.stop().success());
 
     // The claims held before the restart are still held after it.
     let server = Server::start_with(&dir, options);
-    send(
-        &server,
+    server.send_spans(
         "agents",
         vec![
             work(5, 70, "c", "W2", "claim", vec![]),
@@ -223,8 +196,7 @@ fn genai_usage_is_priced_and_span_metrics_are_served() {
             ],
         )
     };
-    send(
-        &server,
+    server.send_spans(
         "planner",
         vec![
             call(1, "a", "house-model-v2", 500_000, 250_000),

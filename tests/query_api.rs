@@ -194,6 +194,8 @@ fn tables_endpoint_lists_every_table_with_its_columns() {
             "logs",
             "coordination_events",
             "genai_usage",
+            "health",
+            "alerts",
             "velocity"
         ]
     );

@@ -402,7 +402,7 @@ async fn sql_logic_tests() {
         )
         .expect("engine"),
     );
-    let analytics = Analytics::new(&AnalyticsConfig::default());
+    let analytics = Analytics::new(&AnalyticsConfig::default(), Vec::new());
     for (name, sql) in analytics.views() {
         engine.register_view(name, &sql).await.expect("view");
     }

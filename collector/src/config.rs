@@ -10,9 +10,11 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use swarmscope_processors::analytics::alerts::AlertRule;
 use swarmscope_processors::analytics::AnalyticsConfig;
 use swarmscope_queries::QueryConfig;
 use swarmscope_sinks::store::StorageConfig;
+use swarmscope_sinks::webhook::WebhookConfig;
 
 use crate::net::{Listening, TlsConfig};
 use crate::Error;
@@ -25,6 +27,37 @@ pub struct Config {
     pub storage: StorageConfig,
     pub query: QueryConfig,
     pub processors: AnalyticsConfig,
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`: threshold rules beside the anomaly detectors, and where alerts go.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub rules: Vec<AlertRule>,
+    pub webhooks: Vec<WebhookConfig>,
+    /// How receivers reach this collector's API, for the payloads' `externalURL` and
+    /// `generatorURL` (by default `http://` and `api.address`).
+    pub external_url: Option<String>,
+}
+
+impl AlertsConfig {
+    fn validate(&self) -> Result<(), String> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            rule.validate(i)?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            hook.validate(i)?;
+            if !names.insert(hook.name(i)) {
+                return Err(format!(
+                    "alerts.webhooks[{i}].name {:?} is used twice",
+                    hook.name(i)
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -197,6 +230,7 @@ impl Config {
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
         self.processors.validate().map_err(Error::Config)?;
+        self.alerts.validate().map_err(Error::Config)?;
         if self.api.idle_timeout_ms <= self.query.timeout_ms {
             return Err(Error::Config(format!(
                 "api.idle_timeout_ms ({}) must be longer than query.timeout_ms ({}), or a running query's connection could be closed",

@@ -10,6 +10,7 @@
 //!
 //! [`service::run`] wires it all and runs until shutdown.
 
+mod analytics;
 pub mod api;
 pub mod config;
 mod error;

@@ -301,6 +301,32 @@ impl Pipeline {
             .observe(started.elapsed().as_secs_f64());
 
         // Acknowledged: from here on nothing waits and nothing fails the request.
+        self.fan_out(&batches);
+        Ok(outcome)
+    }
+
+    /// Stores rows the collector derived on its own (health scores, alert
+    /// transitions), then hands them to the sinks and observers as if received.
+    pub async fn record(&self, batches: Vec<TableBatch>) -> Result<(), PipelineError> {
+        let batches: Vec<TableBatch> = batches
+            .into_iter()
+            .filter(|b| b.batch.num_rows() > 0)
+            .collect();
+        if batches.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .store
+            .append_all(batches.iter().map(|b| (b.table, b.batch.clone())).collect())
+            .await
+            .map_err(|e| PipelineError::Unavailable(e.to_string()))?;
+        self.fan_out(&batches);
+        Ok(())
+    }
+
+    /// Offers stored batches to every sink and observing processor.
+    fn fan_out(&self, batches: &[TableBatch]) {
+        let inner = &self.inner;
         if !inner.sinks.is_empty() {
             let entries: Vec<_> = batches.iter().map(|b| (b.table, &b.batch)).collect();
             for sink in &inner.sinks {
@@ -308,11 +334,10 @@ impl Pipeline {
             }
         }
         for observer in &inner.observers {
-            for batch in &batches {
+            for batch in batches {
                 self.offer(observer, batch.clone());
             }
         }
-        Ok(outcome)
     }
 
     /// Queues `batch` for an observer, or sheds it (counted) when its queue or the

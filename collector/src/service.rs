@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use swarmscope_processors::analytics::coordination::restore_sql;
 use swarmscope_processors::analytics::Analytics;
 use swarmscope_queries::QueryEngine;
+use swarmscope_sinks::sink::{QueueConfig, SinkMetrics};
 use swarmscope_sinks::store::ParquetStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::analytics;
 use crate::api::{self, ApiState};
 use crate::config::{resolve, Config};
 use crate::pipeline::Pipeline;
@@ -58,7 +59,10 @@ pub async fn run(
     config.validate()?;
     let store = ParquetStore::open(config.storage.clone())?;
     let engine = Arc::new(QueryEngine::new(store.clone(), config.query.clone())?);
-    let analytics = Analytics::new(&config.processors);
+    let analytics = Arc::new(Analytics::new(
+        &config.processors,
+        config.alerts.rules.clone(),
+    ));
     for (name, sql) in analytics.views() {
         engine
             .register_view(name, &sql)
@@ -67,19 +71,29 @@ pub async fn run(
     }
     let (telemetry, metrics) =
         Telemetry::new(&store, &engine).map_err(|e| Error::Server("metrics", e.to_string()))?;
+    let metrics_error = |e: prometheus::Error| Error::Server("metrics", e.to_string());
     for collector in analytics.collectors() {
         telemetry
             .registry()
             .register(collector)
-            .map_err(|e| Error::Server("metrics", e.to_string()))?;
+            .map_err(metrics_error)?;
     }
-    restore_claims(&analytics, &engine).await;
-    let pipeline = analytics
+    let sink_metrics = SinkMetrics::register(telemetry.registry()).map_err(metrics_error)?;
+    let sinks = analytics::webhooks(&config, &sink_metrics)?;
+    analytics::restore(&analytics, &engine).await;
+    let builder = analytics
         .processors()
         .into_iter()
         .fold(Pipeline::builder(store.clone(), metrics), |b, p| {
             b.processor(p)
-        })
+        });
+    let runners: Vec<_> = sinks
+        .iter()
+        .map(|sink| sink.runner(QueueConfig::default()))
+        .collect();
+    let pipeline = sinks
+        .into_iter()
+        .fold(builder, |b, sink| b.sink(sink))
         .build()
         .map_err(|e| Error::Server("pipeline", e.to_string()))?;
     let otlp = &config.receivers.otlp;
@@ -107,6 +121,7 @@ pub async fn run(
     let (stop_flusher, flusher_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
 
+    let receivers_rx_for_analytics = receivers_rx.clone();
     let grpc_task = tokio::spawn(grpc::serve(
         grpc_listener,
         grpc_listening,
@@ -128,10 +143,20 @@ pub async fn run(
         telemetry: Arc::new(telemetry),
         ready: Arc::clone(&ready),
         auth_token: config.api.auth_token.clone(),
-        analytics_config: Arc::new(config.processors.clone()),
+        analytics: Arc::clone(&analytics),
     });
     let api_task = tokio::spawn(api_listening.serve_http(api_listener, api_app, stopped(api_rx)));
     let flusher = tokio::spawn(store.clone().run_flusher(stopped(flusher_rx)));
+    let (stop_sinks, sinks_rx) = watch::channel(false);
+    let sink_tasks: Vec<_> = runners
+        .into_iter()
+        .map(|runner| tokio::spawn(runner.run(stopped(sinks_rx.clone()))))
+        .collect();
+    let evaluation = tokio::spawn(analytics::evaluate(
+        Arc::clone(&analytics),
+        pipeline.clone(),
+        stopped(receivers_rx_for_analytics),
+    ));
 
     ready.store(true, Ordering::Release);
     on_bound(bound);
@@ -160,10 +185,18 @@ pub async fn run(
         .map_err(|e| Error::Server("OTLP HTTP", e.to_string()))
         .and_then(|r| r.map_err(|e| Error::Server("OTLP HTTP", e.to_string())));
 
+    let _ = evaluation.await;
+
     tracing::info!("shutting down: flushing buffered rows");
     let _ = stop_flusher.send(true);
     let _ = flusher.await;
     let flushed = store.flush().await;
+
+    // The sinks stop where they are; what they have not sent waits in their queues.
+    let _ = stop_sinks.send(true);
+    for task in sink_tasks {
+        let _ = task.await;
+    }
 
     let _ = stop_api.send(true);
     // Cancelled queries answer at once; a connection that still does not finish (a
@@ -186,30 +219,6 @@ pub async fn run(
     api_result?;
     tracing::info!("shut down cleanly");
     Ok(())
-}
-
-/// Rebuilds who holds which work item from the stored coordination history, before
-/// any new event arrives. A failure is logged, not fatal: the collector then starts
-/// with an empty book, and only conflicts with claims made before it started go unseen.
-async fn restore_claims(analytics: &Analytics, engine: &QueryEngine) {
-    let sql = restore_sql(&analytics.config.coordination);
-    let restored = match engine.sql(&sql).await {
-        Ok(result) => result
-            .batches
-            .iter()
-            .try_for_each(|b| analytics.coordination.restore(b))
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    match restored {
-        Ok(()) => tracing::info!(
-            held = analytics.coordination.held(),
-            "work item claims restored from coordination_events"
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot restore work item claims; conflicts with earlier claims will be missed")
-        }
-    }
 }
 
 async fn wait_server(

@@ -60,6 +60,8 @@ impl Table {
         Table::LOGS,
         crate::analytics::coordination::COORDINATION_EVENTS,
         crate::analytics::genai::GENAI_USAGE,
+        crate::analytics::health::HEALTH,
+        crate::analytics::alerts::ALERTS,
     ];
 
     /// The table `def` declares (for a derived table's constant).

@@ -14,5 +14,6 @@ pub mod sink;
 pub mod store;
 #[cfg(test)]
 mod testing;
+pub mod webhook;
 
 pub use error::{Error, Result};

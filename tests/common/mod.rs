@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use serde_json::Value;
 
@@ -221,6 +222,14 @@ impl Server {
         .expect("POST /v1/traces")
     }
 
+    /// Sends `spans` of `service` over OTLP/HTTP; they must be accepted.
+    pub fn send_spans(&self, service: &str, spans: Vec<Span>) {
+        use prost::Message;
+        let body = service_request(service, spans).encode_to_vec();
+        let (status, answer) = self.post_traces(&body);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    }
+
     pub fn sql(&self, sql: &str) -> Value {
         let (status, body) = self.query_raw(sql, "application/json");
         assert_eq!(
@@ -410,6 +419,16 @@ fn attribute(key: &str, value: any_value::Value) -> KeyValue {
     }
 }
 
+/// A trace export request: `spans` of `service` under one scope.
+pub fn service_request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    let mut request = trace_request(spans);
+    request.resource_spans[0].resource = Some(Resource {
+        attributes: vec![text("service.name", service)],
+        ..Default::default()
+    });
+    request
+}
+
 /// A trace export request: `spans` under one resource and one scope.
 pub fn trace_request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
@@ -457,4 +476,85 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// One request a [`WebhookReceiver`] took.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// A local HTTP/1.1 server that records every request and answers each with the next
+/// status of its script (200 once the script is used up).
+pub struct WebhookReceiver {
+    pub url: String,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl WebhookReceiver {
+    pub fn start(script: Vec<u16>) -> WebhookReceiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&received);
+        std::thread::spawn(move || {
+            let mut script = script.into_iter();
+            for stream in listener.incoming().map_while(Result::ok) {
+                let Some(request) = read_request(&stream) else {
+                    continue;
+                };
+                log.lock().expect("log").push(request);
+                let status = script.next().unwrap_or(200);
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = std::io::Write::write_all(&mut &stream, answer.as_bytes());
+            }
+        });
+        WebhookReceiver { url, received }
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().expect("log").clone()
+    }
+}
+
+fn read_request(stream: &std::net::TcpStream) -> Option<Received> {
+    use std::io::Read;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':')?;
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Received { headers, body })
 }

@@ -1,6 +1,7 @@
-//! The analytics endpoints: `GET /api/v1/velocity`. Each reads the derived tables and
-//! views through the SQL engine (the same answers a user's query gets) and returns an
-//! array of objects, one per row.
+//! The analytics endpoints. `GET /api/v1/velocity` reads the `velocity` view through
+//! the SQL engine (the same answers a user's query gets) and returns its rows as
+//! objects; `GET /api/v1/health` and `GET /api/v1/alerts` answer from the latest
+//! evaluation (their history is in the `health` and `alerts` tables).
 //!
 //! Time ranges are `start` and `end` query parameters, RFC 3339 or Unix seconds as in
 //! Prometheus's HTTP API; the default is the last 24 hours.
@@ -106,7 +107,7 @@ pub(super) async fn velocity(
         "SELECT * FROM velocity WHERE window_end > to_timestamp_nanos({start}) \
          AND window_start <= to_timestamp_nanos({end}){team} ORDER BY window_start DESC, team"
     );
-    let window = state.analytics_config.velocity.window_seconds;
+    let window = state.analytics.config.velocity.window_seconds;
     let extra = json!({ "window_seconds": window });
     rows(
         &state,
@@ -115,6 +116,91 @@ pub(super) async fn velocity(
         extra.as_object().cloned().unwrap_or_default(),
     )
     .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HealthParams {
+    scope: Option<String>,
+    name: Option<String>,
+}
+
+/// `GET /api/v1/health?scope=&name=`: the latest scores with their components and
+/// inputs, overall first.
+pub(super) async fn health(
+    State(state): State<ApiState>,
+    Query(params): Query<HealthParams>,
+) -> Response {
+    let evaluator = state
+        .analytics
+        .evaluator
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let scores: Vec<Value> = evaluator
+        .latest()
+        .iter()
+        .filter(|h| params.scope.as_deref().is_none_or(|s| s == h.scope))
+        .filter(|h| params.name.as_deref().is_none_or(|n| n == h.name))
+        .map(|h| h.to_json())
+        .collect();
+    let at = evaluator.latest().first().map(|h| h.window_end);
+    let time = at.map(|ns| {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    });
+    let config = &state.analytics.config.health;
+    Json(json!({
+        "time": time,
+        "window_seconds": config.window_seconds,
+        "weights": config.weights,
+        "scores": scores,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AlertsParams {
+    fingerprint: Option<String>,
+}
+
+/// `GET /api/v1/alerts?fingerprint=`: the alerts firing now, oldest first.
+pub(super) async fn alerts(
+    State(state): State<ApiState>,
+    Query(params): Query<AlertsParams>,
+) -> Response {
+    let firing = state
+        .analytics
+        .evaluator
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .firing();
+    let rfc3339 = |ns: i64| {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let alerts: Vec<Value> = firing
+        .iter()
+        .filter(|a| {
+            params
+                .fingerprint
+                .as_deref()
+                .is_none_or(|f| f == a.fingerprint)
+        })
+        .map(|a| {
+            json!({
+                "fingerprint": a.fingerprint,
+                "status": a.status,
+                "labels": a.labels,
+                "annotations": a.annotations,
+                "startsAt": rfc3339(a.starts_at),
+                "value": a.value,
+                "baseline": a.baseline,
+                "detector": a.detector,
+            })
+        })
+        .collect();
+    Json(json!({ "alerts": alerts })).into_response()
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! - `POST /api/v1/query` with `{"sql": "..."}`: JSON by default, CSV for
 //!   `Accept: text/csv`, Arrow IPC for `Accept: application/vnd.apache.arrow.stream`.
 //! - `GET /api/v1/tables`: every table and view with its columns.
-//! - `GET /api/v1/velocity`: velocity windows ([`analytics`]).
+//! - `GET /api/v1/velocity`, `/api/v1/health`, `/api/v1/alerts`: the analytics
+//!   ([`analytics`]).
 //!
 //! Errors are `{"error": "..."}`: 400 for SQL that is invalid or refused, 422 when a
 //! query runs out of memory, 503 on timeout, when every query slot stays taken (with
@@ -29,7 +30,7 @@ use serde_json::json;
 use swarmscope_queries::{encode, QueryEngine};
 
 use crate::pipeline::Pipeline;
-use swarmscope_processors::analytics::AnalyticsConfig;
+use swarmscope_processors::analytics::Analytics;
 
 mod analytics;
 use crate::telemetry::Telemetry;
@@ -42,7 +43,7 @@ pub struct ApiState {
     pub telemetry: Arc<Telemetry>,
     pub ready: Arc<AtomicBool>,
     pub auth_token: Option<String>,
-    pub analytics_config: Arc<AnalyticsConfig>,
+    pub analytics: Arc<Analytics>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -50,6 +51,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/query", post(query))
         .route("/api/v1/tables", get(tables))
         .route("/api/v1/velocity", get(analytics::velocity))
+        .route("/api/v1/health", get(analytics::health))
+        .route("/api/v1/alerts", get(analytics::alerts))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

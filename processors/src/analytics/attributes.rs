@@ -60,6 +60,23 @@ impl<'a> MapColumn<'a> {
             .and_then(|i| (!self.values.is_null(i)).then(|| self.values.value(i)))
     }
 
+    /// Every entry of row `row` with a value, by key.
+    pub fn entries(&self, row: usize) -> std::collections::BTreeMap<String, String> {
+        if self.map.is_null(row) {
+            return Default::default();
+        }
+        let offsets = self.map.value_offsets();
+        (offsets[row] as usize..offsets[row + 1] as usize)
+            .filter(|&i| !self.values.is_null(i))
+            .map(|i| {
+                (
+                    self.keys.value(i).to_owned(),
+                    self.values.value(i).to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// The value of the first of `keys` that row `row` has.
     pub fn first(&self, row: usize, keys: &[&str]) -> Option<&'a str> {
         keys.iter().find_map(|k| self.get(row, k))

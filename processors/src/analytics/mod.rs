@@ -5,26 +5,38 @@
 //!   spans carrying `coordination.work.id` (on the acknowledgement path);
 //! - [`genai`]: `genai_usage` rows with their cost, and token metrics;
 //! - [`span_metrics`]: the spanmetrics connector's calls and duration series;
-//! - [`velocity`]: the `velocity` view over `coordination_events`.
+//! - [`velocity`]: the `velocity` view over `coordination_events`;
+//! - [`signals`] → [`evaluator`]: per-interval counts, from which [`health`] scores,
+//!   [`anomaly`] detectors and [`alerts`] rules are evaluated.
 
+pub mod alerts;
+pub mod anomaly;
 pub mod attributes;
 pub mod coordination;
+pub mod evaluator;
 pub mod genai;
+pub mod health;
 pub mod series;
+pub mod signals;
 pub mod span_metrics;
 pub mod velocity;
 
 #[cfg(test)]
 pub(crate) mod testing;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus::core::Collector;
 use serde::{Deserialize, Serialize};
 
 use crate::processor::Processor;
+use alerts::AlertRule;
+use anomaly::AnomalyConfig;
 use coordination::{CoordinationConfig, CoordinationEvents};
+use evaluator::{Evaluation, Evaluator};
 use genai::{GenAiConfig, GenAiUsage};
+use health::HealthConfig;
+use signals::Signals;
 use span_metrics::{SpanMetrics, SpanMetricsConfig};
 use velocity::{VelocityConfig, WorkMetrics};
 
@@ -36,6 +48,8 @@ pub struct AnalyticsConfig {
     pub genai: GenAiConfig,
     pub span_metrics: SpanMetricsConfig,
     pub velocity: VelocityConfig,
+    pub health: HealthConfig,
+    pub anomaly: AnomalyConfig,
 }
 
 impl AnalyticsConfig {
@@ -43,6 +57,8 @@ impl AnalyticsConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.coordination.validate()?;
         self.genai.validate()?;
+        self.health.validate()?;
+        self.anomaly.validate()?;
         self.velocity.validate()
     }
 }
@@ -54,11 +70,39 @@ pub struct Analytics {
     pub genai: Arc<GenAiUsage>,
     pub span_metrics: Option<Arc<SpanMetrics>>,
     pub work: Arc<WorkMetrics>,
+    pub signals: Arc<Signals>,
+    /// Health, anomaly detection and alert rules, run by the collector every
+    /// `processors.health.interval_seconds`.
+    pub evaluator: Mutex<Evaluator>,
+    health_score: prometheus::GaugeVec,
+    alerts_firing: prometheus::IntGaugeVec,
 }
 
 impl Analytics {
-    pub fn new(config: &AnalyticsConfig) -> Analytics {
+    /// The processors of `config`, with the threshold `rules` of `[[alerts.rules]]`.
+    pub fn new(config: &AnalyticsConfig, rules: Vec<AlertRule>) -> Analytics {
+        let signals = Arc::new(Signals::new(config.health.signals()));
         Analytics {
+            evaluator: Mutex::new(Evaluator::new(
+                config.health.clone(),
+                config.anomaly.clone(),
+                rules,
+                Arc::clone(&signals),
+            )),
+            signals,
+            health_score: prometheus::GaugeVec::new(
+                prometheus::Opts::new(
+                    "swarmscope_health_score",
+                    "Health score in [0, 100] at the latest evaluation, by scope (overall, service, team) and name.",
+                ),
+                &["scope", "name"],
+            )
+            .unwrap_or_else(|e| unreachable!("metric options are constant: {e}")),
+            alerts_firing: prometheus::IntGaugeVec::new(
+                prometheus::Opts::new("swarmscope_alerts_firing", "Alerts firing now, by severity."),
+                &["severity"],
+            )
+            .unwrap_or_else(|e| unreachable!("metric options are constant: {e}")),
             config: config.clone(),
             coordination: Arc::new(CoordinationEvents::new(&config.coordination)),
             genai: Arc::new(GenAiUsage::new(&config.genai)),
@@ -76,6 +120,7 @@ impl Analytics {
             self.coordination.clone(),
             self.genai.clone(),
             self.work.clone(),
+            self.signals.clone(),
         ];
         if let Some(m) = &self.span_metrics {
             all.push(m.clone());
@@ -83,9 +128,35 @@ impl Analytics {
         all
     }
 
+    /// Runs the evaluation of the window ending with interval `end` and publishes
+    /// its scores and firing alerts as `swarmscope_health_score{scope,name}` and
+    /// `swarmscope_alerts_firing{severity}`.
+    pub fn evaluate(&self, end: i64) -> Evaluation {
+        let mut evaluator = self.evaluator.lock().unwrap_or_else(|e| e.into_inner());
+        let evaluation = evaluator.evaluate(end);
+        self.health_score.reset();
+        for h in &evaluation.health {
+            self.health_score
+                .with_label_values(&[h.scope, &h.name])
+                .set(h.score);
+        }
+        self.alerts_firing.reset();
+        for severity in ["critical", "warning"] {
+            self.alerts_firing.with_label_values(&[severity]).set(0);
+        }
+        for alert in evaluator.firing() {
+            self.alerts_firing
+                .with_label_values(&[alert.severity()])
+                .inc();
+        }
+        evaluation
+    }
+
     /// Everything they expose on `/metrics`.
     pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
         let mut all = self.genai.collectors();
+        all.push(Box::new(self.health_score.clone()));
+        all.push(Box::new(self.alerts_firing.clone()));
         all.extend(self.work.collectors());
         if let Some(m) = &self.span_metrics {
             all.push(Box::new(SpanMetricsCollector(m.clone())));

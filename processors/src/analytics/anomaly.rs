@@ -1,0 +1,375 @@
+//! Online anomaly detection, one [`Detector`] per series (a service's request rate,
+//! error rate or p95 latency, a team's completions per interval), fed one value per
+//! evaluation interval.
+//!
+//! A value is anomalous when it is far from the series' baseline by two measures at
+//! once: the median of the last `window` normal values, and their exponentially
+//! weighted mean. "Far" is `sensitivity` times the spread: the larger of 1.4826 × MAD
+//! (median absolute deviation) and the exponentially weighted standard deviation, and
+//! never below a floor (a share of the baseline, or an absolute one), so that a flat
+//! series does not fire on its first wiggle. Until `min_samples` values are seen (warm-up) nothing fires.
+//! Anomalous values do not enter the baseline, so a sustained shift keeps firing
+//! (until it has lasted a whole window, when it becomes the new normal). A series
+//! fires after `consecutive` anomalous values and resolves after `resolve_after`
+//! normal ones.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// `[processors.anomaly]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnomalyConfig {
+    pub enabled: bool,
+    /// How many spreads from the baseline a value must be to count as anomalous.
+    pub sensitivity: f64,
+    /// Values kept for the median/MAD baseline.
+    pub window: usize,
+    /// Values seen before a series may fire (warm-up).
+    pub min_samples: usize,
+    /// Calls an interval needs for its error rate and latency to be judged.
+    pub min_calls: u64,
+    /// Anomalous intervals in a row before firing.
+    pub consecutive: u32,
+    /// Normal intervals in a row before resolving.
+    pub resolve_after: u32,
+    /// Weight of the newest value in the exponentially weighted mean and variance.
+    pub ewma_alpha: f64,
+    /// Series followed at once; beyond it new series are not watched.
+    pub max_series: usize,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        AnomalyConfig {
+            enabled: true,
+            sensitivity: 5.0,
+            window: 30,
+            min_samples: 6,
+            min_calls: 10,
+            consecutive: 1,
+            resolve_after: 2,
+            ewma_alpha: 0.2,
+            max_series: 10_000,
+        }
+    }
+}
+
+impl AnomalyConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let key = |k: &str| format!("processors.anomaly.{k}");
+        if !(self.sensitivity.is_finite() && self.sensitivity > 0.0) {
+            return Err(format!(
+                "{} must be > 0, got {}",
+                key("sensitivity"),
+                self.sensitivity
+            ));
+        }
+        if self.window < 3 {
+            return Err(format!(
+                "{} must be >= 3, got {}",
+                key("window"),
+                self.window
+            ));
+        }
+        if self.min_samples < 3 || self.min_samples > self.window {
+            return Err(format!(
+                "{} must be between 3 and window ({}), got {}",
+                key("min_samples"),
+                self.window,
+                self.min_samples
+            ));
+        }
+        if self.consecutive == 0 || self.resolve_after == 0 {
+            return Err(format!(
+                "{} and {} must be > 0",
+                key("consecutive"),
+                key("resolve_after")
+            ));
+        }
+        if !(self.ewma_alpha > 0.0 && self.ewma_alpha <= 1.0) {
+            return Err(format!(
+                "{} must be in (0, 1], got {}",
+                key("ewma_alpha"),
+                self.ewma_alpha
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which way a series may go wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Up,
+    Down,
+    Both,
+}
+
+/// The smallest spread a series' baseline is judged with: `relative` × |baseline|,
+/// and never below `absolute`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Floor {
+    pub relative: f64,
+    pub absolute: f64,
+}
+
+/// What a detector made of one value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Judgement {
+    pub value: f64,
+    /// The median of the baseline window (None during warm-up).
+    pub baseline: Option<f64>,
+    /// Robust z-score of the value (None during warm-up).
+    pub score: Option<f64>,
+    pub anomalous: bool,
+    /// Whether the series is firing after this value.
+    pub firing: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Detector {
+    direction: Direction,
+    floor: Floor,
+    window: VecDeque<f64>,
+    mean: f64,
+    var: f64,
+    seen: usize,
+    anomalous_run: u32,
+    normal_run: u32,
+    firing: bool,
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+impl Detector {
+    pub fn new(direction: Direction, floor: Floor) -> Detector {
+        Detector {
+            direction,
+            floor,
+            window: VecDeque::new(),
+            mean: 0.0,
+            var: 0.0,
+            seen: 0,
+            anomalous_run: 0,
+            normal_run: 0,
+            firing: false,
+        }
+    }
+
+    pub fn firing(&self) -> bool {
+        self.firing
+    }
+
+    /// Whether the detector has seen enough to judge.
+    pub fn warmed_up(&self, config: &AnomalyConfig) -> bool {
+        self.seen >= config.min_samples
+    }
+
+    fn learn(&mut self, x: f64, config: &AnomalyConfig) {
+        if self.window.len() == config.window {
+            self.window.pop_front();
+        }
+        self.window.push_back(x);
+        if self.seen == 0 {
+            self.mean = x;
+            self.var = 0.0;
+        } else {
+            let a = config.ewma_alpha;
+            let d = x - self.mean;
+            self.mean += a * d;
+            self.var = (1.0 - a) * (self.var + a * d * d);
+        }
+        self.seen += 1;
+    }
+
+    pub fn observe(&mut self, x: f64, config: &AnomalyConfig) -> Judgement {
+        if !x.is_finite() {
+            return Judgement {
+                value: x,
+                baseline: None,
+                score: None,
+                anomalous: false,
+                firing: self.firing,
+            };
+        }
+        if !self.warmed_up(config) {
+            self.learn(x, config);
+            return Judgement {
+                value: x,
+                baseline: None,
+                score: None,
+                anomalous: false,
+                firing: false,
+            };
+        }
+        let mut sorted: Vec<f64> = self.window.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let med = median(&sorted);
+        let mut deviations: Vec<f64> = sorted.iter().map(|v| (v - med).abs()).collect();
+        deviations.sort_by(f64::total_cmp);
+        let floor = (self.floor.relative * med.abs()).max(self.floor.absolute);
+        // Either estimate of the spread may come out low on a short window; judging
+        // by the larger one keeps an ordinary wiggle from looking extreme.
+        let spread = (1.4826 * median(&deviations))
+            .max(self.var.sqrt())
+            .max(floor);
+        let robust = (x - med) / spread;
+        let ewma = (x - self.mean) / spread;
+        let k = config.sensitivity;
+        let beyond = |z: f64| match self.direction {
+            Direction::Up => z > k,
+            Direction::Down => z < -k,
+            Direction::Both => z.abs() > k,
+        };
+        let anomalous = beyond(robust) && beyond(ewma);
+        if anomalous {
+            self.anomalous_run += 1;
+            self.normal_run = 0;
+            // A shift that has lasted a whole window is the new normal.
+            if self.anomalous_run as usize >= config.window {
+                self.learn(x, config);
+            }
+        } else {
+            self.normal_run += 1;
+            self.anomalous_run = 0;
+            self.learn(x, config);
+        }
+        if !self.firing && self.anomalous_run >= config.consecutive {
+            self.firing = true;
+        } else if self.firing && self.normal_run >= config.resolve_after {
+            self.firing = false;
+        }
+        Judgement {
+            value: x,
+            baseline: Some(med),
+            score: Some(robust),
+            anomalous,
+            firing: self.firing,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator of normal noise (xorshift and Box-Muller).
+    struct Noise(u64);
+
+    impl Noise {
+        fn uniform(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        fn normal(&mut self) -> f64 {
+            let (u, v) = (self.uniform().max(1e-12), self.uniform());
+            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+        }
+    }
+
+    /// The evaluator's floor for request rates.
+    const RATE_FLOOR: Floor = Floor {
+        relative: 0.1,
+        absolute: 0.5,
+    };
+    const ERROR_FLOOR: Floor = Floor {
+        relative: 0.0,
+        absolute: 0.02,
+    };
+
+    #[test]
+    fn stationary_noise_fires_nothing_over_an_hour_of_windows() {
+        let config = AnomalyConfig::default();
+        for seed in 1..=50u64 {
+            let mut noise = Noise(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rate = Detector::new(Direction::Both, RATE_FLOOR);
+            let mut errors = Detector::new(Direction::Up, ERROR_FLOOR);
+            // An hour of 10-second windows: ~100 calls/s ± 10%, ~1% errors.
+            for i in 0..360 {
+                let r = rate.observe(100.0 + 10.0 * noise.normal(), &config);
+                let calls = 1000.0;
+                let failed = (10.0 + 3.0 * noise.normal()).max(0.0).round();
+                let e = errors.observe(failed / calls, &config);
+                assert!(
+                    !r.firing && !e.firing,
+                    "seed {seed}, window {i}: {r:?} {e:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_step_fires_within_a_few_windows_and_recovery_resolves() {
+        let config = AnomalyConfig::default();
+        let mut noise = Noise(42);
+        let mut errors = Detector::new(Direction::Up, ERROR_FLOOR);
+        // A minute of steady traffic at ~0.5% errors...
+        for _ in 0..6 {
+            let j = errors.observe((0.005 + 0.002 * noise.normal()).max(0.0), &config);
+            assert!(!j.firing);
+        }
+        // ...then half the calls fail.
+        let fired_at = (0..3).find(|_| errors.observe(0.5 + 0.02 * noise.normal(), &config).firing);
+        assert_eq!(fired_at, Some(0));
+        let j = errors.observe(0.55, &config);
+        assert!(j.firing && j.anomalous);
+        assert!(j.baseline.unwrap_or(1.0) < 0.02, "{j:?}");
+        // Back to normal: resolved after `resolve_after` normal windows.
+        assert!(errors.observe(0.004, &config).firing);
+        assert!(!errors.observe(0.006, &config).firing);
+    }
+
+    #[test]
+    fn warm_up_and_direction_are_respected() {
+        let config = AnomalyConfig::default();
+        let mut latency = Detector::new(
+            Direction::Up,
+            Floor {
+                relative: 0.2,
+                absolute: 1.0,
+            },
+        );
+        for _ in 0..config.min_samples - 1 {
+            latency.observe(100.0, &config);
+        }
+        // Still warming up: even a huge value does not fire (it takes a while to fade
+        // from the weighted variance).
+        assert!(!latency.observe(10_000.0, &config).firing);
+        for _ in 0..config.window {
+            latency.observe(100.0, &config);
+        }
+        // Faster is not an anomaly for latency...
+        assert!(!latency.observe(1.0, &config).firing);
+        // ...slower is.
+        assert!(latency.observe(1_000.0, &config).firing);
+    }
+
+    #[test]
+    fn a_long_shift_becomes_the_new_normal() {
+        let config = AnomalyConfig::default();
+        let mut rate = Detector::new(Direction::Both, RATE_FLOOR);
+        for _ in 0..10 {
+            rate.observe(100.0, &config);
+        }
+        let firing: Vec<bool> = (0..80)
+            .map(|_| rate.observe(300.0, &config).firing)
+            .collect();
+        assert!(firing[0]);
+        assert!(
+            !firing[79],
+            "still firing after a shift that lasted 80 windows"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Alert webhooks: every `alerts` row (an alert firing or resolved) is POSTed to each
+//! `[[alerts.webhooks]]` entry as an Alertmanager webhook payload ([`payload`]),
+//! signed with HMAC-SHA256 when a secret is set.
+//!
+//! Each webhook is a [`Sink`] behind its own disk queue, so a receiver that is down
+//! delays nothing else and its pending notifications survive a restart. A timeout, a
+//! connection failure, 429 or 5xx is retried with backoff (honouring `Retry-After`);
+//! another 4xx is a permanent refusal, counted and logged.
+
+mod config;
+mod payload;
+
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use swarmscope_processors::analytics::alerts::{alerts_from_rows, ALERTS};
+use swarmscope_processors::schema::Table;
+
+pub use config::WebhookConfig;
+pub use payload::payload;
+
+use crate::sink::{Sink, SinkError};
+
+/// The header carrying the body's signature.
+pub const SIGNATURE_HEADER: &str = "X-Swarmscope-Signature";
+
+/// `sha256=<hex>` of `body` under `secret`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    format!(
+        "sha256={}",
+        hex::encode(ring::hmac::sign(&key, body).as_ref())
+    )
+}
+
+pub struct WebhookSink {
+    name: String,
+    config: WebhookConfig,
+    external_url: String,
+    client: reqwest::Client,
+}
+
+impl WebhookSink {
+    pub fn new(
+        name: String,
+        config: WebhookConfig,
+        external_url: String,
+    ) -> Result<WebhookSink, String> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .build()
+            .map_err(|e| format!("webhook {name}: {e}"))?;
+        Ok(WebhookSink {
+            name,
+            config,
+            external_url,
+            client,
+        })
+    }
+}
+
+/// How long the receiver asked to wait, from `Retry-After` in seconds.
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+#[async_trait::async_trait]
+impl Sink for WebhookSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn accepts(&self, table: Table) -> bool {
+        table == ALERTS
+    }
+
+    async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError> {
+        let mut alerts = Vec::new();
+        for (_, batch) in batches {
+            let rows = alerts_from_rows(batch).map_err(|e| SinkError::Permanent(e.to_string()))?;
+            alerts.extend(rows);
+        }
+        if !self.config.send_resolved {
+            alerts.retain(|a| a.status == "firing");
+        }
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let body = payload(
+            &self.name,
+            &self.external_url,
+            &alerts,
+            self.config.max_alerts,
+        )
+        .to_string();
+        let mut request = self
+            .client
+            .post(&self.config.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(secret) = &self.config.hmac_secret {
+            request = request.header(SIGNATURE_HEADER, signature(secret, body.as_bytes()));
+        }
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| SinkError::Retryable {
+                message: format!("POST {}: {e}", self.config.url),
+                after: None,
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let message = format!("POST {}: {status}", self.config.url);
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            Err(SinkError::Retryable {
+                after: retry_after(&response),
+                message,
+            })
+        } else {
+            Err(SinkError::Permanent(message))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_hmac_sha256_in_hex() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn only_http_urls_with_a_timeout_are_accepted() {
+        let mut c = WebhookConfig {
+            name: None,
+            url: "http://127.0.0.1:9/hook".into(),
+            hmac_secret: None,
+            send_resolved: true,
+            timeout_ms: 10,
+            max_alerts: 0,
+        };
+        assert!(c.validate(0).is_ok());
+        assert_eq!(c.name(2), "webhook-2");
+        c.url = "not a url".into();
+        assert!(c
+            .validate(1)
+            .unwrap_err()
+            .starts_with("alerts.webhooks[1].url"));
+        c.url = "https://example.com".into();
+        assert!(c.validate(1).is_err());
+    }
+}

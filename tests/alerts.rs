@@ -1,0 +1,301 @@
+//! Health scores and alerts against the real binary: a stored score agrees with the
+//! README's SQL recomputation, and an error-rate jump fires an alert that reaches a
+//! local webhook receiver (signed, retried after a 500), lands in `alerts`, and
+//! resolves once errors stop.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{
+    blocking_get, eventually, int, temp_data_dir, text, Options, Server, WebhookReceiver,
+};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
+use prost::Message;
+use serde_json::Value;
+
+const HEALTH_SQL: &str = include_str!("../docs/health-score.sql");
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+}
+
+/// A span of `service` that started `ago_ms` before now and lasted `ms`.
+fn span(n: u64, ago_ms: u64, ms: u64, error: bool, attributes: Vec<KeyValue>) -> Span {
+    let start = now_ns() - ago_ms * 1_000_000;
+    Span {
+        trace_id: [[9u8; 8], n.to_be_bytes()].concat(),
+        span_id: (n + 1).to_be_bytes().to_vec(),
+        name: "call".into(),
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + ms * 1_000_000,
+        status: error.then(|| Status {
+            code: status::StatusCode::Error as i32,
+            message: "failed".into(),
+        }),
+        attributes,
+        ..Default::default()
+    }
+}
+
+/// Evaluated every second over the last ten.
+const FAST_HEALTH: &str =
+    "[processors.health]\ninterval_seconds = 1\nwindow_seconds = 10\ngrace_ms = 300\n";
+
+#[test]
+fn a_stored_health_score_matches_the_readmes_sql() {
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(HEALTH_SQL.trim()),
+        "README must show docs/health-score.sql as it is"
+    );
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start_with(
+        &dir,
+        Options {
+            extra: FAST_HEALTH.into(),
+            ..Default::default()
+        },
+    );
+    // 20 calls: 5 failed, 4 slow (tolerated), 2 very slow; 4 claims by three agents,
+    // one of them conflicting, and a completion and a failure.
+    let mut spans: Vec<Span> = (0..20)
+        .map(|n| {
+            let ms = match n {
+                0..=3 => 2_500,
+                4..=5 => 9_000,
+                _ => 40,
+            };
+            span(
+                n,
+                1_500,
+                ms,
+                n % 4 == 1,
+                vec![text("gen_ai.agent.id", &format!("agent-{}", n % 3))],
+            )
+        })
+        .collect();
+    let claim = |n: u64, agent: &str, item: &str, event: &str| {
+        span(
+            n,
+            1_400,
+            5,
+            false,
+            vec![
+                text("gen_ai.agent.id", agent),
+                text("coordination.work.id", item),
+                text("coordination.work.event", event),
+                int("coordination.work.story_points", 2),
+            ],
+        )
+    };
+    spans.extend([
+        claim(100, "agent-0", "W1", "claim"),
+        claim(101, "agent-1", "W1", "claim"),
+        claim(102, "agent-1", "W2", "claim"),
+        claim(103, "agent-2", "W3", "claim"),
+        claim(104, "agent-0", "W1", "complete"),
+        claim(105, "agent-1", "W2", "fail"),
+    ]);
+    server.send_spans("api", spans);
+
+    let row = eventually("a health row that counts every call", || {
+        let rows = server.rows(
+            "SELECT score, CAST(window_start AS VARCHAR), CAST(window_end AS VARCHAR), input_alerts_firing, \
+             input_calls, input_claims, conflicts_score, liveness_score \
+             FROM health WHERE scope = 'service' AND scope_name = 'api' AND input_calls = 26 \
+             ORDER BY time LIMIT 1",
+        );
+        rows.into_iter().next()
+    });
+    let score = row[0].as_f64().expect("score");
+    assert!((0.0..=100.0).contains(&score));
+    assert!(
+        score < 100.0,
+        "errors and slow calls must cost something: {row:?}"
+    );
+    assert_eq!(row[5], 4, "claims: {row:?}");
+    assert_eq!(
+        row[6].as_f64(),
+        Some(75.0),
+        "one claim in four conflicted: {row:?}"
+    );
+    let sql = HEALTH_SQL
+        .replace("$service", "api")
+        .replace("$start", row[1].as_str().expect("start"))
+        .replace("$end", row[2].as_str().expect("end"))
+        .replace("$alerts", &row[3].to_string());
+    let recomputed = server.scalar(&sql).as_f64().expect("recomputed score");
+    assert!(
+        (recomputed - score).abs() < 1e-9,
+        "SQL says {recomputed}, the collector said {score}"
+    );
+
+    // The API has the breakdown.
+    let (status, body) = blocking_get(&format!(
+        "{}/api/v1/health?scope=service&name=api",
+        server.api
+    ))
+    .expect("GET /api/v1/health");
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_slice(&body).expect("JSON");
+    let api = &v["scores"][0];
+    assert_eq!(api["name"], "api");
+    assert!(api["components"]["errors"].as_f64().is_some(), "{v}");
+    assert!(api["inputs"]["calls"].as_u64().is_some(), "{v}");
+    assert!(server.stop().success());
+}
+
+/// Verifies `sha256=<hex>` against the body with the shared secret.
+fn signature_verifies(secret: &str, header: &str, body: &[u8]) -> bool {
+    let Some(hex) = header.strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(tag) = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<Vec<u8>, _>>()
+    else {
+        return false;
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    ring::hmac::verify(&key, body, &tag).is_ok()
+}
+
+#[test]
+fn an_error_rate_jump_fires_a_signed_webhook_that_is_retried_stored_and_resolved() {
+    // The receiver fails the first notification.
+    let receiver = WebhookReceiver::start(vec![500]);
+    let (_tmp, dir) = temp_data_dir();
+    let config = format!(
+        "{FAST_HEALTH}[processors.anomaly]\nmin_samples = 4\n\n\
+         [[alerts.webhooks]]\nname = \"ops\"\nurl = \"{}\"\nhmac_secret = \"s3cret\"\n",
+        receiver.url
+    );
+    let server = Server::start_with(
+        &dir,
+        Options {
+            extra: config,
+            ..Default::default()
+        },
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    // Steady traffic: 20 calls every 100 ms; errors while `stop` says so.
+    let traffic = {
+        let stop = std::sync::Arc::clone(&stop);
+        let server_http = server.http.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            loop {
+                let phase = stop.load(std::sync::atomic::Ordering::Relaxed);
+                if phase == 3 {
+                    return;
+                }
+                let spans = (0..20)
+                    .map(|i| {
+                        n += 1;
+                        span(n, 0, 30, phase == 1 && i % 5 != 0, vec![])
+                    })
+                    .collect();
+                let request = common::service_request("checkout", spans);
+                let _ = common::blocking_request(
+                    "POST",
+                    &format!("{server_http}/v1/traces"),
+                    &[("content-type", "application/x-protobuf".into())],
+                    &request.encode_to_vec(),
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    // Warm-up: the detectors have seen their minimum of normal intervals.
+    eventually("six evaluated intervals", || {
+        let n = server
+            .scalar(
+                "SELECT count(*) FROM health WHERE scope = 'service' AND scope_name = 'checkout'",
+            )
+            .as_i64()?;
+        (n >= 6).then_some(())
+    });
+    stop.store(1, std::sync::atomic::Ordering::Relaxed);
+    let firing = eventually("the alert at the webhook", || {
+        receiver
+            .requests()
+            .into_iter()
+            .filter(|r| r.json()["status"] == "firing")
+            .nth(1)
+    });
+    stop.store(2, std::sync::atomic::Ordering::Relaxed);
+    let payload = firing.json();
+    assert_eq!(payload["version"], "4");
+    assert_eq!(payload["receiver"], "ops");
+    let alert = &payload["alerts"][0];
+    assert_eq!(alert["labels"]["alertname"], "ErrorRateAnomaly");
+    assert_eq!(alert["labels"]["service"], "checkout");
+    assert_eq!(alert["status"], "firing");
+    let fingerprint = alert["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_owned();
+    let signature = firing.header("x-swarmscope-signature").expect("signature");
+    assert!(signature_verifies("s3cret", signature, &firing.body));
+    assert!(!signature_verifies("other", signature, &firing.body));
+    // The first attempt got a 500: the same notification came again.
+    let attempts = receiver.requests();
+    assert_eq!(attempts[0].body, firing.body);
+
+    let resolved = eventually("the resolution at the webhook", || {
+        receiver
+            .requests()
+            .into_iter()
+            .find(|r| r.json()["status"] == "resolved")
+    });
+    stop.store(3, std::sync::atomic::Ordering::Relaxed);
+    traffic.join().expect("traffic");
+    assert_eq!(
+        resolved.json()["alerts"][0]["fingerprint"],
+        fingerprint.as_str()
+    );
+    let stored = server.rows(&format!(
+        "SELECT status, alert_name, severity, labels['service'], detector FROM alerts \
+         WHERE fingerprint = '{fingerprint}' ORDER BY time"
+    ));
+    assert_eq!(
+        stored,
+        vec![
+            vec![
+                "firing".into(),
+                "ErrorRateAnomaly".into(),
+                "critical".into(),
+                "checkout".into(),
+                "ewma_mad".into()
+            ],
+            vec![
+                "resolved".into(),
+                "ErrorRateAnomaly".into(),
+                "critical".into(),
+                "checkout".into(),
+                "ewma_mad".into()
+            ],
+        ] as Vec<Vec<Value>>
+    );
+    let (_, metrics) = blocking_get(&format!("{}/metrics", server.api)).expect("metrics");
+    let metrics = String::from_utf8(metrics).expect("UTF-8");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "swarmscope_alerts_firing{severity=\"critical\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("swarmscope_sink_retries_total{sink=\"ops\"}")),
+        "{metrics}"
+    );
+    assert!(server.stop().success());
+}
