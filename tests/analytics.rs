@@ -243,3 +243,75 @@ fn genai_usage_is_priced_and_span_metrics_are_served() {
     }
     assert!(server.stop().success());
 }
+
+#[test]
+fn the_call_graph_is_counted_live_and_computed_from_the_history() {
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start(&dir);
+    let child_of = |mut s: Span, parent: &Span| {
+        s.trace_id.clone_from(&parent.trace_id);
+        s.parent_span_id.clone_from(&parent.span_id);
+        s
+    };
+    let root = |n: u64| span(n, 10, vec![text("gen_ai.agent.id", "planner")]);
+    let (r1, r2) = (root(1), root(2));
+    let mut failed = child_of(span(12, 10, vec![text("gen_ai.agent.id", "coder")]), &r2);
+    failed.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+        code: 2,
+        message: "tool failed".into(),
+    });
+    // Children first: the live graph pairs them when their parents come.
+    server.send_spans(
+        "tools",
+        vec![
+            child_of(span(11, 10, vec![text("gen_ai.agent.id", "coder")]), &r1),
+            failed,
+        ],
+    );
+    server.send_spans("gateway", vec![r1, r2]);
+
+    let (status, body) = get_json(&format!(
+        "{}/api/v1/graph?start=2026-01-01T00:00:00Z&end=2026-01-02T00:00:00Z",
+        server.api
+    ));
+    assert_eq!(status, 200, "{body}");
+    let edges: Vec<(String, String, String, i64, i64)> = body["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default().to_owned(),
+                e["source"].as_str().unwrap_or_default().to_owned(),
+                e["target"].as_str().unwrap_or_default().to_owned(),
+                e["calls"].as_i64().unwrap_or(-1),
+                e["errors"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        edges,
+        vec![
+            ("service".into(), "gateway".into(), "tools".into(), 2, 1),
+            ("agent".into(), "planner".into(), "coder".into(), 2, 1),
+        ]
+    );
+    assert_eq!(body["nodes"].as_array().map(Vec::len), Some(4), "{body}");
+
+    let metrics = common::eventually("the live graph's edge", || {
+        let (_, metrics) = blocking_get(&format!("{}/metrics", server.api)).ok()?;
+        let metrics = String::from_utf8(metrics).ok()?;
+        metrics
+            .contains("traces_service_graph_request_total{client=\"gateway\",server=\"tools\",connection_type=\"\"} 2")
+            .then_some(metrics)
+    });
+    for line in [
+        "traces_service_graph_request_failed_total{client=\"gateway\",server=\"tools\",connection_type=\"\"} 1",
+        "traces_service_graph_request_total{client=\"planner\",server=\"coder\",connection_type=\"agent\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} not in\n{metrics}");
+    }
+    let (status, _) = get_json(&format!("{}/api/v1/graph?start=later", server.api));
+    assert_eq!(status, 400);
+    assert!(server.stop().success());
+}

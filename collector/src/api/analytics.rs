@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use swarmscope_processors::analytics::graph::edges_sql;
 use swarmscope_queries::encode;
 
 use super::{error, query_error, ApiState};
@@ -65,9 +66,25 @@ async fn rows(state: &ApiState, sql: &str, key: &str, mut extra: Map<String, Val
         Ok(r) => r,
         Err(e) => return query_error(e),
     };
-    let table = match encode::json(&result) {
+    match objects(&result) {
+        Ok(objects) => {
+            extra.insert(key.to_owned(), Value::Array(objects));
+            Json(Value::Object(extra)).into_response()
+        }
+        Err(response) => *response,
+    }
+}
+
+/// A result's rows as objects, column name to value.
+fn objects(result: &swarmscope_queries::QueryResult) -> Result<Vec<Value>, Box<Response>> {
+    let table = match encode::json(result) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding: {e}")),
+        Err(e) => {
+            return Err(Box::new(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding: {e}"),
+            )))
+        }
     };
     let names: Vec<String> = table["columns"]
         .as_array()
@@ -75,7 +92,7 @@ async fn rows(state: &ApiState, sql: &str, key: &str, mut extra: Map<String, Val
         .flatten()
         .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
         .collect();
-    let objects: Vec<Value> = table["rows"]
+    Ok(table["rows"]
         .as_array()
         .into_iter()
         .flatten()
@@ -83,9 +100,7 @@ async fn rows(state: &ApiState, sql: &str, key: &str, mut extra: Map<String, Val
             let cells = row.as_array().into_iter().flatten().cloned();
             Value::Object(names.iter().cloned().zip(cells).collect())
         })
-        .collect();
-    extra.insert(key.to_owned(), Value::Array(objects));
-    Json(Value::Object(extra)).into_response()
+        .collect())
 }
 
 /// `GET /api/v1/velocity?team=&start=&end=`: the `velocity` windows that overlap the
@@ -116,6 +131,66 @@ pub(super) async fn velocity(
         extra.as_object().cloned().unwrap_or_default(),
     )
     .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GraphParams {
+    start: Option<String>,
+    end: Option<String>,
+}
+
+/// `GET /api/v1/graph?start=&end=` (default: the last hour): the call graph's nodes
+/// and edges, between services and between agents, computed from the stored spans.
+pub(super) async fn graph(
+    State(state): State<ApiState>,
+    Query(params): Query<GraphParams>,
+) -> Response {
+    let end = match params
+        .end
+        .as_deref()
+        .map(|e| parse_time("end", e))
+        .transpose()
+    {
+        Ok(e) => e,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let default_start = end
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX))
+        .saturating_sub(3_600_000_000_000)
+        .to_string();
+    let (start, end) = match range(
+        Some(params.start.as_deref().unwrap_or(&default_start)),
+        params.end.as_deref(),
+    ) {
+        Ok(r) => r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let result = match state.engine.sql(&edges_sql(start, end)).await {
+        Ok(r) => r,
+        Err(e) => return query_error(e),
+    };
+    let edges = match objects(&result) {
+        Ok(e) => e,
+        Err(response) => return *response,
+    };
+    let mut nodes: Vec<(String, String)> = Vec::new();
+    for e in &edges {
+        for side in ["source", "target"] {
+            let node = (
+                e["kind"].as_str().unwrap_or_default().to_owned(),
+                e[side].as_str().unwrap_or_default().to_owned(),
+            );
+            if !nodes.contains(&node) {
+                nodes.push(node);
+            }
+        }
+    }
+    let nodes: Vec<Value> = nodes
+        .into_iter()
+        .map(|(kind, id)| json!({"id": id, "kind": kind}))
+        .collect();
+    Json(json!({ "nodes": nodes, "edges": edges })).into_response()
 }
 
 #[derive(Deserialize)]

@@ -6,7 +6,7 @@
 //! - `POST /api/v1/query` with `{"sql": "..."}`: JSON by default, CSV for
 //!   `Accept: text/csv`, Arrow IPC for `Accept: application/vnd.apache.arrow.stream`.
 //! - `GET /api/v1/tables`: every table and view with its columns.
-//! - `GET /api/v1/velocity`, `/api/v1/health`, `/api/v1/alerts`: the analytics
+//! - `GET /api/v1/velocity`, `/api/v1/health`, `/api/v1/alerts`, `/api/v1/graph`: the analytics
 //!   ([`analytics`]).
 //!
 //! Errors are `{"error": "..."}`: 400 for SQL that is invalid or refused, 422 when a
@@ -53,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/velocity", get(analytics::velocity))
         .route("/api/v1/health", get(analytics::health))
         .route("/api/v1/alerts", get(analytics::alerts))
+        .route("/api/v1/graph", get(analytics::graph))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

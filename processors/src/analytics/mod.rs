@@ -5,6 +5,7 @@
 //!   spans carrying `coordination.work.id` (on the acknowledgement path);
 //! - [`genai`]: `genai_usage` rows with their cost, and token metrics;
 //! - [`span_metrics`]: the spanmetrics connector's calls and duration series;
+//! - [`graph`]: the call graph between services and between agents;
 //! - [`velocity`]: the `velocity` view over `coordination_events`;
 //! - [`signals`] → [`evaluator`]: per-interval counts, from which [`health`] scores,
 //!   [`anomaly`] detectors and [`alerts`] rules are evaluated.
@@ -15,6 +16,7 @@ pub mod attributes;
 pub mod coordination;
 pub mod evaluator;
 pub mod genai;
+pub mod graph;
 pub mod health;
 pub mod series;
 pub mod signals;
@@ -35,6 +37,7 @@ use anomaly::AnomalyConfig;
 use coordination::{CoordinationConfig, CoordinationEvents};
 use evaluator::{Evaluation, Evaluator};
 use genai::{GenAiConfig, GenAiUsage};
+use graph::{GraphConfig, ServiceGraph};
 use health::HealthConfig;
 use signals::Signals;
 use span_metrics::{SpanMetrics, SpanMetricsConfig};
@@ -50,6 +53,7 @@ pub struct AnalyticsConfig {
     pub velocity: VelocityConfig,
     pub health: HealthConfig,
     pub anomaly: AnomalyConfig,
+    pub graph: GraphConfig,
 }
 
 impl AnalyticsConfig {
@@ -71,6 +75,7 @@ pub struct Analytics {
     pub span_metrics: Option<Arc<SpanMetrics>>,
     pub work: Arc<WorkMetrics>,
     pub signals: Arc<Signals>,
+    pub graph: Option<Arc<ServiceGraph>>,
     /// Health, anomaly detection and alert rules, run by the collector every
     /// `processors.health.interval_seconds`.
     pub evaluator: Mutex<Evaluator>,
@@ -90,6 +95,10 @@ impl Analytics {
                 Arc::clone(&signals),
             )),
             signals,
+            graph: config
+                .graph
+                .enabled
+                .then(|| Arc::new(ServiceGraph::new(&config.graph))),
             health_score: prometheus::GaugeVec::new(
                 prometheus::Opts::new(
                     "swarmscope_health_score",
@@ -124,6 +133,9 @@ impl Analytics {
         ];
         if let Some(m) = &self.span_metrics {
             all.push(m.clone());
+        }
+        if let Some(g) = &self.graph {
+            all.push(g.clone());
         }
         all
     }
@@ -160,6 +172,9 @@ impl Analytics {
         all.extend(self.work.collectors());
         if let Some(m) = &self.span_metrics {
             all.push(Box::new(SpanMetricsCollector(m.clone())));
+        }
+        if let Some(g) = &self.graph {
+            all.extend(g.collectors());
         }
         all
     }

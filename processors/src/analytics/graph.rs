@@ -1,0 +1,406 @@
+//! The call graph: an edge wherever a span's parent belongs to another service (or
+//! another agent), with its calls, failures and latencies.
+//!
+//! Live, off the acknowledgement path, as the OpenTelemetry Collector's servicegraph
+//! connector does it: each span waits in a bounded store until its parent or child
+//! arrives (in either order), and each pair makes one request on the edge
+//! `client → server` (the parent's service → the child's):
+//! `traces_service_graph_request_total`, `traces_service_graph_request_failed_total`
+//! (either side failed), and the histograms `traces_service_graph_request_server_seconds`
+//! (the child's duration) and `traces_service_graph_request_client_seconds` (the
+//! parent's), by `client`, `server` and `connection_type` (`""` between services,
+//! `"agent"` between agents). A span whose partner does not arrive before `max_items`
+//! newer spans are waiting is forgotten (counted in `swarmscope_graph_unpaired_total`).
+//!
+//! Over any stored range, [`edges_sql`] computes the same edges from `spans` with a
+//! self-join; `GET /api/v1/graph` serves it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use arrow::array::{AsArray, RecordBatch};
+use prometheus::core::{Collector, Desc};
+use prometheus::IntCounter;
+use serde::{Deserialize, Serialize};
+
+use super::attributes::{string_at, strings};
+use super::series::HistogramFamily;
+use crate::processor::{Processor, TableBatch};
+use crate::schema::Table;
+use crate::Result;
+
+/// The servicegraph connector's default latency buckets, in seconds.
+const BUCKETS_S: [f64; 16] = [
+    0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0,
+];
+
+/// `[processors.graph]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphConfig {
+    pub enabled: bool,
+    /// Spans waiting for their partner at most.
+    pub max_items: usize,
+    /// Edges kept apart on `/metrics`.
+    pub max_series: usize,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        GraphConfig {
+            enabled: true,
+            max_items: 100_000,
+            max_series: 10_000,
+        }
+    }
+}
+
+/// A span as the store keeps it: its names interned.
+#[derive(Clone, Copy)]
+struct Node {
+    service: u32,
+    agent: Option<u32>,
+    duration_ns: i64,
+    failed: bool,
+}
+
+type Key = (u128, u64);
+
+#[derive(Default)]
+struct Store {
+    names: HashMap<String, u32>,
+    by_id: Vec<String>,
+    /// Spans by (trace id, span id), for children to come.
+    spans: HashMap<Key, Node>,
+    /// Children by their parent's (trace id, span id), for parents to come.
+    orphans: HashMap<Key, Vec<Node>>,
+    /// Arrival order, for eviction: (key, whether it is in `orphans`).
+    order: VecDeque<(Key, bool)>,
+}
+
+impl Store {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.names.get(name) {
+            return *id;
+        }
+        let id = self.by_id.len() as u32;
+        self.by_id.push(name.to_owned());
+        self.names.insert(name.to_owned(), id);
+        id
+    }
+}
+
+fn hex_u128(s: &str) -> Option<u128> {
+    (s.len() == 32)
+        .then(|| u128::from_str_radix(s, 16).ok())
+        .flatten()
+}
+
+fn hex_u64(s: &str) -> Option<u64> {
+    (s.len() == 16)
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
+}
+
+pub struct ServiceGraph {
+    max_items: usize,
+    store: Mutex<Store>,
+    requests: HistogramFamily<3>,
+    client: HistogramFamily<3>,
+    failed: HistogramFamily<3>,
+    unpaired: IntCounter,
+}
+
+const LABELS: [&str; 3] = ["client", "server", "connection_type"];
+
+impl ServiceGraph {
+    pub fn new(config: &GraphConfig) -> ServiceGraph {
+        ServiceGraph {
+            max_items: config.max_items,
+            store: Mutex::new(Store::default()),
+            requests: HistogramFamily::new(
+                "traces_service_graph_request_server_seconds",
+                "Duration of the server side (the child span) of each request on an edge (servicegraph).",
+                LABELS,
+                BUCKETS_S.to_vec(),
+                config.max_series,
+            )
+            .with_calls(
+                "traces_service_graph_request_total",
+                "Requests on an edge between two services or agents (servicegraph).",
+            ),
+            client: HistogramFamily::new(
+                "traces_service_graph_request_client_seconds",
+                "Duration of the client side (the parent span) of each request on an edge (servicegraph).",
+                LABELS,
+                BUCKETS_S.to_vec(),
+                config.max_series,
+            ),
+            failed: HistogramFamily::new(
+                "swarmscope_graph_failed_request_seconds",
+                "Failed requests on an edge, by server-side duration.",
+                LABELS,
+                Vec::new(),
+                config.max_series,
+            )
+            .with_calls(
+                "traces_service_graph_request_failed_total",
+                "Requests on an edge where either side failed (servicegraph).",
+            ),
+            unpaired: IntCounter::new(
+                "swarmscope_graph_unpaired_total",
+                "Spans whose parent or child did not arrive before the graph store was full.",
+            )
+            .unwrap_or_else(|e| unreachable!("metric options are constant: {e}")),
+        }
+    }
+
+    /// The requests on `client → server` so far: (calls, failed).
+    pub fn edge(&self, client: &str, server: &str, connection_type: &str) -> (u64, u64) {
+        let key = [client, server, connection_type];
+        let calls = self.requests.get(key).map_or(0, |b| b.count());
+        let failed = self.failed.get(key).map_or(0, |b| b.count());
+        (calls, failed)
+    }
+
+    fn pair(
+        &self,
+        store: &Store,
+        parent: &Node,
+        child: &Node,
+        tallies: &mut Vec<([String; 3], f64, f64, bool)>,
+    ) {
+        let name = |id: u32| store.by_id[id as usize].clone();
+        let failed = parent.failed || child.failed;
+        let server_s = child.duration_ns.max(0) as f64 / 1e9;
+        let client_s = parent.duration_ns.max(0) as f64 / 1e9;
+        if parent.service != child.service {
+            tallies.push((
+                [name(parent.service), name(child.service), String::new()],
+                server_s,
+                client_s,
+                failed,
+            ));
+        }
+        if let (Some(a), Some(b)) = (parent.agent, child.agent) {
+            if a != b {
+                tallies.push((
+                    [name(a), name(b), "agent".into()],
+                    server_s,
+                    client_s,
+                    failed,
+                ));
+            }
+        }
+    }
+
+    fn observe_spans(&self, spans: &RecordBatch) -> Result<()> {
+        let trace = strings(spans, "trace_id")?;
+        let span = strings(spans, "span_id")?;
+        let parent = strings(spans, "parent_span_id")?;
+        let service = strings(spans, "service_name")?;
+        let agent = strings(spans, "agent_id")?;
+        let status = strings(spans, "status_code")?;
+        let duration = spans
+            .column_by_name("duration_ns")
+            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+            .ok_or_else(|| crate::Error::Schema("no Int64 column duration_ns".into()))?;
+        let mut pairs = Vec::new();
+        {
+            let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            for row in 0..spans.num_rows() {
+                let (Some(t), Some(s)) = (hex_u128(trace.value(row)), hex_u64(span.value(row)))
+                else {
+                    continue;
+                };
+                let node = Node {
+                    service: store.intern(string_at(service, row).unwrap_or("")),
+                    agent: string_at(agent, row).map(|a| store.intern(a)),
+                    duration_ns: duration.value(row),
+                    failed: status.value(row) == "ERROR",
+                };
+                // Children that arrived first.
+                if let Some(children) = store.orphans.remove(&(t, s)) {
+                    for child in &children {
+                        self.pair(&store, &node, child, &mut pairs);
+                    }
+                }
+                let parent_key = string_at(parent, row).and_then(hex_u64).map(|p| (t, p));
+                if let Some(pk) = parent_key {
+                    if let Some(p) = store.spans.get(&pk).copied() {
+                        self.pair(&store, &p, &node, &mut pairs);
+                    } else {
+                        store.orphans.entry(pk).or_default().push(node);
+                        store.order.push_back((pk, true));
+                    }
+                }
+                store.spans.insert((t, s), node);
+                store.order.push_back(((t, s), false));
+                while store.order.len() > self.max_items {
+                    let Some((key, orphan)) = store.order.pop_front() else {
+                        break;
+                    };
+                    if orphan {
+                        if let Some(waiting) = store.orphans.remove(&key) {
+                            self.unpaired.inc_by(waiting.len() as u64);
+                        }
+                    } else {
+                        store.spans.remove(&key);
+                    }
+                }
+            }
+        }
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let (mut requests, mut client, mut failed) = (
+            self.requests.tally(),
+            self.client.tally(),
+            self.failed.tally(),
+        );
+        for (labels, server_s, client_s, fail) in &pairs {
+            let key = [labels[0].as_str(), labels[1].as_str(), labels[2].as_str()];
+            requests.observe(key, *server_s);
+            client.observe(key, *client_s);
+            if *fail {
+                failed.observe(key, *server_s);
+            }
+        }
+        self.requests.merge(requests);
+        self.client.merge(client);
+        self.failed.merge(failed);
+        Ok(())
+    }
+
+    /// The collectors to register with the registry `/metrics` serves.
+    pub fn collectors(self: &std::sync::Arc<Self>) -> Vec<Box<dyn Collector>> {
+        (0..3)
+            .map(|i| Box::new(Families(std::sync::Arc::clone(self), i)) as Box<dyn Collector>)
+            .chain(std::iter::once(
+                Box::new(self.unpaired.clone()) as Box<dyn Collector>
+            ))
+            .collect()
+    }
+}
+
+struct Families(std::sync::Arc<ServiceGraph>, usize);
+
+impl Collector for Families {
+    fn desc(&self) -> Vec<&Desc> {
+        match self.1 {
+            0 => self.0.requests.desc(),
+            1 => self.0.client.desc(),
+            _ => self.0.failed.desc(),
+        }
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        match self.1 {
+            0 => self.0.requests.collect(),
+            1 => self.0.client.collect(),
+            // Only the counter: the failed requests' histogram adds nothing.
+            _ => self
+                .0
+                .failed
+                .collect()
+                .into_iter()
+                .filter(|f| f.name() == "traces_service_graph_request_failed_total")
+                .collect(),
+        }
+    }
+}
+
+impl Processor for ServiceGraph {
+    fn name(&self) -> &'static str {
+        "graph"
+    }
+
+    fn observes(&self) -> bool {
+        true
+    }
+
+    fn observe(&self, input: &TableBatch) {
+        if input.table == Table::SPANS {
+            if let Err(e) = self.observe_spans(&input.batch) {
+                debug_assert!(false, "graph: {e}");
+            }
+        }
+    }
+}
+
+/// The edges among spans that started in `[start_ns, end_ns)`: `kind` (`service` or
+/// `agent`), `source`, `target`, `calls`, `errors` (either side failed), `p50_ms`,
+/// `p95_ms` (of the child's duration). A parent may have started up to an hour before
+/// the range.
+pub fn edges_sql(start_ns: i64, end_ns: i64) -> String {
+    let parent_from = start_ns.saturating_sub(3_600_000_000_000);
+    let edge = |kind: &str, column: &str| {
+        format!(
+            "SELECT '{kind}' AS kind, p.{column} AS source, c.{column} AS target, count(*) AS calls, \
+             count(CASE WHEN c.status_code = 'ERROR' OR p.status_code = 'ERROR' THEN 1 END) AS errors, \
+             percentile_cont(c.duration_ns / 1e6, 0.5) AS p50_ms, \
+             percentile_cont(c.duration_ns / 1e6, 0.95) AS p95_ms \
+             FROM spans c JOIN spans p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id \
+             WHERE c.start_time >= to_timestamp_nanos({start_ns}) AND c.start_time < to_timestamp_nanos({end_ns}) \
+             AND p.start_time >= to_timestamp_nanos({parent_from}) AND p.start_time < to_timestamp_nanos({end_ns}) \
+             AND p.{column} IS NOT NULL AND c.{column} IS NOT NULL AND p.{column} <> c.{column} \
+             GROUP BY p.{column}, c.{column}"
+        )
+    };
+    format!(
+        "{} UNION ALL {} ORDER BY kind DESC, calls DESC, source, target",
+        edge("service", "service_name"),
+        edge("agent", "agent_id")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::testing::{batch, failed, kv, span};
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    fn child_of(mut s: Span, parent: &Span) -> Span {
+        s.trace_id.clone_from(&parent.trace_id);
+        s.parent_span_id.clone_from(&parent.span_id);
+        s
+    }
+
+    #[test]
+    fn parents_and_children_pair_in_either_order() {
+        let g = ServiceGraph::new(&GraphConfig::default());
+        let root = span(1, 1_000, 500, vec![kv("gen_ai.agent.id", "planner")]);
+        let call = child_of(
+            span(2, 900, 200, vec![kv("gen_ai.agent.id", "coder")]),
+            &root,
+        );
+        let late = child_of(failed(span(3, 950, 300, vec![])), &root);
+        // The child first, then its parent (with another child) from another service.
+        g.observe(&TableBatch::new(Table::SPANS, batch("tools", vec![call])));
+        g.observe(&TableBatch::new(Table::SPANS, batch("gateway", vec![root])));
+        g.observe(&TableBatch::new(Table::SPANS, batch("db", vec![late])));
+        assert_eq!(g.edge("gateway", "tools", ""), (1, 0));
+        assert_eq!(g.edge("gateway", "db", ""), (1, 1));
+        assert_eq!(g.edge("planner", "coder", "agent"), (1, 0));
+        let server = g.requests.get(["gateway", "tools", ""]).unwrap();
+        assert!((server.sum() - 0.2).abs() < 1e-9);
+        let client = g.client.get(["gateway", "tools", ""]).unwrap();
+        assert!((client.sum() - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_store_is_bounded_and_counts_what_it_forgets() {
+        let g = ServiceGraph::new(&GraphConfig {
+            max_items: 4,
+            ..GraphConfig::default()
+        });
+        let root = span(100, 1_000, 10, vec![]);
+        let orphans: Vec<Span> = (0..6)
+            .map(|i| child_of(span(i, 900, 1, vec![]), &root))
+            .collect();
+        g.observe(&TableBatch::new(Table::SPANS, batch("a", orphans)));
+        assert!(g.unpaired.get() > 0);
+        let store = g.store.lock().unwrap();
+        assert!(store.order.len() <= 4);
+    }
+}
