@@ -73,6 +73,22 @@ enum Command {
         /// The statement.
         sql: String,
     },
+    /// Simulate an agent swarm and send it as OTLP to a collector.
+    Demo {
+        /// The collector's OTLP gRPC endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:4317")]
+        endpoint: String,
+        /// Agents in the swarm (spread over three teams).
+        #[arg(long, default_value_t = 12)]
+        agents: usize,
+        /// How long to run, in seconds; the anomaly is injected from half to four
+        /// fifths of it.
+        #[arg(long, default_value_t = 150)]
+        duration: u64,
+        /// The same seed gives the same swarm.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -126,6 +142,12 @@ fn main() -> ExitCode {
             timeout_ms,
             sql,
         } => query(data_dir, server, token, format, timeout_ms, &sql),
+        Command::Demo {
+            endpoint,
+            agents,
+            duration,
+            seed,
+        } => demo(endpoint, agents, duration, seed),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => Config::load(&file)
@@ -183,6 +205,47 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<(), Failu
             _ => Failure::runtime(e),
         })
     })
+}
+
+fn demo(endpoint: String, agents: usize, duration: u64, seed: u64) -> Result<(), Failure> {
+    if agents == 0 || duration == 0 {
+        return Err(Failure::usage("--agents and --duration must be > 0"));
+    }
+    let options = swarmscope_collector::demo::DemoOptions {
+        endpoint,
+        agents,
+        duration: std::time::Duration::from_secs(duration),
+        seed,
+        tick: std::time::Duration::from_millis(200),
+    };
+    eprintln!(
+        "swarmscope demo: {} agents for {} s to {} (seed {}); the tools service goes wrong from {} s to {} s",
+        options.agents,
+        duration,
+        options.endpoint,
+        options.seed,
+        duration / 2,
+        duration * 4 / 5
+    );
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_line = std::time::Instant::now();
+    let done = runtime()?.block_on(swarmscope_collector::demo::run(&options, |p| {
+        if terminal {
+            eprint!("\r{p}\x1b[K");
+        } else if last_line.elapsed() >= std::time::Duration::from_secs(5) {
+            eprintln!("{p}");
+            last_line = std::time::Instant::now();
+        }
+    }));
+    if terminal {
+        eprintln!();
+    }
+    let done = done.map_err(Failure::runtime)?;
+    println!(
+        "swarmscope demo: done: {} spans, {} items completed, {} failed, {} conflicting claims",
+        done.spans, done.completed, done.failed, done.conflicts
+    );
+    Ok(())
 }
 
 /// SIGINT or SIGTERM.

@@ -299,3 +299,61 @@ fn an_error_rate_jump_fires_a_signed_webhook_that_is_retried_stored_and_resolved
     );
     assert!(server.stop().success());
 }
+
+#[test]
+fn notifications_for_a_dead_webhook_wait_on_disk_through_a_restart() {
+    // A port with nobody listening: connections are refused.
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .to_string();
+    let (_tmp, dir) = temp_data_dir();
+    let config = format!(
+        "{FAST_HEALTH}[[alerts.rules]]\nname = \"Traffic\"\nmetric = \"request_rate\"\nop = \">\"\nthreshold = 0\n\n\
+         [[alerts.webhooks]]\nurl = \"http://{address}/hook\"\n"
+    );
+    let options = Options {
+        extra: config,
+        ..Default::default()
+    };
+    let server = Server::start_with(&dir, options.clone());
+    server.send_spans(
+        "api",
+        (0..10).map(|n| span(n, 100, 5, false, vec![])).collect(),
+    );
+    eventually("the rule's alert", || {
+        let n = server
+            .scalar("SELECT count(*) FROM alerts WHERE alert_name = 'Traffic'")
+            .as_i64()?;
+        (n >= 1).then_some(())
+    });
+    // The dead webhook holds nothing up: ingestion and queries go on.
+    server.send_spans(
+        "api",
+        (10..20).map(|n| span(n, 100, 5, false, vec![])).collect(),
+    );
+    assert_eq!(
+        server.scalar("SELECT count(*) FROM spans").as_i64(),
+        Some(20)
+    );
+    let (_, metrics) = blocking_get(&format!("{}/metrics", server.api)).expect("metrics");
+    let metrics = String::from_utf8(metrics).expect("UTF-8");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("swarmscope_sink_retries_total{sink=\"webhook-0\"}")),
+        "{metrics}"
+    );
+    assert!(server.stop().success());
+
+    let receiver = WebhookReceiver::start_on(&address, Vec::new());
+    let server = Server::start_with(&dir, options);
+    let delivered = eventually("the queued notification", || {
+        receiver
+            .requests()
+            .into_iter()
+            .find(|r| r.json()["alerts"][0]["labels"]["alertname"] == "Traffic")
+    });
+    assert_eq!(delivered.json()["status"], "firing");
+    assert!(server.stop().success());
+}

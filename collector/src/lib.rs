@@ -13,6 +13,7 @@
 mod analytics;
 pub mod api;
 pub mod config;
+pub mod demo;
 mod error;
 pub mod net;
 pub mod pipeline;

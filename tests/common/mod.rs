@@ -507,7 +507,12 @@ pub struct WebhookReceiver {
 
 impl WebhookReceiver {
     pub fn start(script: Vec<u16>) -> WebhookReceiver {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        WebhookReceiver::start_on("127.0.0.1:0", script)
+    }
+
+    /// A receiver on `address` (a port a test kept free, say).
+    pub fn start_on(address: &str, script: Vec<u16>) -> WebhookReceiver {
+        let listener = std::net::TcpListener::bind(address).expect("bind receiver");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = std::sync::Arc::clone(&received);

@@ -403,6 +403,9 @@ impl Signals {
             s.agents_live = l;
             s.agents_known = k;
         }
+        // A scope with nothing in the window is gone for now: not scored, not fed to
+        // its detectors (whose alerts then resolve).
+        out.retain(|s| s.window != Counts::default());
         out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         out
     }
