@@ -300,6 +300,15 @@ fn query(
                 };
                 config.validate().map_err(Failure::usage)?;
                 let engine = QueryEngine::new(store, config).map_err(Failure::runtime)?;
+                // The views a server has (velocity, genai_usage), with default settings.
+                let analytics = swarmscope_processors::analytics::Analytics::new(
+                    &Default::default(),
+                    Vec::new(),
+                );
+                engine
+                    .register_analytics(&analytics)
+                    .await
+                    .map_err(Failure::runtime)?;
                 let result = engine.sql(sql).await.map_err(Failure::runtime)?;
                 render(&result, format)
             }

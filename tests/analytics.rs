@@ -231,11 +231,19 @@ fn genai_usage_is_priced_and_span_metrics_are_served() {
         ]
     );
 
-    let (_, metrics) = blocking_get(&format!("{}/metrics", server.api)).expect("metrics");
-    let metrics = String::from_utf8(metrics).expect("UTF-8");
     let calls = "traces_span_metrics_calls_total{service_name=\"planner\",span_name=\"work\",span_kind=\"SPAN_KIND_UNSPECIFIED\",status_code=\"STATUS_CODE_UNSET\"} 4";
-    let tokens = "gen_ai_client_token_usage_sum{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"house\",gen_ai_request_model=\"house-model-v2\",gen_ai_token_type=\"input\",gen_ai_agent_id=\"a\"} 1000000";
-    for line in [calls, tokens] {
+    let tokens = "gen_ai_client_token_usage_sum{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"house\",gen_ai_request_model=\"house-model-v2\",gen_ai_token_type=\"input\"} 1000000";
+    let spend = "swarmscope_genai_cost_usd_sum{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"house\",gen_ai_request_model=\"house-model-v2\"} 3";
+    // Metrics are kept off the acknowledgement path: wait for them.
+    let metrics = common::eventually("the span and token metrics", || {
+        let (_, metrics) = blocking_get(&format!("{}/metrics", server.api)).ok()?;
+        let metrics = String::from_utf8(metrics).ok()?;
+        [calls, tokens]
+            .iter()
+            .all(|line| metrics.lines().any(|l| l == *line))
+            .then_some(metrics)
+    });
+    for line in [calls, tokens, spend] {
         assert!(
             metrics.lines().any(|l| l == line),
             "{line} not in\n{metrics}"

@@ -193,9 +193,9 @@ fn tables_endpoint_lists_every_table_with_its_columns() {
             "metrics",
             "logs",
             "coordination_events",
-            "genai_usage",
             "health",
             "alerts",
+            "genai_usage",
             "velocity"
         ]
     );

@@ -403,9 +403,10 @@ async fn sql_logic_tests() {
         .expect("engine"),
     );
     let analytics = Analytics::new(&AnalyticsConfig::default(), Vec::new());
-    for (name, sql) in analytics.views() {
-        engine.register_view(name, &sql).await.expect("view");
-    }
+    engine
+        .register_analytics(&analytics)
+        .await
+        .expect("analytics views");
     let files = slt_files();
     assert!(!files.is_empty(), "no .slt files in tests/sql");
     let complete = std::env::var_os("SLT_COMPLETE").is_some();

@@ -63,12 +63,10 @@ pub async fn run(
         &config.processors,
         config.alerts.rules.clone(),
     ));
-    for (name, sql) in analytics.views() {
-        engine
-            .register_view(name, &sql)
-            .await
-            .map_err(|e| Error::Server("analytics", format!("view {name}: {e}")))?;
-    }
+    engine
+        .register_analytics(&analytics)
+        .await
+        .map_err(|e| Error::Server("analytics", e.to_string()))?;
     let (telemetry, metrics) =
         Telemetry::new(&store, &engine).map_err(|e| Error::Server("metrics", e.to_string()))?;
     let metrics_error = |e: prometheus::Error| Error::Server("metrics", e.to_string());
@@ -152,11 +150,15 @@ pub async fn run(
         .into_iter()
         .map(|runner| tokio::spawn(runner.run(stopped(sinks_rx.clone()))))
         .collect();
-    let evaluation = tokio::spawn(analytics::evaluate(
-        Arc::clone(&analytics),
-        pipeline.clone(),
-        stopped(receivers_rx_for_analytics),
-    ));
+    let evaluation = tokio::spawn({
+        let (analytics, pipeline) = (Arc::clone(&analytics), pipeline.clone());
+        let stop = stopped(receivers_rx_for_analytics);
+        async move {
+            if analytics.config.enabled {
+                analytics::evaluate(analytics, pipeline, stop).await;
+            }
+        }
+    });
 
     ready.store(true, Ordering::Release);
     on_bound(bound);

@@ -59,7 +59,6 @@ impl Table {
         Table::METRICS,
         Table::LOGS,
         crate::analytics::coordination::COORDINATION_EVENTS,
-        crate::analytics::genai::GENAI_USAGE,
         crate::analytics::health::HEALTH,
         crate::analytics::alerts::ALERTS,
     ];

@@ -204,6 +204,23 @@ impl QueryEngine {
         all
     }
 
+    /// Adds what the analytics read at query time: the `genai_cost` and
+    /// `genai_price_model` functions over their price table, then their views.
+    pub async fn register_analytics(
+        &self,
+        analytics: &swarmscope_processors::analytics::Analytics,
+    ) -> Result<()> {
+        for udf in crate::genai::functions(analytics.genai.prices().clone()) {
+            self.ctx.register_udf(udf);
+        }
+        for (name, sql) in analytics.views() {
+            self.register_view(name, &sql)
+                .await
+                .map_err(|e| Error::Internal(format!("the {name} view does not plan: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Adds the view `name`, defined by the query `sql` over the tables (the derived
     /// analytics that are best computed from the stored history at read time).
     pub async fn register_view(&self, name: &'static str, sql: &str) -> Result<()> {

@@ -25,6 +25,7 @@ pub mod encode;
 mod engine;
 mod error;
 mod executor;
+pub mod genai;
 pub mod group_count;
 pub mod table;
 

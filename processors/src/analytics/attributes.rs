@@ -11,10 +11,16 @@ use memchr::memmem;
 use crate::{Error, Result};
 
 /// A `Map<Utf8, Utf8>` column, readable row by row.
+///
+/// Rows of one batch usually list the same attributes in the same order (one SDK, one
+/// instrumentation), so each key remembers where in its row it was found last, and
+/// the next row is tried there first: a lookup is one comparison, not a scan.
 pub struct MapColumn<'a> {
     map: &'a MapArray,
     keys: &'a StringArray,
     values: &'a StringArray,
+    /// (key address, key length, position in the row where it was last found).
+    hints: std::cell::RefCell<Vec<(usize, usize, usize)>>,
 }
 
 impl<'a> MapColumn<'a> {
@@ -30,6 +36,7 @@ impl<'a> MapColumn<'a> {
             map,
             keys: strings(map.keys().as_ref())?,
             values: strings(map.values().as_ref())?,
+            hints: std::cell::RefCell::new(Vec::new()),
         })
     }
 
@@ -55,9 +62,40 @@ impl<'a> MapColumn<'a> {
         }
         let offsets = self.map.value_offsets();
         let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
-        (start..end)
-            .find(|&i| self.keys.value(i) == key)
-            .and_then(|i| (!self.values.is_null(i)).then(|| self.values.value(i)))
+        let id = (key.as_ptr() as usize, key.len());
+        let mut hints = self.hints.borrow_mut();
+        let hint = hints.iter().position(|h| (h.0, h.1) == id);
+        if let Some(h) = hint {
+            let i = start + hints[h].2;
+            if i < end && self.keys.value(i) == key {
+                return self.value(i);
+            }
+        }
+        let found = (start..end).find(|&i| self.keys.value(i) == key)?;
+        match hint {
+            Some(h) => hints[h].2 = found - start,
+            None if hints.len() < 32 => hints.push((id.0, id.1, found - start)),
+            None => {}
+        }
+        self.value(found)
+    }
+
+    fn value(&self, i: usize) -> Option<&'a str> {
+        (!self.values.is_null(i)).then(|| self.values.value(i))
+    }
+
+    /// Calls `f(key, value)` for every entry of row `row` with a value, in order: one
+    /// pass, for a reader that wants many keys of every row.
+    pub fn scan(&self, row: usize, mut f: impl FnMut(&'a str, &'a str)) {
+        if self.map.is_null(row) {
+            return;
+        }
+        let offsets = self.map.value_offsets();
+        for i in offsets[row] as usize..offsets[row + 1] as usize {
+            if let Some(v) = self.value(i) {
+                f(self.keys.value(i), v);
+            }
+        }
     }
 
     /// Every entry of row `row` with a value, by key.

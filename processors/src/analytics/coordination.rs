@@ -370,40 +370,55 @@ impl CoordinationEvents {
             .and_then(|c| c.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>())
             .ok_or_else(|| Error::Schema("no events.time".into()))?;
 
-        // (span row, event row): where each event's attributes are.
         let mut found: Vec<Found<'_>> = Vec::new();
+        let offsets = events.value_offsets();
         for row in 0..spans.num_rows() {
             let span_time = match end.value(row) {
                 0 => start.value(row),
                 t => t,
             };
-            let from_span = |key: &str| attributes.get(row, key).or_else(|| resource.get(row, key));
-            if in_spans {
-                if let Some(work_id) = attributes.get(row, WORK_ID) {
-                    found.push(Found::read(row, span_time, work_id, from_span, || {
-                        string_at(agent_ids, row)
-                    }));
-                }
+            let event_rows = offsets[row] as usize..offsets[row + 1] as usize;
+            let has_events = in_events && !event_rows.is_empty();
+            if !in_spans && !has_events {
+                continue;
             }
-            if in_events {
-                let offsets = events.value_offsets();
-                for e in offsets[row] as usize..offsets[row + 1] as usize {
-                    if let Some(work_id) = event_attributes.get(e, WORK_ID) {
-                        let lookup =
-                            |key: &str| event_attributes.get(e, key).or_else(|| from_span(key));
-                        let agent = || {
-                            crate::convert::agent_id(|k| event_attributes.get(e, k))
-                                .or_else(|| string_at(agent_ids, row))
-                        };
-                        found.push(Found::read(
-                            row,
-                            event_time.value(e),
-                            work_id,
-                            lookup,
-                            agent,
-                        ));
-                    }
-                }
+            // Each row's coordination attributes are read in one pass, the resource's
+            // only when a value is missing.
+            let span_keys = Keys::of(&attributes, row);
+            let mut resource_keys: Option<Keys<'_>> = None;
+            if let Some(work_id) = span_keys.get(Attr::WorkId) {
+                let res = resource_keys.get_or_insert_with(|| Keys::of(&resource, row));
+                found.push(Found::read(
+                    row,
+                    span_time,
+                    work_id,
+                    |f| span_keys.get(f).or_else(|| res.get(f)),
+                    string_at(agent_ids, row),
+                ));
+            }
+            if !has_events {
+                continue;
+            }
+            for e in event_rows {
+                let event_keys = Keys::of(&event_attributes, e);
+                let Some(work_id) = event_keys.get(Attr::WorkId) else {
+                    continue;
+                };
+                let res = resource_keys.get_or_insert_with(|| Keys::of(&resource, row));
+                let agent = crate::convert::agent_id(|k| event_attributes.get(e, k))
+                    .or_else(|| string_at(agent_ids, row));
+                found.push(Found::read(
+                    row,
+                    event_time.value(e),
+                    work_id,
+                    |f| {
+                        event_keys
+                            .get(f)
+                            .or_else(|| span_keys.get(f))
+                            .or_else(|| res.get(f))
+                    },
+                    agent,
+                ));
             }
         }
         if found.is_empty() {
@@ -437,23 +452,68 @@ impl<'a> Found<'a> {
         row: usize,
         time: i64,
         work_id: &'a str,
-        lookup: impl Fn(&str) -> Option<&'a str>,
-        agent: impl FnOnce() -> Option<&'a str>,
+        lookup: impl Fn(Attr) -> Option<&'a str>,
+        agent: Option<&'a str>,
     ) -> Found<'a> {
         Found {
             row,
             sighting: Sighting {
                 time,
                 work_id,
-                event: lookup(WORK_EVENT),
-                agent: agent(),
-                team: lookup(TEAM),
-                work_type: lookup(WORK_TYPE),
-                story_points: lookup(STORY_POINTS).and_then(number),
+                event: lookup(Attr::Event),
+                agent,
+                team: lookup(Attr::Team),
+                work_type: lookup(Attr::WorkType),
+                story_points: lookup(Attr::StoryPoints).and_then(number),
             },
-            priority: lookup(PRIORITY),
-            progress_pct: lookup(PROGRESS_PCT).and_then(number),
+            priority: lookup(Attr::Priority),
+            progress_pct: lookup(Attr::ProgressPct).and_then(number),
         }
+    }
+}
+
+/// The coordination attributes, in the order of [`Keys`].
+#[derive(Clone, Copy)]
+enum Attr {
+    WorkId,
+    Event,
+    Team,
+    WorkType,
+    StoryPoints,
+    Priority,
+    ProgressPct,
+}
+
+const FIELD_KEYS: [&str; 7] = [
+    WORK_ID,
+    WORK_EVENT,
+    TEAM,
+    WORK_TYPE,
+    STORY_POINTS,
+    PRIORITY,
+    PROGRESS_PCT,
+];
+
+/// One row's coordination attributes, read in one pass over its entries.
+#[derive(Default)]
+struct Keys<'a>([Option<&'a str>; 7]);
+
+impl<'a> Keys<'a> {
+    fn of(map: &MapColumn<'a>, row: usize) -> Keys<'a> {
+        let mut keys = Keys::default();
+        map.scan(row, |k, v| {
+            // One byte rules out most keys before any comparison.
+            if k.as_bytes().first() == Some(&b'c') && k.starts_with("coordination.") {
+                if let Some(i) = FIELD_KEYS.iter().position(|f| *f == k) {
+                    keys.0[i].get_or_insert(v);
+                }
+            }
+        });
+        keys
+    }
+
+    fn get(&self, field: Attr) -> Option<&'a str> {
+        self.0[field as usize]
     }
 }
 

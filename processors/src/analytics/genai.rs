@@ -1,8 +1,13 @@
-//! GenAI usage and cost: one `genai_usage` row per span that reports token usage, in
-//! the OpenTelemetry GenAI conventions or the OpenInference ones Phoenix users send,
-//! priced from a per-model table; and `gen_ai_client_token_usage` (the conventions'
-//! `gen_ai.client.token.usage` histogram) with `swarmscope_genai_cost_usd_total` on
-//! `/metrics`.
+//! GenAI usage and cost: the `genai_usage` view, one row per span that reports token
+//! usage, in the OpenTelemetry GenAI conventions or the OpenInference ones Phoenix
+//! users send, priced from a per-model table ([`view_sql`]; the query engine provides
+//! its `genai_cost` and `genai_price_model` functions from [`PriceTable`]); and, live
+//! on `/metrics`, `gen_ai_client_token_usage` (the conventions' histogram) and
+//! `swarmscope_genai_cost_usd` ([`GenAiUsage`], off the acknowledgement path).
+//!
+//! A view rather than a stored table: the usage is all in the spans already, so
+//! storing it again would cost ingest for nothing a query cannot compute, and a
+//! corrected price applies to the whole history.
 //!
 //! Which attribute says what, first found first (the span's attributes, then its
 //! resource's):
@@ -26,19 +31,16 @@
 //! unpriced model has a null cost, never a zero one.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
-};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::RecordBatch;
 use prometheus::core::{Collector, Desc};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{number, string_at, strings, timestamps, MapColumn};
-use super::series::HistogramFamily;
+use super::attributes::{number, MapColumn};
+use super::series::{Buckets, HistogramFamily};
 use crate::processor::{Processor, TableBatch};
-use crate::schema::{timestamp_type, Table, TableDef};
+use crate::schema::Table;
 use crate::Result;
 
 const INPUT: [&str; 3] = [
@@ -75,35 +77,40 @@ const TEAM: [&str; 1] = ["coordination.team"];
 /// What marks a batch worth reading: every usage key starts with one of these.
 const USAGE_PREFIXES: [&str; 2] = ["gen_ai.usage.", "llm.token_count."];
 
-pub const GENAI_USAGE: Table = Table::declare(&TableDef {
-    name: "genai_usage",
-    code: 5,
-    time_column: "time",
-    fallback_time_column: None,
-    schema: || SCHEMA.clone(),
-});
-
-static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let text = |name: &str| Field::new(name, DataType::Utf8, true);
-    let tokens = |name: &str| Field::new(name, DataType::Int64, true);
-    Arc::new(Schema::new(vec![
-        Field::new("time", timestamp_type(), false),
-        Field::new("trace_id", DataType::Utf8, false),
-        Field::new("span_id", DataType::Utf8, false),
-        text("service_name"),
-        text("agent_id"),
-        text("team"),
-        text("provider"),
-        text("model"),
-        text("operation"),
-        tokens("input_tokens"),
-        tokens("output_tokens"),
-        tokens("cache_read_tokens"),
-        tokens("cache_write_tokens"),
-        Field::new("cost_usd", DataType::Float64, true),
-        text("price_model"),
-    ]))
-});
+/// The `genai_usage` view: spans with token usage, their attributes read as the
+/// module documentation lists, and their cost.
+pub fn view_sql() -> String {
+    fn first(keys: &[&str], resource: bool) -> String {
+        let mut all: Vec<String> = keys.iter().map(|k| format!("attributes['{k}']")).collect();
+        if resource {
+            all.extend(keys.iter().map(|k| format!("resource_attributes['{k}']")));
+        }
+        format!("coalesce({})", all.join(", "))
+    }
+    let text = |keys: &[&str]| format!("arrow_cast({}, 'Utf8')", first(keys, true));
+    let tokens =
+        |keys: &[&str]| format!("CAST(try_cast({} AS DOUBLE) AS BIGINT)", first(keys, false));
+    format!(
+        "SELECT time, trace_id, span_id, service_name, agent_id, team, provider, model, operation, \
+         input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
+         genai_cost(model, coalesce(input_tokens, 0), coalesce(output_tokens, 0), \
+         coalesce(cache_read_tokens, 0), coalesce(cache_write_tokens, 0)) AS cost_usd, \
+         genai_price_model(model) AS price_model \
+         FROM (SELECT start_time AS time, trace_id, span_id, service_name, agent_id, \
+         {team} AS team, {provider} AS provider, {model} AS model, {operation} AS operation, \
+         {input} AS input_tokens, {output} AS output_tokens, {cache_read} AS cache_read_tokens, \
+         {cache_write} AS cache_write_tokens FROM spans) \
+         WHERE input_tokens IS NOT NULL OR output_tokens IS NOT NULL",
+        team = text(&TEAM),
+        provider = text(&PROVIDER),
+        model = text(&MODEL),
+        operation = text(&OPERATION),
+        input = tokens(&INPUT),
+        output = tokens(&OUTPUT),
+        cache_read = tokens(&CACHE_READ),
+        cache_write = tokens(&CACHE_WRITE),
+    )
+}
 
 /// A model's list prices, in US dollars per million tokens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -255,10 +262,10 @@ impl PriceTable {
     }
 }
 
-/// Derives `genai_usage` rows and keeps the token and cost metrics.
+/// Keeps the token and cost metrics of the spans that report usage.
 pub struct GenAiUsage {
     prices: PriceTable,
-    tokens: HistogramFamily<5>,
+    tokens: HistogramFamily<4>,
     cost: HistogramFamily<3>,
 }
 
@@ -268,29 +275,96 @@ const TOKEN_BUCKETS: [f64; 14] = [
     16777216.0, 67108864.0,
 ];
 
+/// The usage attributes of one span, read in one pass over its entries: by field
+/// (input, output, cache read, cache write, model, provider, operation), the value of
+/// the first-ranked alias present, with its rank.
+#[derive(Default)]
+struct Found<'a> {
+    values: [Option<&'a str>; 7],
+    ranks: [usize; 7],
+}
+
+/// The aliases of each field, first ranked first, as [`Found::take`] matches them.
+#[cfg(test)]
+const FIELDS: [&[&str]; 7] = [
+    &INPUT,
+    &OUTPUT,
+    &CACHE_READ,
+    &CACHE_WRITE,
+    &MODEL,
+    &PROVIDER,
+    &OPERATION,
+];
+
+impl<'a> Found<'a> {
+    fn take(&mut self, key: &str, value: &'a str) {
+        // Most keys are none of these: one byte tells, before any comparison.
+        if !matches!(key.as_bytes().first(), Some(b'g' | b'l')) {
+            return;
+        }
+        // (field, rank among its aliases), as FIELDS orders them.
+        let (field, rank) = match key {
+            "gen_ai.usage.input_tokens" => (0, 0),
+            "llm.token_count.prompt" => (0, 1),
+            "gen_ai.usage.prompt_tokens" => (0, 2),
+            "gen_ai.usage.output_tokens" => (1, 0),
+            "llm.token_count.completion" => (1, 1),
+            "gen_ai.usage.completion_tokens" => (1, 2),
+            "gen_ai.usage.cache_read.input_tokens" => (2, 0),
+            "llm.token_count.prompt_details.cache_read" => (2, 1),
+            "gen_ai.usage.cache_creation.input_tokens" => (3, 0),
+            "llm.token_count.prompt_details.cache_write" => (3, 1),
+            "gen_ai.response.model" => (4, 0),
+            "gen_ai.request.model" => (4, 1),
+            "llm.model_name" => (4, 2),
+            "gen_ai.provider.name" => (5, 0),
+            "gen_ai.system" => (5, 1),
+            "llm.provider" => (5, 2),
+            "llm.system" => (5, 3),
+            "gen_ai.operation.name" => (6, 0),
+            _ => return,
+        };
+        if self.values[field].is_none() || rank < self.ranks[field] {
+            self.values[field] = Some(value);
+            self.ranks[field] = rank;
+        }
+    }
+}
+
+/// One batch's calls of one operation, provider and model.
+struct Calls {
+    input: Buckets,
+    output: Buckets,
+    usage: Usage,
+    calls: u64,
+}
+
 impl GenAiUsage {
     pub fn new(config: &GenAiConfig) -> GenAiUsage {
         GenAiUsage {
             prices: config.price_table(),
             tokens: HistogramFamily::new(
                 "gen_ai_client_token_usage",
-                "Tokens per GenAI call, by operation, provider, model, token type (input, output) and agent.",
+                "Tokens per GenAI call, by operation, provider, model and token type (input, output).",
                 [
                     "gen_ai_operation_name",
                     "gen_ai_provider_name",
                     "gen_ai_request_model",
                     "gen_ai_token_type",
-                    "gen_ai_agent_id",
                 ],
                 TOKEN_BUCKETS.to_vec(),
                 config.max_series,
             ),
-            // The cost per call; its `_sum` is the spend.
+            // No buckets: `_sum` is the spend, `_count` the priced calls.
             cost: HistogramFamily::new(
-                "swarmscope_genai_call_cost_usd",
-                "Cost per GenAI call in US dollars (priced calls only), by provider, model and agent; _sum is the spend.",
-                ["gen_ai_provider_name", "gen_ai_request_model", "gen_ai_agent_id"],
-                vec![0.0001, 0.001, 0.01, 0.1, 1.0, 10.0],
+                "swarmscope_genai_cost_usd",
+                "Spend on GenAI calls in US dollars (_sum; _count: priced calls), by operation, provider and model.",
+                [
+                    "gen_ai_operation_name",
+                    "gen_ai_provider_name",
+                    "gen_ai_request_model",
+                ],
+                Vec::new(),
                 config.max_series,
             ),
         }
@@ -308,102 +382,58 @@ impl GenAiUsage {
         ]
     }
 
-    fn rows(&self, spans: &RecordBatch) -> Result<Option<RecordBatch>> {
+    fn observe_spans(&self, spans: &RecordBatch) -> Result<()> {
         let attributes = MapColumn::of(spans, "attributes")?;
         if !attributes.mentions(&USAGE_PREFIXES) {
-            return Ok(None);
+            return Ok(());
         }
         let resource = MapColumn::of(spans, "resource_attributes")?;
-        let start = timestamps(spans, "start_time")?;
-        let trace = strings(spans, "trace_id")?;
-        let span = strings(spans, "span_id")?;
-        let service = strings(spans, "service_name")?;
-        let agent = strings(spans, "agent_id")?;
-        let mut b = UsageColumns::default();
+        let mut calls: std::collections::HashMap<[&str; 3], Calls, foldhash::fast::RandomState> =
+            Default::default();
         for row in 0..spans.num_rows() {
-            let tokens = |keys: &[&str]| {
-                attributes
-                    .first(row, keys)
-                    .and_then(number)
-                    .map(|v| v.max(0.0) as i64)
-            };
-            let (input, output) = (tokens(&INPUT), tokens(&OUTPUT));
-            if input.is_none() && output.is_none() {
+            let mut found = Found::default();
+            attributes.scan(row, |k, v| found.take(k, v));
+            if found.values[0].is_none() && found.values[1].is_none() {
                 continue;
             }
-            let (cache_read, cache_write) = (tokens(&CACHE_READ), tokens(&CACHE_WRITE));
-            let text = |keys: &[&str]| {
-                attributes
-                    .first(row, keys)
-                    .or_else(|| resource.first(row, keys))
-            };
-            let model = text(&MODEL);
-            let usage = Usage {
-                input: input.unwrap_or(0),
-                output: output.unwrap_or(0),
-                cache_read: cache_read.unwrap_or(0),
-                cache_write: cache_write.unwrap_or(0),
-            };
-            let price = model.and_then(|m| self.prices.find(m));
-            b.time.append_value(start.value(row));
-            b.trace.append_value(trace.value(row));
-            b.span.append_value(span.value(row));
-            b.service.append_option(string_at(service, row));
-            b.agent.append_option(string_at(agent, row));
-            b.team.append_option(text(&TEAM));
-            b.provider.append_option(text(&PROVIDER));
-            b.model.append_option(model);
-            b.operation.append_option(text(&OPERATION));
-            b.input.append_option(input);
-            b.output.append_option(output);
-            b.cache_read.append_option(cache_read);
-            b.cache_write.append_option(cache_write);
-            b.cost
-                .append_option(price.map(|p| PriceTable::cost(p, usage)));
-            b.price_model.append_option(price.map(|p| p.model.as_str()));
-        }
-        b.finish()
-    }
-
-    fn observe_usage(&self, rows: &RecordBatch) -> Result<()> {
-        use arrow::array::{Array, AsArray};
-        let text = |name: &str| strings(rows, name);
-        let (operation, provider, model, agent) = (
-            text("operation")?,
-            text("provider")?,
-            text("model")?,
-            text("agent_id")?,
-        );
-        let ints = |name: &str| {
-            rows.column_by_name(name)
-                .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
-                .ok_or_else(|| crate::Error::Schema(format!("no Int64 column {name}")))
-        };
-        let (input, output) = (ints("input_tokens")?, ints("output_tokens")?);
-        let cost = rows
-            .column_by_name("cost_usd")
-            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float64Type>())
-            .ok_or_else(|| crate::Error::Schema("no Float64 column cost_usd".into()))?;
-        let mut tokens = self.tokens.tally();
-        let mut costs = self.cost.tally();
-        for row in 0..rows.num_rows() {
-            let (op, prov, m, ag) = (
-                string_at(operation, row).unwrap_or(""),
-                string_at(provider, row).unwrap_or(""),
-                string_at(model, row).unwrap_or(""),
-                string_at(agent, row).unwrap_or(""),
-            );
-            for (kind, column) in [("input", input), ("output", output)] {
-                if !column.is_null(row) {
-                    tokens.observe([op, prov, m, kind, ag], column.value(row) as f64);
-                }
+            let mut from_resource = Found::default();
+            resource.scan(row, |k, v| from_resource.take(k, v));
+            let tokens = |i: usize| found.values[i].and_then(number).map(|v| v as i64);
+            let text = |i: usize| found.values[i].or(from_resource.values[i]).unwrap_or("");
+            let (input, output) = (tokens(0), tokens(1));
+            let key = [text(6), text(5), text(4)];
+            let entry = calls.entry(key).or_insert_with(|| Calls {
+                input: Buckets::new(TOKEN_BUCKETS.len()),
+                output: Buckets::new(TOKEN_BUCKETS.len()),
+                usage: Usage::default(),
+                calls: 0,
+            });
+            if let Some(v) = input {
+                entry.input.observe(&TOKEN_BUCKETS, v as f64);
+                entry.usage.input += v;
             }
-            if !cost.is_null(row) {
-                costs.observe([prov, m, ag], cost.value(row));
+            if let Some(v) = output {
+                entry.output.observe(&TOKEN_BUCKETS, v as f64);
+                entry.usage.output += v;
+            }
+            entry.usage.cache_read += tokens(2).unwrap_or(0);
+            entry.usage.cache_write += tokens(3).unwrap_or(0);
+            entry.calls += 1;
+        }
+        let (mut tokens, mut cost) = (self.tokens.tally(), self.cost.tally());
+        for ([op, provider, model], c) in &calls {
+            tokens.add([op, provider, model, "input"], &c.input);
+            tokens.add([op, provider, model, "output"], &c.output);
+            // Cost is linear in each kind of token: the batch's sums price it.
+            if let Some(price) = self.prices.find(model) {
+                cost.add(
+                    [op, provider, model],
+                    &Buckets::totals(c.calls, PriceTable::cost(price, c.usage)),
+                );
             }
         }
         self.tokens.merge(tokens);
-        self.cost.merge(costs);
+        self.cost.merge(cost);
         Ok(())
     }
 }
@@ -427,65 +457,9 @@ impl Collector for Families {
     }
 }
 
-#[derive(Default)]
-struct UsageColumns {
-    time: TimestampNanosecondBuilder,
-    trace: StringBuilder,
-    span: StringBuilder,
-    service: StringBuilder,
-    agent: StringBuilder,
-    team: StringBuilder,
-    provider: StringBuilder,
-    model: StringBuilder,
-    operation: StringBuilder,
-    input: Int64Builder,
-    output: Int64Builder,
-    cache_read: Int64Builder,
-    cache_write: Int64Builder,
-    cost: Float64Builder,
-    price_model: StringBuilder,
-}
-
-impl UsageColumns {
-    fn finish(mut self) -> Result<Option<RecordBatch>> {
-        let time = self.time.finish().with_timezone("UTC");
-        if time.is_empty() {
-            return Ok(None);
-        }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(time),
-            Arc::new(self.trace.finish()),
-            Arc::new(self.span.finish()),
-            Arc::new(self.service.finish()),
-            Arc::new(self.agent.finish()),
-            Arc::new(self.team.finish()),
-            Arc::new(self.provider.finish()),
-            Arc::new(self.model.finish()),
-            Arc::new(self.operation.finish()),
-            Arc::new(self.input.finish()),
-            Arc::new(self.output.finish()),
-            Arc::new(self.cache_read.finish()),
-            Arc::new(self.cache_write.finish()),
-            Arc::new(self.cost.finish()),
-            Arc::new(self.price_model.finish()),
-        ];
-        Ok(Some(RecordBatch::try_new(GENAI_USAGE.schema(), columns)?))
-    }
-}
-
 impl Processor for GenAiUsage {
     fn name(&self) -> &'static str {
         "genai"
-    }
-
-    fn derive(&self, input: &TableBatch) -> Result<Vec<TableBatch>> {
-        if input.table != Table::SPANS {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .rows(&input.batch)?
-            .map(|rows| vec![TableBatch::new(GENAI_USAGE, rows)])
-            .unwrap_or_default())
     }
 
     fn observes(&self) -> bool {
@@ -493,8 +467,8 @@ impl Processor for GenAiUsage {
     }
 
     fn observe(&self, input: &TableBatch) {
-        if input.table == GENAI_USAGE {
-            if let Err(e) = self.observe_usage(&input.batch) {
+        if input.table == Table::SPANS {
+            if let Err(e) = self.observe_spans(&input.batch) {
                 debug_assert!(false, "genai metrics: {e}");
             }
         }

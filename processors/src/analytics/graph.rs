@@ -66,14 +66,16 @@ struct Node {
 
 type Key = (u128, u64);
 
+type Fast = foldhash::fast::RandomState;
+
 #[derive(Default)]
 struct Store {
-    names: HashMap<String, u32>,
+    names: HashMap<String, u32, Fast>,
     by_id: Vec<String>,
     /// Spans by (trace id, span id), for children to come.
-    spans: HashMap<Key, Node>,
+    spans: HashMap<Key, Node, Fast>,
     /// Children by their parent's (trace id, span id), for parents to come.
-    orphans: HashMap<Key, Vec<Node>>,
+    orphans: HashMap<Key, Vec<Node>, Fast>,
     /// Arrival order, for eviction: (key, whether it is in `orphans`).
     order: VecDeque<(Key, bool)>,
 }
@@ -208,13 +210,24 @@ impl ServiceGraph {
         let mut pairs = Vec::new();
         {
             let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            // Rows of a batch mostly share their service: intern it once per run.
+            let mut last_service: Option<(&str, u32)> = None;
             for row in 0..spans.num_rows() {
                 let (Some(t), Some(s)) = (hex_u128(trace.value(row)), hex_u64(span.value(row)))
                 else {
                     continue;
                 };
+                let name = string_at(service, row).unwrap_or("");
+                let service_id = match last_service {
+                    Some((last, id)) if last == name => id,
+                    _ => {
+                        let id = store.intern(name);
+                        last_service = Some((name, id));
+                        id
+                    }
+                };
                 let node = Node {
-                    service: store.intern(string_at(service, row).unwrap_or("")),
+                    service: service_id,
                     agent: string_at(agent, row).map(|a| store.intern(a)),
                     duration_ns: duration.value(row),
                     failed: status.value(row) == "ERROR",

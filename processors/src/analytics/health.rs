@@ -27,6 +27,7 @@ use super::signals::{ScopeKind, ScopeSignals};
 use crate::schema::{timestamp_type, Table, TableDef};
 use crate::Result;
 
+// Code 5 is not used: it named a stored genai_usage table before that became a view.
 pub const HEALTH: Table = Table::declare(&TableDef {
     name: "health",
     code: 6,

@@ -3,7 +3,7 @@
 //! Each concern is a [`Processor`](crate::processor::Processor) in a file of its own:
 //! - [`coordination`]: `coordination_events` rows, with conflicts and cycle times, from
 //!   spans carrying `coordination.work.id` (on the acknowledgement path);
-//! - [`genai`]: `genai_usage` rows with their cost, and token metrics;
+//! - [`genai`]: the `genai_usage` view with each call's cost, and token metrics;
 //! - [`span_metrics`]: the spanmetrics connector's calls and duration series;
 //! - [`graph`]: the call graph between services and between agents;
 //! - [`velocity`]: the `velocity` view over `coordination_events`;
@@ -44,9 +44,12 @@ use span_metrics::{SpanMetrics, SpanMetricsConfig};
 use velocity::{VelocityConfig, WorkMetrics};
 
 /// `[processors]`: every analytics processor's section.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsConfig {
+    /// All analytics at once; off, the collector stores and serves what it receives
+    /// and derives nothing (no derived rows, no evaluations, no alerts).
+    pub enabled: bool,
     pub coordination: CoordinationConfig,
     pub genai: GenAiConfig,
     pub span_metrics: SpanMetricsConfig,
@@ -54,6 +57,21 @@ pub struct AnalyticsConfig {
     pub health: HealthConfig,
     pub anomaly: AnomalyConfig,
     pub graph: GraphConfig,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            enabled: true,
+            coordination: CoordinationConfig::default(),
+            genai: GenAiConfig::default(),
+            span_metrics: SpanMetricsConfig::default(),
+            velocity: VelocityConfig::default(),
+            health: HealthConfig::default(),
+            anomaly: AnomalyConfig::default(),
+            graph: GraphConfig::default(),
+        }
+    }
 }
 
 impl AnalyticsConfig {
@@ -123,8 +141,11 @@ impl Analytics {
         }
     }
 
-    /// The processors, in the order the pipeline runs them.
+    /// The processors, in the order the pipeline runs them (none when disabled).
     pub fn processors(&self) -> Vec<Arc<dyn Processor>> {
+        if !self.config.enabled {
+            return Vec::new();
+        }
         let mut all: Vec<Arc<dyn Processor>> = vec![
             self.coordination.clone(),
             self.genai.clone(),
@@ -181,7 +202,10 @@ impl Analytics {
 
     /// The SQL views over the stored tables: (name, definition).
     pub fn views(&self) -> Vec<(&'static str, String)> {
-        vec![("velocity", velocity::view_sql(&self.config.velocity))]
+        vec![
+            ("genai_usage", genai::view_sql()),
+            ("velocity", velocity::view_sql(&self.config.velocity)),
+        ]
     }
 }
 

@@ -23,14 +23,14 @@ pub struct Buckets {
 }
 
 impl Buckets {
-    fn new(bounds: usize) -> Buckets {
+    pub fn new(bounds: usize) -> Buckets {
         Buckets {
             counts: vec![0; bounds + 1],
             sum: 0.0,
         }
     }
 
-    fn observe(&mut self, bounds: &[f64], value: f64) {
+    pub fn observe(&mut self, bounds: &[f64], value: f64) {
         let i = bounds.partition_point(|b| *b < value);
         self.counts[i] += 1;
         self.sum += value;
@@ -41,6 +41,14 @@ impl Buckets {
             *a += b;
         }
         self.sum += other.sum;
+    }
+
+    /// `count` observations summing to `sum`, for a family without buckets.
+    pub fn totals(count: u64, sum: f64) -> Buckets {
+        Buckets {
+            counts: vec![count],
+            sum,
+        }
     }
 
     pub fn count(&self) -> u64 {
@@ -59,6 +67,15 @@ pub struct Tally<'a, const N: usize> {
 }
 
 impl<'a, const N: usize> Tally<'a, N> {
+    /// Adds observations already counted into `buckets` (of the family's bounds).
+    pub fn add(&mut self, labels: [&'a str; N], buckets: &Buckets) {
+        let bounds = self.bounds;
+        self.series
+            .entry(labels)
+            .or_insert_with(|| Buckets::new(bounds.len()))
+            .merge(buckets);
+    }
+
     pub fn observe(&mut self, labels: [&'a str; N], value: f64) {
         let bounds = self.bounds;
         self.series

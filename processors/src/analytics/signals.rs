@@ -173,6 +173,44 @@ struct State {
     newest: i64,
 }
 
+type Fast = foldhash::fast::RandomState;
+
+/// Records of one service, team and interval.
+type Groups<'a> =
+    std::collections::HashMap<(Option<&'a str>, Option<&'a str>, i64), (Counts, Vec<u32>), Fast>;
+/// When each agent was last seen, by agent, service and team.
+type Agents<'a> = std::collections::HashMap<(&'a str, Option<&'a str>, Option<&'a str>), i64, Fast>;
+
+/// One batch's records, grouped by (service, team, interval) and by agent before they
+/// touch the shared state: a row costs a hash of borrowed strings, no allocation.
+#[derive(Default)]
+struct Tally<'a> {
+    groups: Groups<'a>,
+    agents: Agents<'a>,
+}
+
+impl<'a> Tally<'a> {
+    fn add(&mut self, interval_ns: i64, r: Record<'a>) {
+        let idx = r.time.div_euclid(interval_ns);
+        let (counts, latency) = self.groups.entry((r.service, r.team, idx)).or_default();
+        counts.add(&r.counts);
+        if let Some(ms) = r.latency_ms {
+            let bounds = &*LATENCY_BOUNDS_MS;
+            if latency.is_empty() {
+                *latency = vec![0; bounds.len() + 1];
+            }
+            latency[bounds.partition_point(|b| *b < ms)] += 1;
+        }
+        if let Some(agent) = r.agent {
+            let seen_at = self
+                .agents
+                .entry((agent, r.service, r.team))
+                .or_insert(r.time);
+            *seen_at = (*seen_at).max(r.time);
+        }
+    }
+}
+
 /// A record's contribution to its scopes.
 struct Record<'a> {
     time: i64,
@@ -205,52 +243,62 @@ impl Signals {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, state: &mut State, r: &Record<'_>) {
-        let idx = r.time.div_euclid(self.config.interval_ns);
-        state.newest = state.newest.max(idx);
-        if idx <= state.newest - self.ring_len as i64 + 1 {
-            self.ignored.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+    /// Adds a batch's tally, group by group.
+    fn merge(&self, tally: Tally<'_>) {
+        let mut state = self.state();
+        let state = &mut *state;
         let bounds = &*LATENCY_BOUNDS_MS;
-        let scopes = [
-            Some((ScopeKind::Overall, "")),
-            r.service.map(|s| (ScopeKind::Service, s)),
-            r.team.map(|t| (ScopeKind::Team, t)),
-        ];
-        for (kind, name) in scopes.into_iter().flatten() {
-            let of_kind = &mut state.scopes[kind as usize];
-            if !of_kind.contains_key(name) {
-                if of_kind.len() >= self.config.max_scopes {
-                    self.ignored.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                of_kind.insert(name.to_owned(), Ring::new(self.ring_len));
-            }
-            let Some(ring) = of_kind.get_mut(name) else {
+        if let Some(newest) = tally.groups.keys().map(|k| k.2).max() {
+            state.newest = state.newest.max(newest);
+        }
+        let oldest_kept = state.newest - self.ring_len as i64 + 1;
+        for ((service, team, idx), (counts, latency)) in &tally.groups {
+            if *idx <= oldest_kept {
+                self.ignored
+                    .fetch_add(counts.calls + counts.claims, Ordering::Relaxed);
                 continue;
-            };
-            let bucket = ring.at(idx);
-            bucket.counts.add(&r.counts);
-            if let Some(ms) = r.latency_ms {
-                if bucket.latency.is_empty() {
-                    bucket.latency = vec![0; bounds.len() + 1];
+            }
+            let scopes = [
+                Some((ScopeKind::Overall, "")),
+                service.map(|s| (ScopeKind::Service, s)),
+                team.map(|t| (ScopeKind::Team, t)),
+            ];
+            for (kind, name) in scopes.into_iter().flatten() {
+                let of_kind = &mut state.scopes[kind as usize];
+                if !of_kind.contains_key(name) {
+                    if of_kind.len() >= self.config.max_scopes {
+                        self.ignored.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    of_kind.insert(name.to_owned(), Ring::new(self.ring_len));
                 }
-                bucket.latency[bounds.partition_point(|b| *b < ms)] += 1;
+                let Some(ring) = of_kind.get_mut(name) else {
+                    continue;
+                };
+                let bucket = ring.at(*idx);
+                bucket.counts.add(counts);
+                if !latency.is_empty() {
+                    if bucket.latency.is_empty() {
+                        bucket.latency = vec![0; bounds.len() + 1];
+                    }
+                    for (a, b) in bucket.latency.iter_mut().zip(latency) {
+                        *a += b;
+                    }
+                }
             }
         }
-        if let Some(agent) = r.agent {
+        for ((agent, service, team), time) in tally.agents {
             if !state.agents.contains_key(agent) && state.agents.len() >= self.config.max_agents {
                 self.ignored.fetch_add(1, Ordering::Relaxed);
-                return;
+                continue;
             }
             let seen_at = state.agents.entry(agent.to_owned()).or_default();
-            seen_at.overall = seen_at.overall.max(r.time);
-            if let Some(s) = r.service {
-                seen(&mut seen_at.services, s, r.time);
+            seen_at.overall = seen_at.overall.max(time);
+            if let Some(s) = service {
+                seen(&mut seen_at.services, s, time);
             }
-            if let Some(t) = r.team {
-                seen(&mut seen_at.teams, t, r.time);
+            if let Some(t) = team {
+                seen(&mut seen_at.teams, t, time);
             }
         }
     }
@@ -269,7 +317,7 @@ impl Signals {
         let resource = MapColumn::of(spans, "resource_attributes")?;
         let teams = attributes.mentions(&[TEAM]) || resource.mentions(&[TEAM]);
         let target = self.config.latency_target_ns;
-        let mut state = self.state();
+        let mut tally = Tally::default();
         for row in 0..spans.num_rows() {
             let d = duration.value(row);
             let counts = Counts {
@@ -286,9 +334,9 @@ impl Signals {
             } else {
                 None
             };
-            self.record(
-                &mut state,
-                &Record {
+            tally.add(
+                self.config.interval_ns,
+                Record {
                     time: start.value(row),
                     service: string_at(service, row),
                     team,
@@ -298,6 +346,7 @@ impl Signals {
                 },
             );
         }
+        self.merge(tally);
         Ok(())
     }
 
@@ -312,7 +361,7 @@ impl Signals {
             .column_by_name("conflict")
             .and_then(|c| c.as_boolean_opt())
             .ok_or_else(|| crate::Error::Schema("no Boolean column conflict".into()))?;
-        let mut state = self.state();
+        let mut tally = Tally::default();
         for row in 0..rows.num_rows() {
             let event = string_at(event, row).unwrap_or("");
             let counts = Counts {
@@ -322,9 +371,9 @@ impl Signals {
                 failed: u64::from(event == "fail"),
                 ..Counts::default()
             };
-            self.record(
-                &mut state,
-                &Record {
+            tally.add(
+                self.config.interval_ns,
+                Record {
                     time: time.value(row),
                     service: string_at(service, row),
                     team: string_at(team, row),
@@ -334,6 +383,7 @@ impl Signals {
                 },
             );
         }
+        self.merge(tally);
         Ok(())
     }
 

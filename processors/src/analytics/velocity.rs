@@ -143,6 +143,9 @@ impl WorkMetrics {
             .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float64Type>())
             .ok_or_else(|| crate::Error::Schema("no Float64 column story_points".into()))?;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Counted per batch, then added: one metric lookup per team and event.
+        let mut items: std::collections::HashMap<(&str, &str), u64> = Default::default();
+        let mut conflicts: std::collections::HashMap<&str, u64> = Default::default();
         for row in 0..rows.num_rows() {
             let raw_team = string_at(team, row).unwrap_or("");
             let team = if state.teams.contains(raw_team) {
@@ -156,9 +159,9 @@ impl WorkMetrics {
             let event = string_at(event, row)
                 .and_then(|e| EVENTS.iter().find(|known| **known == e).copied())
                 .unwrap_or("other");
-            self.items.with_label_values(&[team, event]).inc();
+            *items.entry((team, event)).or_default() += 1;
             if conflict.value(row) {
-                self.conflicts.with_label_values(&[team]).inc();
+                *conflicts.entry(team).or_default() += 1;
             }
             if event == "complete" {
                 let window = time.value(row).div_euclid(self.window_ns) * self.window_ns;
@@ -179,6 +182,12 @@ impl WorkMetrics {
                     self.points.with_label_values(&[team]).set(entry.1);
                 }
             }
+        }
+        for ((team, event), n) in items {
+            self.items.with_label_values(&[team, event]).inc_by(n);
+        }
+        for (team, n) in conflicts {
+            self.conflicts.with_label_values(&[team]).inc_by(n);
         }
         Ok(())
     }

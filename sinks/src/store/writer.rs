@@ -76,8 +76,10 @@ fn pruning_columns() -> Vec<ColumnPath> {
     columns.into_iter().map(ColumnPath::from).collect()
 }
 
-/// Columns of random ids, in every table that has them: no dictionary, no statistics.
-pub const RANDOM_ID_COLUMNS: [&str; 3] = ["trace_id", "span_id", "parent_span_id"];
+/// Columns of random or nearly unique ids, in every table that has them: no dictionary,
+/// no statistics. (A work item id repeats a handful of times, over its claim, progress
+/// and completion: too few for a dictionary to pay for interning every value.)
+pub const RANDOM_ID_COLUMNS: [&str; 4] = ["trace_id", "span_id", "parent_span_id", "work_id"];
 
 /// The partition hour of every row: the table's time column, or its fallback (a log's
 /// `observed_time`) where that is null; rows with neither land in the epoch's hour.
