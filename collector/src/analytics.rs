@@ -1,7 +1,7 @@
 //! The analytics' place in the running collector: what they restore from the stored
 //! history on start, the evaluation every `processors.health.interval_seconds` whose
 //! health rows and alert transitions are stored (and so sent to the webhooks like any
-//! other acknowledged rows), and the webhook sinks themselves.
+//! other acknowledged rows), and the sinks: the webhooks and the OTLP exporters.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use swarmscope_processors::analytics::health::{health_rows, HEALTH};
 use swarmscope_processors::analytics::Analytics;
 use swarmscope_processors::processor::TableBatch;
 use swarmscope_queries::QueryEngine;
+use swarmscope_sinks::otlp::OtlpSink;
 use swarmscope_sinks::queue::DiskQueue;
 use swarmscope_sinks::sink::{SinkHandle, SinkMetrics};
 use swarmscope_sinks::webhook::WebhookSink;
@@ -49,6 +50,32 @@ pub fn webhooks(config: &Config, metrics: &SinkMetrics) -> Result<Vec<SinkHandle
             ))
         })
         .collect()
+}
+
+/// The OTLP exporters of `[sinks.jaeger]` and `[sinks.otlp]`, each with its disk queue
+/// under `DATA_DIR/_sinks/<name>`; the counters of what their endpoints refused are
+/// registered with `registry`.
+pub fn exporters(
+    config: &Config,
+    metrics: &SinkMetrics,
+    registry: &prometheus::Registry,
+) -> Result<Vec<SinkHandle>, Error> {
+    let mut handles = Vec::new();
+    for (name, exporter) in config.sinks.otlp_exporters() {
+        let dir = config.storage.data_dir.join("_sinks").join(name);
+        let queue = DiskQueue::open(&dir, exporter.queue_max_bytes)
+            .map_err(|e| Error::Server("sink queue", format!("{}: {e}", dir.display())))?;
+        let sink = OtlpSink::new(name, exporter.clone()).map_err(Error::Config)?;
+        registry
+            .register(Box::new(sink.rejected.clone()))
+            .map_err(|e| Error::Server("metrics", e.to_string()))?;
+        handles.push(SinkHandle::new(
+            Arc::new(sink),
+            Arc::new(queue),
+            metrics.clone(),
+        ));
+    }
+    Ok(handles)
 }
 
 /// Rebuilds the state the analytics keep from the stored history, before any new

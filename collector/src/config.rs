@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use swarmscope_processors::analytics::alerts::AlertRule;
 use swarmscope_processors::analytics::AnalyticsConfig;
 use swarmscope_queries::QueryConfig;
+use swarmscope_sinks::otlp::OtlpSinkConfig;
 use swarmscope_sinks::store::StorageConfig;
 use swarmscope_sinks::webhook::WebhookConfig;
 
@@ -28,6 +29,37 @@ pub struct Config {
     pub query: QueryConfig,
     pub processors: AnalyticsConfig,
     pub alerts: AlertsConfig,
+    pub sinks: SinksConfig,
+}
+
+/// `[sinks.*]`: where batches go besides the store.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    /// Spans over OTLP gRPC to a Jaeger v2 collector...
+    pub jaeger: Option<OtlpSinkConfig>,
+    /// ...or to any OTLP endpoint (the same exporter under another name).
+    pub otlp: Option<OtlpSinkConfig>,
+}
+
+impl SinksConfig {
+    /// The OTLP exporters configured, by sink name.
+    pub fn otlp_exporters(&self) -> Vec<(&'static str, &OtlpSinkConfig)> {
+        [
+            ("jaeger", self.jaeger.as_ref()),
+            ("otlp", self.otlp.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, c)| c.map(|c| (name, c)))
+        .collect()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, c) in self.otlp_exporters() {
+            c.validate(&format!("sinks.{name}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// `[alerts]`: threshold rules beside the anomaly detectors, and where alerts go.
@@ -231,6 +263,7 @@ impl Config {
             .map_err(|e| Error::Config(e.to_string()))?;
         self.processors.validate().map_err(Error::Config)?;
         self.alerts.validate().map_err(Error::Config)?;
+        self.sinks.validate().map_err(Error::Config)?;
         if self.api.idle_timeout_ms <= self.query.timeout_ms {
             return Err(Error::Config(format!(
                 "api.idle_timeout_ms ({}) must be longer than query.timeout_ms ({}), or a running query's connection could be closed",
@@ -246,10 +279,18 @@ impl Config {
     /// The effective configuration as TOML, with secrets masked.
     pub fn to_toml_redacted(&self) -> String {
         let mut shown = self.clone();
-        for token in [
+        let mut secrets = vec![
             &mut shown.receivers.otlp.auth_token,
             &mut shown.api.auth_token,
-        ] {
+        ];
+        secrets.extend(shown.alerts.webhooks.iter_mut().map(|w| &mut w.hmac_secret));
+        secrets.extend(
+            [shown.sinks.jaeger.as_mut(), shown.sinks.otlp.as_mut()]
+                .into_iter()
+                .flatten()
+                .map(|s| &mut s.bearer_token),
+        );
+        for token in secrets {
             if token.is_some() {
                 *token = Some("<redacted>".into());
             }
@@ -328,5 +369,28 @@ mod tests {
         assert_eq!(c.receivers.otlp.auth_token.as_deref(), Some("s3cret"));
         assert_eq!(c.api.auth_token, None);
         assert!(!c.to_toml_redacted().contains("s3cret"));
+    }
+
+    #[test]
+    fn webhook_and_exporter_secrets_are_redacted_and_bad_sinks_named() {
+        let c = Config::parse(
+            "[[alerts.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nhmac_secret = \"hmac-key\"\n\
+             [sinks.jaeger]\nendpoint = \"http://127.0.0.1:4317\"\nbearer_token = \"jaeger-token\"\n",
+        )
+        .unwrap();
+        let shown = c.to_toml_redacted();
+        assert!(
+            !shown.contains("hmac-key") && !shown.contains("jaeger-token"),
+            "{shown}"
+        );
+        let err = Config::parse("[sinks.otlp]\nendpoint = \"grpc://x\"\n").unwrap_err();
+        assert!(err.contains("sinks.otlp.endpoint"), "{err}");
+        let err = Config::parse(
+            "[[alerts.rules]]\nname = \"x\"\nmetric = \"mood\"\nop = \"<\"\nthreshold = 1\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("alerts.rules[0].metric"), "{err}");
+        let err = Config::parse("[processors.health]\nwindow_seconds = 25\n").unwrap_err();
+        assert!(err.contains("processors.health.window_seconds"), "{err}");
     }
 }

@@ -77,7 +77,12 @@ pub async fn run(
             .map_err(metrics_error)?;
     }
     let sink_metrics = SinkMetrics::register(telemetry.registry()).map_err(metrics_error)?;
-    let sinks = analytics::webhooks(&config, &sink_metrics)?;
+    let mut sinks = analytics::webhooks(&config, &sink_metrics)?;
+    sinks.extend(analytics::exporters(
+        &config,
+        &sink_metrics,
+        telemetry.registry(),
+    )?);
     analytics::restore(&analytics, &engine).await;
     let builder = analytics
         .processors()

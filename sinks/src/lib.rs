@@ -9,6 +9,7 @@
 mod error;
 mod frame;
 pub mod memory;
+pub mod otlp;
 pub mod queue;
 pub mod sink;
 pub mod store;

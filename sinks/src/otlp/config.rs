@@ -1,0 +1,58 @@
+//! `[sinks.jaeger]` (alias `[sinks.otlp]`): where spans are exported.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSinkConfig {
+    /// An OTLP gRPC endpoint, e.g. a Jaeger v2 collector's `http://jaeger:4317`.
+    pub endpoint: String,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
+    /// `gzip` (default) or `none`.
+    #[serde(default = "gzip")]
+    pub compression: String,
+    /// An export not answered within this long is retried.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// The disk queue's cap; past it new spans are dropped and counted.
+    #[serde(default = "default_queue_max_bytes")]
+    pub queue_max_bytes: u64,
+}
+
+fn gzip() -> String {
+    "gzip".into()
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_queue_max_bytes() -> u64 {
+    crate::sink::QueueConfig::default().queue_max_bytes
+}
+
+impl OtlpSinkConfig {
+    pub fn validate(&self, section: &str) -> Result<(), String> {
+        let key = |k: &str| format!("{section}.{k}");
+        if !self.endpoint.starts_with("http://") {
+            return Err(format!(
+                "{} must be an http:// URL (TLS is not supported yet), got {:?}",
+                key("endpoint"),
+                self.endpoint
+            ));
+        }
+        if !["gzip", "none"].contains(&self.compression.as_str()) {
+            return Err(format!(
+                "{} must be gzip or none, got {:?}",
+                key("compression"),
+                self.compression
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err(format!("{} must be > 0, got 0", key("timeout_ms")));
+        }
+        Ok(())
+    }
+}
