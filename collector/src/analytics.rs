@@ -104,10 +104,7 @@ pub async fn restore(analytics: &Analytics, engine: &QueryEngine) {
     }
     let alerts = match engine.sql(RESTORE_SQL).await {
         Ok(result) => {
-            let mut evaluator = analytics
-                .evaluator
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut evaluator = analytics.evaluator();
             result
                 .batches
                 .iter()
@@ -142,10 +139,7 @@ pub async fn evaluate(
 ) {
     tokio::pin!(shutdown);
     let (mut next, mut due_at) = {
-        let e = analytics
-            .evaluator
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let e = analytics.evaluator();
         let next = e.due(now_ns()) + 1;
         (next, e.due_at(next))
     };
@@ -156,10 +150,7 @@ pub async fn evaluate(
             _ = tokio::time::sleep(wait) => {}
         }
         let latest = {
-            let e = analytics
-                .evaluator
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let e = analytics.evaluator();
             e.due(now_ns())
         };
         if latest < next {
@@ -204,10 +195,6 @@ pub async fn evaluate(
             tracing::error!(error = %e, "cannot store the analytics evaluation");
         }
         next = end + 1;
-        due_at = analytics
-            .evaluator
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .due_at(next);
+        due_at = analytics.evaluator().due_at(next);
     }
 }

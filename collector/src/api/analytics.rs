@@ -206,11 +206,7 @@ pub(super) async fn health(
     State(state): State<ApiState>,
     Query(params): Query<HealthParams>,
 ) -> Response {
-    let evaluator = state
-        .analytics
-        .evaluator
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let evaluator = state.analytics.evaluator();
     let scores: Vec<Value> = evaluator
         .latest()
         .iter()
@@ -244,12 +240,7 @@ pub(super) async fn alerts(
     State(state): State<ApiState>,
     Query(params): Query<AlertsParams>,
 ) -> Response {
-    let firing = state
-        .analytics
-        .evaluator
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .firing();
+    let firing = state.analytics.evaluator().firing();
     let rfc3339 = |ns: i64| {
         chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns)
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

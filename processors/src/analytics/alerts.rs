@@ -226,6 +226,28 @@ pub struct Condition {
 }
 
 impl Condition {
+    /// A condition with its `summary` and `description` annotations.
+    pub fn new(
+        labels: BTreeMap<String, String>,
+        summary: String,
+        description: String,
+        value: f64,
+        baseline: f64,
+        detector: &str,
+    ) -> Condition {
+        Condition {
+            labels,
+            annotations: [
+                ("summary".to_owned(), summary),
+                ("description".to_owned(), description),
+            ]
+            .into(),
+            value: Some(value),
+            baseline: Some(baseline),
+            detector: detector.to_owned(),
+        }
+    }
+
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.labels)
     }

@@ -284,23 +284,18 @@ impl Evaluator {
                         show(value, series.percent),
                         show(baseline, series.percent),
                     );
-                    holding.push(Condition {
-                        labels: alert_labels,
-                        annotations: labels(&[
-                            ("summary", &summary),
-                            (
-                                "description",
-                                &format!(
-                                    "robust z-score {:.1} (median/MAD and EWMA over the last {} intervals)",
-                                    j.score.unwrap_or_default(),
-                                    self.anomaly.window
-                                ),
-                            ),
-                        ]),
-                        value: Some(value),
-                        baseline: Some(baseline),
-                        detector: "ewma_mad".into(),
-                    });
+                    holding.push(Condition::new(
+                        alert_labels,
+                        summary,
+                        format!(
+                            "robust z-score {:.1} (median/MAD and EWMA over the last {} intervals)",
+                            j.score.unwrap_or_default(),
+                            self.anomaly.window
+                        ),
+                        value,
+                        baseline,
+                        "ewma_mad",
+                    ));
                 }
             }
         }
@@ -360,22 +355,17 @@ impl Evaluator {
                     .replace("{metric}", &rule.metric)
                     .replace("{scope}", &format!("{label} {name}"))
                     .replace("{value}", &format!("{value:.2}"));
-                holding.push(Condition {
-                    labels: alert_labels,
-                    annotations: labels(&[
-                        ("summary", &summary),
-                        (
-                            "description",
-                            &format!(
-                                "{} {} {} for {}",
-                                rule.metric, rule.op, rule.threshold, rule.for_
-                            ),
-                        ),
-                    ]),
-                    value: Some(value),
-                    baseline: Some(rule.threshold),
-                    detector: "threshold".into(),
-                });
+                holding.push(Condition::new(
+                    alert_labels,
+                    summary,
+                    format!(
+                        "{} {} {} for {}",
+                        rule.metric, rule.op, rule.threshold, rule.for_
+                    ),
+                    value,
+                    rule.threshold,
+                    "threshold",
+                ));
             }
         }
         self.pending.retain(|k, _| live.contains(k));

@@ -95,8 +95,8 @@ pub struct Analytics {
     pub signals: Arc<Signals>,
     pub graph: Option<Arc<ServiceGraph>>,
     /// Health, anomaly detection and alert rules, run by the collector every
-    /// `processors.health.interval_seconds`.
-    pub evaluator: Mutex<Evaluator>,
+    /// `processors.health.interval_seconds`; see [`Analytics::evaluator`].
+    evaluator: Mutex<Evaluator>,
     health_score: prometheus::GaugeVec,
     alerts_firing: prometheus::IntGaugeVec,
 }
@@ -161,11 +161,17 @@ impl Analytics {
         all
     }
 
+    /// The evaluator, locked. A panic while it was held leaves it usable (an evaluation
+    /// updates its state as a whole or not at all), so a poisoned lock is taken as is.
+    pub fn evaluator(&self) -> std::sync::MutexGuard<'_, Evaluator> {
+        self.evaluator.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Runs the evaluation of the window ending with interval `end` and publishes
     /// its scores and firing alerts as `swarmscope_health_score{scope,name}` and
     /// `swarmscope_alerts_firing{severity}`.
     pub fn evaluate(&self, end: i64) -> Evaluation {
-        let mut evaluator = self.evaluator.lock().unwrap_or_else(|e| e.into_inner());
+        let mut evaluator = self.evaluator();
         let evaluation = evaluator.evaluate(end);
         self.health_score.reset();
         for h in &evaluation.health {
