@@ -13,15 +13,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Builder, MapBuilder, RecordBatch, StringBuilder,
+    Array, ArrayRef, Float64Builder, MapBuilder, RecordBatch, StringBuilder,
     TimestampNanosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{string_at, strings, timestamps, MapColumn};
+use super::attributes::{primitives, string_at, strings, timestamps, MapColumn};
 use crate::schema::{map_type, timestamp_type, Table, TableDef};
-use crate::{Error, Result};
+use crate::Result;
 
 pub const ALERTS: Table = Table::declare(&TableDef {
     name: "alerts",
@@ -431,11 +431,7 @@ pub fn alerts_from_rows(rows: &RecordBatch) -> Result<Vec<Alert>> {
     );
     let labels = MapColumn::of(rows, "labels")?;
     let annotations = MapColumn::of(rows, "annotations")?;
-    let float = |name: &str| {
-        rows.column_by_name(name)
-            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float64Type>())
-            .ok_or_else(|| Error::Schema(format!("no Float64 column {name}")))
-    };
+    let float = |name: &str| primitives::<arrow::datatypes::Float64Type>(rows, name);
     let (value, baseline) = (float("value")?, float("baseline")?);
     let opt = |a: &arrow::array::Float64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
     Ok((0..rows.num_rows())

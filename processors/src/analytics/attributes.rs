@@ -137,15 +137,34 @@ pub fn string_at(array: &StringArray, row: usize) -> Option<&str> {
     (!array.is_null(row)).then(|| array.value(row))
 }
 
+/// A column of primitive type `T`, by name.
+pub fn primitives<'a, T: arrow::datatypes::ArrowPrimitiveType>(
+    batch: &'a arrow::record_batch::RecordBatch,
+    name: &str,
+) -> Result<&'a arrow::array::PrimitiveArray<T>> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_primitive_opt::<T>())
+        .ok_or_else(|| Error::Schema(format!("no {} column {name}", T::DATA_TYPE)))
+}
+
 /// A timestamp column (nanoseconds), by name.
 pub fn timestamps<'a>(
     batch: &'a arrow::record_batch::RecordBatch,
     name: &str,
 ) -> Result<&'a arrow::array::TimestampNanosecondArray> {
+    primitives::<arrow::datatypes::TimestampNanosecondType>(batch, name)
+}
+
+/// A Boolean column, by name.
+pub fn booleans<'a>(
+    batch: &'a arrow::record_batch::RecordBatch,
+    name: &str,
+) -> Result<&'a arrow::array::BooleanArray> {
     batch
         .column_by_name(name)
-        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>())
-        .ok_or_else(|| Error::Schema(format!("no nanosecond timestamp column {name}")))
+        .and_then(|c| c.as_boolean_opt())
+        .ok_or_else(|| Error::Schema(format!("no Boolean column {name}")))
 }
 
 /// An attribute value as a number: integers and decimals as rendered by

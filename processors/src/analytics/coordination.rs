@@ -33,7 +33,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{number, string_at, strings, timestamps, MapColumn};
+use super::attributes::{number, primitives, string_at, strings, timestamps, MapColumn};
 use crate::processor::{Processor, TableBatch};
 use crate::schema::{timestamp_type, Table, TableDef};
 use crate::{Error, Result};
@@ -307,10 +307,7 @@ impl CoordinationEvents {
         let agent = strings(rows, "agent_id")?;
         let team = strings(rows, "team")?;
         let work_type = strings(rows, "work_type")?;
-        let points = rows
-            .column_by_name("story_points")
-            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float64Type>())
-            .ok_or_else(|| Error::Schema("no Float64 column story_points".into()))?;
+        let points = primitives::<arrow::datatypes::Float64Type>(rows, "story_points")?;
         let mut book = self.book();
         for row in 0..rows.num_rows() {
             if time.is_null(row) || work.is_null(row) {

@@ -18,12 +18,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::RecordBatch;
 use prometheus::core::{Collector, Desc};
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{string_at, strings};
+use super::attributes::{primitives, string_at, strings};
 use super::series::HistogramFamily;
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
@@ -203,10 +203,7 @@ impl ServiceGraph {
         let service = strings(spans, "service_name")?;
         let agent = strings(spans, "agent_id")?;
         let status = strings(spans, "status_code")?;
-        let duration = spans
-            .column_by_name("duration_ns")
-            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
-            .ok_or_else(|| crate::Error::Schema("no Int64 column duration_ns".into()))?;
+        let duration = primitives::<arrow::datatypes::Int64Type>(spans, "duration_ns")?;
         let mut pairs = Vec::new();
         {
             let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());

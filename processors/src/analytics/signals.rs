@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::RecordBatch;
 
-use super::attributes::{string_at, strings, timestamps, MapColumn};
+use super::attributes::{booleans, primitives, string_at, strings, timestamps, MapColumn};
 use super::coordination::COORDINATION_EVENTS;
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
@@ -309,10 +309,7 @@ impl Signals {
         let service = strings(spans, "service_name")?;
         let status = strings(spans, "status_code")?;
         let agent = strings(spans, "agent_id")?;
-        let duration = spans
-            .column_by_name("duration_ns")
-            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
-            .ok_or_else(|| crate::Error::Schema("no Int64 column duration_ns".into()))?;
+        let duration = primitives::<arrow::datatypes::Int64Type>(spans, "duration_ns")?;
         let attributes = MapColumn::of(spans, "attributes")?;
         let resource = MapColumn::of(spans, "resource_attributes")?;
         let teams = attributes.mentions(&[TEAM]) || resource.mentions(&[TEAM]);
@@ -357,10 +354,7 @@ impl Signals {
         let team = strings(rows, "team")?;
         let service = strings(rows, "service_name")?;
         let agent = strings(rows, "agent_id")?;
-        let conflict = rows
-            .column_by_name("conflict")
-            .and_then(|c| c.as_boolean_opt())
-            .ok_or_else(|| crate::Error::Schema("no Boolean column conflict".into()))?;
+        let conflict = booleans(rows, "conflict")?;
         let mut tally = Tally::default();
         for row in 0..rows.num_rows() {
             let event = string_at(event, row).unwrap_or("");

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{string_at, strings};
+use super::attributes::{primitives, string_at, strings};
 use super::series::HistogramFamily;
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
@@ -65,15 +65,11 @@ impl SpanMetrics {
     }
 
     fn tally(&self, spans: &arrow::record_batch::RecordBatch) -> crate::Result<()> {
-        use arrow::array::AsArray;
         let service = strings(spans, "service_name")?;
         let name = strings(spans, "name")?;
         let kind = strings(spans, "kind")?;
         let status = strings(spans, "status_code")?;
-        let duration = spans
-            .column_by_name("duration_ns")
-            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
-            .ok_or_else(|| crate::Error::Schema("no Int64 column duration_ns".into()))?;
+        let duration = primitives::<arrow::datatypes::Int64Type>(spans, "duration_ns")?;
         let mut tally = self.family.tally();
         for row in 0..spans.num_rows() {
             tally.observe(

@@ -9,12 +9,12 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::Array;
 use prometheus::core::Collector;
 use prometheus::{GaugeVec, IntCounterVec, Opts};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{string_at, strings, timestamps};
+use super::attributes::{booleans, primitives, string_at, strings, timestamps};
 use super::coordination::COORDINATION_EVENTS;
 use crate::processor::{Processor, TableBatch};
 
@@ -134,14 +134,8 @@ impl WorkMetrics {
         let time = timestamps(rows, "time")?;
         let team = strings(rows, "team")?;
         let event = strings(rows, "event")?;
-        let conflict = rows
-            .column_by_name("conflict")
-            .and_then(|c| c.as_boolean_opt())
-            .ok_or_else(|| crate::Error::Schema("no Boolean column conflict".into()))?;
-        let points = rows
-            .column_by_name("story_points")
-            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float64Type>())
-            .ok_or_else(|| crate::Error::Schema("no Float64 column story_points".into()))?;
+        let conflict = booleans(rows, "conflict")?;
+        let points = primitives::<arrow::datatypes::Float64Type>(rows, "story_points")?;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // Counted per batch, then added: one metric lookup per team and event.
         let mut items: std::collections::HashMap<(&str, &str), u64> = Default::default();
