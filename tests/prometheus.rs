@@ -143,6 +143,37 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
+/// What `promtool check metrics` says of `exposition`, less the spanmetrics
+/// connector's own name (see the callers).
+fn promtool_problems(exposition: &str) -> Vec<String> {
+    // promtool reads the exposition from standard input.
+    let mut check = Command::new(binary("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    {
+        use std::io::Write;
+        let mut stdin = check.stdin.take().expect("stdin");
+        stdin
+            .write_all(exposition.as_bytes())
+            .expect("write exposition");
+    }
+    let checked = check.wait_with_output().expect("promtool output");
+    // Its exit status is not read: the one lint it always raises (above) fails it.
+    String::from_utf8_lossy(&checked.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&checked.stderr).lines())
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            *l != "traces_span_metrics_duration_milliseconds use base unit \"seconds\" instead of \"milliseconds\""
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn prometheus_scrapes_the_exact_counts_and_promtool_accepts_the_exposition() {
     let (tmp, dir) = temp_data_dir();
@@ -224,36 +255,10 @@ fn prometheus_scrapes_the_exact_counts_and_promtool_accepts_the_exposition() {
         );
     }
 
-    // promtool reads the exposition from standard input.
-    let mut check = Command::new(binary("promtool"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    {
-        use std::io::Write;
-        let mut stdin = check.stdin.take().expect("stdin");
-        stdin.write_all(text.as_bytes()).expect("write exposition");
-    }
-    let checked = check.wait_with_output().expect("promtool output");
     // The one lint promtool raises is the spanmetrics connector's own name, which the
     // SPEC keeps so that dashboards built for the connector work unchanged.
-    let problems: Vec<String> = String::from_utf8_lossy(&checked.stdout)
-        .lines()
-        .chain(String::from_utf8_lossy(&checked.stderr).lines())
-        .filter(|l| !l.trim().is_empty())
-        .filter(|l| {
-            *l != "traces_span_metrics_duration_milliseconds use base unit \"seconds\" instead of \"milliseconds\""
-        })
-        .map(str::to_owned)
-        .collect();
-    assert!(
-        problems.is_empty(),
-        "promtool check metrics: {problems:?} (exit {:?})",
-        checked.status.code()
-    );
+    let problems = promtool_problems(&text);
+    assert!(problems.is_empty(), "promtool check metrics: {problems:?}");
 
     // The real server scrapes it and answers the exact count.
     let target = server.api.trim_start_matches("http://").to_owned();
@@ -287,5 +292,142 @@ fn prometheus_scrapes_the_exact_counts_and_promtool_accepts_the_exposition() {
     assert_eq!(
         query("sum(gen_ai_client_token_usage_sum{gen_ai_token_type=\"input\"})"),
         Some(500.0)
+    );
+}
+
+/// A meter provider exporting to swarmscope over gRPC as service `planner` of namespace
+/// `swarm`, with `temporality`.
+fn meter_provider(
+    server: &Server,
+    temporality: opentelemetry_sdk::metrics::Temporality,
+) -> opentelemetry_sdk::metrics::SdkMeterProvider {
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader;
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(&server.grpc)
+        .with_temporality(temporality)
+        .build()
+        .expect("metric exporter");
+    let reader = PeriodicReader::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("planner")
+        .with_attributes([
+            opentelemetry::KeyValue::new("service.namespace", "swarm"),
+            opentelemetry::KeyValue::new("service.instance.id", "planner-1"),
+            opentelemetry::KeyValue::new("host.name", "node-7"),
+        ])
+        .build();
+    opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(reader)
+        .with_resource(resource)
+        .build()
+}
+
+#[test]
+fn otlp_metrics_from_the_sdk_are_translated_and_scraped_by_prometheus() {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry::KeyValue;
+    use opentelemetry_sdk::metrics::Temporality;
+
+    let (tmp, dir) = temp_data_dir();
+    let server = Server::start(&dir);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // Cumulative: a counter and a histogram in seconds.
+    let provider = rt.block_on(async { meter_provider(&server, Temporality::Cumulative) });
+    let meter = provider.meter("swarm-meter");
+    let completed = meter
+        .u64_counter("work.items.completed")
+        .with_unit("{item}")
+        .build();
+    completed.add(2, &[KeyValue::new("team", "red")]);
+    completed.add(3, &[KeyValue::new("team", "red")]);
+    completed.add(7, &[KeyValue::new("team", "blue")]);
+    let latency = meter
+        .f64_histogram("tool.call.duration")
+        .with_unit("s")
+        .with_boundaries(vec![0.1, 1.0])
+        .build();
+    for v in [0.05, 0.5, 0.6, 5.0] {
+        latency.record(v, &[KeyValue::new("tool", "grep")]);
+    }
+    provider.shutdown().expect("shutdown");
+    // Delta: two exports of a token counter, added up.
+    let provider = rt.block_on(async { meter_provider(&server, Temporality::Delta) });
+    let tokens = provider
+        .meter("swarm-meter")
+        .u64_counter("agent.tokens")
+        .with_unit("{token}")
+        .build();
+    tokens.add(40, &[]);
+    provider.force_flush().expect("flush");
+    tokens.add(2, &[]);
+    provider.shutdown().expect("shutdown");
+    assert_eq!(
+        server
+            .scalar("SELECT count(*) FROM metrics WHERE metric_name = 'agent.tokens'")
+            .as_i64(),
+        Some(2)
+    );
+
+    // The observer translates off the acknowledgement path: wait for its last point.
+    let text = eventually("the delta counter on /metrics", || {
+        let text = metrics_text(&server);
+        (sample(&text, "agent_tokens_total", &[]) == Some(42.0)).then_some(text)
+    });
+    assert_eq!(
+        sample(
+            &text,
+            "work_items_completed_total",
+            &[
+                ("team", "red"),
+                ("job", "swarm/planner"),
+                ("instance", "planner-1"),
+                ("otel_scope_name", "swarm-meter")
+            ]
+        ),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "target_info",
+            &[("job", "swarm/planner"), ("host_name", "node-7")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let problems = promtool_problems(&text);
+    assert!(problems.is_empty(), "promtool check metrics: {problems:?}");
+
+    let target = server.api.trim_start_matches("http://").to_owned();
+    let prometheus = Prometheus::start(tmp.path(), &target);
+    // Scraped series keep swarmscope's `job`/`instance` as `exported_job`/
+    // `exported_instance`, as Prometheus does unless `honor_labels` is set.
+    let query = |promql: &str| {
+        eventually(&format!("Prometheus to answer {promql}"), || {
+            prometheus.query(promql).first().map(|(_, v)| *v)
+        })
+    };
+    assert_eq!(
+        query("work_items_completed_total{team=\"red\",exported_job=\"swarm/planner\"}"),
+        5.0
+    );
+    assert_eq!(query("sum(work_items_completed_total)"), 12.0);
+    assert_eq!(query("agent_tokens_total"), 42.0);
+    assert_eq!(
+        query("tool_call_duration_seconds_bucket{tool=\"grep\",le=\"1\"}"),
+        3.0
+    );
+    assert_eq!(query("tool_call_duration_seconds_count"), 4.0);
+    assert_eq!(query("tool_call_duration_seconds_sum"), 6.15);
+    assert_eq!(
+        query("histogram_quantile(0.5, tool_call_duration_seconds_bucket)"),
+        0.55
+    );
+    assert_eq!(
+        query("count(target_info{exported_instance=\"planner-1\",host_name=\"node-7\"})"),
+        1.0
     );
 }

@@ -14,6 +14,7 @@ use swarmscope_processors::analytics::alerts::AlertRule;
 use swarmscope_processors::analytics::AnalyticsConfig;
 use swarmscope_queries::QueryConfig;
 use swarmscope_sinks::otlp::OtlpSinkConfig;
+use swarmscope_sinks::prometheus::PrometheusConfig;
 use swarmscope_sinks::store::StorageConfig;
 use swarmscope_sinks::webhook::WebhookConfig;
 
@@ -40,6 +41,8 @@ pub struct SinksConfig {
     pub jaeger: Option<OtlpSinkConfig>,
     /// ...or to any OTLP endpoint (the same exporter under another name).
     pub otlp: Option<OtlpSinkConfig>,
+    /// Received OTLP metrics on `/metrics`.
+    pub prometheus: PrometheusConfig,
 }
 
 impl SinksConfig {
@@ -58,7 +61,7 @@ impl SinksConfig {
         for (name, c) in self.otlp_exporters() {
             c.validate(&format!("sinks.{name}"))?;
         }
-        Ok(())
+        self.prometheus.validate()
     }
 }
 
@@ -392,5 +395,7 @@ mod tests {
         assert!(err.contains("alerts.rules[0].metric"), "{err}");
         let err = Config::parse("[processors.health]\nwindow_seconds = 25\n").unwrap_err();
         assert!(err.contains("processors.health.window_seconds"), "{err}");
+        let err = Config::parse("[sinks.prometheus]\nmetric_expiration = \"soon\"\n").unwrap_err();
+        assert!(err.contains("sinks.prometheus.metric_expiration"), "{err}");
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use swarmscope_processors::analytics::Analytics;
 use swarmscope_queries::QueryEngine;
+use swarmscope_sinks::prometheus::{Translator, TranslatorCollector};
 use swarmscope_sinks::sink::{QueueConfig, SinkMetrics};
 use swarmscope_sinks::store::ParquetStore;
 use tokio::net::TcpListener;
@@ -76,6 +77,16 @@ pub async fn run(
             .register(collector)
             .map_err(metrics_error)?;
     }
+    let translator = Arc::new(Translator::new(&config.sinks.prometheus));
+    telemetry
+        .registry()
+        .register(Box::new(TranslatorCollector(Arc::clone(&translator))))
+        .and_then(|()| {
+            telemetry
+                .registry()
+                .register(Box::new(translator.dropped()))
+        })
+        .map_err(metrics_error)?;
     let sink_metrics = SinkMetrics::register(telemetry.registry()).map_err(metrics_error)?;
     let mut sinks = analytics::webhooks(&config, &sink_metrics)?;
     sinks.extend(analytics::exporters(
@@ -89,7 +100,8 @@ pub async fn run(
         .into_iter()
         .fold(Pipeline::builder(store.clone(), metrics), |b, p| {
             b.processor(p)
-        });
+        })
+        .processor(translator);
     let runners: Vec<_> = sinks
         .iter()
         .map(|sink| sink.runner(QueueConfig::default()))

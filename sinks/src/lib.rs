@@ -10,6 +10,7 @@ mod error;
 mod frame;
 pub mod memory;
 pub mod otlp;
+pub mod prometheus;
 pub mod queue;
 pub mod sink;
 pub mod store;
