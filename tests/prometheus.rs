@@ -73,14 +73,27 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(dir: &Path, target: &str) -> Prometheus {
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
+        Prometheus::start_with(
+            dir,
+            &format!(
                 "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: swarmscope\n    static_configs:\n      - targets: ['{target}']\n"
             ),
+            &[],
         )
-        .expect("write prometheus.yml");
+    }
+
+    /// A Prometheus that scrapes nothing and takes remote writes at `/api/v1/write`.
+    fn start_receiver(dir: &Path) -> Prometheus {
+        Prometheus::start_with(
+            dir,
+            "global:\n  scrape_interval: 1m\n",
+            &["--web.enable-remote-write-receiver"],
+        )
+    }
+
+    fn start_with(dir: &Path, config_text: &str, args: &[&str]) -> Prometheus {
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, config_text).expect("write prometheus.yml");
         // A free port, as the OS hands it out; Prometheus takes it right after.
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -93,6 +106,7 @@ impl Prometheus {
                 dir.join("tsdb").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -428,6 +442,78 @@ fn otlp_metrics_from_the_sdk_are_translated_and_scraped_by_prometheus() {
     );
     assert_eq!(
         query("count(target_info{exported_instance=\"planner-1\",host_name=\"node-7\"})"),
+        1.0
+    );
+}
+
+#[test]
+fn remote_write_delivers_the_same_series_to_a_real_prometheus() {
+    let (tmp, dir) = temp_data_dir();
+    let prometheus = Prometheus::start_receiver(tmp.path());
+    let server = common::Server::start_with(
+        &dir,
+        common::Options {
+            extra: format!(
+                "[sinks.prometheus_remote_write]\nurl = \"{}/api/v1/write\"\ninterval = \"1s\"\n",
+                prometheus.url
+            ),
+            ..common::Options::default()
+        },
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut client = TraceServiceClient::connect(server.grpc.clone())
+            .await
+            .expect("connect");
+        client
+            .export(trace_request(spans(9, 0)))
+            .await
+            .expect("export");
+    });
+    // A translated OTLP counter and histogram go the same way.
+    let provider = rt.block_on(async {
+        meter_provider(&server, opentelemetry_sdk::metrics::Temporality::Cumulative)
+    });
+    {
+        use opentelemetry::metrics::MeterProvider as _;
+        let meter = provider.meter("swarm-meter");
+        let completed = meter.u64_counter("work.items.completed").build();
+        completed.add(4, &[opentelemetry::KeyValue::new("team", "red")]);
+        let latency = meter
+            .f64_histogram("tool.call.duration")
+            .with_unit("s")
+            .with_boundaries(vec![1.0])
+            .build();
+        latency.record(0.5, &[]);
+        latency.record(2.0, &[]);
+    }
+    provider.shutdown().expect("shutdown");
+
+    let query = |promql: &str| {
+        eventually(&format!("Prometheus to answer {promql}"), || {
+            prometheus
+                .query(promql)
+                .first()
+                .map(|(l, v)| (l.clone(), *v))
+        })
+    };
+    let (labels, value) =
+        query("swarmscope_receiver_accepted_spans_total{transport=\"grpc\"} == 9");
+    assert_eq!(value, 9.0);
+    assert_eq!(labels["job"], "swarmscope");
+    assert_eq!(labels["instance"], server.api.trim_start_matches("http://"));
+    assert_eq!(
+        query("sum(traces_span_metrics_calls_total{span_name=\"scraped\"}) == 9").1,
+        9.0
+    );
+    let (labels, value) = query("work_items_completed_total{team=\"red\"}");
+    assert_eq!(value, 4.0);
+    assert_eq!(labels["job"], "swarm/planner");
+    assert_eq!(labels["instance"], "planner-1");
+    assert_eq!(query("tool_call_duration_seconds_bucket{le=\"1\"}").1, 1.0);
+    assert_eq!(query("tool_call_duration_seconds_count == 2").1, 2.0);
+    assert_eq!(
+        query("count(target_info{job=\"swarm/planner\",host_name=\"node-7\"})").1,
         1.0
     );
 }

@@ -195,6 +195,7 @@ fn tables_endpoint_lists_every_table_with_its_columns() {
             "coordination_events",
             "health",
             "alerts",
+            "dead_letters",
             "genai_usage",
             "velocity"
         ]

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use swarmscope_processors::analytics::alerts::AlertRule;
 use swarmscope_processors::analytics::AnalyticsConfig;
 use swarmscope_queries::QueryConfig;
+use swarmscope_sinks::elasticsearch::ElasticsearchConfig;
 use swarmscope_sinks::otlp::OtlpSinkConfig;
+use swarmscope_sinks::prometheus::remote_write::RemoteWriteConfig;
 use swarmscope_sinks::prometheus::PrometheusConfig;
 use swarmscope_sinks::store::StorageConfig;
 use swarmscope_sinks::webhook::WebhookConfig;
@@ -43,6 +45,10 @@ pub struct SinksConfig {
     pub otlp: Option<OtlpSinkConfig>,
     /// Received OTLP metrics on `/metrics`.
     pub prometheus: PrometheusConfig,
+    /// Spans, metrics, logs and alerts into Elasticsearch data streams.
+    pub elasticsearch: Option<ElasticsearchConfig>,
+    /// The `/metrics` series pushed to a remote-write endpoint.
+    pub prometheus_remote_write: Option<RemoteWriteConfig>,
 }
 
 impl SinksConfig {
@@ -60,6 +66,12 @@ impl SinksConfig {
     fn validate(&self) -> Result<(), String> {
         for (name, c) in self.otlp_exporters() {
             c.validate(&format!("sinks.{name}"))?;
+        }
+        if let Some(es) = &self.elasticsearch {
+            es.validate()?;
+        }
+        if let Some(rw) = &self.prometheus_remote_write {
+            rw.validate()?;
         }
         self.prometheus.validate()
     }
@@ -293,6 +305,12 @@ impl Config {
                 .flatten()
                 .map(|s| &mut s.bearer_token),
         );
+        if let Some(es) = shown.sinks.elasticsearch.as_mut() {
+            secrets.extend([&mut es.password, &mut es.api_key]);
+        }
+        if let Some(rw) = shown.sinks.prometheus_remote_write.as_mut() {
+            secrets.push(&mut rw.bearer_token);
+        }
         for token in secrets {
             if token.is_some() {
                 *token = Some("<redacted>".into());
@@ -378,12 +396,15 @@ mod tests {
     fn webhook_and_exporter_secrets_are_redacted_and_bad_sinks_named() {
         let c = Config::parse(
             "[[alerts.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nhmac_secret = \"hmac-key\"\n\
-             [sinks.jaeger]\nendpoint = \"http://127.0.0.1:4317\"\nbearer_token = \"jaeger-token\"\n",
+             [sinks.jaeger]\nendpoint = \"http://127.0.0.1:4317\"\nbearer_token = \"jaeger-token\"\n\
+             [sinks.elasticsearch]\nendpoint = \"http://127.0.0.1:9200\"\nusername = \"elastic\"\npassword = \"es-password\"\n",
         )
         .unwrap();
         let shown = c.to_toml_redacted();
         assert!(
-            !shown.contains("hmac-key") && !shown.contains("jaeger-token"),
+            !shown.contains("hmac-key")
+                && !shown.contains("jaeger-token")
+                && !shown.contains("es-password"),
             "{shown}"
         );
         let err = Config::parse("[sinks.otlp]\nendpoint = \"grpc://x\"\n").unwrap_err();

@@ -19,6 +19,7 @@ pub mod net;
 pub mod pipeline;
 pub mod receivers;
 pub mod service;
+mod sinks;
 pub mod telemetry;
 
 pub use config::Config;

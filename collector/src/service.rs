@@ -21,6 +21,7 @@ use crate::api::{self, ApiState};
 use crate::config::{resolve, Config};
 use crate::pipeline::Pipeline;
 use crate::receivers::{grpc, http};
+use crate::sinks::{self, PipelineDeadLetters};
 use crate::telemetry::Telemetry;
 use crate::Error;
 
@@ -94,6 +95,13 @@ pub async fn run(
         &sink_metrics,
         telemetry.registry(),
     )?);
+    let dead_letters = PipelineDeadLetters::default();
+    sinks.extend(sinks::elasticsearch(
+        &config,
+        &sink_metrics,
+        telemetry.registry(),
+        &dead_letters,
+    )?);
     analytics::restore(&analytics, &engine).await;
     let builder = analytics
         .processors()
@@ -102,8 +110,10 @@ pub async fn run(
             b.processor(p)
         })
         .processor(translator);
+    let remote_write = sinks::remote_write(&config, &sink_metrics)?;
     let runners: Vec<_> = sinks
         .iter()
+        .chain(&remote_write)
         .map(|sink| sink.runner(QueueConfig::default()))
         .collect();
     let pipeline = sinks
@@ -111,6 +121,7 @@ pub async fn run(
         .fold(builder, |b, sink| b.sink(sink))
         .build()
         .map_err(|e| Error::Server("pipeline", e.to_string()))?;
+    dead_letters.set(pipeline.clone());
     let otlp = &config.receivers.otlp;
     let (grpc_listening, http_listening) = otlp.listening()?;
     let api_listening = config.api.listening()?;
@@ -152,10 +163,11 @@ pub async fn run(
     );
     let http_task =
         tokio::spawn(http_listening.serve_http(http_listener, http_app, stopped(receivers_rx)));
+    let telemetry = Arc::new(telemetry);
     let api_app = api::router(ApiState {
         engine: Arc::clone(&engine),
         pipeline: pipeline.clone(),
-        telemetry: Arc::new(telemetry),
+        telemetry: Arc::clone(&telemetry),
         ready: Arc::clone(&ready),
         auth_token: config.api.auth_token.clone(),
         analytics: Arc::clone(&analytics),
@@ -163,10 +175,20 @@ pub async fn run(
     let api_task = tokio::spawn(api_listening.serve_http(api_listener, api_app, stopped(api_rx)));
     let flusher = tokio::spawn(store.clone().run_flusher(stopped(flusher_rx)));
     let (stop_sinks, sinks_rx) = watch::channel(false);
-    let sink_tasks: Vec<_> = runners
+    let mut sink_tasks: Vec<_> = runners
         .into_iter()
         .map(|runner| tokio::spawn(runner.run(stopped(sinks_rx.clone()))))
         .collect();
+    if let (Some(handle), Some(rw)) = (remote_write, &config.sinks.prometheus_remote_write) {
+        sink_tasks.push(tokio::spawn(sinks::snapshots(
+            handle,
+            rw.interval(),
+            Arc::clone(&telemetry),
+            pipeline.clone(),
+            bound.api.to_string(),
+            stopped(sinks_rx.clone()),
+        )));
+    }
     let evaluation = tokio::spawn({
         let (analytics, pipeline) = (Arc::clone(&analytics), pipeline.clone());
         let stop = stopped(receivers_rx_for_analytics);

@@ -246,6 +246,17 @@ impl Telemetry {
 
     /// The Prometheus text exposition, with state gauges read now.
     pub fn render(&self, pipeline: &Pipeline) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec fails only on invalid metric data, which the typed
+        // metrics above cannot produce.
+        if let Err(e) = TextEncoder::new().encode(&self.gather(pipeline), &mut out) {
+            tracing::error!(error = %e, "encoding /metrics failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Every family `/metrics` shows (and remote write sends), state gauges read now.
+    pub fn gather(&self, pipeline: &Pipeline) -> Vec<prometheus::proto::MetricFamily> {
         let store = pipeline.store();
         let memory = store.memory();
         self.memory_used.set(memory.used() as i64);
@@ -263,12 +274,6 @@ impl Telemetry {
                 .set(bytes as i64);
         }
         self.quarantined.set(store.quarantined_files() as i64);
-        let mut out = Vec::new();
-        // Encoding into a Vec fails only on invalid metric data, which the typed
-        // metrics above cannot produce.
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
-            tracing::error!(error = %e, "encoding /metrics failed");
-        }
-        String::from_utf8(out).unwrap_or_default()
+        self.registry.gather()
     }
 }

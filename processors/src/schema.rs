@@ -52,6 +52,15 @@ impl Table {
         fallback_time_column: Some("observed_time"),
         schema: || LOGS.clone(),
     });
+    /// Records a sink's endpoint refused for good (an Elasticsearch mapping error, say),
+    /// kept rather than dropped: one row per refused document.
+    pub const DEAD_LETTERS: Table = Table(&TableDef {
+        name: "dead_letters",
+        code: 8,
+        time_column: "time",
+        fallback_time_column: None,
+        schema: || DEAD_LETTERS.clone(),
+    });
 
     /// Every table, in the order `GET /api/v1/tables` lists them.
     pub const ALL: &'static [Table] = &[
@@ -61,6 +70,7 @@ impl Table {
         crate::analytics::coordination::COORDINATION_EVENTS,
         crate::analytics::health::HEALTH,
         crate::analytics::alerts::ALERTS,
+        Table::DEAD_LETTERS,
     ];
 
     /// The table `def` declares (for a derived table's constant).
@@ -294,6 +304,23 @@ static LOGS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ];
     fields.extend(origin_fields());
     Arc::new(Schema::new(fields))
+});
+
+static DEAD_LETTERS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        // When the sink gave up on the record.
+        Field::new("time", timestamp_type(), false),
+        Field::new("sink", DataType::Utf8, false),
+        // The table the record came from, and where the sink sent it.
+        Field::new("source_table", DataType::Utf8, false),
+        Field::new("destination", DataType::Utf8, false),
+        // The endpoint's answer: HTTP status, error type and reason.
+        Field::new("status", DataType::Int32, false),
+        Field::new("error_type", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, false),
+        // The record as the sink sent it (a JSON document for Elasticsearch).
+        Field::new("document", DataType::Utf8, false),
+    ]))
 });
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! [`queue::DiskQueue`] of its own, so a slow or dead one harms nothing else. The
 //! [`memory::MemoryLimiter`] is the budget they all charge what they hold to.
 
+pub mod dead_letter;
+pub mod elasticsearch;
 mod error;
 mod frame;
 pub mod memory;

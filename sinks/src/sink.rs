@@ -154,11 +154,16 @@ impl SinkHandle {
             .filter(|(t, _)| self.sink.accepts(*t))
             .copied()
             .collect();
-        if accepted.is_empty() {
-            return;
+        if !accepted.is_empty() {
+            self.enqueue(&accepted);
         }
+    }
+
+    /// Queues `batches` whatever the sink accepts: for a sink whose records the
+    /// collector makes itself (remote write's snapshots).
+    pub fn enqueue(&self, batches: &[(Table, &RecordBatch)]) {
         let name = self.sink.name();
-        match self.queue.push(&accepted) {
+        match self.queue.push(batches) {
             Ok(true) => {}
             Ok(false) => {
                 let dropped = self
@@ -285,7 +290,7 @@ impl SinkRunner {
 
 /// `d` scaled by a factor in [0.5, 1.5), so that many clients retrying together
 /// spread out.
-fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.subsec_nanos());

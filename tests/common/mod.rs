@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod elasticsearch;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -481,6 +483,8 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 /// One request a [`WebhookReceiver`] took.
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// `METHOD /path HTTP/1.1`.
+    pub request_line: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -538,11 +542,12 @@ impl WebhookReceiver {
     }
 }
 
-fn read_request(stream: &std::net::TcpStream) -> Option<Received> {
+pub(crate) fn read_request(stream: &std::net::TcpStream) -> Option<Received> {
     use std::io::Read;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
+    let request_line = line.trim_end().to_owned();
     let mut headers = Vec::new();
     loop {
         line.clear();
@@ -561,5 +566,9 @@ fn read_request(stream: &std::net::TcpStream) -> Option<Received> {
         .unwrap_or(0);
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
-    Some(Received { headers, body })
+    Some(Received {
+        request_line,
+        headers,
+        body,
+    })
 }

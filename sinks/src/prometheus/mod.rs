@@ -2,6 +2,7 @@
 //! OpenTelemetry → Prometheus rules ([`names`]).
 
 mod names;
+pub mod remote_write;
 mod translate;
 
 use std::time::Duration;

@@ -1,0 +1,73 @@
+//! `[sinks.elasticsearch]`: where documents go and how the sink signs in.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchConfig {
+    /// The cluster's URL, e.g. `http://elasticsearch:9200`.
+    pub endpoint: String,
+    /// Basic authentication, with `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Sent as `Authorization: ApiKey <api_key>` (the base64 `id:key` Kibana shows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// A `_bulk` request carries at most about this many bytes of NDJSON.
+    #[serde(default = "default_bulk_max_bytes")]
+    pub bulk_max_bytes: usize,
+    /// A request not answered within this long is retried.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// The disk queue's cap; past it new records are dropped and counted.
+    #[serde(default = "default_queue_max_bytes")]
+    pub queue_max_bytes: u64,
+}
+
+fn default_bulk_max_bytes() -> usize {
+    5 << 20
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_queue_max_bytes() -> u64 {
+    crate::sink::QueueConfig::default().queue_max_bytes
+}
+
+impl ElasticsearchConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let key = |k: &str| format!("sinks.elasticsearch.{k}");
+        if !self.endpoint.starts_with("http://") {
+            return Err(format!(
+                "{} must be an http:// URL (TLS is not supported yet), got {:?}",
+                key("endpoint"),
+                self.endpoint
+            ));
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err(format!(
+                "{} and {} go together",
+                key("username"),
+                key("password")
+            ));
+        }
+        if self.api_key.is_some() && self.username.is_some() {
+            return Err(format!(
+                "{} and {} are two ways to sign in: set one",
+                key("api_key"),
+                key("username")
+            ));
+        }
+        if self.bulk_max_bytes == 0 {
+            return Err(format!("{} must be > 0, got 0", key("bulk_max_bytes")));
+        }
+        if self.timeout_ms == 0 {
+            return Err(format!("{} must be > 0, got 0", key("timeout_ms")));
+        }
+        Ok(())
+    }
+}
