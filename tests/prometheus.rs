@@ -139,6 +139,19 @@ impl Prometheus {
     }
 }
 
+impl Prometheus {
+    /// The `status` and `error` Prometheus answers to an instant query.
+    fn check(&self, promql: &str) -> (String, String) {
+        let path = format!("{}/api/v1/query?query={}", self.url, percent_encode(promql));
+        let (_, body) = blocking_get(&path).expect("query Prometheus");
+        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        (
+            v["status"].as_str().unwrap_or_default().to_owned(),
+            v["error"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+}
+
 impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -307,6 +320,29 @@ fn prometheus_scrapes_the_exact_counts_and_promtool_accepts_the_exposition() {
         query("sum(gen_ai_client_token_usage_sum{gen_ai_token_type=\"input\"})"),
         Some(500.0)
     );
+
+    // Every panel of the Grafana dashboard is valid PromQL over these series.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/swarmscope.json"),
+        )
+        .expect("dashboards/swarmscope.json"),
+    )
+    .expect("dashboard JSON");
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    assert!(exprs.len() >= 15, "{} panel queries", exprs.len());
+    for expr in exprs {
+        // Grafana's `$__rate_interval` is at least four scrape intervals.
+        let promql = expr.replace("$__rate_interval", "1m");
+        let (status, error) = prometheus.check(&promql);
+        assert_eq!(status, "success", "{promql}: {error}");
+    }
 }
 
 /// A meter provider exporting to swarmscope over gRPC as service `planner` of namespace
