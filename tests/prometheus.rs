@@ -8,30 +8,13 @@ mod common;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::SystemTime;
 
-use common::{blocking_get, eventually, int, temp_data_dir, text, trace_request, Server};
+use common::{
+    blocking_get, eventually, int, numbered_spans, temp_data_dir, text, trace_request, Server,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::Value;
-
-fn spans(n: u64, first: u64) -> Vec<Span> {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64;
-    (0..n)
-        .map(|i| Span {
-            trace_id: [[3u8; 8], (first + i + 1).to_be_bytes()].concat(),
-            span_id: (first + i + 1).to_be_bytes().to_vec(),
-            name: "scraped".into(),
-            start_time_unix_nano: now,
-            end_time_unix_nano: now + 1_000,
-            ..Default::default()
-        })
-        .collect()
-}
 
 fn metrics_text(server: &Server) -> String {
     let (status, body) = blocking_get(&format!("{}/metrics", server.api)).expect("GET /metrics");
@@ -214,13 +197,13 @@ fn prometheus_scrapes_the_exact_counts_and_promtool_accepts_the_exposition() {
             .expect("connect");
         for (n, first) in [(5, 0), (5, 5), (7, 10)] {
             client
-                .export(trace_request(spans(n, first)))
+                .export(trace_request(numbered_spans("scraped", first, n)))
                 .await
                 .expect("export");
         }
     });
     // The HTTP ones are an agent's claims and model calls, for the analytics series.
-    let claims = spans(5, 100)
+    let claims = numbered_spans("scraped", 100, 5)
         .into_iter()
         .enumerate()
         .map(|(i, mut span)| {
@@ -502,7 +485,7 @@ fn remote_write_delivers_the_same_series_to_a_real_prometheus() {
             .await
             .expect("connect");
         client
-            .export(trace_request(spans(9, 0)))
+            .export(trace_request(numbered_spans("scraped", 0, 9)))
             .await
             .expect("export");
     });

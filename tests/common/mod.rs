@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod elasticsearch;
+pub mod otlp_receiver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -432,6 +433,25 @@ pub fn service_request(service: &str, spans: Vec<Span>) -> ExportTraceServiceReq
 }
 
 /// A trace export request: `spans` under one resource and one scope.
+/// Spans `first..first + n` named `name`, ending now: span id `i + 1`, each its own
+/// trace.
+pub fn numbered_spans(name: &str, first: u64, n: u64) -> Vec<Span> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    (first..first + n)
+        .map(|i| Span {
+            trace_id: [[7u8; 8], (i + 1).to_be_bytes()].concat(),
+            span_id: (i + 1).to_be_bytes().to_vec(),
+            name: name.to_owned(),
+            start_time_unix_nano: now,
+            end_time_unix_nano: now + 1_000,
+            ..Default::default()
+        })
+        .collect()
+}
+
 pub fn trace_request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
