@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use swarmscope_processors::analytics::Analytics;
 use swarmscope_queries::QueryEngine;
+use swarmscope_sinks::executor::{Executor, SINK_NICE};
 use swarmscope_sinks::prometheus::{Translator, TranslatorCollector};
 use swarmscope_sinks::sink::{QueueConfig, SinkMetrics};
 use swarmscope_sinks::store::ParquetStore;
@@ -34,6 +35,11 @@ pub struct Bound {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub api: SocketAddr,
+}
+
+/// The sinks' threads: one per core, since they only take what ingestion leaves.
+fn sink_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 async fn bind(key: &'static str, address: &str) -> Result<TcpListener, Error> {
@@ -89,19 +95,28 @@ pub async fn run(
         })
         .map_err(metrics_error)?;
     let sink_metrics = SinkMetrics::register(telemetry.registry()).map_err(metrics_error)?;
-    let mut sinks = analytics::webhooks(&config, &sink_metrics)?;
-    sinks.extend(analytics::exporters(
-        &config,
-        &sink_metrics,
-        telemetry.registry(),
-    )?);
+    // The sinks' work (encoding, compressing, sending) runs on threads of its own at a
+    // lower priority, so that it never takes the CPU from ingestion; their clients are
+    // built there too, for their background tasks to run there.
+    let sink_executor = Executor::new("sink", sink_threads(), SINK_NICE)
+        .map_err(|e| Error::Server("sink runtime", e.to_string()))?;
     let dead_letters = PipelineDeadLetters::default();
-    sinks.extend(sinks::elasticsearch(
-        &config,
-        &sink_metrics,
-        telemetry.registry(),
-        &dead_letters,
-    )?);
+    let (sinks, remote_write) = {
+        let _sink_runtime = sink_executor.enter();
+        let mut sinks = analytics::webhooks(&config, &sink_metrics)?;
+        sinks.extend(analytics::exporters(
+            &config,
+            &sink_metrics,
+            telemetry.registry(),
+        )?);
+        sinks.extend(sinks::elasticsearch(
+            &config,
+            &sink_metrics,
+            telemetry.registry(),
+            &dead_letters,
+        )?);
+        (sinks, sinks::remote_write(&config, &sink_metrics)?)
+    };
     analytics::restore(&analytics, &engine).await;
     let builder = analytics
         .processors()
@@ -110,7 +125,6 @@ pub async fn run(
             b.processor(p)
         })
         .processor(translator);
-    let remote_write = sinks::remote_write(&config, &sink_metrics)?;
     let runners: Vec<_> = sinks
         .iter()
         .chain(&remote_write)
@@ -177,10 +191,10 @@ pub async fn run(
     let (stop_sinks, sinks_rx) = watch::channel(false);
     let mut sink_tasks: Vec<_> = runners
         .into_iter()
-        .map(|runner| tokio::spawn(runner.run(stopped(sinks_rx.clone()))))
+        .map(|runner| sink_executor.spawn(runner.run(stopped(sinks_rx.clone()))))
         .collect();
     if let (Some(handle), Some(rw)) = (remote_write, &config.sinks.prometheus_remote_write) {
-        sink_tasks.push(tokio::spawn(sinks::snapshots(
+        sink_tasks.push(sink_executor.spawn(sinks::snapshots(
             handle,
             rw.interval(),
             Arc::clone(&telemetry),

@@ -5,7 +5,7 @@
 //! statements (`SET`, transactions) are refused. The session has no URL tables and no
 //! file-reading table functions, so a query reads nothing but the stored tables.
 //!
-//! Queries run on their own threads ([`QueryExecutor`]), at most
+//! Queries run on their own threads ([`Executor`]), at most
 //! `query.max_concurrent` at once (the rest wait up to `query.queue_timeout_ms` for a
 //! turn), each under `query.timeout_ms`, all sharing `query.memory_limit_mb`. A query
 //! whose caller stops waiting (timeout, hang-up, [`QueryEngine::close`]) is cancelled.
@@ -26,10 +26,10 @@ use swarmscope_sinks::store::ParquetStore;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::cooperative::CooperativeJoins;
-use crate::executor::QueryExecutor;
 use crate::group_count::GroupCountRule;
 use crate::table::{cast_batch, StoreTable};
 use crate::{Error, QueryConfig, Result};
+use swarmscope_sinks::executor::{Executor, QUERY_NICE};
 
 /// The outcome of a query: its schema (also when there are no rows) and its rows.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ pub struct QueryEngine {
     ctx: SessionContext,
     config: QueryConfig,
     options: SQLOptions,
-    executor: QueryExecutor,
+    executor: Executor,
     /// The views registered over the tables, for [`QueryEngine::tables`].
     views: std::sync::Mutex<Vec<TableInfo>>,
     /// One permit per query allowed to run at once.
@@ -163,7 +163,7 @@ impl QueryEngine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let executor = QueryExecutor::new(config.threads)
+        let executor = Executor::new("query", config.threads, QUERY_NICE)
             .map_err(|e| Error::Internal(format!("cannot start the query threads: {e}")))?;
         Ok(QueryEngine {
             store,

@@ -9,6 +9,7 @@
 pub mod dead_letter;
 pub mod elasticsearch;
 mod error;
+pub mod executor;
 mod frame;
 pub mod memory;
 pub mod otlp;

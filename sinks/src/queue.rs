@@ -131,16 +131,21 @@ impl DiskQueue {
 
     /// Up to `max` records from the read position on, without consuming them. Damaged
     /// records are skipped; an empty answer means the queue is drained.
+    ///
+    /// The files are read and decoded without the lock `push` takes: the one reader
+    /// runs at a low priority, and ingestion must never wait for it.
     pub fn peek(&self, max: usize) -> Result<Vec<Entry>> {
-        let mut state = self.lock();
+        let (mut at, write_segment) = {
+            let state = self.lock();
+            (state.read, state.write_segment)
+        };
         let mut out = Vec::new();
-        let mut at = state.read;
         while out.len() < max {
             let path = segment_path(&self.dir, at.segment);
-            let bytes = match read_from(&path, at.offset) {
+            let bytes = match read_from(&path, at.offset, max - out.len()) {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if at.segment >= state.write_segment {
+                    if at.segment >= write_segment {
                         break;
                     }
                     at = Position {
@@ -151,7 +156,11 @@ impl DiskQueue {
                 }
                 Err(e) => return Err(Error::io(path)(e)),
             };
-            let (payloads, _damage) = frame::payloads(&bytes);
+            // A record being appended to the write segment reads as a torn tail, and
+            // stays unread until it is whole.
+            let wanted = max - out.len();
+            let (payloads, damage) = frame::payloads(&bytes);
+            let frames = payloads.len() + damage.corrupt_records;
             for payload in payloads {
                 // Offsets move over the frame, so that skipped damage is passed once.
                 let offset = at.offset + frame_end(&bytes, payload);
@@ -163,15 +172,14 @@ impl DiskQueue {
                             offset,
                         },
                     });
-                    if out.len() == max {
-                        break;
-                    }
                 }
             }
-            if out.len() == max {
-                break;
+            if frames == wanted && !damage.torn_tail {
+                // Stopped at the count, not at the end: the segment may have more.
+                at.offset += bytes.len() as u64;
+                continue;
             }
-            if at.segment >= state.write_segment {
+            if at.segment >= write_segment {
                 break;
             }
             // A finished segment (or its torn tail): on to the next one.
@@ -181,7 +189,7 @@ impl DiskQueue {
             };
             if out.is_empty() {
                 // Nothing readable was left behind: the cursor may pass it.
-                advance(&self.dir, &mut state, at)?;
+                self.advance(at)?;
             }
         }
         Ok(out)
@@ -190,8 +198,44 @@ impl DiskQueue {
     /// Acknowledges every record up to `end`: they are not read again, even after a
     /// restart, and the segments wholly behind it are deleted.
     pub fn ack(&self, end: Position) -> Result<()> {
-        let mut state = self.lock();
-        advance(&self.dir, &mut state, end)
+        self.advance(end)
+    }
+
+    /// Moves the read position to `to`, persists it, and deletes the segments behind
+    /// it; the lock is held only to move the position.
+    fn advance(&self, to: Position) -> Result<()> {
+        let from = self.lock().read;
+        if to <= from {
+            return Ok(());
+        }
+        let mut consumed = 0;
+        for segment in from.segment..=to.segment {
+            let path = segment_path(&self.dir, segment);
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let start = if segment == from.segment {
+                from.offset
+            } else {
+                0
+            };
+            let until = if segment == to.segment {
+                to.offset
+            } else {
+                len
+            };
+            consumed += until.saturating_sub(start).min(len.saturating_sub(start));
+        }
+        {
+            let mut state = self.lock();
+            state.read = to;
+            state.backlog = state.backlog.saturating_sub(consumed);
+        }
+        store_cursor(&self.dir, to)?;
+        for (n, path) in list_segments(&self.dir)? {
+            if n < to.segment {
+                std::fs::remove_file(&path).map_err(Error::io(&path))?;
+            }
+        }
+        Ok(())
     }
 
     /// Waits until a record is pushed (or returns at once if one was pushed since the
@@ -215,38 +259,6 @@ impl DiskQueue {
     }
 }
 
-/// Moves the read position to `to`, persists it, and deletes the segments behind it.
-fn advance(dir: &Path, state: &mut State, to: Position) -> Result<()> {
-    if to <= state.read {
-        return Ok(());
-    }
-    let mut consumed = 0;
-    for segment in state.read.segment..=to.segment {
-        let path = segment_path(dir, segment);
-        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let from = if segment == state.read.segment {
-            state.read.offset
-        } else {
-            0
-        };
-        let until = if segment == to.segment {
-            to.offset
-        } else {
-            len
-        };
-        consumed += until.saturating_sub(from).min(len.saturating_sub(from));
-    }
-    state.read = to;
-    state.backlog = state.backlog.saturating_sub(consumed);
-    store_cursor(dir, to)?;
-    for (n, path) in list_segments(dir)? {
-        if n < to.segment {
-            std::fs::remove_file(&path).map_err(Error::io(&path))?;
-        }
-    }
-    Ok(())
-}
-
 /// Where the frame holding `payload` (a slice of `bytes`) ends, counted from the
 /// start of `bytes`.
 fn frame_end(bytes: &[u8], payload: &[u8]) -> u64 {
@@ -267,11 +279,32 @@ fn open_append(dir: &Path, segment: u64) -> Result<File> {
         .map_err(Error::io(&path))
 }
 
-fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
+/// The bytes of up to `max` frames from `offset` on, as [`frame::payloads`] reads them:
+/// a sink reads what it sends next, not the rest of the segment. A frame cut short (the
+/// end of the file, or an append under way) is left out.
+fn read_from(path: &Path, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;
+    let mut file = std::io::BufReader::new(file);
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    for _ in 0..max {
+        let mut header = [0u8; 8];
+        if file.read_exact(&mut header).is_err() {
+            break;
+        }
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let start = bytes.len();
+        bytes.extend_from_slice(&header);
+        if len == 0 || len > frame::MAX_RECORD {
+            // A damaged length: `payloads` reports it, and nothing after it is read.
+            break;
+        }
+        bytes.resize(start + 8 + len, 0);
+        if file.read_exact(&mut bytes[start + 8..]).is_err() {
+            bytes.truncate(start);
+            break;
+        }
+    }
     Ok(bytes)
 }
 
@@ -400,5 +433,33 @@ mod tests {
         push(&q, 2);
         let read = q.peek(10).unwrap();
         assert_eq!(values(&read), vec![0, 2]);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_skipped_without_losing_the_records_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = DiskQueue::open(dir.path(), 1 << 20).unwrap();
+            for n in 0..6 {
+                push(&q, n);
+            }
+        }
+        // Damage record 1's payload (its checksum no longer matches).
+        let (_, path) = list_segments(dir.path()).unwrap().pop().unwrap();
+        let one = frame::encode(&[(Table::SPANS, &batch(0))]).unwrap().len() as u64;
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[one as usize + 20] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let q = DiskQueue::open(dir.path(), 1 << 20).unwrap();
+        // Two at a time: the read of records 0 and 1 yields one, and the next picks up
+        // where it stopped, in the same segment.
+        let mut seen = Vec::new();
+        loop {
+            let read = q.peek(2).unwrap();
+            let Some(last) = read.last() else { break };
+            seen.extend(values(&read));
+            q.ack(last.end).unwrap();
+        }
+        assert_eq!(seen, vec![0, 2, 3, 4, 5]);
     }
 }

@@ -66,7 +66,9 @@ impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             queue_max_bytes: 1 << 30,
-            max_batch_records: 64,
+            // Requests of an SDK's default batch (512 spans) make sends of about 4,000
+            // spans: a bulk body or an export of a few MiB, held briefly.
+            max_batch_records: 8,
             initial_backoff_ms: 100,
             max_backoff_ms: 30_000,
         }

@@ -2,20 +2,25 @@
 //! Collector's `elasticsearch` exporter writes (`mapping.mode: otel`), each with the
 //! data stream it goes to.
 //!
-//! Every row is first a JSON object of its columns (arrow's JSON writer: maps become
-//! objects, timestamps RFC 3339), then reshaped: the table's time column becomes
-//! `@timestamp`, `resource_*` columns move under `resource`, `scope_*` under `scope`,
-//! and each table renames the few columns whose OTel-native names differ.
+//! The batch is reshaped as Arrow (columns moved and renamed, never copied): the table's
+//! time column becomes `@timestamp`, `resource_*` columns move under `resource`,
+//! `scope_*` under `scope`, and each table renames the few columns whose OTel-native
+//! names differ. Arrow's JSON writer then writes the documents in one pass (maps become
+//! objects, timestamps RFC 3339). Metric points, whose value goes under a key named
+//! after the metric (`metrics.<name>`), go through `serde_json` row by row instead.
 
-use arrow::array::RecordBatch;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StructArray};
+use arrow::datatypes::{Field, Fields, Schema};
 use serde_json::{Map, Value};
 use swarmscope_processors::schema::Table;
 
-/// One document and where it goes.
+/// One document (its JSON text) and where it goes.
 pub struct Document {
     pub index: &'static str,
     pub source_table: Table,
-    pub body: Map<String, Value>,
+    pub body: String,
 }
 
 /// The data stream (or index) documents of `table` go to, if the sink takes it.
@@ -34,25 +39,116 @@ pub fn documents(table: Table, batch: &RecordBatch) -> Result<Vec<Document>, Str
     let Some(index) = index_of(table) else {
         return Ok(Vec::new());
     };
+    let shaped = if table == Table::METRICS {
+        with_offset_timezones(batch)
+    } else {
+        otel_native(table, batch).and_then(|b| with_offset_timezones(&b))
+    }
+    .map_err(|e| e.to_string())?;
     let mut writer = arrow::json::LineDelimitedWriter::new(Vec::new());
-    writer
-        .write(&with_offset_timezones(batch).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    writer.write(&shaped).map_err(|e| e.to_string())?;
     writer.finish().map_err(|e| e.to_string())?;
-    let lines = writer.into_inner();
-    lines
-        .split(|b| *b == b'\n')
+    let text = String::from_utf8(writer.into_inner()).map_err(|e| e.to_string())?;
+    text.lines()
         .filter(|l| !l.is_empty())
         .map(|line| {
-            let row: Map<String, Value> =
-                serde_json::from_slice(line).map_err(|e| e.to_string())?;
+            let body = if table == Table::METRICS {
+                let row: Map<String, Value> =
+                    serde_json::from_str(line).map_err(|e| e.to_string())?;
+                Value::Object(reshape_metric(row)).to_string()
+            } else {
+                line.to_owned()
+            };
             Ok(Document {
                 index,
                 source_table: table,
-                body: reshape(table, row),
+                body,
             })
         })
         .collect()
+}
+
+/// `batch` in the OTel-native shape (see the module documentation).
+fn otel_native(table: Table, batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    let mut resource = (Vec::new(), Vec::new());
+    let mut scope = (Vec::new(), Vec::new());
+    let mut status = (Vec::new(), Vec::new());
+    let time = table.time_column();
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        let name = field.name().as_str();
+        let renamed = |to: &str| field.as_ref().clone().with_name(to);
+        let (group, field) = match name {
+            "service_name" => continue,
+            n if n == time => (None, renamed("@timestamp")),
+            "end_time" => (None, renamed("end_timestamp")),
+            "observed_time" => (None, renamed("observed_timestamp")),
+            "duration_ns" => (None, renamed("duration")),
+            "status_code" if table == Table::SPANS => (Some(&mut status), renamed("code")),
+            "status_message" if table == Table::SPANS => (Some(&mut status), renamed("message")),
+            n => match (n.strip_prefix("resource_"), n.strip_prefix("scope_")) {
+                (Some(rest), _) => (Some(&mut resource), renamed(rest)),
+                (_, Some(rest)) => (Some(&mut scope), renamed(rest)),
+                _ => (None, field.as_ref().clone()),
+            },
+        };
+        match group {
+            Some((group_fields, group_columns)) => {
+                group_fields.push(field);
+                group_columns.push(Arc::clone(column));
+            }
+            None => {
+                fields.push(field);
+                columns.push(Arc::clone(column));
+            }
+        }
+    }
+    for (name, (group_fields, group_columns)) in
+        [("status", status), ("resource", resource), ("scope", scope)]
+    {
+        if !group_fields.is_empty() {
+            let array = StructArray::try_new(Fields::from(group_fields), group_columns, None)?;
+            fields.push(Field::new(name, array.data_type().clone(), false));
+            columns.push(Arc::new(array));
+        }
+    }
+    if table == Table::LOGS {
+        // `body.text`, as the Collector's exporter writes a string body.
+        if let Some(i) = fields.iter().position(|f| f.name() == "body") {
+            let body = StructArray::try_new(
+                Fields::from(vec![fields[i].clone().with_name("text")]),
+                vec![Arc::clone(&columns[i])],
+                None,
+            )?;
+            fields[i] = Field::new("body", body.data_type().clone(), false);
+            columns[i] = Arc::new(body);
+        }
+    }
+    if let Some(stream) = data_stream(table, batch.num_rows())? {
+        fields.push(Field::new("data_stream", stream.data_type().clone(), false));
+        columns.push(Arc::new(stream));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+/// `data_stream.{type, dataset, namespace}` of every row, for a data stream's table.
+fn data_stream(table: Table, rows: usize) -> Result<Option<StructArray>, arrow::error::ArrowError> {
+    let Some((kind, rest)) = index_of(table).and_then(|i| i.split_once('-')) else {
+        return Ok(None);
+    };
+    let Some(dataset) = rest.strip_suffix("-default") else {
+        return Ok(None);
+    };
+    let constant = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v; rows])) };
+    let fields = ["type", "dataset", "namespace"]
+        .map(|n| Field::new(n, arrow::datatypes::DataType::Utf8, false));
+    Ok(Some(StructArray::try_new(
+        Fields::from(fields.to_vec()),
+        vec![constant(kind), constant(dataset), constant("default")],
+        None,
+    )?))
 }
 
 /// `batch` with its `UTC` timestamps (nested ones too) as `+00:00`, the same instants:
@@ -90,39 +186,17 @@ fn with_offset_timezones(batch: &RecordBatch) -> Result<RecordBatch, arrow::erro
     RecordBatch::try_new(std::sync::Arc::new(schema), columns)
 }
 
-fn reshape(table: Table, mut row: Map<String, Value>) -> Map<String, Value> {
+/// A metric point's row (as JSON) in the OTel-native shape.
+fn reshape_metric(mut row: Map<String, Value>) -> Map<String, Value> {
     let mut doc = Map::new();
     let mut resource = Map::new();
     let mut scope = Map::new();
-    let time = table.time_column();
-    let timestamp = row.remove(time).filter(|v| !v.is_null()).or_else(|| {
-        table
-            .fallback_time_column()
-            .and_then(|c| row.get(c).cloned())
-    });
-    if let Some(t) = timestamp {
+    if let Some(t) = row.remove("time") {
         doc.insert("@timestamp".into(), t);
     }
-    // The service name is `resource.attributes.service.name` already.
     row.remove("service_name");
-    if table == Table::SPANS {
-        let code = row.remove("status_code");
-        let message = row.remove("status_message");
-        let mut status = Map::new();
-        status.extend(code.map(|c| ("code".to_owned(), c)));
-        status.extend(message.map(|m| ("message".to_owned(), m)));
-        doc.insert("status".into(), Value::Object(status));
-        rename(&mut row, "duration_ns", "duration");
-        rename(&mut row, "end_time", "end_timestamp");
-    } else if table == Table::METRICS {
-        rename(&mut row, "start_time", "start_timestamp");
-        metric_value(&mut row, &mut doc);
-    } else if table == Table::LOGS {
-        rename(&mut row, "observed_time", "observed_timestamp");
-        if let Some(body) = row.remove("body") {
-            doc.insert("body".into(), serde_json::json!({ "text": body }));
-        }
-    }
+    rename(&mut row, "start_time", "start_timestamp");
+    metric_value(&mut row, &mut doc);
     for (key, value) in row {
         if let Some(rest) = key.strip_prefix("resource_") {
             resource.insert(rest.to_owned(), value);
@@ -132,20 +206,12 @@ fn reshape(table: Table, mut row: Map<String, Value>) -> Map<String, Value> {
             doc.insert(key, value);
         }
     }
-    if !resource.is_empty() {
-        doc.insert("resource".into(), Value::Object(resource));
-    }
-    if !scope.is_empty() {
-        doc.insert("scope".into(), Value::Object(scope));
-    }
-    if let Some((kind, dataset)) = index_of(table).and_then(|i| i.split_once('-')) {
-        if let Some(dataset) = dataset.strip_suffix("-default") {
-            doc.insert(
-                "data_stream".into(),
-                serde_json::json!({ "type": kind, "dataset": dataset, "namespace": "default" }),
-            );
-        }
-    }
+    doc.insert("resource".into(), Value::Object(resource));
+    doc.insert("scope".into(), Value::Object(scope));
+    doc.insert(
+        "data_stream".into(),
+        serde_json::json!({ "type": "metrics", "dataset": "generic.otel", "namespace": "default" }),
+    );
     doc
 }
 
@@ -274,7 +340,7 @@ mod tests {
         let docs = documents(Table::SPANS, &batch).unwrap();
         assert_eq!(docs.len(), 1);
         assert_eq!(docs[0].index, "traces-generic.otel-default");
-        let doc = Value::Object(docs[0].body.clone());
+        let doc: Value = serde_json::from_str(&docs[0].body).unwrap();
         assert_eq!(doc["@timestamp"], "2023-11-14T22:13:20Z");
         assert_eq!(doc["trace_id"], "01".repeat(16));
         assert_eq!(doc["span_id"], "02".repeat(8));

@@ -91,7 +91,15 @@ struct Item {
     lines: Vec<u8>,
     index: &'static str,
     source_table: Table,
-    body: String,
+    /// Where the document starts in `lines` (after the action line).
+    body_start: usize,
+}
+
+impl Item {
+    fn body(&self) -> String {
+        let body = &self.lines[self.body_start..];
+        String::from_utf8_lossy(body.strip_suffix(b"\n").unwrap_or(body)).into_owned()
+    }
 }
 
 const MAX_ITEM_BACKOFF: Duration = Duration::from_secs(30);
@@ -298,14 +306,18 @@ impl Sink for ElasticsearchSink {
         let mut pending = Vec::new();
         for (table, batch) in batches {
             for doc in documents(*table, batch).map_err(SinkError::Permanent)? {
-                let body = Value::Object(doc.body).to_string();
-                let action = serde_json::json!({ "create": { "_index": doc.index } });
-                let lines = format!("{action}\n{body}\n").into_bytes();
+                let action = serde_json::json!({ "create": { "_index": doc.index } }).to_string();
+                let mut lines = Vec::with_capacity(action.len() + doc.body.len() + 2);
+                lines.extend_from_slice(action.as_bytes());
+                lines.push(b'\n');
+                let body_start = lines.len();
+                lines.extend_from_slice(doc.body.as_bytes());
+                lines.push(b'\n');
                 pending.push(Item {
                     lines,
                     index: doc.index,
                     source_table: doc.source_table,
-                    body,
+                    body_start,
                 });
             }
         }
@@ -340,7 +352,7 @@ impl Sink for ElasticsearchSink {
                         status,
                         error_type,
                         reason,
-                        document: item.body,
+                        document: item.body(),
                     }),
                 }
             }
@@ -414,7 +426,7 @@ mod tests {
             lines: vec![b'x'; n],
             index: "alerts",
             source_table: Table::SPANS,
-            body: String::new(),
+            body_start: 0,
         };
         let items = vec![item(40), item(40), item(40), item(200)];
         let sizes: Vec<usize> = chunks(&items, 100).iter().map(Vec::len).collect();

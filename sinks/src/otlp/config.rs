@@ -16,6 +16,10 @@ pub struct OtlpSinkConfig {
     /// An export not answered within this long is retried.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// An export request carries at most about this many bytes of protobuf (gRPC
+    /// servers, Jaeger's among them, refuse messages past 4 MiB by default).
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
     /// The disk queue's cap; past it new spans are dropped and counted.
     #[serde(default = "default_queue_max_bytes")]
     pub queue_max_bytes: u64,
@@ -27,6 +31,10 @@ fn gzip() -> String {
 
 fn default_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_max_request_bytes() -> usize {
+    3 << 20
 }
 
 fn default_queue_max_bytes() -> u64 {
@@ -52,6 +60,13 @@ impl OtlpSinkConfig {
         }
         if self.timeout_ms == 0 {
             return Err(format!("{} must be > 0, got 0", key("timeout_ms")));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(format!(
+                "{} must be at least 1024, got {}",
+                key("max_request_bytes"),
+                self.max_request_bytes
+            ));
         }
         Ok(())
     }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prometheus::IntCounter;
+use prost::Message;
 use swarmscope_processors::convert::to_otlp::spans_to_otlp;
 use swarmscope_processors::schema::Table;
 use tonic::codec::CompressionEncoding;
@@ -83,14 +85,75 @@ impl Sink for OtlpSink {
     }
 
     async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError> {
-        let mut request = ExportTraceServiceRequest::default();
+        let mut resource_spans = Vec::new();
         for (_, batch) in batches {
             let part = spans_to_otlp(batch).map_err(|e| SinkError::Permanent(e.to_string()))?;
-            request.resource_spans.extend(part.resource_spans);
+            resource_spans.extend(part.resource_spans);
         }
-        if request.resource_spans.is_empty() {
-            return Ok(());
+        // In order; a retry after a failure sends the earlier requests again (delivery
+        // is at least once).
+        for request in requests(resource_spans, self.config.max_request_bytes) {
+            self.export(request).await?;
         }
+        Ok(())
+    }
+}
+
+/// `resource_spans` in requests of at most about `budget` encoded bytes (gRPC servers
+/// refuse messages past 4 MiB by default); a resource too large alone is split by
+/// spans.
+fn requests(resource_spans: Vec<ResourceSpans>, budget: usize) -> Vec<ExportTraceServiceRequest> {
+    let mut out = Vec::new();
+    let mut current = ExportTraceServiceRequest::default();
+    let mut size = 0;
+    let mut push = |rs: ResourceSpans, out: &mut Vec<ExportTraceServiceRequest>| {
+        let len = rs.encoded_len();
+        if size + len > budget && !current.resource_spans.is_empty() {
+            out.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.resource_spans.push(rs);
+    };
+    for rs in resource_spans {
+        if rs.encoded_len() <= budget {
+            push(rs, &mut out);
+            continue;
+        }
+        for scope in &rs.scope_spans {
+            let piece = |spans: Vec<Span>| ResourceSpans {
+                resource: rs.resource.clone(),
+                scope_spans: vec![ScopeSpans {
+                    scope: scope.scope.clone(),
+                    spans,
+                    schema_url: scope.schema_url.clone(),
+                }],
+                schema_url: rs.schema_url.clone(),
+            };
+            let overhead = piece(Vec::new()).encoded_len();
+            let (mut spans, mut bytes) = (Vec::new(), overhead);
+            for span in &scope.spans {
+                let len = span.encoded_len() + 8;
+                if bytes + len > budget && !spans.is_empty() {
+                    push(piece(std::mem::take(&mut spans)), &mut out);
+                    bytes = overhead;
+                }
+                bytes += len;
+                spans.push(span.clone());
+            }
+            if !spans.is_empty() {
+                push(piece(spans), &mut out);
+            }
+        }
+    }
+    if !current.resource_spans.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+impl OtlpSink {
+    async fn export(&self, request: ExportTraceServiceRequest) -> Result<(), SinkError> {
         let mut call = tonic::Request::new(request);
         if let Some(token) = &self.config.bearer_token {
             let value = format!("Bearer {token}").parse().map_err(|_| {
@@ -147,12 +210,49 @@ mod tests {
     }
 
     #[test]
+    fn exports_are_split_to_stay_under_the_request_budget() {
+        let span = |i: u64| Span {
+            trace_id: vec![1; 16],
+            span_id: i.to_be_bytes().to_vec(),
+            name: "x".repeat(100),
+            ..Default::default()
+        };
+        let resource = |spans: Vec<Span>| ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // Three small resources and one with 100 spans, under a 2,000-byte budget.
+        let input = vec![
+            resource(vec![span(0)]),
+            resource(vec![span(1)]),
+            resource((2..102).map(span).collect()),
+            resource(vec![span(102)]),
+        ];
+        let out = requests(input, 2_000);
+        assert!(out.len() > 5, "{} requests", out.len());
+        assert!(out.iter().all(|r| r.encoded_len() <= 2_000));
+        let ids: Vec<Vec<u8>> = out
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .map(|s| s.span_id.clone())
+            .collect();
+        let expected: Vec<Vec<u8>> = (0..103u64).map(|i| i.to_be_bytes().to_vec()).collect();
+        assert_eq!(ids, expected, "every span once, in order");
+    }
+
+    #[test]
     fn config_names_its_bad_keys() {
         let mut c = OtlpSinkConfig {
             endpoint: "http://127.0.0.1:4317".into(),
             bearer_token: None,
             compression: "gzip".into(),
             timeout_ms: 1000,
+            max_request_bytes: 1 << 20,
             queue_max_bytes: 1 << 20,
         };
         assert!(c.validate("sinks.jaeger").is_ok());

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Sinks benchmark: the standard ingest workload (gRPC, wal_fsync = always) with the
+# sinks off, with the Jaeger (OTLP), Elasticsearch and remote-write sinks on and their
+# endpoints healthy, and with the Elasticsearch endpoint dead (connection refused).
+# The endpoints are in-process stand-ins (benches/standins.rs) on this machine, so
+# their CPU, like the load generator's, competes with the server's. Prints a Markdown
+# table.
+#
+#   bash benches/sinks.sh [SECONDS] [CONCURRENCY]
+#
+# "delivered" is how much of what was accepted each endpoint had when the load
+# stopped, "dropped" the records (requests) the sinks' disk queues had no room for by
+# then (queue_max_bytes), and "drained" how long after the stop the Jaeger endpoint had
+# every span (only when nothing was dropped).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-15}"
+concurrency="${2:-4}"
+# shellcheck source=benches/common.sh
+. benches/common.sh
+CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bench standins -q
+standins=$(ls -t "$release_dir"/release/deps/standins-* | grep -v '\.d$' | head -1)
+stand=http://127.0.0.1:29200
+"$standins" --otlp 127.0.0.1:24317 --http 127.0.0.1:29200 &
+standins_pid=$!
+trap 'kill $standins_pid 2> /dev/null || true' EXIT
+until curl -sf "$stand/stats" > /dev/null; do sleep 0.1; done
+
+sinks_toml() { # ELASTICSEARCH_PORT
+  cat <<EOF
+[sinks.jaeger]
+endpoint = "http://127.0.0.1:24317"
+[sinks.elasticsearch]
+endpoint = "http://127.0.0.1:$1"
+[sinks.prometheus_remote_write]
+url = "http://127.0.0.1:29200/api/v1/write"
+interval = "5s"
+EOF
+}
+
+echo "### Sinks (gRPC, ${concurrency} connections, ${seconds} s, wal_fsync = always)"
+echo
+echo "| sinks | spans/s | of sinks off | peak RSS MiB | delivered at stop: Jaeger / Elasticsearch | dropped records | drained (Jaeger) s | remote-write samples |"
+echo "|---|---|---|---|---|---|---|---|"
+off_rate=""
+for label in off healthy "Elasticsearch dead"; do
+  case "$label" in
+    off) toml="${STORAGE_TOML:-}" ;;
+    healthy) toml="${STORAGE_TOML:-}
+$(sinks_toml 29200)" ;;
+    # Nothing listens on 29299: connections are refused.
+    *) toml="${STORAGE_TOML:-}
+$(sinks_toml 29299)" ;;
+  esac
+  work=$(mktemp -d)
+  before=$(curl -sf "$stand/stats")
+  start_server "$work/data" always "$toml"
+  result=$("$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
+    --duration "$seconds" --distinct-requests 2000 --start-offset-secs 172800 --json)
+  at_stop=$(curl -sf "$stand/stats")
+  dropped=$(curl -sf "$api/metrics" | awk '/^swarmscope_sink_dropped_total/ {s += $2} END {print s + 0}')
+  peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  accepted=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["accepted_spans"])' "$result")
+  drained="-"
+  if [ "$label" != off ] && [ "$dropped" = 0 ]; then
+    t0=$(date +%s.%N)
+    for _ in $(seq 1 1200); do
+      got=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["spans"] - json.loads(sys.argv[2])["spans"])' "$(curl -sf "$stand/stats")" "$before")
+      if [ "$got" -ge "$accepted" ]; then drained=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')"); break; fi
+      sleep 0.1
+    done
+  fi
+  peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  stop_server
+  after=$(curl -sf "$stand/stats")
+  rate=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["spans_per_sec"])' "$result")
+  [ -n "$off_rate" ] || off_rate=$rate
+  python3 - "$result" "$before" "$at_stop" "$after" "$peak_kib" "$label" "$off_rate" "$drained" "$dropped" <<'PY'
+import json, sys
+r, before, at_stop, after = (json.loads(a) for a in sys.argv[1:5])
+peak, label, off_rate, drained, dropped = sys.argv[5:10]
+spans = r["accepted_spans"]
+d = lambda k, s: s[k] - before[k]
+share = lambda k: f"{100 * d(k, at_stop) / spans:.0f}%"
+delivered = "-" if label == "off" else f"{share('spans')} / {share('documents') if label == 'healthy' else 'dead'}"
+samples = "-" if label == "off" else f"{d('samples', after):,}"
+print(f"| {label} | {r['spans_per_sec']:,.0f} | {100 * r['spans_per_sec'] / float(off_rate):.0f}% | "
+      f"{int(peak) / 1024:.0f} | {delivered} | {'-' if label == 'off' else f'{int(float(dropped)):,}'} | {drained} | {samples} |")
+PY
+  rm -rf "$work"
+done
