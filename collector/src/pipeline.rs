@@ -329,8 +329,9 @@ impl Pipeline {
         let inner = &self.inner;
         if !inner.sinks.is_empty() {
             let entries: Vec<_> = batches.iter().map(|b| (b.table, &b.batch)).collect();
+            let mut records = swarmscope_sinks::sink::Records::default();
             for sink in &inner.sinks {
-                sink.offer(&entries);
+                sink.offer(&entries, &mut records);
             }
         }
         for observer in &inner.observers {

@@ -37,7 +37,8 @@ pub struct Bound {
     pub api: SocketAddr,
 }
 
-/// The sinks' threads: one per core, since they only take what ingestion leaves.
+/// The sinks' threads: one per core, since they take only what ingestion leaves (one
+/// thread in all delivered less and cost ingestion as much).
 fn sink_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -108,7 +108,12 @@ impl DiskQueue {
     /// Appends a record of `batches`. Returns `false` when the backlog is at its cap and
     /// the record was dropped (counted in [`DiskQueue::dropped`]).
     pub fn push(&self, batches: &[(Table, &RecordBatch)]) -> Result<bool> {
-        let record = frame::encode(batches)?;
+        self.push_record(&frame::encode(batches)?)
+    }
+
+    /// Appends a record already framed by [`frame::encode`] (shared by the queues of
+    /// several sinks).
+    pub fn push_record(&self, record: &[u8]) -> Result<bool> {
         let mut state = self.lock();
         if state.backlog + record.len() as u64 > self.max_bytes {
             state.dropped += 1;
@@ -121,7 +126,7 @@ impl DiskQueue {
             state.write_len = 0;
         }
         let path = segment_path(&self.dir, state.write_segment);
-        state.write.write_all(&record).map_err(Error::io(path))?;
+        state.write.write_all(record).map_err(Error::io(path))?;
         state.write_len += record.len() as u64;
         state.backlog += record.len() as u64;
         drop(state);

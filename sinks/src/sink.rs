@@ -132,6 +132,10 @@ impl SinkMetrics {
     }
 }
 
+/// Records encoded for one offer of batches to the sinks, by the tables each holds.
+#[derive(Default)]
+pub struct Records(Vec<(Vec<u8>, Vec<u8>)>);
+
 /// One sink with its queue, offered batches by the pipeline.
 pub struct SinkHandle {
     pub sink: Arc<dyn Sink>,
@@ -150,22 +154,37 @@ impl SinkHandle {
 
     /// Queues the batches this sink accepts; never waits for the sink. A failure to
     /// queue is counted and logged, not passed on: the batches are stored already.
-    pub fn offer(&self, batches: &[(Table, &RecordBatch)]) {
+    /// Sinks offered the same batches share `records`: a record is encoded once.
+    pub fn offer(&self, batches: &[(Table, &RecordBatch)], records: &mut Records) {
         let accepted: Vec<(Table, &RecordBatch)> = batches
             .iter()
             .filter(|(t, _)| self.sink.accepts(*t))
             .copied()
             .collect();
-        if !accepted.is_empty() {
-            self.enqueue(&accepted);
+        if accepted.is_empty() {
+            return;
         }
+        let key: Vec<u8> = accepted.iter().map(|(t, _)| t.code()).collect();
+        let record = match records.0.iter().position(|(k, _)| *k == key) {
+            Some(i) => Ok(&records.0[i].1),
+            None => crate::frame::encode(&accepted).map(|record| {
+                records.0.push((key, record));
+                &records.0[records.0.len() - 1].1
+            }),
+        };
+        self.queued(record.and_then(|r| self.queue.push_record(r)));
     }
 
     /// Queues `batches` whatever the sink accepts: for a sink whose records the
     /// collector makes itself (remote write's snapshots).
     pub fn enqueue(&self, batches: &[(Table, &RecordBatch)]) {
+        self.queued(self.queue.push(batches));
+    }
+
+    /// Counts and logs what became of a record offered to the queue.
+    fn queued(&self, pushed: crate::Result<bool>) {
         let name = self.sink.name();
-        match self.queue.push(batches) {
+        match pushed {
             Ok(true) => {}
             Ok(false) => {
                 let dropped = self
@@ -369,12 +388,15 @@ mod tests {
         }));
         for n in 0..6 {
             let (b, logs) = (batch(n), batch(100 + n));
-            handle.offer(&[(Table::SPANS, &b), (Table::LOGS, &logs)]);
+            handle.offer(
+                &[(Table::SPANS, &b), (Table::LOGS, &logs)],
+                &mut Records::default(),
+            );
         }
         let single = batch(13);
-        handle.offer(&[(Table::SPANS, &single)]);
+        handle.offer(&[(Table::SPANS, &single)], &mut Records::default());
         let last = batch(6);
-        handle.offer(&[(Table::SPANS, &last)]);
+        handle.offer(&[(Table::SPANS, &last)], &mut Records::default());
         tokio::time::timeout(Duration::from_secs(10), async {
             while sink.received.lock().unwrap().len() < 7 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
