@@ -293,6 +293,8 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // reqwest's TLS (the probe's client) has no built-in crypto provider.
+    swarmscope_sinks::tls::install_provider();
     let args = Args::parse();
     let workload = workload::Workload {
         spans_per_request: args.spans_per_request,

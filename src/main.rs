@@ -131,6 +131,8 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
+    // Every HTTPS client (sinks, `query --url`) uses rustls with ring.
+    swarmscope_sinks::tls::install_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, data_dir } => serve(config, data_dir),

@@ -167,6 +167,8 @@ fn check_trace(server: &Server, service: &str, trace_id: &str) {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
+    // The SDK's HTTP exporter builds a reqwest client, whose rustls needs a provider.
+    swarmscope_sinks::tls::install_provider();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -17,9 +17,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(name)
+    common::tls_fixture(name)
 }
 
 fn tls_table() -> String {
@@ -184,19 +182,9 @@ fn receivers_and_api_serve_tls_with_bearer_tokens() {
 #[test]
 fn a_missing_certificate_is_a_config_error_naming_the_key() {
     let (_tmp, dir) = temp_data_dir();
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("tls.toml");
-    std::fs::write(
-        &config,
+    let stderr = common::config_check_error(
+        &dir,
         "[api]\ntls = { cert_file = \"/nonexistent/cert.pem\", key_file = \"/nonexistent/key.pem\" }\n",
-    )
-    .expect("config");
-    let out = std::process::Command::new(common::binary())
-        .args(["config", "check"])
-        .arg(&config)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(stderr.contains("api.tls.cert_file"), "{stderr}");
 }

@@ -19,6 +19,7 @@ pub mod sink;
 pub mod store;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod webhook;
 
 pub use error::{Error, Result};

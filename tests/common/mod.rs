@@ -433,6 +433,28 @@ pub fn service_request(service: &str, spans: Vec<Span>) -> ExportTraceServiceReq
 }
 
 /// A trace export request: `spans` under one resource and one scope.
+/// `swarmscope config check` of `config_text`: asserts it exits 2 and returns what it
+/// printed on standard error.
+pub fn config_check_error(dir: &Path, config_text: &str) -> String {
+    std::fs::create_dir_all(dir).expect("dir");
+    let config = dir.join("check.toml");
+    std::fs::write(&config, config_text).expect("config");
+    let out = Command::new(binary())
+        .args(["config", "check"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A file of `tests/fixtures/tls` (a certificate for localhost and 127.0.0.1).
+pub fn tls_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
 /// Spans `first..first + n` named `name`, ending now: span id `i + 1`, each its own
 /// trace.
 pub fn numbered_spans(name: &str, first: u64, n: u64) -> Vec<Span> {

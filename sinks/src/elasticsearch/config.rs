@@ -5,8 +5,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchConfig {
-    /// The cluster's URL, e.g. `http://elasticsearch:9200`.
+    /// The cluster's URL, e.g. `https://elasticsearch:9200`.
     pub endpoint: String,
+    /// PEM certificates to trust for an `https://` endpoint, besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Basic authentication, with `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -41,13 +44,7 @@ fn default_queue_max_bytes() -> u64 {
 impl ElasticsearchConfig {
     pub fn validate(&self) -> Result<(), String> {
         let key = |k: &str| format!("sinks.elasticsearch.{k}");
-        if !self.endpoint.starts_with("http://") {
-            return Err(format!(
-                "{} must be an http:// URL (TLS is not supported yet), got {:?}",
-                key("endpoint"),
-                self.endpoint
-            ));
-        }
+        crate::tls::check_endpoint(&key("endpoint"), &self.endpoint, self.ca_file.as_deref())?;
         if self.username.is_some() != self.password.is_some() {
             return Err(format!(
                 "{} and {} go together",

@@ -111,10 +111,11 @@ impl ElasticsearchSink {
         dead_letters: Arc<dyn DeadLetters>,
         metrics: EsMetrics,
     ) -> Result<ElasticsearchSink, String> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .build()
-            .map_err(|e| format!("sinks.{name}: {e}"))?;
+        let client = crate::tls::http_client(
+            Duration::from_millis(config.timeout_ms),
+            config.ca_file.as_ref(),
+        )
+        .map_err(|e| format!("sinks.{name}: {e}"))?;
         Ok(ElasticsearchSink {
             name: name.to_owned(),
             bulk_url: format!("{}/_bulk", config.endpoint.trim_end_matches('/')),
@@ -437,6 +438,7 @@ mod tests {
     fn config_names_its_bad_keys() {
         let mut c = ElasticsearchConfig {
             endpoint: "http://127.0.0.1:9200".into(),
+            ca_file: None,
             username: Some("elastic".into()),
             password: None,
             api_key: None,

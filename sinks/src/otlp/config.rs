@@ -5,8 +5,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpSinkConfig {
-    /// An OTLP gRPC endpoint, e.g. a Jaeger v2 collector's `http://jaeger:4317`.
+    /// An OTLP gRPC endpoint, e.g. a Jaeger v2 collector's `http://jaeger:4317`
+    /// (`https://` for TLS).
     pub endpoint: String,
+    /// PEM certificates to trust for an `https://` endpoint, besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Sent as `Authorization: Bearer <token>` when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token: Option<String>,
@@ -44,13 +48,7 @@ fn default_queue_max_bytes() -> u64 {
 impl OtlpSinkConfig {
     pub fn validate(&self, section: &str) -> Result<(), String> {
         let key = |k: &str| format!("{section}.{k}");
-        if !self.endpoint.starts_with("http://") {
-            return Err(format!(
-                "{} must be an http:// URL (TLS is not supported yet), got {:?}",
-                key("endpoint"),
-                self.endpoint
-            ));
-        }
+        crate::tls::check_endpoint(&key("endpoint"), &self.endpoint, self.ca_file.as_deref())?;
         if !["gzip", "none"].contains(&self.compression.as_str()) {
             return Err(format!(
                 "{} must be gzip or none, got {:?}",

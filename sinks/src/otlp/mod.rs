@@ -38,10 +38,15 @@ impl OtlpSink {
     /// A sink named `name` (its metrics' label and queue folder). Connects lazily: an
     /// endpoint that is down is retried, never an error here.
     pub fn new(name: &str, config: OtlpSinkConfig) -> Result<OtlpSink, String> {
-        let endpoint = Endpoint::from_shared(config.endpoint.clone())
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
             .map_err(|e| format!("sinks.{name}.endpoint: {e}"))?
             .timeout(Duration::from_millis(config.timeout_ms))
             .connect_timeout(Duration::from_millis(config.timeout_ms));
+        if config.endpoint.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(crate::tls::grpc_tls(config.ca_file.as_ref())?)
+                .map_err(|e| format!("sinks.{name}.ca_file: {e}"))?;
+        }
         let mut client = TraceServiceClient::new(endpoint.connect_lazy());
         if config.compression == "gzip" {
             client = client.send_compressed(CompressionEncoding::Gzip);
@@ -249,6 +254,7 @@ mod tests {
     fn config_names_its_bad_keys() {
         let mut c = OtlpSinkConfig {
             endpoint: "http://127.0.0.1:4317".into(),
+            ca_file: None,
             bearer_token: None,
             compression: "gzip".into(),
             timeout_ms: 1000,

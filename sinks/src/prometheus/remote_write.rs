@@ -35,6 +35,9 @@ use crate::sink::{Sink, SinkError};
 pub struct RemoteWriteConfig {
     /// The receiver, e.g. `http://prometheus:9090/api/v1/write`.
     pub url: String,
+    /// PEM certificates to trust for an `https://` URL, besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// How often a snapshot of the series is taken (a scrape interval).
     #[serde(default = "default_interval")]
     pub interval: String,
@@ -63,13 +66,7 @@ fn default_queue_max_bytes() -> u64 {
 impl RemoteWriteConfig {
     pub fn validate(&self) -> Result<(), String> {
         let key = |k: &str| format!("sinks.prometheus_remote_write.{k}");
-        if !self.url.starts_with("http://") {
-            return Err(format!(
-                "{} must be an http:// URL (TLS is not supported yet), got {:?}",
-                key("url"),
-                self.url
-            ));
-        }
+        crate::tls::check_endpoint(&key("url"), &self.url, self.ca_file.as_deref())?;
         if parse_duration(&self.interval).is_none_or(|d| d.is_zero()) {
             return Err(format!(
                 "{} must be a duration such as \"15s\", got {:?}",
@@ -274,10 +271,11 @@ pub struct RemoteWriteSink {
 
 impl RemoteWriteSink {
     pub fn new(name: &str, config: RemoteWriteConfig) -> Result<RemoteWriteSink, String> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .build()
-            .map_err(|e| format!("sinks.{name}: {e}"))?;
+        let client = crate::tls::http_client(
+            Duration::from_millis(config.timeout_ms),
+            config.ca_file.as_ref(),
+        )
+        .map_err(|e| format!("sinks.{name}: {e}"))?;
         Ok(RemoteWriteSink {
             name: name.to_owned(),
             config,

@@ -9,8 +9,11 @@ pub struct WebhookConfig {
     /// (`webhook-<n>` by default, n from 0 in file order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `http://` URL the Alertmanager-style payload is POSTed to.
+    /// `http://` or `https://` URL the Alertmanager-style payload is POSTed to.
     pub url: String,
+    /// PEM certificates to trust for an `https://` URL, besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// When set, every request carries `X-Swarmscope-Signature: sha256=<hex>`, the
     /// HMAC-SHA256 of the body with this key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,15 +46,9 @@ impl WebhookConfig {
 
     pub fn validate(&self, i: usize) -> Result<(), String> {
         let key = |k: &str| format!("alerts.webhooks[{i}].{k}");
-        let url = reqwest::Url::parse(&self.url)
+        reqwest::Url::parse(&self.url)
             .map_err(|e| format!("{} is not a URL ({:?}): {e}", key("url"), self.url))?;
-        if url.scheme() != "http" {
-            return Err(format!(
-                "{} must be an http:// URL (https is not supported yet), got {:?}",
-                key("url"),
-                self.url
-            ));
-        }
+        crate::tls::check_endpoint(&key("url"), &self.url, self.ca_file.as_deref())?;
         if self.timeout_ms == 0 {
             return Err(format!("{} must be > 0, got 0", key("timeout_ms")));
         }

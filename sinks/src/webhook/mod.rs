@@ -46,10 +46,11 @@ impl WebhookSink {
         config: WebhookConfig,
         external_url: String,
     ) -> Result<WebhookSink, String> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .build()
-            .map_err(|e| format!("webhook {name}: {e}"))?;
+        let client = crate::tls::http_client(
+            Duration::from_millis(config.timeout_ms),
+            config.ca_file.as_ref(),
+        )
+        .map_err(|e| format!("webhook {name}: {e}"))?;
         Ok(WebhookSink {
             name,
             config,
@@ -146,10 +147,11 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls_with_a_timeout_are_accepted() {
+    fn only_http_and_https_urls_with_a_timeout_are_accepted() {
         let mut c = WebhookConfig {
             name: None,
             url: "http://127.0.0.1:9/hook".into(),
+            ca_file: None,
             hmac_secret: None,
             send_resolved: true,
             timeout_ms: 10,
@@ -162,7 +164,18 @@ mod tests {
             .validate(1)
             .unwrap_err()
             .starts_with("alerts.webhooks[1].url"));
-        c.url = "https://example.com".into();
-        assert!(c.validate(1).is_err());
+        c.url = "https://example.com/hook".into();
+        assert!(c.validate(1).is_ok());
+        c.url = "ftp://example.com/hook".into();
+        assert!(c
+            .validate(1)
+            .unwrap_err()
+            .starts_with("alerts.webhooks[1].url"));
+        c.url = "https://example.com/hook".into();
+        c.ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(c
+            .validate(1)
+            .unwrap_err()
+            .starts_with("alerts.webhooks[1].ca_file"));
     }
 }
