@@ -7,6 +7,7 @@
 # table.
 #
 #   bash benches/sinks.sh [SECONDS] [CONCURRENCY]
+#   JAEGER_COMPRESSION=zstd bash benches/sinks.sh     # the exporter's compression (gzip)
 #
 # "delivered" is how much of what was accepted each endpoint had when the load
 # stopped, "dropped" the records (requests) the sinks' disk queues had no room for by
@@ -30,6 +31,7 @@ sinks_toml() { # ELASTICSEARCH_PORT
   cat <<EOF
 [sinks.jaeger]
 endpoint = "http://127.0.0.1:24317"
+compression = "${JAEGER_COMPRESSION:-gzip}"
 [sinks.elasticsearch]
 endpoint = "http://127.0.0.1:$1"
 [sinks.prometheus_remote_write]

@@ -123,6 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let counts = Arc::new(Counts::default());
         let otlp = TraceServiceServer::new(Otlp(Arc::clone(&counts)))
             .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(64 << 20);
         let grpc = tonic::transport::Server::builder()
             .add_service(otlp)

@@ -55,3 +55,30 @@ fn every_span_reaches_the_otlp_endpoint_once_through_unavailable() {
     );
     assert!(server.stop().success());
 }
+
+#[test]
+fn zstd_compression_is_offered_too() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let receiver = Receiver::default();
+    let address = receiver.serve(&rt, "127.0.0.1:0");
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start_with(
+        &dir,
+        Options {
+            extra: format!(
+                "[sinks.otlp]\nendpoint = \"http://{address}\"\ncompression = \"zstd\"\n"
+            ),
+            ..Default::default()
+        },
+    );
+    server.send_spans("zstd-service", numbered_spans("zstd", 0, 30));
+    eventually("30 spans at the endpoint", || {
+        (receiver.received().len() == 30).then_some(())
+    });
+    let headers = receiver.headers.lock().expect("lock").clone();
+    assert!(
+        headers.iter().all(|(encoding, _)| encoding == "zstd"),
+        "{headers:?}"
+    );
+    assert!(server.stop().success());
+}

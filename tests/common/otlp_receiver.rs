@@ -64,8 +64,9 @@ impl Receiver {
             .block_on(tokio::net::TcpListener::bind(address))
             .expect("bind the OTLP receiver");
         let bound = listener.local_addr().expect("address");
-        let service =
-            TraceServiceServer::new(self.clone()).accept_compressed(CompressionEncoding::Gzip);
+        let service = TraceServiceServer::new(self.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
         rt.spawn(
             tonic::transport::Server::builder()
                 .add_service(service)

@@ -48,8 +48,10 @@ impl OtlpSink {
                 .map_err(|e| format!("sinks.{name}.ca_file: {e}"))?;
         }
         let mut client = TraceServiceClient::new(endpoint.connect_lazy());
-        if config.compression == "gzip" {
-            client = client.send_compressed(CompressionEncoding::Gzip);
+        match config.compression.as_str() {
+            "gzip" => client = client.send_compressed(CompressionEncoding::Gzip),
+            "zstd" => client = client.send_compressed(CompressionEncoding::Zstd),
+            _ => {}
         }
         Ok(OtlpSink {
             name: name.to_owned(),
