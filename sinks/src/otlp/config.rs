@@ -14,8 +14,8 @@ pub struct OtlpSinkConfig {
     /// Sent as `Authorization: Bearer <token>` when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token: Option<String>,
-    /// `gzip` (default, what every OTLP receiver takes), `zstd` (cheaper on CPU; Jaeger
-    /// v2 and the OpenTelemetry Collector take it) or `none`.
+    /// `gzip` (default, what every OTLP receiver takes), `zstd` (Jaeger v2 and the
+    /// OpenTelemetry Collector take it) or `none`.
     #[serde(default = "gzip")]
     pub compression: String,
     /// An export not answered within this long is retried.
