@@ -164,3 +164,41 @@ fn documents_arrive_once_in_their_data_streams_and_refusals_are_dead_lettered() 
         format!("swarmscope_sink_item_retries_total{{sink=\"elasticsearch\"}} {rejected}");
     assert!(metrics.contains(&retried), "{retried} not in\n{metrics}");
 }
+
+#[test]
+fn an_api_key_signs_in_and_a_wrong_one_loses_nothing() {
+    // The sink starts with a key the cluster does not know: refused (401), retried.
+    let es = Elasticsearch::start_with_api_key("a2V5LWlkOnNlY3JldA==");
+    let (_tmp, dir) = temp_data_dir();
+    let config = |key: &str| Options {
+        extra: format!(
+            "[sinks.elasticsearch]\nendpoint = \"{}\"\napi_key = \"{key}\"\n",
+            es.url
+        ),
+        ..Options::default()
+    };
+    let server = Server::start_with(&dir, config("d3Jvbmc6a2V5"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    server.send_spans("keyed", (0..5).map(|i| span(i, now, false)).collect());
+    eventually("the wrong key refused", || {
+        es.with(|c| (c.unauthorized >= 2).then_some(()))
+    });
+    assert_eq!(es.with(|c| c.documents.len()), 0);
+    assert!(server.stop().success());
+    // With the right key, what waited on disk arrives.
+    let server = Server::start_with(&dir, config("a2V5LWlkOnNlY3JldA=="));
+    eventually("the 5 spans", || {
+        es.with(|c| {
+            let n = c
+                .documents
+                .iter()
+                .filter(|(index, _)| index == "traces-generic.otel-default")
+                .count();
+            (n == 5).then_some(())
+        })
+    });
+    assert!(server.stop().success());
+}

@@ -23,6 +23,8 @@ pub struct Cluster {
     pub documents: Vec<(String, Value)>,
     /// Whole requests refused (status, reason), which a correct client never causes.
     pub refused_requests: Vec<(u16, String)>,
+    /// Requests refused for their credentials.
+    pub unauthorized: usize,
     /// Items answered 429 and 400.
     pub rejected_items: usize,
     pub mapping_errors: usize,
@@ -39,14 +41,22 @@ impl Elasticsearch {
     /// A cluster requiring `user:password` over basic authentication.
     pub fn start(user: &str, password: &str) -> Elasticsearch {
         use base64::Engine;
+        Elasticsearch::start_with_auth(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        ))
+    }
+
+    /// A cluster requiring the API key `key` (`Authorization: ApiKey <key>`).
+    pub fn start_with_api_key(key: &str) -> Elasticsearch {
+        Elasticsearch::start_with_auth(format!("ApiKey {key}"))
+    }
+
+    fn start_with_auth(expected: String) -> Elasticsearch {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind stand-in");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let cluster = Arc::new(Mutex::new(Cluster::default()));
         let state = Arc::clone(&cluster);
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        );
         std::thread::spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
                 let Some(request) = read_request(&stream) else {
@@ -90,6 +100,7 @@ fn handle(cluster: &mut Cluster, expected_auth: &str, request: &super::Received)
         .unwrap_or_default()
         .to_owned();
     if request.header("authorization") != Some(expected_auth) {
+        cluster.unauthorized += 1;
         return error(
             401,
             "security_exception",
