@@ -190,15 +190,6 @@ fn an_api_key_signs_in_and_a_wrong_one_loses_nothing() {
     assert!(server.stop().success());
     // With the right key, what waited on disk arrives.
     let server = Server::start_with(&dir, config("a2V5LWlkOnNlY3JldA=="));
-    eventually("the 5 spans", || {
-        es.with(|c| {
-            let n = c
-                .documents
-                .iter()
-                .filter(|(index, _)| index == "traces-generic.otel-default")
-                .count();
-            (n == 5).then_some(())
-        })
-    });
+    eventually("the 5 spans", || (es.span_documents() == 5).then_some(()));
     assert!(server.stop().success());
 }

@@ -69,14 +69,7 @@ fn a_blackholed_and_a_refused_sink_harm_nothing_and_the_backlog_survives_a_resta
     );
     // The healthy sink gets everything, once.
     eventually("500 span documents in Elasticsearch", || {
-        es.with(|c| {
-            let docs = c
-                .documents
-                .iter()
-                .filter(|(index, _)| index == "traces-generic.otel-default")
-                .count();
-            (docs == 500).then_some(())
-        })
+        (es.span_documents() == 500).then_some(())
     });
     // The dead ones hold their backlog and keep trying.
     eventually("the refused sink retrying", || {
@@ -109,12 +102,6 @@ fn a_blackholed_and_a_refused_sink_harm_nothing_and_the_backlog_survives_a_resta
         "duplicates after the restart"
     );
     // Elasticsearch's acknowledged queue is not sent again.
-    let docs = es.with(|c| {
-        c.documents
-            .iter()
-            .filter(|(index, _)| index == "traces-generic.otel-default")
-            .count()
-    });
-    assert_eq!(docs, 500);
+    assert_eq!(es.span_documents(), 500);
     assert!(server.stop().success());
 }

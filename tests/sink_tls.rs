@@ -98,14 +98,7 @@ fn sinks_reach_https_endpoints_they_trust_and_no_other() {
     server.send_spans("tls-service", numbered_spans("over-tls", 0, 20));
 
     eventually("20 span documents over TLS", || {
-        es.with(|c| {
-            let n = c
-                .documents
-                .iter()
-                .filter(|(index, _)| index == "traces-generic.otel-default")
-                .count();
-            (n == 20).then_some(())
-        })
+        (es.span_documents() == 20).then_some(())
     });
     let spans = eventually("20 spans over OTLP/TLS", || {
         let spans = receiver.received();

@@ -80,6 +80,16 @@ impl Elasticsearch {
     pub fn with<T>(&self, f: impl FnOnce(&Cluster) -> T) -> T {
         f(&self.cluster.lock().expect("cluster"))
     }
+
+    /// Span documents indexed so far.
+    pub fn span_documents(&self) -> usize {
+        self.with(|c| {
+            c.documents
+                .iter()
+                .filter(|(index, _)| index == "traces-generic.otel-default")
+                .count()
+        })
+    }
 }
 
 fn error(status: u16, kind: &str, reason: &str) -> (u16, Value) {
