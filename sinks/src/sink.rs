@@ -309,6 +309,18 @@ impl SinkRunner {
     }
 }
 
+/// How long an HTTP endpoint asked to wait, from `Retry-After` in seconds.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
 /// `d` scaled by a factor in [0.5, 1.5), so that many clients retrying together
 /// spread out.
 pub(crate) fn jitter(d: Duration) -> Duration {

@@ -31,7 +31,7 @@ pub use config::ElasticsearchConfig;
 pub use documents::{documents, index_of, Document};
 
 use crate::dead_letter::{dead_letter_rows, DeadLetter, DeadLetters};
-use crate::sink::{jitter, Sink, SinkError};
+use crate::sink::{jitter, retry_after, Sink, SinkError};
 
 pub struct ElasticsearchSink {
     name: String,
@@ -256,17 +256,6 @@ fn error_of(answer: &Value) -> (String, String) {
         Value::String(s) => ("error".into(), s.clone()),
         _ => (text(&error["type"]), reason),
     }
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get("retry-after")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds))
 }
 
 fn now_ns() -> i64 {

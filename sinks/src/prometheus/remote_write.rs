@@ -326,11 +326,7 @@ impl Sink for RemoteWriteSink {
         if status.is_success() {
             return Ok(());
         }
-        let after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()?.trim().parse().ok())
-            .map(Duration::from_secs);
+        let after = crate::sink::retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
         let message = format!("{}: HTTP {status}: {}", self.config.url, text.trim());
         if status.as_u16() == 429 || status.is_server_error() {

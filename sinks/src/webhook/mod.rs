@@ -60,19 +60,6 @@ impl WebhookSink {
     }
 }
 
-/// How long the receiver asked to wait, from `Retry-After` in seconds.
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
 #[async_trait::async_trait]
 impl Sink for WebhookSink {
     fn name(&self) -> &str {
@@ -124,7 +111,7 @@ impl Sink for WebhookSink {
         let message = format!("POST {}: {status}", self.config.url);
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             Err(SinkError::Retryable {
-                after: retry_after(&response),
+                after: crate::sink::retry_after(response.headers()),
                 message,
             })
         } else {
