@@ -22,10 +22,17 @@ concurrency="${2:-4}"
 CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bench standins -q
 standins=$(ls -t "$release_dir"/release/deps/standins-* | grep -v '\.d$' | head -1)
 stand=http://127.0.0.1:29200
-"$standins" --otlp 127.0.0.1:24317 --http 127.0.0.1:29200 &
+# STANDINS_NICE=19 runs the stand-ins below the server, as endpoints on other machines
+# would be: they then take only the CPU the server leaves idle.
+nice -n "${STANDINS_NICE:-0}" "$standins" --otlp 127.0.0.1:24317 --http 127.0.0.1:29200 &
 standins_pid=$!
 trap 'kill $standins_pid 2> /dev/null || true' EXIT
 until curl -sf "$stand/stats" > /dev/null; do sleep 0.1; done
+
+# cpu_ticks PID: user + system clock ticks the process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# cpu_seconds PID TICKS_BEFORE
+cpu_seconds() { python3 -c "print(f'{($(cpu_ticks "$1") - $2) / $ticks:.1f}')"; }
 
 sinks_toml() { # ELASTICSEARCH_PORT
   cat <<EOF
@@ -42,8 +49,8 @@ EOF
 
 echo "### Sinks (gRPC, ${concurrency} connections, ${seconds} s, wal_fsync = always)"
 echo
-echo "| sinks | spans/s | of sinks off | peak RSS MiB | delivered at stop: Jaeger / Elasticsearch | dropped records | drained (Jaeger) s | remote-write samples |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| sinks | spans/s | of sinks off | peak RSS MiB | delivered at stop: Jaeger / Elasticsearch | dropped records | drained (Jaeger) s | remote-write samples | CPU s during the load: server / stand-ins |"
+echo "|---|---|---|---|---|---|---|---|---|"
 off_rate=""
 for label in off healthy "Elasticsearch dead"; do
   case "$label" in
@@ -57,9 +64,12 @@ $(sinks_toml 29299)" ;;
   work=$(mktemp -d)
   before=$(curl -sf "$stand/stats")
   start_server "$work/data" always "$toml"
+  server_cpu0=$(cpu_ticks "$pid")
+  standins_cpu0=$(cpu_ticks "$standins_pid")
   result=$("$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
     --duration "$seconds" --distinct-requests 2000 --start-offset-secs 172800 --json)
   at_stop=$(curl -sf "$stand/stats")
+  cpu="$(cpu_seconds "$pid" "$server_cpu0") / $(cpu_seconds "$standins_pid" "$standins_cpu0")"
   dropped=$(curl -sf "$api/metrics" | awk '/^swarmscope_sink_dropped_total/ {s += $2} END {print s + 0}')
   peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   accepted=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["accepted_spans"])' "$result")
@@ -77,17 +87,17 @@ $(sinks_toml 29299)" ;;
   after=$(curl -sf "$stand/stats")
   rate=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["spans_per_sec"])' "$result")
   [ -n "$off_rate" ] || off_rate=$rate
-  python3 - "$result" "$before" "$at_stop" "$after" "$peak_kib" "$label" "$off_rate" "$drained" "$dropped" <<'PY'
+  python3 - "$result" "$before" "$at_stop" "$after" "$peak_kib" "$label" "$off_rate" "$drained" "$dropped" "$cpu" <<'PY'
 import json, sys
 r, before, at_stop, after = (json.loads(a) for a in sys.argv[1:5])
-peak, label, off_rate, drained, dropped = sys.argv[5:10]
+peak, label, off_rate, drained, dropped, cpu = sys.argv[5:11]
 spans = r["accepted_spans"]
 d = lambda k, s: s[k] - before[k]
 share = lambda k: f"{100 * d(k, at_stop) / spans:.0f}%"
 delivered = "-" if label == "off" else f"{share('spans')} / {share('documents') if label == 'healthy' else 'dead'}"
 samples = "-" if label == "off" else f"{d('samples', after):,}"
 print(f"| {label} | {r['spans_per_sec']:,.0f} | {100 * r['spans_per_sec'] / float(off_rate):.0f}% | "
-      f"{int(peak) / 1024:.0f} | {delivered} | {'-' if label == 'off' else f'{int(float(dropped)):,}'} | {drained} | {samples} |")
+      f"{int(peak) / 1024:.0f} | {delivered} | {'-' if label == 'off' else f'{int(float(dropped)):,}'} | {drained} | {samples} | {cpu} |")
 PY
   rm -rf "$work"
 done

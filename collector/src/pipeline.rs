@@ -26,6 +26,7 @@ use swarmscope_processors::convert::{self, Converted};
 use swarmscope_processors::otlp_proto;
 use swarmscope_processors::processor::{Processor, TableBatch};
 use swarmscope_processors::schema::Table;
+use swarmscope_sinks::frame::Record;
 use swarmscope_sinks::memory::MemoryLimiter;
 use swarmscope_sinks::sink::SinkHandle;
 use swarmscope_sinks::store::ParquetStore;
@@ -280,18 +281,21 @@ impl Pipeline {
         let accepted = source.batch.num_rows();
         let stored = inner
             .store
-            .append_all(batches.iter().map(|b| (b.table, b.batch.clone())).collect())
+            .append_record(batches.iter().map(|b| (b.table, b.batch.clone())).collect())
             .await;
-        if let Err(e) = stored {
-            let (reason, error) = match e {
-                swarmscope_sinks::Error::Backpressure { .. } => {
-                    ("memory_limit", PipelineError::Overloaded(e.to_string()))
-                }
-                e => ("unavailable", PipelineError::Unavailable(e.to_string())),
-            };
-            records.refused(reason).inc_by(accepted as u64);
-            return Err(error);
-        }
+        let record = match stored {
+            Ok(record) => record,
+            Err(e) => {
+                let (reason, error) = match e {
+                    swarmscope_sinks::Error::Backpressure { .. } => {
+                        ("memory_limit", PipelineError::Overloaded(e.to_string()))
+                    }
+                    e => ("unavailable", PipelineError::Unavailable(e.to_string())),
+                };
+                records.refused(reason).inc_by(accepted as u64);
+                return Err(error);
+            }
+        };
         records.accepted.inc_by(accepted as u64);
         outcome.accepted = accepted;
         inner
@@ -301,7 +305,7 @@ impl Pipeline {
             .observe(started.elapsed().as_secs_f64());
 
         // Acknowledged: from here on nothing waits and nothing fails the request.
-        self.fan_out(&batches);
+        self.fan_out(&batches, record.as_ref());
         Ok(outcome)
     }
 
@@ -315,23 +319,24 @@ impl Pipeline {
         if batches.is_empty() {
             return Ok(());
         }
-        self.inner
+        let record = self
+            .inner
             .store
-            .append_all(batches.iter().map(|b| (b.table, b.batch.clone())).collect())
+            .append_record(batches.iter().map(|b| (b.table, b.batch.clone())).collect())
             .await
             .map_err(|e| PipelineError::Unavailable(e.to_string()))?;
-        self.fan_out(&batches);
+        self.fan_out(&batches, record.as_ref());
         Ok(())
     }
 
-    /// Offers stored batches to every sink and observing processor.
-    fn fan_out(&self, batches: &[TableBatch]) {
+    /// Offers stored batches to every observing processor, and their log record to
+    /// every sink.
+    fn fan_out(&self, batches: &[TableBatch], record: Option<&Record>) {
         let inner = &self.inner;
-        if !inner.sinks.is_empty() {
-            let entries: Vec<_> = batches.iter().map(|b| (b.table, &b.batch)).collect();
-            let mut records = swarmscope_sinks::sink::Records::default();
+        if let Some(record) = record {
+            let tables: Vec<Table> = batches.iter().map(|b| b.table).collect();
             for sink in &inner.sinks {
-                sink.offer(&entries, &mut records);
+                sink.offer(&tables, record);
             }
         }
         for observer in &inner.observers {

@@ -26,6 +26,22 @@ pub struct Damage {
     pub torn_tail: bool,
 }
 
+/// A framed record, shared: the write-ahead log appends it, and so does the disk queue
+/// of every sink that takes one of its tables, so a request is encoded once.
+#[derive(Clone, Debug)]
+pub struct Record(std::sync::Arc<Vec<u8>>);
+
+impl Record {
+    pub fn encode(entries: &[(Table, &RecordBatch)]) -> Result<Record> {
+        encode(entries).map(|bytes| Record(std::sync::Arc::new(bytes)))
+    }
+
+    /// The frame: header and payload.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// One framed record of `entries`, ready to append.
 pub(crate) fn encode(entries: &[(Table, &RecordBatch)]) -> Result<Vec<u8>> {
     let mut out = vec![0u8; 8];
@@ -52,6 +68,15 @@ pub(crate) fn encode(entries: &[(Table, &RecordBatch)]) -> Result<Vec<u8>> {
 
 /// The batches of one payload, or `None` when it does not decode.
 pub(crate) fn decode(payload: &[u8]) -> Option<Vec<(Table, RecordBatch)>> {
+    decode_where(payload, &|_| true)
+}
+
+/// The batches of one payload whose table `keep` wants; the others are skipped
+/// undecoded. `None` when the payload does not decode.
+pub(crate) fn decode_where(
+    payload: &[u8],
+    keep: &dyn Fn(Table) -> bool,
+) -> Option<Vec<(Table, RecordBatch)>> {
     let mut out = Vec::new();
     let mut rest = payload;
     while let Some((&code, after)) = rest.split_first() {
@@ -59,12 +84,16 @@ pub(crate) fn decode(payload: &[u8]) -> Option<Vec<(Table, RecordBatch)>> {
         // Written before derived tables existed: one table code, then the IPC stream,
         // which starts with the continuation marker no length reaches.
         if after.get(..4) == Some(&[0xff; 4]) {
-            out.extend(read_ipc(after)?.into_iter().map(|b| (table, b)));
+            if keep(table) {
+                out.extend(read_ipc(after)?.into_iter().map(|b| (table, b)));
+            }
             return Some(out);
         }
         let len = u32::from_le_bytes(after.get(..4)?.try_into().ok()?) as usize;
         let ipc = after.get(4..4 + len)?;
-        out.extend(read_ipc(ipc)?.into_iter().map(|b| (table, b)));
+        if keep(table) {
+            out.extend(read_ipc(ipc)?.into_iter().map(|b| (table, b)));
+        }
         rest = &after[4 + len..];
     }
     Some(out)

@@ -10,7 +10,7 @@ pub mod dead_letter;
 pub mod elasticsearch;
 mod error;
 pub mod executor;
-mod frame;
+pub mod frame;
 pub mod memory;
 pub mod otlp;
 pub mod prometheus;

@@ -111,8 +111,8 @@ impl DiskQueue {
         self.push_record(&frame::encode(batches)?)
     }
 
-    /// Appends a record already framed by [`frame::encode`] (shared by the queues of
-    /// several sinks).
+    /// Appends a record already framed (the write-ahead log's [`frame::Record`], shared
+    /// by the queues of several sinks).
     pub fn push_record(&self, record: &[u8]) -> Result<bool> {
         let mut state = self.lock();
         if state.backlog + record.len() as u64 > self.max_bytes {
@@ -140,6 +140,12 @@ impl DiskQueue {
     /// The files are read and decoded without the lock `push` takes: the one reader
     /// runs at a low priority, and ingestion must never wait for it.
     pub fn peek(&self, max: usize) -> Result<Vec<Entry>> {
+        self.peek_where(max, &|_| true)
+    }
+
+    /// [`DiskQueue::peek`], with only the batches of the tables `keep` wants decoded (a
+    /// record may hold tables its sink does not take).
+    pub fn peek_where(&self, max: usize, keep: &dyn Fn(Table) -> bool) -> Result<Vec<Entry>> {
         let (mut at, write_segment) = {
             let state = self.lock();
             (state.read, state.write_segment)
@@ -169,7 +175,7 @@ impl DiskQueue {
             for payload in payloads {
                 // Offsets move over the frame, so that skipped damage is passed once.
                 let offset = at.offset + frame_end(&bytes, payload);
-                if let Some(batches) = frame::decode(payload) {
+                if let Some(batches) = frame::decode_where(payload, keep) {
                     out.push(Entry {
                         batches,
                         end: Position {

@@ -17,6 +17,7 @@ use arrow::array::RecordBatch;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use swarmscope_processors::schema::Table;
 
+use crate::frame::Record;
 use crate::queue::DiskQueue;
 
 /// Why a send failed, and so what the runner does next.
@@ -44,6 +45,13 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Whether batches of `table` go to this sink.
     fn accepts(&self, table: Table) -> bool;
+
+    /// Whether the batches of `table` in its queue are for it (a queued record holds
+    /// every table of its request): those it accepts, unless it queues records of its
+    /// own ([`SinkHandle::enqueue`]).
+    fn reads(&self, table: Table) -> bool {
+        self.accepts(table)
+    }
 
     /// Sends `batches` (in order). `Ok` means the endpoint has them.
     async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError>;
@@ -132,10 +140,6 @@ impl SinkMetrics {
     }
 }
 
-/// Records encoded for one offer of batches to the sinks, by the tables each holds.
-#[derive(Default)]
-pub struct Records(Vec<(Vec<u8>, Vec<u8>)>);
-
 /// One sink with its queue, offered batches by the pipeline.
 pub struct SinkHandle {
     pub sink: Arc<dyn Sink>,
@@ -152,27 +156,14 @@ impl SinkHandle {
         }
     }
 
-    /// Queues the batches this sink accepts; never waits for the sink. A failure to
-    /// queue is counted and logged, not passed on: the batches are stored already.
-    /// Sinks offered the same batches share `records`: a record is encoded once.
-    pub fn offer(&self, batches: &[(Table, &RecordBatch)], records: &mut Records) {
-        let accepted: Vec<(Table, &RecordBatch)> = batches
-            .iter()
-            .filter(|(t, _)| self.sink.accepts(*t))
-            .copied()
-            .collect();
-        if accepted.is_empty() {
-            return;
+    /// Queues `record` (the write-ahead log's, of batches of `tables`) when the sink
+    /// accepts one of its tables; never waits for the sink. The sink reads only the
+    /// tables it accepts. A failure to queue is counted and logged, not passed on: the
+    /// batches are stored already.
+    pub fn offer(&self, tables: &[Table], record: &Record) {
+        if tables.iter().any(|t| self.sink.accepts(*t)) {
+            self.queued(self.queue.push_record(record.as_bytes()));
         }
-        let key: Vec<u8> = accepted.iter().map(|(t, _)| t.code()).collect();
-        let record = match records.0.iter().position(|(k, _)| *k == key) {
-            Some(i) => Ok(&records.0[i].1),
-            None => crate::frame::encode(&accepted).map(|record| {
-                records.0.push((key, record));
-                &records.0[records.0.len() - 1].1
-            }),
-        };
-        self.queued(record.and_then(|r| self.queue.push_record(r)));
     }
 
     /// Queues `batches` whatever the sink accepts: for a sink whose records the
@@ -243,7 +234,8 @@ impl SinkRunner {
         let name = self.sink.name().to_owned();
         let mut backoff = self.initial_backoff();
         loop {
-            let entries = match self.queue.peek(self.config.max_batch_records) {
+            let reads = |table| self.sink.reads(table);
+            let entries = match self.queue.peek_where(self.config.max_batch_records, &reads) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(sink = %name, error = %e, "cannot read the sink queue");
@@ -338,6 +330,12 @@ mod tests {
     use crate::testing::{batch, first as value};
     use std::sync::Mutex;
 
+    /// Offers `batches` as the pipeline does: their log record, with their tables.
+    fn offer(handle: &SinkHandle, batches: &[(Table, &RecordBatch)]) {
+        let tables: Vec<Table> = batches.iter().map(|(t, _)| *t).collect();
+        handle.offer(&tables, &Record::encode(batches).unwrap());
+    }
+
     /// Takes spans only; refuses the first `fail` sends as retryable, and value 13 for
     /// good.
     struct Recording {
@@ -400,15 +398,12 @@ mod tests {
         }));
         for n in 0..6 {
             let (b, logs) = (batch(n), batch(100 + n));
-            handle.offer(
-                &[(Table::SPANS, &b), (Table::LOGS, &logs)],
-                &mut Records::default(),
-            );
+            offer(&handle, &[(Table::SPANS, &b), (Table::LOGS, &logs)]);
         }
         let single = batch(13);
-        handle.offer(&[(Table::SPANS, &single)], &mut Records::default());
+        offer(&handle, &[(Table::SPANS, &single)]);
         let last = batch(6);
-        handle.offer(&[(Table::SPANS, &last)], &mut Records::default());
+        offer(&handle, &[(Table::SPANS, &last)]);
         tokio::time::timeout(Duration::from_secs(10), async {
             while sink.received.lock().unwrap().len() < 7 {
                 tokio::time::sleep(Duration::from_millis(5)).await;

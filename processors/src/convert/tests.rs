@@ -1030,3 +1030,46 @@ fn wire_path_reads_fields_in_any_order_and_skips_unknown_ones() {
     assert_eq!(column("scope_name"), "late scope");
     assert_eq!(column("agent_id"), "agent-7");
 }
+
+#[test]
+fn spans_of_one_resource_and_scope_go_back_in_one_group() {
+    let resource = |name: &str| Resource {
+        attributes: vec![KeyValue {
+            key: "service.name".into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(name.into())),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let group = |name: &str, scope: &str, spans: Vec<Span>| ResourceSpans {
+        resource: Some(resource(name)),
+        scope_spans: vec![ScopeSpans {
+            scope: Some(InstrumentationScope {
+                name: scope.into(),
+                ..Default::default()
+            }),
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let span = |n: u8| one_span(vec![1; 16], vec![n; 8]);
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![
+            group("api", "http", vec![span(1), span(2), span(3)]),
+            group("api", "db", vec![span(4)]),
+            group("worker", "http", vec![span(5), span(6)]),
+        ],
+    };
+    let back = spans_to_otlp(&spans_from_otlp(&request).unwrap().batch).unwrap();
+    let shape: Vec<usize> = back
+        .resource_spans
+        .iter()
+        .map(|r| r.scope_spans.iter().map(|s| s.spans.len()).sum())
+        .collect();
+    assert_eq!(shape, [3, 1, 2]);
+    assert_eq!(back.resource_spans[2].resource, Some(resource("worker")));
+    assert_eq!(flat_spans(&back, false), flat_spans(&request, true));
+}

@@ -1,9 +1,10 @@
-//! Arrow → OTLP: the inverse of the conversion, one resource/scope group per row.
+//! Arrow → OTLP: the inverse of the conversion.
 //!
 //! It proves the conversion loses nothing (the round-trip property tests) and lets a
 //! stored batch be re-exported as OTLP. What comes back differs from what was sent only
 //! by the normalisation documented in [`crate::convert`]: attribute values and log bodies
-//! are strings, and records are no longer grouped by resource and scope.
+//! are strings, and spans and logs are grouped by resource and scope per run of
+//! consecutive rows that share them (a request's rows, usually), not across the batch.
 
 use arrow::array::{Array, AsArray, ListArray, MapArray, RecordBatch, StructArray};
 use arrow::datatypes::{
@@ -125,6 +126,52 @@ fn origin(c: &Columns<'_>, row: usize) -> Result<(Resource, String, Instrumentat
     ))
 }
 
+/// Whether rows `a` and `b` have the same resource and scope, schema URLs included.
+fn same_origin(c: &Columns<'_>, a: usize, b: usize) -> Result<bool> {
+    for name in [
+        "resource_schema_url",
+        "scope_name",
+        "scope_version",
+        "scope_schema_url",
+    ] {
+        if c.str(name, a)? != c.str(name, b)? {
+            return Ok(false);
+        }
+    }
+    for name in [
+        "resource_dropped_attributes_count",
+        "scope_dropped_attributes_count",
+    ] {
+        if c.u32(name, a)? != c.u32(name, b)? {
+            return Ok(false);
+        }
+    }
+    for name in ["resource_attributes", "scope_attributes"] {
+        if !same_entries(c.get(name)?.as_map(), a, b) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Whether rows `a` and `b` of a `Map<Utf8, Utf8>` column hold the same entries.
+fn same_entries(map: &MapArray, a: usize, b: usize) -> bool {
+    if map.is_valid(a) != map.is_valid(b) {
+        return false;
+    }
+    let offsets = map.value_offsets();
+    let range = |row: usize| offsets[row] as usize..offsets[row + 1] as usize;
+    let (ra, rb) = (range(a), range(b));
+    let keys = map.keys().as_string::<i32>();
+    let values = map.values().as_string::<i32>();
+    ra.len() == rb.len()
+        && ra.zip(rb).all(|(i, j)| {
+            keys.value(i) == keys.value(j)
+                && values.is_valid(i) == values.is_valid(j)
+                && values.value(i) == values.value(j)
+        })
+}
+
 fn kind_number(name: &str) -> i32 {
     match name {
         "UNSPECIFIED" => 0,
@@ -158,7 +205,7 @@ fn temporality_number(name: &str) -> i32 {
 /// The `spans` rows of `batch` as an export request.
 pub fn spans_to_otlp(batch: &RecordBatch) -> Result<ExportTraceServiceRequest> {
     let c = Columns(batch);
-    let mut resource_spans = Vec::with_capacity(batch.num_rows());
+    let mut resource_spans: Vec<ResourceSpans> = Vec::new();
     for row in 0..batch.num_rows() {
         let mut events = Vec::new();
         if let Some(list) = c.list("events", row)? {
@@ -217,6 +264,12 @@ pub fn spans_to_otlp(batch: &RecordBatch) -> Result<ExportTraceServiceRequest> {
                 code: status_number(&c.string("status_code", row)?),
             }),
         };
+        let grouped = row > 0 && same_origin(&c, row - 1, row)?;
+        let last = resource_spans.last_mut().filter(|_| grouped);
+        if let Some(scope) = last.and_then(|r: &mut ResourceSpans| r.scope_spans.last_mut()) {
+            scope.spans.push(span);
+            continue;
+        }
         let (resource, resource_schema_url, scope, scope_schema_url) = origin(&c, row)?;
         resource_spans.push(ResourceSpans {
             resource: Some(resource),
@@ -234,7 +287,7 @@ pub fn spans_to_otlp(batch: &RecordBatch) -> Result<ExportTraceServiceRequest> {
 /// The `logs` rows of `batch` as an export request.
 pub fn logs_to_otlp(batch: &RecordBatch) -> Result<ExportLogsServiceRequest> {
     let c = Columns(batch);
-    let mut resource_logs = Vec::with_capacity(batch.num_rows());
+    let mut resource_logs: Vec<ResourceLogs> = Vec::new();
     for row in 0..batch.num_rows() {
         let record = LogRecord {
             time_unix_nano: c.time("time", row)?,
@@ -252,6 +305,12 @@ pub fn logs_to_otlp(batch: &RecordBatch) -> Result<ExportLogsServiceRequest> {
             span_id: c.hex("span_id", row)?,
             event_name: c.string("event_name", row)?,
         };
+        let grouped = row > 0 && same_origin(&c, row - 1, row)?;
+        let last = resource_logs.last_mut().filter(|_| grouped);
+        if let Some(scope) = last.and_then(|r: &mut ResourceLogs| r.scope_logs.last_mut()) {
+            scope.log_records.push(record);
+            continue;
+        }
         let (resource, resource_schema_url, scope, scope_schema_url) = origin(&c, row)?;
         resource_logs.push(ResourceLogs {
             resource: Some(resource),

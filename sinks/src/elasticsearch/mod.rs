@@ -128,7 +128,10 @@ impl ElasticsearchSink {
 
     /// One `_bulk` request: each item's outcome, or the error of the whole request.
     async fn bulk(&self, items: &[&Item]) -> Result<Vec<Outcome>, SinkError> {
-        let body: Vec<u8> = items.iter().flat_map(|i| i.lines.iter().copied()).collect();
+        let mut body = Vec::with_capacity(items.iter().map(|i| i.lines.len()).sum());
+        for item in items {
+            body.extend_from_slice(&item.lines);
+        }
         let mut request = self
             .client
             .post(&self.bulk_url)
@@ -151,9 +154,9 @@ impl ElasticsearchSink {
             .bytes()
             .await
             .map_err(|e| retryable(format!("{}: {e}", self.bulk_url), None))?;
-        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status != 200 {
-            let (error_type, reason) = error_of(&answer);
+            let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let (error_type, reason) = error_of(&answer["error"]);
             let message = format!("{}: HTTP {status}: {error_type}: {reason}", self.bulk_url);
             return match status {
                 401 | 403 => {
@@ -171,15 +174,18 @@ impl ElasticsearchSink {
                     .collect()),
             };
         }
-        let outcomes = outcomes(&answer, items.len()).ok_or_else(|| {
-            retryable(
-                format!(
-                    "{}: a _bulk answer without one item per action",
-                    self.bulk_url
-                ),
-                None,
-            )
-        })?;
+        let answer = serde_json::from_slice::<BulkAnswer>(&bytes).ok();
+        let outcomes = answer
+            .and_then(|a| outcomes(&a, items.len()))
+            .ok_or_else(|| {
+                retryable(
+                    format!(
+                        "{}: a _bulk answer without one item per action",
+                        self.bulk_url
+                    ),
+                    None,
+                )
+            })?;
         Ok(outcomes)
     }
 
@@ -215,24 +221,38 @@ impl ElasticsearchSink {
     }
 }
 
+/// A `_bulk` answer, read for what the sink needs of it: each item's action, status
+/// and error (the rest of a document's answer is skipped, not built).
+#[derive(serde::Deserialize)]
+struct BulkAnswer {
+    items: Vec<std::collections::BTreeMap<String, ItemAnswer>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ItemAnswer {
+    status: i64,
+    #[serde(default)]
+    error: Value,
+}
+
 /// `items[i]` of a `_bulk` answer as an outcome; `None` when the answer does not list
 /// exactly `expected` items.
-fn outcomes(answer: &Value, expected: usize) -> Option<Vec<Outcome>> {
-    let items = answer.get("items")?.as_array()?;
-    if items.len() != expected {
+fn outcomes(answer: &BulkAnswer, expected: usize) -> Option<Vec<Outcome>> {
+    if answer.items.len() != expected {
         return None;
     }
-    items
+    answer
+        .items
         .iter()
         .map(|item| {
-            let (action, result) = item.as_object()?.iter().next()?;
-            let status = result.get("status")?.as_i64()?;
+            let (action, result) = item.iter().next()?;
+            let status = result.status;
             Some(match status {
                 200..=299 => Outcome::Delivered,
                 409 if action == "create" => Outcome::Delivered,
                 429 | 500.. => Outcome::Retry,
                 _ => {
-                    let (error_type, reason) = error_of(result);
+                    let (error_type, reason) = error_of(&result.error);
                     Outcome::Refused {
                         status: i32::try_from(status).unwrap_or(i32::MAX),
                         error_type,
@@ -244,9 +264,8 @@ fn outcomes(answer: &Value, expected: usize) -> Option<Vec<Outcome>> {
         .collect()
 }
 
-/// The `error.type` and `error.reason` (with its `caused_by`) of an answer.
-fn error_of(answer: &Value) -> (String, String) {
-    let error = &answer["error"];
+/// The `type` and `reason` (with its `caused_by`) of an answer's `error`.
+fn error_of(error: &Value) -> (String, String) {
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     let mut reason = text(&error["reason"]);
     if let Some(cause) = error["caused_by"]["reason"].as_str() {
@@ -294,9 +313,17 @@ impl Sink for ElasticsearchSink {
 
     async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError> {
         let mut pending = Vec::new();
+        // Documents of a batch go to one index: its action line is made once.
+        let mut action = (String::new(), String::new());
         for (table, batch) in batches {
             for doc in documents(*table, batch).map_err(SinkError::Permanent)? {
-                let action = serde_json::json!({ "create": { "_index": doc.index } }).to_string();
+                if action.0 != doc.index {
+                    action = (
+                        doc.index.to_owned(),
+                        serde_json::json!({ "create": { "_index": doc.index } }).to_string(),
+                    );
+                }
+                let action = &action.1;
                 let mut lines = Vec::with_capacity(action.len() + doc.body.len() + 2);
                 lines.extend_from_slice(action.as_bytes());
                 lines.push(b'\n');
@@ -394,6 +421,7 @@ mod tests {
                               "caused_by": {"type": "number_format_exception", "reason": "For input string: \"x\""}}}}
             ]
         });
+        let answer: BulkAnswer = serde_json::from_value(answer).unwrap();
         let got = outcomes(&answer, 5).unwrap();
         assert_eq!(got[0], Outcome::Delivered);
         assert_eq!(got[1], Outcome::Delivered);

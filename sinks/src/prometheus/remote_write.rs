@@ -295,6 +295,11 @@ impl Sink for RemoteWriteSink {
         false
     }
 
+    /// The snapshots it queued: rows of the `metrics` schema.
+    fn reads(&self, table: Table) -> bool {
+        table == Table::METRICS
+    }
+
     async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError> {
         let request = write_request(batches).map_err(|e| SinkError::Permanent(e.to_string()))?;
         if request.timeseries.is_empty() {

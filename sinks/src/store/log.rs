@@ -28,7 +28,7 @@ pub(super) struct Taken {
 pub(super) enum Command {
     Append {
         batches: Vec<(Table, RecordBatch)>,
-        record: Vec<u8>,
+        record: frame::Record,
         done: oneshot::Sender<Result<()>>,
     },
     Rotate {
@@ -92,6 +92,15 @@ impl ParquetStore {
     /// `storage.wal_fsync` says) and visible to queries. `Err(Backpressure)` means
     /// nothing was taken; the client should retry.
     pub async fn append_all(&self, batches: Vec<(Table, RecordBatch)>) -> Result<()> {
+        self.append_record(batches).await.map(drop)
+    }
+
+    /// [`ParquetStore::append_all`], answering with the record the log appended (none
+    /// when every batch was empty), for the sinks' queues to append as it is.
+    pub async fn append_record(
+        &self,
+        batches: Vec<(Table, RecordBatch)>,
+    ) -> Result<Option<frame::Record>> {
         let Some(log) = &self.inner.log else {
             return Err(Error::ReadOnly);
         };
@@ -100,7 +109,7 @@ impl ParquetStore {
             .filter(|(_, b)| b.num_rows() > 0)
             .collect();
         if batches.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let size: usize = batches.iter().map(|(_, b)| b.get_array_memory_size()).sum();
         self.inner.memory.try_charge(size).inspect_err(|_| {
@@ -111,18 +120,20 @@ impl ParquetStore {
         let buffered = self.inner.buffered_bytes.fetch_add(size, Ordering::AcqRel) + size;
         let tables: Vec<Table> = batches.iter().map(|(t, _)| *t).collect();
         let result = async {
-            let record = frame::encode(&batches.iter().map(|(t, b)| (*t, b)).collect::<Vec<_>>())?;
+            let record =
+                frame::Record::encode(&batches.iter().map(|(t, b)| (*t, b)).collect::<Vec<_>>())?;
             let (done, answer) = oneshot::channel();
             log.send(Command::Append {
                 batches,
-                record,
+                record: record.clone(),
                 done,
             })?;
-            answer.await.map_err(|_| Error::Closed)?
+            answer.await.map_err(|_| Error::Closed)??;
+            Ok(record)
         }
         .await;
         match result {
-            Ok(()) => {
+            Ok(record) => {
                 if buffered >= self.inner.memory.limit() / 2
                     || tables
                         .iter()
@@ -130,7 +141,7 @@ impl ParquetStore {
                 {
                     self.inner.full.notify_one();
                 }
-                Ok(())
+                Ok(Some(record))
             }
             Err(e) => {
                 self.inner.buffered_bytes.fetch_sub(size, Ordering::AcqRel);
@@ -191,7 +202,7 @@ fn log_writer(inner: Weak<Inner>, mut log: wal::Wal, commands: mpsc::Receiver<Co
                     batches,
                     record,
                     done,
-                } => match log.write(&record) {
+                } => match log.write(record.as_bytes()) {
                     Ok(()) => appends.push((batches, done)),
                     Err(e) => {
                         // The group's earlier records were in the same unwritten
