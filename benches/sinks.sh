@@ -12,7 +12,8 @@
 # "delivered" is how much of what was accepted each endpoint had when the load
 # stopped, "dropped" the records (requests) the sinks' disk queues had no room for by
 # then (queue_max_bytes), and "drained" how long after the stop the Jaeger endpoint had
-# every span (only when nothing was dropped).
+# every span (only when nothing was dropped); "CPU s" what the server and the stand-ins
+# used while the load ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-15}"

@@ -1,8 +1,9 @@
 //! The [`Sink`] trait and the runtime around every sink: a disk-backed queue, batching
 //! and retries, as the OpenTelemetry Collector's exporterhelper wraps its exporters.
 //!
-//! The pipeline offers each acknowledged batch to every sink that accepts its table by
-//! appending it to the sink's [`DiskQueue`]; that never waits for the sink. A
+//! The pipeline offers each acknowledged request to every sink that accepts one of its
+//! tables by appending the request's write-ahead log record, as the log wrote it, to the
+//! sink's [`DiskQueue`]; that never waits for the sink, and nothing is encoded twice. A
 //! [`SinkRunner`] task per sink reads the queue in order, hands up to
 //! `max_batch_records` records at a time to [`Sink::send`], and acknowledges them once
 //! sent. A retryable failure is tried again with exponential backoff and jitter (or
