@@ -121,6 +121,25 @@ impl<'a> MapColumn<'a> {
     }
 }
 
+/// A borrowed string as a hash-map key, compared byte by byte inline. The observers
+/// group every row by a few short label values; `str`'s own `==` calls the C library's
+/// `memcmp` for each of them, and those calls were most of an observer's time per row.
+#[derive(Clone, Copy, Debug, Eq)]
+pub struct Text<'a>(pub &'a str);
+
+impl PartialEq for Text<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+    }
+}
+
+impl std::hash::Hash for Text<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
 /// A string column (`Utf8`), by name.
 pub fn strings<'a>(
     batch: &'a arrow::record_batch::RecordBatch,

@@ -37,7 +37,7 @@ use arrow::array::RecordBatch;
 use prometheus::core::{Collector, Desc};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{number, MapColumn};
+use super::attributes::{number, MapColumn, Text};
 use super::series::{Buckets, HistogramFamily};
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
@@ -331,6 +331,14 @@ impl<'a> Found<'a> {
     }
 }
 
+/// A token count: an integer as SDKs send it, or a decimal [`number`].
+fn token_count(value: &str) -> Option<i64> {
+    value
+        .parse::<i64>()
+        .ok()
+        .or_else(|| number(value).map(|v| v as i64))
+}
+
 /// One batch's calls of one operation, provider and model.
 struct Calls {
     input: Buckets,
@@ -388,7 +396,7 @@ impl GenAiUsage {
             return Ok(());
         }
         let resource = MapColumn::of(spans, "resource_attributes")?;
-        let mut calls: std::collections::HashMap<[&str; 3], Calls, foldhash::fast::RandomState> =
+        let mut calls: std::collections::HashMap<[Text; 3], Calls, foldhash::fast::RandomState> =
             Default::default();
         for row in 0..spans.num_rows() {
             let mut found = Found::default();
@@ -398,10 +406,10 @@ impl GenAiUsage {
             }
             let mut from_resource = Found::default();
             resource.scan(row, |k, v| from_resource.take(k, v));
-            let tokens = |i: usize| found.values[i].and_then(number).map(|v| v as i64);
+            let tokens = |i: usize| found.values[i].and_then(token_count);
             let text = |i: usize| found.values[i].or(from_resource.values[i]).unwrap_or("");
             let (input, output) = (tokens(0), tokens(1));
-            let key = [text(6), text(5), text(4)];
+            let key = [Text(text(6)), Text(text(5)), Text(text(4))];
             let entry = calls.entry(key).or_insert_with(|| Calls {
                 input: Buckets::new(TOKEN_BUCKETS.len()),
                 output: Buckets::new(TOKEN_BUCKETS.len()),
@@ -421,7 +429,7 @@ impl GenAiUsage {
             entry.calls += 1;
         }
         let (mut tokens, mut cost) = (self.tokens.tally(), self.cost.tally());
-        for ([op, provider, model], c) in &calls {
+        for ([Text(op), Text(provider), Text(model)], c) in &calls {
             tokens.add([op, provider, model, "input"], &c.input);
             tokens.add([op, provider, model, "output"], &c.output);
             // Cost is linear in each kind of token: the batch's sums price it.

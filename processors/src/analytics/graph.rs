@@ -23,7 +23,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{primitives, string_at, strings};
+use super::attributes::{primitives, string_at, strings, Text};
 use super::series::HistogramFamily;
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
@@ -92,16 +92,28 @@ impl Store {
     }
 }
 
+/// The value of `s` as hexadecimal digits, if it is exactly `digits` of them.
+fn hex(s: &str, digits: usize) -> Option<u128> {
+    if s.len() != digits {
+        return None;
+    }
+    s.bytes().try_fold(0u128, |acc, b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        Some(acc << 4 | u128::from(digit))
+    })
+}
+
 fn hex_u128(s: &str) -> Option<u128> {
-    (s.len() == 32)
-        .then(|| u128::from_str_radix(s, 16).ok())
-        .flatten()
+    hex(s, 32)
 }
 
 fn hex_u64(s: &str) -> Option<u64> {
-    (s.len() == 16)
-        .then(|| u64::from_str_radix(s, 16).ok())
-        .flatten()
+    hex(s, 16).map(|v| v as u64)
 }
 
 pub struct ServiceGraph {
@@ -207,25 +219,35 @@ impl ServiceGraph {
         let mut pairs = Vec::new();
         {
             let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-            // Rows of a batch mostly share their service: intern it once per run.
-            let mut last_service: Option<(&str, u32)> = None;
+            // Rows of a batch mostly share their service, and a trace's rows their agent:
+            // each is interned once per run of rows.
+            let mut last_service: Option<(Text, u32)> = None;
+            let mut last_agent: Option<(Text, u32)> = None;
             for row in 0..spans.num_rows() {
                 let (Some(t), Some(s)) = (hex_u128(trace.value(row)), hex_u64(span.value(row)))
                 else {
                     continue;
                 };
-                let name = string_at(service, row).unwrap_or("");
+                let name = Text(string_at(service, row).unwrap_or(""));
                 let service_id = match last_service {
                     Some((last, id)) if last == name => id,
                     _ => {
-                        let id = store.intern(name);
+                        let id = store.intern(name.0);
                         last_service = Some((name, id));
                         id
                     }
                 };
+                let agent_id = string_at(agent, row).map(Text).map(|a| match last_agent {
+                    Some((last, id)) if last == a => id,
+                    _ => {
+                        let id = store.intern(a.0);
+                        last_agent = Some((a, id));
+                        id
+                    }
+                });
                 let node = Node {
                     service: service_id,
-                    agent: string_at(agent, row).map(|a| store.intern(a)),
+                    agent: agent_id,
                     duration_ns: duration.value(row),
                     failed: status.value(row) == "ERROR",
                 };
@@ -396,6 +418,16 @@ mod tests {
         assert!((server.sum() - 0.2).abs() < 1e-9);
         let client = g.client.get(["gateway", "tools", ""]).unwrap();
         assert!((client.sum() - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ids_are_read_as_hexadecimal_of_their_length() {
+        assert_eq!(hex_u64("00000000000000fF"), Some(255));
+        assert_eq!(hex_u64("ffffffffffffffff"), Some(u64::MAX));
+        assert_eq!(hex_u128(&"0".repeat(31)), None);
+        assert_eq!(hex_u128(&format!("{}1", "0".repeat(31))), Some(1));
+        assert_eq!(hex_u64("000000000000000g"), None);
+        assert_eq!(hex_u64("+00000000000000f"), None);
     }
 
     #[test]

@@ -15,6 +15,8 @@ use std::sync::Mutex;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
+use super::attributes::Text;
+
 /// Counts per bucket (`bounds.len() + 1`, the last one +Inf), sum and count.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Buckets {
@@ -63,7 +65,7 @@ impl Buckets {
 /// One batch's observations, by borrowed label values.
 pub struct Tally<'a, const N: usize> {
     bounds: &'a [f64],
-    series: HashMap<[&'a str; N], Buckets, foldhash::fast::RandomState>,
+    series: HashMap<[Text<'a>; N], Buckets, foldhash::fast::RandomState>,
 }
 
 impl<'a, const N: usize> Tally<'a, N> {
@@ -71,7 +73,7 @@ impl<'a, const N: usize> Tally<'a, N> {
     pub fn add(&mut self, labels: [&'a str; N], buckets: &Buckets) {
         let bounds = self.bounds;
         self.series
-            .entry(labels)
+            .entry(labels.map(Text))
             .or_insert_with(|| Buckets::new(bounds.len()))
             .merge(buckets);
     }
@@ -79,7 +81,7 @@ impl<'a, const N: usize> Tally<'a, N> {
     pub fn observe(&mut self, labels: [&'a str; N], value: f64) {
         let bounds = self.bounds;
         self.series
-            .entry(labels)
+            .entry(labels.map(Text))
             .or_insert_with(|| Buckets::new(bounds.len()))
             .observe(bounds, value);
     }
@@ -168,7 +170,7 @@ impl<const N: usize> HistogramFamily<N> {
             overflow,
         } = &mut *series;
         for (labels, buckets) in tally.series {
-            let key = labels.map(str::to_owned);
+            let key = labels.map(|Text(l)| l.to_owned());
             if let Some(existing) = by_labels.get_mut(&key) {
                 existing.merge(&buckets);
             } else if by_labels.len() < self.max_series {

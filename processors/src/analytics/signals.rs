@@ -18,7 +18,7 @@ use std::sync::{LazyLock, Mutex};
 
 use arrow::array::RecordBatch;
 
-use super::attributes::{booleans, primitives, string_at, strings, timestamps, MapColumn};
+use super::attributes::{booleans, primitives, string_at, strings, timestamps, MapColumn, Text};
 use super::coordination::COORDINATION_EVENTS;
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
@@ -177,9 +177,10 @@ type Fast = foldhash::fast::RandomState;
 
 /// Records of one service, team and interval.
 type Groups<'a> =
-    std::collections::HashMap<(Option<&'a str>, Option<&'a str>, i64), (Counts, Vec<u32>), Fast>;
+    std::collections::HashMap<(Option<Text<'a>>, Option<Text<'a>>, i64), (Counts, Vec<u32>), Fast>;
 /// When each agent was last seen, by agent, service and team.
-type Agents<'a> = std::collections::HashMap<(&'a str, Option<&'a str>, Option<&'a str>), i64, Fast>;
+type Agents<'a> =
+    std::collections::HashMap<(Text<'a>, Option<Text<'a>>, Option<Text<'a>>), i64, Fast>;
 
 /// One batch's records, grouped by (service, team, interval) and by agent before they
 /// touch the shared state: a row costs a hash of borrowed strings, no allocation.
@@ -192,7 +193,8 @@ struct Tally<'a> {
 impl<'a> Tally<'a> {
     fn add(&mut self, interval_ns: i64, r: Record<'a>) {
         let idx = r.time.div_euclid(interval_ns);
-        let (counts, latency) = self.groups.entry((r.service, r.team, idx)).or_default();
+        let (service, team) = (r.service.map(Text), r.team.map(Text));
+        let (counts, latency) = self.groups.entry((service, team, idx)).or_default();
         counts.add(&r.counts);
         if let Some(ms) = r.latency_ms {
             let bounds = &*LATENCY_BOUNDS_MS;
@@ -204,7 +206,7 @@ impl<'a> Tally<'a> {
         if let Some(agent) = r.agent {
             let seen_at = self
                 .agents
-                .entry((agent, r.service, r.team))
+                .entry((Text(agent), service, team))
                 .or_insert(r.time);
             *seen_at = (*seen_at).max(r.time);
         }
@@ -260,8 +262,8 @@ impl Signals {
             }
             let scopes = [
                 Some((ScopeKind::Overall, "")),
-                service.map(|s| (ScopeKind::Service, s)),
-                team.map(|t| (ScopeKind::Team, t)),
+                service.map(|Text(s)| (ScopeKind::Service, s)),
+                team.map(|Text(t)| (ScopeKind::Team, t)),
             ];
             for (kind, name) in scopes.into_iter().flatten() {
                 let of_kind = &mut state.scopes[kind as usize];
@@ -287,7 +289,8 @@ impl Signals {
                 }
             }
         }
-        for ((agent, service, team), time) in tally.agents {
+        for ((Text(agent), service, team), time) in tally.agents {
+            let (service, team) = (service.map(|Text(s)| s), team.map(|Text(t)| t));
             if !state.agents.contains_key(agent) && state.agents.len() >= self.config.max_agents {
                 self.ignored.fetch_add(1, Ordering::Relaxed);
                 continue;
