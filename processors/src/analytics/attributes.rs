@@ -67,11 +67,11 @@ impl<'a> MapColumn<'a> {
         let hint = hints.iter().position(|h| (h.0, h.1) == id);
         if let Some(h) = hint {
             let i = start + hints[h].2;
-            if i < end && self.keys.value(i) == key {
+            if i < end && Text(self.keys.value(i)) == Text(key) {
                 return self.value(i);
             }
         }
-        let found = (start..end).find(|&i| self.keys.value(i) == key)?;
+        let found = (start..end).find(|&i| Text(self.keys.value(i)) == Text(key))?;
         match hint {
             Some(h) => hints[h].2 = found - start,
             None if hints.len() < 32 => hints.push((id.0, id.1, found - start)),

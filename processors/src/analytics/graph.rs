@@ -9,13 +9,16 @@
 //! (either side failed), and the histograms `traces_service_graph_request_server_seconds`
 //! (the child's duration) and `traces_service_graph_request_client_seconds` (the
 //! parent's), by `client`, `server` and `connection_type` (`""` between services,
-//! `"agent"` between agents). A span whose partner does not arrive before `max_items`
-//! newer spans are waiting is forgotten (counted in `swarmscope_graph_unpaired_total`).
+//! `"agent"` between agents). The store keeps two generations of about `max_items / 2`
+//! spans and waiting children each; when the newer one is full the older one is
+//! dropped whole (no per-span eviction), so a span waits for its partner while between
+//! `max_items / 2` and `max_items` newer ones arrive. Children still waiting when
+//! dropped are counted in `swarmscope_graph_unpaired_total`.
 //!
 //! Over any stored range, [`edges_sql`] computes the same edges from `spans` with a
 //! self-join; `GET /api/v1/graph` serves it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use arrow::array::RecordBatch;
@@ -68,19 +71,69 @@ type Key = (u128, u64);
 
 type Fast = foldhash::fast::RandomState;
 
+/// What arrived while it was the store's newer generation.
 #[derive(Default)]
-struct Store {
-    names: HashMap<String, u32, Fast>,
-    by_id: Vec<String>,
+struct Generation {
     /// Spans by (trace id, span id), for children to come.
     spans: HashMap<Key, Node, Fast>,
     /// Children by their parent's (trace id, span id), for parents to come.
     orphans: HashMap<Key, Vec<Node>, Fast>,
-    /// Arrival order, for eviction: (key, whether it is in `orphans`).
-    order: VecDeque<(Key, bool)>,
+    /// Spans and waiting children it holds.
+    len: usize,
+}
+
+impl Generation {
+    /// Empties it, keeping its tables' room; answers the children that were waiting.
+    fn clear(&mut self) -> usize {
+        let waiting = self.orphans.values().map(Vec::len).sum();
+        self.spans.clear();
+        self.orphans.clear();
+        self.len = 0;
+        waiting
+    }
+}
+
+#[derive(Default)]
+struct Store {
+    names: HashMap<String, u32, Fast>,
+    by_id: Vec<String>,
+    newer: Generation,
+    older: Generation,
 }
 
 impl Store {
+    /// The span stored under `key`, if either generation has it.
+    fn span(&self, key: &Key) -> Option<Node> {
+        self.newer
+            .spans
+            .get(key)
+            .or_else(|| self.older.spans.get(key))
+            .copied()
+    }
+
+    /// The children waiting for the span `key`, taken from both generations.
+    fn take_orphans(&mut self, key: &Key) -> Vec<Node> {
+        let mut children = Vec::new();
+        for generation in [&mut self.newer, &mut self.older] {
+            if let Some(waiting) = generation.orphans.remove(key) {
+                generation.len -= waiting.len();
+                children.extend(waiting);
+            }
+        }
+        children
+    }
+
+    /// Drops the older generation when the newer one holds `half` items; answers how
+    /// many children were still waiting in what was dropped.
+    fn rotate(&mut self, half: usize) -> usize {
+        if self.newer.len < half {
+            return 0;
+        }
+        let forgotten = self.older.clear();
+        std::mem::swap(&mut self.newer, &mut self.older);
+        forgotten
+    }
+
     fn intern(&mut self, name: &str) -> u32 {
         if let Some(id) = self.names.get(name) {
             return *id;
@@ -249,36 +302,27 @@ impl ServiceGraph {
                     service: service_id,
                     agent: agent_id,
                     duration_ns: duration.value(row),
-                    failed: status.value(row) == "ERROR",
+                    failed: Text(status.value(row)) == Text("ERROR"),
                 };
                 // Children that arrived first.
-                if let Some(children) = store.orphans.remove(&(t, s)) {
-                    for child in &children {
-                        self.pair(&store, &node, child, &mut pairs);
-                    }
+                for child in &store.take_orphans(&(t, s)) {
+                    self.pair(&store, &node, child, &mut pairs);
                 }
                 let parent_key = string_at(parent, row).and_then(hex_u64).map(|p| (t, p));
                 if let Some(pk) = parent_key {
-                    if let Some(p) = store.spans.get(&pk).copied() {
+                    if let Some(p) = store.span(&pk) {
                         self.pair(&store, &p, &node, &mut pairs);
                     } else {
-                        store.orphans.entry(pk).or_default().push(node);
-                        store.order.push_back((pk, true));
+                        store.newer.orphans.entry(pk).or_default().push(node);
+                        store.newer.len += 1;
                     }
                 }
-                store.spans.insert((t, s), node);
-                store.order.push_back(((t, s), false));
-                while store.order.len() > self.max_items {
-                    let Some((key, orphan)) = store.order.pop_front() else {
-                        break;
-                    };
-                    if orphan {
-                        if let Some(waiting) = store.orphans.remove(&key) {
-                            self.unpaired.inc_by(waiting.len() as u64);
-                        }
-                    } else {
-                        store.spans.remove(&key);
-                    }
+                if store.newer.spans.insert((t, s), node).is_none() {
+                    store.newer.len += 1;
+                }
+                let forgotten = store.rotate((self.max_items / 2).max(1));
+                if forgotten > 0 {
+                    self.unpaired.inc_by(forgotten as u64);
                 }
             }
         }
@@ -420,6 +464,30 @@ mod tests {
         assert!((client.sum() - 0.5).abs() < 1e-9);
     }
 
+    /// A graph whose store holds `max_items`.
+    fn small(max_items: usize) -> ServiceGraph {
+        ServiceGraph::new(&GraphConfig {
+            max_items,
+            ..GraphConfig::default()
+        })
+    }
+
+    #[test]
+    fn a_partner_in_the_older_generation_still_pairs() {
+        let g = small(6);
+        let root = span(100, 1_000, 10, vec![]);
+        let child = child_of(span(1, 900, 1, vec![]), &root);
+        g.observe(&TableBatch::new(Table::SPANS, batch("tools", vec![child])));
+        // An unrelated span fills the newer generation (the child and its wait are
+        // two items): the waiting child moves to the older one.
+        let other = span(7, 0, 1, vec![]);
+        g.observe(&TableBatch::new(Table::SPANS, batch("other", vec![other])));
+        assert_eq!(g.store.lock().unwrap().older.len, 3);
+        g.observe(&TableBatch::new(Table::SPANS, batch("gateway", vec![root])));
+        assert_eq!(g.edge("gateway", "tools", ""), (1, 0));
+        assert_eq!(g.unpaired.get(), 0);
+    }
+
     #[test]
     fn ids_are_read_as_hexadecimal_of_their_length() {
         assert_eq!(hex_u64("00000000000000fF"), Some(255));
@@ -432,10 +500,7 @@ mod tests {
 
     #[test]
     fn the_store_is_bounded_and_counts_what_it_forgets() {
-        let g = ServiceGraph::new(&GraphConfig {
-            max_items: 4,
-            ..GraphConfig::default()
-        });
+        let g = small(4);
         let root = span(100, 1_000, 10, vec![]);
         let orphans: Vec<Span> = (0..6)
             .map(|i| child_of(span(i, 900, 1, vec![]), &root))
@@ -443,6 +508,6 @@ mod tests {
         g.observe(&TableBatch::new(Table::SPANS, batch("a", orphans)));
         assert!(g.unpaired.get() > 0);
         let store = g.store.lock().unwrap();
-        assert!(store.order.len() <= 4);
+        assert!(store.newer.len + store.older.len <= 4);
     }
 }

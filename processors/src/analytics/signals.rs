@@ -175,26 +175,41 @@ struct State {
 
 type Fast = foldhash::fast::RandomState;
 
-/// Records of one service, team and interval.
-type Groups<'a> =
-    std::collections::HashMap<(Option<Text<'a>>, Option<Text<'a>>, i64), (Counts, Vec<u32>), Fast>;
+/// A service, team and interval.
+type GroupKey<'a> = (Option<Text<'a>>, Option<Text<'a>>, i64);
+/// Records of one service, team and interval: counts and latency buckets.
+type Groups<'a> = std::collections::HashMap<GroupKey<'a>, (Counts, Vec<u32>), Fast>;
+/// An agent, its service and its team.
+type AgentKey<'a> = (Text<'a>, Option<Text<'a>>, Option<Text<'a>>);
 /// When each agent was last seen, by agent, service and team.
-type Agents<'a> =
-    std::collections::HashMap<(Text<'a>, Option<Text<'a>>, Option<Text<'a>>), i64, Fast>;
+type Agents<'a> = std::collections::HashMap<AgentKey<'a>, i64, Fast>;
 
 /// One batch's records, grouped by (service, team, interval) and by agent before they
-/// touch the shared state: a row costs a hash of borrowed strings, no allocation.
+/// touch the shared state: a row costs a hash of borrowed strings, no allocation. The
+/// rows of a trace share their group and agent, so each run of such rows is summed
+/// apart first and hashed once.
 #[derive(Default)]
 struct Tally<'a> {
     groups: Groups<'a>,
     agents: Agents<'a>,
+    group_run: Option<(GroupKey<'a>, (Counts, Vec<u32>))>,
+    agent_run: Option<(AgentKey<'a>, i64)>,
 }
 
 impl<'a> Tally<'a> {
     fn add(&mut self, interval_ns: i64, r: Record<'a>) {
         let idx = r.time.div_euclid(interval_ns);
         let (service, team) = (r.service.map(Text), r.team.map(Text));
-        let (counts, latency) = self.groups.entry((service, team, idx)).or_default();
+        let key = (service, team, idx);
+        let (counts, latency) = match &mut self.group_run {
+            Some((k, run)) if *k == key => run,
+            slot => {
+                if let Some((k, run)) = slot.take() {
+                    absorb(&mut self.groups, k, run);
+                }
+                &mut slot.insert((key, Default::default())).1
+            }
+        };
         counts.add(&r.counts);
         if let Some(ms) = r.latency_ms {
             let bounds = &*LATENCY_BOUNDS_MS;
@@ -204,13 +219,47 @@ impl<'a> Tally<'a> {
             latency[bounds.partition_point(|b| *b < ms)] += 1;
         }
         if let Some(agent) = r.agent {
-            let seen_at = self
-                .agents
-                .entry((Text(agent), service, team))
-                .or_insert(r.time);
-            *seen_at = (*seen_at).max(r.time);
+            let key = (Text(agent), service, team);
+            match &mut self.agent_run {
+                Some((k, seen_at)) if *k == key => *seen_at = (*seen_at).max(r.time),
+                slot => {
+                    if let Some((k, time)) = slot.replace((key, r.time)) {
+                        agent_seen(&mut self.agents, k, time);
+                    }
+                }
+            }
         }
     }
+
+    /// The tally with its last runs added.
+    fn finish(mut self) -> Self {
+        if let Some((k, run)) = self.group_run.take() {
+            absorb(&mut self.groups, k, run);
+        }
+        if let Some((k, time)) = self.agent_run.take() {
+            agent_seen(&mut self.agents, k, time);
+        }
+        self
+    }
+}
+
+/// Adds a run of records to its group.
+fn absorb<'a>(groups: &mut Groups<'a>, key: GroupKey<'a>, (counts, latency): (Counts, Vec<u32>)) {
+    let (c, l) = groups.entry(key).or_default();
+    c.add(&counts);
+    if l.is_empty() {
+        *l = latency;
+    } else {
+        for (a, b) in l.iter_mut().zip(&latency) {
+            *a += b;
+        }
+    }
+}
+
+/// Notes that `key` was seen at `time`.
+fn agent_seen<'a>(agents: &mut Agents<'a>, key: AgentKey<'a>, time: i64) {
+    let seen_at = agents.entry(key).or_insert(time);
+    *seen_at = (*seen_at).max(time);
 }
 
 /// A record's contribution to its scopes.
@@ -247,6 +296,7 @@ impl Signals {
 
     /// Adds a batch's tally, group by group.
     fn merge(&self, tally: Tally<'_>) {
+        let tally = tally.finish();
         let mut state = self.state();
         let state = &mut *state;
         let bounds = &*LATENCY_BOUNDS_MS;
@@ -322,7 +372,7 @@ impl Signals {
             let d = duration.value(row);
             let counts = Counts {
                 calls: 1,
-                errors: u64::from(status.value(row) == "ERROR"),
+                errors: u64::from(Text(status.value(row)) == Text("ERROR")),
                 satisfied: u64::from(d <= target),
                 tolerating: u64::from(d > target && d <= target.saturating_mul(4)),
                 ..Counts::default()
@@ -514,6 +564,29 @@ mod tests {
             max_scopes: 100,
             max_agents: 100,
         })
+    }
+
+    #[test]
+    fn runs_of_rows_and_rows_between_them_all_count() {
+        let s = signals();
+        let team = |n: u64, t: &str| span(n, 95_010, 10, vec![kv("coordination.team", t)]);
+        // red, red, blue, red: the second run of red joins the first.
+        let spans = vec![
+            team(1, "red"),
+            team(2, "red"),
+            team(3, "blue"),
+            team(4, "red"),
+        ];
+        s.observe_spans(&batch("api", spans)).unwrap();
+        let read = s.read(10);
+        let calls = |name: &str| {
+            read.iter()
+                .find(|x| x.kind == ScopeKind::Team && x.name == name)
+                .map(|x| x.window.calls)
+        };
+        assert_eq!((calls("red"), calls("blue")), (Some(3), Some(1)));
+        let api = read.iter().find(|x| x.kind == ScopeKind::Service).unwrap();
+        assert_eq!(api.window.calls, 4);
     }
 
     #[test]
