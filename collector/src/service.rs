@@ -37,10 +37,12 @@ pub struct Bound {
     pub api: SocketAddr,
 }
 
-/// The sinks' threads: one per core, since they take only what ingestion leaves (one
-/// thread in all delivered less and cost ingestion as much).
+/// The sinks' threads: half the cores (one at least). Even at the lowest priority,
+/// work in the time ingestion leaves idle slows it down (caches, the VM's scheduling);
+/// with half the cores the sinks never hold all of them, and ingestion under a
+/// saturating load lost less and varied less from run to run (see benches/RESULTS.md).
 fn sink_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 async fn bind(key: &'static str, address: &str) -> Result<TcpListener, Error> {
