@@ -19,14 +19,9 @@ fn every_span_reaches_the_otlp_endpoint_once_through_unavailable() {
     let address = receiver.serve(&rt, "127.0.0.1:0");
 
     let (_tmp, dir) = temp_data_dir();
-    let server = Server::start_with(
+    let server = exporting(
         &dir,
-        Options {
-            extra: format!(
-                "[sinks.jaeger]\nendpoint = \"http://{address}\"\nbearer_token = \"t0ken\"\n"
-            ),
-            ..Default::default()
-        },
+        format!("[sinks.jaeger]\nendpoint = \"http://{address}\"\nbearer_token = \"t0ken\"\n"),
     );
     for batch in 0..4 {
         server.send_spans(
@@ -62,14 +57,9 @@ fn zstd_compression_is_offered_too() {
     let receiver = Receiver::default();
     let address = receiver.serve(&rt, "127.0.0.1:0");
     let (_tmp, dir) = temp_data_dir();
-    let server = Server::start_with(
+    let server = exporting(
         &dir,
-        Options {
-            extra: format!(
-                "[sinks.otlp]\nendpoint = \"http://{address}\"\ncompression = \"zstd\"\n"
-            ),
-            ..Default::default()
-        },
+        format!("[sinks.otlp]\nendpoint = \"http://{address}\"\ncompression = \"zstd\"\n"),
     );
     server.send_spans("zstd-service", numbered_spans("zstd", 0, 30));
     eventually("30 spans at the endpoint", || {
@@ -81,4 +71,15 @@ fn zstd_compression_is_offered_too() {
         "{headers:?}"
     );
     assert!(server.stop().success());
+}
+
+/// A server whose config adds the exporter's `section`.
+fn exporting(dir: &std::path::Path, section: String) -> Server {
+    Server::start_with(
+        dir,
+        Options {
+            extra: section,
+            ..Default::default()
+        },
+    )
 }
