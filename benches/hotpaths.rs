@@ -2,7 +2,8 @@
 //! standard workload: protobuf decode (prost, and with the UTF-8 repair fallback),
 //! OTLP → Arrow conversion, the wire path that does both at once (what the receivers
 //! run), Arrow IPC encoding for the write-ahead log, and Parquet encoding with the
-//! store's writer settings.
+//! store's writer settings; then the same for the `coordination_events` rows the
+//! coordination processor derives on the acknowledgement path.
 //!
 //! `cargo bench --bench hotpaths` (release profile); throughput is in spans.
 
@@ -16,8 +17,11 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use prost::Message;
+use swarmscope_processors::analytics::coordination::{CoordinationConfig, CoordinationEvents};
 use swarmscope_processors::convert::{spans_from_otlp, spans_from_protobuf};
 use swarmscope_processors::otlp_proto;
+use swarmscope_processors::processor::{Processor, TableBatch};
+use swarmscope_processors::schema::Table;
 use swarmscope_sinks::store::{writer_properties, StorageConfig, RANDOM_ID_COLUMNS};
 
 fn hot_paths(c: &mut Criterion) {
@@ -58,16 +62,7 @@ fn hot_paths(c: &mut Criterion) {
         batch.get_array_memory_size() as u64 / spans,
         wire.get_array_memory_size() as u64 / spans
     );
-    group.bench_function("arrow_ipc_encode", |b| {
-        b.iter(|| {
-            let mut out = Vec::with_capacity(256 * 1024);
-            let mut writer =
-                arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).expect("ipc");
-            writer.write(black_box(&batch)).expect("write");
-            writer.finish().expect("finish");
-            out.len()
-        })
-    });
+    group.bench_function("arrow_ipc_encode", |b| b.iter(|| ipc(&batch)));
     group.finish();
 
     // A flush of 20 requests, 10,000 spans, written batch by batch as the store does.
@@ -146,6 +141,65 @@ fn hot_paths(c: &mut Criterion) {
         group.bench_function(name, |b| b.iter(|| encode(props)));
     }
     group.finish();
+
+    // The coordination processor on the acknowledgement path: its rows derived from a
+    // request's spans (every span of the workload carries `coordination.work.id`),
+    // encoded for the log, and a flush of 20 requests' rows.
+    let coordination = CoordinationEvents::new(&CoordinationConfig::default());
+    let source = TableBatch::new(Table::SPANS, batch.clone());
+    let derive = || {
+        coordination
+            .derive(&source)
+            .expect("derive")
+            .pop()
+            .expect("rows")
+            .batch
+    };
+    let derived = derive();
+    let mut group = c.benchmark_group("coordination");
+    group.throughput(Throughput::Elements(spans));
+    group.bench_function("derive", |b| b.iter(derive));
+    group.bench_function("arrow_ipc_encode", |b| b.iter(|| ipc(&derived)));
+    let all_derived: Vec<_> = batches
+        .iter()
+        .map(|b| {
+            coordination
+                .derive(&TableBatch::new(Table::SPANS, b.clone()))
+                .expect("derive")
+                .pop()
+                .expect("rows")
+                .batch
+        })
+        .collect();
+    let encode = || {
+        let mut out = Vec::with_capacity(1 << 20);
+        let mut writer =
+            ArrowWriter::try_new(&mut out, all_derived[0].schema(), Some(props.clone()))
+                .expect("writer");
+        for batch in &all_derived {
+            writer.write(black_box(batch)).expect("write");
+        }
+        writer.close().expect("close");
+        out.len()
+    };
+    eprintln!(
+        "coordination parquet_encode: {:.1} bytes/span",
+        encode() as f64 / rows as f64
+    );
+    group.throughput(Throughput::Elements(rows as u64));
+    group.sample_size(20);
+    group.bench_function("parquet_encode", |b| b.iter(encode));
+    group.finish();
+}
+
+/// Arrow IPC stream bytes of `batch`, as the write-ahead log encodes a record.
+fn ipc(batch: &arrow::array::RecordBatch) -> usize {
+    let mut out = Vec::with_capacity(256 * 1024);
+    let mut writer =
+        arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).expect("ipc");
+    writer.write(black_box(batch)).expect("write");
+    writer.finish().expect("finish");
+    out.len()
 }
 
 criterion_group!(benches, hot_paths);

@@ -102,7 +102,23 @@ pub enum PipelineError {
 /// A processor that observes, with the bounded queue to its thread.
 struct Observer {
     name: &'static str,
-    queue: SyncSender<TableBatch>,
+    /// The tables it observes: it is offered no other batch.
+    tables: Vec<Table>,
+    queue: SyncSender<Arc<Queued>>,
+}
+
+/// A batch queued for the observers, shared by all of them: its memory is charged once,
+/// and given back when the last observer is done with it.
+struct Queued {
+    batch: TableBatch,
+    memory: MemoryLimiter,
+    size: usize,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.memory.release(self.size);
+    }
 }
 
 struct Inner {
@@ -146,11 +162,18 @@ impl PipelineBuilder {
     pub fn build(self) -> std::io::Result<Pipeline> {
         let memory = self.store.memory().clone();
         let mut observers = Vec::new();
-        for processor in self.processors.iter().filter(|p| p.observes()) {
-            let (queue, batches) = sync_channel::<TableBatch>(OBSERVER_QUEUE_BATCHES);
+        for processor in &self.processors {
+            let tables: Vec<Table> = Table::ALL
+                .iter()
+                .copied()
+                .filter(|t| processor.observes(*t))
+                .collect();
+            if tables.is_empty() {
+                continue;
+            }
+            let (queue, batches) = sync_channel::<Arc<Queued>>(OBSERVER_QUEUE_BATCHES);
             let name = processor.name();
             let processor = Arc::clone(processor);
-            let memory = memory.clone();
             let depth = self
                 .metrics
                 .processor_queue
@@ -159,13 +182,16 @@ impl PipelineBuilder {
                 .name(format!("swarmscope-{name}"))
                 .spawn(move || {
                     // Ends when the pipeline (every sender) is gone.
-                    for batch in batches {
+                    for queued in batches {
                         depth.dec();
-                        memory.release(batch.batch.get_array_memory_size());
-                        processor.observe(&batch);
+                        processor.observe(&queued.batch);
                     }
                 })?;
-            observers.push(Observer { name, queue });
+            observers.push(Observer {
+                name,
+                tables,
+                queue,
+            });
         }
         Ok(Pipeline {
             inner: Arc::new(Inner {
@@ -339,49 +365,61 @@ impl Pipeline {
                 sink.offer(&tables, record);
             }
         }
-        for observer in &inner.observers {
-            for batch in batches {
-                self.offer(observer, batch.clone());
+        for batch in batches {
+            self.offer(batch);
+        }
+    }
+
+    /// Queues `batch` for every observer of its table, or sheds it (counted) for an
+    /// observer whose queue is full, and for all of them when the memory budget is.
+    fn offer(&self, batch: &TableBatch) {
+        let inner = &self.inner;
+        let mut observers = inner
+            .observers
+            .iter()
+            .filter(|o| o.tables.contains(&batch.table))
+            .peekable();
+        if observers.peek().is_none() {
+            return;
+        }
+        let size = batch.batch.get_array_memory_size();
+        if inner.memory.try_charge(size).is_err() {
+            return observers.for_each(|o| self.shed(o, "memory_limit"));
+        }
+        let queued = Arc::new(Queued {
+            batch: batch.clone(),
+            memory: inner.memory.clone(),
+            size,
+        });
+        for observer in observers {
+            match observer.queue.try_send(Arc::clone(&queued)) {
+                Ok(()) => inner
+                    .metrics
+                    .processor_queue
+                    .with_label_values(&[observer.name])
+                    .inc(),
+                Err(TrySendError::Full(_)) => self.shed(observer, "queue_full"),
+                Err(TrySendError::Disconnected(_)) => self.shed(observer, "stopped"),
             }
         }
     }
 
-    /// Queues `batch` for an observer, or sheds it (counted) when its queue or the
-    /// memory budget is full.
-    fn offer(&self, observer: &Observer, batch: TableBatch) {
-        let metrics = &self.inner.metrics;
-        let size = batch.batch.get_array_memory_size();
-        let shed = |reason: &str| {
-            let dropped = metrics
-                .processor_dropped
-                .with_label_values(&[observer.name, reason]);
-            dropped.inc();
-            // Logged on the first drop and every thousandth, not per request.
-            if dropped.get() % 1000 == 1 {
-                tracing::warn!(
-                    processor = observer.name,
-                    reason,
-                    dropped = dropped.get(),
-                    "processor falling behind; batches shed"
-                );
-            }
-        };
-        if self.inner.memory.try_charge(size).is_err() {
-            return shed("memory_limit");
-        }
-        match observer.queue.try_send(batch) {
-            Ok(()) => metrics
-                .processor_queue
-                .with_label_values(&[observer.name])
-                .inc(),
-            Err(TrySendError::Full(_)) => {
-                self.inner.memory.release(size);
-                shed("queue_full");
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.inner.memory.release(size);
-                shed("stopped");
-            }
+    /// Counts a batch `observer` will not see.
+    fn shed(&self, observer: &Observer, reason: &str) {
+        let dropped = self
+            .inner
+            .metrics
+            .processor_dropped
+            .with_label_values(&[observer.name, reason]);
+        dropped.inc();
+        // Logged on the first drop and every thousandth, not per request.
+        if dropped.get() % 1000 == 1 {
+            tracing::warn!(
+                processor = observer.name,
+                reason,
+                dropped = dropped.get(),
+                "processor falling behind; batches shed"
+            );
         }
     }
 }

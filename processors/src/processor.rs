@@ -13,6 +13,7 @@
 //!
 //! ```
 //! use swarmscope_processors::processor::{Processor, TableBatch};
+//! use swarmscope_processors::schema::Table;
 //! use swarmscope_processors::Result;
 //!
 //! /// Counts spans, off the acknowledgement path.
@@ -23,8 +24,8 @@
 //!     fn name(&self) -> &'static str {
 //!         "span_counter"
 //!     }
-//!     fn observes(&self) -> bool {
-//!         true
+//!     fn observes(&self, table: Table) -> bool {
+//!         table == Table::SPANS
 //!     }
 //!     fn observe(&self, input: &TableBatch) {
 //!         self.0.fetch_add(input.batch.num_rows(), std::sync::atomic::Ordering::Relaxed);
@@ -63,14 +64,16 @@ pub trait Processor: Send + Sync {
         Ok(Vec::new())
     }
 
-    /// Whether [`Processor::observe`] should be called; a processor that only derives
-    /// gets no queue and no task.
-    fn observes(&self) -> bool {
+    /// Whether [`Processor::observe`] should see the batches of `table`; a processor
+    /// that observes no table (one that only derives) gets no queue and no task.
+    fn observes(&self, table: Table) -> bool {
+        let _ = table;
         false
     }
 
     /// Sees `input` (and, separately, every batch derived from it) once it is
-    /// acknowledged, on the processor's own task.
+    /// acknowledged, on the processor's own task: only batches of the tables it
+    /// [observes](Processor::observes).
     fn observe(&self, input: &TableBatch) {
         let _ = input;
     }

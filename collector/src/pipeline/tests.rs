@@ -145,8 +145,8 @@ impl Processor for Stuck {
     fn name(&self) -> &'static str {
         "stuck"
     }
-    fn observes(&self) -> bool {
-        true
+    fn observes(&self, table: Table) -> bool {
+        table == Table::SPANS
     }
     fn observe(&self, _input: &TableBatch) {
         let _ = self.permits.lock().unwrap().recv();
@@ -197,20 +197,107 @@ async fn a_stuck_observer_delays_no_client_and_what_it_sheds_is_counted() {
     for _ in 0..exports {
         let _ = permit.send(());
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while stuck.seen.load(Ordering::SeqCst) < OBSERVER_QUEUE_BATCHES + 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "observer never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("the observer caught up", || {
+        stuck.seen.load(Ordering::SeqCst) >= OBSERVER_QUEUE_BATCHES + 1
+    })
+    .await;
     assert_eq!(
         stuck.seen.load(Ordering::SeqCst),
         OBSERVER_QUEUE_BATCHES + 1
     );
     // Queued batches were charged to the memory budget and given back.
     assert_eq!(store.memory().used(), store.buffered_bytes());
+}
+
+/// Counts the batches it sees of the one table it observes.
+struct Counting {
+    table: Table,
+    seen: AtomicUsize,
+}
+
+impl Processor for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    fn observes(&self, table: Table) -> bool {
+        table == self.table
+    }
+    fn observe(&self, _input: &TableBatch) {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits (at most 10 s) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}: timed out");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn observers_get_only_their_tables_and_a_batch_is_charged_once_for_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ParquetStore::open(config(dir.path())).unwrap();
+    let stuck = || {
+        let (permit, permits) = std::sync::mpsc::channel::<()>();
+        let stuck = Arc::new(Stuck {
+            seen: AtomicUsize::new(0),
+            permits: Mutex::new(permits),
+        });
+        (stuck, permit)
+    };
+    let ((first, let_first), (second, let_second)) = (stuck(), stuck());
+    let metrics_only = Arc::new(Counting {
+        table: Table::METRICS,
+        seen: AtomicUsize::new(0),
+    });
+    let spans_only = Arc::new(Counting {
+        table: Table::SPANS,
+        seen: AtomicUsize::new(0),
+    });
+    let pipeline = Pipeline::builder(store.clone(), PipelineMetrics::unregistered())
+        .processor(first.clone())
+        .processor(second.clone())
+        .processor(metrics_only.clone())
+        .processor(spans_only.clone())
+        .build()
+        .unwrap();
+    let exports = 3;
+    for _ in 0..exports {
+        pipeline
+            .export(spans(&["x", "y"], now_nanos()), Transport::Grpc)
+            .await
+            .unwrap();
+    }
+    until("the span counter saw every batch", || {
+        spans_only.seen.load(Ordering::SeqCst) == exports
+    })
+    .await;
+    assert_eq!(metrics_only.seen.load(Ordering::SeqCst), 0);
+    let queued = store.memory().used() - store.buffered_bytes();
+    assert!(queued > 0, "the queued batches are charged");
+
+    // One observer done with every batch: the other still holds them all, and with
+    // them the whole charge.
+    for _ in 0..exports {
+        let_first.send(()).unwrap();
+    }
+    until("the first observer caught up", || {
+        first.seen.load(Ordering::SeqCst) == exports
+    })
+    .await;
+    assert_eq!(store.memory().used() - store.buffered_bytes(), queued);
+
+    for _ in 0..exports {
+        let_second.send(()).unwrap();
+    }
+    until("the charge was given back", || {
+        second.seen.load(Ordering::SeqCst) == exports
+            && store.memory().used() == store.buffered_bytes()
+    })
+    .await;
 }
 
 /// Keeps the names of every span it is sent.

@@ -28,7 +28,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Float64Array, Float64Builder, Int64Builder,
-    RecordBatch, StringBuilder, TimestampNanosecondBuilder,
+    RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
@@ -144,7 +144,9 @@ struct Holding {
 /// Who holds which work item; see the module documentation for the rules.
 #[derive(Debug)]
 pub struct ClaimBook {
-    items: HashMap<String, Holding>,
+    /// Keyed by work id, with a seeded fast hash (one lookup per event on the
+    /// acknowledgement path).
+    items: HashMap<String, Holding, foldhash::fast::RandomState>,
     lease_ns: i64,
     cap: usize,
     forgotten: u64,
@@ -153,7 +155,7 @@ pub struct ClaimBook {
 impl ClaimBook {
     pub fn new(config: &CoordinationConfig) -> ClaimBook {
         ClaimBook {
-            items: HashMap::new(),
+            items: HashMap::default(),
             lease_ns: i64::try_from(config.lease_timeout_ms)
                 .unwrap_or(i64::MAX)
                 .saturating_mul(1_000_000),
@@ -178,13 +180,16 @@ impl ClaimBook {
 
     /// Applies one event and says what its row records.
     pub fn apply(&mut self, s: &Sighting<'_>) -> Verdict {
-        if let Some(h) = self.items.get(s.work_id) {
-            if s.time.saturating_sub(h.last_seen) > self.lease_ns {
-                self.items.remove(s.work_id);
-            }
+        let lease = self.lease_ns;
+        let mut held = self.items.get_mut(s.work_id);
+        if held
+            .as_ref()
+            .is_some_and(|h| s.time.saturating_sub(h.last_seen) > lease)
+        {
+            self.items.remove(s.work_id);
+            held = None;
         }
         let mut verdict = Verdict::default();
-        let held = self.items.get_mut(s.work_id);
         let other_holder = |h: &Holding| match (&h.agent, s.agent) {
             (Some(holder), Some(agent)) => holder != agent,
             _ => false,
@@ -367,7 +372,7 @@ impl CoordinationEvents {
             .and_then(|c| c.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>())
             .ok_or_else(|| Error::Schema("no events.time".into()))?;
 
-        let mut found: Vec<Found<'_>> = Vec::new();
+        let mut found: Vec<Found<'_>> = Vec::with_capacity(spans.num_rows());
         let offsets = events.value_offsets();
         for row in 0..spans.num_rows() {
             let span_time = match end.value(row) {
@@ -422,13 +427,20 @@ impl CoordinationEvents {
             return Ok(None);
         }
         // Claims are decided in the order they happened, whatever order a client
-        // batched them in.
-        found.sort_by_key(|f| f.sighting.time);
+        // batched them in (ties in the order found). The order is sorted, not the
+        // events, which are large to move.
+        let mut order: Vec<(i64, usize)> = found
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.sighting.time, i))
+            .collect();
+        order.sort_unstable();
+        let in_order: Vec<&Found<'_>> = order.iter().map(|&(_, i)| &found[i]).collect();
         let verdicts: Vec<Verdict> = {
             let mut book = self.book();
-            found.iter().map(|f| book.apply(&f.sighting)).collect()
+            in_order.iter().map(|f| book.apply(&f.sighting)).collect()
         };
-        build(spans, &found, &verdicts).map(Some)
+        build(spans, &in_order, &verdicts).map(Some)
     }
 }
 
@@ -514,18 +526,12 @@ impl<'a> Keys<'a> {
     }
 }
 
-fn build(spans: &RecordBatch, found: &[Found<'_>], verdicts: &[Verdict]) -> Result<RecordBatch> {
-    let trace = strings(spans, "trace_id")?;
-    let span = strings(spans, "span_id")?;
-    let name = strings(spans, "name")?;
-    let service = strings(spans, "service_name")?;
+fn build(spans: &RecordBatch, found: &[&Found<'_>], verdicts: &[Verdict]) -> Result<RecordBatch> {
     let n = found.len();
     let mut time = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
     let text = || StringBuilder::with_capacity(n, n * 16);
-    let (mut work, mut event, mut agent, mut team, mut work_type, mut priority) =
-        (text(), text(), text(), text(), text(), text());
-    let (mut held_by, mut trace_id, mut span_id, mut span_name, mut service_name) =
-        (text(), text(), text(), text(), text());
+    let (mut work, mut event, mut agent, mut team, mut work_type, mut priority, mut held_by) =
+        (text(), text(), text(), text(), text(), text(), text());
     let mut points = Float64Builder::with_capacity(n);
     let mut progress = Float64Builder::with_capacity(n);
     let mut conflict = BooleanBuilder::with_capacity(n);
@@ -544,11 +550,15 @@ fn build(spans: &RecordBatch, found: &[Found<'_>], verdicts: &[Verdict]) -> Resu
         conflict.append_value(v.conflict);
         held_by.append_option(v.held_by.as_deref());
         cycle.append_option(v.cycle_time_ms);
-        trace_id.append_value(trace.value(f.row));
-        span_id.append_value(span.value(f.row));
-        span_name.append_value(name.value(f.row));
-        service_name.append_option(string_at(service, f.row));
     }
+    // The span's own columns, gathered in one pass each.
+    let rows = UInt32Array::from_iter_values(found.iter().map(|f| f.row as u32));
+    let of_span = |name: &str| -> Result<ArrayRef> {
+        let column = spans
+            .column_by_name(name)
+            .ok_or_else(|| Error::Schema(format!("no column {name}")))?;
+        Ok(arrow::compute::take(column, &rows, None)?)
+    };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(time.finish()),
         Arc::new(work.finish()),
@@ -562,10 +572,10 @@ fn build(spans: &RecordBatch, found: &[Found<'_>], verdicts: &[Verdict]) -> Resu
         Arc::new(conflict.finish()),
         Arc::new(held_by.finish()),
         Arc::new(cycle.finish()),
-        Arc::new(trace_id.finish()),
-        Arc::new(span_id.finish()),
-        Arc::new(span_name.finish()),
-        Arc::new(service_name.finish()),
+        of_span("trace_id")?,
+        of_span("span_id")?,
+        of_span("name")?,
+        of_span("service_name")?,
     ];
     Ok(RecordBatch::try_new(COORDINATION_EVENTS.schema(), columns)?)
 }

@@ -470,8 +470,8 @@ impl Processor for GenAiUsage {
         "genai"
     }
 
-    fn observes(&self) -> bool {
-        true
+    fn observes(&self, table: Table) -> bool {
+        table == Table::SPANS
     }
 
     fn observe(&self, input: &TableBatch) {

@@ -391,8 +391,8 @@ impl Processor for ServiceGraph {
         "graph"
     }
 
-    fn observes(&self) -> bool {
-        true
+    fn observes(&self, table: Table) -> bool {
+        table == Table::SPANS
     }
 
     fn observe(&self, input: &TableBatch) {

@@ -530,8 +530,8 @@ impl Processor for Signals {
         "signals"
     }
 
-    fn observes(&self) -> bool {
-        true
+    fn observes(&self, table: Table) -> bool {
+        table == Table::SPANS || table == COORDINATION_EVENTS
     }
 
     fn observe(&self, input: &TableBatch) {

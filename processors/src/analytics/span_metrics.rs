@@ -112,8 +112,8 @@ impl Processor for SpanMetrics {
         "span_metrics"
     }
 
-    fn observes(&self) -> bool {
-        true
+    fn observes(&self, table: Table) -> bool {
+        table == Table::SPANS
     }
 
     fn observe(&self, input: &TableBatch) {

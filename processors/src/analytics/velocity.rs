@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::attributes::{booleans, primitives, string_at, strings, timestamps};
 use super::coordination::COORDINATION_EVENTS;
 use crate::processor::{Processor, TableBatch};
+use crate::schema::Table;
 
 /// `[processors.velocity]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -192,8 +193,8 @@ impl Processor for WorkMetrics {
         "work_metrics"
     }
 
-    fn observes(&self) -> bool {
-        true
+    fn observes(&self, table: Table) -> bool {
+        table == COORDINATION_EVENTS
     }
 
     fn observe(&self, input: &TableBatch) {

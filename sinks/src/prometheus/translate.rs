@@ -530,8 +530,8 @@ impl Processor for Translator {
         "prometheus"
     }
 
-    fn observes(&self) -> bool {
-        true
+    fn observes(&self, table: Table) -> bool {
+        table == Table::METRICS
     }
 
     fn observe(&self, input: &TableBatch) {
