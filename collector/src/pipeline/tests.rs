@@ -198,7 +198,7 @@ async fn a_stuck_observer_delays_no_client_and_what_it_sheds_is_counted() {
         let _ = permit.send(());
     }
     until("the observer caught up", || {
-        stuck.seen.load(Ordering::SeqCst) >= OBSERVER_QUEUE_BATCHES + 1
+        stuck.seen.load(Ordering::SeqCst) == OBSERVER_QUEUE_BATCHES + 1
     })
     .await;
     assert_eq!(
