@@ -124,6 +124,10 @@ impl Drop for Queued {
 struct Inner {
     store: ParquetStore,
     memory: MemoryLimiter,
+    /// What batches queued for the observers may hold: a budget of their own, so that
+    /// a store at its limit (as under a saturating load) does not cost the analytics
+    /// batches, and an observer falling behind refuses no client.
+    observer_memory: MemoryLimiter,
     processors: Vec<Arc<dyn Processor>>,
     observers: Vec<Observer>,
     sinks: Vec<SinkHandle>,
@@ -196,6 +200,7 @@ impl PipelineBuilder {
         Ok(Pipeline {
             inner: Arc::new(Inner {
                 store: self.store,
+                observer_memory: MemoryLimiter::new((memory.limit() / 2).max(1)),
                 memory,
                 processors: self.processors,
                 observers,
@@ -229,6 +234,12 @@ impl Pipeline {
 
     pub fn sinks(&self) -> &[SinkHandle] {
         &self.inner.sinks
+    }
+
+    /// The observers' memory budget: half of `storage.max_buffered_bytes`, apart from
+    /// the store's.
+    pub fn observer_memory(&self) -> &MemoryLimiter {
+        &self.inner.observer_memory
     }
 
     /// Asked before a request is read and decoded: `Err(Overloaded)` while the memory
@@ -371,7 +382,7 @@ impl Pipeline {
     }
 
     /// Queues `batch` for every observer of its table, or sheds it (counted) for an
-    /// observer whose queue is full, and for all of them when the memory budget is.
+    /// observer whose queue is full, and for all of them when their memory budget is.
     fn offer(&self, batch: &TableBatch) {
         let inner = &self.inner;
         let mut observers = inner
@@ -383,12 +394,12 @@ impl Pipeline {
             return;
         }
         let size = batch.batch.get_array_memory_size();
-        if inner.memory.try_charge(size).is_err() {
+        if inner.observer_memory.try_charge(size).is_err() {
             return observers.for_each(|o| self.shed(o, "memory_limit"));
         }
         let queued = Arc::new(Queued {
             batch: batch.clone(),
-            memory: inner.memory.clone(),
+            memory: inner.observer_memory.clone(),
             size,
         });
         for observer in observers {

@@ -205,8 +205,11 @@ async fn a_stuck_observer_delays_no_client_and_what_it_sheds_is_counted() {
         stuck.seen.load(Ordering::SeqCst),
         OBSERVER_QUEUE_BATCHES + 1
     );
-    // Queued batches were charged to the memory budget and given back.
-    assert_eq!(store.memory().used(), store.buffered_bytes());
+    // Queued batches were charged to the observers' memory budget and given back.
+    until("the charge was given back", || {
+        pipeline.observer_memory().used() == 0
+    })
+    .await;
 }
 
 /// Counts the batches it sees of the one table it observes.
@@ -276,7 +279,7 @@ async fn observers_get_only_their_tables_and_a_batch_is_charged_once_for_all() {
     })
     .await;
     assert_eq!(metrics_only.seen.load(Ordering::SeqCst), 0);
-    let queued = store.memory().used() - store.buffered_bytes();
+    let queued = pipeline.observer_memory().used();
     assert!(queued > 0, "the queued batches are charged");
 
     // One observer done with every batch: the other still holds them all, and with
@@ -288,16 +291,52 @@ async fn observers_get_only_their_tables_and_a_batch_is_charged_once_for_all() {
         first.seen.load(Ordering::SeqCst) == exports
     })
     .await;
-    assert_eq!(store.memory().used() - store.buffered_bytes(), queued);
+    assert_eq!(pipeline.observer_memory().used(), queued);
 
     for _ in 0..exports {
         let_second.send(()).unwrap();
     }
     until("the charge was given back", || {
-        second.seen.load(Ordering::SeqCst) == exports
-            && store.memory().used() == store.buffered_bytes()
+        second.seen.load(Ordering::SeqCst) == exports && pipeline.observer_memory().used() == 0
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_store_at_its_memory_limit_costs_the_observers_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // A budget smaller than one request: the first is taken (nothing was buffered) and
+    // fills it, as a saturating load keeps it full.
+    let store = ParquetStore::open(StorageConfig {
+        max_buffered_bytes: 1024,
+        ..config(dir.path())
+    })
+    .unwrap();
+    let registry = Registry::new();
+    let counting = Arc::new(Counting {
+        table: Table::SPANS,
+        seen: AtomicUsize::new(0),
+    });
+    let pipeline = Pipeline::builder(store.clone(), PipelineMetrics::register(&registry).unwrap())
+        .processor(counting.clone())
+        .build()
+        .unwrap();
+    pipeline
+        .export(spans(&["x", "y", "z"], now_nanos()), Transport::Grpc)
+        .await
+        .unwrap();
+    assert!(store.memory().used() > store.memory().limit());
+    until("the observer saw the batch", || {
+        counting.seen.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert!(
+        !text.contains("swarmscope_processor_dropped_batches_total{"),
+        "{text}"
+    );
 }
 
 /// Keeps the names of every span it is sent.
