@@ -150,16 +150,33 @@ fn hex(s: &str, digits: usize) -> Option<u128> {
     if s.len() != digits {
         return None;
     }
-    s.bytes().try_fold(0u128, |acc, b| {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => return None,
-        };
-        Some(acc << 4 | u128::from(digit))
-    })
+    // Digits are OR-ed into the accumulator, and one that is not a digit into `bad`:
+    // no branch per character.
+    let (mut acc, mut bad) = (0u128, 0u8);
+    for b in s.bytes() {
+        let digit = HEX_DIGITS[b as usize];
+        bad |= digit;
+        acc = acc << 4 | u128::from(digit & 0x0f);
+    }
+    (bad & 0x80 == 0).then_some(acc)
 }
+
+/// Each byte's value as a hexadecimal digit, or 0x80 when it is not one.
+static HEX_DIGITS: [u8; 256] = {
+    let mut table = [0x80u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 fn hex_u128(s: &str) -> Option<u128> {
     hex(s, 32)
@@ -276,9 +293,19 @@ impl ServiceGraph {
             // each is interned once per run of rows.
             let mut last_service: Option<(Text, u32)> = None;
             let mut last_agent: Option<(Text, u32)> = None;
+            // And a trace's rows their trace id: each is read once per run.
+            let mut last_trace: Option<(Text, Option<u128>)> = None;
             for row in 0..spans.num_rows() {
-                let (Some(t), Some(s)) = (hex_u128(trace.value(row)), hex_u64(span.value(row)))
-                else {
+                let trace_id = Text(trace.value(row));
+                let t = match last_trace {
+                    Some((last, t)) if last == trace_id => t,
+                    _ => {
+                        let t = hex_u128(trace_id.0);
+                        last_trace = Some((trace_id, t));
+                        t
+                    }
+                };
+                let (Some(t), Some(s)) = (t, hex_u64(span.value(row))) else {
                     continue;
                 };
                 let name = Text(string_at(service, row).unwrap_or(""));
@@ -496,6 +523,10 @@ mod tests {
         assert_eq!(hex_u128(&format!("{}1", "0".repeat(31))), Some(1));
         assert_eq!(hex_u64("000000000000000g"), None);
         assert_eq!(hex_u64("+00000000000000f"), None);
+        assert_eq!(hex_u64("0123456789abcdef"), Some(0x0123_4567_89ab_cdef));
+        assert_eq!(hex_u64("ABCDEF0123456789"), Some(0xabcd_ef01_2345_6789));
+        // 16 bytes, one character of them two bytes long.
+        assert_eq!(hex_u64("00000000000000\u{e9}"), None);
     }
 
     #[test]
