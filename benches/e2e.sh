@@ -15,7 +15,8 @@
 #    seconds per million spans, peak RSS, Parquet and OTLP bytes per span, request
 #    latency, and acknowledged → visible in SQL (a one-span probe every 200 ms, found
 #    by trace id; its timestamps are now, the load's two days ago, so the probe query
-#    prunes to its own partition as a "what happened just now" query does).
+#    prunes to its own partition as a "what happened just now" query does), and the
+#    batches the analytics' observers shed (swarmscope_processor_dropped_batches_total).
 # 2. Dataset: DATASET_SPANS (10M) distinct spans over 10 hours, sent with --unique;
 #    the server runs on until compaction has merged what the burst left.
 # 3. Queries: each run once to warm up, then 5 times; the median is reported, for
@@ -35,8 +36,8 @@ dataset_spans="${3:-10000000}"
 
 echo "### Ingest (gRPC, ${concurrency} connections, ${seconds} s per mode)"
 echo
-echo "| wal_fsync | spans/s | CPU s per 1M spans | peak RSS MiB | Parquet B/span | OTLP B/span | request p50 / p99 ms | ack → visible p50 / p99 / max ms |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| wal_fsync | spans/s | CPU s per 1M spans | peak RSS MiB | Parquet B/span | OTLP B/span | request p50 / p99 ms | ack → visible p50 / p99 / max ms | batches the analytics shed |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for mode in ${MODES:-always interval never}; do
   work=$(mktemp -d)
   start_server "$work/data" "$mode" "${STORAGE_TOML:-}"
@@ -46,18 +47,19 @@ for mode in ${MODES:-always interval never}; do
     --probe-api "$api" --json)
   cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  shed=$(curl -sf "$api/metrics" | awk '/^swarmscope_processor_dropped_batches_total/ {s += $2} END {print s + 0}')
   stop_server
   parquet_bytes=$(find "$work/data" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
-  python3 - "$result" "$cpu0" "$cpu1" "$ticks" "$peak_kib" "$parquet_bytes" "$mode" <<'PY'
+  python3 - "$result" "$cpu0" "$cpu1" "$ticks" "$peak_kib" "$parquet_bytes" "$mode" "$shed" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
-cpu0, cpu1, ticks, peak, parquet, mode = sys.argv[2:8]
+cpu0, cpu1, ticks, peak, parquet, mode, shed = sys.argv[2:9]
 spans = r["accepted_spans"]
 cpu = (float(cpu1) - float(cpu0)) / float(ticks)
 print(f"| {mode} | {r['spans_per_sec']:,.0f} | {cpu / spans * 1e6:.1f} | {int(peak) / 1024:.0f} | "
       f"{int(parquet) / spans:.1f} | {r['otlp_bytes_per_span']:.0f} | "
       f"{r['latency_p50_ms']:.1f} / {r['latency_p99_ms']:.1f} | "
-      f"{r['visible_p50_ms']:.1f} / {r['visible_p99_ms']:.1f} / {r['visible_max_ms']:.1f} ({r['probes']} probes) |")
+      f"{r['visible_p50_ms']:.1f} / {r['visible_p99_ms']:.1f} / {r['visible_max_ms']:.1f} ({r['probes']} probes) | {int(float(shed)):,} |")
 PY
   rm -rf "$work"
 done

@@ -75,16 +75,7 @@ fn hot_paths(c: &mut Criterion) {
     let mut group = c.benchmark_group("flush");
     group.throughput(Throughput::Elements(rows as u64));
     group.sample_size(20);
-    let encode = |props: &WriterProperties| {
-        let mut out = Vec::with_capacity(1 << 20);
-        let mut writer = ArrowWriter::try_new(&mut out, batches[0].schema(), Some(props.clone()))
-            .expect("writer");
-        for batch in &batches {
-            writer.write(black_box(batch)).expect("write");
-        }
-        writer.close().expect("close");
-        out.len()
-    };
+    let encode = |props: &WriterProperties| parquet(&batches, props);
     // The store's settings, then alternatives measured against them: min/max
     // statistics on the top-level strings too (what the store wrote before), on every
     // column (nested ones and random ids included), dictionaries for the random ids
@@ -147,41 +138,24 @@ fn hot_paths(c: &mut Criterion) {
     // encoded for the log, and a flush of 20 requests' rows.
     let coordination = CoordinationEvents::new(&CoordinationConfig::default());
     let source = TableBatch::new(Table::SPANS, batch.clone());
-    let derive = || {
+    let derive = |spans: &TableBatch| {
         coordination
-            .derive(&source)
+            .derive(spans)
             .expect("derive")
             .pop()
             .expect("rows")
             .batch
     };
-    let derived = derive();
+    let derived = derive(&source);
     let mut group = c.benchmark_group("coordination");
     group.throughput(Throughput::Elements(spans));
-    group.bench_function("derive", |b| b.iter(derive));
+    group.bench_function("derive", |b| b.iter(|| derive(&source)));
     group.bench_function("arrow_ipc_encode", |b| b.iter(|| ipc(&derived)));
     let all_derived: Vec<_> = batches
         .iter()
-        .map(|b| {
-            coordination
-                .derive(&TableBatch::new(Table::SPANS, b.clone()))
-                .expect("derive")
-                .pop()
-                .expect("rows")
-                .batch
-        })
+        .map(|b| derive(&TableBatch::new(Table::SPANS, b.clone())))
         .collect();
-    let encode = || {
-        let mut out = Vec::with_capacity(1 << 20);
-        let mut writer =
-            ArrowWriter::try_new(&mut out, all_derived[0].schema(), Some(props.clone()))
-                .expect("writer");
-        for batch in &all_derived {
-            writer.write(black_box(batch)).expect("write");
-        }
-        writer.close().expect("close");
-        out.len()
-    };
+    let encode = || parquet(&all_derived, &props);
     eprintln!(
         "coordination parquet_encode: {:.1} bytes/span",
         encode() as f64 / rows as f64
@@ -190,6 +164,18 @@ fn hot_paths(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("parquet_encode", |b| b.iter(encode));
     group.finish();
+}
+
+/// Parquet bytes of `batches` written one by one into one file, as a flush does.
+fn parquet(batches: &[arrow::array::RecordBatch], props: &WriterProperties) -> usize {
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut writer =
+        ArrowWriter::try_new(&mut out, batches[0].schema(), Some(props.clone())).expect("writer");
+    for batch in batches {
+        writer.write(black_box(batch)).expect("write");
+    }
+    writer.close().expect("close");
+    out.len()
 }
 
 /// Arrow IPC stream bytes of `batch`, as the write-ahead log encodes a record.
