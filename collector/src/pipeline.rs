@@ -26,6 +26,7 @@ use swarmscope_processors::convert::{self, Converted};
 use swarmscope_processors::otlp_proto;
 use swarmscope_processors::processor::{Processor, TableBatch};
 use swarmscope_processors::schema::Table;
+use swarmscope_sinks::executor::lower_priority;
 use swarmscope_sinks::frame::Record;
 use swarmscope_sinks::memory::MemoryLimiter;
 use swarmscope_sinks::sink::SinkHandle;
@@ -143,6 +144,12 @@ pub struct Pipeline {
 /// Batches an observing processor may have waiting before new ones are shed.
 pub const OBSERVER_QUEUE_BATCHES: usize = 256;
 
+/// The observers' threads yield to ingestion when both want the CPU (Linux nice value;
+/// 5 weighs a thread about a third of a default one). What they do waits in a bounded
+/// queue; a request cannot wait, and the flush that frees the store's memory for the
+/// next ones runs beside them. They still weigh more than queries (10) and sinks (19).
+pub const OBSERVER_NICE: i32 = 5;
+
 /// Assembles a [`Pipeline`].
 pub struct PipelineBuilder {
     store: ParquetStore,
@@ -185,6 +192,7 @@ impl PipelineBuilder {
             std::thread::Builder::new()
                 .name(format!("swarmscope-{name}"))
                 .spawn(move || {
+                    lower_priority(OBSERVER_NICE);
                     // Ends when the pipeline (every sender) is gone.
                     for queued in batches {
                         depth.dec();

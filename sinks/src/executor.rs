@@ -118,7 +118,7 @@ impl<T> Drop for Task<T> {
 }
 
 /// Lowers the calling thread's priority: on Linux the nice value is per thread.
-fn lower_priority(nice: i32) {
+pub fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: `setpriority` with `who = 0` changes the calling thread only and

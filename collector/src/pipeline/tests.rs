@@ -239,6 +239,62 @@ async fn until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// The nice value of the calling thread (Linux: field 19 of its `stat`).
+#[cfg(target_os = "linux")]
+fn thread_nice() -> i32 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // Fields 3 onwards follow the command name, which ends at the last ')'.
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
+/// Records the nice value of the thread it observes on.
+#[cfg(target_os = "linux")]
+struct NiceProbe(Mutex<Option<i32>>);
+
+#[cfg(target_os = "linux")]
+impl Processor for NiceProbe {
+    fn name(&self) -> &'static str {
+        "nice_probe"
+    }
+    fn observes(&self, table: Table) -> bool {
+        table == Table::SPANS
+    }
+    fn observe(&self, _input: &TableBatch) {
+        *self.0.lock().unwrap() = Some(thread_nice());
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn observers_yield_the_cpu_to_ingestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ParquetStore::open(config(dir.path())).unwrap();
+    let probe = Arc::new(NiceProbe(Mutex::new(None)));
+    let pipeline = Pipeline::builder(store, PipelineMetrics::unregistered())
+        .processor(probe.clone())
+        .build()
+        .unwrap();
+    pipeline
+        .export(spans(&["x"], now_nanos()), Transport::Grpc)
+        .await
+        .unwrap();
+    until("the probe observed", || probe.0.lock().unwrap().is_some()).await;
+    let ingestion = thread_nice();
+    let observed = *probe.0.lock().unwrap();
+    // Only a privileged process may lower a nice value: run at a higher one than the
+    // observers', this test has nothing to check.
+    if ingestion <= OBSERVER_NICE {
+        assert_eq!(
+            observed,
+            Some(OBSERVER_NICE),
+            "ingestion runs at {ingestion}"
+        );
+    } else {
+        eprintln!("skipped: the test runs at nice {ingestion} > {OBSERVER_NICE}");
+    }
+}
+
 #[tokio::test]
 async fn observers_get_only_their_tables_and_a_batch_is_charged_once_for_all() {
     let dir = tempfile::tempdir().unwrap();

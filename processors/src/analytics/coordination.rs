@@ -529,9 +529,29 @@ impl<'a> Keys<'a> {
 fn build(spans: &RecordBatch, found: &[&Found<'_>], verdicts: &[Verdict]) -> Result<RecordBatch> {
     let n = found.len();
     let mut time = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let text = || StringBuilder::with_capacity(n, n * 16);
-    let (mut work, mut event, mut agent, mut team, mut work_type, mut priority, mut held_by) =
-        (text(), text(), text(), text(), text(), text(), text());
+    // Each text column sized to what it will hold: the rows stay buffered until a
+    // flush, and a column that is mostly null (an event name, a priority) costs the
+    // store's memory budget nothing for bytes it never uses.
+    let text = |value: &dyn Fn(&Found<'_>, &Verdict) -> Option<usize>| {
+        let bytes = found
+            .iter()
+            .zip(verdicts)
+            .filter_map(|(f, v)| value(f, v))
+            .sum();
+        StringBuilder::with_capacity(n, bytes)
+    };
+    let mut work = text(&|f, _| Some(f.sighting.work_id.len()));
+    let mut event = text(&|f, _| f.sighting.event.map(str::len));
+    let mut agent = text(&|f, _| f.sighting.agent.map(str::len));
+    let mut team = text(&|f, v| f.sighting.team.or(v.team.as_deref()).map(str::len));
+    let mut work_type = text(&|f, v| {
+        f.sighting
+            .work_type
+            .or(v.work_type.as_deref())
+            .map(str::len)
+    });
+    let mut priority = text(&|f, _| f.priority.map(str::len));
+    let mut held_by = text(&|_, v| v.held_by.as_deref().map(str::len));
     let mut points = Float64Builder::with_capacity(n);
     let mut progress = Float64Builder::with_capacity(n);
     let mut conflict = BooleanBuilder::with_capacity(n);

@@ -813,3 +813,58 @@ async fn rows_older_than_retention_are_split_off_by_their_partition_hour() {
     let (same, none) = s.without_expired(Table::SPANS, fresh.clone(), now).unwrap();
     assert_eq!((same, none), (fresh, 0));
 }
+
+/// Every `.parquet` and `.parquet.tmp` file under `dir`.
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()) {
+            if entry.is_dir() {
+                pending.push(entry);
+            } else if entry.to_string_lossy().contains(".parquet") {
+                found.push(entry);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_flush_commits_all_its_tables_or_none() {
+    // The first table of a flush is written on the flush's thread, the others each on
+    // a thread of its own: a failure in either kind leaves every row buffered.
+    for blocked in [Table::SPANS, Table::LOGS] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        s.append_all(vec![
+            (Table::SPANS, spans_at(&[HOUR, HOUR + 1])),
+            (Table::LOGS, logs_at(0)),
+        ])
+        .await
+        .unwrap();
+        // The table cannot be written: its directory is taken by a file.
+        let blocker = dir.path().join(blocked.name());
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        assert!(s.flush().await.is_err(), "{blocked:?}");
+        assert_eq!(s.buffered_rows(Table::SPANS), 2, "{blocked:?}");
+        assert_eq!(s.buffered_rows(Table::LOGS), 1, "{blocked:?}");
+        assert!(s.snapshot(Table::SPANS).unwrap().files.is_empty());
+        assert!(s.snapshot(Table::LOGS).unwrap().files.is_empty());
+        assert_eq!(
+            parquet_files(dir.path()),
+            Vec::<PathBuf>::new(),
+            "no file of the failed flush is left ({blocked:?})"
+        );
+
+        std::fs::remove_file(&blocker).unwrap();
+        s.flush().await.unwrap();
+        assert_eq!(s.snapshot(Table::SPANS).unwrap().files.len(), 1);
+        assert_eq!(s.snapshot(Table::LOGS).unwrap().files.len(), 1);
+        drop(s);
+        let reopened = store(dir.path());
+        assert_eq!(reopened.recovery().rows, 0, "the flush retired the log");
+        assert_eq!(total_rows(&reopened, Table::SPANS), 2);
+        assert_eq!(total_rows(&reopened, Table::LOGS), 1);
+    }
+}
