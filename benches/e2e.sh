@@ -10,6 +10,9 @@
 #   STORAGE_TOML='zstd_level = 1' bash benches/e2e.sh
 # MODES picks the wal_fsync modes of the ingest part (default: always interval never):
 #   MODES=always bash benches/e2e.sh 15 4 0
+# LOADGEN_ARGS adds load generator options to the ingest part, e.g. a workload where a
+# tenth of the spans are coordination events:
+#   LOADGEN_ARGS='--work-item-share 0.1' bash benches/e2e.sh 15 4 0
 #
 # 1. Ingest, once per storage.wal_fsync mode: sustained accepted spans/s, server CPU
 #    seconds per million spans, peak RSS, Parquet and OTLP bytes per span, request
@@ -42,9 +45,10 @@ for mode in ${MODES:-always interval never}; do
   work=$(mktemp -d)
   start_server "$work/data" "$mode" "${STORAGE_TOML:-}"
   cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of options
   result=$("$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
     --duration "$seconds" --distinct-requests 2000 --start-offset-secs 172800 \
-    --probe-api "$api" --json)
+    --probe-api "$api" ${LOADGEN_ARGS:-} --json)
   cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   shed=$(curl -sf "$api/metrics" | awk '/^swarmscope_processor_dropped_batches_total/ {s += $2} END {print s + 0}')

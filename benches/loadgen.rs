@@ -147,6 +147,9 @@ struct Args {
     distinct_requests: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The share of spans carrying `coordination.work.id` (each a coordination event).
+    #[arg(long, default_value_t = 1.0)]
+    work_item_share: f64,
     /// Bearer token, when the endpoint requires one.
     #[arg(long)]
     token: Option<String>,
@@ -299,6 +302,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workload = workload::Workload {
         spans_per_request: args.spans_per_request,
         seed: args.seed,
+        work_item_share: args.work_item_share.clamp(0.0, 1.0),
         ..Default::default()
     };
     let now = std::time::SystemTime::now()

@@ -7,7 +7,8 @@
 //! `http.response.status_code`, `gen_ai.agent.id` over `agents` agents,
 //! `gen_ai.request.model`, `gen_ai.usage.input_tokens`/`output_tokens`,
 //! `coordination.team`); 5% of spans with status ERROR; a span event on 10% of spans;
-//! random ids. Built before any clock starts.
+//! random ids. Built before any clock starts. Every span carries a work-item id (and
+//! so is a coordination event) unless `work_item_share` says otherwise.
 
 #![allow(dead_code)]
 
@@ -28,6 +29,8 @@ pub struct Workload {
     pub services: usize,
     pub agents: usize,
     pub seed: u64,
+    /// The share of spans carrying `coordination.work.id`, in [0, 1].
+    pub work_item_share: f64,
 }
 
 impl Default for Workload {
@@ -37,6 +40,7 @@ impl Default for Workload {
             services: 20,
             agents: 200,
             seed: 42,
+            work_item_share: 1.0,
         }
     }
 }
@@ -154,7 +158,7 @@ impl Workload {
                 let duration = rng.random_range(50_000..50_000_000u64);
                 let error = rng.random_bool(0.05);
                 let model = MODELS[rng.random_range(0..MODELS.len())];
-                let attributes = vec![
+                let mut attributes = vec![
                     kv(
                         "http.request.method",
                         s(METHODS[rng.random_range(0..METHODS.len())]),
@@ -184,6 +188,10 @@ impl Workload {
                         s(format!("user-{}", rng.random_range(0..100_000u32))),
                     ),
                 ];
+                // With the default share, no draw: the standard workload is unchanged.
+                if self.work_item_share < 1.0 && !rng.random_bool(self.work_item_share) {
+                    attributes.retain(|a| a.key != "coordination.work.id");
+                }
                 let events = if rng.random_bool(0.10) {
                     vec![span::Event {
                         time_unix_nano: start + duration / 2,

@@ -4,7 +4,7 @@
 //!  receiver ─> admission (MemoryLimiter) ─> decode ─> convert (OTLP → Arrow)
 //!     ─> retention filter ─> Processor::derive (each processor)
 //!     ─> ParquetStore::append_all (source + derived rows, one log record)  = the ack
-//!     ─> Processor::observe (each observing processor: own thread, bounded queue)
+//!     ─> Processor::observe (each observing processor: own thread at nice 5, bounded queue)
 //!     ─> Sink queues (each sink: own disk queue and task)
 //! ```
 //!

@@ -8,8 +8,9 @@
 //!   derived table never misses a row whose source was acknowledged, crash or not. It
 //!   must be cheap: a client waits for it.
 //! - [`Processor::observe`] sees each batch once it is acknowledged, on a task of the
-//!   processor's own behind a bounded queue (aggregates, metrics, detectors). A slow
-//!   observer delays no client: when its queue is full, batches are shed and counted.
+//!   processor's own behind a bounded queue (aggregates, metrics, detectors), at a lower
+//!   priority than ingestion. A slow observer delays no client: when its queue is full,
+//!   batches are shed and counted.
 //!
 //! ```
 //! use swarmscope_processors::processor::{Processor, TableBatch};
