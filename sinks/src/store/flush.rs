@@ -104,7 +104,20 @@ impl ParquetStore {
 /// Writes the taken buffers as Parquet and commits them with the checkpoint. On error
 /// the rows go back in front of their tables' buffers (they are still in the log).
 fn commit_flush(inner: &Inner, taken: Taken) -> Result<()> {
-    let (pending, failure) = write_tables(inner, &taken);
+    let mut pending = Vec::new();
+    let mut failure = None;
+    for (table, batches) in &taken.tables {
+        if batches.is_empty() {
+            continue;
+        }
+        match writer::write_partitioned(&inner.config.data_dir, *table, batches, &inner.props) {
+            Ok(files) => pending.push((*table, files)),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
     let committed = match failure {
         Some(e) => Err(e),
         None => {
@@ -166,57 +179,4 @@ fn commit_flush(inner: &Inner, taken: Taken) -> Result<()> {
             Err(e)
         }
     }
-}
-
-/// Writes every table's taken rows, each table on a thread of its own: the flush takes
-/// as long as its largest table, not the sum of all, and the store's buffer (which
-/// refuses requests when full) drains that much sooner. Returns the files written and
-/// the first error; the files of a table that failed are already removed.
-fn write_tables(
-    inner: &Inner,
-    taken: &Taken,
-) -> (Vec<(Table, Vec<writer::PendingFile>)>, Option<Error>) {
-    let write = |table: Table, batches: &[arrow::array::RecordBatch]| {
-        writer::write_partitioned(&inner.config.data_dir, table, batches, &inner.props)
-    };
-    let mut tables = taken.tables.iter().filter(|(_, b)| !b.is_empty());
-    let Some((first, first_batches)) = tables.next() else {
-        return (Vec::new(), None);
-    };
-    let results: Vec<(Table, Result<Vec<writer::PendingFile>>)> = std::thread::scope(|scope| {
-        let others: Vec<_> = tables
-            .map(|(table, batches)| {
-                let thread = std::thread::Builder::new()
-                    .name("swarmscope-flush".into())
-                    .spawn_scoped(scope, move || write(*table, batches));
-                (*table, batches, thread)
-            })
-            .collect();
-        let mut results = vec![(*first, write(*first, first_batches))];
-        for (table, batches, thread) in others {
-            let result = match thread {
-                Ok(thread) => thread.join().unwrap_or_else(|_| {
-                    Err(Error::Task {
-                        task: "flush",
-                        message: format!("writing {} panicked", table.name()),
-                    })
-                }),
-                // No thread to be had: written here, after the first.
-                Err(_) => write(table, batches),
-            };
-            results.push((table, result));
-        }
-        results
-    });
-    let mut pending = Vec::new();
-    let mut failure = None;
-    for (table, result) in results {
-        match result {
-            Ok(files) => pending.push((table, files)),
-            Err(e) => {
-                failure.get_or_insert(e);
-            }
-        }
-    }
-    (pending, failure)
 }

@@ -832,8 +832,8 @@ fn parquet_files(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn a_flush_commits_all_its_tables_or_none() {
-    // The first table of a flush is written on the flush's thread, the others each on
-    // a thread of its own: a failure in either kind leaves every row buffered.
+    // Whichever table fails, the first written or a later one, every row of the flush
+    // stays buffered and no file of it is left.
     for blocked in [Table::SPANS, Table::LOGS] {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
