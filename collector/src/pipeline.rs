@@ -106,6 +106,8 @@ struct Observer {
     /// The tables it observes: it is offered no other batch.
     tables: Vec<Table>,
     queue: SyncSender<Arc<Queued>>,
+    /// `swarmscope_processor_queue_batches{processor}`, looked up once.
+    depth: prometheus::IntGauge,
 }
 
 /// A batch queued for the observers, shared by all of them: its memory is charged once,
@@ -189,13 +191,14 @@ impl PipelineBuilder {
                 .metrics
                 .processor_queue
                 .with_label_values(&[processor.name()]);
+            let queued_depth = depth.clone();
             std::thread::Builder::new()
                 .name(format!("swarmscope-{name}"))
                 .spawn(move || {
                     lower_priority(OBSERVER_NICE);
                     // Ends when the pipeline (every sender) is gone.
                     for queued in batches {
-                        depth.dec();
+                        queued_depth.dec();
                         processor.observe(&queued.batch);
                     }
                 })?;
@@ -203,6 +206,7 @@ impl PipelineBuilder {
                 name,
                 tables,
                 queue,
+                depth,
             });
         }
         Ok(Pipeline {
@@ -412,11 +416,7 @@ impl Pipeline {
         });
         for observer in observers {
             match observer.queue.try_send(Arc::clone(&queued)) {
-                Ok(()) => inner
-                    .metrics
-                    .processor_queue
-                    .with_label_values(&[observer.name])
-                    .inc(),
+                Ok(()) => observer.depth.inc(),
                 Err(TrySendError::Full(_)) => self.shed(observer, "queue_full"),
                 Err(TrySendError::Disconnected(_)) => self.shed(observer, "stopped"),
             }
