@@ -8,7 +8,7 @@ WITH calls AS (
          count(*) FILTER (WHERE duration_ns > 1000 * 1000000
                             AND duration_ns <= 4 * 1000 * 1000000) AS tolerating
   FROM spans
-  WHERE service_name = '$service' AND start_time >= '$start' AND start_time < '$end'
+  WHERE service_name = '$service' AND end_time >= '$start' AND end_time < '$end'
 ), work AS (
   SELECT count(*) FILTER (WHERE event = 'claim') AS claims,
          count(*) FILTER (WHERE event = 'claim' AND conflict) AS conflicts,
@@ -19,7 +19,7 @@ WITH calls AS (
 ), agents AS (
   SELECT count(DISTINCT agent_id) FILTER (WHERE t >= '$start') AS live,
          count(DISTINCT agent_id) AS known
-  FROM (SELECT agent_id, start_time AS t FROM spans WHERE service_name = '$service'
+  FROM (SELECT agent_id, end_time AS t FROM spans WHERE service_name = '$service'
         UNION ALL
         SELECT agent_id, time AS t FROM coordination_events WHERE service_name = '$service')
   WHERE agent_id IS NOT NULL

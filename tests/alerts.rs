@@ -150,8 +150,8 @@ fn a_stored_health_score_matches_the_readmes_sql() {
     assert!(server.stop().success());
 }
 
-/// Verifies `sha256=<hex>` against the body with the shared secret.
-fn signature_verifies(secret: &str, header: &str, body: &[u8]) -> bool {
+/// Verifies `sha256=<hex>` against `<timestamp>.<body>` with the shared secret.
+fn signature_verifies(secret: &str, timestamp: &str, header: &str, body: &[u8]) -> bool {
     let Some(hex) = header.strip_prefix("sha256=") else {
         return false;
     };
@@ -163,7 +163,104 @@ fn signature_verifies(secret: &str, header: &str, body: &[u8]) -> bool {
         return false;
     };
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    ring::hmac::verify(&key, body, &tag).is_ok()
+    let signed = [timestamp.as_bytes(), b".", body].concat();
+    ring::hmac::verify(&key, &signed, &tag).is_ok()
+}
+
+/// Steady traffic of `service`: 20 calls every 100 ms, ending now; while `phase` is 1,
+/// four in five fail; at 3 it stops.
+fn steady_traffic(
+    http: String,
+    service: &'static str,
+    phase: std::sync::Arc<std::sync::atomic::AtomicU8>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut n = 0u64;
+        loop {
+            let phase = phase.load(std::sync::atomic::Ordering::Relaxed);
+            if phase == 3 {
+                return;
+            }
+            let spans = (0..20)
+                .map(|i| {
+                    n += 1;
+                    span(n, 30, 30, phase == 1 && i % 5 != 0, vec![])
+                })
+                .collect();
+            let request = common::service_request(service, spans);
+            let _ = common::blocking_request(
+                "POST",
+                &format!("{http}/v1/traces"),
+                &[("content-type", "application/x-protobuf".into())],
+                &request.encode_to_vec(),
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+#[test]
+fn a_span_from_a_clock_a_day_ahead_blinds_neither_health_nor_alerting() {
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start_with(
+        &dir,
+        Options {
+            extra: format!("{FAST_HEALTH}[processors.anomaly]\nmin_samples = 4\n"),
+            ..Default::default()
+        },
+    );
+    // One span from another service whose clock is a day ahead, before anything else.
+    let mut ahead = span(1 << 40, 0, 30, false, vec![]);
+    ahead.start_time_unix_nano += 86_400 * 1_000_000_000;
+    ahead.end_time_unix_nano += 86_400 * 1_000_000_000;
+    server.send_spans("skewed", vec![ahead]);
+    let phase = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let traffic = steady_traffic(
+        server.http.clone(),
+        "checkout",
+        std::sync::Arc::clone(&phase),
+    );
+    let evaluated = |n: i64| {
+        let sql =
+            "SELECT count(*) FROM health WHERE scope = 'service' AND scope_name = 'checkout' \
+                   AND input_calls > 0";
+        eventually("fresh health rows for checkout", || {
+            (server.scalar(sql).as_i64()? >= n).then_some(())
+        });
+    };
+    evaluated(6);
+    let (status, body) = blocking_get(&format!("{}/api/v1/health?scope=service", server.api))
+        .expect("GET /api/v1/health");
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_slice(&body).expect("JSON");
+    let names: Vec<&str> = health["scores"]
+        .as_array()
+        .expect("scores")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["checkout"], "{health}");
+    // An error burst fires, as it does without the skewed span.
+    phase.store(1, std::sync::atomic::Ordering::Relaxed);
+    eventually("ErrorRateAnomaly for checkout", || {
+        let sql = "SELECT count(*) FROM alerts WHERE alert_name = 'ErrorRateAnomaly' \
+                   AND labels['service'] = 'checkout' AND status = 'firing'";
+        (server.scalar(sql).as_i64()? >= 1).then_some(())
+    });
+    phase.store(3, std::sync::atomic::Ordering::Relaxed);
+    traffic.join().expect("traffic");
+    // The span is stored, counted as left out, and nothing else is.
+    assert_eq!(
+        server
+            .scalar("SELECT count(*) FROM spans WHERE service_name = 'skewed'")
+            .as_i64(),
+        Some(1)
+    );
+    let (_, metrics) = blocking_get(&format!("{}/metrics", server.api)).expect("metrics");
+    let metrics = String::from_utf8(metrics).expect("UTF-8");
+    let skipped = "swarmscope_analytics_skipped_total{processor=\"signals\",reason=\"future\"} 1";
+    assert!(metrics.lines().any(|l| l == skipped), "{metrics}");
+    assert!(server.stop().success());
 }
 
 #[test]
@@ -184,34 +281,11 @@ fn an_error_rate_jump_fires_a_signed_webhook_that_is_retried_stored_and_resolved
         },
     );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
-    // Steady traffic: 20 calls every 100 ms; errors while `stop` says so.
-    let traffic = {
-        let stop = std::sync::Arc::clone(&stop);
-        let server_http = server.http.clone();
-        std::thread::spawn(move || {
-            let mut n = 0u64;
-            loop {
-                let phase = stop.load(std::sync::atomic::Ordering::Relaxed);
-                if phase == 3 {
-                    return;
-                }
-                let spans = (0..20)
-                    .map(|i| {
-                        n += 1;
-                        span(n, 0, 30, phase == 1 && i % 5 != 0, vec![])
-                    })
-                    .collect();
-                let request = common::service_request("checkout", spans);
-                let _ = common::blocking_request(
-                    "POST",
-                    &format!("{server_http}/v1/traces"),
-                    &[("content-type", "application/x-protobuf".into())],
-                    &request.encode_to_vec(),
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let traffic = steady_traffic(
+        server.http.clone(),
+        "checkout",
+        std::sync::Arc::clone(&stop),
+    );
     // Warm-up: the detectors have seen their minimum of normal intervals.
     eventually("six evaluated intervals", || {
         let n = server
@@ -242,8 +316,33 @@ fn an_error_rate_jump_fires_a_signed_webhook_that_is_retried_stored_and_resolved
         .expect("fingerprint")
         .to_owned();
     let signature = firing.header("x-swarmscope-signature").expect("signature");
-    assert!(signature_verifies("s3cret", signature, &firing.body));
-    assert!(!signature_verifies("other", signature, &firing.body));
+    let timestamp = firing.header("x-swarmscope-timestamp").expect("timestamp");
+    let sent: u64 = timestamp.parse().expect("Unix seconds");
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(sent <= now && now - sent < 300, "{sent} against {now}");
+    assert!(signature_verifies(
+        "s3cret",
+        timestamp,
+        signature,
+        &firing.body
+    ));
+    assert!(!signature_verifies(
+        "other",
+        timestamp,
+        signature,
+        &firing.body
+    ));
+    // A replay under another timestamp does not verify.
+    let later = (sent + 1).to_string();
+    assert!(!signature_verifies(
+        "s3cret",
+        &later,
+        signature,
+        &firing.body
+    ));
     // The first attempt got a 500: the same notification came again.
     let attempts = receiver.requests();
     assert_eq!(attempts[0].body, firing.body);

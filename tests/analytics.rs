@@ -163,13 +163,18 @@ fn coordination_history_conflicts_and_velocity_are_exact_across_a_restart() {
     for line in [
         "swarmscope_work_items_total{event=\"claim\",team=\"red\"} 4",
         "swarmscope_coordination_conflicts_total{team=\"red\"} 1",
-        "swarmscope_velocity_story_points{team=\"red\"} 3",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
             "{line} not in\n{metrics}"
         );
     }
+    // The velocity gauge sums the wall clock's window: completions from January are
+    // history, in `velocity`, not this hour's points.
+    assert!(
+        !metrics.contains("swarmscope_velocity_story_points{team=\"red\"}"),
+        "{metrics}"
+    );
     assert!(server.stop().success());
 }
 
@@ -232,8 +237,8 @@ fn genai_usage_is_priced_and_span_metrics_are_served() {
     );
 
     let calls = "traces_span_metrics_calls_total{service_name=\"planner\",span_name=\"work\",span_kind=\"SPAN_KIND_UNSPECIFIED\",status_code=\"STATUS_CODE_UNSET\"} 4";
-    let tokens = "gen_ai_client_token_usage_sum{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"house\",gen_ai_request_model=\"house-model-v2\",gen_ai_token_type=\"input\"} 1000000";
-    let spend = "swarmscope_genai_cost_usd_sum{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"house\",gen_ai_request_model=\"house-model-v2\"} 3";
+    let tokens = "gen_ai_client_token_usage_sum{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"house\",gen_ai_request_model=\"house-model-v2\",gen_ai_response_model=\"\",gen_ai_token_type=\"input\"} 1000000";
+    let spend = "swarmscope_genai_cost_usd_sum{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"house\",gen_ai_request_model=\"house-model-v2\",gen_ai_response_model=\"\"} 3";
     // Metrics are kept off the acknowledgement path: wait for them.
     let metrics = common::eventually("the span and token metrics", || {
         let (_, metrics) = blocking_get(&format!("{}/metrics", server.api)).ok()?;
@@ -249,6 +254,141 @@ fn genai_usage_is_priced_and_span_metrics_are_served() {
             "{line} not in\n{metrics}"
         );
     }
+    assert!(server.stop().success());
+}
+
+/// `n`'s span in trace 42, under `parent`.
+fn in_trace(n: u64, parent: Option<u64>, at_s: u64, attributes: Vec<KeyValue>) -> Span {
+    let mut s = span(n, at_s, attributes);
+    s.trace_id = [[4u8; 8], [2u8; 8]].concat();
+    s.parent_span_id = parent
+        .map(|p| (p + 1).to_be_bytes().to_vec())
+        .unwrap_or_default();
+    s
+}
+
+#[test]
+fn model_calls_are_attributed_to_their_agent_along_the_trace_tree_and_counted_once() {
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start(&dir);
+    // An invoke_agent span (1) with a tool span (2) below it; model calls as three
+    // instrumentations of the OpenAI SDK write them, none naming an agent: the
+    // OpenTelemetry openai-v2 one below the tool, OpenInference's and OpenLLMetry's
+    // right below the agent.
+    let v2 = in_trace(
+        3,
+        Some(2),
+        1,
+        vec![
+            text("gen_ai.operation.name", "chat"),
+            text("gen_ai.provider.name", "openai"),
+            text("gen_ai.request.model", "gpt-4o-mini"),
+            text("gen_ai.response.model", "gpt-4o-mini-2024-07-18"),
+            int("gen_ai.usage.input_tokens", 1_000_000),
+            int("gen_ai.usage.output_tokens", 0),
+        ],
+    );
+    let openinference = in_trace(
+        4,
+        Some(1),
+        2,
+        vec![
+            text("openinference.span.kind", "LLM"),
+            text("llm.provider", "openai"),
+            text("llm.model_name", "gpt-4o-mini-2024-07-18"),
+            int("llm.token_count.prompt", 0),
+            int("llm.token_count.completion", 1_000_000),
+        ],
+    );
+    let openllmetry = in_trace(
+        5,
+        Some(1),
+        3,
+        vec![
+            text("gen_ai.system", "openai"),
+            text("llm.request.type", "chat"),
+            text("gen_ai.request.model", "gpt-4o-mini"),
+            int("gen_ai.usage.prompt_tokens", 2_000_000),
+            int("gen_ai.usage.completion_tokens", 0),
+        ],
+    );
+    let tool = in_trace(
+        2,
+        Some(1),
+        4,
+        vec![text("gen_ai.operation.name", "execute_tool")],
+    );
+    // The agent's span ends last, in a later export, with the total of its calls.
+    let agent = in_trace(
+        1,
+        None,
+        5,
+        vec![
+            text("gen_ai.operation.name", "invoke_agent"),
+            text("gen_ai.agent.id", "researcher-1"),
+            text("gen_ai.agent.name", "researcher"),
+            text("gen_ai.request.model", "gpt-4o-mini"),
+            int("gen_ai.usage.input_tokens", 3_000_000),
+            int("gen_ai.usage.output_tokens", 1_000_000),
+        ],
+    );
+    server.send_spans("agents", vec![v2, openinference, openllmetry, tool]);
+    server.send_spans("agents", vec![agent]);
+    let rows = server.rows(
+        "SELECT agent_id, agent_name, count(*), sum(input_tokens), sum(output_tokens), \
+         round(sum(cost_usd), 6) FROM genai_usage GROUP BY 1, 2",
+    );
+    // 3M input at 0.15 and 1M output at 0.60 per million: the agent's own total is
+    // not counted again.
+    assert_eq!(
+        rows,
+        vec![vec![
+            json!("researcher-1"),
+            json!("researcher"),
+            json!(3),
+            json!(3_000_000),
+            json!(1_000_000),
+            json!(1.05)
+        ]]
+    );
+    // The request and response models, apart.
+    let models = server.rows(
+        "SELECT request_model, response_model, model FROM genai_usage WHERE span_id = '0000000000000004'",
+    );
+    assert_eq!(
+        models,
+        vec![vec![
+            json!("gpt-4o-mini"),
+            json!("gpt-4o-mini-2024-07-18"),
+            json!("gpt-4o-mini-2024-07-18")
+        ]]
+    );
+    // On /metrics the agent span's total is left out too. The GenAI observer sees
+    // batches in order: once a later call is counted, the agent span was seen.
+    let marker = span(
+        9,
+        9,
+        vec![
+            text("gen_ai.operation.name", "marker"),
+            int("gen_ai.usage.input_tokens", 1),
+        ],
+    );
+    server.send_spans("agents", vec![marker]);
+    let metrics = common::eventually("the token metrics", || {
+        let (_, metrics) = blocking_get(&format!("{}/metrics", server.api)).ok()?;
+        let metrics = String::from_utf8(metrics).ok()?;
+        metrics
+            .contains("gen_ai_operation_name=\"marker\"")
+            .then_some(metrics)
+    });
+    assert!(
+        metrics.contains("gen_ai_client_token_usage_count{gen_ai_operation_name=\"chat\""),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("gen_ai_operation_name=\"invoke_agent\""),
+        "{metrics}"
+    );
     assert!(server.stop().success());
 }
 
@@ -321,5 +461,9 @@ fn the_call_graph_is_counted_live_and_computed_from_the_history() {
     }
     let (status, _) = get_json(&format!("{}/api/v1/graph?start=later", server.api));
     assert_eq!(status, 400);
+    // No parameters: the last hour, which holds none of these 2026-01-01 spans.
+    let (status, body) = get_json(&format!("{}/api/v1/graph", server.api));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["edges"], json!([]), "{body}");
     assert!(server.stop().success());
 }

@@ -196,6 +196,7 @@ fn tables_endpoint_lists_every_table_with_its_columns() {
             "health",
             "alerts",
             "dead_letters",
+            "genai_attribution",
             "genai_usage",
             "velocity"
         ]

@@ -84,7 +84,10 @@ pub fn exporters(
 /// earlier state (a conflict with an earlier claim, the resolution of an earlier
 /// alert) is missed.
 pub async fn restore(analytics: &Analytics, engine: &QueryEngine) {
-    let claims = restore_sql(&analytics.config.coordination);
+    let claims = restore_sql(
+        &analytics.config.coordination,
+        analytics.config.future_tolerance_seconds,
+    );
     let restored = match engine.sql(&claims).await {
         Ok(result) => result
             .batches

@@ -71,6 +71,7 @@ impl Table {
         crate::analytics::health::HEALTH,
         crate::analytics::alerts::ALERTS,
         Table::DEAD_LETTERS,
+        crate::analytics::genai::GENAI_ATTRIBUTION,
     ];
 
     /// The table `def` declares (for a derived table's constant).

@@ -18,6 +18,8 @@ use swarmscope_queries::encode;
 use super::{error, query_error, ApiState};
 
 const DEFAULT_RANGE_SECS: i64 = 24 * 3600;
+/// The call graph's default range: the last hour.
+const GRAPH_RANGE_SECS: i64 = 3600;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,8 +29,9 @@ pub(super) struct VelocityParams {
     end: Option<String>,
 }
 
-/// A time range in nanoseconds since the epoch, from `start`/`end` parameters.
-fn range(start: Option<&str>, end: Option<&str>) -> Result<(i64, i64), String> {
+/// A time range in nanoseconds since the epoch, from `start`/`end` parameters; without
+/// `start`, the `default_secs` before `end`.
+fn range(start: Option<&str>, end: Option<&str>, default_secs: i64) -> Result<(i64, i64), String> {
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
     let end = end
         .map(|e| parse_time("end", e))
@@ -37,7 +40,7 @@ fn range(start: Option<&str>, end: Option<&str>) -> Result<(i64, i64), String> {
     let start = start
         .map(|s| parse_time("start", s))
         .transpose()?
-        .unwrap_or(end.saturating_sub(DEFAULT_RANGE_SECS * 1_000_000_000));
+        .unwrap_or(end.saturating_sub(default_secs.saturating_mul(1_000_000_000)));
     if start > end {
         return Err("start must not be after end".into());
     }
@@ -109,7 +112,11 @@ pub(super) async fn velocity(
     State(state): State<ApiState>,
     Query(params): Query<VelocityParams>,
 ) -> Response {
-    let (start, end) = match range(params.start.as_deref(), params.end.as_deref()) {
+    let (start, end) = match range(
+        params.start.as_deref(),
+        params.end.as_deref(),
+        DEFAULT_RANGE_SECS,
+    ) {
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
@@ -146,22 +153,10 @@ pub(super) async fn graph(
     State(state): State<ApiState>,
     Query(params): Query<GraphParams>,
 ) -> Response {
-    let end = match params
-        .end
-        .as_deref()
-        .map(|e| parse_time("end", e))
-        .transpose()
-    {
-        Ok(e) => e,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    let default_start = end
-        .unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX))
-        .saturating_sub(3_600_000_000_000)
-        .to_string();
     let (start, end) = match range(
-        Some(params.start.as_deref().unwrap_or(&default_start)),
+        params.start.as_deref(),
         params.end.as_deref(),
+        GRAPH_RANGE_SECS,
     ) {
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
@@ -281,7 +276,12 @@ mod tests {
             Some(2_000_000_000)
         );
         assert!(parse_time("t", "yesterday").is_err());
-        assert!(range(Some("10"), Some("5")).is_err());
+        assert!(range(Some("10"), Some("5"), 60).is_err());
+        // Without a start, the default span before the end, in nanoseconds.
+        assert_eq!(
+            range(None, Some("100"), 60),
+            Ok((40_000_000_000, 100_000_000_000))
+        );
     }
 
     #[test]

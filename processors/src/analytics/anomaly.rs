@@ -12,6 +12,11 @@
 //! (until it has lasted a whole window, when it becomes the new normal). A series
 //! fires after `consecutive` anomalous values and resolves after `resolve_after`
 //! normal ones.
+//!
+//! A share of calls (an error rate) is also judged against its sampling noise: with
+//! `n` calls at a baseline share `p` (at least 1/n), an interval's share wanders by √(p(1−p)/n)
+//! by chance alone ([`binomial_spread`]), so a quiet service's one failure in ten calls
+//! is no anomaly while a busy service going from 0.5% to 9% errors is.
 
 use std::collections::VecDeque;
 
@@ -141,6 +146,19 @@ pub struct Detector {
     firing: bool,
 }
 
+/// The standard deviation of a share of `n` calls at baseline share `p`, by chance
+/// alone. The baseline is taken as at least one call in `n`: never seeing an error in
+/// `n` calls does not make one impossible, and the normal approximation understates
+/// the tail of a small share.
+pub fn binomial_spread(p: f64, n: u64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let n = n as f64;
+    let p = p.clamp(1.0 / n, (1.0 - 1.0 / n).max(1.0 / n));
+    (p * (1.0 - p) / n).sqrt()
+}
+
 fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
     if n % 2 == 1 {
@@ -192,6 +210,17 @@ impl Detector {
     }
 
     pub fn observe(&mut self, x: f64, config: &AnomalyConfig) -> Judgement {
+        self.observe_share(x, None, config)
+    }
+
+    /// Observes `x`, a share of `calls` calls (an error rate): its spread is never
+    /// below the sampling noise of that many calls at the baseline.
+    pub fn observe_share(
+        &mut self,
+        x: f64,
+        calls: Option<u64>,
+        config: &AnomalyConfig,
+    ) -> Judgement {
         if !x.is_finite() {
             return Judgement {
                 value: x,
@@ -216,7 +245,9 @@ impl Detector {
         let med = median(&sorted);
         let mut deviations: Vec<f64> = sorted.iter().map(|v| (v - med).abs()).collect();
         deviations.sort_by(f64::total_cmp);
-        let floor = (self.floor.relative * med.abs()).max(self.floor.absolute);
+        let floor = (self.floor.relative * med.abs())
+            .max(self.floor.absolute)
+            .max(calls.map_or(0.0, |n| binomial_spread(med, n)));
         // Either estimate of the spread may come out low on a short window; judging
         // by the larger one keeps an ordinary wiggle from looking extreme.
         let spread = (1.4826 * median(&deviations))
@@ -286,7 +317,7 @@ mod tests {
     };
     const ERROR_FLOOR: Floor = Floor {
         relative: 0.0,
-        absolute: 0.02,
+        absolute: 0.01,
     };
 
     #[test]
@@ -301,7 +332,7 @@ mod tests {
                 let r = rate.observe(100.0 + 10.0 * noise.normal(), &config);
                 let calls = 1000.0;
                 let failed = (10.0 + 3.0 * noise.normal()).max(0.0).round();
-                let e = errors.observe(failed / calls, &config);
+                let e = errors.observe_share(failed / calls, Some(1000), &config);
                 assert!(
                     !r.firing && !e.firing,
                     "seed {seed}, window {i}: {r:?} {e:?}"
@@ -329,6 +360,55 @@ mod tests {
         // Back to normal: resolved after `resolve_after` normal windows.
         assert!(errors.observe(0.004, &config).firing);
         assert!(!errors.observe(0.006, &config).firing);
+    }
+
+    #[test]
+    fn a_busy_service_from_half_a_percent_to_nine_fires() {
+        let config = AnomalyConfig::default();
+        for seed in 1..=20u64 {
+            let mut noise = Noise(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut errors = Detector::new(Direction::Up, ERROR_FLOOR);
+            // 400 calls an interval at ~0.5% errors, then 9%.
+            let share = |p: f64, noise: &mut Noise| {
+                let sd = binomial_spread(p, 400);
+                ((p + sd * noise.normal()) * 400.0).round().max(0.0) / 400.0
+            };
+            for _ in 0..12 {
+                let x = share(0.005, &mut noise);
+                assert!(!errors.observe_share(x, Some(400), &config).firing);
+            }
+            let x = share(0.09, &mut noise);
+            let j = errors.observe_share(x, Some(400), &config);
+            assert!(j.firing, "seed {seed}: {j:?}");
+        }
+    }
+
+    #[test]
+    fn a_quiet_service_with_chance_failures_does_not_flap() {
+        let config = AnomalyConfig::default();
+        let mut episodes = 0;
+        for seed in 1..=50u64 {
+            let mut noise = Noise(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
+            let mut errors = Detector::new(Direction::Up, ERROR_FLOOR);
+            let mut in_hour = 0;
+            let mut was_firing = false;
+            // An hour of intervals of 10 to 30 calls, each failing 2% of the time: one
+            // or two failures in an interval are common, and no anomaly.
+            for _ in 0..360 {
+                let calls = 10 + (noise.uniform() * 21.0) as u64;
+                let failed = (0..calls).filter(|_| noise.uniform() < 0.02).count();
+                let j = errors.observe_share(failed as f64 / calls as f64, Some(calls), &config);
+                if j.firing && !was_firing {
+                    in_hour += 1;
+                }
+                was_firing = j.firing;
+            }
+            assert!(in_hour <= 1, "seed {seed}: {in_hour} alerts in an hour");
+            episodes += in_hour;
+        }
+        // Five failures in twenty-odd calls (a chance of about 1 in 5,000 an interval)
+        // may fire: a few times in fifty hours, never a flapping alert.
+        assert!(episodes <= 5, "{episodes} alerts in 50 hours");
     }
 
     #[test]

@@ -48,6 +48,14 @@ impl<'a> MapColumn<'a> {
         MapColumn::new(array.as_ref())
     }
 
+    /// Whether any row might have one of `values` as a value: false means none has.
+    pub fn mentions_value(&self, values: &[&str]) -> bool {
+        let bytes = self.values.values().as_slice();
+        values
+            .iter()
+            .any(|v| memmem::find(bytes, v.as_bytes()).is_some())
+    }
+
     /// Whether any row might have one of `keys`: false means none has.
     pub fn mentions(&self, keys: &[&str]) -> bool {
         let bytes = self.keys.values().as_slice();

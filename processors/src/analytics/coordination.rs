@@ -34,6 +34,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use super::attributes::{number, primitives, string_at, strings, timestamps, MapColumn};
+use super::clock::{LiveClock, Skip, DEFAULT_FUTURE_TOLERANCE_SECONDS};
 use crate::processor::{Processor, TableBatch};
 use crate::schema::{timestamp_type, Table, TableDef};
 use crate::{Error, Result};
@@ -294,12 +295,24 @@ impl Verdict {
 /// The processor deriving `coordination_events` from spans.
 pub struct CoordinationEvents {
     book: Mutex<ClaimBook>,
+    clock: LiveClock,
 }
 
+const NAME: &str = "coordination";
+
 impl CoordinationEvents {
+    /// On the wall clock, with the default future tolerance.
     pub fn new(config: &CoordinationConfig) -> CoordinationEvents {
+        CoordinationEvents::with_clock(config, LiveClock::wall(DEFAULT_FUTURE_TOLERANCE_SECONDS))
+    }
+
+    /// Events dated beyond `clock`'s tolerance are stored without a verdict and leave
+    /// the book as it is: a claim from a clock a day ahead must not hold its item for a
+    /// day.
+    pub fn with_clock(config: &CoordinationConfig, clock: LiveClock) -> CoordinationEvents {
         CoordinationEvents {
             book: Mutex::new(ClaimBook::new(config)),
+            clock,
         }
     }
 
@@ -313,9 +326,10 @@ impl CoordinationEvents {
         let team = strings(rows, "team")?;
         let work_type = strings(rows, "work_type")?;
         let points = primitives::<arrow::datatypes::Float64Type>(rows, "story_points")?;
+        let latest = self.clock.latest_accepted();
         let mut book = self.book();
         for row in 0..rows.num_rows() {
-            if time.is_null(row) || work.is_null(row) {
+            if time.is_null(row) || work.is_null(row) || time.value(row) > latest {
                 continue;
             }
             book.apply(&Sighting {
@@ -436,10 +450,23 @@ impl CoordinationEvents {
             .collect();
         order.sort_unstable();
         let in_order: Vec<&Found<'_>> = order.iter().map(|&(_, i)| &found[i]).collect();
+        let latest = self.clock.latest_accepted();
+        let mut future = 0;
         let verdicts: Vec<Verdict> = {
             let mut book = self.book();
-            in_order.iter().map(|f| book.apply(&f.sighting)).collect()
+            in_order
+                .iter()
+                .map(|f| {
+                    if f.sighting.time > latest {
+                        future += 1;
+                        Verdict::default()
+                    } else {
+                        book.apply(&f.sighting)
+                    }
+                })
+                .collect()
         };
+        self.clock.skip(NAME, Skip::Future, future);
         build(spans, &in_order, &verdicts).map(Some)
     }
 }
@@ -602,7 +629,7 @@ fn build(spans: &RecordBatch, found: &[&Found<'_>], verdicts: &[Verdict]) -> Res
 
 impl Processor for CoordinationEvents {
     fn name(&self) -> &'static str {
-        "coordination"
+        NAME
     }
 
     fn derive(&self, input: &TableBatch) -> Result<Vec<TableBatch>> {
@@ -618,15 +645,19 @@ impl Processor for CoordinationEvents {
 
 /// The SQL that reads back what [`CoordinationEvents::restore`] needs: the whole
 /// history, in time order, of every item seen within one lease of the newest stored
-/// event (event time, as the book's rules; the collector's clock plays no part).
-pub fn restore_sql(config: &CoordinationConfig) -> String {
+/// event that is not from the future (event time, as the book's rules; the wall clock
+/// only rules out events dated beyond `tolerance_seconds` ahead of it, which would
+/// otherwise pick the items and, replayed, hold them until their date).
+pub fn restore_sql(config: &CoordinationConfig, tolerance_seconds: u64) -> String {
+    let present = format!("time <= now() + INTERVAL '{tolerance_seconds} seconds'");
     format!(
         "SELECT time, work_id, event, agent_id, team, work_type, story_points \
-         FROM coordination_events WHERE work_id IN \
-         (SELECT work_id FROM coordination_events WHERE time >= \
-         (SELECT max(time) FROM coordination_events) - INTERVAL '{} milliseconds') \
+         FROM coordination_events WHERE {present} AND work_id IN \
+         (SELECT work_id FROM coordination_events WHERE {present} AND time >= \
+         (SELECT max(time) FROM coordination_events WHERE {present}) \
+         - INTERVAL '{lease} milliseconds') \
          ORDER BY time",
-        config.lease_timeout_ms
+        lease = config.lease_timeout_ms
     )
 }
 

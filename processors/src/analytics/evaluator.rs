@@ -44,9 +44,11 @@ const ERROR_RATE: Series = Series {
     alertname: "ErrorRateAnomaly",
     severity: "critical",
     direction: Direction::Up,
+    // A point of error rate, and never below the sampling noise of the interval's
+    // calls (see the anomaly module).
     floor: Floor {
         relative: 0.0,
-        absolute: 0.02,
+        absolute: 0.01,
     },
     percent: true,
 };
@@ -231,23 +233,25 @@ impl Evaluator {
         let seconds = self.health.interval_seconds as f64;
         let min_calls = self.anomaly.min_calls;
         for s in scopes {
-            let mut values: Vec<(&Series, Option<f64>)> = Vec::new();
+            // (series, value, calls it is a share of)
+            let mut values: Vec<(&Series, Option<f64>, Option<u64>)> = Vec::new();
             match s.kind {
                 ScopeKind::Service => {
                     let enough = s.last.calls >= min_calls;
-                    values.push((&REQUEST_RATE, Some(s.last.calls as f64 / seconds)));
+                    values.push((&REQUEST_RATE, Some(s.last.calls as f64 / seconds), None));
                     values.push((
                         &ERROR_RATE,
                         enough.then(|| s.last.errors as f64 / s.last.calls as f64),
+                        Some(s.last.calls),
                     ));
-                    values.push((&LATENCY, if enough { s.last_p95_ms } else { None }));
+                    values.push((&LATENCY, if enough { s.last_p95_ms } else { None }, None));
                 }
                 ScopeKind::Team if s.window.completed + s.window.failed > 0 => {
-                    values.push((&VELOCITY, Some(s.last.completed as f64)));
+                    values.push((&VELOCITY, Some(s.last.completed as f64), None));
                 }
                 _ => {}
             }
-            for (series, value) in values {
+            for (series, value, calls) in values {
                 let label = scope_label(s.kind);
                 let name = scope_value(s);
                 let alert_labels = labels(&[
@@ -271,7 +275,7 @@ impl Evaluator {
                     undecided.insert(fp);
                     continue;
                 };
-                let j = detector.observe(value, &self.anomaly);
+                let j = detector.observe_share(value, calls, &self.anomaly);
                 if !detector.warmed_up(&self.anomaly) || j.baseline.is_none() {
                     undecided.insert(fp);
                     continue;
@@ -375,17 +379,25 @@ impl Evaluator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analytics::clock::{LiveClock, ManualTime};
     use crate::analytics::testing::{batch, failed, span};
 
     const S: u64 = 1_000;
 
-    fn evaluator(rules: Vec<AlertRule>) -> (Evaluator, Arc<Signals>) {
+    /// Signals on a clock that [`traffic`] moves to the end of the interval it sends.
+    struct Traffic {
+        signals: Arc<Signals>,
+        time: ManualTime,
+    }
+
+    fn evaluator(rules: Vec<AlertRule>) -> (Evaluator, Traffic) {
         let health = HealthConfig {
             interval_seconds: 10,
             window_seconds: 60,
             ..HealthConfig::default()
         };
-        let signals = Arc::new(Signals::new(health.signals()));
+        let (clock, time) = LiveClock::manual(0, 600);
+        let signals = Arc::new(Signals::new(health.signals(), clock));
         (
             Evaluator::new(
                 health,
@@ -393,12 +405,15 @@ mod tests {
                 rules,
                 Arc::clone(&signals),
             ),
-            signals,
+            Traffic { signals, time },
         )
     }
 
-    /// One interval (`i`, of 10 s) of traffic: 50 calls, `errors` of them failed.
-    fn traffic(signals: &Signals, i: u64, errors: u64) {
+    /// One interval (`i`, of 10 s) of traffic: 50 calls, `errors` of them failed, sent
+    /// as the interval ends.
+    fn traffic(t: &Traffic, i: u64, errors: u64) {
+        t.time.set(((i + 1) * 10 * S * 1_000_000) as i64);
+        let signals = &t.signals;
         let spans = (0..50)
             .map(|n| {
                 let s = span(i * 100 + n, i * 10 * S + 1_000 + n * 100, 20, vec![]);

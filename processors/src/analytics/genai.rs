@@ -37,7 +37,8 @@ use arrow::array::RecordBatch;
 use prometheus::core::{Collector, Desc};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{number, MapColumn, Text};
+use super::attributes::{number, strings, MapColumn, Text};
+use super::clock::{LiveClock, DEFAULT_FUTURE_TOLERANCE_SECONDS};
 use super::series::{Buckets, HistogramFamily};
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
@@ -61,11 +62,14 @@ const CACHE_WRITE: [&str; 2] = [
     "gen_ai.usage.cache_creation.input_tokens",
     "llm.token_count.prompt_details.cache_write",
 ];
+/// The model that answered, then the one asked for: what a call is priced by.
 const MODEL: [&str; 3] = [
     "gen_ai.response.model",
     "gen_ai.request.model",
     "llm.model_name",
 ];
+const REQUEST_MODEL: [&str; 2] = ["gen_ai.request.model", "llm.model_name"];
+const RESPONSE_MODEL: [&str; 1] = ["gen_ai.response.model"];
 const PROVIDER: [&str; 4] = [
     "gen_ai.provider.name",
     "gen_ai.system",
@@ -88,22 +92,41 @@ pub fn view_sql() -> String {
         format!("coalesce({})", all.join(", "))
     }
     let text = |keys: &[&str]| format!("arrow_cast({}, 'Utf8')", first(keys, true));
+    let text_of_span = |keys: &[&str]| format!("arrow_cast({}, 'Utf8')", first(keys, false));
     let tokens =
         |keys: &[&str]| format!("CAST(try_cast({} AS DOUBLE) AS BIGINT)", first(keys, false));
+    // A call without an agent of its own gets its agent span's (genai_attribution);
+    // an agent span's own usage, the total of the calls below it, counts only when
+    // none of them reported usage.
     format!(
-        "SELECT time, trace_id, span_id, service_name, agent_id, team, provider, model, operation, \
-         input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
-         genai_cost(model, coalesce(input_tokens, 0), coalesce(output_tokens, 0), \
-         coalesce(cache_read_tokens, 0), coalesce(cache_write_tokens, 0)) AS cost_usd, \
-         genai_price_model(model) AS price_model \
+        "SELECT u.time, u.trace_id, u.span_id, u.service_name, \
+         coalesce(u.agent_id, a.agent_id) AS agent_id, \
+         coalesce(u.agent_name, a.agent_name) AS agent_name, u.team, u.provider, u.model, \
+         u.request_model, u.response_model, u.operation, \
+         u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, \
+         genai_cost(u.model, coalesce(u.input_tokens, 0), coalesce(u.output_tokens, 0), \
+         coalesce(u.cache_read_tokens, 0), coalesce(u.cache_write_tokens, 0)) AS cost_usd, \
+         genai_price_model(u.model) AS price_model \
          FROM (SELECT start_time AS time, trace_id, span_id, service_name, agent_id, \
-         {team} AS team, {provider} AS provider, {model} AS model, {operation} AS operation, \
+         {agent_name} AS agent_name, \
+         {team} AS team, {provider} AS provider, {model} AS model, \
+         {request_model} AS request_model, {response_model} AS response_model, \
+         {operation} AS operation, \
          {input} AS input_tokens, {output} AS output_tokens, {cache_read} AS cache_read_tokens, \
-         {cache_write} AS cache_write_tokens FROM spans) \
-         WHERE input_tokens IS NOT NULL OR output_tokens IS NOT NULL",
+         {cache_write} AS cache_write_tokens FROM spans) u \
+         LEFT JOIN (SELECT trace_id, span_id, max(agent_id) AS agent_id, \
+         max(agent_name) AS agent_name FROM genai_attribution GROUP BY trace_id, span_id) a \
+         ON a.trace_id = u.trace_id AND a.span_id = u.span_id \
+         LEFT JOIN (SELECT DISTINCT trace_id, agent_span_id FROM genai_attribution) c \
+         ON c.trace_id = u.trace_id AND c.agent_span_id = u.span_id \
+         WHERE (u.input_tokens IS NOT NULL OR u.output_tokens IS NOT NULL) \
+         AND c.agent_span_id IS NULL",
+        agent_name = text_of_span(&["gen_ai.agent.name"]),
         team = text(&TEAM),
         provider = text(&PROVIDER),
         model = text(&MODEL),
+        request_model = text(&REQUEST_MODEL),
+        response_model = text(&RESPONSE_MODEL),
         operation = text(&OPERATION),
         input = tokens(&INPUT),
         output = tokens(&OUTPUT),
@@ -116,7 +139,9 @@ pub fn view_sql() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelPrice {
-    /// Matched as a prefix of the reported model name; the longest match wins.
+    /// The model name: it prices that model and its dated or versioned ids
+    /// (`gpt-4o` prices `gpt-4o-2024-08-06`, not `gpt-4o-mini`); ending in `*`, every
+    /// name that starts with what precedes it.
     pub model: String,
     pub input: f64,
     pub output: f64,
@@ -129,28 +154,103 @@ pub struct ModelPrice {
 }
 
 /// When the shipped prices were read off the providers' price pages.
-pub const DEFAULT_PRICES_AS_OF: &str = "2025-08-01";
+pub const DEFAULT_PRICES_AS_OF: &str = "2025-12-01";
 
-/// The shipped price table: (model prefix, input, output, cache read, cache write).
+/// The shipped price table: (model, input, output, cache read, cache write), US dollars
+/// per million tokens. Anthropic's cache writes are its 5-minute writes; OpenAI and
+/// Google bill no cache writes apart (the input price).
 const DEFAULT_PRICES: &[(&str, f64, f64, f64, f64)] = &[
+    ("gpt-5.1", 1.25, 10.0, 0.125, 1.25),
     ("gpt-5", 1.25, 10.0, 0.125, 1.25),
     ("gpt-5-mini", 0.25, 2.0, 0.025, 0.25),
     ("gpt-5-nano", 0.05, 0.40, 0.005, 0.05),
+    ("gpt-5-pro", 15.0, 120.0, 15.0, 15.0),
     ("gpt-4.1", 2.0, 8.0, 0.50, 2.0),
     ("gpt-4.1-mini", 0.40, 1.60, 0.10, 0.40),
     ("gpt-4.1-nano", 0.10, 0.40, 0.025, 0.10),
     ("gpt-4o", 2.50, 10.0, 1.25, 2.50),
     ("gpt-4o-mini", 0.15, 0.60, 0.075, 0.15),
+    ("o1", 15.0, 60.0, 7.50, 15.0),
     ("o3", 2.0, 8.0, 0.50, 2.0),
+    ("o3-pro", 20.0, 80.0, 20.0, 20.0),
+    ("o3-mini", 1.10, 4.40, 0.55, 1.10),
     ("o4-mini", 1.10, 4.40, 0.275, 1.10),
+    ("claude-opus-4-5", 5.0, 25.0, 0.50, 6.25),
+    ("claude-opus-4-1", 15.0, 75.0, 1.50, 18.75),
     ("claude-opus-4", 15.0, 75.0, 1.50, 18.75),
+    ("claude-sonnet-4-5", 3.0, 15.0, 0.30, 3.75),
     ("claude-sonnet-4", 3.0, 15.0, 0.30, 3.75),
+    ("claude-haiku-4-5", 1.0, 5.0, 0.10, 1.25),
     ("claude-3-7-sonnet", 3.0, 15.0, 0.30, 3.75),
     ("claude-3-5-sonnet", 3.0, 15.0, 0.30, 3.75),
     ("claude-3-5-haiku", 0.80, 4.0, 0.08, 1.0),
+    ("gemini-3-pro", 2.0, 12.0, 0.20, 2.0),
     ("gemini-2.5-pro", 1.25, 10.0, 0.31, 1.25),
     ("gemini-2.5-flash", 0.30, 2.50, 0.075, 0.30),
+    ("gemini-2.5-flash-lite", 0.10, 0.40, 0.025, 0.10),
+    ("gemini-2.0-flash", 0.10, 0.40, 0.025, 0.10),
 ];
+
+/// What may qualify a model id before its name, as hosting platforms write them:
+/// Bedrock's `[region.]provider.`, segments ending in `.`.
+const QUALIFIERS: &[&str] = &[
+    "us",
+    "eu",
+    "apac",
+    "global",
+    "anthropic",
+    "openai",
+    "meta",
+    "amazon",
+    "mistral",
+    "cohere",
+    "google",
+    "ai21",
+    "deepseek",
+    "qwen",
+];
+
+/// The model name as the price table knows it: lowercase, without a path-like prefix
+/// (`openai/gpt-4o`, `models/gemini-2.5-pro`) or Bedrock's qualifiers
+/// (`us.anthropic.claude-sonnet-4-20250514-v1:0`).
+fn canonical(model: &str) -> String {
+    let mut name = model.rsplit('/').next().unwrap_or(model).to_lowercase();
+    while let Some((head, tail)) = name.split_once('.') {
+        if !QUALIFIERS.contains(&head) || tail.is_empty() {
+            break;
+        }
+        name = tail.to_owned();
+    }
+    name
+}
+
+/// Whether `rest`, what follows a table entry in a model name, only dates or versions
+/// the same model: `-2024-08-06`, `-20250514`, `@20240620`, `-001`, `-v1:0`, `-latest`,
+/// `-preview-05-20`. Anything else names another model: `-mini`, `-pro`, `-lite`, `-5`.
+fn same_model(rest: &str) -> bool {
+    let mut rest = rest;
+    while let Some(sep) = rest.chars().next() {
+        if !matches!(sep, '-' | '@' | ':') {
+            return false;
+        }
+        let token_end = rest[1..]
+            .find(['-', '@', ':'])
+            .map_or(rest.len(), |i| i + 1);
+        let token = &rest[1..token_end];
+        let digits = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
+        let version = token.len() > 1
+            && token.starts_with('v')
+            && token[1..].bytes().all(|b| b.is_ascii_digit());
+        let ok = (digits && (token.len() >= 2 || sep == ':'))
+            || version
+            || matches!(token, "latest" | "preview" | "exp");
+        if !ok {
+            return false;
+        }
+        rest = &rest[token_end..];
+    }
+    true
+}
 
 /// `[processors.genai]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -162,6 +262,11 @@ pub struct GenAiConfig {
     pub prices: Vec<ModelPrice>,
     /// Label sets of the token metrics kept apart.
     pub max_series: usize,
+    /// How long a model call waits for its agent span ancestor ([`attribution`]): as
+    /// long as an agent may run.
+    pub attribution_wait_seconds: u64,
+    /// Model calls waiting for their agent span at most.
+    pub max_pending_calls: usize,
 }
 
 impl Default for GenAiConfig {
@@ -170,6 +275,8 @@ impl Default for GenAiConfig {
             default_prices: true,
             prices: Vec::new(),
             max_series: 10_000,
+            attribution_wait_seconds: 3_600,
+            max_pending_calls: 100_000,
         }
     }
 }
@@ -236,14 +343,17 @@ pub struct PriceTable {
 }
 
 impl PriceTable {
-    /// The entry pricing `model`: the longest one its name (less any `provider/`
-    /// prefix, case aside) starts with.
+    /// The entry pricing `model`: the longest one that names it, less the provider's
+    /// qualifiers and case ([`canonical`]), up to a date or version ([`same_model`]).
     pub fn find(&self, model: &str) -> Option<&ModelPrice> {
-        let name = model.rsplit('/').next().unwrap_or(model).to_lowercase();
+        let name = canonical(model);
         self.by_model
             .iter()
-            .filter(|(prefix, _)| name.starts_with(prefix.as_str()))
-            .max_by_key(|(prefix, _)| prefix.len())
+            .filter(|(entry, _)| match entry.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name.strip_prefix(entry.as_str()).is_some_and(same_model),
+            })
+            .max_by_key(|(entry, _)| entry.len())
             .map(|(_, p)| p)
     }
 
@@ -262,11 +372,13 @@ impl PriceTable {
     }
 }
 
-/// Keeps the token and cost metrics of the spans that report usage.
+/// Attributes calls to their agents ([`attribution`], on the acknowledgement path) and
+/// keeps the token and cost metrics of the spans that report usage.
 pub struct GenAiUsage {
     prices: PriceTable,
-    tokens: HistogramFamily<4>,
-    cost: HistogramFamily<3>,
+    attribution: Attribution,
+    tokens: HistogramFamily<5>,
+    cost: HistogramFamily<4>,
 }
 
 /// The conventions' advised buckets for `gen_ai.client.token.usage`.
@@ -276,24 +388,25 @@ const TOKEN_BUCKETS: [f64; 14] = [
 ];
 
 /// The usage attributes of one span, read in one pass over its entries: by field
-/// (input, output, cache read, cache write, model, provider, operation), the value of
-/// the first-ranked alias present, with its rank.
+/// (input, output, cache read, cache write, request model, provider, operation,
+/// response model), the value of the first-ranked alias present, with its rank.
 #[derive(Default)]
 struct Found<'a> {
-    values: [Option<&'a str>; 7],
-    ranks: [usize; 7],
+    values: [Option<&'a str>; 8],
+    ranks: [usize; 8],
 }
 
 /// The aliases of each field, first ranked first, as [`Found::take`] matches them.
 #[cfg(test)]
-const FIELDS: [&[&str]; 7] = [
+const FIELDS: [&[&str]; 8] = [
     &INPUT,
     &OUTPUT,
     &CACHE_READ,
     &CACHE_WRITE,
-    &MODEL,
+    &REQUEST_MODEL,
     &PROVIDER,
     &OPERATION,
+    &RESPONSE_MODEL,
 ];
 
 impl<'a> Found<'a> {
@@ -314,9 +427,9 @@ impl<'a> Found<'a> {
             "llm.token_count.prompt_details.cache_read" => (2, 1),
             "gen_ai.usage.cache_creation.input_tokens" => (3, 0),
             "llm.token_count.prompt_details.cache_write" => (3, 1),
-            "gen_ai.response.model" => (4, 0),
-            "gen_ai.request.model" => (4, 1),
-            "llm.model_name" => (4, 2),
+            "gen_ai.request.model" => (4, 0),
+            "llm.model_name" => (4, 1),
+            "gen_ai.response.model" => (7, 0),
             "gen_ai.provider.name" => (5, 0),
             "gen_ai.system" => (5, 1),
             "llm.provider" => (5, 2),
@@ -348,16 +461,27 @@ struct Calls {
 }
 
 impl GenAiUsage {
+    /// On the wall clock.
     pub fn new(config: &GenAiConfig) -> GenAiUsage {
+        GenAiUsage::with_clock(config, LiveClock::wall(DEFAULT_FUTURE_TOLERANCE_SECONDS))
+    }
+
+    pub fn with_clock(config: &GenAiConfig, clock: LiveClock) -> GenAiUsage {
         GenAiUsage {
             prices: config.price_table(),
+            attribution: Attribution::new(
+                config.attribution_wait_seconds,
+                config.max_pending_calls,
+                clock,
+            ),
             tokens: HistogramFamily::new(
                 "gen_ai_client_token_usage",
-                "Tokens per GenAI call, by operation, provider, model and token type (input, output).",
+                "Tokens per GenAI call, by operation, provider, requested and responding model and token type (input, output).",
                 [
                     "gen_ai_operation_name",
                     "gen_ai_provider_name",
                     "gen_ai_request_model",
+                    "gen_ai_response_model",
                     "gen_ai_token_type",
                 ],
                 TOKEN_BUCKETS.to_vec(),
@@ -366,11 +490,12 @@ impl GenAiUsage {
             // No buckets: `_sum` is the spend, `_count` the priced calls.
             cost: HistogramFamily::new(
                 "swarmscope_genai_cost_usd",
-                "Spend on GenAI calls in US dollars (_sum; _count: priced calls), by operation, provider and model.",
+                "Spend on GenAI calls in US dollars (_sum; _count: priced calls), by operation, provider, requested and responding model.",
                 [
                     "gen_ai_operation_name",
                     "gen_ai_provider_name",
                     "gen_ai_request_model",
+                    "gen_ai_response_model",
                 ],
                 Vec::new(),
                 config.max_series,
@@ -390,13 +515,31 @@ impl GenAiUsage {
         ]
     }
 
+    /// The `genai_attribution` rows a span batch completes.
+    fn attribute(&self, spans: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let attributes = MapColumn::of(spans, "attributes")?;
+        let any_usage = attributes.mentions(&USAGE_PREFIXES);
+        let has_usage = |row: usize| {
+            let mut usage = false;
+            if any_usage {
+                attributes.scan(row, |k, _| {
+                    usage |= INPUT.contains(&k) || OUTPUT.contains(&k)
+                });
+            }
+            usage
+        };
+        self.attribution.rows(spans, &has_usage, any_usage)
+    }
+
     fn observe_spans(&self, spans: &RecordBatch) -> Result<()> {
         let attributes = MapColumn::of(spans, "attributes")?;
         if !attributes.mentions(&USAGE_PREFIXES) {
             return Ok(());
         }
         let resource = MapColumn::of(spans, "resource_attributes")?;
-        let mut calls: std::collections::HashMap<[Text; 3], Calls, foldhash::fast::RandomState> =
+        let trace = strings(spans, "trace_id")?;
+        let span = strings(spans, "span_id")?;
+        let mut calls: std::collections::HashMap<[Text; 4], Calls, foldhash::fast::RandomState> =
             Default::default();
         for row in 0..spans.num_rows() {
             let mut found = Found::default();
@@ -404,12 +547,19 @@ impl GenAiUsage {
             if found.values[0].is_none() && found.values[1].is_none() {
                 continue;
             }
+            // An agent span's total of the calls below it, counted through them.
+            if self
+                .attribution
+                .take_covered(trace.value(row), span.value(row))
+            {
+                continue;
+            }
             let mut from_resource = Found::default();
             resource.scan(row, |k, v| from_resource.take(k, v));
             let tokens = |i: usize| found.values[i].and_then(token_count);
             let text = |i: usize| found.values[i].or(from_resource.values[i]).unwrap_or("");
             let (input, output) = (tokens(0), tokens(1));
-            let key = [Text(text(6)), Text(text(5)), Text(text(4))];
+            let key = [Text(text(6)), Text(text(5)), Text(text(4)), Text(text(7))];
             let entry = calls.entry(key).or_insert_with(|| Calls {
                 input: Buckets::new(TOKEN_BUCKETS.len()),
                 output: Buckets::new(TOKEN_BUCKETS.len()),
@@ -429,13 +579,19 @@ impl GenAiUsage {
             entry.calls += 1;
         }
         let (mut tokens, mut cost) = (self.tokens.tally(), self.cost.tally());
-        for ([Text(op), Text(provider), Text(model)], c) in &calls {
-            tokens.add([op, provider, model, "input"], &c.input);
-            tokens.add([op, provider, model, "output"], &c.output);
-            // Cost is linear in each kind of token: the batch's sums price it.
+        for ([Text(op), Text(provider), Text(request), Text(response)], c) in &calls {
+            tokens.add([op, provider, request, response, "input"], &c.input);
+            tokens.add([op, provider, request, response, "output"], &c.output);
+            // Priced by the model that answered, else the one asked for. Cost is linear
+            // in each kind of token: the batch's sums price it.
+            let model = if response.is_empty() {
+                request
+            } else {
+                response
+            };
             if let Some(price) = self.prices.find(model) {
                 cost.add(
-                    [op, provider, model],
+                    [op, provider, request, response],
                     &Buckets::totals(c.calls, PriceTable::cost(price, c.usage)),
                 );
             }
@@ -470,6 +626,16 @@ impl Processor for GenAiUsage {
         "genai"
     }
 
+    fn derive(&self, input: &TableBatch) -> Result<Vec<TableBatch>> {
+        if input.table != Table::SPANS {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .attribute(&input.batch)?
+            .map(|rows| vec![TableBatch::new(GENAI_ATTRIBUTION, rows)])
+            .unwrap_or_default())
+    }
+
     fn observes(&self, table: Table) -> bool {
         table == Table::SPANS
     }
@@ -483,5 +649,9 @@ impl Processor for GenAiUsage {
     }
 }
 
+pub mod attribution;
 #[cfg(test)]
 mod tests;
+
+use attribution::Attribution;
+pub use attribution::GENAI_ATTRIBUTION;

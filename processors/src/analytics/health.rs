@@ -125,7 +125,9 @@ pub struct HealthConfig {
     pub interval_seconds: u64,
     /// The span of history a score covers.
     pub window_seconds: u64,
-    /// How long after an interval ends it is evaluated, for data still in flight.
+    /// How long after an interval ends it is evaluated, for data still in flight: an
+    /// SDK's batch processor exports every 5 s by default, so a call that ends just
+    /// before an interval's end reaches the collector up to 5 s later.
     pub grace_ms: u64,
     /// Apdex's T: a call within it is satisfied, within 4T tolerated.
     pub latency_target_ms: u64,
@@ -142,7 +144,7 @@ impl Default for HealthConfig {
         HealthConfig {
             interval_seconds: 10,
             window_seconds: 300,
-            grace_ms: 2_000,
+            grace_ms: 6_000,
             latency_target_ms: 1_000,
             liveness_horizon_seconds: 3_600,
             max_scopes: 1_000,
@@ -197,6 +199,9 @@ impl HealthConfig {
         super::signals::SignalsConfig {
             interval_ns: s(self.interval_seconds),
             window_ns: s(self.window_seconds),
+            grace_ns: i64::try_from(self.grace_ms)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000),
             latency_target_ns: i64::try_from(self.latency_target_ms)
                 .unwrap_or(i64::MAX)
                 .saturating_mul(1_000_000),

@@ -13,6 +13,7 @@
 pub mod alerts;
 pub mod anomaly;
 pub mod attributes;
+pub mod clock;
 pub mod coordination;
 pub mod evaluator;
 pub mod genai;
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::processor::Processor;
 use alerts::AlertRule;
 use anomaly::AnomalyConfig;
+use clock::{LiveClock, DEFAULT_FUTURE_TOLERANCE_SECONDS};
 use coordination::{CoordinationConfig, CoordinationEvents};
 use evaluator::{Evaluation, Evaluator};
 use genai::{GenAiConfig, GenAiUsage};
@@ -50,6 +52,9 @@ pub struct AnalyticsConfig {
     /// All analytics at once; off, the collector stores and serves what it receives
     /// and derives nothing (no derived rows, no evaluations, no alerts).
     pub enabled: bool,
+    /// Records dated further than this ahead of the wall clock are stored but kept out
+    /// of the live analytics ([`clock`]).
+    pub future_tolerance_seconds: u64,
     pub coordination: CoordinationConfig,
     pub genai: GenAiConfig,
     pub span_metrics: SpanMetricsConfig,
@@ -63,6 +68,7 @@ impl Default for AnalyticsConfig {
     fn default() -> Self {
         AnalyticsConfig {
             enabled: true,
+            future_tolerance_seconds: DEFAULT_FUTURE_TOLERANCE_SECONDS,
             coordination: CoordinationConfig::default(),
             genai: GenAiConfig::default(),
             span_metrics: SpanMetricsConfig::default(),
@@ -88,6 +94,8 @@ impl AnalyticsConfig {
 /// The analytics processors of one collector, built from their config.
 pub struct Analytics {
     pub config: AnalyticsConfig,
+    /// The live analytics' clock, shared by every processor.
+    pub clock: LiveClock,
     pub coordination: Arc<CoordinationEvents>,
     pub genai: Arc<GenAiUsage>,
     pub span_metrics: Option<Arc<SpanMetrics>>,
@@ -102,9 +110,20 @@ pub struct Analytics {
 }
 
 impl Analytics {
-    /// The processors of `config`, with the threshold `rules` of `[[alerts.rules]]`.
+    /// The processors of `config`, with the threshold `rules` of `[[alerts.rules]]`,
+    /// on the wall clock.
     pub fn new(config: &AnalyticsConfig, rules: Vec<AlertRule>) -> Analytics {
-        let signals = Arc::new(Signals::new(config.health.signals()));
+        let clock = LiveClock::wall(config.future_tolerance_seconds);
+        Analytics::with_clock(config, rules, clock)
+    }
+
+    /// The same on `clock`.
+    pub fn with_clock(
+        config: &AnalyticsConfig,
+        rules: Vec<AlertRule>,
+        clock: LiveClock,
+    ) -> Analytics {
+        let signals = Arc::new(Signals::new(config.health.signals(), clock.clone()));
         Analytics {
             evaluator: Mutex::new(Evaluator::new(
                 config.health.clone(),
@@ -131,13 +150,17 @@ impl Analytics {
             )
             .unwrap_or_else(|e| unreachable!("metric options are constant: {e}")),
             config: config.clone(),
-            coordination: Arc::new(CoordinationEvents::new(&config.coordination)),
-            genai: Arc::new(GenAiUsage::new(&config.genai)),
+            coordination: Arc::new(CoordinationEvents::with_clock(
+                &config.coordination,
+                clock.clone(),
+            )),
+            genai: Arc::new(GenAiUsage::with_clock(&config.genai, clock.clone())),
             span_metrics: config
                 .span_metrics
                 .enabled
                 .then(|| Arc::new(SpanMetrics::new(&config.span_metrics))),
-            work: Arc::new(WorkMetrics::new(&config.velocity)),
+            work: Arc::new(WorkMetrics::new(&config.velocity, clock.clone())),
+            clock,
         }
     }
 
@@ -196,6 +219,7 @@ impl Analytics {
         let mut all = self.genai.collectors();
         all.push(Box::new(self.health_score.clone()));
         all.push(Box::new(self.alerts_firing.clone()));
+        all.push(self.clock.collector());
         all.extend(self.work.collectors());
         if let Some(m) = &self.span_metrics {
             all.push(Box::new(SpanMetricsCollector(m.clone())));

@@ -4,27 +4,32 @@
 //! histogram; and when each agent was last seen in each scope.
 //!
 //! Fed off the acknowledgement path ([`Processor::observe`]) from `spans` and
-//! `coordination_events`, bucketed by the records' own times, so what an evaluation
-//! reads is what SQL over the same window of the stored history reads (see README's
-//! recomputation). A ring of `window / interval + 3` buckets per scope bounds memory;
-//! records older than the ring are not counted, and at most `max_scopes` services and
-//! teams and `max_agents` agents are followed.
+//! `coordination_events`, bucketed by the records' own times (a span's end, when its
+//! outcome is known; an event's time), so what an evaluation reads is what SQL over
+//! the same window of the stored history reads (see the health reference's
+//! recomputation). Which intervals are live is the wall clock's say ([`LiveClock`]),
+//! never the newest record's: each scope keeps the intervals of the window and the
+//! grace period before now; older records are not counted (`late`), nor are records
+//! dated beyond the future tolerance (`future`). Scopes and agents idle for longer than
+//! that expire; at most `max_scopes` services and teams and `max_agents` agents are
+//! followed (`capacity`).
 //!
 //! A span's team is its `coordination.team` attribute, else its resource's.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use arrow::array::RecordBatch;
 
 use super::attributes::{booleans, primitives, string_at, strings, timestamps, MapColumn, Text};
+use super::clock::{LiveClock, Skip};
 use super::coordination::COORDINATION_EVENTS;
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
 use crate::Result;
 
 const TEAM: &str = "coordination.team";
+const NAME: &str = "signals";
 
 /// Upper bounds (ms) of the latency buckets: 1 ms × 1.25^k up to about 70 s, fine
 /// enough that a p95 read from them moves by at most a quarter when latency does not.
@@ -76,43 +81,16 @@ impl Counts {
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Bucket {
-    idx: i64,
     counts: Counts,
     latency: Vec<u32>,
 }
 
-struct Ring {
-    buckets: Vec<Bucket>,
-}
-
-impl Ring {
-    fn new(len: usize) -> Ring {
-        Ring {
-            buckets: vec![
-                Bucket {
-                    idx: i64::MIN,
-                    counts: Counts::default(),
-                    latency: Vec::new(),
-                };
-                len
-            ],
-        }
-    }
-
-    /// The bucket of interval `idx`, emptied if it held an older interval.
-    fn at(&mut self, idx: i64) -> &mut Bucket {
-        let len = self.buckets.len() as i64;
-        let b = &mut self.buckets[idx.rem_euclid(len) as usize];
-        if b.idx != idx {
-            b.idx = idx;
-            b.counts = Counts::default();
-            b.latency.clear();
-        }
-        b
-    }
-}
+/// A scope's intervals, by index: only those with records, none older than the live
+/// window (and none beyond the future tolerance), so a record from a wrong clock
+/// occupies a bucket of its own instead of overwriting the present.
+type Ring = std::collections::BTreeMap<i64, Bucket>;
 
 /// Where an agent was last seen: overall, per service, per team.
 #[derive(Default)]
@@ -134,6 +112,8 @@ fn seen(list: &mut Vec<(String, i64)>, name: &str, time: i64) {
 pub struct SignalsConfig {
     pub interval_ns: i64,
     pub window_ns: i64,
+    /// How long after an interval ends it is evaluated.
+    pub grace_ns: i64,
     pub latency_target_ns: i64,
     pub liveness_horizon_ns: i64,
     pub max_scopes: usize,
@@ -158,10 +138,11 @@ pub struct ScopeSignals {
 
 pub struct Signals {
     config: SignalsConfig,
-    ring_len: usize,
+    /// Intervals kept per scope, up to the present: the window, the grace period and
+    /// one interval either side.
+    keep: i64,
+    clock: LiveClock,
     state: Mutex<State>,
-    /// Records left out: too old for the ring, or beyond the scope and agent caps.
-    ignored: AtomicU64,
 }
 
 #[derive(Default)]
@@ -169,8 +150,8 @@ struct State {
     /// By [`ScopeKind`] (as an index), then name.
     scopes: [HashMap<String, Ring>; 3],
     agents: HashMap<String, AgentSeen>,
-    /// The newest interval seen, which ages the ring.
-    newest: i64,
+    /// The interval of the wall clock at the last pruning of old intervals.
+    pruned: i64,
 }
 
 type Fast = foldhash::fast::RandomState;
@@ -188,8 +169,10 @@ type Agents<'a> = std::collections::HashMap<AgentKey<'a>, i64, Fast>;
 /// touch the shared state: a row costs a hash of borrowed strings, no allocation. The
 /// rows of a trace share their group and agent, so each run of such rows is summed
 /// apart first and hashed once.
-#[derive(Default)]
 struct Tally<'a> {
+    /// Records after this time (ns) are from a clock ahead of ours: left out.
+    latest: i64,
+    future: u64,
     groups: Groups<'a>,
     agents: Agents<'a>,
     group_run: Option<(GroupKey<'a>, (Counts, Vec<u32>))>,
@@ -197,7 +180,22 @@ struct Tally<'a> {
 }
 
 impl<'a> Tally<'a> {
+    fn new(latest: i64) -> Tally<'a> {
+        Tally {
+            latest,
+            future: 0,
+            groups: Groups::default(),
+            agents: Agents::default(),
+            group_run: None,
+            agent_run: None,
+        }
+    }
+
     fn add(&mut self, interval_ns: i64, r: Record<'a>) {
+        if r.time > self.latest {
+            self.future += 1;
+            return;
+        }
         let idx = r.time.div_euclid(interval_ns);
         let (service, team) = (r.service.map(Text), r.team.map(Text));
         let key = (service, team, idx);
@@ -273,41 +271,39 @@ struct Record<'a> {
 }
 
 impl Signals {
-    pub fn new(config: SignalsConfig) -> Signals {
-        let ring_len = (config.window_ns / config.interval_ns.max(1)).max(1) as usize + 3;
+    pub fn new(config: SignalsConfig, clock: LiveClock) -> Signals {
+        let interval = config.interval_ns.max(1);
+        let window = (config.window_ns / interval).max(1);
+        let grace = (config.grace_ns.max(0) + interval - 1) / interval;
         Signals {
             config,
-            ring_len,
+            keep: window + grace + 2,
+            clock,
             state: Mutex::new(State {
-                newest: i64::MIN,
+                pruned: i64::MIN,
                 ..State::default()
             }),
-            ignored: AtomicU64::new(0),
         }
-    }
-
-    pub fn ignored(&self) -> u64 {
-        self.ignored.load(Ordering::Relaxed)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a batch's tally, group by group.
+    /// Adds a batch's tally, group by group, to the intervals of the live window.
     fn merge(&self, tally: Tally<'_>) {
         let tally = tally.finish();
+        self.clock.skip(NAME, Skip::Future, tally.future);
+        let now = self.clock.now();
+        let oldest_kept = now.div_euclid(self.config.interval_ns.max(1)) - self.keep + 1;
         let mut state = self.state();
         let state = &mut *state;
+        self.prune(state, oldest_kept, now);
         let bounds = &*LATENCY_BOUNDS_MS;
-        if let Some(newest) = tally.groups.keys().map(|k| k.2).max() {
-            state.newest = state.newest.max(newest);
-        }
-        let oldest_kept = state.newest - self.ring_len as i64 + 1;
+        let (mut late, mut capped) = (0, 0);
         for ((service, team, idx), (counts, latency)) in &tally.groups {
-            if *idx <= oldest_kept {
-                self.ignored
-                    .fetch_add(counts.calls + counts.claims, Ordering::Relaxed);
+            if *idx < oldest_kept {
+                late += counts.calls + counts.claims + counts.completed + counts.failed;
                 continue;
             }
             let scopes = [
@@ -319,15 +315,15 @@ impl Signals {
                 let of_kind = &mut state.scopes[kind as usize];
                 if !of_kind.contains_key(name) {
                     if of_kind.len() >= self.config.max_scopes {
-                        self.ignored.fetch_add(1, Ordering::Relaxed);
+                        capped += 1;
                         continue;
                     }
-                    of_kind.insert(name.to_owned(), Ring::new(self.ring_len));
+                    of_kind.insert(name.to_owned(), Ring::new());
                 }
                 let Some(ring) = of_kind.get_mut(name) else {
                     continue;
                 };
-                let bucket = ring.at(*idx);
+                let bucket = ring.entry(*idx).or_default();
                 bucket.counts.add(counts);
                 if !latency.is_empty() {
                     if bucket.latency.is_empty() {
@@ -342,7 +338,7 @@ impl Signals {
         for ((Text(agent), service, team), time) in tally.agents {
             let (service, team) = (service.map(|Text(s)| s), team.map(|Text(t)| t));
             if !state.agents.contains_key(agent) && state.agents.len() >= self.config.max_agents {
-                self.ignored.fetch_add(1, Ordering::Relaxed);
+                capped += 1;
                 continue;
             }
             let seen_at = state.agents.entry(agent.to_owned()).or_default();
@@ -354,11 +350,36 @@ impl Signals {
                 seen(&mut seen_at.teams, t, time);
             }
         }
+        self.clock.skip(NAME, Skip::Late, late);
+        self.clock.skip(NAME, Skip::Capacity, capped);
+    }
+
+    /// Once per interval of the wall clock: drops the intervals that left the live
+    /// window, the scopes left with none, and the agents not seen within the liveness
+    /// horizon, so that churning services, teams and agents cost no memory once idle.
+    fn prune(&self, state: &mut State, oldest_kept: i64, now: i64) {
+        if state.pruned >= oldest_kept {
+            return;
+        }
+        state.pruned = oldest_kept;
+        for of_kind in &mut state.scopes {
+            of_kind.retain(|_, ring| {
+                *ring = ring.split_off(&oldest_kept);
+                !ring.is_empty()
+            });
+        }
+        let horizon = now.saturating_sub(self.config.liveness_horizon_ns);
+        state.agents.retain(|_, seen_at| {
+            seen_at.services.retain(|(_, at)| *at >= horizon);
+            seen_at.teams.retain(|(_, at)| *at >= horizon);
+            seen_at.overall >= horizon
+        });
     }
 
     /// Counts the spans of a batch.
     pub fn observe_spans(&self, spans: &RecordBatch) -> Result<()> {
         let start = timestamps(spans, "start_time")?;
+        let end = timestamps(spans, "end_time")?;
         let service = strings(spans, "service_name")?;
         let status = strings(spans, "status_code")?;
         let agent = strings(spans, "agent_id")?;
@@ -367,7 +388,7 @@ impl Signals {
         let resource = MapColumn::of(spans, "resource_attributes")?;
         let teams = attributes.mentions(&[TEAM]) || resource.mentions(&[TEAM]);
         let target = self.config.latency_target_ns;
-        let mut tally = Tally::default();
+        let mut tally = Tally::new(self.clock.latest_accepted());
         for row in 0..spans.num_rows() {
             let d = duration.value(row);
             let counts = Counts {
@@ -387,7 +408,11 @@ impl Signals {
             tally.add(
                 self.config.interval_ns,
                 Record {
-                    time: start.value(row),
+                    // A call counts when its outcome is known: at its end.
+                    time: match end.value(row) {
+                        0 => start.value(row),
+                        t => t,
+                    },
                     service: string_at(service, row),
                     team,
                     agent: string_at(agent, row),
@@ -408,7 +433,7 @@ impl Signals {
         let service = strings(rows, "service_name")?;
         let agent = strings(rows, "agent_id")?;
         let conflict = booleans(rows, "conflict")?;
-        let mut tally = Tally::default();
+        let mut tally = Tally::new(self.clock.latest_accepted());
         for row in 0..rows.num_rows() {
             let event = string_at(event, row).unwrap_or("");
             let counts = Counts {
@@ -451,11 +476,9 @@ impl Signals {
                 let mut window = Counts::default();
                 let mut last = Counts::default();
                 let mut latency: &[u32] = &[];
-                for b in &ring.buckets {
-                    if b.idx >= end - n && b.idx < end {
-                        window.add(&b.counts);
-                    }
-                    if b.idx == end - 1 {
+                for (idx, b) in ring.range(end - n..end) {
+                    window.add(&b.counts);
+                    if *idx == end - 1 {
                         last = b.counts;
                         latency = &b.latency;
                     }
@@ -527,7 +550,7 @@ fn p95(latency: &[u32], bounds: &[f64]) -> Option<f64> {
 
 impl Processor for Signals {
     fn name(&self) -> &'static str {
-        "signals"
+        NAME
     }
 
     fn observes(&self, table: Table) -> bool {
@@ -555,15 +578,25 @@ mod tests {
 
     const S: i64 = 1_000_000_000;
 
+    /// Signals at 120 s after the epoch.
     fn signals() -> Signals {
-        Signals::new(SignalsConfig {
-            interval_ns: 10 * S,
-            window_ns: 60 * S,
-            latency_target_ns: S / 10,
-            liveness_horizon_ns: 600 * S,
-            max_scopes: 100,
-            max_agents: 100,
-        })
+        let (clock, _) = LiveClock::manual(120 * S, 600);
+        signals_on(clock)
+    }
+
+    fn signals_on(clock: LiveClock) -> Signals {
+        Signals::new(
+            SignalsConfig {
+                interval_ns: 10 * S,
+                window_ns: 60 * S,
+                grace_ns: 2 * S,
+                latency_target_ns: S / 10,
+                liveness_horizon_ns: 600 * S,
+                max_scopes: 100,
+                max_agents: 100,
+            },
+            clock,
+        )
     }
 
     #[test]
@@ -621,6 +654,70 @@ mod tests {
         );
         // Before the interval of the first span, nothing.
         assert!(s.read(9).iter().all(|x| x.window.calls == 0));
+    }
+
+    #[test]
+    fn a_record_from_a_clock_a_day_ahead_leaves_the_present_alone() {
+        let (clock, time) = LiveClock::manual(120 * S, 600);
+        let s = signals_on(clock.clone());
+        let now = |n: u64, end_ms: u64| span(n, end_ms, 10, vec![kv("gen_ai.agent.id", "a")]);
+        s.observe_spans(&batch("api", vec![now(1, 115_000)]))
+            .unwrap();
+        // A day ahead, from another service; then the present goes on.
+        let ahead = span(2, 86_520_000, 10, vec![kv("gen_ai.agent.id", "b")]);
+        s.observe_spans(&batch("web", vec![ahead])).unwrap();
+        time.set(130 * S);
+        s.observe_spans(&batch("api", vec![now(3, 125_000)]))
+            .unwrap();
+        let read = s.read(13);
+        let api = read.iter().find(|x| x.name == "api").expect("api scored");
+        assert_eq!((api.window.calls, api.last.calls), (2, 1));
+        assert!(read.iter().all(|x| x.name != "web"), "{read:?}");
+        let overall = read.iter().find(|x| x.kind == ScopeKind::Overall).unwrap();
+        assert_eq!(overall.window.calls, 2);
+        assert_eq!(clock.skipped(NAME, Skip::Future), 1);
+        // Within the tolerance, a record ahead counts in its own interval.
+        s.observe_spans(&batch("api", vec![now(4, 200_000)]))
+            .unwrap();
+        assert_eq!(
+            s.read(21)
+                .iter()
+                .find(|x| x.name == "api")
+                .unwrap()
+                .last
+                .calls,
+            1
+        );
+    }
+
+    #[test]
+    fn records_older_than_the_live_window_are_late_and_idle_scopes_expire() {
+        let (clock, time) = LiveClock::manual(120 * S, 600);
+        let s = signals_on(clock.clone());
+        let at = |n: u64, end_ms: u64| span(n, end_ms, 10, vec![kv("gen_ai.agent.id", "a")]);
+        // The window (6 intervals), the grace period and one either side: 9 kept, the
+        // oldest being interval 4 ([40 s, 50 s)).
+        s.observe_spans(&batch("api", vec![at(1, 45_000), at(2, 39_000)]))
+            .unwrap();
+        assert_eq!(clock.skipped(NAME, Skip::Late), 1);
+        assert!(s.read(12).iter().all(|x| x.name != "api"));
+        assert_eq!(
+            s.read(5)
+                .iter()
+                .find(|x| x.name == "api")
+                .unwrap()
+                .window
+                .calls,
+            1
+        );
+        // Ten minutes of silence: the scope is gone, memory and all.
+        time.set(720 * S);
+        s.observe_spans(&batch("web", vec![span(3, 715_000, 10, vec![])]))
+            .unwrap();
+        let state = s.state();
+        let services: Vec<&String> = state.scopes[ScopeKind::Service as usize].keys().collect();
+        assert_eq!(services, ["web"]);
+        assert!(state.agents.is_empty());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use prometheus::{GaugeVec, IntCounterVec, Opts};
 use serde::{Deserialize, Serialize};
 
 use super::attributes::{booleans, primitives, string_at, strings, timestamps};
+use super::clock::LiveClock;
 use super::coordination::COORDINATION_EVENTS;
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
@@ -75,6 +76,7 @@ pub struct WorkMetrics {
     points: GaugeVec,
     window_ns: i64,
     max_teams: usize,
+    clock: LiveClock,
     state: Mutex<TeamState>,
 }
 
@@ -90,7 +92,7 @@ fn unreachable_metric(e: prometheus::Error) -> ! {
 }
 
 impl WorkMetrics {
-    pub fn new(config: &VelocityConfig) -> WorkMetrics {
+    pub fn new(config: &VelocityConfig, clock: LiveClock) -> WorkMetrics {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels)
                 .unwrap_or_else(|e| unreachable_metric(e))
@@ -118,6 +120,7 @@ impl WorkMetrics {
                 .unwrap_or(i64::MAX)
                 .saturating_mul(1_000_000_000),
             max_teams: config.max_teams,
+            clock,
             state: Mutex::new(TeamState::default()),
         }
     }
@@ -137,6 +140,9 @@ impl WorkMetrics {
         let event = strings(rows, "event")?;
         let conflict = booleans(rows, "conflict")?;
         let points = primitives::<arrow::datatypes::Float64Type>(rows, "story_points")?;
+        // The gauge sums the wall clock's window: a completion dated in another one (a
+        // late record, or one from a clock ahead of ours) leaves it as it is.
+        let current = self.clock.now().div_euclid(self.window_ns) * self.window_ns;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // Counted per batch, then added: one metric lookup per team and event.
         let mut items: std::collections::HashMap<(&str, &str), u64> = Default::default();
@@ -165,17 +171,18 @@ impl WorkMetrics {
                 } else {
                     points.value(row)
                 };
+                if window != current {
+                    continue;
+                }
                 let entry = state
                     .windows
                     .entry(team.to_owned())
-                    .or_insert((window, 0.0));
-                if window > entry.0 {
-                    *entry = (window, 0.0);
+                    .or_insert((current, 0.0));
+                if entry.0 != current {
+                    *entry = (current, 0.0);
                 }
-                if window == entry.0 {
-                    entry.1 += points;
-                    self.points.with_label_values(&[team]).set(entry.1);
-                }
+                entry.1 += points;
+                self.points.with_label_values(&[team]).set(entry.1);
             }
         }
         for ((team, event), n) in items {
@@ -216,7 +223,9 @@ mod tests {
     #[test]
     fn events_are_counted_per_team_and_the_window_sums_points() {
         let p = CoordinationEvents::new(&CoordinationConfig::default());
-        let m = WorkMetrics::new(&VelocityConfig::default());
+        // In the second hour since the epoch, as the second completion.
+        let (clock, _) = LiveClock::manual(3_600_600_000_000, 600);
+        let m = WorkMetrics::new(&VelocityConfig::default(), clock);
         let work = |n: u64, ms: u64, agent: &str, event: &str, pts: i64| {
             span(
                 n,
@@ -247,7 +256,7 @@ mod tests {
         assert_eq!(m.items.with_label_values(&["red", "claim"]).get(), 3);
         assert_eq!(m.items.with_label_values(&["red", "complete"]).get(), 2);
         assert_eq!(m.conflicts.with_label_values(&["red"]).get(), 1);
-        // The second completion opened a new hour.
+        // Only the wall clock's hour counts: the second completion's.
         assert_eq!(m.points.with_label_values(&["red"]).get(), 2.0);
     }
 

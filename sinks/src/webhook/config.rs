@@ -14,8 +14,9 @@ pub struct WebhookConfig {
     /// PEM certificates to trust for an `https://` URL, besides the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<std::path::PathBuf>,
-    /// When set, every request carries `X-Swarmscope-Signature: sha256=<hex>`, the
-    /// HMAC-SHA256 of the body with this key.
+    /// When set, every request carries `X-Swarmscope-Timestamp: <Unix seconds>` and
+    /// `X-Swarmscope-Signature: sha256=<hex>`, the HMAC-SHA256 of `<timestamp>.<body>`
+    /// with this key. An empty key (an unset `${VAR}`) is a config error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hmac_secret: Option<String>,
     /// Whether resolved alerts are sent too.
@@ -51,6 +52,12 @@ impl WebhookConfig {
         crate::tls::check_endpoint(&key("url"), &self.url, self.ca_file.as_deref())?;
         if self.timeout_ms == 0 {
             return Err(format!("{} must be > 0, got 0", key("timeout_ms")));
+        }
+        if self.hmac_secret.as_deref().is_some_and(str::is_empty) {
+            return Err(format!(
+                "{} is empty (an unset environment variable?): set it, or remove the key to send unsigned notifications",
+                key("hmac_secret")
+            ));
         }
         if let Some(name) = &self.name {
             if name.is_empty()

@@ -1,6 +1,9 @@
 //! Alert webhooks: every `alerts` row (an alert firing or resolved) is POSTed to each
 //! `[[alerts.webhooks]]` entry as an Alertmanager webhook payload ([`payload`]),
-//! signed with HMAC-SHA256 when a secret is set.
+//! signed with HMAC-SHA256 when a secret is set. As Stripe and Slack do, the signed
+//! content is `<timestamp>.<body>`, the timestamp (Unix seconds) sent beside it in
+//! `X-Swarmscope-Timestamp`: a receiver that refuses old timestamps cannot be replayed
+//! a captured request.
 //!
 //! Each webhook is a [`Sink`] behind its own disk queue, so a receiver that is down
 //! delays nothing else and its pending notifications survive a restart. A timeout, a
@@ -21,16 +24,19 @@ pub use payload::payload;
 
 use crate::sink::{Sink, SinkError};
 
-/// The header carrying the body's signature.
+/// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "X-Swarmscope-Signature";
+/// The header carrying the signed timestamp, Unix seconds.
+pub const TIMESTAMP_HEADER: &str = "X-Swarmscope-Timestamp";
 
-/// `sha256=<hex>` of `body` under `secret`.
-pub fn signature(secret: &str, body: &[u8]) -> String {
+/// `sha256=<hex>` of `<timestamp>.<body>` under `secret`.
+pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    format!(
-        "sha256={}",
-        hex::encode(ring::hmac::sign(&key, body).as_ref())
-    )
+    let mut context = ring::hmac::Context::with_key(&key);
+    context.update(timestamp.to_string().as_bytes());
+    context.update(b".");
+    context.update(body);
+    format!("sha256={}", hex::encode(context.sign().as_ref()))
 }
 
 pub struct WebhookSink {
@@ -94,7 +100,12 @@ impl Sink for WebhookSink {
             .post(&self.config.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         if let Some(secret) = &self.config.hmac_secret {
-            request = request.header(SIGNATURE_HEADER, signature(secret, body.as_bytes()));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            request = request
+                .header(TIMESTAMP_HEADER, now)
+                .header(SIGNATURE_HEADER, signature(secret, now, body.as_bytes()));
         }
         let response = request
             .body(body)
@@ -125,11 +136,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signatures_are_hmac_sha256_in_hex() {
-        // RFC 4231, test case 2.
+    fn signatures_are_hmac_sha256_of_the_timestamp_and_body_in_hex() {
+        // The timestamp and a dot are signed before the body, as one message.
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"Jefe");
+        let whole = ring::hmac::sign(&key, b"1700000000.what do ya want for nothing?");
         assert_eq!(
-            signature("Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            signature("Jefe", 1_700_000_000, b"what do ya want for nothing?"),
+            format!("sha256={}", hex::encode(whole.as_ref()))
+        );
+        assert_ne!(
+            signature("Jefe", 1_700_000_001, b"what do ya want for nothing?"),
+            signature("Jefe", 1_700_000_000, b"what do ya want for nothing?")
         );
     }
 
@@ -159,6 +176,12 @@ mod tests {
             .unwrap_err()
             .starts_with("alerts.webhooks[1].url"));
         c.url = "https://example.com/hook".into();
+        c.hmac_secret = Some(String::new());
+        assert!(c
+            .validate(1)
+            .unwrap_err()
+            .starts_with("alerts.webhooks[1].hmac_secret"));
+        c.hmac_secret = None;
         c.ca_file = Some("/nonexistent/ca.pem".into());
         assert!(c
             .validate(1)

@@ -295,5 +295,27 @@ fn restore_sql_reads_the_items_seen_within_the_lease() {
         lease_timeout_ms: 1_000,
         ..Default::default()
     };
-    assert!(restore_sql(&config).contains("INTERVAL '1000 milliseconds'"));
+    assert!(restore_sql(&config, 600).contains("INTERVAL '1000 milliseconds'"));
+}
+
+#[test]
+fn a_claim_from_a_clock_a_day_ahead_is_stored_but_holds_nothing() {
+    // The wall clock at 10 minutes past the epoch.
+    let (clock, _) = LiveClock::manual(10 * MINUTE as i64 * 1_000_000, 600);
+    let p = CoordinationEvents::with_clock(&CoordinationConfig::default(), clock.clone());
+    let day = 24 * 60 * MINUTE;
+    let ahead = derive(&p, vec![work(1, day, "a", "W1", "claim")]);
+    assert_eq!(ahead.num_rows(), 1);
+    assert_eq!(clock.skipped(NAME, Skip::Future), 1);
+    assert_eq!(p.held(), 0);
+    // The present goes on as if it had not come: b's claim is no conflict.
+    let now = derive(&p, vec![work(2, 5 * MINUTE, "b", "W1", "claim")]);
+    assert_eq!(
+        rows(&now),
+        ["W1 claim b conflict=false held_by=- cycle_ms=- points=- team=-"]
+    );
+    // Replayed from the history on a restart, it is skipped again.
+    let restored = CoordinationEvents::with_clock(&CoordinationConfig::default(), clock);
+    restored.restore(&ahead).unwrap();
+    assert_eq!(restored.held(), 0);
 }
