@@ -16,14 +16,29 @@ WITH calls AS (
          count(*) FILTER (WHERE event = 'fail') AS failed
   FROM coordination_events
   WHERE service_name = '$service' AND time >= '$start' AND time < '$end'
+), holders AS (
+  -- Who holds work at $end: each item's latest non-conflicting event is a claim or
+  -- progress within the lease (processors.coordination.lease_timeout_ms).
+  SELECT DISTINCT holder AS agent_id
+  FROM (SELECT work_id, last_value(agent_id ORDER BY time) AS holder,
+               last_value(event ORDER BY time) AS event, max(time) AS last_time
+        FROM coordination_events
+        WHERE NOT conflict AND time < '$end'
+          AND event IN ('claim', 'progress', 'complete', 'fail', 'release')
+        GROUP BY work_id)
+  WHERE event IN ('claim', 'progress') AND holder IS NOT NULL
+    AND last_time >= TIMESTAMP '$end' - INTERVAL '3600 seconds'
 ), agents AS (
-  SELECT count(DISTINCT agent_id) FILTER (WHERE t >= '$start') AS live,
-         count(DISTINCT agent_id) AS known
-  FROM (SELECT agent_id, end_time AS t FROM spans WHERE service_name = '$service'
-        UNION ALL
-        SELECT agent_id, time AS t FROM coordination_events WHERE service_name = '$service')
-  WHERE agent_id IS NOT NULL
-    AND t >= TIMESTAMP '$end' - INTERVAL '3600 seconds' AND t < '$end'
+  -- Of the holders seen in the service, those seen anywhere since $start.
+  SELECT count(*) FILTER (WHERE live) AS live, count(*) AS known
+  FROM (SELECT s.agent_id, bool_or(s.t >= '$start') AS live
+        FROM (SELECT agent_id, end_time AS t, service_name FROM spans
+              UNION ALL
+              SELECT agent_id, time AS t, service_name FROM coordination_events) s
+        JOIN holders h ON h.agent_id = s.agent_id
+        WHERE s.t >= TIMESTAMP '$end' - INTERVAL '3600 seconds'
+        GROUP BY s.agent_id
+        HAVING bool_or(s.service_name = '$service'))
 ), components AS (
   SELECT CASE WHEN calls > 0 THEN 100.0 * (calls - errors) / calls END AS errors,
          CASE WHEN calls > 0 THEN 100.0 * (satisfied + tolerating / 2.0) / calls END AS latency,

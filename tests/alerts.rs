@@ -124,6 +124,8 @@ fn a_stored_health_score_matches_the_readmes_sql() {
         Some(75.0),
         "one claim in four conflicted: {row:?}"
     );
+    // Only agent-2 still holds work (W3), and it was seen in the window.
+    assert_eq!(row[7].as_f64(), Some(100.0), "liveness: {row:?}");
     let sql = HEALTH_SQL
         .replace("$service", "api")
         .replace("$start", row[1].as_str().expect("start"))
@@ -454,5 +456,91 @@ fn notifications_for_a_dead_webhook_wait_on_disk_through_a_restart() {
             .find(|r| r.json()["alerts"][0]["labels"]["alertname"] == "Traffic")
     });
     assert_eq!(delivered.json()["status"], "firing");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn liveness_misses_agents_that_went_silent_holding_work_not_those_that_finished() {
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start_with(
+        &dir,
+        Options {
+            extra: FAST_HEALTH.into(),
+            ..Default::default()
+        },
+    );
+    let work = |n: u64, agent: &str, item: &str, event: &str| {
+        span(
+            n,
+            10,
+            5,
+            false,
+            vec![
+                text("gen_ai.agent.id", agent),
+                text("coordination.team", "red"),
+                text("coordination.work.id", item),
+                text("coordination.work.event", event),
+            ],
+        )
+    };
+    // Ten short-lived agents claim an item each and complete it; `stuck` claims one and
+    // falls silent; `worker` claims one and keeps working.
+    let mut spans: Vec<Span> = (0..10)
+        .flat_map(|i| {
+            let (agent, item) = (format!("short-{i}"), format!("S{i}"));
+            [
+                work(2 * i, &agent, &item, "claim"),
+                work(2 * i + 1, &agent, &item, "complete"),
+            ]
+        })
+        .collect();
+    spans.push(work(100, "stuck", "W1", "claim"));
+    spans.push(work(101, "worker", "W2", "claim"));
+    server.send_spans("agents", spans);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let heartbeat = {
+        let stop = std::sync::Arc::clone(&stop);
+        let http = server.http.clone();
+        std::thread::spawn(move || {
+            let mut n = 1_000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let request = common::service_request(
+                    "agents",
+                    vec![span(
+                        n,
+                        10,
+                        5,
+                        false,
+                        vec![text("gen_ai.agent.id", "worker")],
+                    )],
+                );
+                let _ = common::blocking_request(
+                    "POST",
+                    &format!("{http}/v1/traces"),
+                    &[("content-type", "application/x-protobuf".into())],
+                    &request.encode_to_vec(),
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    // Once the window (10 s) has passed `stuck`'s last word: one of two holders missed.
+    let row = eventually("a health row missing the silent holder", || {
+        server
+            .rows(
+                "SELECT input_agents_live, input_agents_known, liveness_score FROM health \
+                 WHERE scope = 'team' AND scope_name = 'red' AND input_agents_live = 1 \
+                 AND input_agents_known = 2 LIMIT 1",
+            )
+            .into_iter()
+            .next()
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    heartbeat.join().expect("heartbeat");
+    assert_eq!(row[2].as_f64(), Some(50.0), "{row:?}");
+    // The agents that finished never counted.
+    let most = server.scalar("SELECT max(input_agents_known) FROM health WHERE scope = 'overall'");
+    assert_eq!(most.as_i64(), Some(2));
     assert!(server.stop().success());
 }

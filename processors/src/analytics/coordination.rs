@@ -179,6 +179,20 @@ impl ClaimBook {
         self.forgotten
     }
 
+    /// Who holds work at `now`: (agent, the item's team) for each holding with an agent
+    /// that has not lapsed, one per agent and team.
+    pub fn holders(&self, now: i64) -> Vec<(String, Option<String>)> {
+        let mut out: Vec<(String, Option<String>)> = self
+            .items
+            .values()
+            .filter(|h| now.saturating_sub(h.last_seen) <= self.lease_ns)
+            .filter_map(|h| Some((h.agent.clone()?, h.team.clone())))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Applies one event and says what its row records.
     pub fn apply(&mut self, s: &Sighting<'_>) -> Verdict {
         let lease = self.lease_ns;
@@ -348,6 +362,12 @@ impl CoordinationEvents {
     /// Work items held now.
     pub fn held(&self) -> usize {
         self.book().len()
+    }
+
+    /// The agents holding work now (wall clock), with each item's team.
+    pub fn holders(&self) -> Vec<(String, Option<String>)> {
+        let now = self.clock.now();
+        self.book().holders(now)
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, ClaimBook> {

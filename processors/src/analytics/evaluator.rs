@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::alerts::{Alert, AlertBook, AlertRule, Condition};
 use super::anomaly::{AnomalyConfig, Detector, Direction, Floor};
+use super::coordination::CoordinationEvents;
 use super::health::{score, HealthConfig, HealthScore};
 use super::signals::{ScopeKind, ScopeSignals, Signals};
 
@@ -90,6 +91,8 @@ pub struct Evaluator {
     anomaly: AnomalyConfig,
     rules: Vec<AlertRule>,
     signals: Arc<Signals>,
+    /// Who holds work, for liveness.
+    coordination: Option<Arc<CoordinationEvents>>,
     detectors: HashMap<(&'static str, String), Detector>,
     /// Per rule and scope name: since when its condition holds.
     pending: HashMap<(usize, String), i64>,
@@ -139,11 +142,18 @@ impl Evaluator {
             anomaly,
             rules,
             signals,
+            coordination: None,
             detectors: HashMap::new(),
             pending: HashMap::new(),
             book: AlertBook::default(),
             latest: Vec::new(),
         }
+    }
+
+    /// Reads who holds work from `coordination`, for the liveness component.
+    pub fn with_holders(mut self, coordination: Arc<CoordinationEvents>) -> Evaluator {
+        self.coordination = Some(coordination);
+        self
     }
 
     pub fn book_mut(&mut self) -> &mut AlertBook {
@@ -191,7 +201,12 @@ impl Evaluator {
         let window_ns = i64::try_from(self.health.window_seconds)
             .unwrap_or(i64::MAX)
             .saturating_mul(1_000_000_000);
-        let scopes = self.signals.read(end);
+        let holders = self
+            .coordination
+            .as_ref()
+            .map(|c| c.holders())
+            .unwrap_or_default();
+        let scopes = self.signals.read(end, &holders);
 
         // Health, with the alerts firing before this evaluation.
         let firing: Vec<Alert> = self.book.firing().cloned().collect();

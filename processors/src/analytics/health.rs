@@ -7,7 +7,7 @@
 //! | `latency` | 100 × Apdex = 100 × (spans ≤ T + ½ × spans in (T, 4T]) / spans, T = `latency_target_ms` |
 //! | `work` | 100 × completed / (completed + failed) work items |
 //! | `conflicts` | 100 × (1 − conflicting claims / claims) |
-//! | `liveness` | 100 × agents seen in the window / agents seen in `liveness_horizon_seconds` |
+//! | `liveness` | 100 × agents holding work seen since the window's start / agents holding work |
 //! | `alerts` | max(0, 100 − 50 × firing alerts of the scope) |
 //!
 //! A component without data (no spans, no claims...) is left out and the weights of
@@ -131,7 +131,8 @@ pub struct HealthConfig {
     pub grace_ms: u64,
     /// Apdex's T: a call within it is satisfied, within 4T tolerated.
     pub latency_target_ms: u64,
-    /// An agent seen within this long counts as known to its scopes.
+    /// An agent not seen for this long is forgotten: it no longer places a holder of
+    /// work in the scope of a service it was seen in.
     pub liveness_horizon_seconds: u64,
     /// Services and teams followed (each kind); beyond, new ones are not scored.
     pub max_scopes: usize,

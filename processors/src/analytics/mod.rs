@@ -124,13 +124,20 @@ impl Analytics {
         clock: LiveClock,
     ) -> Analytics {
         let signals = Arc::new(Signals::new(config.health.signals(), clock.clone()));
+        let coordination = Arc::new(CoordinationEvents::with_clock(
+            &config.coordination,
+            clock.clone(),
+        ));
         Analytics {
-            evaluator: Mutex::new(Evaluator::new(
-                config.health.clone(),
-                config.anomaly.clone(),
-                rules,
-                Arc::clone(&signals),
-            )),
+            evaluator: Mutex::new(
+                Evaluator::new(
+                    config.health.clone(),
+                    config.anomaly.clone(),
+                    rules,
+                    Arc::clone(&signals),
+                )
+                .with_holders(Arc::clone(&coordination)),
+            ),
             signals,
             graph: config
                 .graph
@@ -150,10 +157,7 @@ impl Analytics {
             )
             .unwrap_or_else(|e| unreachable!("metric options are constant: {e}")),
             config: config.clone(),
-            coordination: Arc::new(CoordinationEvents::with_clock(
-                &config.coordination,
-                clock.clone(),
-            )),
+            coordination,
             genai: Arc::new(GenAiUsage::with_clock(&config.genai, clock.clone())),
             span_metrics: config
                 .span_metrics

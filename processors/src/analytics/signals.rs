@@ -1,7 +1,7 @@
 //! The signals health and anomaly detection read: per scope (overall, each service,
 //! each team) and per evaluation interval, counts of calls, errors, Apdex-satisfied and
 //! -tolerating calls, claims, conflicts, completions and failures, plus a latency
-//! histogram; and when each agent was last seen in each scope.
+//! histogram; and when each agent was last seen, and in which services and teams.
 //!
 //! Fed off the acknowledgement path ([`Processor::observe`]) from `spans` and
 //! `coordination_events`, bucketed by the records' own times (a span's end, when its
@@ -16,7 +16,7 @@
 //!
 //! A span's team is its `coordination.team` attribute, else its resource's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
 
 use arrow::array::RecordBatch;
@@ -131,7 +131,7 @@ pub struct ScopeSignals {
     pub last: Counts,
     /// p95 latency of the last interval's calls, in ms (bucket upper bound).
     pub last_p95_ms: Option<f64>,
-    /// Agents seen within the window, and within the liveness horizon.
+    /// Agents holding work seen since the window's start, and agents holding work.
     pub agents_live: u64,
     pub agents_known: u64,
 }
@@ -461,11 +461,11 @@ impl Signals {
 
     /// Every scope's figures for the window of intervals ending before interval `end`
     /// (the window is `[end·interval − window, end·interval)`).
-    pub fn read(&self, end: i64) -> Vec<ScopeSignals> {
+    /// `holders` are the agents holding work now, with each item's team
+    /// ([`super::coordination::CoordinationEvents::holders`]).
+    pub fn read(&self, end: i64, holders: &[(String, Option<String>)]) -> Vec<ScopeSignals> {
         let n = (self.config.window_ns / self.config.interval_ns.max(1)).max(1);
         let window_start = (end - n).saturating_mul(self.config.interval_ns);
-        let window_end = end.saturating_mul(self.config.interval_ns);
-        let horizon = window_end.saturating_sub(self.config.liveness_horizon_ns);
         let bounds = &*LATENCY_BOUNDS_MS;
         let state = self.state();
         let kinds = [ScopeKind::Overall, ScopeKind::Service, ScopeKind::Team];
@@ -494,38 +494,62 @@ impl Signals {
                 }
             })
             .collect();
+        // Liveness: of the agents holding work, those seen (anywhere) since the
+        // window's start. A team whose holders all went silent has no calls left in the
+        // window, and is scored on that alone.
+        for (_, team) in holders {
+            let team = team.as_deref();
+            for (kind, name) in [(ScopeKind::Overall, Some("")), (ScopeKind::Team, team)] {
+                let Some(name) = name else { continue };
+                if !out.iter().any(|s| s.kind == kind && s.name == name) {
+                    out.push(ScopeSignals {
+                        kind,
+                        name: name.to_owned(),
+                        window: Counts::default(),
+                        last: Counts::default(),
+                        last_p95_ms: None,
+                        agents_live: 0,
+                        agents_known: 0,
+                    });
+                }
+            }
+        }
         let index: HashMap<(ScopeKind, &str), usize> = out
             .iter()
             .enumerate()
             .map(|(i, s)| ((s.kind, s.name.as_str()), i))
             .collect();
         let mut live = vec![(0u64, 0u64); out.len()];
-        let mut count = |kind: ScopeKind, name: &str, at: i64| {
-            if let Some(&i) = index.get(&(kind, name)) {
-                if at >= horizon && at < window_end {
+        let mut counted: HashSet<(usize, &str)> = HashSet::new();
+        for (agent, team) in holders {
+            let seen_at = state.agents.get(agent);
+            let alive = seen_at.is_some_and(|a| a.overall >= window_start);
+            let services = seen_at
+                .into_iter()
+                .flat_map(|a| &a.services)
+                .map(|(s, _)| (ScopeKind::Service, s.as_str()));
+            let scopes = [
+                (ScopeKind::Overall, Some("")),
+                (ScopeKind::Team, team.as_deref()),
+            ]
+            .into_iter()
+            .filter_map(|(kind, name)| Some((kind, name?)))
+            .chain(services);
+            for key in scopes {
+                let Some(&i) = index.get(&key) else { continue };
+                if counted.insert((i, agent.as_str())) {
                     live[i].1 += 1;
-                    if at >= window_start {
-                        live[i].0 += 1;
-                    }
+                    live[i].0 += u64::from(alive);
                 }
-            }
-        };
-        for seen_at in state.agents.values() {
-            count(ScopeKind::Overall, "", seen_at.overall);
-            for (s, at) in &seen_at.services {
-                count(ScopeKind::Service, s, *at);
-            }
-            for (t, at) in &seen_at.teams {
-                count(ScopeKind::Team, t, *at);
             }
         }
         for (s, (l, k)) in out.iter_mut().zip(live) {
             s.agents_live = l;
             s.agents_known = k;
         }
-        // A scope with nothing in the window is gone for now: not scored, not fed to
-        // its detectors (whose alerts then resolve).
-        out.retain(|s| s.window != Counts::default());
+        // A scope with nothing in the window and nobody holding work is gone for now:
+        // not scored, not fed to its detectors (whose alerts then resolve).
+        out.retain(|s| s.window != Counts::default() || s.agents_known > 0);
         out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         out
     }
@@ -611,7 +635,7 @@ mod tests {
             team(4, "red"),
         ];
         s.observe_spans(&batch("api", spans)).unwrap();
-        let read = s.read(10);
+        let read = s.read(10, &[]);
         let calls = |name: &str| {
             read.iter()
                 .find(|x| x.kind == ScopeKind::Team && x.name == name)
@@ -632,7 +656,8 @@ mod tests {
             span(3, 119_000, 1_000, vec![]),
         ];
         s.observe_spans(&batch("api", spans)).unwrap();
-        let read = s.read(12);
+        // Agent a holds work.
+        let read = s.read(12, &[("a".into(), None)]);
         let api = read.iter().find(|x| x.kind == ScopeKind::Service).unwrap();
         assert_eq!(api.name, "api");
         assert_eq!(
@@ -653,7 +678,7 @@ mod tests {
             ("red", 1, 1)
         );
         // Before the interval of the first span, nothing.
-        assert!(s.read(9).iter().all(|x| x.window.calls == 0));
+        assert!(s.read(9, &[]).iter().all(|x| x.window.calls == 0));
     }
 
     #[test]
@@ -669,7 +694,7 @@ mod tests {
         time.set(130 * S);
         s.observe_spans(&batch("api", vec![now(3, 125_000)]))
             .unwrap();
-        let read = s.read(13);
+        let read = s.read(13, &[]);
         let api = read.iter().find(|x| x.name == "api").expect("api scored");
         assert_eq!((api.window.calls, api.last.calls), (2, 1));
         assert!(read.iter().all(|x| x.name != "web"), "{read:?}");
@@ -680,7 +705,7 @@ mod tests {
         s.observe_spans(&batch("api", vec![now(4, 200_000)]))
             .unwrap();
         assert_eq!(
-            s.read(21)
+            s.read(21, &[])
                 .iter()
                 .find(|x| x.name == "api")
                 .unwrap()
@@ -700,9 +725,9 @@ mod tests {
         s.observe_spans(&batch("api", vec![at(1, 45_000), at(2, 39_000)]))
             .unwrap();
         assert_eq!(clock.skipped(NAME, Skip::Late), 1);
-        assert!(s.read(12).iter().all(|x| x.name != "api"));
+        assert!(s.read(12, &[]).iter().all(|x| x.name != "api"));
         assert_eq!(
-            s.read(5)
+            s.read(5, &[])
                 .iter()
                 .find(|x| x.name == "api")
                 .unwrap()
@@ -718,6 +743,59 @@ mod tests {
         let services: Vec<&String> = state.scopes[ScopeKind::Service as usize].keys().collect();
         assert_eq!(services, ["web"]);
         assert!(state.agents.is_empty());
+    }
+
+    #[test]
+    fn liveness_counts_the_agents_holding_work_and_which_went_silent() {
+        let (clock, time) = LiveClock::manual(100 * S, 600);
+        let s = signals_on(clock);
+        let by = |n: u64, end_ms: u64, agent: &str, team: &str| {
+            span(
+                n,
+                end_ms,
+                10,
+                vec![kv("gen_ai.agent.id", agent), kv("coordination.team", team)],
+            )
+        };
+        // a and b (red) and c (blue) are seen early; later only a and c.
+        s.observe_spans(&batch(
+            "api",
+            vec![by(1, 30_000, "a", "red"), by(2, 31_000, "b", "red")],
+        ))
+        .unwrap();
+        s.observe_spans(&batch("web", vec![by(3, 32_000, "c", "blue")]))
+            .unwrap();
+        time.set(130 * S);
+        s.observe_spans(&batch("api", vec![by(4, 125_000, "a", "red")]))
+            .unwrap();
+        s.observe_spans(&batch("web", vec![by(5, 126_000, "c", "blue")]))
+            .unwrap();
+        // a and b hold red items, c holds nothing (it finished): it does not count.
+        let holders = [
+            ("a".into(), Some("red".into())),
+            ("b".into(), Some("red".into())),
+        ];
+        let read = s.read(13, &holders);
+        let of = |kind: ScopeKind, name: &str| {
+            read.iter()
+                .find(|x| x.kind == kind && x.name == name)
+                .map(|x| (x.agents_live, x.agents_known))
+        };
+        // The window is [70 s, 130 s): b went silent while holding work.
+        assert_eq!(of(ScopeKind::Overall, ""), Some((1, 2)));
+        assert_eq!(of(ScopeKind::Team, "red"), Some((1, 2)));
+        assert_eq!(of(ScopeKind::Service, "api"), Some((1, 2)));
+        assert_eq!(of(ScopeKind::Service, "web"), Some((0, 0)));
+        // Nobody holds work: nobody is missed.
+        assert!(s.read(13, &[]).iter().all(|x| x.agents_known == 0));
+        // A team whose holders all went silent is still read, on liveness alone.
+        time.set(230 * S);
+        let read = s.read(23, &[("b".into(), Some("red".into()))]);
+        let red = read.iter().find(|x| x.kind == ScopeKind::Team).unwrap();
+        assert_eq!(
+            (red.window.calls, red.agents_live, red.agents_known),
+            (0, 0, 1)
+        );
     }
 
     #[test]
