@@ -76,6 +76,9 @@ const VELOCITY: Series = Series {
     percent: false,
 };
 
+/// How long a detector may go unfed before it is dropped: the connectors' 15 minutes.
+const DETECTOR_EXPIRY_NS: i64 = 15 * 60 * 1_000_000_000;
+
 /// What one evaluation produced.
 #[derive(Debug, Default)]
 pub struct Evaluation {
@@ -93,7 +96,8 @@ pub struct Evaluator {
     signals: Arc<Signals>,
     /// Who holds work, for liveness.
     coordination: Option<Arc<CoordinationEvents>>,
-    detectors: HashMap<(&'static str, String), Detector>,
+    /// Each series' detector, with the evaluation (`at`) that last fed it.
+    detectors: HashMap<(&'static str, String), (Detector, i64)>,
     /// Per rule and scope name: since when its condition holds.
     pending: HashMap<(usize, String), i64>,
     book: AlertBook,
@@ -227,7 +231,11 @@ impl Evaluator {
         let mut holding = Vec::new();
         let mut undecided = HashSet::new();
         if self.anomaly.enabled {
-            self.detect(&scopes, &mut holding, &mut undecided);
+            self.detect(at, &scopes, &mut holding, &mut undecided);
+            // A series gone for longer than the idle expiry (a service or team that
+            // left) frees its detector, unless it is firing.
+            self.detectors
+                .retain(|_, (d, fed)| at.saturating_sub(*fed) <= DETECTOR_EXPIRY_NS || d.firing());
         }
         self.check_rules(at, &scopes, &health, &mut holding);
         let transitions = self.book.update(at, holding, &undecided);
@@ -241,6 +249,7 @@ impl Evaluator {
 
     fn detect(
         &mut self,
+        at: i64,
         scopes: &[ScopeSignals],
         holding: &mut Vec<Condition>,
         undecided: &mut HashSet<String>,
@@ -282,10 +291,11 @@ impl Evaluator {
                 {
                     continue;
                 }
-                let detector = self
+                let (detector, fed) = self
                     .detectors
                     .entry(key)
-                    .or_insert_with(|| Detector::new(series.direction, series.floor));
+                    .or_insert_with(|| (Detector::new(series.direction, series.floor), at));
+                *fed = at;
                 let Some(value) = value else {
                     undecided.insert(fp);
                     continue;
@@ -476,6 +486,25 @@ mod tests {
             }
         }
         assert!(e.firing().is_empty());
+    }
+
+    #[test]
+    fn detectors_of_series_gone_idle_are_dropped() {
+        let (mut e, t) = evaluator(Vec::new());
+        for i in 0..3 {
+            traffic(&t, i, 0);
+            e.evaluate(i as i64 + 1);
+        }
+        assert_eq!(
+            e.detectors.len(),
+            3,
+            "request rate, error rate, latency of api"
+        );
+        // Sixteen minutes later, with no traffic from api.
+        let end = 3 + 16 * 6;
+        t.time.set(end * 10_000_000_000);
+        e.evaluate(end);
+        assert!(e.detectors.is_empty());
     }
 
     #[test]

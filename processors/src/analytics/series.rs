@@ -7,10 +7,16 @@
 //! A batch is first aggregated by borrowed label values ([`Tally`]), then merged under
 //! the family's lock once per distinct label set: rows cost a hash lookup, not an
 //! allocation.
+//!
+//! A series not updated for [`DEFAULT_EXPIRY`] (15 minutes, as the connectors'
+//! `metrics_expiration`) is dropped, so label values that churn (agent ids, models)
+//! cost no memory once idle; Prometheus reads a series that comes back as a counter
+//! reset.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
@@ -96,14 +102,21 @@ pub struct HistogramFamily<const N: usize> {
     labels: [&'static str; N],
     bounds: Vec<f64>,
     max_series: usize,
+    expiry: Duration,
     series: Mutex<Series<N>>,
     overflowed: AtomicU64,
     descs: Vec<Desc>,
 }
 
+/// How long a series may go without an update before it is dropped.
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(15 * 60);
+
 struct Series<const N: usize> {
-    by_labels: HashMap<[String; N], Buckets>,
+    /// Each series with when it was last updated.
+    by_labels: HashMap<[String; N], (Buckets, Instant)>,
     overflow: Option<Buckets>,
+    /// When idle series were last looked for.
+    swept: Option<Instant>,
 }
 
 impl<const N: usize> HistogramFamily<N> {
@@ -132,9 +145,11 @@ impl<const N: usize> HistogramFamily<N> {
             labels,
             bounds,
             max_series,
+            expiry: DEFAULT_EXPIRY,
             series: Mutex::new(Series {
                 by_labels: HashMap::new(),
                 overflow: None,
+                swept: None,
             }),
             overflowed: AtomicU64::new(0),
         }
@@ -162,19 +177,36 @@ impl<const N: usize> HistogramFamily<N> {
         }
     }
 
+    /// Drops series idle for longer than `expiry` instead of the default.
+    pub fn with_expiry(mut self, expiry: Duration) -> Self {
+        self.expiry = expiry;
+        self
+    }
+
     /// Adds a batch's tally.
     pub fn merge(&self, tally: Tally<'_, N>) {
+        self.merge_at(tally, Instant::now());
+    }
+
+    fn merge_at(&self, tally: Tally<'_, N>, now: Instant) {
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let Series {
             by_labels,
             overflow,
+            swept,
         } = &mut *series;
+        // Idle series are looked for a few times per expiry, not per batch.
+        if swept.is_none_or(|at| now.duration_since(at) >= self.expiry / 4) {
+            *swept = Some(now);
+            by_labels.retain(|_, (_, at)| now.duration_since(*at) <= self.expiry);
+        }
         for (labels, buckets) in tally.series {
             let key = labels.map(|Text(l)| l.to_owned());
-            if let Some(existing) = by_labels.get_mut(&key) {
+            if let Some((existing, at)) = by_labels.get_mut(&key) {
                 existing.merge(&buckets);
+                *at = now;
             } else if by_labels.len() < self.max_series {
-                by_labels.insert(key, buckets);
+                by_labels.insert(key, (buckets, now));
             } else {
                 self.overflowed
                     .fetch_add(buckets.count(), Ordering::Relaxed);
@@ -207,7 +239,7 @@ impl<const N: usize> HistogramFamily<N> {
             .unwrap_or_else(|e| e.into_inner())
             .by_labels
             .get(&key)
-            .cloned()
+            .map(|(b, _)| b.clone())
     }
 
     fn families(&self) -> Vec<MetricFamily> {
@@ -215,7 +247,7 @@ impl<const N: usize> HistogramFamily<N> {
         let mut rows: Vec<(Vec<LabelPair>, &Buckets)> = series
             .by_labels
             .iter()
-            .map(|(values, b)| {
+            .map(|(values, (b, _))| {
                 let pairs = self
                     .labels
                     .iter()
@@ -314,6 +346,27 @@ mod tests {
         assert_eq!(cumulative, [2, 3]);
         assert_eq!(h.get_sample_count(), 4);
         assert_eq!(families[1].get_metric()[0].get_counter().get_value(), 4.0);
+    }
+
+    #[test]
+    fn idle_series_expire_and_make_room() {
+        let f = HistogramFamily::new("h", "help", ["k"], vec![1.0], 2)
+            .with_expiry(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let merge = |label: &str, at: Instant| {
+            let mut t = f.tally();
+            t.observe([label], 1.0);
+            f.merge_at(t, at);
+        };
+        merge("old", t0);
+        merge("busy", t0);
+        merge("busy", t0 + Duration::from_secs(50));
+        // A minute and a half on, "old" has been idle for longer than the expiry.
+        merge("new", t0 + Duration::from_secs(90));
+        assert_eq!(f.get(["old"]), None);
+        assert_eq!(f.get(["busy"]).map(|b| b.count()), Some(2));
+        assert_eq!(f.get(["new"]).map(|b| b.count()), Some(1));
+        assert_eq!(f.overflowed(), 0);
     }
 
     #[test]
