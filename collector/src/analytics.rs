@@ -112,7 +112,10 @@ pub async fn restore(analytics: &Analytics, engine: &QueryEngine) {
                 .batches
                 .iter()
                 .try_for_each(|b| evaluator.book_mut().restore(b))
-                .map(|()| evaluator.firing().len())
+                .map(|()| {
+                    evaluator.seed_restored();
+                    evaluator.firing().len()
+                })
                 .map_err(|e| e.to_string())
         }
         Err(e) => Err(e.to_string()),
@@ -194,8 +197,17 @@ pub async fn evaluate(
                 Err(e) => tracing::error!(error = %e, "cannot build alert rows"),
             }
         }
-        if let Err(e) = pipeline.record(batches).await {
-            tracing::error!(error = %e, "cannot store the analytics evaluation");
+        match pipeline.record(batches).await {
+            Ok(()) => analytics.commit(evaluation.book),
+            // A transition not stored is not made: the next evaluation finds it again.
+            Err(e) if !evaluation.transitions.is_empty() => tracing::error!(
+                error = %e,
+                "cannot store the analytics evaluation; its alert transitions are retried at the next"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store the analytics evaluation");
+                analytics.commit(evaluation.book);
+            }
         }
         next = end + 1;
         due_at = analytics.evaluator().due_at(next);

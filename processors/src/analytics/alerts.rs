@@ -279,7 +279,7 @@ impl Alert {
 }
 
 /// The firing alerts.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct AlertBook {
     firing: HashMap<String, Alert>,
 }

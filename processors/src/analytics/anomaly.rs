@@ -187,6 +187,23 @@ impl Detector {
         self.firing
     }
 
+    /// A detector warmed up on `baseline` and firing: an alert restored after a restart
+    /// is judged against the baseline it fired on, not against the anomalous values a
+    /// fresh detector would warm up on.
+    pub fn restored(
+        direction: Direction,
+        floor: Floor,
+        baseline: f64,
+        config: &AnomalyConfig,
+    ) -> Detector {
+        let mut d = Detector::new(direction, floor);
+        for _ in 0..config.min_samples {
+            d.learn(baseline, config);
+        }
+        d.firing = true;
+        d
+    }
+
     /// Whether the detector has seen enough to judge.
     pub fn warmed_up(&self, config: &AnomalyConfig) -> bool {
         self.seen >= config.min_samples

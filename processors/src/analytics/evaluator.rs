@@ -87,6 +87,10 @@ pub struct Evaluation {
     pub health: Vec<HealthScore>,
     /// Alerts that started or ended.
     pub transitions: Vec<Alert>,
+    /// The firing alerts once the transitions are made: [`Evaluator::commit`] takes it
+    /// once they are recorded, so a transition the store refused is not made (and is
+    /// found again at the next evaluation).
+    pub book: AlertBook,
 }
 
 pub struct Evaluator {
@@ -96,8 +100,9 @@ pub struct Evaluator {
     signals: Arc<Signals>,
     /// Who holds work, for liveness.
     coordination: Option<Arc<CoordinationEvents>>,
-    /// Each series' detector, with the evaluation (`at`) that last fed it.
-    detectors: HashMap<(&'static str, String), (Detector, i64)>,
+    /// Each series' detector, with the evaluation (`at`) that last fed it and the
+    /// fingerprint of its alert.
+    detectors: HashMap<(&'static str, String), (Detector, i64, String)>,
     /// Per rule and scope name: since when its condition holds.
     pending: HashMap<(usize, String), i64>,
     book: AlertBook,
@@ -158,6 +163,36 @@ impl Evaluator {
     pub fn with_holders(mut self, coordination: Arc<CoordinationEvents>) -> Evaluator {
         self.coordination = Some(coordination);
         self
+    }
+
+    /// After the firing alerts were restored (on start): each detector alert's series
+    /// gets a detector warmed up on the baseline the alert fired against, and firing.
+    pub fn seed_restored(&mut self) {
+        let series = [&REQUEST_RATE, &ERROR_RATE, &LATENCY, &VELOCITY];
+        let restored: Vec<Alert> = self.book.firing().cloned().collect();
+        for alert in restored {
+            let (Some(baseline), "ewma_mad") = (alert.baseline, alert.detector.as_str()) else {
+                continue;
+            };
+            let Some(s) = series
+                .iter()
+                .find(|s| alert.labels.get("metric").map(String::as_str) == Some(s.metric))
+            else {
+                continue;
+            };
+            let scope = ["service", "team"]
+                .into_iter()
+                .find_map(|label| Some(format!("{label}/{}", alert.labels.get(label)?)));
+            let Some(scope) = scope else { continue };
+            let detector = Detector::restored(s.direction, s.floor, baseline, &self.anomaly);
+            self.detectors
+                .insert((s.metric, scope), (detector, 0, alert.fingerprint.clone()));
+        }
+    }
+
+    /// Makes an evaluation's transitions, once recorded.
+    pub fn commit(&mut self, book: AlertBook) {
+        self.book = book;
     }
 
     pub fn book_mut(&mut self) -> &mut AlertBook {
@@ -234,16 +269,26 @@ impl Evaluator {
             self.detect(at, &scopes, &mut holding, &mut undecided);
             // A series gone for longer than the idle expiry (a service or team that
             // left) frees its detector, unless it is firing.
-            self.detectors
-                .retain(|_, (d, fed)| at.saturating_sub(*fed) <= DETECTOR_EXPIRY_NS || d.firing());
+            self.detectors.retain(|_, (d, fed, _)| {
+                at.saturating_sub(*fed) <= DETECTOR_EXPIRY_NS || d.firing()
+            });
+            // A service that stopped sending keeps its request-rate alert firing:
+            // absence is no recovery.
+            for ((metric, _), (d, fed, fp)) in &self.detectors {
+                if *metric == REQUEST_RATE.metric && *fed != at && d.firing() {
+                    undecided.insert(fp.clone());
+                }
+            }
         }
         self.check_rules(at, &scopes, &health, &mut holding);
-        let transitions = self.book.update(at, holding, &undecided);
+        let mut book = self.book.clone();
+        let transitions = book.update(at, holding, &undecided);
         self.latest.clone_from(&health);
         Evaluation {
             at,
             health,
             transitions,
+            book,
         }
     }
 
@@ -291,10 +336,13 @@ impl Evaluator {
                 {
                     continue;
                 }
-                let (detector, fed) = self
-                    .detectors
-                    .entry(key)
-                    .or_insert_with(|| (Detector::new(series.direction, series.floor), at));
+                let (detector, fed, _) = self.detectors.entry(key).or_insert_with(|| {
+                    (
+                        Detector::new(series.direction, series.floor),
+                        at,
+                        fp.clone(),
+                    )
+                });
                 *fed = at;
                 let Some(value) = value else {
                     undecided.insert(fp);
@@ -404,6 +452,7 @@ impl Evaluator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analytics::alerts::alert_rows;
     use crate::analytics::clock::{LiveClock, ManualTime};
     use crate::analytics::testing::{batch, failed, span};
 
@@ -457,7 +506,7 @@ mod tests {
         let (mut e, signals) = evaluator(Vec::new());
         for i in 0..7 {
             traffic(&signals, i, 0);
-            let out = e.evaluate(i as i64 + 1);
+            let out = evaluated(&mut e, i as i64 + 1);
             assert!(
                 out.transitions.is_empty(),
                 "interval {i}: {:?}",
@@ -465,7 +514,7 @@ mod tests {
             );
         }
         traffic(&signals, 7, 30);
-        let out = e.evaluate(8);
+        let out = evaluated(&mut e, 8);
         assert_eq!(out.transitions.len(), 1, "{out:?}");
         let alert = &out.transitions[0];
         assert_eq!(alert.status, "firing");
@@ -474,12 +523,12 @@ mod tests {
         assert_eq!(alert.value, Some(0.6));
         // Health now counts the firing alert.
         traffic(&signals, 8, 30);
-        let out = e.evaluate(9);
+        let out = evaluated(&mut e, 9);
         let api = out.health.iter().find(|h| h.name == "api").unwrap();
         assert_eq!(api.components[5], Some(50.0));
         for i in 9..11 {
             traffic(&signals, i, 0);
-            let out = e.evaluate(i as i64 + 1);
+            let out = evaluated(&mut e, i as i64 + 1);
             if i == 10 {
                 assert_eq!(out.transitions.len(), 1);
                 assert_eq!(out.transitions[0].status, "resolved");
@@ -488,12 +537,90 @@ mod tests {
         assert!(e.firing().is_empty());
     }
 
+    /// Evaluates interval `end` and commits its transitions, as the collector does once
+    /// they are stored.
+    fn evaluated(e: &mut Evaluator, end: i64) -> Evaluation {
+        let out = e.evaluate(end);
+        e.commit(out.book.clone());
+        out
+    }
+
+    #[test]
+    fn a_transition_not_recorded_is_not_made_and_comes_again() {
+        let (mut e, t) = evaluator(Vec::new());
+        for i in 0..7 {
+            traffic(&t, i, 0);
+            evaluated(&mut e, i as i64 + 1);
+        }
+        traffic(&t, 7, 30);
+        // The store refused the firing row: the evaluation is not committed.
+        let refused = e.evaluate(8);
+        assert_eq!(refused.transitions.len(), 1);
+        assert!(e.firing().is_empty());
+        traffic(&t, 8, 30);
+        let again = evaluated(&mut e, 9);
+        assert_eq!(again.transitions.len(), 1, "{again:?}");
+        assert_eq!(again.transitions[0].status, "firing");
+        assert_eq!(e.firing().len(), 1);
+    }
+
+    #[test]
+    fn a_restored_alert_is_judged_against_the_baseline_it_fired_on() {
+        let (mut e, t) = evaluator(Vec::new());
+        for i in 0..7 {
+            traffic(&t, i, 0);
+            evaluated(&mut e, i as i64 + 1);
+        }
+        traffic(&t, 7, 30);
+        assert_eq!(evaluated(&mut e, 8).transitions.len(), 1);
+        // A restart: a new evaluator with the firing alert restored from its row.
+        let (mut restarted, t) = evaluator(Vec::new());
+        let rows = alert_rows(0, &e.firing()).unwrap();
+        restarted.book_mut().restore(&rows).unwrap();
+        restarted.seed_restored();
+        // The errors go on past a fresh detector's warm-up: the alert keeps firing...
+        for i in 8..20 {
+            traffic(&t, i, 30);
+            let out = evaluated(&mut restarted, i as i64 + 1);
+            assert!(out.transitions.is_empty(), "interval {i}: {out:?}");
+        }
+        // ...and resolves when they stop.
+        let resolved: Vec<usize> = (20..23)
+            .map(|i| {
+                traffic(&t, i, 0);
+                evaluated(&mut restarted, i as i64 + 1).transitions.len()
+            })
+            .collect();
+        assert_eq!(resolved, [0, 1, 0]);
+    }
+
+    #[test]
+    fn a_service_that_stops_sending_keeps_its_request_rate_alert() {
+        let (mut e, t) = evaluator(Vec::new());
+        for i in 0..7 {
+            traffic(&t, i, 0);
+            evaluated(&mut e, i as i64 + 1);
+        }
+        // Silence, for longer than the window (60 s) and well past it.
+        let mut fired = Vec::new();
+        for end in 8..40 {
+            t.time.set(end * 10_000_000_000);
+            fired.extend(evaluated(&mut e, end).transitions);
+        }
+        let names: Vec<(&str, &str)> = fired
+            .iter()
+            .map(|a| (a.name(), a.status.as_str()))
+            .collect();
+        assert_eq!(names, [("RequestRateAnomaly", "firing")]);
+        assert_eq!(e.firing().len(), 1);
+    }
+
     #[test]
     fn detectors_of_series_gone_idle_are_dropped() {
         let (mut e, t) = evaluator(Vec::new());
         for i in 0..3 {
             traffic(&t, i, 0);
-            e.evaluate(i as i64 + 1);
+            evaluated(&mut e, i as i64 + 1);
         }
         assert_eq!(
             e.detectors.len(),
@@ -503,7 +630,7 @@ mod tests {
         // Sixteen minutes later, with no traffic from api.
         let end = 3 + 16 * 6;
         t.time.set(end * 10_000_000_000);
-        e.evaluate(end);
+        evaluated(&mut e, end);
         assert!(e.detectors.is_empty());
     }
 
@@ -525,7 +652,7 @@ mod tests {
         let mut fired = Vec::new();
         for i in 0..5 {
             traffic(&signals, i, 40);
-            fired.push(e.evaluate(i as i64 + 1).transitions.len());
+            fired.push(evaluated(&mut e, i as i64 + 1).transitions.len());
         }
         // Holds from the first interval; fires once 20 s have passed.
         assert_eq!(fired, [0, 0, 1, 0, 0]);

@@ -33,7 +33,7 @@ use prometheus::core::Collector;
 use serde::{Deserialize, Serialize};
 
 use crate::processor::Processor;
-use alerts::AlertRule;
+use alerts::{AlertBook, AlertRule};
 use anomaly::AnomalyConfig;
 use clock::{LiveClock, DEFAULT_FUTURE_TOLERANCE_SECONDS};
 use coordination::{CoordinationConfig, CoordinationEvents};
@@ -195,17 +195,24 @@ impl Analytics {
     }
 
     /// Runs the evaluation of the window ending with interval `end` and publishes
-    /// its scores and firing alerts as `swarmscope_health_score{scope,name}` and
-    /// `swarmscope_alerts_firing{severity}`.
+    /// its scores as `swarmscope_health_score{scope,name}`. Its alert transitions are
+    /// made by [`Analytics::commit`] once they are recorded.
     pub fn evaluate(&self, end: i64) -> Evaluation {
-        let mut evaluator = self.evaluator();
-        let evaluation = evaluator.evaluate(end);
+        let evaluation = self.evaluator().evaluate(end);
         self.health_score.reset();
         for h in &evaluation.health {
             self.health_score
                 .with_label_values(&[h.scope, &h.name])
                 .set(h.score);
         }
+        evaluation
+    }
+
+    /// Makes `book` (an evaluation's, its transitions recorded) the firing alerts, and
+    /// publishes them as `swarmscope_alerts_firing{severity}`.
+    pub fn commit(&self, book: AlertBook) {
+        let mut evaluator = self.evaluator();
+        evaluator.commit(book);
         self.alerts_firing.reset();
         for severity in ["critical", "warning"] {
             self.alerts_firing.with_label_values(&[severity]).set(0);
@@ -215,7 +222,6 @@ impl Analytics {
                 .with_label_values(&[alert.severity()])
                 .inc();
         }
-        evaluation
     }
 
     /// Everything they expose on `/metrics`.
