@@ -42,6 +42,9 @@ fn span(n: u64, ago_ms: u64, ms: u64, error: bool, attributes: Vec<KeyValue>) ->
     }
 }
 
+/// Groups notified 200 ms after their first alert, changes told a second apart.
+const FAST_GROUPS: &str = "group_wait = \"200ms\"\ngroup_interval = \"1s\"\n";
+
 /// Evaluated every second over the last ten.
 const FAST_HEALTH: &str =
     "[processors.health]\ninterval_seconds = 1\nwindow_seconds = 10\ngrace_ms = 300\n";
@@ -272,7 +275,7 @@ fn an_error_rate_jump_fires_a_signed_webhook_that_is_retried_stored_and_resolved
     let (_tmp, dir) = temp_data_dir();
     let config = format!(
         "{FAST_HEALTH}[processors.anomaly]\nmin_samples = 4\n\n\
-         [[alerts.webhooks]]\nname = \"ops\"\nurl = \"{}\"\nhmac_secret = \"s3cret\"\n",
+         [[alerts.webhooks]]\nname = \"ops\"\nurl = \"{}\"\nhmac_secret = \"s3cret\"\n{FAST_GROUPS}",
         receiver.url
     );
     let server = Server::start_with(
@@ -411,7 +414,7 @@ fn notifications_for_a_dead_webhook_wait_on_disk_through_a_restart() {
     let (_tmp, dir) = temp_data_dir();
     let config = format!(
         "{FAST_HEALTH}[[alerts.rules]]\nname = \"Traffic\"\nmetric = \"request_rate\"\nop = \">\"\nthreshold = 0\n\n\
-         [[alerts.webhooks]]\nurl = \"http://{address}/hook\"\n"
+         [[alerts.webhooks]]\nurl = \"http://{address}/hook\"\n{FAST_GROUPS}"
     );
     let options = Options {
         extra: config,
@@ -437,14 +440,14 @@ fn notifications_for_a_dead_webhook_wait_on_disk_through_a_restart() {
         server.scalar("SELECT count(*) FROM spans").as_i64(),
         Some(20)
     );
-    let (_, metrics) = blocking_get(&format!("{}/metrics", server.api)).expect("metrics");
-    let metrics = String::from_utf8(metrics).expect("UTF-8");
-    assert!(
+    eventually("the notifier's retries", || {
+        let (_, metrics) = blocking_get(&format!("{}/metrics", server.api)).ok()?;
+        let metrics = String::from_utf8(metrics).ok()?;
         metrics
             .lines()
-            .any(|l| l.starts_with("swarmscope_sink_retries_total{sink=\"webhook-0\"}")),
-        "{metrics}"
-    );
+            .any(|l| l.starts_with("swarmscope_sink_retries_total{sink=\"webhook-0\"}"))
+            .then_some(())
+    });
     assert!(server.stop().success());
 
     let receiver = WebhookReceiver::start_on(&address, Vec::new());
@@ -542,5 +545,105 @@ fn liveness_misses_agents_that_went_silent_holding_work_not_those_that_finished(
     // The agents that finished never counted.
     let most = server.scalar("SELECT max(input_agents_known) FROM health WHERE scope = 'overall'");
     assert_eq!(most.as_i64(), Some(2));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_group_is_told_its_present_state_after_its_receiver_recovers_and_stays_firing_while_one_alert_resolves(
+) {
+    // The receiver answers 500 first, then 404 (a redeploy) until told otherwise.
+    let receiver = WebhookReceiver::start(vec![500]);
+    let (_tmp, dir) = temp_data_dir();
+    let rule = |name: &str, metric: &str, threshold: f64| {
+        format!(
+            "[[alerts.rules]]\nname = \"{name}\"\nmetric = \"{metric}\"\nscope = \"service\"\nop = \">\"\nthreshold = {threshold}\n\n"
+        )
+    };
+    let config = format!(
+        "{FAST_HEALTH}[processors.anomaly]\nenabled = false\n\n{}{}\
+         [[alerts.webhooks]]\nurl = \"{}\"\ngroup_by = [\"service\"]\n{FAST_GROUPS}",
+        rule("Traffic", "request_rate", 0.0),
+        rule("Errors", "error_rate", 0.2),
+        receiver.url
+    );
+    let server = Server::start_with(
+        &dir,
+        Options {
+            extra: config,
+            ..Default::default()
+        },
+    );
+    let phase = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(1));
+    let traffic = steady_traffic(
+        server.http.clone(),
+        "checkout",
+        std::sync::Arc::clone(&phase),
+    );
+    let stored = |name: &str, status: &str| {
+        let sql = format!(
+            "SELECT count(*) FROM alerts WHERE alert_name = '{name}' AND status = '{status}'"
+        );
+        eventually(&format!("{name} {status} in alerts"), || {
+            (server.scalar(&sql).as_i64()? >= 1).then_some(())
+        });
+    };
+    stored("Traffic", "firing");
+    stored("Errors", "firing");
+    eventually("the first attempt", || {
+        (!receiver.requests().is_empty()).then_some(())
+    });
+    receiver.answer(404);
+    // The errors stop while the receiver is away; Errors resolves, Traffic fires on.
+    phase.store(0, std::sync::atomic::Ordering::Relaxed);
+    stored("Errors", "resolved");
+    let failed = receiver.requests().len();
+    assert!(failed >= 2, "retried while refused: {failed}");
+    receiver.answer(0);
+    let told = eventually("a delivered notification", || {
+        receiver.requests().into_iter().find(|r| r.status == 200)
+    });
+    phase.store(3, std::sync::atomic::Ordering::Relaxed);
+    traffic.join().expect("traffic");
+    let payload = told.json();
+    assert_eq!(
+        payload["groupKey"], "{}:{service=\"checkout\"}",
+        "{payload}"
+    );
+    assert_eq!(
+        payload["groupLabels"],
+        serde_json::json!({"service": "checkout"})
+    );
+    // The group's present: Traffic firing, Errors resolved (told once); the whole
+    // notification is firing while one of its alerts is.
+    assert_eq!(payload["status"], "firing", "{payload}");
+    let alerts: Vec<(String, String)> = payload["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .map(|a| {
+            (
+                a["labels"]["alertname"].as_str().unwrap_or("").to_owned(),
+                a["status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            ("Traffic".to_owned(), "firing".to_owned()),
+            ("Errors".to_owned(), "resolved".to_owned())
+        ]
+    );
+    // Nothing stale follows: no later notification has Errors firing.
+    let requests = receiver.requests();
+    let after = requests.iter().skip_while(|r| r.status != 200);
+    for r in after {
+        let stale = r.json()["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["labels"]["alertname"] == "Errors" && a["status"] == "firing");
+        assert!(!stale, "{}", r.json());
+    }
     assert!(server.stop().success());
 }

@@ -18,7 +18,7 @@ fn the_demos_anomaly_fires_an_alert_to_a_webhook_and_the_analytics_fill_up() {
     let extra = format!(
         "[processors.health]\ninterval_seconds = 1\nwindow_seconds = 10\ngrace_ms = 300\n\
          [processors.anomaly]\nmin_samples = 4\n\
-         [[alerts.webhooks]]\nurl = \"{}\"\n",
+         [[alerts.webhooks]]\nurl = \"{}\"\ngroup_wait = \"200ms\"\ngroup_interval = \"1s\"\n",
         receiver.url
     );
     let server = Server::start_with(

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use swarmscope_processors::analytics::alerts::{alert_rows, RESTORE_SQL};
+use swarmscope_processors::analytics::alerts::{alert_rows, Alert, RESTORE_SQL};
 use swarmscope_processors::analytics::coordination::restore_sql;
 use swarmscope_processors::analytics::health::{health_rows, HEALTH};
 use swarmscope_processors::analytics::Analytics;
@@ -21,8 +21,13 @@ use crate::pipeline::Pipeline;
 use crate::Error;
 
 /// The webhook sinks of `[[alerts.webhooks]]`, each with its disk queue under
-/// `DATA_DIR/_sinks/<name>`.
-pub fn webhooks(config: &Config, metrics: &SinkMetrics) -> Result<Vec<SinkHandle>, Error> {
+/// `DATA_DIR/_sinks/<name>`, seeded with the alerts `firing` at start. Built on the
+/// sinks' runtime, where their notifier tasks run.
+pub fn webhooks(
+    config: &Config,
+    metrics: &SinkMetrics,
+    firing: &[Alert],
+) -> Result<Vec<SinkHandle>, Error> {
     let external_url = config
         .alerts
         .external_url
@@ -41,8 +46,9 @@ pub fn webhooks(config: &Config, metrics: &SinkMetrics) -> Result<Vec<SinkHandle
                 swarmscope_sinks::sink::QueueConfig::default().queue_max_bytes,
             )
             .map_err(|e| Error::Server("webhook queue", format!("{}: {e}", dir.display())))?;
-            let sink = WebhookSink::new(name, hook.clone(), external_url.clone())
+            let sink = WebhookSink::new(name, hook.clone(), external_url.clone(), metrics.clone())
                 .map_err(|e| Error::Server("webhook", e))?;
+            sink.seed(firing);
             Ok(SinkHandle::new(
                 Arc::new(sink),
                 Arc::new(queue),

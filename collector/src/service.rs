@@ -104,9 +104,13 @@ pub async fn run(
     let sink_executor = Executor::new("sink", sink_threads(), SINK_NICE)
         .map_err(|e| Error::Server("sink runtime", e.to_string()))?;
     let dead_letters = PipelineDeadLetters::default();
+    // The state the analytics keep comes back first: the webhooks start from the
+    // alerts firing.
+    analytics::restore(&analytics, &engine).await;
+    let firing = analytics.evaluator().firing();
     let (sinks, remote_write) = {
         let _sink_runtime = sink_executor.enter();
-        let mut sinks = analytics::webhooks(&config, &sink_metrics)?;
+        let mut sinks = analytics::webhooks(&config, &sink_metrics, &firing)?;
         sinks.extend(analytics::exporters(
             &config,
             &sink_metrics,
@@ -120,7 +124,6 @@ pub async fn run(
         )?);
         (sinks, sinks::remote_write(&config, &sink_metrics)?)
     };
-    analytics::restore(&analytics, &engine).await;
     let builder = analytics
         .processors()
         .into_iter()

@@ -134,6 +134,11 @@ impl SinkMetrics {
         })
     }
 
+    /// Counts a delivery of `sink`'s that will be tried again.
+    pub fn retried(&self, sink: &str) {
+        self.retries.with_label_values(&[sink]).inc();
+    }
+
     /// Metrics registered nowhere, for tests and tools.
     pub fn unregistered() -> SinkMetrics {
         SinkMetrics::register(&Registry::new())

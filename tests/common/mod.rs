@@ -529,6 +529,8 @@ pub struct Received {
     pub request_line: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The status it was answered with.
+    pub status: u16,
 }
 
 impl Received {
@@ -545,10 +547,12 @@ impl Received {
 }
 
 /// A local HTTP/1.1 server that records every request and answers each with the next
-/// status of its script (200 once the script is used up).
+/// status of its script (200 once the script is used up), unless told to answer
+/// otherwise for a while ([`WebhookReceiver::answer`]).
 pub struct WebhookReceiver {
     pub url: String,
     pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    answer: std::sync::Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl WebhookReceiver {
@@ -562,21 +566,37 @@ impl WebhookReceiver {
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = std::sync::Arc::clone(&received);
+        let answer = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let told = std::sync::Arc::clone(&answer);
         std::thread::spawn(move || {
             let mut script = script.into_iter();
             for stream in listener.incoming().map_while(Result::ok) {
-                let Some(request) = read_request(&stream) else {
+                let Some(mut request) = read_request(&stream) else {
                     continue;
                 };
+                let status = match told.load(std::sync::atomic::Ordering::SeqCst) {
+                    0 => script.next().unwrap_or(200),
+                    status => status,
+                };
+                request.status = status;
                 log.lock().expect("log").push(request);
-                let status = script.next().unwrap_or(200);
                 let answer = format!(
                     "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                 );
                 let _ = std::io::Write::write_all(&mut &stream, answer.as_bytes());
             }
         });
-        WebhookReceiver { url, received }
+        WebhookReceiver {
+            url,
+            received,
+            answer,
+        }
+    }
+
+    /// Answers every request with `status` from now on (0: back to the script).
+    pub fn answer(&self, status: u16) {
+        self.answer
+            .store(status, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn requests(&self) -> Vec<Received> {
@@ -612,5 +632,6 @@ pub(crate) fn read_request(stream: &std::net::TcpStream) -> Option<Received> {
         request_line,
         headers,
         body,
+        status: 0,
     })
 }

@@ -1,6 +1,9 @@
 //! `[[alerts.webhooks]]`: where alert notifications go.
 
 use serde::{Deserialize, Serialize};
+use swarmscope_processors::analytics::alerts::parse_duration;
+
+use super::groups::Timing;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +32,34 @@ pub struct WebhookConfig {
     /// `truncatedAlerts`, as Alertmanager's `max_alerts`.
     #[serde(default)]
     pub max_alerts: usize,
+    /// The labels whose values make a group, as Alertmanager's route `group_by`.
+    #[serde(default = "default_group_by")]
+    pub group_by: Vec<String>,
+    /// How long a new group waits for more alerts before its first notification.
+    #[serde(default = "default_group_wait")]
+    pub group_wait: String,
+    /// How long after a notification a group that changed is notified again.
+    #[serde(default = "default_group_interval")]
+    pub group_interval: String,
+    /// How long after a notification a group still firing, unchanged, is notified again.
+    #[serde(default = "default_repeat_interval")]
+    pub repeat_interval: String,
+}
+
+fn default_group_by() -> Vec<String> {
+    ["alertname", "service", "team"].map(String::from).to_vec()
+}
+
+fn default_group_wait() -> String {
+    "30s".into()
+}
+
+fn default_group_interval() -> String {
+    "5m".into()
+}
+
+fn default_repeat_interval() -> String {
+    "4h".into()
 }
 
 fn yes() -> bool {
@@ -45,6 +76,16 @@ impl WebhookConfig {
         self.name.clone().unwrap_or_else(|| format!("webhook-{i}"))
     }
 
+    /// When groups are notified.
+    pub fn timing(&self) -> Timing {
+        let d = |v: &str| parse_duration(v).unwrap_or_default();
+        Timing {
+            group_wait: d(&self.group_wait),
+            group_interval: d(&self.group_interval).max(std::time::Duration::from_millis(1)),
+            repeat_interval: d(&self.repeat_interval).max(std::time::Duration::from_millis(1)),
+        }
+    }
+
     pub fn validate(&self, i: usize) -> Result<(), String> {
         let key = |k: &str| format!("alerts.webhooks[{i}].{k}");
         reqwest::Url::parse(&self.url)
@@ -58,6 +99,18 @@ impl WebhookConfig {
                 "{} is empty (an unset environment variable?): set it, or remove the key to send unsigned notifications",
                 key("hmac_secret")
             ));
+        }
+        for (k, v) in [
+            ("group_wait", &self.group_wait),
+            ("group_interval", &self.group_interval),
+            ("repeat_interval", &self.repeat_interval),
+        ] {
+            if parse_duration(v).is_none() {
+                return Err(format!(
+                    "{} must be a duration such as 30s, 5m or 4h, got {v:?}",
+                    key(k)
+                ));
+            }
         }
         if let Some(name) = &self.name {
             if name.is_empty()

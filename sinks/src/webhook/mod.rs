@@ -1,28 +1,35 @@
-//! Alert webhooks: every `alerts` row (an alert firing or resolved) is POSTed to each
-//! `[[alerts.webhooks]]` entry as an Alertmanager webhook payload ([`payload`]),
-//! signed with HMAC-SHA256 when a secret is set. As Stripe and Slack do, the signed
-//! content is `<timestamp>.<body>`, the timestamp (Unix seconds) sent beside it in
+//! Alert webhooks: the `alerts` rows (alerts firing or resolved) are grouped as
+//! Alertmanager groups them ([`groups`]: `group_by`, `group_wait`, `group_interval`,
+//! `repeat_interval`) and each group's current state is POSTed to each
+//! `[[alerts.webhooks]]` entry as an Alertmanager webhook payload ([`payload`]), signed
+//! with HMAC-SHA256 when a secret is set. As Stripe and Slack do, the signed content is
+//! `<timestamp>.<body>`, the timestamp (Unix seconds) sent beside it in
 //! `X-Swarmscope-Timestamp`: a receiver that refuses old timestamps cannot be replayed
 //! a captured request.
 //!
-//! Each webhook is a [`Sink`] behind its own disk queue, so a receiver that is down
-//! delays nothing else and its pending notifications survive a restart. A timeout, a
-//! connection failure, 429 or 5xx is retried with backoff (honouring `Retry-After`);
-//! another 4xx is a permanent refusal, counted and logged.
+//! The rows reach the sink through its disk queue like any sink's; taken, they update
+//! the groups, and a notifier task of the sink's own sends what is due. A receiver that
+//! fails (a timeout, a refused connection, any status but 2xx, a 4xx during a redeploy
+//! or a key rotation included) is tried again with the group's state at that time,
+//! never with a backlog of stale notifications. On start the groups are seeded with the
+//! alerts restored as firing ([`WebhookSink::seed`]).
 
 mod config;
+mod groups;
 mod payload;
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use swarmscope_processors::analytics::alerts::{alerts_from_rows, ALERTS};
+use swarmscope_processors::analytics::alerts::{alerts_from_rows, Alert, ALERTS};
 use swarmscope_processors::schema::Table;
 
 pub use config::WebhookConfig;
+pub use groups::{Groups, Notification, Timing};
 pub use payload::payload;
 
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Sink, SinkError, SinkMetrics};
 
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "X-Swarmscope-Signature";
@@ -41,60 +48,89 @@ pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
 
 pub struct WebhookSink {
     name: String,
+    groups: Arc<Mutex<Groups>>,
+}
+
+/// What the notifier task needs to send.
+struct Notifier {
+    name: String,
     config: WebhookConfig,
     external_url: String,
     client: reqwest::Client,
+    groups: Arc<Mutex<Groups>>,
+    metrics: SinkMetrics,
+}
+
+fn lock(groups: &Mutex<Groups>) -> std::sync::MutexGuard<'_, Groups> {
+    // Every update leaves the groups consistent: a panic mid-way loses nothing.
+    groups.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl WebhookSink {
+    /// The sink, with its notifier task spawned on the current Tokio runtime.
     pub fn new(
         name: String,
         config: WebhookConfig,
         external_url: String,
+        metrics: SinkMetrics,
     ) -> Result<WebhookSink, String> {
         let client = crate::tls::http_client(
             Duration::from_millis(config.timeout_ms),
             config.ca_file.as_ref(),
         )
         .map_err(|e| format!("webhook {name}: {e}"))?;
-        Ok(WebhookSink {
-            name,
+        let groups = Arc::new(Mutex::new(Groups::new(
+            config.group_by.clone(),
+            config.send_resolved,
+            config.timing(),
+        )));
+        let notifier = Notifier {
+            name: name.clone(),
             config,
             external_url,
             client,
-        })
+            groups: Arc::clone(&groups),
+            metrics,
+        };
+        tokio::spawn(notifier.run());
+        Ok(WebhookSink { name, groups })
+    }
+
+    /// Takes the alerts firing at start (restored from `alerts`): their groups are
+    /// notified after `group_wait`, as after any restart of Alertmanager.
+    pub fn seed(&self, firing: &[Alert]) {
+        let now = Instant::now();
+        let mut groups = lock(&self.groups);
+        for alert in firing {
+            groups.apply(alert.clone(), now);
+        }
     }
 }
 
-#[async_trait::async_trait]
-impl Sink for WebhookSink {
-    fn name(&self) -> &str {
-        &self.name
+impl Notifier {
+    /// Sends what is due, a few times per `group_wait`, until the runtime stops.
+    async fn run(self) {
+        let t = self.config.timing();
+        let tick = (t.group_wait.min(t.group_interval) / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            tokio::time::sleep(tick).await;
+            let due = lock(&self.groups).due(Instant::now());
+            for n in due {
+                match self.post(&n).await {
+                    Ok(()) => lock(&self.groups).delivered(&n, Instant::now()),
+                    Err(message) => {
+                        tracing::warn!(sink = %self.name, group = %n.key, error = %message, "webhook notification failed; trying again");
+                        self.metrics.retried(&self.name);
+                        lock(&self.groups).failed(&n, Instant::now());
+                    }
+                }
+            }
+        }
     }
 
-    fn accepts(&self, table: Table) -> bool {
-        table == ALERTS
-    }
-
-    async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError> {
-        let mut alerts = Vec::new();
-        for (_, batch) in batches {
-            let rows = alerts_from_rows(batch).map_err(|e| SinkError::Permanent(e.to_string()))?;
-            alerts.extend(rows);
-        }
-        if !self.config.send_resolved {
-            alerts.retain(|a| a.status == "firing");
-        }
-        if alerts.is_empty() {
-            return Ok(());
-        }
-        let body = payload(
-            &self.name,
-            &self.external_url,
-            &alerts,
-            self.config.max_alerts,
-        )
-        .to_string();
+    async fn post(&self, n: &Notification) -> Result<(), String> {
+        let body = payload(&self.name, &self.external_url, n, self.config.max_alerts).to_string();
         let mut request = self
             .client
             .post(&self.config.url)
@@ -111,23 +147,39 @@ impl Sink for WebhookSink {
             .body(body)
             .send()
             .await
-            .map_err(|e| SinkError::Retryable {
-                message: format!("POST {}: {e}", self.config.url),
-                after: None,
-            })?;
+            .map_err(|e| format!("POST {}: {e}", self.config.url))?;
         let status = response.status();
         if status.is_success() {
-            return Ok(());
-        }
-        let message = format!("POST {}: {status}", self.config.url);
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            Err(SinkError::Retryable {
-                after: crate::sink::retry_after(response.headers()),
-                message,
-            })
+            Ok(())
         } else {
-            Err(SinkError::Permanent(message))
+            Err(format!("POST {}: {status}", self.config.url))
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for WebhookSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn accepts(&self, table: Table) -> bool {
+        table == ALERTS
+    }
+
+    /// Takes the transitions into the groups; the notifier sends them.
+    async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError> {
+        let now = Instant::now();
+        let mut alerts = Vec::new();
+        for (_, batch) in batches {
+            let rows = alerts_from_rows(batch).map_err(|e| SinkError::Permanent(e.to_string()))?;
+            alerts.extend(rows);
+        }
+        let mut groups = lock(&self.groups);
+        for alert in alerts {
+            groups.apply(alert, now);
+        }
+        Ok(())
     }
 }
 
@@ -160,6 +212,10 @@ mod tests {
             send_resolved: true,
             timeout_ms: 10,
             max_alerts: 0,
+            group_by: vec!["alertname".into()],
+            group_wait: "30s".into(),
+            group_interval: "5m".into(),
+            repeat_interval: "4h".into(),
         };
         assert!(c.validate(0).is_ok());
         assert_eq!(c.name(2), "webhook-2");
@@ -182,6 +238,12 @@ mod tests {
             .unwrap_err()
             .starts_with("alerts.webhooks[1].hmac_secret"));
         c.hmac_secret = None;
+        c.group_interval = "soon".into();
+        assert!(c
+            .validate(1)
+            .unwrap_err()
+            .starts_with("alerts.webhooks[1].group_interval"));
+        c.group_interval = "5m".into();
         c.ca_file = Some("/nonexistent/ca.pem".into());
         assert!(c
             .validate(1)

@@ -7,6 +7,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use swarmscope_processors::analytics::alerts::Alert;
 
+use super::groups::Notification;
+
 /// What Alertmanager writes as `endsAt` for an alert that has not ended.
 const NOT_ENDED: &str = "0001-01-01T00:00:00Z";
 
@@ -26,9 +28,11 @@ fn common(maps: &[&BTreeMap<String, String>]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// One notification of `alerts` to `receiver`. `external_url` is where swarmscope's
-/// API is reached; each alert's `generatorURL` points at it.
-pub fn payload(receiver: &str, external_url: &str, alerts: &[Alert], max_alerts: usize) -> Value {
+/// Notification `n` (a group's state) to `receiver`. `external_url` is where
+/// swarmscope's API is reached; each alert's `generatorURL` points at it. `status` is
+/// `firing` while any alert of the group fires.
+pub fn payload(receiver: &str, external_url: &str, n: &Notification, max_alerts: usize) -> Value {
+    let alerts: &[Alert] = &n.alerts;
     let firing = alerts.iter().any(|a| a.status == "firing");
     let kept = if max_alerts > 0 {
         &alerts[..alerts.len().min(max_alerts)]
@@ -55,11 +59,11 @@ pub fn payload(receiver: &str, external_url: &str, alerts: &[Alert], max_alerts:
         .collect();
     json!({
         "version": "4",
-        "groupKey": format!("{{}}:{{receiver=\"{receiver}\"}}"),
+        "groupKey": n.key,
         "truncatedAlerts": alerts.len() - kept.len(),
         "status": if firing { "firing" } else { "resolved" },
         "receiver": receiver,
-        "groupLabels": {},
+        "groupLabels": n.labels,
         "commonLabels": common(&labels),
         "commonAnnotations": common(&annotations),
         "externalURL": base,
@@ -88,14 +92,24 @@ mod tests {
         }
     }
 
+    fn group(alerts: Vec<Alert>) -> Notification {
+        Notification {
+            key: "{}:{alertname=\"ErrorRateAnomaly\"}".into(),
+            labels: [("alertname".to_owned(), "ErrorRateAnomaly".to_owned())].into(),
+            alerts,
+        }
+    }
+
     #[test]
     fn payload_has_alertmanagers_fields() {
         let p = payload(
             "ops",
             "http://host:8080/",
-            &[alert("api", "firing"), alert("db", "resolved")],
+            &group(vec![alert("api", "firing"), alert("db", "resolved")]),
             0,
         );
+        assert_eq!(p["groupKey"], "{}:{alertname=\"ErrorRateAnomaly\"}");
+        assert_eq!(p["groupLabels"], json!({"alertname": "ErrorRateAnomaly"}));
         assert_eq!(p["version"], "4");
         assert_eq!(p["status"], "firing");
         assert_eq!(p["receiver"], "ops");
@@ -111,7 +125,7 @@ mod tests {
         let truncated = payload(
             "ops",
             "http://h",
-            &[alert("api", "resolved"), alert("db", "resolved")],
+            &group(vec![alert("api", "resolved"), alert("db", "resolved")]),
             1,
         );
         assert_eq!(truncated["truncatedAlerts"], 1);
