@@ -42,6 +42,17 @@ fn span(n: u64, ago_ms: u64, ms: u64, error: bool, attributes: Vec<KeyValue>) ->
     }
 }
 
+/// A server on `dir` with `extra` config.
+fn server_with(dir: &std::path::Path, extra: impl Into<String>) -> Server {
+    Server::start_with(
+        dir,
+        Options {
+            extra: extra.into(),
+            ..Default::default()
+        },
+    )
+}
+
 /// Groups notified 200 ms after their first alert, changes told a second apart.
 const FAST_GROUPS: &str = "group_wait = \"200ms\"\ngroup_interval = \"1s\"\n";
 
@@ -57,13 +68,7 @@ fn a_stored_health_score_matches_the_readmes_sql() {
         "README must show docs/health-score.sql as it is"
     );
     let (_tmp, dir) = temp_data_dir();
-    let server = Server::start_with(
-        &dir,
-        Options {
-            extra: FAST_HEALTH.into(),
-            ..Default::default()
-        },
-    );
+    let server = server_with(&dir, FAST_HEALTH);
     // 20 calls: 5 failed, 4 slow (tolerated), 2 very slow; 4 claims by three agents,
     // one of them conflicting, and a completion and a failure.
     let mut spans: Vec<Span> = (0..20)
@@ -207,12 +212,9 @@ fn steady_traffic(
 #[test]
 fn a_span_from_a_clock_a_day_ahead_blinds_neither_health_nor_alerting() {
     let (_tmp, dir) = temp_data_dir();
-    let server = Server::start_with(
+    let server = server_with(
         &dir,
-        Options {
-            extra: format!("{FAST_HEALTH}[processors.anomaly]\nmin_samples = 4\n"),
-            ..Default::default()
-        },
+        format!("{FAST_HEALTH}[processors.anomaly]\nmin_samples = 4\n"),
     );
     // One span from another service whose clock is a day ahead, before anything else.
     let mut ahead = span(1 << 40, 0, 30, false, vec![]);
@@ -278,13 +280,7 @@ fn an_error_rate_jump_fires_a_signed_webhook_that_is_retried_stored_and_resolved
          [[alerts.webhooks]]\nname = \"ops\"\nurl = \"{}\"\nhmac_secret = \"s3cret\"\n{FAST_GROUPS}",
         receiver.url
     );
-    let server = Server::start_with(
-        &dir,
-        Options {
-            extra: config,
-            ..Default::default()
-        },
-    );
+    let server = server_with(&dir, config);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
     let traffic = steady_traffic(
         server.http.clone(),
@@ -465,13 +461,7 @@ fn notifications_for_a_dead_webhook_wait_on_disk_through_a_restart() {
 #[test]
 fn liveness_misses_agents_that_went_silent_holding_work_not_those_that_finished() {
     let (_tmp, dir) = temp_data_dir();
-    let server = Server::start_with(
-        &dir,
-        Options {
-            extra: FAST_HEALTH.into(),
-            ..Default::default()
-        },
-    );
+    let server = server_with(&dir, FAST_HEALTH);
     let work = |n: u64, agent: &str, item: &str, event: &str| {
         span(
             n,
@@ -566,13 +556,7 @@ fn a_group_is_told_its_present_state_after_its_receiver_recovers_and_stays_firin
         rule("Errors", "error_rate", 0.2),
         receiver.url
     );
-    let server = Server::start_with(
-        &dir,
-        Options {
-            extra: config,
-            ..Default::default()
-        },
-    );
+    let server = server_with(&dir, config);
     let phase = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(1));
     let traffic = steady_traffic(
         server.http.clone(),
