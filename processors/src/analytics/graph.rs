@@ -97,9 +97,14 @@ impl Generation {
 struct Store {
     names: HashMap<String, u32, Fast>,
     by_id: Vec<String>,
+    /// How many names the table may hold before the unused ones are dropped.
+    compact_at: usize,
     newer: Generation,
     older: Generation,
 }
+
+/// The fewest names the table holds before it is compacted.
+const MIN_NAMES: usize = 10_000;
 
 impl Store {
     /// The span stored under `key`, if either generation has it.
@@ -132,6 +137,43 @@ impl Store {
         let forgotten = self.older.clear();
         std::mem::swap(&mut self.newer, &mut self.older);
         forgotten
+    }
+
+    /// Drops the names no stored span uses any more, once the table has doubled since
+    /// the last time: services and agents that churn cost no memory once gone.
+    fn compact_names(&mut self) {
+        if self.by_id.len() < self.compact_at.max(MIN_NAMES) {
+            return;
+        }
+        let mut remap: HashMap<u32, u32, Fast> = HashMap::default();
+        let mut by_id = Vec::new();
+        let old = std::mem::take(&mut self.by_id);
+        let mut renumber = |id: &mut u32| {
+            let next = by_id.len() as u32;
+            *id = *remap.entry(*id).or_insert_with(|| {
+                by_id.push(old[*id as usize].clone());
+                next
+            });
+        };
+        for generation in [&mut self.newer, &mut self.older] {
+            let nodes = generation
+                .spans
+                .values_mut()
+                .chain(generation.orphans.values_mut().flatten());
+            for node in nodes {
+                renumber(&mut node.service);
+                if let Some(agent) = node.agent.as_mut() {
+                    renumber(agent);
+                }
+            }
+        }
+        self.names = by_id
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u32))
+            .collect();
+        self.compact_at = 2 * by_id.len();
+        self.by_id = by_id;
     }
 
     fn intern(&mut self, name: &str) -> u32 {
@@ -352,6 +394,7 @@ impl ServiceGraph {
                     self.unpaired.inc_by(forgotten as u64);
                 }
             }
+            store.compact_names();
         }
         if pairs.is_empty() {
             return Ok(());
@@ -527,6 +570,42 @@ mod tests {
         assert_eq!(hex_u64("ABCDEF0123456789"), Some(0xabcd_ef01_2345_6789));
         // 16 bytes, one character of them two bytes long.
         assert_eq!(hex_u64("00000000000000\u{e9}"), None);
+    }
+
+    #[test]
+    fn names_of_agents_long_gone_are_dropped() {
+        let g = ServiceGraph::new(&GraphConfig {
+            max_items: 100,
+            ..GraphConfig::default()
+        });
+        // 30,000 agents, each one span, far more than the store keeps.
+        for chunk in 0..300u64 {
+            let spans = (0..100)
+                .map(|i| {
+                    let n = chunk * 100 + i;
+                    span(
+                        n,
+                        1_000,
+                        5,
+                        vec![kv("gen_ai.agent.id", &format!("agent-{n}"))],
+                    )
+                })
+                .collect();
+            g.observe_spans(&batch("svc", spans)).unwrap();
+        }
+        let store = g.store.lock().unwrap();
+        assert!(
+            store.by_id.len() < 2 * MIN_NAMES,
+            "{} names",
+            store.by_id.len()
+        );
+        assert_eq!(store.names.len(), store.by_id.len());
+        // What the stored spans name is still there, under its new number.
+        for node in store.newer.spans.values() {
+            let agent = node.agent.map(|a| store.by_id[a as usize].as_str());
+            assert!(agent.is_some_and(|a| a.starts_with("agent-")));
+            assert_eq!(store.by_id[node.service as usize], "svc");
+        }
     }
 
     #[test]
