@@ -18,6 +18,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use prost::Message;
 use swarmscope_processors::analytics::coordination::{CoordinationConfig, CoordinationEvents};
+use swarmscope_processors::analytics::genai::{GenAiConfig, GenAiUsage};
 use swarmscope_processors::convert::{spans_from_otlp, spans_from_protobuf};
 use swarmscope_processors::otlp_proto;
 use swarmscope_processors::processor::{Processor, TableBatch};
@@ -163,6 +164,17 @@ fn hot_paths(c: &mut Criterion) {
     group.throughput(Throughput::Elements(rows as u64));
     group.sample_size(20);
     group.bench_function("parquet_encode", |b| b.iter(encode));
+    group.finish();
+
+    // GenAI attribution on the acknowledgement path: every span of the workload reports
+    // usage and sits under a root of its request, none of them an agent span, so each
+    // call walks up to its root and settles with no agent (no row, nothing waiting).
+    let genai = GenAiUsage::new(&GenAiConfig::default());
+    let mut group = c.benchmark_group("genai");
+    group.throughput(Throughput::Elements(spans));
+    group.bench_function("attribution_derive", |b| {
+        b.iter(|| genai.derive(&source).expect("derive"))
+    });
     group.finish();
 }
 
