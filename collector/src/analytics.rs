@@ -21,12 +21,14 @@ use crate::pipeline::Pipeline;
 use crate::Error;
 
 /// The webhook sinks of `[[alerts.webhooks]]`, each with its disk queue under
-/// `DATA_DIR/_sinks/<name>`, seeded with the alerts `firing` at start. Built on the
-/// sinks' runtime, where their notifier tasks run.
+/// `DATA_DIR/_sinks/<name>`, seeded with the alerts `firing` at start and those
+/// `resolved` shortly before. Built on the sinks' runtime, where their notifier tasks
+/// run.
 pub fn webhooks(
     config: &Config,
     metrics: &SinkMetrics,
     firing: &[Alert],
+    resolved: &[Alert],
 ) -> Result<Vec<SinkHandle>, Error> {
     let external_url = config
         .alerts
@@ -48,7 +50,7 @@ pub fn webhooks(
             .map_err(|e| Error::Server("webhook queue", format!("{}: {e}", dir.display())))?;
             let sink = WebhookSink::new(name, hook.clone(), external_url.clone(), metrics.clone())
                 .map_err(|e| Error::Server("webhook", e))?;
-            sink.seed(firing);
+            sink.seed(firing, resolved);
             Ok(SinkHandle::new(
                 Arc::new(sink),
                 Arc::new(queue),

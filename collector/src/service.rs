@@ -28,6 +28,9 @@ use crate::Error;
 
 /// How long shutdown waits for the API's open connections once queries are cancelled.
 const API_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// How far back a stored resolution is told again to the webhooks after a restart, in
+/// case the stop came before its notification (the default `group_interval` and more).
+const RESOLVED_RETOLD_NS: i64 = 10 * 60 * 1_000_000_000;
 
 /// Where a running collector listens (ports resolved, so `:0` works in tests).
 #[derive(Clone, Copy, Debug)]
@@ -107,10 +110,18 @@ pub async fn run(
     // The state the analytics keep comes back first: the webhooks start from the
     // alerts firing.
     analytics::restore(&analytics, &engine).await;
-    let firing = analytics.evaluator().firing();
+    let (firing, resolved) = {
+        let evaluator = analytics.evaluator();
+        // A resolution stored within the last ten minutes may not have been told yet.
+        let recent = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .saturating_sub(RESOLVED_RETOLD_NS);
+        (evaluator.firing(), evaluator.resolved_since(recent))
+    };
     let (sinks, remote_write) = {
         let _sink_runtime = sink_executor.enter();
-        let mut sinks = analytics::webhooks(&config, &sink_metrics, &firing)?;
+        let mut sinks = analytics::webhooks(&config, &sink_metrics, &firing, &resolved)?;
         sinks.extend(analytics::exporters(
             &config,
             &sink_metrics,

@@ -282,6 +282,9 @@ impl Alert {
 #[derive(Clone, Debug, Default)]
 pub struct AlertBook {
     firing: HashMap<String, Alert>,
+    /// On start: the alerts whose last stored transition is a resolution, so that a
+    /// notification cut short by a stop can still be made.
+    resolved: HashMap<String, Alert>,
 }
 
 impl AlertBook {
@@ -348,12 +351,27 @@ impl AlertBook {
     pub fn restore(&mut self, rows: &RecordBatch) -> Result<()> {
         for alert in alerts_from_rows(rows)? {
             if alert.status == "firing" {
+                self.resolved.remove(&alert.fingerprint);
                 self.firing.insert(alert.fingerprint.clone(), alert);
             } else {
                 self.firing.remove(&alert.fingerprint);
+                self.resolved.insert(alert.fingerprint.clone(), alert);
             }
         }
         Ok(())
+    }
+
+    /// The restored alerts that were resolved at or after `since` (nanoseconds): their
+    /// resolution may not have reached every receiver before the stop.
+    pub fn resolved_since(&self, since: i64) -> Vec<Alert> {
+        let mut out: Vec<Alert> = self
+            .resolved
+            .values()
+            .filter(|a| a.ends_at.is_some_and(|end| end >= since))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.ends_at, &a.fingerprint).cmp(&(b.ends_at, &b.fingerprint)));
+        out
     }
 }
 
@@ -521,6 +539,14 @@ mod tests {
             .map(|a| a.labels["service"].as_str())
             .collect();
         assert_eq!(firing, ["api"]);
+        // db resolved at 20: a resolution since 15 is told again after a restart.
+        let resolved: Vec<String> = restored
+            .resolved_since(15)
+            .iter()
+            .map(|a| a.labels["service"].clone())
+            .collect();
+        assert_eq!(resolved, ["db"]);
+        assert!(restored.resolved_since(21).is_empty());
     }
 
     #[test]

@@ -205,6 +205,11 @@ impl Evaluator {
         all
     }
 
+    /// The alerts restored as resolved at or after `since` (nanoseconds).
+    pub fn resolved_since(&self, since: i64) -> Vec<Alert> {
+        self.book.resolved_since(since)
+    }
+
     /// The scores of the latest evaluation.
     pub fn latest(&self) -> &[HealthScore] {
         &self.latest

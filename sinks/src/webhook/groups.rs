@@ -293,6 +293,19 @@ mod tests {
     }
 
     #[test]
+    fn a_resolution_seeded_after_a_restart_is_told_once() {
+        // What `WebhookSink::seed` does with an alert resolved before the stop.
+        let mut g = groups();
+        let t0 = Instant::now();
+        g.apply(alert("A", "api", "firing"), t0);
+        g.apply(alert("A", "api", "resolved"), t0);
+        let told = g.due(t0 + 30 * S);
+        assert_eq!(statuses(&told[0]), [("A".into(), "resolved".into())]);
+        g.delivered(&told[0], t0 + 30 * S);
+        assert!(g.is_empty());
+    }
+
+    #[test]
     fn groups_are_apart_and_a_resolved_group_is_done() {
         let mut g = groups();
         let t0 = Instant::now();

@@ -96,12 +96,20 @@ impl WebhookSink {
         Ok(WebhookSink { name, groups })
     }
 
-    /// Takes the alerts firing at start (restored from `alerts`): their groups are
-    /// notified after `group_wait`, as after any restart of Alertmanager.
-    pub fn seed(&self, firing: &[Alert]) {
+    /// Takes the alerts firing at start (restored from `alerts`), and those resolved
+    /// shortly before it (whose notification a stop may have cut short): their groups
+    /// are notified after `group_wait`, as after any restart of Alertmanager. A
+    /// receiver may hear a resolution twice, never not at all.
+    pub fn seed(&self, firing: &[Alert], resolved: &[Alert]) {
         let now = Instant::now();
         let mut groups = lock(&self.groups);
         for alert in firing {
+            groups.apply(alert.clone(), now);
+        }
+        for alert in resolved {
+            let mut was = alert.clone();
+            was.status = "firing".into();
+            groups.apply(was, now);
             groups.apply(alert.clone(), now);
         }
     }
