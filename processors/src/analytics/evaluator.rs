@@ -542,6 +542,14 @@ mod tests {
         assert!(e.firing().is_empty());
     }
 
+    /// `intervals` intervals of traffic without errors, each evaluated.
+    fn normal(e: &mut Evaluator, t: &Traffic, intervals: u64) {
+        for i in 0..intervals {
+            traffic(t, i, 0);
+            evaluated(e, i as i64 + 1);
+        }
+    }
+
     /// Evaluates interval `end` and commits its transitions, as the collector does once
     /// they are stored.
     fn evaluated(e: &mut Evaluator, end: i64) -> Evaluation {
@@ -553,10 +561,7 @@ mod tests {
     #[test]
     fn a_transition_not_recorded_is_not_made_and_comes_again() {
         let (mut e, t) = evaluator(Vec::new());
-        for i in 0..7 {
-            traffic(&t, i, 0);
-            evaluated(&mut e, i as i64 + 1);
-        }
+        normal(&mut e, &t, 7);
         traffic(&t, 7, 30);
         // The store refused the firing row: the evaluation is not committed.
         let refused = e.evaluate(8);
@@ -572,10 +577,7 @@ mod tests {
     #[test]
     fn a_restored_alert_is_judged_against_the_baseline_it_fired_on() {
         let (mut e, t) = evaluator(Vec::new());
-        for i in 0..7 {
-            traffic(&t, i, 0);
-            evaluated(&mut e, i as i64 + 1);
-        }
+        normal(&mut e, &t, 7);
         traffic(&t, 7, 30);
         assert_eq!(evaluated(&mut e, 8).transitions.len(), 1);
         // A restart: a new evaluator with the firing alert restored from its row.
@@ -602,10 +604,7 @@ mod tests {
     #[test]
     fn a_service_that_stops_sending_keeps_its_request_rate_alert() {
         let (mut e, t) = evaluator(Vec::new());
-        for i in 0..7 {
-            traffic(&t, i, 0);
-            evaluated(&mut e, i as i64 + 1);
-        }
+        normal(&mut e, &t, 7);
         // Silence, for longer than the window (60 s) and well past it.
         let mut fired = Vec::new();
         for end in 8..40 {
@@ -623,10 +622,7 @@ mod tests {
     #[test]
     fn detectors_of_series_gone_idle_are_dropped() {
         let (mut e, t) = evaluator(Vec::new());
-        for i in 0..3 {
-            traffic(&t, i, 0);
-            evaluated(&mut e, i as i64 + 1);
-        }
+        normal(&mut e, &t, 3);
         assert_eq!(
             e.detectors.len(),
             3,
