@@ -6,7 +6,6 @@
 //! can read how it is computed. [`WorkMetrics`] keeps the live counters of the same
 //! events for `/metrics`.
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 
 use arrow::array::Array;
@@ -82,7 +81,10 @@ pub struct WorkMetrics {
 
 #[derive(Default)]
 struct TeamState {
-    teams: HashSet<String>,
+    /// The teams with series of their own, and when each was last seen (wall clock).
+    teams: std::collections::HashMap<String, i64>,
+    /// When idle teams were last looked for.
+    swept: i64,
     /// Per team: the window being summed, by its start.
     windows: std::collections::HashMap<String, (i64, f64)>,
 }
@@ -147,12 +149,15 @@ impl WorkMetrics {
         // Counted per batch, then added: one metric lookup per team and event.
         let mut items: std::collections::HashMap<(&str, &str), u64> = Default::default();
         let mut conflicts: std::collections::HashMap<&str, u64> = Default::default();
+        let now = self.clock.now();
+        self.expire_idle_teams(&mut state, now);
         for row in 0..rows.num_rows() {
             let raw_team = string_at(team, row).unwrap_or("");
-            let team = if state.teams.contains(raw_team) {
+            let team = if let Some(seen) = state.teams.get_mut(raw_team) {
+                *seen = now;
                 raw_team
             } else if state.teams.len() < self.max_teams {
-                state.teams.insert(raw_team.to_owned());
+                state.teams.insert(raw_team.to_owned(), now);
                 raw_team
             } else {
                 "other"
@@ -192,6 +197,33 @@ impl WorkMetrics {
             self.conflicts.with_label_values(&[team]).inc_by(n);
         }
         Ok(())
+    }
+}
+
+impl WorkMetrics {
+    /// Once a minute: a team not seen for 15 minutes (the connectors' expiry) loses
+    /// its series, so teams that come and go cost nothing once gone.
+    fn expire_idle_teams(&self, state: &mut TeamState, now: i64) {
+        const MINUTE: i64 = 60_000_000_000;
+        if now.saturating_sub(state.swept) < MINUTE {
+            return;
+        }
+        state.swept = now;
+        let idle: Vec<String> = state
+            .teams
+            .iter()
+            .filter(|(_, seen)| now.saturating_sub(**seen) > 15 * MINUTE)
+            .map(|(team, _)| team.clone())
+            .collect();
+        for team in idle {
+            state.teams.remove(&team);
+            state.windows.remove(&team);
+            for event in EVENTS.iter().chain(&["other"]) {
+                let _ = self.items.remove_label_values(&[team.as_str(), event]);
+            }
+            let _ = self.conflicts.remove_label_values(&[&team]);
+            let _ = self.points.remove_label_values(&[&team]);
+        }
     }
 }
 
@@ -258,6 +290,47 @@ mod tests {
         assert_eq!(m.conflicts.with_label_values(&["red"]).get(), 1);
         // Only the wall clock's hour counts: the second completion's.
         assert_eq!(m.points.with_label_values(&["red"]).get(), 2.0);
+    }
+
+    #[test]
+    fn teams_idle_for_15_minutes_lose_their_series() {
+        let p = CoordinationEvents::new(&CoordinationConfig::default());
+        let (clock, time) = LiveClock::manual(3_600_000_000_000, 600);
+        let m = WorkMetrics::new(&VelocityConfig::default(), clock);
+        let claim = |n: u64, team: &str| {
+            span(
+                n,
+                1_000,
+                1,
+                vec![
+                    kv("gen_ai.agent.id", "a"),
+                    kv("coordination.team", team),
+                    kv("coordination.work.id", &format!("W{n}")),
+                    kv("coordination.work.event", "claim"),
+                ],
+            )
+        };
+        let observe = |s| {
+            for derived in p
+                .derive(&TableBatch::new(Table::SPANS, batch("s", vec![s])))
+                .unwrap()
+            {
+                m.observe(&derived);
+            }
+        };
+        observe(claim(1, "short-lived"));
+        time.set(3_600_000_000_000 + 16 * 60_000_000_000);
+        observe(claim(2, "steady"));
+        let teams: Vec<String> = m
+            .items
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric().to_vec())
+            .flat_map(|m| m.get_label().to_vec())
+            .filter(|l| l.name() == "team")
+            .map(|l| l.value().to_owned())
+            .collect();
+        assert_eq!(teams, ["steady"]);
     }
 
     #[test]
