@@ -395,67 +395,128 @@ fn model_calls_are_attributed_to_their_agent_along_the_trace_tree_and_counted_on
 #[test]
 fn the_call_graph_is_counted_live_and_computed_from_the_history() {
     let (_tmp, dir) = temp_data_dir();
-    let server = Server::start(&dir);
+    let server = Server::start_with(
+        &dir,
+        Options {
+            extra: "[processors.graph]\nwait_seconds = 1\n".into(),
+            ..Options::default()
+        },
+    );
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    let kind = |mut s: Span, kind: SpanKind| {
+        s.kind = kind as i32;
+        s
+    };
     let child_of = |mut s: Span, parent: &Span| {
         s.trace_id.clone_from(&parent.trace_id);
         s.parent_span_id.clone_from(&parent.span_id);
         s
     };
-    let root = |n: u64| span(n, 10, vec![text("gen_ai.agent.id", "planner")]);
-    let (r1, r2) = (root(1), root(2));
-    let mut failed = child_of(span(12, 10, vec![text("gen_ai.agent.id", "coder")]), &r2);
-    failed.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
-        code: 2,
-        message: "tool failed".into(),
-    });
-    // Children first: the live graph pairs them when their parents come.
-    server.send_spans(
-        "tools",
-        vec![
-            child_of(span(11, 10, vec![text("gen_ai.agent.id", "coder")]), &r1),
-            failed,
-        ],
+    let fail = |mut s: Span| {
+        s.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+            code: 2,
+            message: "tool failed".into(),
+        });
+        s
+    };
+    // The gateway's root SERVER span (called by no instrumented client) holds an
+    // agent's turn, which calls the tools service twice and a model API once.
+    let planner = || vec![text("gen_ai.agent.id", "planner")];
+    let root = kind(span(1, 10, vec![]), SpanKind::Server);
+    let turn = child_of(fail(span(2, 10, planner())), &root);
+    let calls: Vec<Span> = (3..5)
+        .map(|n| child_of(kind(span(n, 10, planner()), SpanKind::Client), &turn))
+        .collect();
+    let model = child_of(
+        kind(
+            span(5, 10, vec![text("gen_ai.provider.name", "openai")]),
+            SpanKind::Client,
+        ),
+        &turn,
     );
-    server.send_spans("gateway", vec![r1, r2]);
+    let coder = || vec![text("gen_ai.agent.id", "coder")];
+    let served = vec![
+        child_of(kind(span(13, 10, coder()), SpanKind::Server), &calls[0]),
+        child_of(
+            fail(kind(span(14, 10, coder()), SpanKind::Server)),
+            &calls[1],
+        ),
+    ];
+    // Servers first: the live graph pairs them when their clients come.
+    server.send_spans("tools", served);
+    let mut gateway = vec![root, turn, model];
+    gateway.extend(calls);
+    server.send_spans("gateway", gateway);
 
     let (status, body) = get_json(&format!(
         "{}/api/v1/graph?start=2026-01-01T00:00:00Z&end=2026-01-02T00:00:00Z",
         server.api
     ));
     assert_eq!(status, 200, "{body}");
-    let edges: Vec<(String, String, String, i64, i64)> = body["edges"]
+    let edges: Vec<(String, String, String, String, i64, i64)> = body["edges"]
         .as_array()
         .expect("edges")
         .iter()
         .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            let count = |k: &str| e[k].as_i64().unwrap_or(-1);
+            let (kind, source, target) = (text("kind"), text("source"), text("target"));
             (
-                e["kind"].as_str().unwrap_or_default().to_owned(),
-                e["source"].as_str().unwrap_or_default().to_owned(),
-                e["target"].as_str().unwrap_or_default().to_owned(),
-                e["calls"].as_i64().unwrap_or(-1),
-                e["errors"].as_i64().unwrap_or(-1),
+                kind,
+                source,
+                target,
+                text("connection_type"),
+                count("calls"),
+                count("errors"),
             )
         })
         .collect();
+    let edge = |kind: &str, source: &str, target: &str, connection: &str, calls, errors| {
+        let text = |s: &str| s.to_owned();
+        (
+            text(kind),
+            text(source),
+            text(target),
+            text(connection),
+            calls,
+            errors,
+        )
+    };
     assert_eq!(
         edges,
         vec![
-            ("service".into(), "gateway".into(), "tools".into(), 2, 1),
-            ("agent".into(), "planner".into(), "coder".into(), 2, 1),
+            edge("service", "gateway", "tools", "", 2, 1),
+            edge("service", "gateway", "openai", "virtual_node", 1, 0),
+            edge("service", "user", "gateway", "virtual_node", 1, 0),
+            edge("agent", "planner", "coder", "agent", 2, 1),
         ]
     );
-    assert_eq!(body["nodes"].as_array().map(Vec::len), Some(4), "{body}");
+    assert_eq!(body["nodes"].as_array().map(Vec::len), Some(6), "{body}");
+    let virtual_nodes: Vec<&str> = body["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["virtual"] == json!(true))
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    assert_eq!(virtual_nodes, ["openai", "user"], "{body}");
 
-    let metrics = common::eventually("the live graph's edge", || {
+    // Live, the same edges, the virtual node's once its call has waited its second.
+    let metrics = common::eventually("the live graph's virtual node", || {
         let (_, metrics) = blocking_get(&format!("{}/metrics", server.api)).ok()?;
         let metrics = String::from_utf8(metrics).ok()?;
         metrics
-            .contains("traces_service_graph_request_total{client=\"gateway\",server=\"tools\",connection_type=\"\"} 2")
+            .contains("traces_service_graph_request_total{client=\"gateway\",server=\"openai\",connection_type=\"virtual_node\",failed=\"false\"} 1")
             .then_some(metrics)
     });
     for line in [
-        "traces_service_graph_request_failed_total{client=\"gateway\",server=\"tools\",connection_type=\"\"} 1",
-        "traces_service_graph_request_total{client=\"planner\",server=\"coder\",connection_type=\"agent\"} 2",
+        "traces_service_graph_request_total{client=\"gateway\",server=\"tools\",connection_type=\"\",failed=\"false\"} 1",
+        "traces_service_graph_request_total{client=\"gateway\",server=\"tools\",connection_type=\"\",failed=\"true\"} 1",
+        "traces_service_graph_request_failed_total{client=\"gateway\",server=\"tools\",connection_type=\"\",failed=\"true\"} 1",
+        "traces_service_graph_request_total{client=\"user\",server=\"gateway\",connection_type=\"virtual_node\",failed=\"false\"} 1",
+        "traces_service_graph_request_total{client=\"planner\",server=\"coder\",connection_type=\"agent\",failed=\"false\"} 1",
+        "traces_service_graph_request_total{client=\"planner\",server=\"coder\",connection_type=\"agent\",failed=\"true\"} 1",
+        "swarmscope_graph_unpaired_total 0",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} not in\n{metrics}");
     }

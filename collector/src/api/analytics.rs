@@ -161,7 +161,11 @@ pub(super) async fn graph(
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let result = match state.engine.sql(&edges_sql(start, end)).await {
+    let result = match state
+        .engine
+        .sql(&edges_sql(start, end, &state.analytics.config.graph))
+        .await
+    {
         Ok(r) => r,
         Err(e) => return query_error(e),
     };
@@ -169,12 +173,14 @@ pub(super) async fn graph(
         Ok(e) => e,
         Err(response) => return *response,
     };
-    let mut nodes: Vec<(String, String)> = Vec::new();
+    let mut nodes: Vec<(String, String, bool)> = Vec::new();
     for e in &edges {
-        for side in ["source", "target"] {
+        for (side, uninstrumented) in [("source", "client"), ("target", "server")] {
+            let text = |key: &str| e[key].as_str().unwrap_or_default().to_owned();
             let node = (
-                e["kind"].as_str().unwrap_or_default().to_owned(),
-                e[side].as_str().unwrap_or_default().to_owned(),
+                text("kind"),
+                text(side),
+                text("virtual_node") == uninstrumented,
             );
             if !nodes.contains(&node) {
                 nodes.push(node);
@@ -183,7 +189,7 @@ pub(super) async fn graph(
     }
     let nodes: Vec<Value> = nodes
         .into_iter()
-        .map(|(kind, id)| json!({"id": id, "kind": kind}))
+        .map(|(kind, id, virtual_node)| json!({"id": id, "kind": kind, "virtual": virtual_node}))
         .collect();
     Json(json!({ "nodes": nodes, "edges": edges })).into_response()
 }

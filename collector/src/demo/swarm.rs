@@ -206,25 +206,44 @@ impl Swarm {
                     },
                 );
             }
-            // A tool call: to another service, so the call graph has edges.
+            // A tool call: a client span in the agent's service and the tool service's
+            // server span under it, so the call graph has an edge (failed with the tool).
             if self.rng.chance(0.8) {
                 let anomalous = phase == Phase::Anomaly;
                 let ms = self.rng.between(15, 60) * if anomalous { 8 } else { 1 };
                 let fails = self.rng.chance(if anomalous { 0.6 } else { 0.005 });
+                let status = fails.then(|| Status {
+                    code: status::StatusCode::Error as i32,
+                    message: "tool failed".into(),
+                });
+                let call_id = self.id();
+                emit(
+                    role,
+                    Span {
+                        trace_id: trace.to_be_bytes().to_vec(),
+                        span_id: call_id.to_be_bytes().to_vec(),
+                        parent_span_id: root_id.to_be_bytes().to_vec(),
+                        name: "execute_tool".into(),
+                        kind: span::SpanKind::Client as i32,
+                        start_time_unix_nano: start,
+                        end_time_unix_nano: start + (ms + 2) * 1_000_000,
+                        // The tool's failure is the tool service's: the agents' own
+                        // error rates stay as they were.
+                        attributes: vec![text("gen_ai.agent.id", &agent_id)],
+                        ..Default::default()
+                    },
+                );
                 emit(
                     ANOMALOUS_SERVICE,
                     Span {
                         trace_id: trace.to_be_bytes().to_vec(),
                         span_id: self.id().to_be_bytes().to_vec(),
-                        parent_span_id: root_id.to_be_bytes().to_vec(),
+                        parent_span_id: call_id.to_be_bytes().to_vec(),
                         name: "run tool".into(),
                         kind: span::SpanKind::Server as i32,
-                        start_time_unix_nano: start,
-                        end_time_unix_nano: start + ms * 1_000_000,
-                        status: fails.then(|| Status {
-                            code: status::StatusCode::Error as i32,
-                            message: "tool failed".into(),
-                        }),
+                        start_time_unix_nano: start + 1_000_000,
+                        end_time_unix_nano: start + (ms + 1) * 1_000_000,
+                        status,
                         attributes: vec![text(
                             "gen_ai.agent.id",
                             &format!("{ANOMALOUS_SERVICE}-runner"),

@@ -13,6 +13,14 @@
 //! fires after `consecutive` anomalous values and resolves after `resolve_after`
 //! normal ones.
 //!
+//! A detector of a series that is bursty by nature (a request rate: batch jobs, crons,
+//! agents woken together) may tolerate recurrence: a value no more than half again as
+//! far from the baseline, the same way, as an earlier burst in the last
+//! `4 × window` intervals that came and went is a recurring burst: not an anomaly, and
+//! kept out of the baseline (which stays the quiet level's, so an outage between
+//! bursts still shows). Such a service pages on its first burst, then not on each one.
+//! A sustained shift is one burst that has not gone: it keeps firing.
+//!
 //! A share of calls (an error rate) is also judged against its sampling noise: with
 //! `n` calls at a baseline share `p` (at least 1/n), an interval's share wanders by √(p(1−p)/n)
 //! by chance alone ([`binomial_spread`]), so a quiet service's one failure in ten calls
@@ -144,7 +152,19 @@ pub struct Detector {
     anomalous_run: u32,
     normal_run: u32,
     firing: bool,
+    /// Whether recurring bursts are tolerated, and those seen: (when it ended, in
+    /// values seen, and its peak's signed distance from the baseline then).
+    recurrence: Option<VecDeque<(usize, f64)>>,
+    /// The running burst's peak distance from the baseline.
+    burst: Option<f64>,
+    /// Values judged since warm-up, as a clock for the bursts remembered.
+    judged: usize,
 }
+
+/// How far back, in windows, a burst that came and went is remembered.
+const BURST_MEMORY_WINDOWS: usize = 4;
+/// Bursts remembered at most.
+const MAX_BURSTS: usize = 16;
 
 /// The standard deviation of a share of `n` calls at baseline share `p`, by chance
 /// alone. The baseline is taken as at least one call in `n`: never seeing an error in
@@ -180,6 +200,46 @@ impl Detector {
             anomalous_run: 0,
             normal_run: 0,
             firing: false,
+            recurrence: None,
+            burst: None,
+            judged: 0,
+        }
+    }
+
+    /// Tolerates recurring bursts (see the module's documentation).
+    pub fn tolerating_recurrence(mut self) -> Detector {
+        self.recurrence = Some(VecDeque::new());
+        self
+    }
+
+    /// Whether `distance` from the baseline repeats a burst that came and went.
+    fn recurs(&self, distance: f64, config: &AnomalyConfig) -> bool {
+        let Some(bursts) = &self.recurrence else {
+            return false;
+        };
+        let horizon = BURST_MEMORY_WINDOWS * config.window;
+        bursts.iter().any(|&(ended, peak)| {
+            self.judged.saturating_sub(ended) <= horizon
+                && peak.signum() == distance.signum()
+                && distance.abs() <= 1.5 * peak.abs()
+        })
+    }
+
+    /// Follows bursts: the running one's peak, and its end.
+    fn track_burst(&mut self, anomalous: bool, distance: f64) {
+        let Some(bursts) = &mut self.recurrence else {
+            return;
+        };
+        if anomalous {
+            let peak = self.burst.get_or_insert(distance);
+            if distance.abs() > peak.abs() {
+                *peak = distance;
+            }
+        } else if let Some(peak) = self.burst.take() {
+            if bursts.len() == MAX_BURSTS {
+                bursts.pop_front();
+            }
+            bursts.push_back((self.judged, peak));
         }
     }
 
@@ -278,7 +338,13 @@ impl Detector {
             Direction::Down => z < -k,
             Direction::Both => z.abs() > k,
         };
-        let anomalous = beyond(robust) && beyond(ewma);
+        self.judged += 1;
+        // A tolerated burst is remembered too, so a pattern stays known while it
+        // recurs, but kept out of the baseline, which stays the quiet level's.
+        let burst = beyond(robust) && beyond(ewma);
+        let recurring = burst && self.recurs(x - med, config);
+        let anomalous = burst && !recurring;
+        self.track_burst(burst, x - med);
         if anomalous {
             self.anomalous_run += 1;
             self.normal_run = 0;
@@ -289,7 +355,9 @@ impl Detector {
         } else {
             self.normal_run += 1;
             self.anomalous_run = 0;
-            self.learn(x, config);
+            if !recurring {
+                self.learn(x, config);
+            }
         }
         if !self.firing && self.anomalous_run >= config.consecutive {
             self.firing = true;
@@ -468,5 +536,52 @@ mod tests {
             !firing[79],
             "still firing after a shift that lasted 80 windows"
         );
+    }
+
+    #[test]
+    fn a_regular_bursty_service_pages_once_and_a_bigger_burst_or_an_outage_still_fires() {
+        let config = AnomalyConfig::default();
+        let mut noise = Noise(7);
+        let mut rate = Detector::new(Direction::Both, RATE_FLOOR).tolerating_recurrence();
+        // A cron wakes the service every 2, 5 and then 10 minutes (10 s intervals),
+        // for two hours each.
+        for period in [12, 30, 60] {
+            let mut plain = Detector::new(Direction::Both, RATE_FLOOR);
+            let (mut pages, mut plain_pages) = (0, 0);
+            let (mut was, mut plain_was) = (false, false);
+            for i in 0..720 {
+                let x = if i % period == period - 1 {
+                    200.0
+                } else {
+                    20.0
+                } + noise.normal();
+                let j = rate.observe(x, &config);
+                pages += usize::from(j.firing && !was);
+                was = j.firing;
+                let p = plain.observe(x, &config);
+                plain_pages += usize::from(p.firing && !plain_was);
+                plain_was = p.firing;
+            }
+            assert!(
+                pages <= 1,
+                "every {period}: {pages} pages for a regular burst"
+            );
+            assert!(
+                plain_pages >= 720 / period - 1,
+                "every {period}, without tolerance: {plain_pages} pages"
+            );
+        }
+        // A burst five times the usual is new.
+        for _ in 0..5 {
+            rate.observe(20.0 + noise.normal(), &config);
+        }
+        assert!(rate.observe(1_000.0, &config).firing);
+        for _ in 0..3 {
+            rate.observe(20.0 + noise.normal(), &config);
+        }
+        assert!(!rate.firing());
+        // The service stops: a drop the bursts never showed, and it keeps firing.
+        let firing: Vec<bool> = (0..10).map(|_| rate.observe(0.0, &config).firing).collect();
+        assert!(firing.iter().all(|f| *f), "{firing:?}");
     }
 }

@@ -124,8 +124,8 @@ impl<'a> MapColumn<'a> {
     }
 
     /// The value of the first of `keys` that row `row` has.
-    pub fn first(&self, row: usize, keys: &[&str]) -> Option<&'a str> {
-        keys.iter().find_map(|k| self.get(row, k))
+    pub fn first<K: AsRef<str>>(&self, row: usize, keys: &[K]) -> Option<&'a str> {
+        keys.iter().find_map(|k| self.get(row, k.as_ref()))
     }
 }
 

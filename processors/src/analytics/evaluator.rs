@@ -27,6 +27,19 @@ struct Series {
     floor: Floor,
     /// How a value reads in an annotation.
     percent: bool,
+    /// Bursty by nature: a burst that recurs is not an anomaly (see the anomaly module).
+    bursty: bool,
+}
+
+impl Series {
+    fn detector(&self) -> Detector {
+        let detector = Detector::new(self.direction, self.floor);
+        if self.bursty {
+            detector.tolerating_recurrence()
+        } else {
+            detector
+        }
+    }
 }
 
 const REQUEST_RATE: Series = Series {
@@ -39,6 +52,7 @@ const REQUEST_RATE: Series = Series {
         absolute: 0.5,
     },
     percent: false,
+    bursty: true,
 };
 const ERROR_RATE: Series = Series {
     metric: "error_rate",
@@ -52,6 +66,7 @@ const ERROR_RATE: Series = Series {
         absolute: 0.01,
     },
     percent: true,
+    bursty: false,
 };
 const LATENCY: Series = Series {
     metric: "latency_p95_ms",
@@ -63,6 +78,7 @@ const LATENCY: Series = Series {
         absolute: 1.0,
     },
     percent: false,
+    bursty: false,
 };
 const VELOCITY: Series = Series {
     metric: "completed_items",
@@ -74,6 +90,7 @@ const VELOCITY: Series = Series {
         absolute: 1.0,
     },
     percent: false,
+    bursty: false,
 };
 
 /// How long a detector may go unfed before it is dropped: the connectors' 15 minutes.
@@ -184,7 +201,10 @@ impl Evaluator {
                 .into_iter()
                 .find_map(|label| Some(format!("{label}/{}", alert.labels.get(label)?)));
             let Some(scope) = scope else { continue };
-            let detector = Detector::restored(s.direction, s.floor, baseline, &self.anomaly);
+            let mut detector = Detector::restored(s.direction, s.floor, baseline, &self.anomaly);
+            if s.bursty {
+                detector = detector.tolerating_recurrence();
+            }
             self.detectors
                 .insert((s.metric, scope), (detector, 0, alert.fingerprint.clone()));
         }
@@ -245,11 +265,19 @@ impl Evaluator {
         let window_ns = i64::try_from(self.health.window_seconds)
             .unwrap_or(i64::MAX)
             .saturating_mul(1_000_000_000);
-        let holders = self
+        let mut holders = self
             .coordination
             .as_ref()
             .map(|c| c.holders())
             .unwrap_or_default();
+        // The agents a team expects count as holders of work: their silence matters.
+        let holding: std::collections::HashSet<String> =
+            holders.iter().map(|(agent, _)| agent.clone()).collect();
+        for (team, agents) in &self.health.expected_agents {
+            for agent in agents.iter().filter(|a| !holding.contains(*a)) {
+                holders.push((agent.clone(), Some(team.clone())));
+            }
+        }
         let scopes = self.signals.read(end, &holders);
 
         // Health, with the alerts firing before this evaluation.
@@ -341,13 +369,10 @@ impl Evaluator {
                 {
                     continue;
                 }
-                let (detector, fed, _) = self.detectors.entry(key).or_insert_with(|| {
-                    (
-                        Detector::new(series.direction, series.floor),
-                        at,
-                        fp.clone(),
-                    )
-                });
+                let (detector, fed, _) = self
+                    .detectors
+                    .entry(key)
+                    .or_insert_with(|| (series.detector(), at, fp.clone()));
                 *fed = at;
                 let Some(value) = value else {
                     undecided.insert(fp);
@@ -556,6 +581,58 @@ mod tests {
         let out = e.evaluate(end);
         e.commit(out.book.clone());
         out
+    }
+
+    #[test]
+    fn an_agent_a_team_expects_counts_against_liveness_while_silent() {
+        let (clock, time) = LiveClock::manual(0, 600);
+        let health = HealthConfig {
+            interval_seconds: 10,
+            window_seconds: 60,
+            expected_agents: [(
+                "red".to_owned(),
+                vec!["scout".to_owned(), "lookout".to_owned()],
+            )]
+            .into(),
+            ..HealthConfig::default()
+        };
+        let signals = Arc::new(Signals::new(health.signals(), clock));
+        let mut e = Evaluator::new(
+            health,
+            AnomalyConfig::default(),
+            Vec::new(),
+            Arc::clone(&signals),
+        );
+        time.set((10 * S * 1_000_000) as i64);
+        let scout = span(
+            1,
+            5 * S,
+            20,
+            vec![
+                crate::analytics::testing::kv("gen_ai.agent.id", "scout"),
+                crate::analytics::testing::kv("coordination.team", "red"),
+            ],
+        );
+        signals.observe_spans(&batch("api", vec![scout])).unwrap();
+        let out = evaluated(&mut e, 1);
+        let red = out
+            .health
+            .iter()
+            .find(|h| h.name == "red")
+            .expect("team red scored");
+        let input = |name: &str| {
+            let i = crate::analytics::health::INPUTS
+                .iter()
+                .position(|n| *n == name)
+                .unwrap();
+            red.inputs[i]
+        };
+        assert_eq!((input("agents_live"), input("agents_known")), (1, 2));
+        let liveness = crate::analytics::health::COMPONENTS
+            .iter()
+            .position(|n| *n == "liveness")
+            .unwrap();
+        assert_eq!(red.components[liveness], Some(50.0));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub const COMPONENTS: [&str; 6] = [
     "alerts",
 ];
 
-const INPUTS: [&str; 12] = [
+pub const INPUTS: [&str; 12] = [
     "calls",
     "errors",
     "apdex_satisfied",
@@ -138,6 +138,9 @@ pub struct HealthConfig {
     pub max_scopes: usize,
     pub max_agents: usize,
     pub weights: HealthWeights,
+    /// Agents each team expects to hear from, by team: silent since the window's start,
+    /// they count against liveness as a silent holder of work does.
+    pub expected_agents: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for HealthConfig {
@@ -151,6 +154,7 @@ impl Default for HealthConfig {
             max_scopes: 1_000,
             max_agents: 100_000,
             weights: HealthWeights::default(),
+            expected_agents: Default::default(),
         }
     }
 }

@@ -142,7 +142,7 @@ impl Analytics {
             graph: config
                 .graph
                 .enabled
-                .then(|| Arc::new(ServiceGraph::new(&config.graph))),
+                .then(|| Arc::new(ServiceGraph::new(&config.graph, clock.clone()))),
             health_score: prometheus::GaugeVec::new(
                 prometheus::Opts::new(
                     "swarmscope_health_score",

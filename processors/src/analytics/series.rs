@@ -102,6 +102,8 @@ pub struct HistogramFamily<const N: usize> {
     labels: [&'static str; N],
     bounds: Vec<f64>,
     max_series: usize,
+    /// Series whose label `.0` is `.1` have a cap of their own, `.2`.
+    apart: Option<(usize, &'static str, usize)>,
     expiry: Duration,
     series: Mutex<Series<N>>,
     overflowed: AtomicU64,
@@ -117,6 +119,8 @@ struct Series<const N: usize> {
     overflow: Option<Buckets>,
     /// When idle series were last looked for.
     swept: Option<Instant>,
+    /// How many of `by_labels` count against the separate cap.
+    apart: usize,
 }
 
 impl<const N: usize> HistogramFamily<N> {
@@ -145,11 +149,13 @@ impl<const N: usize> HistogramFamily<N> {
             labels,
             bounds,
             max_series,
+            apart: None,
             expiry: DEFAULT_EXPIRY,
             series: Mutex::new(Series {
                 by_labels: HashMap::new(),
                 overflow: None,
                 swept: None,
+                apart: 0,
             }),
             overflowed: AtomicU64::new(0),
         }
@@ -177,6 +183,22 @@ impl<const N: usize> HistogramFamily<N> {
         }
     }
 
+    /// Gives the series whose label `label` is `value` a cap of their own, `max_series`,
+    /// so one kind of series cannot crowd out the others.
+    pub fn with_separate_cap(
+        mut self,
+        label: usize,
+        value: &'static str,
+        max_series: usize,
+    ) -> Self {
+        self.apart = Some((label.min(N.saturating_sub(1)), value, max_series));
+        self
+    }
+
+    fn is_apart(&self, labels: &[String; N]) -> bool {
+        self.apart.is_some_and(|(i, v, _)| labels[i] == v)
+    }
+
     /// Drops series idle for longer than `expiry` instead of the default.
     pub fn with_expiry(mut self, expiry: Duration) -> Self {
         self.expiry = expiry;
@@ -194,19 +216,27 @@ impl<const N: usize> HistogramFamily<N> {
             by_labels,
             overflow,
             swept,
+            apart,
         } = &mut *series;
         // Idle series are looked for a few times per expiry, not per batch.
         if swept.is_none_or(|at| now.duration_since(at) >= self.expiry / 4) {
             *swept = Some(now);
             by_labels.retain(|_, (_, at)| now.duration_since(*at) <= self.expiry);
+            *apart = by_labels.keys().filter(|k| self.is_apart(k)).count();
         }
         for (labels, buckets) in tally.series {
             let key = labels.map(|Text(l)| l.to_owned());
+            let is_apart = self.is_apart(&key);
+            let room = match self.apart {
+                Some((_, _, cap)) if is_apart => *apart < cap,
+                _ => by_labels.len() - *apart < self.max_series,
+            };
             if let Some((existing, at)) = by_labels.get_mut(&key) {
                 existing.merge(&buckets);
                 *at = now;
-            } else if by_labels.len() < self.max_series {
+            } else if room {
                 by_labels.insert(key, (buckets, now));
+                *apart += usize::from(is_apart);
             } else {
                 self.overflowed
                     .fetch_add(buckets.count(), Ordering::Relaxed);
@@ -367,6 +397,28 @@ mod tests {
         assert_eq!(f.get(["busy"]).map(|b| b.count()), Some(2));
         assert_eq!(f.get(["new"]).map(|b| b.count()), Some(1));
         assert_eq!(f.overflowed(), 0);
+    }
+
+    #[test]
+    fn series_kept_apart_have_a_cap_of_their_own() {
+        let f = HistogramFamily::new("h", "help", ["k", "kind"], vec![1.0], 2)
+            .with_separate_cap(1, "agent", 1);
+        let mut t = f.tally();
+        for n in ["a", "b", "c"] {
+            t.observe([n, "agent"], 1.0);
+            t.observe([n, ""], 1.0);
+        }
+        f.merge(t);
+        // One agent series, two others: the agents' overflow took nothing from them.
+        assert_eq!(f.series(), 3);
+        assert_eq!(f.overflowed(), 3);
+        assert_eq!(
+            ["a", "b", "c"]
+                .iter()
+                .filter(|n| f.get([n, ""]).is_some())
+                .count(),
+            2
+        );
     }
 
     #[test]

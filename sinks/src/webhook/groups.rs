@@ -11,7 +11,8 @@
 //! - a group still firing and unchanged, `repeat_interval` after it: a receiver that
 //!   missed a page hears again;
 //! - a notification that failed (any answer but 2xx, or none) is tried again after a
-//!   backoff from 1 s up to `group_interval`, with the group's state at that time: a
+//!   backoff from 1 s up to `group_interval`, or after the receiver's `Retry-After` if
+//!   that is later (at most `repeat_interval`), with the group's state at that time: a
 //!   backlog is never replayed, the receiver hears the present.
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +41,8 @@ struct Group {
     /// Failed attempts in a row, and when the last was made.
     failures: u32,
     attempted: Option<Instant>,
+    /// Not before this, as the receiver asked with `Retry-After`.
+    not_before: Option<Instant>,
 }
 
 /// A group's notification: its key, its labels, its alerts (firing, then resolved).
@@ -96,6 +99,7 @@ impl Groups {
             changed: false,
             failures: 0,
             attempted: None,
+            not_before: None,
         });
         let fp = alert.fingerprint.clone();
         if firing {
@@ -118,7 +122,7 @@ impl Groups {
             let backoff = Duration::from_secs(1)
                 .saturating_mul(1 << g.failures.min(16).saturating_sub(1))
                 .min(t.group_interval);
-            return Some(at + backoff);
+            return Some((at + backoff).max(g.not_before.unwrap_or(at)));
         }
         match g.sent {
             None => Some(g.created + t.group_wait),
@@ -172,16 +176,20 @@ impl Groups {
         g.sent = Some(now);
         g.failures = 0;
         g.attempted = None;
+        g.not_before = None;
         if g.firing.is_empty() && g.resolved.is_empty() {
             self.by_key.remove(&sent.key);
         }
     }
 
-    /// `sent` could not be delivered at `now`: tried again after a backoff.
-    pub fn failed(&mut self, sent: &Notification, now: Instant) {
+    /// `sent` could not be delivered at `now`: tried again after a backoff, or after
+    /// `retry_after` (the receiver's `Retry-After`) if that is later.
+    pub fn failed(&mut self, sent: &Notification, now: Instant, retry_after: Option<Duration>) {
+        let longest = self.timing.repeat_interval;
         if let Some(g) = self.by_key.get_mut(&sent.key) {
             g.failures = g.failures.saturating_add(1);
             g.attempted = Some(now);
+            g.not_before = retry_after.map(|after| now + after.min(longest));
         }
     }
 
@@ -274,7 +282,7 @@ mod tests {
         let t0 = Instant::now();
         g.apply(alert("A", "api", "firing"), t0);
         let n = g.due(t0 + 30 * S);
-        g.failed(&n[0], t0 + 30 * S);
+        g.failed(&n[0], t0 + 30 * S, None);
         // While the receiver is down, A resolves and C fires.
         g.apply(alert("A", "api", "resolved"), t0 + 35 * S);
         g.apply(alert("C", "api", "firing"), t0 + 36 * S);
@@ -290,6 +298,21 @@ mod tests {
         );
         g.delivered(&retry[0], t0 + 31 * S);
         assert!(g.due(t0 + 3600 * S).is_empty());
+    }
+
+    #[test]
+    fn a_receivers_retry_after_is_honoured_up_to_the_repeat_interval() {
+        let mut g = groups();
+        let t0 = Instant::now();
+        g.apply(alert("A", "api", "firing"), t0);
+        let n = g.due(t0 + 30 * S);
+        g.failed(&n[0], t0 + 30 * S, Some(Duration::from_secs(20)));
+        assert!(g.due(t0 + 49 * S).is_empty(), "Retry-After: 20");
+        let n = g.due(t0 + 50 * S);
+        assert_eq!(n.len(), 1);
+        // A receiver asking for a day is tried again within the repeat interval.
+        g.failed(&n[0], t0 + 50 * S, Some(Duration::from_secs(86_400)));
+        assert_eq!(g.due(t0 + 50 * S + 4 * 3600 * S).len(), 1);
     }
 
     #[test]

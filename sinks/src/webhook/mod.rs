@@ -127,17 +127,18 @@ impl Notifier {
             for n in due {
                 match self.post(&n).await {
                     Ok(()) => lock(&self.groups).delivered(&n, Instant::now()),
-                    Err(message) => {
+                    Err((message, retry_after)) => {
                         tracing::warn!(sink = %self.name, group = %n.key, error = %message, "webhook notification failed; trying again");
                         self.metrics.retried(&self.name);
-                        lock(&self.groups).failed(&n, Instant::now());
+                        lock(&self.groups).failed(&n, Instant::now(), retry_after);
                     }
                 }
             }
         }
     }
 
-    async fn post(&self, n: &Notification) -> Result<(), String> {
+    /// Posts `n`; a failure says why, and how long the receiver asked to wait.
+    async fn post(&self, n: &Notification) -> Result<(), (String, Option<Duration>)> {
         let body = payload(&self.name, &self.external_url, n, self.config.max_alerts).to_string();
         let mut request = self
             .client
@@ -155,12 +156,13 @@ impl Notifier {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("POST {}: {e}", self.config.url))?;
+            .map_err(|e| (format!("POST {}: {e}", self.config.url), None))?;
         let status = response.status();
         if status.is_success() {
             Ok(())
         } else {
-            Err(format!("POST {}: {status}", self.config.url))
+            let after = crate::sink::retry_after(response.headers());
+            Err((format!("POST {}: {status}", self.config.url), after))
         }
     }
 }

@@ -1,0 +1,477 @@
+//! The call graph: requests between services (and the virtual nodes they call) and
+//! between agents, with their calls, failures and latencies.
+//!
+//! Live, off the acknowledgement path, by the OpenTelemetry Collector's servicegraph
+//! connector's rules ([`pairs`]): a CLIENT (or PRODUCER) span and its SERVER (or
+//! CONSUMER) child make one request on the edge `client → server`, whichever of the two
+//! arrives first waiting `wait_seconds` for the other. A client span that named its
+//! peer (`virtual_node_peer_attributes`: `peer.service`, a model API's
+//! `gen_ai.provider.name`, `server.address`) and was never answered is a request to
+//! that virtual node (`connection_type="virtual_node"`); a root SERVER span is a
+//! request from the virtual node `user`; a CLIENT span with `db.system.name` (or
+//! `db.system`) is a request to its database (`connection_type="database"`), named by
+//! `database_name_attributes`. Messaging pairs have `connection_type="messaging_system"`.
+//!
+//! Between agents ([`agents`]), a span whose parent belongs to another agent is a
+//! request `parent's agent → child's agent` (`connection_type="agent"`), whatever the
+//! spans' kinds.
+//!
+//! Each request counts in `traces_service_graph_request_total`,
+//! `traces_service_graph_request_failed_total` (either side failed), and the histograms
+//! `traces_service_graph_request_server_seconds` and `..._client_seconds`, by `client`,
+//! `server`, `connection_type` and `failed`, as the connector labels them. Agent edges
+//! and service edges have separate series caps.
+//!
+//! Over any stored range, [`edges_sql`] computes the same edges from `spans`;
+//! `GET /api/v1/graph` serves it.
+
+mod agents;
+mod ids;
+mod names;
+mod pairs;
+mod sql;
+
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use prometheus::core::{Collector, Desc};
+use prometheus::IntCounter;
+use serde::{Deserialize, Serialize};
+
+use super::attributes::{primitives, string_at, strings, MapColumn, Text};
+use super::clock::LiveClock;
+use super::series::HistogramFamily;
+use crate::processor::{Processor, TableBatch};
+use crate::schema::Table;
+use crate::Result;
+use agents::{AgentSpan, Agents, Handoff};
+use ids::{hex_u128, hex_u64};
+use names::Names;
+use pairs::{Arrival, Connection, Edge, Pairs, Side};
+pub use sql::edges_sql;
+use sql::DATABASE_SYSTEM;
+
+/// The servicegraph connector's default latency buckets, in seconds.
+const BUCKETS_S: [f64; 16] = [
+    0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0,
+];
+
+/// `[processors.graph]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphConfig {
+    pub enabled: bool,
+    /// How long a client or server span waits for its partner (at least; less than
+    /// twice that).
+    pub wait_seconds: u64,
+    /// Client and server spans waiting for their partner at most.
+    pub max_items: usize,
+    /// Agents' spans kept for agent edges at most.
+    pub max_agent_items: usize,
+    /// Service edges kept apart on `/metrics`.
+    pub max_series: usize,
+    /// Agent edges kept apart on `/metrics`.
+    pub max_agent_series: usize,
+    /// What names the peer of an unanswered client span, first present wins.
+    pub virtual_node_peer_attributes: Vec<String>,
+    /// What names a database, first present wins.
+    pub database_name_attributes: Vec<String>,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        let strings = |keys: &[&str]| keys.iter().map(|k| (*k).to_owned()).collect();
+        GraphConfig {
+            enabled: true,
+            wait_seconds: 10,
+            max_items: 200_000,
+            max_agent_items: 100_000,
+            max_series: 10_000,
+            max_agent_series: 10_000,
+            virtual_node_peer_attributes: strings(&[
+                "peer.service",
+                "gen_ai.provider.name",
+                "gen_ai.system",
+                "server.address",
+            ]),
+            database_name_attributes: strings(&[
+                "peer.service",
+                "server.address",
+                "db.namespace",
+                "db.name",
+                "db.system.name",
+                "db.system",
+            ]),
+        }
+    }
+}
+
+/// (trace id, span id).
+type Key = (u128, u64);
+
+type Fast = foldhash::fast::RandomState;
+
+/// The name of the virtual node that calls root SERVER spans, as the connector's.
+const USER: &str = "user";
+
+struct State {
+    names: Names,
+    pairs: Pairs,
+    agents: Agents,
+}
+
+pub struct ServiceGraph {
+    config: GraphConfig,
+    clock: LiveClock,
+    state: Mutex<State>,
+    requests: HistogramFamily<4>,
+    client: HistogramFamily<4>,
+    failed: HistogramFamily<4>,
+    unpaired: IntCounter,
+    dropped: IntCounter,
+}
+
+const LABELS: [&str; 4] = ["client", "server", "connection_type", "failed"];
+
+/// The label `connection_type` has between agents.
+const AGENT: &str = "agent";
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric options are constant: {e}"))
+}
+
+/// The columns of a span batch the graph reads.
+struct Columns<'a> {
+    trace: &'a arrow::array::StringArray,
+    span: &'a arrow::array::StringArray,
+    parent: &'a arrow::array::StringArray,
+    service: &'a arrow::array::StringArray,
+    agent: &'a arrow::array::StringArray,
+    kind: &'a arrow::array::StringArray,
+    status: &'a arrow::array::StringArray,
+    duration: &'a arrow::array::Int64Array,
+    attributes: MapColumn<'a>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(spans: &'a RecordBatch) -> Result<Columns<'a>> {
+        Ok(Columns {
+            trace: strings(spans, "trace_id")?,
+            span: strings(spans, "span_id")?,
+            parent: strings(spans, "parent_span_id")?,
+            service: strings(spans, "service_name")?,
+            agent: strings(spans, "agent_id")?,
+            kind: strings(spans, "kind")?,
+            status: strings(spans, "status_code")?,
+            duration: primitives::<arrow::datatypes::Int64Type>(spans, "duration_ns")?,
+            attributes: MapColumn::of(spans, "attributes")?,
+        })
+    }
+}
+
+/// A span's part in requests between services.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Client,
+    Server,
+    None,
+}
+
+fn role(kind: &str) -> (Role, bool) {
+    match kind {
+        "CLIENT" => (Role::Client, false),
+        "PRODUCER" => (Role::Client, true),
+        "SERVER" => (Role::Server, false),
+        "CONSUMER" => (Role::Server, true),
+        _ => (Role::None, false),
+    }
+}
+
+/// What one batch came to: the requests it completed, and the spans it gave up on.
+#[derive(Default)]
+struct Outcome {
+    edges: Vec<Edge>,
+    handoffs: Vec<Handoff>,
+    unpaired: u64,
+    dropped: u64,
+}
+
+impl ServiceGraph {
+    pub fn new(config: &GraphConfig, clock: LiveClock) -> ServiceGraph {
+        let family = |name, help| {
+            HistogramFamily::new(name, help, LABELS, BUCKETS_S.to_vec(), config.max_series)
+                .with_separate_cap(2, AGENT, config.max_agent_series)
+        };
+        let wait_ns =
+            i64::try_from(config.wait_seconds.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX);
+        ServiceGraph {
+            state: Mutex::new(State {
+                names: Names::default(),
+                pairs: Pairs::new(wait_ns, config.max_items, clock.now()),
+                agents: Agents::new(config.max_agent_items),
+            }),
+            requests: family(
+                "traces_service_graph_request_server_seconds",
+                "Duration of the server side of each request on an edge (servicegraph).",
+            )
+            .with_calls(
+                "traces_service_graph_request_total",
+                "Requests on an edge between two services, a service and a virtual node, or two agents (servicegraph).",
+            ),
+            client: family(
+                "traces_service_graph_request_client_seconds",
+                "Duration of the client side of each request on an edge (servicegraph).",
+            ),
+            failed: HistogramFamily::new(
+                "swarmscope_graph_failed_request_seconds",
+                "Failed requests on an edge, by server-side duration.",
+                LABELS,
+                Vec::new(),
+                config.max_series,
+            )
+            .with_separate_cap(2, AGENT, config.max_agent_series)
+            .with_calls(
+                "traces_service_graph_request_failed_total",
+                "Requests on an edge where either side failed (servicegraph).",
+            ),
+            unpaired: counter(
+                "swarmscope_graph_unpaired_total",
+                "Client or server spans whose partner did not arrive within the wait, and agents' spans forgotten before their parent came.",
+            ),
+            dropped: counter(
+                "swarmscope_graph_dropped_total",
+                "Client or server spans not kept because the pairing store was full.",
+            ),
+            config: config.clone(),
+            clock,
+        }
+    }
+
+    /// The requests on `client → server` so far: (calls, failed).
+    pub fn edge(&self, client: &str, server: &str, connection_type: &str) -> (u64, u64) {
+        let count = |family: &HistogramFamily<4>| {
+            ["false", "true"]
+                .iter()
+                .filter_map(|f| family.get([client, server, connection_type, f]))
+                .map(|b| b.count())
+                .sum()
+        };
+        (count(&self.requests), count(&self.failed))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The requests between services that `row` starts or completes.
+    fn serve(&self, state: &mut State, c: &Columns, row: usize, key: Key, out: &mut Outcome) {
+        let (role, messaging) = role(c.kind.value(row));
+        if role == Role::None {
+            return;
+        }
+        let State { names, pairs, .. } = state;
+        let side = Side {
+            service: names.intern(string_at(c.service, row).unwrap_or("")),
+            duration_ns: c.duration.value(row),
+            failed: Text(c.status.value(row)) == Text("ERROR"),
+            messaging,
+        };
+        let arrival = match role {
+            Role::Client if !messaging && c.attributes.first(row, &DATABASE_SYSTEM).is_some() => {
+                let name = c
+                    .attributes
+                    .first(row, &self.config.database_name_attributes);
+                let name = name.or_else(|| c.attributes.first(row, &DATABASE_SYSTEM));
+                let database = names.intern(name.unwrap_or_default());
+                Arrival::Paired(Edge::one_sided(
+                    side.service,
+                    database,
+                    side,
+                    Connection::Database,
+                ))
+            }
+            Role::Client => {
+                let peer = c
+                    .attributes
+                    .first(row, &self.config.virtual_node_peer_attributes);
+                let peer = peer.map(|p| names.intern(p));
+                pairs.client(key, side, peer)
+            }
+            _ => match string_at(c.parent, row).and_then(hex_u64) {
+                Some(parent) => pairs.server((key.0, parent), side),
+                None => {
+                    let user = names.intern(USER);
+                    Arrival::Paired(Edge::one_sided(
+                        user,
+                        side.service,
+                        side,
+                        Connection::Virtual,
+                    ))
+                }
+            },
+        };
+        match arrival {
+            Arrival::Paired(edge) => out.edges.push(edge),
+            Arrival::Waiting => {}
+            Arrival::Dropped => out.dropped += 1,
+        }
+    }
+
+    fn observe_spans(&self, spans: &RecordBatch) -> Result<()> {
+        let c = Columns::of(spans)?;
+        let mut state = self.lock();
+        // What waited its time goes first: a partner later than that is not paired.
+        let mut out = Outcome::default();
+        out.unpaired = state.pairs.expire(self.clock.now(), &mut out.edges);
+        // A trace's rows mostly follow each other: each trace id is read once per run.
+        let mut last_trace: Option<(Text, Option<u128>)> = None;
+        for row in 0..spans.num_rows() {
+            let trace_id = Text(c.trace.value(row));
+            let t = match last_trace {
+                Some((last, t)) if last == trace_id => t,
+                _ => {
+                    let t = hex_u128(trace_id.0);
+                    last_trace = Some((trace_id, t));
+                    t
+                }
+            };
+            let (Some(t), Some(s)) = (t, hex_u64(c.span.value(row))) else {
+                continue;
+            };
+            self.serve(&mut state, &c, row, (t, s), &mut out);
+            if let Some(agent) = string_at(c.agent, row) {
+                let span = AgentSpan {
+                    agent: state.names.intern(agent),
+                    duration_ns: c.duration.value(row),
+                    failed: Text(c.status.value(row)) == Text("ERROR"),
+                    calls: role(c.kind.value(row)).0 == Role::Client,
+                };
+                let parent = string_at(c.parent, row).and_then(hex_u64).map(|p| (t, p));
+                out.unpaired += state.agents.arrive((t, s), parent, span, &mut out.handoffs);
+            }
+        }
+        self.settle(&mut state, out);
+        Ok(())
+    }
+
+    /// Counts `out`, and compacts the name table.
+    fn settle(&self, state: &mut State, out: Outcome) {
+        self.unpaired.inc_by(out.unpaired);
+        self.dropped.inc_by(out.dropped);
+        self.record(&state.names, &out);
+        if state.names.wants_compaction() {
+            let State {
+                names,
+                pairs,
+                agents,
+            } = state;
+            names.compact(pairs.names_mut().chain(agents.names_mut()));
+        }
+    }
+
+    fn record(&self, names: &Names, out: &Outcome) {
+        if out.edges.is_empty() && out.handoffs.is_empty() {
+            return;
+        }
+        let (mut requests, mut client, mut failed) = (
+            self.requests.tally(),
+            self.client.tally(),
+            self.failed.tally(),
+        );
+        let edges = out.edges.iter().map(|e| {
+            let labels = [
+                names.name(e.client),
+                names.name(e.server),
+                e.connection.label(),
+            ];
+            (labels, e.server_ns, e.client_ns, e.failed)
+        });
+        let handoffs = out.handoffs.iter().map(|h| {
+            let labels = [names.name(h.from), names.name(h.to), AGENT];
+            (labels, h.server_ns, h.client_ns, h.failed)
+        });
+        for ([from, to, connection], server_ns, client_ns, fail) in edges.chain(handoffs) {
+            let key = [from, to, connection, if fail { "true" } else { "false" }];
+            let server_s = server_ns.max(0) as f64 / 1e9;
+            requests.observe(key, server_s);
+            client.observe(key, client_ns.max(0) as f64 / 1e9);
+            if fail {
+                failed.observe(key, server_s);
+            }
+        }
+        self.requests.merge(requests);
+        self.client.merge(client);
+        self.failed.merge(failed);
+    }
+
+    /// Expires what waited its time with no span arriving: a scrape sees requests to
+    /// virtual nodes without waiting for more traffic.
+    fn expire(&self) {
+        let mut state = self.lock();
+        let mut out = Outcome::default();
+        out.unpaired = state.pairs.expire(self.clock.now(), &mut out.edges);
+        self.settle(&mut state, out);
+    }
+
+    /// The collectors to register with the registry `/metrics` serves.
+    pub fn collectors(self: &Arc<Self>) -> Vec<Box<dyn Collector>> {
+        (0..3)
+            .map(|i| Box::new(Families(Arc::clone(self), i)) as Box<dyn Collector>)
+            .chain([
+                Box::new(self.unpaired.clone()) as Box<dyn Collector>,
+                Box::new(self.dropped.clone()),
+            ])
+            .collect()
+    }
+}
+
+struct Families(Arc<ServiceGraph>, usize);
+
+impl Collector for Families {
+    fn desc(&self) -> Vec<&Desc> {
+        match self.1 {
+            0 => self.0.requests.desc(),
+            1 => self.0.client.desc(),
+            _ => self.0.failed.desc(),
+        }
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        match self.1 {
+            0 => {
+                self.0.expire();
+                self.0.requests.collect()
+            }
+            1 => self.0.client.collect(),
+            // Only the counter: the failed requests' histogram adds nothing.
+            _ => self
+                .0
+                .failed
+                .collect()
+                .into_iter()
+                .filter(|f| f.name() == "traces_service_graph_request_failed_total")
+                .collect(),
+        }
+    }
+}
+
+impl Processor for ServiceGraph {
+    fn name(&self) -> &'static str {
+        "graph"
+    }
+
+    fn observes(&self, table: Table) -> bool {
+        table == Table::SPANS
+    }
+
+    fn observe(&self, input: &TableBatch) {
+        if input.table == Table::SPANS {
+            if let Err(e) = self.observe_spans(&input.batch) {
+                debug_assert!(false, "graph: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

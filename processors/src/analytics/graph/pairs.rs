@@ -1,0 +1,267 @@
+//! Service edges as the servicegraph connector pairs them: a CLIENT (or PRODUCER) span
+//! with its SERVER (or CONSUMER) child, whichever arrives first waiting for the other.
+//!
+//! Only spans that take part in a request wait, each under the client span's id (the
+//! server's parent id), and only until their partner comes or `wait` passes. The store
+//! is two generations: the newer takes what starts waiting, and every `wait` the older
+//! one's leftovers expire and the newer becomes the older; a span therefore waits at
+//! least `wait` and less than twice that. Past `max_items` waiting spans, a newcomer is
+//! not kept (counted as dropped) rather than cutting short another's wait.
+
+use std::collections::HashMap;
+
+use super::{Fast, Key};
+
+/// One side of a request.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Side {
+    pub service: u32,
+    pub duration_ns: i64,
+    pub failed: bool,
+    /// A PRODUCER or CONSUMER span.
+    pub messaging: bool,
+}
+
+/// What a waiting key holds.
+#[derive(Clone, Copy)]
+enum Waiting {
+    /// A client span with the name of the peer it called, if it said.
+    Client(Side, Option<u32>),
+    Server(Side),
+}
+
+/// The servicegraph connector's `connection_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Connection {
+    Direct,
+    Messaging,
+    Database,
+    Virtual,
+}
+
+impl Connection {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Connection::Direct => "",
+            Connection::Messaging => "messaging_system",
+            Connection::Database => "database",
+            Connection::Virtual => "virtual_node",
+        }
+    }
+}
+
+/// A request on an edge, its names interned.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Edge {
+    pub client: u32,
+    pub server: u32,
+    pub connection: Connection,
+    pub server_ns: i64,
+    pub client_ns: i64,
+    pub failed: bool,
+}
+
+impl Edge {
+    pub(super) fn paired(client: Side, server: Side) -> Edge {
+        Edge {
+            client: client.service,
+            server: server.service,
+            connection: if client.messaging || server.messaging {
+                Connection::Messaging
+            } else {
+                Connection::Direct
+            },
+            server_ns: server.duration_ns,
+            client_ns: client.duration_ns,
+            failed: client.failed || server.failed,
+        }
+    }
+
+    /// A request only one side of which is instrumented: `side` saw it all.
+    pub(super) fn one_sided(client: u32, server: u32, side: Side, connection: Connection) -> Edge {
+        Edge {
+            client,
+            server,
+            connection,
+            server_ns: side.duration_ns,
+            client_ns: side.duration_ns,
+            failed: side.failed,
+        }
+    }
+}
+
+/// What a span's arrival came to.
+pub(super) enum Arrival {
+    Paired(Edge),
+    Waiting,
+    /// The store was full.
+    Dropped,
+}
+
+pub(super) struct Pairs {
+    newer: HashMap<Key, Waiting, Fast>,
+    older: HashMap<Key, Waiting, Fast>,
+    /// When the newer generation began, on the live clock.
+    since: i64,
+    wait_ns: i64,
+    max_items: usize,
+}
+
+impl Pairs {
+    pub(super) fn new(wait_ns: i64, max_items: usize, now: i64) -> Pairs {
+        Pairs {
+            newer: HashMap::default(),
+            older: HashMap::default(),
+            since: now,
+            wait_ns: wait_ns.max(1),
+            max_items,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.newer.len() + self.older.len()
+    }
+
+    fn take(&mut self, key: &Key) -> Option<Waiting> {
+        self.newer.remove(key).or_else(|| self.older.remove(key))
+    }
+
+    fn wait(&mut self, key: Key, waiting: Waiting) -> Arrival {
+        if self.len() >= self.max_items {
+            return Arrival::Dropped;
+        }
+        self.newer.insert(key, waiting);
+        Arrival::Waiting
+    }
+
+    /// A CLIENT or PRODUCER span with id `key`; `peer` names what it called.
+    pub(super) fn client(&mut self, key: Key, side: Side, peer: Option<u32>) -> Arrival {
+        match self.take(&key) {
+            Some(Waiting::Server(server)) => Arrival::Paired(Edge::paired(side, server)),
+            // The same client span sent twice: the newer copy waits.
+            _ => self.wait(key, Waiting::Client(side, peer)),
+        }
+    }
+
+    /// A SERVER or CONSUMER span whose parent is `key`.
+    pub(super) fn server(&mut self, key: Key, side: Side) -> Arrival {
+        match self.take(&key) {
+            Some(Waiting::Client(client, _)) => Arrival::Paired(Edge::paired(client, side)),
+            Some(first @ Waiting::Server(_)) => {
+                // A second consumer of one message: the first keeps waiting for the
+                // producer, this one is not paired.
+                self.newer.insert(key, first);
+                Arrival::Dropped
+            }
+            None => self.wait(key, Waiting::Server(side)),
+        }
+    }
+
+    /// Expires what waited its time at `now`: client spans that named their peer
+    /// become requests to that virtual node, in `edges`; answers how many spans
+    /// expired without a partner or a peer.
+    pub(super) fn expire(&mut self, now: i64, edges: &mut Vec<Edge>) -> u64 {
+        let mut unpaired = 0;
+        // Two rounds when the store sat idle for two waits or more.
+        for _ in 0..2 {
+            if now.saturating_sub(self.since) < self.wait_ns {
+                break;
+            }
+            for (_, waiting) in self.older.drain() {
+                match waiting {
+                    Waiting::Client(side, Some(peer)) => {
+                        edges.push(Edge::one_sided(
+                            side.service,
+                            peer,
+                            side,
+                            Connection::Virtual,
+                        ));
+                    }
+                    _ => unpaired += 1,
+                }
+            }
+            std::mem::swap(&mut self.newer, &mut self.older);
+            self.since = self
+                .since
+                .saturating_add(self.wait_ns)
+                .max(now - self.wait_ns);
+        }
+        unpaired
+    }
+
+    /// Every name a waiting span refers to, for the name table's compaction.
+    pub(super) fn names_mut(&mut self) -> impl Iterator<Item = &mut u32> {
+        let waiting = self.newer.values_mut().chain(self.older.values_mut());
+        waiting.flat_map(|w| {
+            let (side, peer) = match w {
+                Waiting::Client(side, peer) => (side, peer.as_mut()),
+                Waiting::Server(side) => (side, None),
+            };
+            std::iter::once(&mut side.service).chain(peer)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+
+    fn side(service: u32) -> Side {
+        Side {
+            service,
+            duration_ns: 5,
+            failed: false,
+            messaging: false,
+        }
+    }
+
+    #[test]
+    fn a_partner_pairs_within_the_wait_and_never_after_it() {
+        let mut pairs = Pairs::new(10 * S, 100, 0);
+        let mut edges = Vec::new();
+        assert!(matches!(
+            pairs.client((1, 1), side(1), None),
+            Arrival::Waiting
+        ));
+        assert_eq!(pairs.expire(9 * S, &mut edges), 0);
+        assert!(matches!(pairs.server((1, 1), side(2)), Arrival::Paired(_)));
+        assert_eq!(pairs.len(), 0);
+        // This one waits through two rotations and expires.
+        assert!(matches!(pairs.server((1, 2), side(2)), Arrival::Waiting));
+        assert_eq!(pairs.expire(10 * S, &mut edges), 0);
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs.expire(20 * S, &mut edges), 1);
+        assert!(matches!(
+            pairs.client((1, 2), side(1), None),
+            Arrival::Waiting
+        ));
+        assert!(edges.is_empty());
+    }
+
+    #[test]
+    fn an_unanswered_client_that_named_its_peer_makes_a_virtual_node() {
+        let mut pairs = Pairs::new(10 * S, 100, 0);
+        let mut edges = Vec::new();
+        pairs.client((1, 1), side(1), Some(9));
+        // Idle for a long time: both generations expire at once.
+        assert_eq!(pairs.expire(100 * S, &mut edges), 0);
+        assert_eq!(edges.len(), 1);
+        assert_eq!((edges[0].client, edges[0].server), (1, 9));
+        assert_eq!(edges[0].connection, Connection::Virtual);
+        assert_eq!(pairs.len(), 0);
+    }
+
+    #[test]
+    fn a_full_store_keeps_those_waiting() {
+        let mut pairs = Pairs::new(10 * S, 2, 0);
+        pairs.client((1, 1), side(1), None);
+        pairs.client((1, 2), side(1), None);
+        assert!(matches!(
+            pairs.client((1, 3), side(1), None),
+            Arrival::Dropped
+        ));
+        assert!(matches!(pairs.server((1, 1), side(2)), Arrival::Paired(_)));
+    }
+}

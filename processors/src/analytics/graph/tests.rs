@@ -1,0 +1,233 @@
+use super::*;
+use crate::analytics::clock::ManualTime;
+use crate::analytics::testing::{batch, failed, kv, span};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+const S: i64 = 1_000_000_000;
+
+fn graph() -> (ServiceGraph, ManualTime) {
+    let (clock, time) = LiveClock::manual(1_000 * S, 600);
+    (ServiceGraph::new(&GraphConfig::default(), clock), time)
+}
+
+fn kind(mut s: Span, kind: SpanKind) -> Span {
+    s.kind = kind as i32;
+    s
+}
+
+fn child_of(mut s: Span, parent: &Span) -> Span {
+    s.trace_id.clone_from(&parent.trace_id);
+    s.parent_span_id.clone_from(&parent.span_id);
+    s
+}
+
+fn send(g: &ServiceGraph, service: &str, spans: Vec<Span>) {
+    g.observe(&TableBatch::new(Table::SPANS, batch(service, spans)));
+}
+
+/// The requests on an edge with `failed` as given: (calls, server seconds, client seconds).
+fn series(g: &ServiceGraph, labels: [&str; 4]) -> Option<(u64, f64, f64)> {
+    let server = g.requests.get(labels)?;
+    let client = g.client.get(labels)?;
+    Some((server.count(), server.sum(), client.sum()))
+}
+
+#[test]
+fn an_internal_parent_calling_two_services_lends_neither_its_duration_or_status() {
+    let (g, _) = graph();
+    // An agent's turn (INTERNAL, failed, 10 s) makes two calls through client spans.
+    let turn = failed(span(1, 20_000, 10_000, vec![]));
+    let to_tools = child_of(kind(span(2, 11_000, 300, vec![]), SpanKind::Client), &turn);
+    let to_search = child_of(kind(span(3, 12_000, 800, vec![]), SpanKind::Client), &turn);
+    let tools = child_of(
+        kind(span(4, 11_000, 200, vec![]), SpanKind::Server),
+        &to_tools,
+    );
+    let search = child_of(
+        failed(kind(span(5, 12_000, 700, vec![]), SpanKind::Server)),
+        &to_search,
+    );
+    // The servers first, then the agent's service.
+    send(&g, "tools", vec![tools]);
+    send(&g, "search", vec![search]);
+    send(&g, "agent", vec![turn, to_tools, to_search]);
+    let ok = series(&g, ["agent", "tools", "", "false"]).expect("agent → tools");
+    assert_eq!(ok.0, 1);
+    assert!(
+        (ok.1 - 0.2).abs() < 1e-9 && (ok.2 - 0.3).abs() < 1e-9,
+        "{ok:?}"
+    );
+    let bad = series(&g, ["agent", "search", "", "true"]).expect("agent → search, failed");
+    assert!(
+        (bad.1 - 0.7).abs() < 1e-9 && (bad.2 - 0.8).abs() < 1e-9,
+        "{bad:?}"
+    );
+    assert_eq!(g.edge("agent", "tools", ""), (1, 0));
+    assert_eq!(g.edge("agent", "search", ""), (1, 1));
+    assert_eq!(g.requests.series(), 2);
+}
+
+#[test]
+fn a_client_and_its_server_exported_five_seconds_apart_pair() {
+    let (g, time) = graph();
+    let call = kind(span(1, 1_000, 50, vec![]), SpanKind::Client);
+    let served = child_of(kind(span(2, 1_000, 40, vec![]), SpanKind::Server), &call);
+    send(&g, "gateway", vec![call]);
+    time.set(time.get() + 5 * S);
+    send(&g, "other", vec![span(9, 1_000, 1, vec![])]);
+    send(&g, "tools", vec![served]);
+    assert_eq!(g.edge("gateway", "tools", ""), (1, 0));
+    assert_eq!(g.unpaired.get(), 0);
+}
+
+#[test]
+fn a_partner_later_than_the_wait_is_not_paired_and_is_counted() {
+    let (g, time) = graph();
+    let call = kind(span(1, 1_000, 50, vec![]), SpanKind::Client);
+    let served = child_of(kind(span(2, 1_000, 40, vec![]), SpanKind::Server), &call);
+    send(&g, "gateway", vec![call]);
+    time.set(time.get() + 25 * S);
+    send(&g, "tools", vec![served]);
+    assert_eq!(g.edge("gateway", "tools", ""), (0, 0));
+    assert_eq!(g.unpaired.get(), 1);
+}
+
+#[test]
+fn unanswered_calls_to_named_peers_become_virtual_nodes_once_the_wait_is_over() {
+    let (g, time) = graph();
+    let model = kind(
+        span(
+            1,
+            1_000,
+            900,
+            vec![
+                kv("gen_ai.provider.name", "openai"),
+                kv("server.address", "api.openai.com"),
+            ],
+        ),
+        SpanKind::Client,
+    );
+    let payments = failed(kind(
+        span(2, 1_000, 90, vec![kv("peer.service", "payments")]),
+        SpanKind::Client,
+    ));
+    let anonymous = kind(span(3, 1_000, 10, vec![]), SpanKind::Client);
+    send(&g, "agent", vec![model, payments, anonymous]);
+    assert_eq!(g.edge("agent", "openai", "virtual_node"), (0, 0));
+    time.set(time.get() + 20 * S);
+    // A scrape expires them, with no more traffic.
+    let g = Arc::new(g);
+    let families = g.collectors()[0].collect();
+    let total = families
+        .iter()
+        .find(|f| f.name() == "traces_service_graph_request_total")
+        .expect("request total");
+    assert_eq!(total.get_metric().len(), 2);
+    assert_eq!(g.edge("agent", "openai", "virtual_node"), (1, 0));
+    assert_eq!(g.edge("agent", "payments", "virtual_node"), (1, 1));
+    let openai = series(&g, ["agent", "openai", "virtual_node", "false"]).expect("openai");
+    assert!((openai.1 - 0.9).abs() < 1e-9, "{openai:?}");
+    // The call that named nothing is unpaired.
+    assert_eq!(g.unpaired.get(), 1);
+}
+
+#[test]
+fn databases_messaging_and_uninstrumented_callers_have_their_connection_types() {
+    let (g, _) = graph();
+    let query = kind(
+        span(
+            1,
+            1_000,
+            5,
+            vec![
+                kv("db.system.name", "postgresql"),
+                kv("db.namespace", "orders"),
+            ],
+        ),
+        SpanKind::Client,
+    );
+    let legacy = kind(
+        span(2, 1_000, 5, vec![kv("db.system", "redis")]),
+        SpanKind::Client,
+    );
+    let root = kind(span(3, 1_000, 20, vec![]), SpanKind::Server);
+    let publish = kind(span(4, 1_000, 2, vec![]), SpanKind::Producer);
+    let consume = child_of(
+        kind(span(5, 1_000, 30, vec![]), SpanKind::Consumer),
+        &publish,
+    );
+    send(&g, "api", vec![query, legacy, root, publish]);
+    send(&g, "worker", vec![consume]);
+    assert_eq!(g.edge("api", "orders", "database"), (1, 0));
+    assert_eq!(g.edge("api", "redis", "database"), (1, 0));
+    assert_eq!(g.edge("user", "api", "virtual_node"), (1, 0));
+    assert_eq!(g.edge("api", "worker", "messaging_system"), (1, 0));
+    assert_eq!(g.requests.series(), 4);
+}
+
+#[test]
+fn agents_hand_off_through_any_span_and_have_their_own_series_cap() {
+    let (clock, _) = LiveClock::manual(1_000 * S, 600);
+    let g = ServiceGraph::new(
+        &GraphConfig {
+            max_agent_series: 1,
+            ..GraphConfig::default()
+        },
+        clock,
+    );
+    let planner = span(1, 1_000, 500, vec![kv("gen_ai.agent.id", "planner")]);
+    let coder = child_of(
+        span(2, 900, 200, vec![kv("gen_ai.agent.id", "coder")]),
+        &planner,
+    );
+    let tester = child_of(
+        span(3, 900, 100, vec![kv("gen_ai.agent.id", "tester")]),
+        &planner,
+    );
+    let call = kind(
+        span(4, 1_000, 10, vec![kv("peer.service", "x")]),
+        SpanKind::Client,
+    );
+    let served = child_of(kind(span(5, 1_000, 5, vec![]), SpanKind::Server), &call);
+    send(&g, "crew", vec![coder, tester]);
+    send(&g, "crew", vec![planner, call]);
+    send(&g, "x", vec![served]);
+    assert_eq!(g.edge("planner", "coder", "agent"), (1, 0));
+    // The second agent edge is over the agents' cap; the service edge is not.
+    assert_eq!(g.requests.overflowed(), 1);
+    assert_eq!(g.edge("crew", "x", ""), (1, 0));
+}
+
+#[test]
+fn names_of_agents_long_gone_are_dropped() {
+    let (clock, _) = LiveClock::manual(1_000 * S, 600);
+    let g = ServiceGraph::new(
+        &GraphConfig {
+            max_agent_items: 100,
+            ..GraphConfig::default()
+        },
+        clock,
+    );
+    // 30,000 agents, each one span, far more than the store keeps.
+    for chunk in 0..300u64 {
+        let spans = (0..100)
+            .map(|i| {
+                let n = chunk * 100 + i;
+                span(
+                    n,
+                    1_000,
+                    5,
+                    vec![kv("gen_ai.agent.id", &format!("agent-{n}"))],
+                )
+            })
+            .collect();
+        g.observe_spans(&batch("svc", spans)).unwrap();
+    }
+    let state = g.lock();
+    assert!(
+        state.names.len() < 2 * names::MIN_NAMES,
+        "{} names",
+        state.names.len()
+    );
+}
