@@ -3,7 +3,8 @@
 //! OTLP → Arrow conversion, the wire path that does both at once (what the receivers
 //! run), Arrow IPC encoding for the write-ahead log, and Parquet encoding with the
 //! store's writer settings; then the same for the `coordination_events` rows the
-//! coordination processor derives on the acknowledgement path.
+//! coordination processor derives on the acknowledgement path; GenAI attribution; and
+//! the call graph pairing client and server spans.
 //!
 //! `cargo bench --bench hotpaths` (release profile); throughput is in spans.
 
@@ -17,8 +18,10 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use prost::Message;
+use swarmscope_processors::analytics::clock::LiveClock;
 use swarmscope_processors::analytics::coordination::{CoordinationConfig, CoordinationEvents};
 use swarmscope_processors::analytics::genai::{GenAiConfig, GenAiUsage};
+use swarmscope_processors::analytics::graph::{GraphConfig, ServiceGraph};
 use swarmscope_processors::convert::{spans_from_otlp, spans_from_protobuf};
 use swarmscope_processors::otlp_proto;
 use swarmscope_processors::processor::{Processor, TableBatch};
@@ -176,6 +179,70 @@ fn hot_paths(c: &mut Criterion) {
         b.iter(|| genai.derive(&source).expect("derive"))
     });
     group.finish();
+
+    // The call graph off the acknowledgement path: a request of 250 client spans, then
+    // the other service's request of their 250 server spans, which pair them all.
+    let graph = ServiceGraph::new(&GraphConfig::default(), LiveClock::wall(600));
+    let (clients, servers) = client_server_batches(250);
+    let mut group = c.benchmark_group("graph");
+    group.throughput(Throughput::Elements(500));
+    group.bench_function("pair_observe", |b| {
+        b.iter(|| {
+            graph.observe(&clients);
+            graph.observe(&servers);
+        })
+    });
+    group.finish();
+}
+
+/// `pairs` client spans of service `caller` and their server spans of service `callee`.
+fn client_server_batches(pairs: u64) -> (TableBatch, TableBatch) {
+    use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+    let span = |trace: u64, id: u64, parent: Option<u64>, kind: SpanKind| Span {
+        trace_id: [[9u8; 8], trace.to_be_bytes()].concat(),
+        span_id: id.to_be_bytes().to_vec(),
+        parent_span_id: parent.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default(),
+        name: "call".into(),
+        kind: kind as i32,
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_000_020_000_000,
+        ..Default::default()
+    };
+    let request = |service: &str, spans: Vec<Span>| {
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                    attributes: vec![opentelemetry_proto::tonic::common::v1::KeyValue {
+                        key: "service.name".into(),
+                        value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                            value: Some(
+                                opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                                    service.into(),
+                                ),
+                            ),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        TableBatch::new(
+            Table::SPANS,
+            spans_from_otlp(&request).expect("spans").batch,
+        )
+    };
+    let clients = (0..pairs).map(|t| span(t, 2 * t + 1, None, SpanKind::Client));
+    let servers = (0..pairs).map(|t| span(t, 2 * t + 2, Some(2 * t + 1), SpanKind::Server));
+    (
+        request("caller", clients.collect()),
+        request("callee", servers.collect()),
+    )
 }
 
 /// Parquet bytes of `batches` written one by one into one file, as a flush does.

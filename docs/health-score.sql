@@ -1,5 +1,5 @@
 -- The health score of service $service for the window [$start, $end), from the
--- stored history: the same formula the collector evaluates (README, "Health").
+-- stored history: the same formula the collector evaluates (docs/analytics.md, "Health").
 -- $alerts is the number of alerts firing for the service at $end (0 when none).
 WITH calls AS (
   SELECT count(*) AS calls,

@@ -13,11 +13,10 @@ use swarmscope_queries::{encode, QueryConfig, QueryEngine, QueryResult};
 use swarmscope_sinks::store::ParquetStore;
 
 /// jemalloc, with one arena, small thread caches, and a background thread that returns
-/// freed pages to the system after 300 ms. Under the e2e load glibc malloc gave each of
-/// the runtime's blocking threads an arena of its own and kept what they freed: peak
-/// RSS was 900-1,000 MiB with it and 580-600 MiB with jemalloc's two arenas and a
-/// one-second decay; these options took another 40 MiB off (246-250 to 207-210 MiB
-/// with a 64 MiB buffer), for no more CPU per span (README, "Benchmarks").
+/// freed pages to the system after 300 ms: glibc's malloc gives each of the runtime's
+/// blocking threads an arena of its own and keeps what they free, so the peak RSS under
+/// load was several times the working set. The measurements behind each option are in
+/// `benches/RESULTS.md` (2026-11-24).
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

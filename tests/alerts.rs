@@ -1,5 +1,5 @@
 //! Health scores and alerts against the real binary: a stored score agrees with the
-//! README's SQL recomputation, and an error-rate jump fires an alert that reaches a
+//! the reference's SQL recomputation, and an error-rate jump fires an alert that reaches a
 //! local webhook receiver (signed, retried after a 500), lands in `alerts`, and
 //! resolves once errors stop.
 
@@ -61,11 +61,11 @@ const FAST_HEALTH: &str =
     "[processors.health]\ninterval_seconds = 1\nwindow_seconds = 10\ngrace_ms = 300\n";
 
 #[test]
-fn a_stored_health_score_matches_the_readmes_sql() {
-    let readme = include_str!("../README.md");
+fn a_stored_health_score_matches_the_references_sql() {
+    let reference = include_str!("../docs/analytics.md");
     assert!(
-        readme.contains(HEALTH_SQL.trim()),
-        "README must show docs/health-score.sql as it is"
+        reference.contains(HEALTH_SQL.trim()),
+        "docs/analytics.md must show docs/health-score.sql as it is"
     );
     let (_tmp, dir) = temp_data_dir();
     let server = server_with(&dir, FAST_HEALTH);

@@ -150,7 +150,7 @@ impl Default for HealthConfig {
             window_seconds: 300,
             grace_ms: 6_000,
             latency_target_ms: 1_000,
-            liveness_horizon_seconds: 3_600,
+            liveness_horizon_seconds: 900,
             max_scopes: 1_000,
             max_agents: 100_000,
             weights: HealthWeights::default(),

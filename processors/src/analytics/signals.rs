@@ -10,9 +10,11 @@
 //! recomputation). Which intervals are live is the wall clock's say ([`LiveClock`]),
 //! never the newest record's: each scope keeps the intervals of the window and the
 //! grace period before now; older records are not counted (`late`), nor are records
-//! dated beyond the future tolerance (`future`). Scopes and agents idle for longer than
-//! that expire; at most `max_scopes` services and teams and `max_agents` agents are
-//! followed (`capacity`).
+//! dated beyond the future tolerance (`future`). Scopes idle for longer than that and
+//! agents not seen within the liveness horizon expire; at most `max_scopes` services
+//! and teams are followed (newcomers beyond are not, `capacity`), and at most
+//! `max_agents` agents: a full map forgets the tenth silent the longest (`capacity`),
+//! so the agents at work are always followed.
 //!
 //! A span's team is its `coordination.team` attribute, else its resource's.
 
@@ -255,6 +257,22 @@ fn absorb<'a>(groups: &mut Groups<'a>, key: GroupKey<'a>, (counts, latency): (Co
 }
 
 /// Notes that `key` was seen at `time`.
+/// Forgets about `n` of the agents silent the longest (more when they tie): a full
+/// map makes room for newcomers, so the agents working now are always followed.
+/// Answers how many were forgotten.
+fn forget_longest_silent(agents: &mut HashMap<String, AgentSeen>, n: usize) -> u64 {
+    let mut times: Vec<i64> = agents.values().map(|a| a.overall).collect();
+    if times.is_empty() {
+        return 0;
+    }
+    let k = n.clamp(1, times.len()) - 1;
+    let (_, newest_forgotten, _) = times.select_nth_unstable(k);
+    let newest_forgotten = *newest_forgotten;
+    let before = agents.len();
+    agents.retain(|_, a| a.overall > newest_forgotten);
+    (before - agents.len()) as u64
+}
+
 fn agent_seen<'a>(agents: &mut Agents<'a>, key: AgentKey<'a>, time: i64) {
     let seen_at = agents.entry(key).or_insert(time);
     *seen_at = (*seen_at).max(time);
@@ -338,8 +356,7 @@ impl Signals {
         for ((Text(agent), service, team), time) in tally.agents {
             let (service, team) = (service.map(|Text(s)| s), team.map(|Text(t)| t));
             if !state.agents.contains_key(agent) && state.agents.len() >= self.config.max_agents {
-                capped += 1;
-                continue;
+                capped += forget_longest_silent(&mut state.agents, self.config.max_agents / 10 + 1);
             }
             let seen_at = state.agents.entry(agent.to_owned()).or_default();
             seen_at.overall = seen_at.overall.max(time);
@@ -743,6 +760,37 @@ mod tests {
         let services: Vec<&String> = state.scopes[ScopeKind::Service as usize].keys().collect();
         assert_eq!(services, ["web"]);
         assert!(state.agents.is_empty());
+    }
+
+    #[test]
+    fn a_full_agent_map_forgets_the_longest_silent_so_newcomers_are_followed() {
+        let (clock, time) = LiveClock::manual(100 * S, 600);
+        let s = signals_on(clock.clone());
+        // 250 agents, one a second, into a map of 100.
+        for n in 0..250u64 {
+            time.set((100 + n as i64) * S);
+            let end_ms = (100 + n) * 1_000 - 500;
+            let agent = format!("agent-{n}");
+            s.observe_spans(&batch(
+                "api",
+                vec![span(n, end_ms, 10, vec![kv("gen_ai.agent.id", &agent)])],
+            ))
+            .unwrap();
+        }
+        let holders: Vec<(String, Option<String>)> = ["agent-249", "agent-248"]
+            .iter()
+            .map(|a| ((*a).to_owned(), None))
+            .collect();
+        let overall = s
+            .read(35, &holders)
+            .into_iter()
+            .find(|x| x.kind == ScopeKind::Overall);
+        let overall = overall.expect("overall scope");
+        assert_eq!((overall.agents_live, overall.agents_known), (2, 2));
+        let state = s.state();
+        assert!(state.agents.len() <= 100);
+        assert!(state.agents.contains_key("agent-249") && !state.agents.contains_key("agent-0"));
+        assert!(clock.skipped(NAME, Skip::Capacity) >= 150);
     }
 
     #[test]

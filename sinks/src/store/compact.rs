@@ -257,11 +257,10 @@ pub(crate) fn merge(
     })
 }
 
-/// Row groups of at least `row_group_rows / COPY_DIVISOR` rows are merged by copying:
-/// 16,384 rows by default, well under the 30,000-45,000 rows a flush writes under load.
-/// At 32,768 some flushes fell under the line, and re-encoding them beside the flushes
-/// raised the peak RSS under load from about 205 MiB to 230-280 MiB in a third or more
-/// of the runs (README, "Benchmarks").
+/// Row groups of at least `row_group_rows / COPY_DIVISOR` rows are merged by copying
+/// (16,384 rows by default): the line sits well under what a flush writes under load, so
+/// flushed row groups are copied, never re-encoded beside the flushes, which raised the
+/// peak RSS when some fell under it (`benches/RESULTS.md`).
 const COPY_DIVISOR: usize = 16;
 
 /// Writes the rows of `inputs` into `out` with the table's schema: large row groups

@@ -33,7 +33,8 @@ pub struct StorageConfig {
     /// Partitions whose hour ended longer ago than this are deleted.
     pub retention_hours: u64,
     /// zstd level of the Parquet files (1 fast .. 22 small). 1 by default: on the
-    /// standard workload it wrote smaller files than 3, faster (README, "Benchmarks").
+    /// standard workload's data higher levels bought no smaller files for their CPU
+    /// (`benches/RESULTS.md`, 2026-11-24).
     pub zstd_level: i32,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
@@ -43,9 +44,9 @@ pub struct StorageConfig {
     pub wal_fsync_interval_ms: u64,
     /// Memory that accepted, not yet flushed rows may take. Past half of it a flush
     /// starts; past all of it requests are refused with 503 / UNAVAILABLE until the
-    /// flush catches up. 48 MiB by default: on the standard workload a flush then
-    /// writes about 30,000 spans (row groups compaction copies as they are), and a
-    /// larger buffer bought no throughput, only memory (README, "Benchmarks").
+    /// flush catches up. 48 MiB by default: enough that a flush writes row groups
+    /// compaction copies as they are, and no more, since a larger buffer bought no
+    /// throughput, only memory (`benches/RESULTS.md`).
     pub max_buffered_bytes: usize,
     /// A partition's files smaller than `compaction_target_bytes` are merged once
     /// there are at least this many of them.

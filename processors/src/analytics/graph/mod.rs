@@ -84,7 +84,7 @@ impl Default for GraphConfig {
         GraphConfig {
             enabled: true,
             wait_seconds: 10,
-            max_items: 200_000,
+            max_items: 500_000,
             max_agent_items: 100_000,
             max_series: 10_000,
             max_agent_series: 10_000,

@@ -181,6 +181,11 @@ impl Pairs {
                 }
             }
             std::mem::swap(&mut self.newer, &mut self.older);
+            // A burst's room is given back once the traffic that needed it has passed.
+            let needed = self.older.len().max(1024);
+            if self.newer.capacity() > 4 * needed {
+                self.newer.shrink_to(needed);
+            }
             self.since = self
                 .since
                 .saturating_add(self.wait_ns)
