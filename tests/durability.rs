@@ -1,4 +1,4 @@
-//! Acknowledged means kept (SPEC §4): under `kill -9` at random moments, and under
+//! Acknowledged means kept (docs/receiving.md): under `kill -9` at random moments, and under
 //! overload, where the collector refuses instead of growing.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Every refusal of SPEC §4 over HTTP and gRPC: the status a client sees, and that
+//! Every refusal of docs/receiving.md over HTTP and gRPC: the status a client sees, and that
 //! what was stored before is still there and the next good request still works.
 
 mod common;

@@ -131,7 +131,7 @@ fn check_trace(server: &Server, service: &str, trace_id: &str) {
                 .clone(),
         ]
     );
-    // Attribute values of every type, rendered as SPEC §6 says.
+    // Attribute values of every type, rendered as docs/tables.md says.
     let attrs = q(
         "SELECT attributes['coordination.work.id'], attributes['coordination.work.story_points'], \
          attributes['retries'], attributes['cached'], resource_attributes['deployment.environment'], \

@@ -1,4 +1,4 @@
-//! The query API (SPEC §9): result formats, the read-only sandbox, partition pruning,
+//! The query API (docs/api.md): result formats, the read-only sandbox, partition pruning,
 //! tables, auth, and the same answers after a restart.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The collector's configuration file (SPEC §3).
+//! The collector's configuration file (docs/configuration.md).
 //!
 //! TOML, every key optional. `${NAME}` (or `${env:NAME}`, as the OpenTelemetry
 //! Collector writes it) is replaced by the environment variable, empty when unset. An

@@ -10,16 +10,16 @@
 //!
 //! [`service::run`] wires it all and runs until shutdown.
 
-mod analytics;
 pub mod api;
+mod assembly;
 pub mod config;
 pub mod demo;
 mod error;
+mod evaluation;
 pub mod net;
 pub mod pipeline;
 pub mod receivers;
 pub mod service;
-mod sinks;
 pub mod telemetry;
 
 pub use config::Config;

@@ -10,20 +10,21 @@ use std::sync::Arc;
 
 use swarmscope_processors::analytics::Analytics;
 use swarmscope_queries::QueryEngine;
-use swarmscope_sinks::executor::{Executor, SINK_NICE};
+use swarmscope_sinks::executor::{Executor, Task, SINK_NICE};
 use swarmscope_sinks::prometheus::{Translator, TranslatorCollector};
-use swarmscope_sinks::sink::{QueueConfig, SinkMetrics};
+use swarmscope_sinks::sink::{RunnerTuning, SinkMetrics, SinkRunner};
 use swarmscope_sinks::store::ParquetStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::analytics;
 use crate::api::{self, ApiState};
+use crate::assembly::{self, PipelineDeadLetters, Restored, Sinks};
 use crate::config::{resolve, Config};
+use crate::evaluation;
+use crate::net::Listening;
 use crate::pipeline::Pipeline;
 use crate::receivers::{grpc, http};
-use crate::sinks::{self, PipelineDeadLetters};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{PipelineMetrics, Telemetry};
 use crate::Error;
 
 /// How long shutdown waits for the API's open connections once queries are cancelled.
@@ -65,239 +66,371 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 
 /// Runs the collector until `shutdown` resolves. `on_bound` is told the listening
 /// addresses once all three listeners are up.
+///
+/// The stages, in order, as the OpenTelemetry Collector's service builds itself: the
+/// core (store, query engine, analytics, the metrics registry), the sinks, the
+/// pipeline, the listeners, then the running tasks; [`Running::shutdown`] owns the stop
+/// order.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
     on_bound: impl FnOnce(Bound),
 ) -> Result<(), Error> {
     config.validate()?;
-    let store = ParquetStore::open(config.storage.clone())?;
-    let engine = Arc::new(QueryEngine::new(store.clone(), config.query.clone())?);
-    let analytics = Arc::new(Analytics::new(
-        &config.processors,
-        config.alerts.rules.clone(),
-    ));
-    engine
-        .register_analytics(&analytics)
-        .await
-        .map_err(|e| Error::Server("analytics", e.to_string()))?;
-    let (telemetry, metrics) =
-        Telemetry::new(&store, &engine).map_err(|e| Error::Server("metrics", e.to_string()))?;
-    let metrics_error = |e: prometheus::Error| Error::Server("metrics", e.to_string());
-    for collector in analytics.collectors() {
-        telemetry
-            .registry()
-            .register(collector)
-            .map_err(metrics_error)?;
-    }
-    let translator = Arc::new(Translator::new(&config.sinks.prometheus));
-    telemetry
-        .registry()
-        .register(Box::new(TranslatorCollector(Arc::clone(&translator))))
-        .and_then(|()| {
-            telemetry
-                .registry()
-                .register(Box::new(translator.dropped()))
-        })
-        .map_err(metrics_error)?;
-    let sink_metrics = SinkMetrics::register(telemetry.registry()).map_err(metrics_error)?;
-    // The sinks' work (encoding, compressing, sending) runs on threads of its own at a
-    // lower priority, so that it never takes the CPU from ingestion; their clients are
-    // built there too, for their background tasks to run there.
-    let sink_executor = Executor::new("sink", sink_threads(), SINK_NICE)
-        .map_err(|e| Error::Server("sink runtime", e.to_string()))?;
-    let dead_letters = PipelineDeadLetters::default();
-    // The state the analytics keep comes back first: the webhooks start from the
-    // alerts firing.
-    analytics::restore(&analytics, &engine).await;
-    let (firing, resolved) = {
-        let evaluator = analytics.evaluator();
-        // A resolution stored within the last ten minutes may not have been told yet.
-        let recent = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            .saturating_sub(RESOLVED_RETOLD_NS);
-        (evaluator.firing(), evaluator.resolved_since(recent))
-    };
-    let (sinks, remote_write) = {
-        let _sink_runtime = sink_executor.enter();
-        let mut sinks = analytics::webhooks(&config, &sink_metrics, &firing, &resolved)?;
-        sinks.extend(analytics::exporters(
-            &config,
-            &sink_metrics,
-            telemetry.registry(),
-        )?);
-        sinks.extend(sinks::elasticsearch(
-            &config,
-            &sink_metrics,
-            telemetry.registry(),
-            &dead_letters,
-        )?);
-        (sinks, sinks::remote_write(&config, &sink_metrics)?)
-    };
-    let builder = analytics
-        .processors()
-        .into_iter()
-        .fold(Pipeline::builder(store.clone(), metrics), |b, p| {
-            b.processor(p)
-        })
-        .processor(translator);
-    let runners: Vec<_> = sinks
-        .iter()
-        .chain(&remote_write)
-        .map(|sink| sink.runner(QueueConfig::default()))
-        .collect();
-    let pipeline = sinks
-        .into_iter()
-        .fold(builder, |b, sink| b.sink(sink))
-        .build()
-        .map_err(|e| Error::Server("pipeline", e.to_string()))?;
-    dead_letters.set(pipeline.clone());
-    let otlp = &config.receivers.otlp;
-    let (grpc_listening, http_listening) = otlp.listening()?;
-    let api_listening = config.api.listening()?;
-
-    let grpc_listener = bind("receivers.otlp.grpc_address", &otlp.grpc_address).await?;
-    let http_listener = bind("receivers.otlp.http_address", &otlp.http_address).await?;
-    let api_listener = bind("api.address", &config.api.address).await?;
-    let local = |l: &TcpListener, key: &'static str| {
-        l.local_addr().map_err(|source| Error::Bind {
-            key,
-            address: String::new(),
-            source,
-        })
-    };
-    let bound = Bound {
-        grpc: local(&grpc_listener, "receivers.otlp.grpc_address")?,
-        http: local(&http_listener, "receivers.otlp.http_address")?,
-        api: local(&api_listener, "api.address")?,
-    };
-
-    let (stop_receivers, receivers_rx) = watch::channel(false);
-    let (stop_api, api_rx) = watch::channel(false);
-    let (stop_flusher, flusher_rx) = watch::channel(false);
-    let ready = Arc::new(AtomicBool::new(false));
-
-    let receivers_rx_for_analytics = receivers_rx.clone();
-    let grpc_task = tokio::spawn(grpc::serve(
-        grpc_listener,
-        grpc_listening,
-        pipeline.clone(),
-        otlp.max_request_bytes,
-        otlp.auth_token.clone(),
-        stopped(receivers_rx.clone()),
-    ));
-    let http_app = http::router(
-        pipeline.clone(),
-        otlp.max_request_bytes,
-        otlp.auth_token.clone(),
-    );
-    let http_task =
-        tokio::spawn(http_listening.serve_http(http_listener, http_app, stopped(receivers_rx)));
-    let telemetry = Arc::new(telemetry);
-    let api_app = api::router(ApiState {
-        engine: Arc::clone(&engine),
-        pipeline: pipeline.clone(),
-        telemetry: Arc::clone(&telemetry),
-        ready: Arc::clone(&ready),
-        auth_token: config.api.auth_token.clone(),
-        analytics: Arc::clone(&analytics),
-    });
-    let api_task = tokio::spawn(api_listening.serve_http(api_listener, api_app, stopped(api_rx)));
-    let flusher = tokio::spawn(store.clone().run_flusher(stopped(flusher_rx)));
-    let (stop_sinks, sinks_rx) = watch::channel(false);
-    let mut sink_tasks: Vec<_> = runners
-        .into_iter()
-        .map(|runner| sink_executor.spawn(runner.run(stopped(sinks_rx.clone()))))
-        .collect();
-    if let (Some(handle), Some(rw)) = (remote_write, &config.sinks.prometheus_remote_write) {
-        sink_tasks.push(sink_executor.spawn(sinks::snapshots(
-            handle,
-            rw.interval(),
-            Arc::clone(&telemetry),
-            pipeline.clone(),
-            bound.api.to_string(),
-            stopped(sinks_rx.clone()),
-        )));
-    }
-    let evaluation = tokio::spawn({
-        let (analytics, pipeline) = (Arc::clone(&analytics), pipeline.clone());
-        let stop = stopped(receivers_rx_for_analytics);
-        async move {
-            if analytics.config.enabled {
-                analytics::evaluate(analytics, pipeline, stop).await;
-            }
-        }
-    });
-
-    ready.store(true, Ordering::Release);
-    on_bound(bound);
-    tracing::info!(grpc = %bound.grpc, http = %bound.http, api = %bound.api, data_dir = %store.data_dir().display(), "swarmscope is running");
-
-    // Serve until told to stop, or until a server fails on its own.
-    let grpc_done = wait_server("OTLP gRPC", grpc_task);
-    tokio::pin!(shutdown);
-    tokio::pin!(grpc_done);
-    tokio::select! {
-        _ = &mut shutdown => {}
-        result = &mut grpc_done => {
-            result?;
-            return Err(Error::Server("OTLP gRPC", "stopped unexpectedly".into()));
-        }
-    }
-    tracing::info!("shutting down: draining receivers");
-    ready.store(false, Ordering::Release);
-    // Queries are cancelled first: a runaway plan neither holds the CPU the final
-    // flush needs nor keeps the API from draining.
-    engine.close();
-    let _ = stop_receivers.send(true);
-    let grpc_result = grpc_done.await;
-    let http_result = http_task
-        .await
-        .map_err(|e| Error::Server("OTLP HTTP", e.to_string()))
-        .and_then(|r| r.map_err(|e| Error::Server("OTLP HTTP", e.to_string())));
-
-    let _ = evaluation.await;
-
-    tracing::info!("shutting down: flushing buffered rows");
-    let _ = stop_flusher.send(true);
-    let _ = flusher.await;
-    let flushed = store.flush().await;
-
-    // The sinks stop where they are; what they have not sent waits in their queues.
-    let _ = stop_sinks.send(true);
-    for task in sink_tasks {
-        let _ = task.await;
-    }
-
-    let _ = stop_api.send(true);
-    // Cancelled queries answer at once; a connection that still does not finish (a
-    // client that reads its answer slowly) is not waited for past this.
-    let api_result = match tokio::time::timeout(API_DRAIN, api_task).await {
-        Ok(joined) => joined
-            .map_err(|e| Error::Server("API", e.to_string()))
-            .and_then(|r| r.map_err(|e| Error::Server("API", e.to_string()))),
-        Err(_) => {
-            tracing::warn!(
-                seconds = API_DRAIN.as_secs(),
-                "API connections still open at shutdown were cut"
-            );
-            Ok(())
-        }
-    };
-    grpc_result?;
-    http_result?;
-    flushed?;
-    api_result?;
-    tracing::info!("shut down cleanly");
-    Ok(())
+    let core = Core::open(&config).await?;
+    let mut outputs = Outputs::assemble(&config, &core).await?;
+    let pipeline = core.pipeline(&mut outputs)?;
+    let listeners = Listeners::bind(&config).await?;
+    let running = Running::start(&config, core, outputs, pipeline, listeners);
+    on_bound(running.bound);
+    tracing::info!(grpc = %running.bound.grpc, http = %running.bound.http, api = %running.bound.api, data_dir = %running.store.data_dir().display(), "swarmscope is running");
+    running.serve(shutdown).await
 }
 
-async fn wait_server(
+fn metrics_error(e: prometheus::Error) -> Error {
+    Error::Server("metrics", e.to_string())
+}
+
+/// What everything else stands on: the store, the query engine over it, the analytics,
+/// and the registry `/metrics` serves, with every collector registered.
+struct Core {
+    store: ParquetStore,
+    engine: Arc<QueryEngine>,
+    analytics: Arc<Analytics>,
+    telemetry: Telemetry,
+    pipeline_metrics: PipelineMetrics,
+    sink_metrics: SinkMetrics,
+    translator: Arc<Translator>,
+}
+
+impl Core {
+    async fn open(config: &Config) -> Result<Core, Error> {
+        let store = ParquetStore::open(config.storage.clone())?;
+        let engine = Arc::new(QueryEngine::new(store.clone(), config.query.clone())?);
+        let analytics = Arc::new(Analytics::new(
+            &config.processors,
+            config.alerts.rules.clone(),
+        ));
+        engine
+            .register_analytics(&analytics)
+            .await
+            .map_err(|e| Error::Server("analytics", e.to_string()))?;
+        let (telemetry, pipeline_metrics) =
+            Telemetry::new(&store, &engine).map_err(metrics_error)?;
+        let registry = telemetry.registry();
+        for collector in analytics.collectors() {
+            registry.register(collector).map_err(metrics_error)?;
+        }
+        let translator = Arc::new(Translator::new(&config.sinks.prometheus));
+        registry
+            .register(Box::new(TranslatorCollector(Arc::clone(&translator))))
+            .and_then(|()| registry.register(Box::new(translator.dropped())))
+            .map_err(metrics_error)?;
+        let sink_metrics = SinkMetrics::register(registry).map_err(metrics_error)?;
+        Ok(Core {
+            store,
+            engine,
+            analytics,
+            telemetry,
+            pipeline_metrics,
+            sink_metrics,
+            translator,
+        })
+    }
+
+    /// The pipeline: the analytics' processors and the Prometheus translator, then the
+    /// delivering sinks. The sinks' dead letters are stored through it from now on.
+    fn pipeline(&self, outputs: &mut Outputs) -> Result<Pipeline, Error> {
+        let builder = self.analytics.processors().into_iter().fold(
+            Pipeline::builder(self.store.clone(), self.pipeline_metrics.clone()),
+            |b, p| b.processor(p),
+        );
+        let pipeline = std::mem::take(&mut outputs.sinks.delivering)
+            .into_iter()
+            .fold(builder.processor(self.translator.clone()), |b, sink| {
+                b.sink(sink)
+            })
+            .build()
+            .map_err(|e| Error::Server("pipeline", e.to_string()))?;
+        outputs.dead_letters.set(pipeline.clone());
+        Ok(pipeline)
+    }
+}
+
+/// The sinks, on threads of their own at a lower priority so that their work
+/// (encoding, compressing, sending) never takes the CPU from ingestion; their clients
+/// are built there too, for their background tasks to run there.
+struct Outputs {
+    executor: Executor,
+    sinks: Sinks,
+    /// What delivers each sink's queue, remote write's among them.
+    runners: Vec<SinkRunner>,
+    dead_letters: PipelineDeadLetters,
+}
+
+impl Outputs {
+    /// Restores the analytics' state first, so the webhooks start from the alerts
+    /// firing and those resolved shortly before.
+    async fn assemble(config: &Config, core: &Core) -> Result<Outputs, Error> {
+        let executor = Executor::new("sink", sink_threads(), SINK_NICE)
+            .map_err(|e| Error::Server("sink runtime", e.to_string()))?;
+        evaluation::restore(&core.analytics, &core.engine).await;
+        let (firing, resolved) = {
+            let evaluator = core.analytics.evaluator();
+            let recent = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+                .saturating_sub(RESOLVED_RETOLD_NS);
+            (evaluator.firing(), evaluator.resolved_since(recent))
+        };
+        let dead_letters = PipelineDeadLetters::default();
+        let sinks = {
+            let _sink_runtime = executor.enter();
+            assembly::assemble(
+                config,
+                &core.sink_metrics,
+                core.telemetry.registry(),
+                &dead_letters,
+                Restored {
+                    firing: &firing,
+                    resolved: &resolved,
+                },
+            )?
+        };
+        let runners = sinks
+            .delivering
+            .iter()
+            .chain(&sinks.remote_write)
+            .map(|sink| sink.runner(RunnerTuning::default()))
+            .collect();
+        Ok(Outputs {
+            executor,
+            sinks,
+            runners,
+            dead_letters,
+        })
+    }
+}
+
+/// The three listeners, bound, with their TLS and timeouts.
+struct Listeners {
+    grpc: (TcpListener, Listening),
+    http: (TcpListener, Listening),
+    api: (TcpListener, Listening),
+    bound: Bound,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> Result<Listeners, Error> {
+        let otlp = &config.receivers.otlp;
+        let (grpc_listening, http_listening) = otlp.listening()?;
+        let api_listening = config.api.listening()?;
+        let grpc = bind("receivers.otlp.grpc_address", &otlp.grpc_address).await?;
+        let http = bind("receivers.otlp.http_address", &otlp.http_address).await?;
+        let api = bind("api.address", &config.api.address).await?;
+        let local = |l: &TcpListener, key: &'static str| {
+            l.local_addr().map_err(|source| Error::Bind {
+                key,
+                address: String::new(),
+                source,
+            })
+        };
+        let bound = Bound {
+            grpc: local(&grpc, "receivers.otlp.grpc_address")?,
+            http: local(&http, "receivers.otlp.http_address")?,
+            api: local(&api, "api.address")?,
+        };
+        Ok(Listeners {
+            grpc: (grpc, grpc_listening),
+            http: (http, http_listening),
+            api: (api, api_listening),
+            bound,
+        })
+    }
+}
+
+/// The running collector: its tasks, and the switches that stop them.
+struct Running {
+    bound: Bound,
+    store: ParquetStore,
+    engine: Arc<QueryEngine>,
+    ready: Arc<AtomicBool>,
+    stop_receivers: watch::Sender<bool>,
+    stop_api: watch::Sender<bool>,
+    stop_flusher: watch::Sender<bool>,
+    stop_sinks: watch::Sender<bool>,
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    api: tokio::task::JoinHandle<std::io::Result<()>>,
+    flusher: tokio::task::JoinHandle<()>,
+    evaluation: tokio::task::JoinHandle<()>,
+    sink_tasks: Vec<Task<()>>,
+    /// Last: the sinks' runtime outlives their tasks.
+    _executor: Executor,
+}
+
+impl Running {
+    /// Starts the receivers, the API, the flusher, the sinks and the evaluation loop.
+    fn start(
+        config: &Config,
+        core: Core,
+        outputs: Outputs,
+        pipeline: Pipeline,
+        listeners: Listeners,
+    ) -> Running {
+        let (stop_receivers, receivers_rx) = watch::channel(false);
+        let (stop_api, api_rx) = watch::channel(false);
+        let (stop_flusher, flusher_rx) = watch::channel(false);
+        let (stop_sinks, sinks_rx) = watch::channel(false);
+        let ready = Arc::new(AtomicBool::new(false));
+        let otlp = &config.receivers.otlp;
+        let (grpc_listener, grpc_listening) = listeners.grpc;
+        let grpc = tokio::spawn(grpc::serve(
+            grpc_listener,
+            grpc_listening,
+            pipeline.clone(),
+            otlp.max_request_bytes,
+            otlp.auth_token.clone(),
+            stopped(receivers_rx.clone()),
+        ));
+        let http_app = http::router(
+            pipeline.clone(),
+            otlp.max_request_bytes,
+            otlp.auth_token.clone(),
+        );
+        let (http_listener, http_listening) = listeners.http;
+        let http = tokio::spawn(http_listening.serve_http(
+            http_listener,
+            http_app,
+            stopped(receivers_rx.clone()),
+        ));
+        let telemetry = Arc::new(core.telemetry);
+        let api_app = api::router(ApiState {
+            engine: Arc::clone(&core.engine),
+            pipeline: pipeline.clone(),
+            telemetry: Arc::clone(&telemetry),
+            ready: Arc::clone(&ready),
+            auth_token: config.api.auth_token.clone(),
+            analytics: Arc::clone(&core.analytics),
+        });
+        let (api_listener, api_listening) = listeners.api;
+        let api = tokio::spawn(api_listening.serve_http(api_listener, api_app, stopped(api_rx)));
+        let flusher = tokio::spawn(core.store.clone().run_flusher(stopped(flusher_rx)));
+        let executor = outputs.executor;
+        let sinks = outputs.sinks;
+        let mut sink_tasks: Vec<_> = outputs
+            .runners
+            .into_iter()
+            .map(|runner| executor.spawn(runner.run(stopped(sinks_rx.clone()))))
+            .collect();
+        if let (Some(handle), Some(rw)) =
+            (sinks.remote_write, &config.sinks.prometheus_remote_write)
+        {
+            sink_tasks.push(executor.spawn(assembly::snapshots(
+                handle,
+                rw.interval(),
+                Arc::clone(&telemetry),
+                pipeline.clone(),
+                listeners.bound.api.to_string(),
+                stopped(sinks_rx),
+            )));
+        }
+        let evaluation = tokio::spawn({
+            let (analytics, pipeline) = (Arc::clone(&core.analytics), pipeline);
+            let stop = stopped(receivers_rx);
+            async move {
+                if analytics.config.enabled {
+                    evaluation::evaluate(analytics, pipeline, stop).await;
+                }
+            }
+        });
+        ready.store(true, Ordering::Release);
+        Running {
+            bound: listeners.bound,
+            store: core.store,
+            engine: core.engine,
+            ready,
+            stop_receivers,
+            stop_api,
+            stop_flusher,
+            stop_sinks,
+            grpc,
+            http,
+            api,
+            flusher,
+            evaluation,
+            sink_tasks,
+            _executor: executor,
+        }
+    }
+
+    /// Serves until `shutdown` resolves (or the gRPC server fails on its own), then
+    /// shuts down.
+    async fn serve(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        tokio::pin!(shutdown);
+        tokio::select! {
+            _ = &mut shutdown => {}
+            result = &mut self.grpc => {
+                joined("OTLP gRPC", result)?;
+                return Err(Error::Server("OTLP gRPC", "stopped unexpectedly".into()));
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Stops in the order that loses nothing: queries cancelled, receivers drained
+    /// (in-flight requests finish), the evaluation loop, a final flush of every
+    /// buffered row, the sinks (what they have not sent waits in their queues), and
+    /// the API last.
+    async fn shutdown(self) -> Result<(), Error> {
+        tracing::info!("shutting down: draining receivers");
+        self.ready.store(false, Ordering::Release);
+        // Queries are cancelled first: a runaway plan neither holds the CPU the final
+        // flush needs nor keeps the API from draining.
+        self.engine.close();
+        let _ = self.stop_receivers.send(true);
+        let grpc_result = joined("OTLP gRPC", self.grpc.await);
+        let http_result = joined("OTLP HTTP", self.http.await);
+        let _ = self.evaluation.await;
+
+        tracing::info!("shutting down: flushing buffered rows");
+        let _ = self.stop_flusher.send(true);
+        let _ = self.flusher.await;
+        let flushed = self.store.flush().await;
+
+        let _ = self.stop_sinks.send(true);
+        for task in self.sink_tasks {
+            let _ = task.await;
+        }
+
+        let _ = self.stop_api.send(true);
+        // Cancelled queries answer at once; a connection that still does not finish (a
+        // client that reads its answer slowly) is not waited for past this.
+        let api_result = match tokio::time::timeout(API_DRAIN, self.api).await {
+            Ok(result) => joined("API", result),
+            Err(_) => {
+                tracing::warn!(
+                    seconds = API_DRAIN.as_secs(),
+                    "API connections still open at shutdown were cut"
+                );
+                Ok(())
+            }
+        };
+        grpc_result?;
+        http_result?;
+        flushed?;
+        api_result?;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    }
+}
+
+/// A server task's outcome as the collector's error.
+fn joined<E: std::fmt::Display>(
     name: &'static str,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    result: Result<Result<(), E>, tokio::task::JoinError>,
 ) -> Result<(), Error> {
-    match task.await {
+    match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Error::Server(name, e.to_string())),
         Err(e) => Err(Error::Server(name, e.to_string())),

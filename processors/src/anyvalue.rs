@@ -1,4 +1,4 @@
-//! Rendering OTLP `AnyValue`s as text (SPEC §6).
+//! Rendering OTLP `AnyValue`s as text (docs/tables.md).
 //!
 //! Attribute maps are `Map<Utf8, Utf8>` so that `attributes['key']` is one plain lookup.
 //! Non-string values are rendered: integers and doubles in decimal, booleans

@@ -1,4 +1,4 @@
-//! Arrow schemas of every stored table (SPEC §6).
+//! Arrow schemas of every stored table (docs/tables.md).
 //!
 //! Timestamps are `Timestamp(Nanosecond, "UTC")`, ids lowercase hex, attribute maps
 //! `Map<Utf8, Utf8>` (see [`crate::anyvalue`] for how non-string values are rendered).

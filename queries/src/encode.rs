@@ -1,6 +1,6 @@
 //! Query results as JSON, CSV, Arrow IPC or a text table.
 //!
-//! JSON is `{"columns":[{"name","type"}],"rows":[[...]]}` (SPEC §9): numbers and
+//! JSON is `{"columns":[{"name","type"}],"rows":[[...]]}` (docs/api.md): numbers and
 //! booleans as JSON scalars, timestamps as RFC 3339 text, maps and structs as objects,
 //! lists as arrays. CSV renders nested values as that same JSON text in one cell.
 
@@ -16,7 +16,7 @@ use crate::QueryResult;
 
 type Result<T> = std::result::Result<T, ArrowError>;
 
-/// The JSON document of SPEC §9.
+/// The JSON document of docs/api.md.
 pub fn json(result: &QueryResult) -> Result<Value> {
     let columns: Vec<Value> = result
         .schema

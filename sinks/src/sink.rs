@@ -58,12 +58,13 @@ pub trait Sink: Send + Sync + 'static {
     async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError>;
 }
 
-/// `[sinks.<name>]` settings every sink shares.
-#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QueueConfig {
-    /// Backlog the sink may keep on disk; past it new records are dropped.
-    pub queue_max_bytes: u64,
+/// The backlog a sink keeps on disk by default (each sink's `queue_max_bytes`); past
+/// it new records are dropped, counted.
+pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 1 << 30;
+
+/// How a runner batches and retries: the same for every sink, not configured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunnerTuning {
     /// Records (accepted requests) handed to one send at most.
     pub max_batch_records: usize,
     /// The first retry waits this long; each further one twice as long.
@@ -71,10 +72,9 @@ pub struct QueueConfig {
     pub max_backoff_ms: u64,
 }
 
-impl Default for QueueConfig {
+impl Default for RunnerTuning {
     fn default() -> Self {
-        QueueConfig {
-            queue_max_bytes: 1 << 30,
+        RunnerTuning {
             // Requests of an SDK's default batch (512 spans) make sends of about 4,000
             // spans: a bulk body or an export of a few MiB, held briefly.
             max_batch_records: 8,
@@ -213,7 +213,7 @@ impl SinkHandle {
     }
 
     /// The task that delivers this sink's queue until `shutdown` resolves.
-    pub fn runner(&self, config: QueueConfig) -> SinkRunner {
+    pub fn runner(&self, config: RunnerTuning) -> SinkRunner {
         SinkRunner {
             sink: Arc::clone(&self.sink),
             queue: Arc::clone(&self.queue),
@@ -228,7 +228,7 @@ pub struct SinkRunner {
     sink: Arc<dyn Sink>,
     queue: Arc<DiskQueue>,
     metrics: SinkMetrics,
-    config: QueueConfig,
+    config: RunnerTuning,
 }
 
 /// How often an idle runner looks at its queue without being woken (a push it missed).
@@ -394,9 +394,9 @@ mod tests {
             metrics,
         );
         // One record a send: a permanent failure passes over the whole send.
-        let config = QueueConfig {
+        let config = RunnerTuning {
             max_batch_records: 1,
-            ..QueueConfig::default()
+            ..RunnerTuning::default()
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let runner = tokio::spawn(handle.runner(config).run(async {

@@ -1,4 +1,4 @@
-//! The admin and query API (SPEC §9), on 127.0.0.1:8080 by default.
+//! The admin and query API (docs/api.md), on 127.0.0.1:8080 by default.
 //!
 //! - `GET /healthz`: the process is up. `GET /readyz`: it accepts data.
 //! - `GET /metrics`: the collector's own metrics, Prometheus text format
@@ -7,7 +7,7 @@
 //!   `Accept: text/csv`, Arrow IPC for `Accept: application/vnd.apache.arrow.stream`.
 //! - `GET /api/v1/tables`: every table and view with its columns.
 //! - `GET /api/v1/velocity`, `/api/v1/health`, `/api/v1/alerts`, `/api/v1/graph`: the analytics
-//!   ([`analytics`]).
+//!   ([`derived`]).
 //!
 //! Errors are `{"error": "..."}`: 400 for SQL that is invalid or refused, 422 when a
 //! query runs out of memory, 503 on timeout, when every query slot stays taken (with
@@ -32,7 +32,7 @@ use swarmscope_queries::{encode, QueryEngine};
 use crate::pipeline::Pipeline;
 use swarmscope_processors::analytics::Analytics;
 
-mod analytics;
+mod derived;
 use crate::telemetry::Telemetry;
 
 /// Shared state of the API handlers.
@@ -50,10 +50,10 @@ pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/api/v1/query", post(query))
         .route("/api/v1/tables", get(tables))
-        .route("/api/v1/velocity", get(analytics::velocity))
-        .route("/api/v1/health", get(analytics::health))
-        .route("/api/v1/alerts", get(analytics::alerts))
-        .route("/api/v1/graph", get(analytics::graph))
+        .route("/api/v1/velocity", get(derived::velocity))
+        .route("/api/v1/health", get(derived::health))
+        .route("/api/v1/alerts", get(derived::alerts))
+        .route("/api/v1/graph", get(derived::graph))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -12,7 +12,7 @@ use prometheus::Registry;
 use swarmscope_processors::processor::{Processor, TableBatch};
 use swarmscope_processors::schema::Table;
 use swarmscope_sinks::queue::DiskQueue;
-use swarmscope_sinks::sink::{QueueConfig, Sink, SinkError, SinkHandle, SinkMetrics};
+use swarmscope_sinks::sink::{RunnerTuning, Sink, SinkError, SinkHandle, SinkMetrics};
 use swarmscope_sinks::store::{ParquetStore, StorageConfig};
 
 use super::*;
@@ -426,7 +426,7 @@ async fn sinks_get_what_was_acknowledged_with_the_derived_rows_and_old_records_a
         Arc::new(DiskQueue::open(dir.path().join("_queues/collecting"), 1 << 20).unwrap()),
         SinkMetrics::unregistered(),
     );
-    let runner = handle.runner(QueueConfig::default());
+    let runner = handle.runner(RunnerTuning::default());
     let pipeline = Pipeline::builder(store.clone(), PipelineMetrics::unregistered())
         .processor(Arc::new(Echo))
         .sink(handle)

@@ -1,4 +1,4 @@
-//! OTLP receivers (SPEC §4): gRPC on 4317 and HTTP on 4318, both feeding the
+//! OTLP receivers (docs/receiving.md): gRPC on 4317 and HTTP on 4318, both feeding the
 //! [`Pipeline`](crate::pipeline::Pipeline).
 
 pub mod grpc;

@@ -1,4 +1,4 @@
-//! Coordination events (SPEC §7): every span or span event that carries
+//! Coordination events (docs/analytics.md): every span or span event that carries
 //! `coordination.work.id` becomes a row of `coordination_events`, derived on the
 //! acknowledgement path so the history never misses an acknowledged claim.
 //!

@@ -1,4 +1,4 @@
-//! Derived analytics: what swarmscope computes from the telemetry it stores (SPEC §8).
+//! Derived analytics: what swarmscope computes from the telemetry it stores (docs/analytics.md).
 //!
 //! Each concern is a [`Processor`](crate::processor::Processor) in a file of its own:
 //! - [`coordination`]: `coordination_events` rows, with conflicts and cycle times, from

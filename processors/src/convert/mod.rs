@@ -134,7 +134,7 @@ pub(crate) fn append_attributes(b: &mut AttributeBuilder, attributes: &[KeyValue
 }
 
 /// Where a span's `agent_id` comes from, first found first: the span's attributes,
-/// then its resource's, in each of them these keys in this order (SPEC §7).
+/// then its resource's, in each of them these keys in this order (docs/analytics.md).
 pub(crate) const AGENT_ID_KEYS: [&str; 2] = ["gen_ai.agent.id", "coordination.agent.id"];
 
 /// The agent id among one set of attributes: the string value `lookup` finds for the

@@ -38,7 +38,7 @@ fn default_timeout_ms() -> u64 {
 }
 
 fn default_queue_max_bytes() -> u64 {
-    crate::sink::QueueConfig::default().queue_max_bytes
+    crate::sink::DEFAULT_QUEUE_MAX_BYTES
 }
 
 impl ElasticsearchConfig {

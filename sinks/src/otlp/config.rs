@@ -43,7 +43,7 @@ fn default_max_request_bytes() -> usize {
 }
 
 fn default_queue_max_bytes() -> u64 {
-    crate::sink::QueueConfig::default().queue_max_bytes
+    crate::sink::DEFAULT_QUEUE_MAX_BYTES
 }
 
 impl OtlpSinkConfig {

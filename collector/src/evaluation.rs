@@ -1,90 +1,18 @@
 //! The analytics' place in the running collector: what they restore from the stored
-//! history on start, the evaluation every `processors.health.interval_seconds` whose
-//! health rows and alert transitions are stored (and so sent to the webhooks like any
-//! other acknowledged rows), and the sinks: the webhooks and the OTLP exporters.
+//! history on start, and the evaluation every `processors.health.interval_seconds`
+//! whose health rows and alert transitions are stored (and so sent to the webhooks like
+//! any other acknowledged rows).
 
 use std::sync::Arc;
 
-use swarmscope_processors::analytics::alerts::{alert_rows, Alert, RESTORE_SQL};
+use swarmscope_processors::analytics::alerts::{alert_rows, RESTORE_SQL};
 use swarmscope_processors::analytics::coordination::restore_sql;
 use swarmscope_processors::analytics::health::{health_rows, HEALTH};
 use swarmscope_processors::analytics::Analytics;
 use swarmscope_processors::processor::TableBatch;
 use swarmscope_queries::QueryEngine;
-use swarmscope_sinks::otlp::OtlpSink;
-use swarmscope_sinks::queue::DiskQueue;
-use swarmscope_sinks::sink::{SinkHandle, SinkMetrics};
-use swarmscope_sinks::webhook::WebhookSink;
 
-use crate::config::Config;
 use crate::pipeline::Pipeline;
-use crate::Error;
-
-/// The webhook sinks of `[[alerts.webhooks]]`, each with its disk queue under
-/// `DATA_DIR/_sinks/<name>`, seeded with the alerts `firing` at start and those
-/// `resolved` shortly before. Built on the sinks' runtime, where their notifier tasks
-/// run.
-pub fn webhooks(
-    config: &Config,
-    metrics: &SinkMetrics,
-    firing: &[Alert],
-    resolved: &[Alert],
-) -> Result<Vec<SinkHandle>, Error> {
-    let external_url = config
-        .alerts
-        .external_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", config.api.address));
-    config
-        .alerts
-        .webhooks
-        .iter()
-        .enumerate()
-        .map(|(i, hook)| {
-            let name = hook.name(i);
-            let dir = config.storage.data_dir.join("_sinks").join(&name);
-            let queue = DiskQueue::open(
-                &dir,
-                swarmscope_sinks::sink::QueueConfig::default().queue_max_bytes,
-            )
-            .map_err(|e| Error::Server("webhook queue", format!("{}: {e}", dir.display())))?;
-            let sink = WebhookSink::new(name, hook.clone(), external_url.clone(), metrics.clone())
-                .map_err(|e| Error::Server("webhook", e))?;
-            sink.seed(firing, resolved);
-            Ok(SinkHandle::new(
-                Arc::new(sink),
-                Arc::new(queue),
-                metrics.clone(),
-            ))
-        })
-        .collect()
-}
-
-/// The OTLP exporters of `[sinks.jaeger]` and `[sinks.otlp]`, each with its disk queue
-/// under `DATA_DIR/_sinks/<name>`; the counters of what their endpoints refused are
-/// registered with `registry`.
-pub fn exporters(
-    config: &Config,
-    metrics: &SinkMetrics,
-    registry: &prometheus::Registry,
-) -> Result<Vec<SinkHandle>, Error> {
-    let mut handles = Vec::new();
-    for (name, exporter) in config.sinks.otlp_exporters() {
-        let dir = config.storage.data_dir.join("_sinks").join(name);
-        let queue = DiskQueue::open(&dir, exporter.queue_max_bytes)
-            .map_err(|e| Error::Server("sink queue", format!("{}: {e}", dir.display())))?;
-        let sink = OtlpSink::new(name, exporter.clone()).map_err(Error::Config)?;
-        registry
-            .register(Box::new(sink.rejected.clone()))
-            .map_err(|e| Error::Server("metrics", e.to_string()))?;
-        handles.push(SinkHandle::new(
-            Arc::new(sink),
-            Arc::new(queue),
-            metrics.clone(),
-        ));
-    }
-    Ok(handles)
-}
 
 /// Rebuilds the state the analytics keep from the stored history, before any new
 /// data arrives: who holds which work item, and which alerts are firing. A failure is

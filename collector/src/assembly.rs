@@ -1,0 +1,196 @@
+//! Every sink, assembled in one place: the alert webhooks, the OTLP (Jaeger)
+//! exporters, Elasticsearch (whose refused documents are stored through the pipeline in
+//! the `dead_letters` table) and Prometheus remote write (fed snapshots of `/metrics`),
+//! each through one helper that gives it its disk queue.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::RecordBatch;
+use swarmscope_processors::analytics::alerts::Alert;
+use swarmscope_processors::processor::TableBatch;
+use swarmscope_processors::schema::Table;
+use swarmscope_sinks::dead_letter::DeadLetters;
+use swarmscope_sinks::elasticsearch::{ElasticsearchSink, EsMetrics};
+use swarmscope_sinks::otlp::OtlpSink;
+use swarmscope_sinks::prometheus::remote_write::{snapshot, RemoteWriteSink};
+use swarmscope_sinks::queue::DiskQueue;
+use swarmscope_sinks::sink::{Sink, SinkHandle, SinkMetrics, DEFAULT_QUEUE_MAX_BYTES};
+use swarmscope_sinks::webhook::WebhookSink;
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::Error;
+
+/// The pipeline as the store of the sinks' dead letters. The sinks are built before
+/// the pipeline (which holds them), so it is set once built; a sink that refuses
+/// records before then is told to wait.
+#[derive(Clone, Default)]
+pub struct PipelineDeadLetters(Arc<OnceLock<Pipeline>>);
+
+impl PipelineDeadLetters {
+    pub fn set(&self, pipeline: Pipeline) {
+        let _ = self.0.set(pipeline);
+    }
+}
+
+#[async_trait::async_trait]
+impl DeadLetters for PipelineDeadLetters {
+    async fn keep(&self, batch: RecordBatch) -> Result<(), String> {
+        let pipeline = self.0.get().ok_or("the pipeline is not running yet")?;
+        pipeline
+            .record(vec![TableBatch::new(Table::DEAD_LETTERS, batch)])
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The sinks of a configuration: every one that delivers the pipeline's records, and
+/// remote write, which the `/metrics` snapshots feed.
+pub struct Sinks {
+    pub delivering: Vec<SinkHandle>,
+    pub remote_write: Option<SinkHandle>,
+}
+
+/// The alerts the webhooks start from: those restored as firing, and those resolved
+/// shortly before the start (whose notification a stop may have cut short).
+pub struct Restored<'a> {
+    pub firing: &'a [Alert],
+    pub resolved: &'a [Alert],
+}
+
+/// Every sink `config` asks for, each with its disk queue under
+/// `DATA_DIR/_sinks/<name>`: the webhooks of `[[alerts.webhooks]]`, the OTLP exporters
+/// of `[sinks.jaeger]` and `[sinks.otlp]`, `[sinks.elasticsearch]` and
+/// `[sinks.prometheus_remote_write]`. Their own counters are registered with
+/// `registry`. Built on the runtime their background tasks are to run on.
+pub fn assemble(
+    config: &Config,
+    metrics: &SinkMetrics,
+    registry: &prometheus::Registry,
+    dead_letters: &PipelineDeadLetters,
+    restored: Restored<'_>,
+) -> Result<Sinks, Error> {
+    let register = |collector: Box<dyn prometheus::core::Collector>| {
+        registry
+            .register(collector)
+            .map_err(|e| Error::Server("metrics", e.to_string()))
+    };
+    let mut delivering = Vec::new();
+    let external_url = config
+        .alerts
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.api.address));
+    for (i, hook) in config.alerts.webhooks.iter().enumerate() {
+        let name = hook.name(i);
+        let sink = WebhookSink::new(
+            name.clone(),
+            hook.clone(),
+            external_url.clone(),
+            metrics.clone(),
+        )
+        .map_err(|e| Error::Server("webhook", e))?;
+        sink.seed(restored.firing, restored.resolved);
+        delivering.push(handle(
+            config,
+            &name,
+            DEFAULT_QUEUE_MAX_BYTES,
+            Arc::new(sink),
+            metrics,
+        )?);
+    }
+    for (name, exporter) in config.sinks.otlp_exporters() {
+        let sink = OtlpSink::new(name, exporter.clone()).map_err(Error::Config)?;
+        register(Box::new(sink.rejected.clone()))?;
+        delivering.push(handle(
+            config,
+            name,
+            exporter.queue_max_bytes,
+            Arc::new(sink),
+            metrics,
+        )?);
+    }
+    if let Some(es) = &config.sinks.elasticsearch {
+        let name = "elasticsearch";
+        let es_metrics = EsMetrics::new();
+        register(Box::new(es_metrics.dead_letters.clone()))?;
+        register(Box::new(es_metrics.item_retries.clone()))?;
+        let sink =
+            ElasticsearchSink::new(name, es.clone(), Arc::new(dead_letters.clone()), es_metrics)
+                .map_err(Error::Config)?;
+        delivering.push(handle(
+            config,
+            name,
+            es.queue_max_bytes,
+            Arc::new(sink),
+            metrics,
+        )?);
+    }
+    let remote_write = match &config.sinks.prometheus_remote_write {
+        Some(rw) => {
+            let name = "prometheus_remote_write";
+            let sink = RemoteWriteSink::new(name, rw.clone()).map_err(Error::Config)?;
+            Some(handle(
+                config,
+                name,
+                rw.queue_max_bytes,
+                Arc::new(sink),
+                metrics,
+            )?)
+        }
+        None => None,
+    };
+    Ok(Sinks {
+        delivering,
+        remote_write,
+    })
+}
+
+/// `sink` with its disk queue, `DATA_DIR/_sinks/<name>`, of at most `queue_max_bytes`.
+fn handle(
+    config: &Config,
+    name: &str,
+    queue_max_bytes: u64,
+    sink: Arc<dyn Sink>,
+    metrics: &SinkMetrics,
+) -> Result<SinkHandle, Error> {
+    let dir = config.storage.data_dir.join("_sinks").join(name);
+    let queue = DiskQueue::open(&dir, queue_max_bytes)
+        .map_err(|e| Error::Server("sink queue", format!("{}: {e}", dir.display())))?;
+    Ok(SinkHandle::new(sink, Arc::new(queue), metrics.clone()))
+}
+
+/// Queues a snapshot of every `/metrics` series for remote write each `interval`,
+/// until `shutdown` resolves. Series without `job`/`instance` are labelled
+/// `job="swarmscope"` and `instance` = the API's address, as a scrape would label them.
+pub async fn snapshots(
+    handle: SinkHandle,
+    interval: std::time::Duration,
+    telemetry: Arc<crate::telemetry::Telemetry>,
+    pipeline: Pipeline,
+    instance: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = ticks.tick() => {}
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let families = telemetry.gather(&pipeline);
+        match snapshot(
+            &families,
+            now,
+            &[("job", "swarmscope"), ("instance", &instance)],
+        ) {
+            Ok(batch) => handle.enqueue(&[(Table::METRICS, &batch)]),
+            Err(e) => tracing::error!(error = %e, "cannot take a snapshot for remote write"),
+        }
+    }
+}
