@@ -105,6 +105,16 @@ fn int(key: &str, value: i64) -> KeyValue {
     kv(key, any_value::Value::IntValue(value))
 }
 
+/// One agent's step of a tick: what its spans share.
+struct Turn {
+    trace: u128,
+    root_id: u64,
+    start: u64,
+    agent_id: String,
+    team: &'static str,
+    role: &'static str,
+}
+
 impl Swarm {
     pub fn new(agents: usize, seed: u64) -> Swarm {
         let agents = (0..agents.max(1))
@@ -142,115 +152,15 @@ impl Swarm {
                 None => by_service.push((service.to_owned(), vec![span])),
             };
         for a in 0..self.agents.len() {
-            let trace = (u128::from(self.rng.next()) << 64) | u128::from(self.id());
-            let root_id = self.id();
-            let (event, item, points) = self.step(a);
-            let agent = &self.agents[a];
-            let (agent_id, team, role) = (agent.id.clone(), agent.team, agent.role);
-            let step_ms = self.rng.between(20, 120);
-            let start = now_ns - step_ms * 1_000_000;
-            let mut attributes = vec![
-                text("gen_ai.agent.id", &agent_id),
-                text("coordination.team", team),
-                text("coordination.work.id", &item),
-                text("coordination.work.event", event),
-            ];
-            if event == "claim" {
-                attributes.push(text(
-                    "coordination.work.type",
-                    WORK_TYPES[self.rng.below(3) as usize],
-                ));
-                attributes.push(int("coordination.work.story_points", points));
-            }
-            emit(
-                role,
-                Span {
-                    trace_id: trace.to_be_bytes().to_vec(),
-                    span_id: root_id.to_be_bytes().to_vec(),
-                    name: format!("{role} {event}"),
-                    kind: span::SpanKind::Internal as i32,
-                    start_time_unix_nano: start,
-                    end_time_unix_nano: now_ns,
-                    attributes,
-                    ..Default::default()
-                },
-            );
+            let (turn, root) = self.turn(a, now_ns);
+            emit(turn.role, root);
             // A model call on most steps.
-            if self.rng.chance(0.7) {
-                let (provider, model) = MODELS[self.rng.below(MODELS.len() as u64) as usize];
-                let input = self.rng.between(300, 6_000) as i64;
-                let output = self.rng.between(50, 1_200) as i64;
-                let cached = if self.rng.chance(0.4) { input / 2 } else { 0 };
-                let ms = self.rng.between(200, 900);
-                emit(
-                    role,
-                    Span {
-                        trace_id: trace.to_be_bytes().to_vec(),
-                        span_id: self.id().to_be_bytes().to_vec(),
-                        parent_span_id: root_id.to_be_bytes().to_vec(),
-                        name: format!("chat {model}"),
-                        kind: span::SpanKind::Client as i32,
-                        start_time_unix_nano: start,
-                        end_time_unix_nano: start + ms * 1_000_000,
-                        attributes: vec![
-                            text("gen_ai.agent.id", &agent_id),
-                            text("coordination.team", team),
-                            text("gen_ai.operation.name", "chat"),
-                            text("gen_ai.provider.name", provider),
-                            text("gen_ai.request.model", model),
-                            int("gen_ai.usage.input_tokens", input),
-                            int("gen_ai.usage.output_tokens", output),
-                            int("gen_ai.usage.cache_read.input_tokens", cached),
-                        ],
-                        ..Default::default()
-                    },
-                );
+            if let Some(call) = self.model_call(&turn) {
+                emit(turn.role, call);
             }
-            // A tool call: a client span in the agent's service and the tool service's
-            // server span under it, so the call graph has an edge (failed with the tool).
-            if self.rng.chance(0.8) {
-                let anomalous = phase == Phase::Anomaly;
-                let ms = self.rng.between(15, 60) * if anomalous { 8 } else { 1 };
-                let fails = self.rng.chance(if anomalous { 0.6 } else { 0.005 });
-                let status = fails.then(|| Status {
-                    code: status::StatusCode::Error as i32,
-                    message: "tool failed".into(),
-                });
-                let call_id = self.id();
-                emit(
-                    role,
-                    Span {
-                        trace_id: trace.to_be_bytes().to_vec(),
-                        span_id: call_id.to_be_bytes().to_vec(),
-                        parent_span_id: root_id.to_be_bytes().to_vec(),
-                        name: "execute_tool".into(),
-                        kind: span::SpanKind::Client as i32,
-                        start_time_unix_nano: start,
-                        end_time_unix_nano: start + (ms + 2) * 1_000_000,
-                        // The tool's failure is the tool service's: the agents' own
-                        // error rates stay as they were.
-                        attributes: vec![text("gen_ai.agent.id", &agent_id)],
-                        ..Default::default()
-                    },
-                );
-                emit(
-                    ANOMALOUS_SERVICE,
-                    Span {
-                        trace_id: trace.to_be_bytes().to_vec(),
-                        span_id: self.id().to_be_bytes().to_vec(),
-                        parent_span_id: call_id.to_be_bytes().to_vec(),
-                        name: "run tool".into(),
-                        kind: span::SpanKind::Server as i32,
-                        start_time_unix_nano: start + 1_000_000,
-                        end_time_unix_nano: start + (ms + 1) * 1_000_000,
-                        status,
-                        attributes: vec![text(
-                            "gen_ai.agent.id",
-                            &format!("{ANOMALOUS_SERVICE}-runner"),
-                        )],
-                        ..Default::default()
-                    },
-                );
+            if let Some((call, served)) = self.tool_call(&turn, phase) {
+                emit(turn.role, call);
+                emit(ANOMALOUS_SERVICE, served);
             }
         }
         let resource_spans = by_service
@@ -274,6 +184,127 @@ impl Swarm {
             })
             .collect();
         ExportTraceServiceRequest { resource_spans }
+    }
+
+    /// Agent `a`'s step of this tick, ending at `now_ns`, and its root span.
+    fn turn(&mut self, a: usize, now_ns: u64) -> (Turn, Span) {
+        let trace = (u128::from(self.rng.next()) << 64) | u128::from(self.id());
+        let root_id = self.id();
+        let (event, item, points) = self.step(a);
+        let agent = &self.agents[a];
+        let (agent_id, team, role) = (agent.id.clone(), agent.team, agent.role);
+        let step_ms = self.rng.between(20, 120);
+        let start = now_ns - step_ms * 1_000_000;
+        let mut attributes = vec![
+            text("gen_ai.agent.id", &agent_id),
+            text("coordination.team", team),
+            text("coordination.work.id", &item),
+            text("coordination.work.event", event),
+        ];
+        if event == "claim" {
+            attributes.push(text(
+                "coordination.work.type",
+                WORK_TYPES[self.rng.below(3) as usize],
+            ));
+            attributes.push(int("coordination.work.story_points", points));
+        }
+        let root = Span {
+            trace_id: trace.to_be_bytes().to_vec(),
+            span_id: root_id.to_be_bytes().to_vec(),
+            name: format!("{role} {event}"),
+            kind: span::SpanKind::Internal as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: now_ns,
+            attributes,
+            ..Default::default()
+        };
+        let turn = Turn {
+            trace,
+            root_id,
+            start,
+            agent_id,
+            team,
+            role,
+        };
+        (turn, root)
+    }
+
+    /// A model call under `turn`'s root, on most steps.
+    fn model_call(&mut self, turn: &Turn) -> Option<Span> {
+        if !self.rng.chance(0.7) {
+            return None;
+        }
+        let (provider, model) = MODELS[self.rng.below(MODELS.len() as u64) as usize];
+        let input = self.rng.between(300, 6_000) as i64;
+        let output = self.rng.between(50, 1_200) as i64;
+        let cached = if self.rng.chance(0.4) { input / 2 } else { 0 };
+        let ms = self.rng.between(200, 900);
+        Some(Span {
+            trace_id: turn.trace.to_be_bytes().to_vec(),
+            span_id: self.id().to_be_bytes().to_vec(),
+            parent_span_id: turn.root_id.to_be_bytes().to_vec(),
+            name: format!("chat {model}"),
+            kind: span::SpanKind::Client as i32,
+            start_time_unix_nano: turn.start,
+            end_time_unix_nano: turn.start + ms * 1_000_000,
+            attributes: vec![
+                text("gen_ai.agent.id", &turn.agent_id),
+                text("coordination.team", turn.team),
+                text("gen_ai.operation.name", "chat"),
+                text("gen_ai.provider.name", provider),
+                text("gen_ai.request.model", model),
+                int("gen_ai.usage.input_tokens", input),
+                int("gen_ai.usage.output_tokens", output),
+                int("gen_ai.usage.cache_read.input_tokens", cached),
+            ],
+            ..Default::default()
+        })
+    }
+
+    /// A tool call on most steps: a client span in the agent's service and the tool
+    /// service's server span under it, so the call graph has an edge (failed with the
+    /// tool). In the anomaly the tool fails most calls and answers eight times slower.
+    fn tool_call(&mut self, turn: &Turn, phase: Phase) -> Option<(Span, Span)> {
+        if !self.rng.chance(0.8) {
+            return None;
+        }
+        let anomalous = phase == Phase::Anomaly;
+        let ms = self.rng.between(15, 60) * if anomalous { 8 } else { 1 };
+        let fails = self.rng.chance(if anomalous { 0.6 } else { 0.005 });
+        let status = fails.then(|| Status {
+            code: status::StatusCode::Error as i32,
+            message: "tool failed".into(),
+        });
+        let call_id = self.id();
+        let call = Span {
+            trace_id: turn.trace.to_be_bytes().to_vec(),
+            span_id: call_id.to_be_bytes().to_vec(),
+            parent_span_id: turn.root_id.to_be_bytes().to_vec(),
+            name: "execute_tool".into(),
+            kind: span::SpanKind::Client as i32,
+            start_time_unix_nano: turn.start,
+            end_time_unix_nano: turn.start + (ms + 2) * 1_000_000,
+            // The tool's failure is the tool service's: the agents' own error rates
+            // stay as they were.
+            attributes: vec![text("gen_ai.agent.id", &turn.agent_id)],
+            ..Default::default()
+        };
+        let served = Span {
+            trace_id: turn.trace.to_be_bytes().to_vec(),
+            span_id: self.id().to_be_bytes().to_vec(),
+            parent_span_id: call_id.to_be_bytes().to_vec(),
+            name: "run tool".into(),
+            kind: span::SpanKind::Server as i32,
+            start_time_unix_nano: turn.start + 1_000_000,
+            end_time_unix_nano: turn.start + (ms + 1) * 1_000_000,
+            status,
+            attributes: vec![text(
+                "gen_ai.agent.id",
+                &format!("{ANOMALOUS_SERVICE}-runner"),
+            )],
+            ..Default::default()
+        };
+        Some((call, served))
     }
 
     /// What agent `a` does this tick: (event, item, story points).

@@ -397,66 +397,14 @@ impl CoordinationEvents {
         if !in_spans && !in_events {
             return Ok(None);
         }
-        let resource = MapColumn::of(spans, "resource_attributes")?;
-        let start = timestamps(spans, "start_time")?;
-        let end = timestamps(spans, "end_time")?;
-        let agent_ids = strings(spans, "agent_id")?;
-        let event_time = event_rows
-            .column_by_name("time")
-            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>())
-            .ok_or_else(|| Error::Schema("no events.time".into()))?;
-
-        let mut found: Vec<Found<'_>> = Vec::with_capacity(spans.num_rows());
-        let offsets = events.value_offsets();
-        for row in 0..spans.num_rows() {
-            let span_time = match end.value(row) {
-                0 => start.value(row),
-                t => t,
-            };
-            let event_rows = offsets[row] as usize..offsets[row + 1] as usize;
-            let has_events = in_events && !event_rows.is_empty();
-            if !in_spans && !has_events {
-                continue;
-            }
-            // Each row's coordination attributes are read in one pass, the resource's
-            // only when a value is missing.
-            let span_keys = Keys::of(&attributes, row);
-            let mut resource_keys: Option<Keys<'_>> = None;
-            if let Some(work_id) = span_keys.get(Attr::WorkId) {
-                let res = resource_keys.get_or_insert_with(|| Keys::of(&resource, row));
-                found.push(Found::read(
-                    row,
-                    span_time,
-                    work_id,
-                    |f| span_keys.get(f).or_else(|| res.get(f)),
-                    string_at(agent_ids, row),
-                ));
-            }
-            if !has_events {
-                continue;
-            }
-            for e in event_rows {
-                let event_keys = Keys::of(&event_attributes, e);
-                let Some(work_id) = event_keys.get(Attr::WorkId) else {
-                    continue;
-                };
-                let res = resource_keys.get_or_insert_with(|| Keys::of(&resource, row));
-                let agent = crate::convert::agent_id(|k| event_attributes.get(e, k))
-                    .or_else(|| string_at(agent_ids, row));
-                found.push(Found::read(
-                    row,
-                    event_time.value(e),
-                    work_id,
-                    |f| {
-                        event_keys
-                            .get(f)
-                            .or_else(|| span_keys.get(f))
-                            .or_else(|| res.get(f))
-                    },
-                    agent,
-                ));
-            }
-        }
+        let found = sightings(
+            spans,
+            &attributes,
+            events,
+            &event_attributes,
+            in_spans,
+            in_events,
+        )?;
         if found.is_empty() {
             return Ok(None);
         }
@@ -489,6 +437,83 @@ impl CoordinationEvents {
         self.clock.skip(NAME, Skip::Future, future);
         build(spans, &in_order, &verdicts).map(Some)
     }
+}
+
+/// Every coordination event of `spans`: the spans that name a work item (`in_spans`)
+/// and their span events that do (`in_events`), each with its time and agent.
+fn sightings<'a>(
+    spans: &'a RecordBatch,
+    attributes: &MapColumn<'a>,
+    events: &'a arrow::array::ListArray,
+    event_attributes: &MapColumn<'a>,
+    in_spans: bool,
+    in_events: bool,
+) -> Result<Vec<Found<'a>>> {
+    let event_rows = events
+        .values()
+        .as_struct_opt()
+        .ok_or_else(|| Error::Schema("events must be a list of structs".into()))?;
+    let resource = MapColumn::of(spans, "resource_attributes")?;
+    let start = timestamps(spans, "start_time")?;
+    let end = timestamps(spans, "end_time")?;
+    let agent_ids = strings(spans, "agent_id")?;
+    let event_time = event_rows
+        .column_by_name("time")
+        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>())
+        .ok_or_else(|| Error::Schema("no events.time".into()))?;
+
+    let mut found: Vec<Found<'_>> = Vec::with_capacity(spans.num_rows());
+    let offsets = events.value_offsets();
+    for row in 0..spans.num_rows() {
+        let span_time = match end.value(row) {
+            0 => start.value(row),
+            t => t,
+        };
+        let event_rows = offsets[row] as usize..offsets[row + 1] as usize;
+        let has_events = in_events && !event_rows.is_empty();
+        if !in_spans && !has_events {
+            continue;
+        }
+        // Each row's coordination attributes are read in one pass, the resource's
+        // only when a value is missing.
+        let span_keys = Keys::of(attributes, row);
+        let mut resource_keys: Option<Keys<'_>> = None;
+        if let Some(work_id) = span_keys.get(Attr::WorkId) {
+            let res = resource_keys.get_or_insert_with(|| Keys::of(&resource, row));
+            found.push(Found::read(
+                row,
+                span_time,
+                work_id,
+                |f| span_keys.get(f).or_else(|| res.get(f)),
+                string_at(agent_ids, row),
+            ));
+        }
+        if !has_events {
+            continue;
+        }
+        for e in event_rows {
+            let event_keys = Keys::of(event_attributes, e);
+            let Some(work_id) = event_keys.get(Attr::WorkId) else {
+                continue;
+            };
+            let res = resource_keys.get_or_insert_with(|| Keys::of(&resource, row));
+            let agent = crate::convert::agent_id(|k| event_attributes.get(e, k))
+                .or_else(|| string_at(agent_ids, row));
+            found.push(Found::read(
+                row,
+                event_time.value(e),
+                work_id,
+                |f| {
+                    event_keys
+                        .get(f)
+                        .or_else(|| span_keys.get(f))
+                        .or_else(|| res.get(f))
+                },
+                agent,
+            ));
+        }
+    }
+    Ok(found)
 }
 
 fn float_at(array: &Float64Array, row: usize) -> Option<f64> {

@@ -96,117 +96,98 @@ pub fn metrics_from_otlp(request: &ExportMetricsServiceRequest) -> Result<Conver
             };
             for (mi, metric) in scope_metrics.metrics.iter().enumerate() {
                 let at = || format!("resource_metrics[{ri}].scope_metrics[{si}].metrics[{mi}]");
-                let mut row =
-                    |kind, common: PointCommon<'_>, values: PointValues<'_>| match check_point(
-                        metric, &common, &values,
-                    ) {
+                let Some(data) = &metric.data else {
+                    rejections.reject(1, || format!("{}: metric has no data", at()));
+                    continue;
+                };
+                each_point(data, |kind, common, values| {
+                    match check_point(metric, &common, &values) {
                         Ok(()) => columns.append(metric, kind, &common, &values, &origin),
                         Err(why) => {
                             rejections.reject(1, || format!("{} ({}): {why}", at(), metric.name));
                             Ok(())
                         }
-                    };
-                match &metric.data {
-                    None => rejections.reject(1, || format!("{}: metric has no data", at())),
-                    Some(Data::Gauge(g)) => {
-                        for p in &g.data_points {
-                            let common = PointCommon {
-                                attributes: &p.attributes,
-                                start: p.start_time_unix_nano,
-                                time: p.time_unix_nano,
-                                exemplars: &p.exemplars,
-                                flags: p.flags,
-                            };
-                            row("gauge", common, number_values(p.value.as_ref()))?;
-                        }
                     }
-                    Some(Data::Sum(s)) => {
-                        for p in &s.data_points {
-                            let common = PointCommon {
-                                attributes: &p.attributes,
-                                start: p.start_time_unix_nano,
-                                time: p.time_unix_nano,
-                                exemplars: &p.exemplars,
-                                flags: p.flags,
-                            };
-                            let values = PointValues {
-                                is_monotonic: Some(s.is_monotonic),
-                                temporality: Some(s.aggregation_temporality),
-                                ..number_values(p.value.as_ref())
-                            };
-                            row("sum", common, values)?;
-                        }
-                    }
-                    Some(Data::Histogram(h)) => {
-                        for p in &h.data_points {
-                            let common = PointCommon {
-                                attributes: &p.attributes,
-                                start: p.start_time_unix_nano,
-                                time: p.time_unix_nano,
-                                exemplars: &p.exemplars,
-                                flags: p.flags,
-                            };
-                            let values = PointValues {
-                                temporality: Some(h.aggregation_temporality),
-                                count: Some(p.count),
-                                sum: p.sum,
-                                min: p.min,
-                                max: p.max,
-                                bucket_counts: Some(&p.bucket_counts),
-                                explicit_bounds: Some(&p.explicit_bounds),
-                                ..Default::default()
-                            };
-                            row("histogram", common, values)?;
-                        }
-                    }
-                    Some(Data::ExponentialHistogram(h)) => {
-                        for p in &h.data_points {
-                            let common = PointCommon {
-                                attributes: &p.attributes,
-                                start: p.start_time_unix_nano,
-                                time: p.time_unix_nano,
-                                exemplars: &p.exemplars,
-                                flags: p.flags,
-                            };
-                            let values = PointValues {
-                                temporality: Some(h.aggregation_temporality),
-                                count: Some(p.count),
-                                sum: p.sum,
-                                min: p.min,
-                                max: p.max,
-                                scale: Some(p.scale),
-                                zero_count: Some(p.zero_count),
-                                zero_threshold: Some(p.zero_threshold),
-                                positive: p.positive.as_ref(),
-                                negative: p.negative.as_ref(),
-                                ..Default::default()
-                            };
-                            row("exponential_histogram", common, values)?;
-                        }
-                    }
-                    Some(Data::Summary(s)) => {
-                        for p in &s.data_points {
-                            let common = PointCommon {
-                                attributes: &p.attributes,
-                                start: p.start_time_unix_nano,
-                                time: p.time_unix_nano,
-                                exemplars: &[],
-                                flags: p.flags,
-                            };
-                            let values = PointValues {
-                                count: Some(p.count),
-                                sum: Some(p.sum),
-                                quantiles: Some(&p.quantile_values),
-                                ..Default::default()
-                            };
-                            row("summary", common, values)?;
-                        }
-                    }
-                }
+                })?;
             }
         }
     }
     Ok(rejections.finish(columns.finish()?, "data points"))
+}
+
+/// What every kind of data point has, read from a point `$p` with exemplars.
+macro_rules! common {
+    ($p:expr, $exemplars:expr) => {
+        PointCommon {
+            attributes: &$p.attributes,
+            start: $p.start_time_unix_nano,
+            time: $p.time_unix_nano,
+            exemplars: $exemplars,
+            flags: $p.flags,
+        }
+    };
+}
+
+/// Calls `row(kind, common, values)` for each data point of `data`.
+fn each_point<'m>(
+    data: &'m Data,
+    mut row: impl FnMut(&'static str, PointCommon<'m>, PointValues<'m>) -> Result<()>,
+) -> Result<()> {
+    match data {
+        Data::Gauge(g) => g.data_points.iter().try_for_each(|p| {
+            row(
+                "gauge",
+                common!(p, &p.exemplars),
+                number_values(p.value.as_ref()),
+            )
+        }),
+        Data::Sum(s) => s.data_points.iter().try_for_each(|p| {
+            let values = PointValues {
+                is_monotonic: Some(s.is_monotonic),
+                temporality: Some(s.aggregation_temporality),
+                ..number_values(p.value.as_ref())
+            };
+            row("sum", common!(p, &p.exemplars), values)
+        }),
+        Data::Histogram(h) => h.data_points.iter().try_for_each(|p| {
+            let values = PointValues {
+                temporality: Some(h.aggregation_temporality),
+                count: Some(p.count),
+                sum: p.sum,
+                min: p.min,
+                max: p.max,
+                bucket_counts: Some(&p.bucket_counts),
+                explicit_bounds: Some(&p.explicit_bounds),
+                ..Default::default()
+            };
+            row("histogram", common!(p, &p.exemplars), values)
+        }),
+        Data::ExponentialHistogram(h) => h.data_points.iter().try_for_each(|p| {
+            let values = PointValues {
+                temporality: Some(h.aggregation_temporality),
+                count: Some(p.count),
+                sum: p.sum,
+                min: p.min,
+                max: p.max,
+                scale: Some(p.scale),
+                zero_count: Some(p.zero_count),
+                zero_threshold: Some(p.zero_threshold),
+                positive: p.positive.as_ref(),
+                negative: p.negative.as_ref(),
+                ..Default::default()
+            };
+            row("exponential_histogram", common!(p, &p.exemplars), values)
+        }),
+        Data::Summary(s) => s.data_points.iter().try_for_each(|p| {
+            let values = PointValues {
+                count: Some(p.count),
+                sum: Some(p.sum),
+                quantiles: Some(&p.quantile_values),
+                ..Default::default()
+            };
+            row("summary", common!(p, &[]), values)
+        }),
+    }
 }
 
 fn check_point(

@@ -335,151 +335,12 @@ pub fn metrics_to_otlp(batch: &RecordBatch) -> Result<ExportMetricsServiceReques
     let c = Columns(batch);
     let mut resource_metrics = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
-        let attributes = c.attributes("attributes", row)?;
-        let start = c.time("start_time", row)?;
-        let time = c.time("time", row)?;
-        let flags = c.u32("flags", row)?;
-        let temporality = c
-            .str("aggregation_temporality", row)?
-            .map(temporality_number)
-            .unwrap_or(0);
-        let mut exemplars = Vec::new();
-        if let Some(list) = c.list("exemplars", row)? {
-            let s = list.as_struct();
-            let times = struct_field(s, "time")?.as_primitive::<TimestampNanosecondType>();
-            let values = struct_field(s, "value")?.as_primitive::<Float64Type>();
-            let ints = struct_field(s, "value_int")?.as_primitive::<Int64Type>();
-            let trace_ids = struct_field(s, "trace_id")?.as_string::<i32>();
-            let span_ids = struct_field(s, "span_id")?.as_string::<i32>();
-            let attrs = struct_field(s, "filtered_attributes")?.as_map();
-            for i in 0..s.len() {
-                let value = if ints.is_valid(i) {
-                    Some(exemplar::Value::AsInt(ints.value(i)))
-                } else if values.is_valid(i) {
-                    Some(exemplar::Value::AsDouble(values.value(i)))
-                } else {
-                    None
-                };
-                let id = |a: &arrow::array::StringArray| {
-                    if a.is_valid(i) {
-                        hex::decode(a.value(i)).unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    }
-                };
-                exemplars.push(Exemplar {
-                    filtered_attributes: map_entries(attrs, i),
-                    time_unix_nano: times.value(i) as u64,
-                    span_id: id(span_ids),
-                    trace_id: id(trace_ids),
-                    value,
-                });
-            }
-        }
-        let number = || -> Result<NumberDataPoint> {
-            let value = match c.opt::<Int64Type>("value_int", row)? {
-                Some(i) => Some(number_data_point::Value::AsInt(i)),
-                None => c
-                    .opt::<Float64Type>("value", row)?
-                    .map(number_data_point::Value::AsDouble),
-            };
-            Ok(NumberDataPoint {
-                attributes: attributes.clone(),
-                start_time_unix_nano: start,
-                time_unix_nano: time,
-                exemplars: exemplars.clone(),
-                flags,
-                value,
-            })
-        };
-        let buckets = |offset: &str, counts: &str| -> Result<Option<Buckets>> {
-            Ok(match c.opt::<Int32Type>(offset, row)? {
-                Some(offset) => Some(Buckets {
-                    offset,
-                    bucket_counts: u64_list(c.list(counts, row)?),
-                }),
-                None => None,
-            })
-        };
-        let data = match c.string("metric_type", row)?.as_str() {
-            "gauge" => Data::Gauge(Gauge {
-                data_points: vec![number()?],
-            }),
-            "sum" => Data::Sum(Sum {
-                data_points: vec![number()?],
-                aggregation_temporality: temporality,
-                is_monotonic: c.get("is_monotonic")?.as_boolean().value(row),
-            }),
-            "histogram" => Data::Histogram(Histogram {
-                data_points: vec![HistogramDataPoint {
-                    attributes,
-                    start_time_unix_nano: start,
-                    time_unix_nano: time,
-                    count: c.opt::<UInt64Type>("count", row)?.unwrap_or(0),
-                    sum: c.opt::<Float64Type>("sum", row)?,
-                    bucket_counts: u64_list(c.list("bucket_counts", row)?),
-                    explicit_bounds: c
-                        .list("explicit_bounds", row)?
-                        .map(|a| a.as_primitive::<Float64Type>().values().to_vec())
-                        .unwrap_or_default(),
-                    exemplars,
-                    flags,
-                    min: c.opt::<Float64Type>("min", row)?,
-                    max: c.opt::<Float64Type>("max", row)?,
-                }],
-                aggregation_temporality: temporality,
-            }),
-            "exponential_histogram" => Data::ExponentialHistogram(ExponentialHistogram {
-                data_points: vec![ExponentialHistogramDataPoint {
-                    attributes,
-                    start_time_unix_nano: start,
-                    time_unix_nano: time,
-                    count: c.opt::<UInt64Type>("count", row)?.unwrap_or(0),
-                    sum: c.opt::<Float64Type>("sum", row)?,
-                    scale: c.opt::<Int32Type>("scale", row)?.unwrap_or(0),
-                    zero_count: c.opt::<UInt64Type>("zero_count", row)?.unwrap_or(0),
-                    positive: buckets("positive_offset", "positive_bucket_counts")?,
-                    negative: buckets("negative_offset", "negative_bucket_counts")?,
-                    flags,
-                    exemplars,
-                    min: c.opt::<Float64Type>("min", row)?,
-                    max: c.opt::<Float64Type>("max", row)?,
-                    zero_threshold: c.opt::<Float64Type>("zero_threshold", row)?.unwrap_or(0.0),
-                }],
-                aggregation_temporality: temporality,
-            }),
-            _ => {
-                let mut quantile_values = Vec::new();
-                if let Some(list) = c.list("quantiles", row)? {
-                    let s = list.as_struct();
-                    let q = struct_field(s, "quantile")?.as_primitive::<Float64Type>();
-                    let v = struct_field(s, "value")?.as_primitive::<Float64Type>();
-                    for i in 0..s.len() {
-                        quantile_values.push(ValueAtQuantile {
-                            quantile: q.value(i),
-                            value: v.value(i),
-                        });
-                    }
-                }
-                Data::Summary(Summary {
-                    data_points: vec![SummaryDataPoint {
-                        attributes,
-                        start_time_unix_nano: start,
-                        time_unix_nano: time,
-                        count: c.opt::<UInt64Type>("count", row)?.unwrap_or(0),
-                        sum: c.opt::<Float64Type>("sum", row)?.unwrap_or(0.0),
-                        quantile_values,
-                        flags,
-                    }],
-                })
-            }
-        };
         let metric = Metric {
             name: c.string("metric_name", row)?,
             description: c.string("description", row)?,
             unit: c.string("unit", row)?,
             metadata: c.attributes("metadata", row)?,
-            data: Some(data),
+            data: Some(point_data(&c, row)?),
         };
         let (resource, resource_schema_url, scope, scope_schema_url) = origin(&c, row)?;
         resource_metrics.push(ResourceMetrics {
@@ -493,4 +354,180 @@ pub fn metrics_to_otlp(batch: &RecordBatch) -> Result<ExportMetricsServiceReques
         });
     }
     Ok(ExportMetricsServiceRequest { resource_metrics })
+}
+
+/// What every kind of data point of a row has.
+struct PointCommon {
+    attributes: Vec<KeyValue>,
+    start: u64,
+    time: u64,
+    flags: u32,
+    temporality: i32,
+    exemplars: Vec<Exemplar>,
+}
+
+/// Row `row`'s data point, of its `metric_type`.
+fn point_data(c: &Columns, row: usize) -> Result<Data> {
+    let p = PointCommon {
+        attributes: c.attributes("attributes", row)?,
+        start: c.time("start_time", row)?,
+        time: c.time("time", row)?,
+        flags: c.u32("flags", row)?,
+        temporality: c
+            .str("aggregation_temporality", row)?
+            .map(temporality_number)
+            .unwrap_or(0),
+        exemplars: exemplars(c, row)?,
+    };
+    Ok(match c.string("metric_type", row)?.as_str() {
+        "gauge" => Data::Gauge(Gauge {
+            data_points: vec![number_point(c, row, p)?],
+        }),
+        "sum" => {
+            let temporality = p.temporality;
+            Data::Sum(Sum {
+                data_points: vec![number_point(c, row, p)?],
+                aggregation_temporality: temporality,
+                is_monotonic: c.get("is_monotonic")?.as_boolean().value(row),
+            })
+        }
+        "histogram" => histogram_data(c, row, p)?,
+        "exponential_histogram" => exponential_data(c, row, p)?,
+        _ => summary_data(c, row, p)?,
+    })
+}
+
+fn number_point(c: &Columns, row: usize, p: PointCommon) -> Result<NumberDataPoint> {
+    let value = match c.opt::<Int64Type>("value_int", row)? {
+        Some(i) => Some(number_data_point::Value::AsInt(i)),
+        None => c
+            .opt::<Float64Type>("value", row)?
+            .map(number_data_point::Value::AsDouble),
+    };
+    Ok(NumberDataPoint {
+        attributes: p.attributes,
+        start_time_unix_nano: p.start,
+        time_unix_nano: p.time,
+        exemplars: p.exemplars,
+        flags: p.flags,
+        value,
+    })
+}
+
+fn histogram_data(c: &Columns, row: usize, p: PointCommon) -> Result<Data> {
+    Ok(Data::Histogram(Histogram {
+        data_points: vec![HistogramDataPoint {
+            attributes: p.attributes,
+            start_time_unix_nano: p.start,
+            time_unix_nano: p.time,
+            count: c.opt::<UInt64Type>("count", row)?.unwrap_or(0),
+            sum: c.opt::<Float64Type>("sum", row)?,
+            bucket_counts: u64_list(c.list("bucket_counts", row)?),
+            explicit_bounds: c
+                .list("explicit_bounds", row)?
+                .map(|a| a.as_primitive::<Float64Type>().values().to_vec())
+                .unwrap_or_default(),
+            exemplars: p.exemplars,
+            flags: p.flags,
+            min: c.opt::<Float64Type>("min", row)?,
+            max: c.opt::<Float64Type>("max", row)?,
+        }],
+        aggregation_temporality: p.temporality,
+    }))
+}
+
+fn exponential_data(c: &Columns, row: usize, p: PointCommon) -> Result<Data> {
+    let buckets = |offset: &str, counts: &str| -> Result<Option<Buckets>> {
+        Ok(match c.opt::<Int32Type>(offset, row)? {
+            Some(offset) => Some(Buckets {
+                offset,
+                bucket_counts: u64_list(c.list(counts, row)?),
+            }),
+            None => None,
+        })
+    };
+    Ok(Data::ExponentialHistogram(ExponentialHistogram {
+        data_points: vec![ExponentialHistogramDataPoint {
+            attributes: p.attributes,
+            start_time_unix_nano: p.start,
+            time_unix_nano: p.time,
+            count: c.opt::<UInt64Type>("count", row)?.unwrap_or(0),
+            sum: c.opt::<Float64Type>("sum", row)?,
+            scale: c.opt::<Int32Type>("scale", row)?.unwrap_or(0),
+            zero_count: c.opt::<UInt64Type>("zero_count", row)?.unwrap_or(0),
+            positive: buckets("positive_offset", "positive_bucket_counts")?,
+            negative: buckets("negative_offset", "negative_bucket_counts")?,
+            flags: p.flags,
+            exemplars: p.exemplars,
+            min: c.opt::<Float64Type>("min", row)?,
+            max: c.opt::<Float64Type>("max", row)?,
+            zero_threshold: c.opt::<Float64Type>("zero_threshold", row)?.unwrap_or(0.0),
+        }],
+        aggregation_temporality: p.temporality,
+    }))
+}
+
+fn summary_data(c: &Columns, row: usize, p: PointCommon) -> Result<Data> {
+    let mut quantile_values = Vec::new();
+    if let Some(list) = c.list("quantiles", row)? {
+        let s = list.as_struct();
+        let q = struct_field(s, "quantile")?.as_primitive::<Float64Type>();
+        let v = struct_field(s, "value")?.as_primitive::<Float64Type>();
+        for i in 0..s.len() {
+            quantile_values.push(ValueAtQuantile {
+                quantile: q.value(i),
+                value: v.value(i),
+            });
+        }
+    }
+    Ok(Data::Summary(Summary {
+        data_points: vec![SummaryDataPoint {
+            attributes: p.attributes,
+            start_time_unix_nano: p.start,
+            time_unix_nano: p.time,
+            count: c.opt::<UInt64Type>("count", row)?.unwrap_or(0),
+            sum: c.opt::<Float64Type>("sum", row)?.unwrap_or(0.0),
+            quantile_values,
+            flags: p.flags,
+        }],
+    }))
+}
+
+/// Row `row`'s exemplars.
+fn exemplars(c: &Columns, row: usize) -> Result<Vec<Exemplar>> {
+    let mut exemplars = Vec::new();
+    let Some(list) = c.list("exemplars", row)? else {
+        return Ok(exemplars);
+    };
+    let s = list.as_struct();
+    let times = struct_field(s, "time")?.as_primitive::<TimestampNanosecondType>();
+    let values = struct_field(s, "value")?.as_primitive::<Float64Type>();
+    let ints = struct_field(s, "value_int")?.as_primitive::<Int64Type>();
+    let trace_ids = struct_field(s, "trace_id")?.as_string::<i32>();
+    let span_ids = struct_field(s, "span_id")?.as_string::<i32>();
+    let attrs = struct_field(s, "filtered_attributes")?.as_map();
+    for i in 0..s.len() {
+        let value = if ints.is_valid(i) {
+            Some(exemplar::Value::AsInt(ints.value(i)))
+        } else if values.is_valid(i) {
+            Some(exemplar::Value::AsDouble(values.value(i)))
+        } else {
+            None
+        };
+        let id = |a: &arrow::array::StringArray| {
+            if a.is_valid(i) {
+                hex::decode(a.value(i)).unwrap_or_default()
+            } else {
+                Vec::new()
+            }
+        };
+        exemplars.push(Exemplar {
+            filtered_attributes: map_entries(attrs, i),
+            time_unix_nano: times.value(i) as u64,
+            span_id: id(span_ids),
+            trace_id: id(trace_ids),
+            value,
+        });
+    }
+    Ok(exemplars)
 }

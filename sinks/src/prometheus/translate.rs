@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{
@@ -180,107 +180,22 @@ impl Translator {
     }
 
     fn rows<'a>(&self, batch: &'a RecordBatch) -> swarmscope_processors::Result<Rows<'a>> {
-        let resource = MapColumn::of(batch, "resource_attributes")?;
-        let attributes = MapColumn::of(batch, "attributes")?;
-        let scope_name = strings(batch, "scope_name")?;
-        let scope_version = strings(batch, "scope_version")?;
-        let names = strings(batch, "metric_name")?;
-        let types = strings(batch, "metric_type")?;
-        let units = strings(batch, "unit")?;
-        let help = strings(batch, "description")?;
-        let value = primitives::<Float64Type>(batch, "value")?;
-        let value_int = primitives::<Int64Type>(batch, "value_int")?;
-        let monotonic = booleans(batch, "is_monotonic")?;
-        let temporality = strings(batch, "aggregation_temporality")?;
-        let count = primitives::<UInt64Type>(batch, "count")?;
-        let sum = primitives::<Float64Type>(batch, "sum")?;
-        let times = timestamps(batch, "time")?;
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| swarmscope_processors::Error::Schema(format!("no column {name}")))
-        };
-        let buckets = column("bucket_counts")?.as_list::<i32>();
-        let bounds = column("explicit_bounds")?.as_list::<i32>();
-        let quantiles = column("quantiles")?.as_list::<i32>();
-
+        let c = MetricColumns::of(batch)?;
         let mut out = Rows::default();
         let mut last_target: Option<Labels> = None;
         for row in 0..batch.num_rows() {
-            let kind = types.value(row);
-            let is_monotonic = monotonic.is_valid(row) && monotonic.value(row);
-            let delta = string_at(temporality, row) == Some("DELTA");
-            let total = if sum.is_valid(row) {
-                sum.value(row)
-            } else {
-                0.0
-            };
-            let (family_kind, value) = match kind {
-                "gauge" | "sum" => {
-                    let number = if value.is_valid(row) {
-                        value.value(row)
-                    } else if value_int.is_valid(row) {
-                        value_int.value(row) as f64
-                    } else {
-                        continue;
-                    };
-                    let kind = if kind == "sum" && is_monotonic {
-                        MetricType::COUNTER
-                    } else {
-                        MetricType::GAUGE
-                    };
-                    (kind, Value::Number(number))
-                }
-                "histogram" => {
-                    let list = |l: &arrow::array::ListArray| l.is_valid(row).then(|| l.value(row));
-                    let mut counts: Vec<u64> = list(buckets)
-                        .map(|c| c.as_primitive::<UInt64Type>().values().to_vec())
-                        .unwrap_or_default();
-                    let mut bounds: Vec<f64> = list(bounds)
-                        .map(|b| b.as_primitive::<Float64Type>().values().to_vec())
-                        .unwrap_or_default();
-                    if counts.len() != bounds.len() + 1 {
-                        // Without (consistent) buckets, everything is in +Inf.
-                        bounds.clear();
-                        counts = vec![count.value(row)];
-                    }
-                    let value = Value::Histogram {
-                        counts,
-                        bounds,
-                        sum: total,
-                        count: count.value(row),
-                    };
-                    (MetricType::HISTOGRAM, value)
-                }
-                "summary" => {
-                    let mut pairs = Vec::new();
-                    if quantiles.is_valid(row) {
-                        let list = quantiles.value(row);
-                        let list = list.as_struct();
-                        let q = list.column(0).as_primitive::<Float64Type>();
-                        let v = list.column(1).as_primitive::<Float64Type>();
-                        pairs = q
-                            .values()
-                            .iter()
-                            .copied()
-                            .zip(v.values().iter().copied())
-                            .collect();
-                    }
-                    let value = Value::Summary {
-                        quantiles: pairs,
-                        sum: total,
-                        count: count.value(row),
-                    };
-                    (MetricType::SUMMARY, value)
-                }
-                _ => {
+            let (family_kind, value) = match c.point(row) {
+                Ok(Some(point)) => point,
+                Ok(None) => continue,
+                Err(kind) => {
                     self.dropped.with_label_values(&[kind]).inc();
                     continue;
                 }
             };
+            let kind = c.types.value(row);
             let family = metric_name(
-                names.value(row),
-                units.value(row),
+                c.names.value(row),
+                c.units.value(row),
                 family_kind == MetricType::COUNTER,
                 kind == "gauge",
             );
@@ -288,30 +203,8 @@ impl Translator {
                 self.dropped.with_label_values(&["invalid_name"]).inc();
                 continue;
             }
-            let mut labels = BTreeMap::new();
-            let mut add = |key: &str, value: &str| {
-                labels
-                    .entry(label_name(key))
-                    .and_modify(|v: &mut String| {
-                        // Two keys sanitised alike: both values, as the Collector does.
-                        v.push(';');
-                        v.push_str(value);
-                    })
-                    .or_insert_with(|| value.to_owned());
-            };
-            attributes.scan(row, &mut add);
-            if self.resource_labels {
-                resource.scan(row, &mut add);
-            }
-            let scope = scope_name.value(row);
-            if !scope.is_empty() {
-                labels.insert("otel_scope_name".into(), scope.to_owned());
-                let version = scope_version.value(row);
-                if !version.is_empty() {
-                    labels.insert("otel_scope_version".into(), version.to_owned());
-                }
-            }
-            let target = target_labels(&resource, row);
+            let mut labels = c.labels(row, self.resource_labels);
+            let target = target_labels(&c.resource, row);
             for (k, v) in target.iter().filter(|(k, _)| k == "job" || k == "instance") {
                 labels.insert(k.clone(), v.clone());
             }
@@ -333,13 +226,13 @@ impl Translator {
                 kind: family_kind,
                 // promtool wants help text; a metric without a description has its
                 // OTLP name.
-                help: match help.value(row) {
-                    "" => format!("OTLP metric {}", names.value(row)).into(),
+                help: match c.help.value(row) {
+                    "" => format!("OTLP metric {}", c.names.value(row)).into(),
                     described => described.into(),
                 },
                 labels: labels.into_iter().collect(),
-                delta,
-                time: times.value(row),
+                delta: string_at(c.temporality, row) == Some("DELTA"),
+                time: c.times.value(row),
                 value,
             });
         }
@@ -556,6 +449,164 @@ impl Collector for TranslatorCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         self.0.families()
+    }
+}
+
+/// The columns of a `metrics` batch the translation reads.
+struct MetricColumns<'a> {
+    resource: MapColumn<'a>,
+    attributes: MapColumn<'a>,
+    scope_name: &'a StringArray,
+    scope_version: &'a StringArray,
+    names: &'a StringArray,
+    types: &'a StringArray,
+    units: &'a StringArray,
+    help: &'a StringArray,
+    value: &'a arrow::array::Float64Array,
+    value_int: &'a arrow::array::Int64Array,
+    monotonic: &'a arrow::array::BooleanArray,
+    temporality: &'a StringArray,
+    count: &'a arrow::array::UInt64Array,
+    sum: &'a arrow::array::Float64Array,
+    times: &'a arrow::array::TimestampNanosecondArray,
+    buckets: &'a arrow::array::ListArray,
+    bounds: &'a arrow::array::ListArray,
+    quantiles: &'a arrow::array::ListArray,
+}
+
+impl<'a> MetricColumns<'a> {
+    fn of(batch: &'a RecordBatch) -> swarmscope_processors::Result<MetricColumns<'a>> {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| swarmscope_processors::Error::Schema(format!("no column {name}")))
+        };
+        Ok(MetricColumns {
+            resource: MapColumn::of(batch, "resource_attributes")?,
+            attributes: MapColumn::of(batch, "attributes")?,
+            scope_name: strings(batch, "scope_name")?,
+            scope_version: strings(batch, "scope_version")?,
+            names: strings(batch, "metric_name")?,
+            types: strings(batch, "metric_type")?,
+            units: strings(batch, "unit")?,
+            help: strings(batch, "description")?,
+            value: primitives::<Float64Type>(batch, "value")?,
+            value_int: primitives::<Int64Type>(batch, "value_int")?,
+            monotonic: booleans(batch, "is_monotonic")?,
+            temporality: strings(batch, "aggregation_temporality")?,
+            count: primitives::<UInt64Type>(batch, "count")?,
+            sum: primitives::<Float64Type>(batch, "sum")?,
+            times: timestamps(batch, "time")?,
+            buckets: column("bucket_counts")?.as_list::<i32>(),
+            bounds: column("explicit_bounds")?.as_list::<i32>(),
+            quantiles: column("quantiles")?.as_list::<i32>(),
+        })
+    }
+
+    /// Row `row`'s kind on `/metrics` and its value: `Ok(None)` for a number point
+    /// without a number, `Err(kind)` for a kind the text format has no place for.
+    fn point(&self, row: usize) -> Result<Option<(MetricType, Value)>, &'a str> {
+        let kind = self.types.value(row);
+        Ok(Some(match kind {
+            "gauge" | "sum" => {
+                let number = if self.value.is_valid(row) {
+                    self.value.value(row)
+                } else if self.value_int.is_valid(row) {
+                    self.value_int.value(row) as f64
+                } else {
+                    return Ok(None);
+                };
+                let monotonic = self.monotonic.is_valid(row) && self.monotonic.value(row);
+                let kind = if kind == "sum" && monotonic {
+                    MetricType::COUNTER
+                } else {
+                    MetricType::GAUGE
+                };
+                (kind, Value::Number(number))
+            }
+            "histogram" => (MetricType::HISTOGRAM, self.histogram(row)),
+            "summary" => (MetricType::SUMMARY, self.summary(row)),
+            _ => return Err(kind),
+        }))
+    }
+
+    fn total(&self, row: usize) -> f64 {
+        if self.sum.is_valid(row) {
+            self.sum.value(row)
+        } else {
+            0.0
+        }
+    }
+
+    fn histogram(&self, row: usize) -> Value {
+        let list = |l: &arrow::array::ListArray| l.is_valid(row).then(|| l.value(row));
+        let mut counts: Vec<u64> = list(self.buckets)
+            .map(|c| c.as_primitive::<UInt64Type>().values().to_vec())
+            .unwrap_or_default();
+        let mut bounds: Vec<f64> = list(self.bounds)
+            .map(|b| b.as_primitive::<Float64Type>().values().to_vec())
+            .unwrap_or_default();
+        if counts.len() != bounds.len() + 1 {
+            // Without (consistent) buckets, everything is in +Inf.
+            bounds.clear();
+            counts = vec![self.count.value(row)];
+        }
+        Value::Histogram {
+            counts,
+            bounds,
+            sum: self.total(row),
+            count: self.count.value(row),
+        }
+    }
+
+    fn summary(&self, row: usize) -> Value {
+        let mut pairs = Vec::new();
+        if self.quantiles.is_valid(row) {
+            let list = self.quantiles.value(row);
+            let list = list.as_struct();
+            let q = list.column(0).as_primitive::<Float64Type>();
+            let v = list.column(1).as_primitive::<Float64Type>();
+            pairs = q
+                .values()
+                .iter()
+                .copied()
+                .zip(v.values().iter().copied())
+                .collect();
+        }
+        Value::Summary {
+            quantiles: pairs,
+            sum: self.total(row),
+            count: self.count.value(row),
+        }
+    }
+
+    /// Row `row`'s labels: its attributes (and its resource's, with
+    /// `resource_labels`), and its scope's name and version.
+    fn labels(&self, row: usize, resource_labels: bool) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        let mut add = |key: &str, value: &str| {
+            labels
+                .entry(label_name(key))
+                .and_modify(|v: &mut String| {
+                    // Two keys sanitised alike: both values, as the Collector does.
+                    v.push(';');
+                    v.push_str(value);
+                })
+                .or_insert_with(|| value.to_owned());
+        };
+        self.attributes.scan(row, &mut add);
+        if resource_labels {
+            self.resource.scan(row, &mut add);
+        }
+        let scope = self.scope_name.value(row);
+        if !scope.is_empty() {
+            labels.insert("otel_scope_name".into(), scope.to_owned());
+            let version = self.scope_version.value(row);
+            if !version.is_empty() {
+                labels.insert("otel_scope_version".into(), version.to_owned());
+            }
+        }
+        labels
     }
 }
 

@@ -299,17 +299,7 @@ fn span(
         Some(id(parent_span_id, 8)?)
     };
     let (start, end) = (time(start)?, time(end)?);
-    let (mut status_code, mut status_message) = (0i32, "");
-    if let Some(status) = status {
-        let mut fields = Fields::of(status);
-        while let Some((number, value)) = fields.next()? {
-            match number {
-                2 => status_message = value.str()?,
-                3 => status_code = value.varint()? as i32,
-                _ => skip(value)?,
-            }
-        }
-    }
+    let (status_code, status_message) = span_status(status)?;
 
     let c = columns;
     c.start_time.append_value(start);
@@ -339,7 +329,27 @@ fn span(
     c.dropped_attributes.append_value(dropped_attributes);
     c.dropped_events.append_value(dropped_events);
     c.dropped_links.append_value(dropped_links);
+    append_origin(c, origin)
+}
 
+/// A span's `Status`: its code and message.
+fn span_status(status: Option<&[u8]>) -> Walk<(i32, &str)> {
+    let (mut code, mut message) = (0i32, "");
+    if let Some(status) = status {
+        let mut fields = Fields::of(status);
+        while let Some((number, value)) = fields.next()? {
+            match number {
+                2 => message = value.str()?,
+                3 => code = value.varint()? as i32,
+                _ => skip(value)?,
+            }
+        }
+    }
+    Ok((code, message))
+}
+
+/// The span row's resource and scope columns.
+fn append_origin(c: &mut SpanColumns, origin: &OriginView<'_>) -> Walk<()> {
     let o = &mut c.origin;
     o.service_name.append_option(origin.service_name);
     append_rendered(&mut o.resource_attributes, &origin.resource_attributes)?;
