@@ -12,6 +12,7 @@ mod workload;
 
 use std::hint::black_box;
 
+use arrow::array::RecordBatch;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use parquet::arrow::ArrowWriter;
@@ -31,10 +32,23 @@ use swarmscope_sinks::store::{writer_properties, StorageConfig, RANDOM_ID_COLUMN
 fn hot_paths(c: &mut Criterion) {
     let workload = workload::Workload::default();
     let requests = workload.requests(20, 1_700_000_000_000_000_000);
-    let request = &requests[0];
     let spans = workload.spans_per_request as u64;
-    let bytes = request.encode_to_vec();
+    let batch = request(c, &requests[0], spans);
+    // A flush of 20 requests, 10,000 spans, written batch by batch as the store does.
+    let batches: Vec<_> = requests
+        .iter()
+        .map(|r| spans_from_otlp(r).expect("convert").batch)
+        .collect();
+    let props = writer_properties(&StorageConfig::default()).expect("properties");
+    flush(c, &batches, &props);
+    coordination(c, &batch, &batches, &props, spans);
+    genai(c, &batch, spans);
+    graph(c);
+}
 
+/// A request: decoded, converted, encoded for the log.
+fn request(c: &mut Criterion, request: &ExportTraceServiceRequest, spans: u64) -> RecordBatch {
+    let bytes = request.encode_to_vec();
     let mut group = c.benchmark_group("request");
     group.throughput(Throughput::Elements(spans));
     group.bench_function("decode_prost", |b| {
@@ -69,17 +83,16 @@ fn hot_paths(c: &mut Criterion) {
     group.bench_function("arrow_ipc_encode", |b| b.iter(|| ipc(&batch)));
     group.finish();
 
-    // A flush of 20 requests, 10,000 spans, written batch by batch as the store does.
-    let batches: Vec<_> = requests
-        .iter()
-        .map(|r| spans_from_otlp(r).expect("convert").batch)
-        .collect();
+    batch
+}
+
+/// A flush with the store's settings, then alternatives measured against them.
+fn flush(c: &mut Criterion, batches: &[RecordBatch], props: &WriterProperties) {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let props = writer_properties(&StorageConfig::default()).expect("properties");
     let mut group = c.benchmark_group("flush");
     group.throughput(Throughput::Elements(rows as u64));
     group.sample_size(20);
-    let encode = |props: &WriterProperties| parquet(&batches, props);
+    let encode = |props: &WriterProperties| parquet(batches, props);
     // The store's settings, then alternatives measured against them: min/max
     // statistics on the top-level strings too (what the store wrote before), on every
     // column (nested ones and random ids included), dictionaries for the random ids
@@ -122,7 +135,7 @@ fn hot_paths(c: &mut Criterion) {
         .set_column_dictionary_enabled(attribute_values, false)
         .build();
     for (name, props) in [
-        ("parquet_encode", &props),
+        ("parquet_encode", props),
         ("parquet_encode_string_statistics", &string_statistics),
         ("parquet_encode_all_statistics", &all_statistics),
         ("parquet_encode_ids_dictionary", &ids_dictionary),
@@ -136,7 +149,17 @@ fn hot_paths(c: &mut Criterion) {
         group.bench_function(name, |b| b.iter(|| encode(props)));
     }
     group.finish();
+}
 
+/// The coordination processor's rows.
+fn coordination(
+    c: &mut Criterion,
+    batch: &RecordBatch,
+    batches: &[RecordBatch],
+    props: &WriterProperties,
+    spans: u64,
+) {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     // The coordination processor on the acknowledgement path: its rows derived from a
     // request's spans (every span of the workload carries `coordination.work.id`),
     // encoded for the log, and a flush of 20 requests' rows.
@@ -159,7 +182,7 @@ fn hot_paths(c: &mut Criterion) {
         .iter()
         .map(|b| derive(&TableBatch::new(Table::SPANS, b.clone())))
         .collect();
-    let encode = || parquet(&all_derived, &props);
+    let encode = || parquet(&all_derived, props);
     eprintln!(
         "coordination parquet_encode: {:.1} bytes/span",
         encode() as f64 / rows as f64
@@ -168,7 +191,11 @@ fn hot_paths(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("parquet_encode", |b| b.iter(encode));
     group.finish();
+}
 
+/// GenAI attribution.
+fn genai(c: &mut Criterion, batch: &RecordBatch, spans: u64) {
+    let source = TableBatch::new(Table::SPANS, batch.clone());
     // GenAI attribution on the acknowledgement path: every span of the workload reports
     // usage and sits under a root of its request, none of them an agent span, so each
     // call walks up to its root and settles with no agent (no row, nothing waiting).
@@ -179,7 +206,10 @@ fn hot_paths(c: &mut Criterion) {
         b.iter(|| genai.derive(&source).expect("derive"))
     });
     group.finish();
+}
 
+/// The call graph.
+fn graph(c: &mut Criterion) {
     // The call graph off the acknowledgement path: a request of 250 client spans, then
     // the other service's request of their 250 server spans, which pair them all.
     let graph = ServiceGraph::new(&GraphConfig::default(), LiveClock::wall(600));

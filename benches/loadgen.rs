@@ -333,83 +333,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             start + deadline,
         ))
     });
-    let mut tasks = Vec::new();
-    for _ in 0..args.concurrency {
-        let bodies = bodies.clone();
-        let requests = requests.clone();
-        let next = next.clone();
-        let args_endpoint = args.endpoint.clone();
-        let token = args.token.clone();
-        let protocol = args.protocol;
-        let retry = Duration::from_millis(args.retry_ms);
-        tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            let mut grpc = None;
-            let http = reqwest::Client::new();
-            let url = format!("{}/v1/traces", args_endpoint.trim_end_matches('/'));
-            if protocol == Protocol::Grpc {
-                let channel = tonic::transport::Endpoint::from_shared(args_endpoint)?
-                    .connect()
-                    .await?;
-                grpc = Some(tonic::client::Grpc::new(channel));
-            }
-            loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                match total_requests {
-                    Some(total) if n >= total => break,
-                    None if start.elapsed() >= deadline => break,
-                    _ => {}
-                }
-                let (index, cycle) = ((n as usize) % bodies.len(), n / bodies.len() as u64);
-                let body = if requests.is_empty() || cycle == 0 {
-                    bodies[index].clone()
-                } else {
-                    Bytes::from(
-                        workload::Workload::renewed(&requests[index], cycle, cycle * cycle_shift)
-                            .encode_to_vec(),
-                    )
-                };
-                // A refused request is sent again after --retry-ms, as an OTLP exporter
-                // retries, until it is taken or (with --duration) the time is up.
-                let outcome = loop {
-                    let sent = Instant::now();
-                    let outcome = match grpc.as_mut() {
-                        Some(client) => send_grpc(client, body.clone(), token.as_deref()).await,
-                        None => send_http(&http, &url, body.clone(), token.as_deref()).await,
-                    };
-                    tally
-                        .latencies_us
-                        .push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                    if !matches!(outcome, Outcome::Refused) {
-                        break outcome;
-                    }
-                    tally.refused_requests += 1;
-                    if total_requests.is_none() && start.elapsed() >= deadline {
-                        break Outcome::Refused;
-                    }
-                    tokio::time::sleep(retry).await;
-                };
-                match outcome {
-                    Outcome::Accepted(response) => {
-                        let rejected = ExportTraceServiceResponse::decode(response)
-                            .ok()
-                            .and_then(|r| r.partial_success)
-                            .map_or(0, |p| p.rejected_spans.max(0) as u64);
-                        tally.accepted_spans += per_request - rejected.min(per_request);
-                        tally.rejected_spans += rejected;
-                    }
-                    Outcome::Refused => {}
-                    Outcome::Failed(e) => {
-                        if tally.failed_requests == 0 {
-                            eprintln!("loadgen: request failed: {e}");
-                        }
-                        tally.failed_requests += 1;
-                    }
-                }
-            }
-            Ok::<Tally, Box<dyn std::error::Error + Send + Sync>>(tally)
-        }));
-    }
+    let shared = Shared {
+        bodies,
+        requests,
+        next,
+        endpoint: args.endpoint.clone(),
+        token: args.token.clone(),
+        protocol: args.protocol,
+        retry: Duration::from_millis(args.retry_ms),
+        total_requests,
+        per_request,
+        cycle_shift,
+        start,
+        deadline,
+    };
+    let tasks: Vec<_> = (0..args.concurrency)
+        .map(|_| tokio::spawn(connection(shared.clone())))
+        .collect();
     let mut total = Tally::default();
     for task in tasks {
         let t = task.await?.map_err(|e| e.to_string())?;
@@ -431,6 +371,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         percentile(&visible_us, 0.99),
         percentile(&visible_us, 1.0),
     );
+    let visible = (visible, visible_us.len());
+    report(&args, &total, elapsed, bytes_per_span, visible);
+    Ok(())
+}
+
+/// Prints what the run measured, as JSON with `--json`.
+fn report(
+    args: &Args,
+    total: &Tally,
+    elapsed: f64,
+    bytes_per_span: f64,
+    (visible, probes): ((f64, f64, f64), usize),
+) {
     let spans_per_sec = total.accepted_spans as f64 / elapsed;
     let (p50, p99) = (
         percentile(&total.latencies_us, 0.50),
@@ -452,7 +405,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "latency_p50_ms": p50,
                 "latency_p99_ms": p99,
                 "otlp_bytes_per_span": bytes_per_span,
-                "probes": visible_us.len(),
+                "probes": probes,
                 "visible_p50_ms": visible.0,
                 "visible_p99_ms": visible.1,
                 "visible_max_ms": visible.2,
@@ -477,15 +430,107 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("failed requests    {}", total.failed_requests);
         println!("latency p50 / p99  {p50:.2} ms / {p99:.2} ms");
         println!("OTLP bytes/span    {bytes_per_span:.1}");
-        if !visible_us.is_empty() {
+        if probes > 0 {
             println!(
                 "ack to visible     p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} probes)",
-                visible.0,
-                visible.1,
-                visible.2,
-                visible_us.len()
+                visible.0, visible.1, visible.2, probes
             );
         }
     }
-    Ok(())
+}
+
+/// What every connection shares: the requests, the counter of those sent, and when to
+/// stop.
+#[derive(Clone)]
+struct Shared {
+    bodies: Vec<Bytes>,
+    requests: std::sync::Arc<
+        Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    >,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    endpoint: String,
+    token: Option<String>,
+    protocol: Protocol,
+    retry: Duration,
+    total_requests: Option<u64>,
+    per_request: u64,
+    cycle_shift: u64,
+    start: Instant,
+    deadline: Duration,
+}
+
+/// One connection's requests, until the count or the time is up.
+async fn connection(s: Shared) -> Result<Tally, Box<dyn std::error::Error + Send + Sync>> {
+    let mut tally = Tally::default();
+    let mut grpc = None;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/traces", s.endpoint.trim_end_matches('/'));
+    if s.protocol == Protocol::Grpc {
+        let channel = tonic::transport::Endpoint::from_shared(s.endpoint.clone())?
+            .connect()
+            .await?;
+        grpc = Some(tonic::client::Grpc::new(channel));
+    }
+    loop {
+        let n = s.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match s.total_requests {
+            Some(total) if n >= total => break,
+            None if s.start.elapsed() >= s.deadline => break,
+            _ => {}
+        }
+        let (index, cycle) = ((n as usize) % s.bodies.len(), n / s.bodies.len() as u64);
+        let body = if s.requests.is_empty() || cycle == 0 {
+            s.bodies[index].clone()
+        } else {
+            Bytes::from(
+                workload::Workload::renewed(&s.requests[index], cycle, cycle * s.cycle_shift)
+                    .encode_to_vec(),
+            )
+        };
+        // A refused request is sent again after --retry-ms, as an OTLP exporter
+        // retries, until it is taken or (with --duration) the time is up.
+        let outcome = loop {
+            let sent = Instant::now();
+            let outcome = match grpc.as_mut() {
+                Some(client) => send_grpc(client, body.clone(), s.token.as_deref()).await,
+                None => send_http(&http, &url, body.clone(), s.token.as_deref()).await,
+            };
+            tally
+                .latencies_us
+                .push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            if !matches!(outcome, Outcome::Refused) {
+                break outcome;
+            }
+            tally.refused_requests += 1;
+            if s.total_requests.is_none() && s.start.elapsed() >= s.deadline {
+                break Outcome::Refused;
+            }
+            tokio::time::sleep(s.retry).await;
+        };
+        tally.count(outcome, s.per_request);
+    }
+    Ok(tally)
+}
+
+impl Tally {
+    /// Counts a request's outcome.
+    fn count(&mut self, outcome: Outcome, per_request: u64) {
+        match outcome {
+            Outcome::Accepted(response) => {
+                let rejected = ExportTraceServiceResponse::decode(response)
+                    .ok()
+                    .and_then(|r| r.partial_success)
+                    .map_or(0, |p| p.rejected_spans.max(0) as u64);
+                self.accepted_spans += per_request - rejected.min(per_request);
+                self.rejected_spans += rejected;
+            }
+            Outcome::Refused => {}
+            Outcome::Failed(e) => {
+                if self.failed_requests == 0 {
+                    eprintln!("loadgen: request failed: {e}");
+                }
+                self.failed_requests += 1;
+            }
+        }
+    }
 }

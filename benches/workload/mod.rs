@@ -140,6 +140,52 @@ impl Workload {
             .collect()
     }
 
+    /// A span's 10 attributes (the work item's by `work_item_share`), drawn in order.
+    fn attributes(
+        &self,
+        rng: &mut SmallRng,
+        agent: usize,
+        team: &str,
+        error: bool,
+    ) -> Vec<KeyValue> {
+        let model = MODELS[rng.random_range(0..MODELS.len())];
+        let mut attributes = vec![
+            kv(
+                "http.request.method",
+                s(METHODS[rng.random_range(0..METHODS.len())]),
+            ),
+            kv("http.route", s(ROUTES[rng.random_range(0..ROUTES.len())])),
+            kv(
+                "http.response.status_code",
+                Value::IntValue(if error { 500 } else { 200 }),
+            ),
+            kv("gen_ai.agent.id", s(format!("agent-{agent:03}"))),
+            kv("gen_ai.request.model", s(model)),
+            kv(
+                "gen_ai.usage.input_tokens",
+                Value::IntValue(rng.random_range(10..4000)),
+            ),
+            kv(
+                "gen_ai.usage.output_tokens",
+                Value::IntValue(rng.random_range(1..1500)),
+            ),
+            kv("coordination.team", s(team)),
+            kv(
+                "coordination.work.id",
+                s(format!("W-{}", rng.random_range(0..1_000_000u32))),
+            ),
+            kv(
+                "enduser.id",
+                s(format!("user-{}", rng.random_range(0..100_000u32))),
+            ),
+        ];
+        // With the default share, no draw: the standard workload is unchanged.
+        if self.work_item_share < 1.0 && !rng.random_bool(self.work_item_share) {
+            attributes.retain(|a| a.key != "coordination.work.id");
+        }
+        attributes
+    }
+
     fn request(&self, rng: &mut SmallRng, index: usize, t0: u64) -> ExportTraceServiceRequest {
         let service = index % self.services;
         let mut spans = Vec::with_capacity(self.spans_per_request);
@@ -157,41 +203,7 @@ impl Workload {
                 let start = trace_start + child as u64 * 2_000_000;
                 let duration = rng.random_range(50_000..50_000_000u64);
                 let error = rng.random_bool(0.05);
-                let model = MODELS[rng.random_range(0..MODELS.len())];
-                let mut attributes = vec![
-                    kv(
-                        "http.request.method",
-                        s(METHODS[rng.random_range(0..METHODS.len())]),
-                    ),
-                    kv("http.route", s(ROUTES[rng.random_range(0..ROUTES.len())])),
-                    kv(
-                        "http.response.status_code",
-                        Value::IntValue(if error { 500 } else { 200 }),
-                    ),
-                    kv("gen_ai.agent.id", s(format!("agent-{agent:03}"))),
-                    kv("gen_ai.request.model", s(model)),
-                    kv(
-                        "gen_ai.usage.input_tokens",
-                        Value::IntValue(rng.random_range(10..4000)),
-                    ),
-                    kv(
-                        "gen_ai.usage.output_tokens",
-                        Value::IntValue(rng.random_range(1..1500)),
-                    ),
-                    kv("coordination.team", s(team)),
-                    kv(
-                        "coordination.work.id",
-                        s(format!("W-{}", rng.random_range(0..1_000_000u32))),
-                    ),
-                    kv(
-                        "enduser.id",
-                        s(format!("user-{}", rng.random_range(0..100_000u32))),
-                    ),
-                ];
-                // With the default share, no draw: the standard workload is unchanged.
-                if self.work_item_share < 1.0 && !rng.random_bool(self.work_item_share) {
-                    attributes.retain(|a| a.key != "coordination.work.id");
-                }
+                let attributes = self.attributes(rng, agent, team, error);
                 let events = if rng.random_bool(0.10) {
                     vec![span::Event {
                         time_unix_nano: start + duration / 2,
