@@ -167,7 +167,6 @@ pub async fn snapshots(
     handle: SinkHandle,
     interval: std::time::Duration,
     telemetry: Arc<crate::telemetry::Telemetry>,
-    pipeline: Pipeline,
     instance: String,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -183,7 +182,7 @@ pub async fn snapshots(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        let families = telemetry.gather(&pipeline);
+        let families = telemetry.gather();
         match snapshot(
             &families,
             now,

@@ -330,7 +330,6 @@ impl Running {
                 handle,
                 rw.interval(),
                 Arc::clone(&telemetry),
-                pipeline.clone(),
                 listeners.bound.api.to_string(),
                 stopped(sinks_rx),
             )));

@@ -16,8 +16,6 @@ use swarmscope_processors::schema::Table;
 use swarmscope_queries::QueryEngine;
 use swarmscope_sinks::store::ParquetStore;
 
-use crate::pipeline::Pipeline;
-
 /// The receiver's transport, as the `transport` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -181,6 +179,8 @@ pub struct Telemetry {
     parquet_files: IntGaugeVec,
     parquet_bytes: IntGaugeVec,
     quarantined: IntGauge,
+    /// Whose state the gauges read.
+    store: ParquetStore,
 }
 
 impl Telemetry {
@@ -235,6 +235,7 @@ impl Telemetry {
                 "Unreadable Parquet files moved to _quarantine/ since the start.",
             )?,
             registry,
+            store: store.clone(),
         };
         let pipeline = PipelineMetrics::register(&telemetry.registry)?;
         Ok((telemetry, pipeline))
@@ -245,19 +246,19 @@ impl Telemetry {
     }
 
     /// The Prometheus text exposition, with state gauges read now.
-    pub fn render(&self, pipeline: &Pipeline) -> String {
+    pub fn render(&self) -> String {
         let mut out = Vec::new();
         // Encoding into a Vec fails only on invalid metric data, which the typed
         // metrics above cannot produce.
-        if let Err(e) = TextEncoder::new().encode(&self.gather(pipeline), &mut out) {
+        if let Err(e) = TextEncoder::new().encode(&self.gather(), &mut out) {
             tracing::error!(error = %e, "encoding /metrics failed");
         }
         String::from_utf8(out).unwrap_or_default()
     }
 
     /// Every family `/metrics` shows (and remote write sends), state gauges read now.
-    pub fn gather(&self, pipeline: &Pipeline) -> Vec<prometheus::proto::MetricFamily> {
-        let store = pipeline.store();
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let store = &self.store;
         let memory = store.memory();
         self.memory_used.set(memory.used() as i64);
         self.memory_limit.set(memory.limit() as i64);

@@ -20,7 +20,10 @@
 
 pub mod analytics;
 pub mod anyvalue;
+mod catalogue;
+pub mod columns;
 pub mod convert;
+pub mod durations;
 mod error;
 pub mod otlp_json;
 pub mod otlp_proto;

@@ -11,7 +11,8 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 /// How a table is declared: all the store, the write-ahead log and the query engine
 /// need to know of it. A table is one `Table` constant built from one of these (the
-/// derived tables each in a file of their own), listed in [`Table::ALL`].
+/// derived tables each in a file of their own), listed in `Table::ALL` (the catalogue,
+/// which knows every owner; this module knows none of them).
 pub struct TableDef {
     /// The SQL name of the table, which is also its directory under the data dir.
     pub name: &'static str,
@@ -62,18 +63,6 @@ impl Table {
         schema: || DEAD_LETTERS.clone(),
     });
 
-    /// Every table, in the order `GET /api/v1/tables` lists them.
-    pub const ALL: &'static [Table] = &[
-        Table::SPANS,
-        Table::METRICS,
-        Table::LOGS,
-        crate::analytics::coordination::COORDINATION_EVENTS,
-        crate::analytics::health::HEALTH,
-        crate::analytics::alerts::ALERTS,
-        Table::DEAD_LETTERS,
-        crate::analytics::genai::GENAI_ATTRIBUTION,
-    ];
-
     /// The table `def` declares (for a derived table's constant).
     pub const fn declare(def: &'static TableDef) -> Table {
         Table(def)
@@ -85,14 +74,6 @@ impl Table {
 
     pub fn code(self) -> u8 {
         self.0.code
-    }
-
-    pub fn from_name(name: &str) -> Option<Table> {
-        Table::ALL.iter().copied().find(|t| t.name() == name)
-    }
-
-    pub fn from_code(code: u8) -> Option<Table> {
-        Table::ALL.iter().copied().find(|t| t.code() == code)
     }
 
     pub fn schema(self) -> SchemaRef {

@@ -89,7 +89,7 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let text = state.telemetry.render(&state.pipeline);
+    let text = state.telemetry.render();
     ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response()
 }
 

@@ -19,7 +19,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{primitives, string_at, strings, timestamps, MapColumn};
+use crate::columns::{primitives, string_at, strings, timestamps, MapColumn};
+use crate::durations::parse_duration;
 use crate::schema::{map_type, timestamp_type, Table, TableDef};
 use crate::Result;
 
@@ -101,39 +102,6 @@ fn default_for() -> String {
 
 fn default_severity() -> String {
     "warning".into()
-}
-
-/// A duration as Prometheus writes them: `90s`, `2m`, `1h30m`, `500ms`.
-pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
-    let mut total_ms: u64 = 0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let ms = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return None,
-        };
-        total_ms = total_ms.checked_add(n.checked_mul(ms)?)?;
-        rest = &rest[unit_len..];
-    }
-    Some(std::time::Duration::from_millis(total_ms))
 }
 
 impl AlertRule {
@@ -551,10 +519,6 @@ mod tests {
 
     #[test]
     fn durations_and_rules_are_checked() {
-        assert_eq!(parse_duration("1h30m").map(|d| d.as_secs()), Some(5400));
-        assert_eq!(parse_duration("500ms").map(|d| d.as_millis()), Some(500));
-        assert!(parse_duration("2 minutes").is_none());
-        assert!(parse_duration("").is_none());
         let mut rule = AlertRule {
             name: "LowHealth".into(),
             metric: "health_score".into(),

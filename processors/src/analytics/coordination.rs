@@ -33,8 +33,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{number, primitives, string_at, strings, timestamps, MapColumn};
 use super::clock::{LiveClock, Skip, DEFAULT_FUTURE_TOLERANCE_SECONDS};
+use crate::columns::{number, primitives, string_at, strings, timestamps, MapColumn};
 use crate::processor::{Processor, TableBatch};
 use crate::schema::{timestamp_type, Table, TableDef};
 use crate::{Error, Result};

@@ -37,9 +37,9 @@ use arrow::array::RecordBatch;
 use prometheus::core::{Collector, Desc};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{number, strings, MapColumn, Text};
 use super::clock::{LiveClock, DEFAULT_FUTURE_TOLERANCE_SECONDS};
 use super::series::{Buckets, HistogramFamily};
+use crate::columns::{number, strings, MapColumn, Text};
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
 use crate::Result;

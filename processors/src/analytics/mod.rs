@@ -12,7 +12,6 @@
 
 pub mod alerts;
 pub mod anomaly;
-pub mod attributes;
 pub mod clock;
 pub mod coordination;
 pub mod evaluator;

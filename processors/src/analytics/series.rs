@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
-use super::attributes::Text;
+use crate::columns::Text;
 
 /// Counts per bucket (`bounds.len() + 1`, the last one +Inf), sum and count.
 #[derive(Clone, Debug, Default, PartialEq)]

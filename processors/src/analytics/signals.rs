@@ -23,9 +23,9 @@ use std::sync::{LazyLock, Mutex};
 
 use arrow::array::RecordBatch;
 
-use super::attributes::{booleans, primitives, string_at, strings, timestamps, MapColumn, Text};
 use super::clock::{LiveClock, Skip};
 use super::coordination::COORDINATION_EVENTS;
+use crate::columns::{booleans, primitives, string_at, strings, timestamps, MapColumn, Text};
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
 use crate::Result;

@@ -9,8 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{primitives, string_at, strings};
 use super::series::HistogramFamily;
+use crate::columns::{primitives, string_at, strings};
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
 

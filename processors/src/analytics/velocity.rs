@@ -13,9 +13,9 @@ use prometheus::core::Collector;
 use prometheus::{GaugeVec, IntCounterVec, Opts};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{booleans, primitives, string_at, strings, timestamps};
 use super::clock::LiveClock;
 use super::coordination::COORDINATION_EVENTS;
+use crate::columns::{booleans, primitives, string_at, strings, timestamps};
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
 

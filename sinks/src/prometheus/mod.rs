@@ -8,7 +8,7 @@ mod translate;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use swarmscope_processors::analytics::alerts::parse_duration;
+use swarmscope_processors::durations::parse_duration;
 
 pub use names::{label_name, metric_name};
 pub use translate::{Translator, TranslatorCollector};

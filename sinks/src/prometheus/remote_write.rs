@@ -23,8 +23,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use prometheus::proto::{MetricFamily, MetricType};
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use swarmscope_processors::analytics::alerts::parse_duration;
-use swarmscope_processors::analytics::attributes::{primitives, strings, timestamps, MapColumn};
+use swarmscope_processors::columns::{primitives, strings, timestamps, MapColumn};
+use swarmscope_processors::durations::parse_duration;
 use swarmscope_processors::schema::Table;
 
 use crate::sink::{Sink, SinkError};

@@ -26,7 +26,7 @@ use prometheus::proto::{
     Summary,
 };
 use prometheus::IntCounterVec;
-use swarmscope_processors::analytics::attributes::{
+use swarmscope_processors::columns::{
     booleans, primitives, string_at, strings, timestamps, MapColumn,
 };
 use swarmscope_processors::processor::{Processor, TableBatch};

@@ -1,7 +1,7 @@
 //! `[[alerts.webhooks]]`: where alert notifications go.
 
 use serde::{Deserialize, Serialize};
-use swarmscope_processors::analytics::alerts::parse_duration;
+use swarmscope_processors::durations::parse_duration;
 
 use super::groups::Timing;
 

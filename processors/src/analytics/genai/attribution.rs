@@ -25,8 +25,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use arrow::array::{RecordBatch, StringArray, StringBuilder, TimestampNanosecondBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use super::super::attributes::{string_at, strings, timestamps, MapColumn};
 use super::super::clock::{LiveClock, Skip};
+use crate::columns::{string_at, strings, timestamps, MapColumn};
 use crate::schema::{timestamp_type, Table, TableDef};
 use crate::Result;
 

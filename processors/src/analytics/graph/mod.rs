@@ -38,9 +38,9 @@ use prometheus::core::{Collector, Desc};
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{primitives, string_at, strings, MapColumn, Text};
 use super::clock::LiveClock;
 use super::series::HistogramFamily;
+use crate::columns::{primitives, string_at, strings, MapColumn, Text};
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
 use crate::Result;
