@@ -235,9 +235,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut client = TraceServiceClient::connect(args.endpoint.clone()).await?;
     let http = reqwest::Client::new();
     let concurrent = args.concurrent.max(1);
+    let steps_per_agent = (args.spans_per_agent / STEP_SPANS).max(1);
     let mut soak = Soak {
-        steps_per_agent: (args.spans_per_agent / STEP_SPANS).max(1),
-        working: (0..concurrent as u64).map(|a| (a, 0)).collect(),
+        steps_per_agent,
+        // Staggered: the agents finish one after another, not all in one round.
+        working: (0..concurrent as u64)
+            .map(|a| (a, a % steps_per_agent))
+            .collect(),
         turn: 0,
         agents: concurrent as u64,
         next_id: 0,
