@@ -57,10 +57,10 @@ impl<'a> MapColumn<'a> {
     }
 
     /// Whether any row might have one of `keys`: false means none has.
-    pub fn mentions(&self, keys: &[&str]) -> bool {
+    pub fn mentions<K: AsRef<str>>(&self, keys: &[K]) -> bool {
         let bytes = self.keys.values().as_slice();
         keys.iter()
-            .any(|k| memmem::find(bytes, k.as_bytes()).is_some())
+            .any(|k| memmem::find(bytes, k.as_ref().as_bytes()).is_some())
     }
 
     /// The value of `key` in row `row`, if it is there and not null.

@@ -84,7 +84,7 @@ impl Default for GraphConfig {
         GraphConfig {
             enabled: true,
             wait_seconds: 10,
-            max_items: 500_000,
+            max_items: 100_000,
             max_agent_items: 100_000,
             max_series: 10_000,
             max_agent_series: 10_000,
@@ -151,11 +151,18 @@ struct Columns<'a> {
     status: &'a arrow::array::StringArray,
     duration: &'a arrow::array::Int64Array,
     attributes: MapColumn<'a>,
+    /// Whether any span of the batch might name a database, or a peer: most batches
+    /// name neither, and their spans are not searched for them.
+    databases: bool,
+    peers: bool,
 }
 
 impl<'a> Columns<'a> {
-    fn of(spans: &'a RecordBatch) -> Result<Columns<'a>> {
+    fn of(spans: &'a RecordBatch, config: &GraphConfig) -> Result<Columns<'a>> {
+        let attributes = MapColumn::of(spans, "attributes")?;
         Ok(Columns {
+            databases: attributes.mentions(&DATABASE_SYSTEM),
+            peers: attributes.mentions(&config.virtual_node_peer_attributes),
             trace: strings(spans, "trace_id")?,
             span: strings(spans, "span_id")?,
             parent: strings(spans, "parent_span_id")?,
@@ -164,7 +171,7 @@ impl<'a> Columns<'a> {
             kind: strings(spans, "kind")?,
             status: strings(spans, "status_code")?,
             duration: primitives::<arrow::datatypes::Int64Type>(spans, "duration_ns")?,
-            attributes: MapColumn::of(spans, "attributes")?,
+            attributes,
         })
     }
 }
@@ -277,7 +284,11 @@ impl ServiceGraph {
             messaging,
         };
         let arrival = match role {
-            Role::Client if !messaging && c.attributes.first(row, &DATABASE_SYSTEM).is_some() => {
+            Role::Client
+                if c.databases
+                    && !messaging
+                    && c.attributes.first(row, &DATABASE_SYSTEM).is_some() =>
+            {
                 let name = c
                     .attributes
                     .first(row, &self.config.database_name_attributes);
@@ -292,9 +303,13 @@ impl ServiceGraph {
             }
             Role::Client => {
                 let peer = c
-                    .attributes
-                    .first(row, &self.config.virtual_node_peer_attributes);
-                let peer = peer.map(|p| names.intern(p));
+                    .peers
+                    .then(|| {
+                        c.attributes
+                            .first(row, &self.config.virtual_node_peer_attributes)
+                    })
+                    .flatten()
+                    .map(|p| names.intern(p));
                 pairs.client(key, side, peer)
             }
             _ => match string_at(c.parent, row).and_then(hex_u64) {
@@ -318,7 +333,7 @@ impl ServiceGraph {
     }
 
     fn observe_spans(&self, spans: &RecordBatch) -> Result<()> {
-        let c = Columns::of(spans)?;
+        let c = Columns::of(spans, &self.config)?;
         let mut state = self.lock();
         // What waited its time goes first: a partner later than that is not paired.
         let mut out = Outcome::default();
