@@ -12,11 +12,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use swarmscope_processors::analytics::alerts::AlertRule;
 use swarmscope_processors::analytics::AnalyticsConfig;
+use swarmscope_processors::prometheus::PrometheusConfig;
 use swarmscope_queries::QueryConfig;
 use swarmscope_sinks::elasticsearch::ElasticsearchConfig;
 use swarmscope_sinks::otlp::OtlpSinkConfig;
 use swarmscope_sinks::prometheus::remote_write::RemoteWriteConfig;
-use swarmscope_sinks::prometheus::PrometheusConfig;
 use swarmscope_sinks::store::StorageConfig;
 use swarmscope_sinks::webhook::WebhookConfig;
 

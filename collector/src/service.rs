@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use swarmscope_processors::analytics::Analytics;
+use swarmscope_processors::prometheus::{Translator, TranslatorCollector};
 use swarmscope_queries::QueryEngine;
 use swarmscope_sinks::executor::{Executor, Task, SINK_NICE};
-use swarmscope_sinks::prometheus::{Translator, TranslatorCollector};
 use swarmscope_sinks::sink::{RunnerTuning, SinkMetrics, SinkRunner};
 use swarmscope_sinks::store::ParquetStore;
 use tokio::net::TcpListener;

@@ -28,6 +28,7 @@ mod error;
 pub mod otlp_json;
 pub mod otlp_proto;
 pub mod processor;
+pub mod prometheus;
 pub mod schema;
 mod wire;
 
