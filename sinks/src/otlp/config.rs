@@ -16,8 +16,8 @@ pub struct OtlpSinkConfig {
     pub bearer_token: Option<String>,
     /// `gzip` (default, what every OTLP receiver takes), `zstd` (Jaeger v2 and the
     /// OpenTelemetry Collector take it) or `none`.
-    #[serde(default = "gzip")]
-    pub compression: String,
+    #[serde(default)]
+    pub compression: Compression,
     /// An export not answered within this long is retried.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -30,8 +30,14 @@ pub struct OtlpSinkConfig {
     pub queue_max_bytes: u64,
 }
 
-fn gzip() -> String {
-    "gzip".into()
+/// How export requests are compressed: `compression = "gzip" | "zstd" | "none"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -50,13 +56,6 @@ impl OtlpSinkConfig {
     pub fn validate(&self, section: &str) -> Result<(), String> {
         let key = |k: &str| format!("{section}.{k}");
         crate::tls::check_endpoint(&key("endpoint"), &self.endpoint, self.ca_file.as_deref())?;
-        if !["gzip", "zstd", "none"].contains(&self.compression.as_str()) {
-            return Err(format!(
-                "{} must be gzip, zstd or none, got {:?}",
-                key("compression"),
-                self.compression
-            ));
-        }
         if self.timeout_ms == 0 {
             return Err(format!("{} must be > 0, got 0", key("timeout_ms")));
         }

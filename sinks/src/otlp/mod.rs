@@ -22,7 +22,7 @@ use swarmscope_processors::schema::Table;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 
-pub use config::OtlpSinkConfig;
+pub use config::{Compression, OtlpSinkConfig};
 
 use crate::sink::{Sink, SinkError};
 
@@ -48,10 +48,10 @@ impl OtlpSink {
                 .map_err(|e| format!("sinks.{name}.ca_file: {e}"))?;
         }
         let mut client = TraceServiceClient::new(endpoint.connect_lazy());
-        match config.compression.as_str() {
-            "gzip" => client = client.send_compressed(CompressionEncoding::Gzip),
-            "zstd" => client = client.send_compressed(CompressionEncoding::Zstd),
-            _ => {}
+        match config.compression {
+            Compression::Gzip => client = client.send_compressed(CompressionEncoding::Gzip),
+            Compression::Zstd => client = client.send_compressed(CompressionEncoding::Zstd),
+            Compression::None => {}
         }
         Ok(OtlpSink {
             name: name.to_owned(),
@@ -258,18 +258,24 @@ mod tests {
             endpoint: "http://127.0.0.1:4317".into(),
             ca_file: None,
             bearer_token: None,
-            compression: "gzip".into(),
+            compression: Compression::Gzip,
             timeout_ms: 1000,
             max_request_bytes: 1 << 20,
             queue_max_bytes: 1 << 20,
         };
         assert!(c.validate("sinks.jaeger").is_ok());
-        c.compression = "brotli".into();
-        assert!(c
-            .validate("sinks.jaeger")
-            .unwrap_err()
-            .starts_with("sinks.jaeger.compression"));
-        c.compression = "none".into();
+        // An unknown compression is refused by the parser, naming the line.
+        let refused = toml::from_str::<OtlpSinkConfig>(
+            "endpoint = \"http://127.0.0.1:4317\"\ncompression = \"brotli\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(refused.contains("compression = \"brotli\""), "{refused}");
+        assert!(
+            refused.contains("expected one of `gzip`, `zstd`, `none`"),
+            "{refused}"
+        );
+        c.compression = Compression::None;
         c.endpoint = "jaeger:4317".into();
         assert!(c
             .validate("sinks.otlp")
