@@ -3,7 +3,9 @@
 //! the `dead_letters` table) and Prometheus remote write (fed snapshots of `/metrics`),
 //! each through one helper that gives it its disk queue.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
 
 use arrow::array::RecordBatch;
 use swarmscope_processors::analytics::alerts::Alert;
@@ -21,26 +23,53 @@ use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::Error;
 
-/// The pipeline as the store of the sinks' dead letters. The sinks are built before
-/// the pipeline (which holds them), so it is set once built; a sink that refuses
-/// records before then is told to wait.
-#[derive(Clone, Default)]
-pub struct PipelineDeadLetters(Arc<OnceLock<Pipeline>>);
+/// A batch of dead letters, and where to say whether it was stored.
+type Letter = (RecordBatch, oneshot::Sender<Result<(), String>>);
 
-impl PipelineDeadLetters {
-    pub fn set(&self, pipeline: Pipeline) {
-        let _ = self.0.set(pipeline);
+/// Where the sinks hand their dead letters: a channel the collector drains into the
+/// pipeline ([`store_dead_letters`]), so a sink never reaches up to the pipeline that
+/// holds it. A sink waits for the answer: its refused records are as durable as any
+/// acknowledged row before it moves on.
+#[derive(Clone)]
+pub struct DeadLetterChannel(mpsc::Sender<Letter>);
+
+impl DeadLetterChannel {
+    pub fn new() -> (DeadLetterChannel, mpsc::Receiver<Letter>) {
+        let (tx, rx) = mpsc::channel(16);
+        (DeadLetterChannel(tx), rx)
     }
 }
 
 #[async_trait::async_trait]
-impl DeadLetters for PipelineDeadLetters {
+impl DeadLetters for DeadLetterChannel {
     async fn keep(&self, batch: RecordBatch) -> Result<(), String> {
-        let pipeline = self.0.get().ok_or("the pipeline is not running yet")?;
-        pipeline
+        let (answer, stored) = oneshot::channel();
+        let stopping = || "the collector is stopping".to_owned();
+        self.0.send((batch, answer)).await.map_err(|_| stopping())?;
+        stored.await.map_err(|_| stopping())?
+    }
+}
+
+/// Stores the dead letters of `letters` through `pipeline` until `shutdown` resolves.
+pub async fn store_dead_letters(
+    mut letters: mpsc::Receiver<Letter>,
+    pipeline: Pipeline,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (batch, answer) = tokio::select! {
+            _ = &mut shutdown => return,
+            letter = letters.recv() => match letter {
+                Some(letter) => letter,
+                None => return,
+            },
+        };
+        let stored = pipeline
             .record(vec![TableBatch::new(Table::DEAD_LETTERS, batch)])
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        let _ = answer.send(stored);
     }
 }
 
@@ -67,7 +96,7 @@ pub fn assemble(
     config: &Config,
     metrics: &SinkMetrics,
     registry: &prometheus::Registry,
-    dead_letters: &PipelineDeadLetters,
+    dead_letters: &DeadLetterChannel,
     restored: Restored<'_>,
 ) -> Result<Sinks, Error> {
     let register = |collector: Box<dyn prometheus::core::Collector>| {

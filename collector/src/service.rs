@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{self, ApiState};
-use crate::assembly::{self, PipelineDeadLetters, Restored, Sinks};
+use crate::assembly::{self, DeadLetterChannel, Restored, Sinks};
 use crate::config::{resolve, Config};
 use crate::evaluation;
 use crate::net::Listening;
@@ -139,7 +139,7 @@ impl Core {
     }
 
     /// The pipeline: the analytics' processors and the Prometheus translator, then the
-    /// delivering sinks. The sinks' dead letters are stored through it from now on.
+    /// delivering sinks.
     fn pipeline(&self, outputs: &mut Outputs) -> Result<Pipeline, Error> {
         let builder = self.analytics.processors().into_iter().fold(
             Pipeline::builder(self.store.clone(), self.pipeline_metrics.clone()),
@@ -152,7 +152,6 @@ impl Core {
             })
             .build()
             .map_err(|e| Error::Server("pipeline", e.to_string()))?;
-        outputs.dead_letters.set(pipeline.clone());
         Ok(pipeline)
     }
 }
@@ -165,7 +164,11 @@ struct Outputs {
     sinks: Sinks,
     /// What delivers each sink's queue, remote write's among them.
     runners: Vec<SinkRunner>,
-    dead_letters: PipelineDeadLetters,
+    /// What the sinks refused for good, to be stored through the pipeline.
+    dead_letters: tokio::sync::mpsc::Receiver<(
+        arrow::array::RecordBatch,
+        tokio::sync::oneshot::Sender<Result<(), String>>,
+    )>,
 }
 
 impl Outputs {
@@ -183,14 +186,14 @@ impl Outputs {
                 .saturating_sub(RESOLVED_RETOLD_NS);
             (evaluator.firing(), evaluator.resolved_since(recent))
         };
-        let dead_letters = PipelineDeadLetters::default();
+        let (dead_letter_channel, dead_letters) = DeadLetterChannel::new();
         let sinks = {
             let _sink_runtime = executor.enter();
             assembly::assemble(
                 config,
                 &core.sink_metrics,
                 core.telemetry.registry(),
-                &dead_letters,
+                &dead_letter_channel,
                 Restored {
                     firing: &firing,
                     resolved: &resolved,
@@ -323,6 +326,12 @@ impl Running {
             .into_iter()
             .map(|runner| executor.spawn(runner.run(stopped(sinks_rx.clone()))))
             .collect();
+        // What the sinks refuse for good flows on into the pipeline, as the sinks do.
+        sink_tasks.push(executor.spawn(assembly::store_dead_letters(
+            outputs.dead_letters,
+            pipeline.clone(),
+            stopped(sinks_rx.clone()),
+        )));
         if let (Some(handle), Some(rw)) =
             (sinks.remote_write, &config.sinks.prometheus_remote_write)
         {

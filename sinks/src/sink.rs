@@ -44,15 +44,9 @@ pub trait Sink: Send + Sync + 'static {
     /// The sink's name in metrics, logs and its queue's folder.
     fn name(&self) -> &str;
 
-    /// Whether batches of `table` go to this sink.
+    /// Whether batches of `table` go to this sink: what the pipeline hands it, and what
+    /// it reads of its queue (a queued record holds every table of its request).
     fn accepts(&self, table: Table) -> bool;
-
-    /// Whether the batches of `table` in its queue are for it (a queued record holds
-    /// every table of its request): those it accepts, unless it queues records of its
-    /// own ([`SinkHandle::enqueue`]).
-    fn reads(&self, table: Table) -> bool {
-        self.accepts(table)
-    }
 
     /// Sends `batches` (in order). `Ok` means the endpoint has them.
     async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError>;
@@ -240,7 +234,7 @@ impl SinkRunner {
         let name = self.sink.name().to_owned();
         let mut backoff = self.initial_backoff();
         loop {
-            let reads = |table| self.sink.reads(table);
+            let reads = |table| self.sink.accepts(table);
             let entries = match self.queue.peek_where(self.config.max_batch_records, &reads) {
                 Ok(e) => e,
                 Err(e) => {

@@ -290,13 +290,10 @@ impl Sink for RemoteWriteSink {
         &self.name
     }
 
-    /// None: the collector queues snapshots itself; received batches are not for it.
-    fn accepts(&self, _table: Table) -> bool {
-        false
-    }
-
-    /// The snapshots it queued: rows of the `metrics` schema.
-    fn reads(&self, table: Table) -> bool {
+    /// The snapshots of `/metrics` the collector queues for it: rows of the `metrics`
+    /// schema. (It is not one of the pipeline's sinks: received metrics reach it only
+    /// as `/metrics` shows them.)
+    fn accepts(&self, table: Table) -> bool {
         table == Table::METRICS
     }
 
