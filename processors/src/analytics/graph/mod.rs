@@ -247,7 +247,7 @@ impl ServiceGraph {
             ),
             dropped: counter(
                 "swarmscope_graph_dropped_total",
-                "Client or server spans not kept because the pairing store was full.",
+                "Client or server spans whose wait was cut short to make room in a full pairing store (and a second consumer of one message).",
             ),
             config: config.clone(),
             clock,
@@ -370,7 +370,9 @@ impl ServiceGraph {
     }
 
     /// Counts `out`, and compacts the name table.
-    fn settle(&self, state: &mut State, out: Outcome) {
+    fn settle(&self, state: &mut State, mut out: Outcome) {
+        out.unpaired += state.pairs.drain_early(&mut out.edges);
+        out.dropped += state.pairs.take_cut_short();
         self.unpaired.inc_by(out.unpaired);
         self.dropped.inc_by(out.dropped);
         self.record(&state.names, &out);

@@ -5,8 +5,10 @@
 //! server's parent id), and only until their partner comes or `wait` passes. The store
 //! is two generations: the newer takes what starts waiting, and every `wait` the older
 //! one's leftovers expire and the newer becomes the older; a span therefore waits at
-//! least `wait` and less than twice that. Past `max_items` waiting spans, a newcomer is
-//! not kept (counted as dropped) rather than cutting short another's wait.
+//! least `wait` and less than twice that. When `max_items` spans wait, the older
+//! generation's wait is cut short (they expire at once, counted) to make room: under
+//! more load than the store holds, the newest spans, whose partners are the likeliest
+//! to come, keep pairing.
 
 use std::collections::HashMap;
 
@@ -94,7 +96,7 @@ impl Edge {
 pub(super) enum Arrival {
     Paired(Edge),
     Waiting,
-    /// The store was full.
+    /// Not kept: a second consumer of one message.
     Dropped,
 }
 
@@ -105,6 +107,11 @@ pub(super) struct Pairs {
     since: i64,
     wait_ns: i64,
     max_items: usize,
+    /// What expired early to make room, until [`Pairs::expire`] hands it on: the
+    /// requests to virtual nodes, the spans left unpaired, and how many were cut short.
+    early: Vec<Edge>,
+    early_unpaired: u64,
+    cut_short: u64,
 }
 
 impl Pairs {
@@ -115,6 +122,9 @@ impl Pairs {
             since: now,
             wait_ns: wait_ns.max(1),
             max_items,
+            early: Vec::new(),
+            early_unpaired: 0,
+            cut_short: 0,
         }
     }
 
@@ -127,11 +137,53 @@ impl Pairs {
     }
 
     fn wait(&mut self, key: Key, waiting: Waiting) -> Arrival {
-        if self.len() >= self.max_items {
-            return Arrival::Dropped;
+        if self.len() >= self.max_items.max(1) {
+            self.cut_short += self.older.len() as u64;
+            let mut early = std::mem::take(&mut self.early);
+            self.early_unpaired += self.retire_older(&mut early);
+            self.early = early;
         }
         self.newer.insert(key, waiting);
         Arrival::Waiting
+    }
+
+    /// Expires the older generation, which the newer then becomes: client spans that
+    /// named their peer become requests to that virtual node, in `edges`; answers how
+    /// many spans expired without a partner or a peer.
+    fn retire_older(&mut self, edges: &mut Vec<Edge>) -> u64 {
+        let mut unpaired = 0;
+        for (_, waiting) in self.older.drain() {
+            match waiting {
+                Waiting::Client(side, Some(peer)) => {
+                    edges.push(Edge::one_sided(
+                        side.service,
+                        peer,
+                        side,
+                        Connection::Virtual,
+                    ));
+                }
+                _ => unpaired += 1,
+            }
+        }
+        std::mem::swap(&mut self.newer, &mut self.older);
+        // A burst's room is given back once the traffic that needed it has passed.
+        let needed = self.older.len().max(1024);
+        if self.newer.capacity() > 4 * needed {
+            self.newer.shrink_to(needed);
+        }
+        unpaired
+    }
+
+    /// Spans whose wait was cut short to make room, since the last call.
+    pub(super) fn take_cut_short(&mut self) -> u64 {
+        std::mem::take(&mut self.cut_short)
+    }
+
+    /// Hands on what expired early to make room: its requests to virtual nodes, in
+    /// `edges`; answers how many spans it left unpaired.
+    pub(super) fn drain_early(&mut self, edges: &mut Vec<Edge>) -> u64 {
+        edges.append(&mut self.early);
+        std::mem::take(&mut self.early_unpaired)
     }
 
     /// A CLIENT or PRODUCER span with id `key`; `peer` names what it called.
@@ -161,31 +213,14 @@ impl Pairs {
     /// become requests to that virtual node, in `edges`; answers how many spans
     /// expired without a partner or a peer.
     pub(super) fn expire(&mut self, now: i64, edges: &mut Vec<Edge>) -> u64 {
-        let mut unpaired = 0;
+        // What expired early first.
+        let mut unpaired = self.drain_early(edges);
         // Two rounds when the store sat idle for two waits or more.
         for _ in 0..2 {
             if now.saturating_sub(self.since) < self.wait_ns {
                 break;
             }
-            for (_, waiting) in self.older.drain() {
-                match waiting {
-                    Waiting::Client(side, Some(peer)) => {
-                        edges.push(Edge::one_sided(
-                            side.service,
-                            peer,
-                            side,
-                            Connection::Virtual,
-                        ));
-                    }
-                    _ => unpaired += 1,
-                }
-            }
-            std::mem::swap(&mut self.newer, &mut self.older);
-            // A burst's room is given back once the traffic that needed it has passed.
-            let needed = self.older.len().max(1024);
-            if self.newer.capacity() > 4 * needed {
-                self.newer.shrink_to(needed);
-            }
+            unpaired += self.retire_older(edges);
             self.since = self
                 .since
                 .saturating_add(self.wait_ns)
@@ -259,14 +294,35 @@ mod tests {
     }
 
     #[test]
-    fn a_full_store_keeps_those_waiting() {
+    fn a_full_store_cuts_the_oldest_waits_short_and_keeps_pairing_the_newest() {
         let mut pairs = Pairs::new(10 * S, 2, 0);
-        pairs.client((1, 1), side(1), None);
+        let mut edges = Vec::new();
+        pairs.client((1, 1), side(1), Some(9));
         pairs.client((1, 2), side(1), None);
+        // Full: the first two move to the older generation (nothing older to expire).
         assert!(matches!(
             pairs.client((1, 3), side(1), None),
-            Arrival::Dropped
+            Arrival::Waiting
         ));
-        assert!(matches!(pairs.server((1, 1), side(2)), Arrival::Paired(_)));
+        assert_eq!(pairs.take_cut_short(), 0);
+        assert!(matches!(pairs.server((1, 2), side(2)), Arrival::Paired(_)));
+        // Full again: (1, 1) waited longest and goes, as a request to its peer.
+        assert!(matches!(
+            pairs.client((1, 4), side(1), None),
+            Arrival::Waiting
+        ));
+        assert_eq!(pairs.take_cut_short(), 1);
+        assert_eq!(pairs.expire(0, &mut edges), 0);
+        assert_eq!((edges.len(), edges[0].server), (1, 9));
+        // And again: (1, 3), which named no peer, is left unpaired.
+        assert!(matches!(
+            pairs.client((1, 5), side(1), None),
+            Arrival::Waiting
+        ));
+        assert_eq!(pairs.take_cut_short(), 1);
+        assert_eq!(pairs.expire(0, &mut edges), 1);
+        // The newest still pair.
+        assert!(matches!(pairs.server((1, 4), side(2)), Arrival::Paired(_)));
+        assert!(matches!(pairs.server((1, 5), side(2)), Arrival::Paired(_)));
     }
 }
