@@ -128,6 +128,7 @@ impl Pairs {
         }
     }
 
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.newer.len() + self.older.len()
     }
@@ -137,7 +138,9 @@ impl Pairs {
     }
 
     fn wait(&mut self, key: Key, waiting: Waiting) -> Arrival {
-        if self.len() >= self.max_items.max(1) {
+        // A generation holds half the store: when the newer one is full, the older
+        // one's waits are cut short and the newer takes its place.
+        if self.newer.len() >= (self.max_items / 2).max(1) {
             self.cut_short += self.older.len() as u64;
             let mut early = std::mem::take(&mut self.early);
             self.early_unpaired += self.retire_older(&mut early);
@@ -295,34 +298,29 @@ mod tests {
 
     #[test]
     fn a_full_store_cuts_the_oldest_waits_short_and_keeps_pairing_the_newest() {
-        let mut pairs = Pairs::new(10 * S, 2, 0);
+        // Two generations of two.
+        let mut pairs = Pairs::new(10 * S, 4, 0);
         let mut edges = Vec::new();
         pairs.client((1, 1), side(1), Some(9));
         pairs.client((1, 2), side(1), None);
-        // Full: the first two move to the older generation (nothing older to expire).
-        assert!(matches!(
-            pairs.client((1, 3), side(1), None),
-            Arrival::Waiting
-        ));
+        // The newer generation is full: it becomes the older (nothing older to expire).
+        pairs.client((1, 3), side(1), None);
         assert_eq!(pairs.take_cut_short(), 0);
         assert!(matches!(pairs.server((1, 2), side(2)), Arrival::Paired(_)));
+        pairs.client((1, 4), side(1), None);
         // Full again: (1, 1) waited longest and goes, as a request to its peer.
-        assert!(matches!(
-            pairs.client((1, 4), side(1), None),
-            Arrival::Waiting
-        ));
+        pairs.client((1, 5), side(1), None);
         assert_eq!(pairs.take_cut_short(), 1);
         assert_eq!(pairs.expire(0, &mut edges), 0);
         assert_eq!((edges.len(), edges[0].server), (1, 9));
-        // And again: (1, 3), which named no peer, is left unpaired.
-        assert!(matches!(
-            pairs.client((1, 5), side(1), None),
-            Arrival::Waiting
-        ));
-        assert_eq!(pairs.take_cut_short(), 1);
-        assert_eq!(pairs.expire(0, &mut edges), 1);
+        // And again: (1, 3) and (1, 4), which named no peer, are left unpaired.
+        pairs.client((1, 6), side(1), None);
+        pairs.client((1, 7), side(1), None);
+        assert_eq!(pairs.take_cut_short(), 2);
+        assert_eq!(pairs.expire(0, &mut edges), 2);
+        assert!(pairs.len() <= 4);
         // The newest still pair.
-        assert!(matches!(pairs.server((1, 4), side(2)), Arrival::Paired(_)));
-        assert!(matches!(pairs.server((1, 5), side(2)), Arrival::Paired(_)));
+        assert!(matches!(pairs.server((1, 6), side(2)), Arrival::Paired(_)));
+        assert!(matches!(pairs.server((1, 7), side(2)), Arrival::Paired(_)));
     }
 }
