@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use swarmscope_processors::analytics::graph::edges_sql;
+use swarmscope_processors::analytics::graph::edge_queries;
 use swarmscope_queries::encode;
 
 use super::{error, query_error, ApiState};
@@ -161,18 +161,36 @@ pub(super) async fn graph(
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let result = match state
-        .engine
-        .sql(&edges_sql(start, end, &state.analytics.config.graph))
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return query_error(e),
-    };
-    let edges = match objects(&result) {
-        Ok(e) => e,
-        Err(response) => return *response,
-    };
+    // One query per kind of edge, one after another: together they would hold every
+    // join's table at once.
+    let mut edges = Vec::new();
+    for sql in edge_queries(start, end, &state.analytics.config.graph) {
+        let result = match state.engine.sql(&sql).await {
+            Ok(r) => r,
+            Err(e) => return query_error(e),
+        };
+        match objects(&result) {
+            Ok(part) => edges.extend(part),
+            Err(response) => return *response,
+        }
+    }
+    let text = |e: &Value, key: &str| e[key].as_str().unwrap_or_default().to_owned();
+    edges.sort_by(|a, b| {
+        let calls = |e: &Value| e["calls"].as_i64().unwrap_or(0);
+        (
+            text(b, "kind"),
+            calls(b),
+            text(a, "source"),
+            text(a, "target"),
+        )
+            .cmp(&(
+                text(a, "kind"),
+                calls(a),
+                text(b, "source"),
+                text(b, "target"),
+            ))
+            .then_with(|| text(a, "connection_type").cmp(&text(b, "connection_type")))
+    });
     let mut nodes: Vec<(String, String, bool)> = Vec::new();
     for e in &edges {
         for (side, uninstrumented) in [("source", "client"), ("target", "server")] {

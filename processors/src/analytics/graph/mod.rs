@@ -48,8 +48,8 @@ use agents::{AgentSpan, Agents, Handoff};
 use ids::{hex_u128, hex_u64};
 use names::Names;
 use pairs::{Arrival, Connection, Edge, Pairs, Side};
-pub use sql::edges_sql;
 use sql::DATABASE_SYSTEM;
+pub use sql::{edge_queries, edges_sql};
 
 /// The servicegraph connector's default latency buckets, in seconds.
 const BUCKETS_S: [f64; 16] = [

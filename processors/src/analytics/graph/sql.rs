@@ -51,7 +51,11 @@ fn tallies(failed: &str, latency: &str) -> String {
 /// `virtual_node` (which side is uninstrumented: `client`, `server` or `""`), `calls`,
 /// `errors` (either side failed), `p50_ms`, `p95_ms` (of the server side's duration,
 /// or the one side there is).
-pub fn edges_sql(start_ns: i64, end_ns: i64, config: &GraphConfig) -> String {
+///
+/// One query per kind of edge (pairs, databases, virtual servers, `user`, agents): each
+/// is a self-join of `spans`, and run one after another they need a fifth of the memory
+/// they need together.
+pub fn edge_queries(start_ns: i64, end_ns: i64, config: &GraphConfig) -> Vec<String> {
     let parents_from = start_ns.saturating_sub(PARENT_LOOKBACK_NS);
     let children_to = end_ns.saturating_add(PARENT_LOOKBACK_NS);
     let in_range = |alias: &str| started(alias, start_ns, end_ns);
@@ -69,14 +73,16 @@ pub fn edges_sql(start_ns: i64, end_ns: i64, config: &GraphConfig) -> String {
         started("c", parents_from, end_ns),
     );
     let databases = format!(
-        "SELECT 'service', c.service_name, {database}, 'database', 'server', {} FROM spans c \
+        "SELECT 'service' AS kind, c.service_name AS source, {database} AS target, \
+         'database' AS connection_type, 'server' AS virtual_node, {} FROM spans c \
          WHERE {} AND {} GROUP BY 1, 2, 3, 4, 5",
         tallies("c.status_code = 'ERROR'", "c"),
         is_database("c"),
         in_range("c"),
     );
     let virtual_servers = format!(
-        "SELECT 'service', c.service_name, {peer}, 'virtual_node', 'server', {} FROM spans c \
+        "SELECT 'service' AS kind, c.service_name AS source, {peer} AS target, \
+         'virtual_node' AS connection_type, 'server' AS virtual_node, {} FROM spans c \
          WHERE c.kind IN ('CLIENT', 'PRODUCER') AND NOT {} AND {peer} IS NOT NULL AND {} \
          AND NOT EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = c.trace_id \
          AND s.parent_span_id = c.span_id AND s.kind IN ('SERVER', 'CONSUMER') AND {}) \
@@ -87,14 +93,16 @@ pub fn edges_sql(start_ns: i64, end_ns: i64, config: &GraphConfig) -> String {
         started("s", parents_from, children_to),
     );
     let users = format!(
-        "SELECT 'service', 'user', s.service_name, 'virtual_node', 'client', {} FROM spans s \
+        "SELECT 'service' AS kind, 'user' AS source, s.service_name AS target, \
+         'virtual_node' AS connection_type, 'client' AS virtual_node, {} FROM spans s \
          WHERE s.kind IN ('SERVER', 'CONSUMER') AND s.parent_span_id IS NULL AND {} \
          GROUP BY 1, 2, 3, 4, 5",
         tallies("s.status_code = 'ERROR'", "s"),
         in_range("s"),
     );
     let agents = format!(
-        "SELECT 'agent', p.agent_id, s.agent_id, 'agent', '', {} \
+        "SELECT 'agent' AS kind, p.agent_id AS source, s.agent_id AS target, \
+         'agent' AS connection_type, '' AS virtual_node, {} \
          FROM spans s JOIN spans p ON s.trace_id = p.trace_id AND s.parent_span_id = p.span_id \
          WHERE p.agent_id IS NOT NULL AND s.agent_id IS NOT NULL AND p.agent_id <> s.agent_id \
          AND {} AND {} GROUP BY 1, 2, 3, 4, 5",
@@ -105,8 +113,13 @@ pub fn edges_sql(start_ns: i64, end_ns: i64, config: &GraphConfig) -> String {
         in_range("s"),
         started("p", parents_from, end_ns),
     );
+    vec![paired, databases, virtual_servers, users, agents]
+}
+
+/// The same edges as one query, in the order `GET /api/v1/graph` lists them.
+pub fn edges_sql(start_ns: i64, end_ns: i64, config: &GraphConfig) -> String {
     format!(
-        "{paired} UNION ALL {databases} UNION ALL {virtual_servers} UNION ALL {users} \
-         UNION ALL {agents} ORDER BY kind DESC, calls DESC, source, target, connection_type"
+        "{} ORDER BY kind DESC, calls DESC, source, target, connection_type",
+        edge_queries(start_ns, end_ns, config).join(" UNION ALL ")
     )
 }
