@@ -53,8 +53,8 @@ fn tallies(failed: &str, latency: &str) -> String {
 /// or the one side there is).
 ///
 /// One query per kind of edge (pairs, databases, virtual servers, `user`, agents): each
-/// is a self-join of `spans`, and run one after another they need a fifth of the memory
-/// they need together.
+/// is a self-join of `spans`, and run one after another only one join's tables are held
+/// at a time.
 pub fn edge_queries(start_ns: i64, end_ns: i64, config: &GraphConfig) -> Vec<String> {
     let parents_from = start_ns.saturating_sub(PARENT_LOOKBACK_NS);
     let children_to = end_ns.saturating_add(PARENT_LOOKBACK_NS);
