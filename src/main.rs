@@ -201,9 +201,9 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<(), Failu
             println!("swarmscope: API listening on {}", bound.api);
         })
         .await
-        .map_err(|e| match e {
-            swarmscope_collector::Error::Config(_) => Failure::usage(e),
-            _ => Failure::runtime(e),
+        .map_err(|e| match e.is_config() {
+            true => Failure::usage(e),
+            false => Failure::runtime(e),
         })
     })
 }

@@ -398,7 +398,9 @@ fn the_call_graph_is_counted_live_and_computed_from_the_history() {
     let server = Server::start_with(
         &dir,
         Options {
-            extra: "[processors.graph]\nwait_seconds = 1\n".into(),
+            extra:
+                "[processors.graph]\nwait_seconds = 1\n[processors.health]\ninterval_seconds = 1\n"
+                    .into(),
             ..Options::default()
         },
     );
@@ -448,11 +450,16 @@ fn the_call_graph_is_counted_live_and_computed_from_the_history() {
     gateway.extend(calls);
     server.send_spans("gateway", gateway);
 
-    let (status, body) = get_json(&format!(
+    // The evaluation after the virtual node's wait writes its minute to `graph_edges`.
+    let graph = format!(
         "{}/api/v1/graph?start=2026-01-01T00:00:00Z&end=2026-01-02T00:00:00Z",
         server.api
-    ));
-    assert_eq!(status, 200, "{body}");
+    );
+    let body = common::eventually("four edges in the API", || {
+        let (status, body) = get_json(&graph);
+        assert_eq!(status, 200, "{body}");
+        (body["edges"].as_array().map(Vec::len) == Some(4)).then_some(body)
+    });
     let edges: Vec<(String, String, String, String, i64, i64)> = body["edges"]
         .as_array()
         .expect("edges")
@@ -500,6 +507,14 @@ fn the_call_graph_is_counted_live_and_computed_from_the_history() {
         .filter_map(|n| n["id"].as_str())
         .collect();
     assert_eq!(virtual_nodes, ["openai", "user"], "{body}");
+    // Every span took 5 ms: within the 4-6 ms bucket.
+    let p50 = body["edges"][0]["p50_ms"].as_f64().expect("p50_ms");
+    assert!((4.0..=6.0).contains(&p50), "{body}");
+    let stored = server.rows(
+        "SELECT sum(calls), count(DISTINCT time) FROM graph_edges \
+         WHERE time >= '2026-01-01T00:00:00Z' AND time < '2026-01-02T00:00:00Z'",
+    );
+    assert_eq!(stored, vec![vec![json!(6), json!(1)]]);
 
     // Live, the same edges, the virtual node's once its call has waited its second.
     let metrics = common::eventually("the live graph's virtual node", || {

@@ -197,6 +197,7 @@ fn tables_endpoint_lists_every_table_with_its_columns() {
             "alerts",
             "dead_letters",
             "genai_attribution",
+            "graph_edges",
             "genai_usage",
             "velocity"
         ]

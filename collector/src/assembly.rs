@@ -99,11 +99,7 @@ pub fn assemble(
     dead_letters: &DeadLetterChannel,
     restored: Restored<'_>,
 ) -> Result<Sinks, Error> {
-    let register = |collector: Box<dyn prometheus::core::Collector>| {
-        registry
-            .register(collector)
-            .map_err(|e| Error::Server("metrics", e.to_string()))
-    };
+    let register = |collector: Box<dyn prometheus::core::Collector>| registry.register(collector);
     let mut delivering = Vec::new();
     let external_url = config
         .alerts
@@ -117,8 +113,8 @@ pub fn assemble(
             hook.clone(),
             external_url.clone(),
             metrics.clone(),
-        )
-        .map_err(|e| Error::Server("webhook", e))?;
+            &format!("alerts.webhooks[{i}]"),
+        )?;
         sink.seed(restored.firing, restored.resolved);
         delivering.push(handle(
             config,
@@ -129,7 +125,7 @@ pub fn assemble(
         )?);
     }
     for (name, exporter) in config.sinks.otlp_exporters() {
-        let sink = OtlpSink::new(name, exporter.clone()).map_err(Error::Config)?;
+        let sink = OtlpSink::new(name, exporter.clone())?;
         register(Box::new(sink.rejected.clone()))?;
         delivering.push(handle(
             config,
@@ -145,8 +141,7 @@ pub fn assemble(
         register(Box::new(es_metrics.dead_letters.clone()))?;
         register(Box::new(es_metrics.item_retries.clone()))?;
         let sink =
-            ElasticsearchSink::new(name, es.clone(), Arc::new(dead_letters.clone()), es_metrics)
-                .map_err(Error::Config)?;
+            ElasticsearchSink::new(name, es.clone(), Arc::new(dead_letters.clone()), es_metrics)?;
         delivering.push(handle(
             config,
             name,
@@ -158,7 +153,7 @@ pub fn assemble(
     let remote_write = match &config.sinks.prometheus_remote_write {
         Some(rw) => {
             let name = "prometheus_remote_write";
-            let sink = RemoteWriteSink::new(name, rw.clone()).map_err(Error::Config)?;
+            let sink = RemoteWriteSink::new(name, rw.clone())?;
             Some(handle(
                 config,
                 name,
@@ -184,8 +179,7 @@ fn handle(
     metrics: &SinkMetrics,
 ) -> Result<SinkHandle, Error> {
     let dir = config.storage.data_dir.join("_sinks").join(name);
-    let queue = DiskQueue::open(&dir, queue_max_bytes)
-        .map_err(|e| Error::Server("sink queue", format!("{}: {e}", dir.display())))?;
+    let queue = DiskQueue::open(&dir, queue_max_bytes)?;
     Ok(SinkHandle::new(sink, Arc::new(queue), metrics.clone()))
 }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use swarmscope_processors::analytics::alerts::AlertRule;
 use swarmscope_processors::analytics::AnalyticsConfig;
+use swarmscope_processors::config_error::positive;
 use swarmscope_processors::prometheus::PrometheusConfig;
 use swarmscope_queries::QueryConfig;
 use swarmscope_sinks::elasticsearch::ElasticsearchConfig;
@@ -21,7 +22,7 @@ use swarmscope_sinks::store::StorageConfig;
 use swarmscope_sinks::webhook::WebhookConfig;
 
 use crate::net::{Listening, TlsConfig};
-use crate::Error;
+use crate::{ConfigError, Error};
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -63,7 +64,7 @@ impl SinksConfig {
         .collect()
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigError> {
         for (name, c) in self.otlp_exporters() {
             c.validate(&format!("sinks.{name}"))?;
         }
@@ -89,7 +90,7 @@ pub struct AlertsConfig {
 }
 
 impl AlertsConfig {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigError> {
         for (i, rule) in self.rules.iter().enumerate() {
             rule.validate(i)?;
         }
@@ -97,9 +98,9 @@ impl AlertsConfig {
         for (i, hook) in self.webhooks.iter().enumerate() {
             hook.validate(i)?;
             if !names.insert(hook.name(i)) {
-                return Err(format!(
-                    "alerts.webhooks[{i}].name {:?} is used twice",
-                    hook.name(i)
+                return Err(ConfigError::rule(
+                    format!("alerts.webhooks[{i}].name"),
+                    format!("{:?} is used twice", hook.name(i)),
                 ));
             }
         }
@@ -189,9 +190,7 @@ fn listening(
         ("read_header_timeout_ms", read_header_timeout_ms),
         ("idle_timeout_ms", idle_timeout_ms),
     ] {
-        if value == 0 {
-            return Err(Error::Config(format!("{section}.{key} must be > 0, got 0")));
-        }
+        positive(format!("{section}.{key}"), value)?;
     }
     Ok(Listening {
         tls: tls
@@ -233,17 +232,24 @@ impl ApiConfig {
 impl Config {
     /// Reads, substitutes and parses a config file, then validates it.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        Config::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let in_file = |reason: String| Error::ConfigFile {
+            path: path.to_owned(),
+            reason,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| in_file(format!("cannot read it: {e}")))?;
+        Config::parse(&text).map_err(|e| match e {
+            Error::Syntax(e) => in_file(e.to_string()),
+            e => e,
+        })
     }
 
     /// Parses and validates config text.
-    pub fn parse(text: &str) -> Result<Config, String> {
+    pub fn parse(text: &str) -> Result<Config, Error> {
         let text = substitute_env(text);
-        let mut config: Config = toml::from_str(&text).map_err(|e| e.to_string())?;
+        let mut config: Config = toml::from_str(&text)?;
         config.normalise();
-        config.validate().map_err(|e| e.to_string())?;
+        config.validate()?;
         Ok(config)
     }
 
@@ -265,25 +271,25 @@ impl Config {
         resolve("receivers.otlp.grpc_address", &otlp.grpc_address)?;
         resolve("receivers.otlp.http_address", &otlp.http_address)?;
         resolve("api.address", &self.api.address)?;
-        if otlp.max_request_bytes == 0 {
-            return Err(Error::Config(
-                "receivers.otlp.max_request_bytes must be > 0, got 0".into(),
-            ));
-        }
-        self.storage
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        self.query
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        self.processors.validate().map_err(Error::Config)?;
-        self.alerts.validate().map_err(Error::Config)?;
-        self.sinks.validate().map_err(Error::Config)?;
+        positive(
+            "receivers.otlp.max_request_bytes",
+            otlp.max_request_bytes as u64,
+        )?;
+        self.storage.validate()?;
+        self.query.validate()?;
+        self.processors.validate()?;
+        self.alerts.validate()?;
+        self.sinks.validate()?;
         if self.api.idle_timeout_ms <= self.query.timeout_ms {
-            return Err(Error::Config(format!(
-                "api.idle_timeout_ms ({}) must be longer than query.timeout_ms ({}), or a running query's connection could be closed",
-                self.api.idle_timeout_ms, self.query.timeout_ms
-            )));
+            return Err(ConfigError::invalid(
+                "api.idle_timeout_ms",
+                format!(
+                    "longer than query.timeout_ms ({}), or a running query's connection could be closed",
+                    self.query.timeout_ms
+                ),
+                self.api.idle_timeout_ms,
+            )
+            .into());
         }
         // Timeouts, and that the TLS certificates and keys load.
         otlp.listening()?;
@@ -327,9 +333,12 @@ pub fn resolve(key: &str, address: &str) -> Result<SocketAddr, Error> {
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| {
-            Error::Config(format!(
-                "{key} must be host:port (e.g. \"127.0.0.1:4317\"), got {address:?}"
-            ))
+            ConfigError::invalid(
+                key,
+                "host:port (e.g. \"127.0.0.1:4317\")",
+                format!("{address:?}"),
+            )
+            .into()
         })
 }
 
@@ -369,14 +378,24 @@ mod tests {
         assert_eq!(c.storage.flush_rows, 500_000);
     }
 
+    /// The key `text`'s configuration error names.
+    fn refused_key(text: &str) -> String {
+        match Config::parse(text) {
+            Err(Error::Config(e)) => e.key().to_owned(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn unknown_keys_are_named() {
         let err = Config::parse("[receivers.otlp]\ngrpc_adress = \"x\"\n").unwrap_err();
-        assert!(err.contains("grpc_adress"), "{err}");
-        let err = Config::parse("[storage]\nflush_rows = 0\n").unwrap_err();
-        assert!(err.contains("storage.flush_rows"), "{err}");
-        let err = Config::parse("[api]\naddress = \"nowhere\"\n").unwrap_err();
-        assert!(err.contains("api.address"), "{err}");
+        assert!(matches!(err, Error::Syntax(_)), "{err}");
+        assert!(err.to_string().contains("grpc_adress"), "{err}");
+        assert_eq!(
+            refused_key("[storage]\nflush_rows = 0\n"),
+            "storage.flush_rows"
+        );
+        assert_eq!(refused_key("[api]\naddress = \"nowhere\"\n"), "api.address");
     }
 
     #[test]
@@ -407,16 +426,25 @@ mod tests {
                 && !shown.contains("es-password"),
             "{shown}"
         );
-        let err = Config::parse("[sinks.otlp]\nendpoint = \"grpc://x\"\n").unwrap_err();
-        assert!(err.contains("sinks.otlp.endpoint"), "{err}");
-        let err = Config::parse(
-            "[[alerts.rules]]\nname = \"x\"\nmetric = \"mood\"\nop = \"<\"\nthreshold = 1\n",
-        )
-        .unwrap_err();
-        assert!(err.contains("alerts.rules[0].metric"), "{err}");
-        let err = Config::parse("[processors.health]\nwindow_seconds = 25\n").unwrap_err();
-        assert!(err.contains("processors.health.window_seconds"), "{err}");
-        let err = Config::parse("[sinks.prometheus]\nmetric_expiration = \"soon\"\n").unwrap_err();
-        assert!(err.contains("sinks.prometheus.metric_expiration"), "{err}");
+        for (text, key) in [
+            (
+                "[sinks.otlp]\nendpoint = \"grpc://x\"\n",
+                "sinks.otlp.endpoint",
+            ),
+            (
+                "[[alerts.rules]]\nname = \"x\"\nmetric = \"mood\"\nop = \"<\"\nthreshold = 1\n",
+                "alerts.rules[0].metric",
+            ),
+            (
+                "[processors.health]\nwindow_seconds = 25\n",
+                "processors.health.window_seconds",
+            ),
+            (
+                "[sinks.prometheus]\nmetric_expiration = \"soon\"\n",
+                "sinks.prometheus.metric_expiration",
+            ),
+        ] {
+            assert_eq!(refused_key(text), key);
+        }
     }
 }

@@ -5,8 +5,10 @@
 
 use std::sync::Arc;
 
-use swarmscope_processors::analytics::alerts::{alert_rows, RESTORE_SQL};
+use swarmscope_processors::analytics::alerts::{alert_rows, ALERTS, RESTORE_SQL};
 use swarmscope_processors::analytics::coordination::restore_sql;
+use swarmscope_processors::analytics::evaluator::Evaluation;
+use swarmscope_processors::analytics::graph::{PendingRows, GRAPH_EDGES};
 use swarmscope_processors::analytics::health::{health_rows, HEALTH};
 use swarmscope_processors::analytics::Analytics;
 use swarmscope_processors::processor::TableBatch;
@@ -88,7 +90,7 @@ pub async fn evaluate(
     loop {
         let wait = std::time::Duration::from_nanos(u64::try_from(due_at - now_ns()).unwrap_or(0));
         tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => return store_graph_rows(&analytics, &pipeline).await,
             _ = tokio::time::sleep(wait) => {}
         }
         let latest = {
@@ -110,30 +112,14 @@ pub async fn evaluate(
                 }
             }
         };
-        let mut batches = Vec::new();
-        match health_rows(evaluation.at, &evaluation.health) {
-            Ok(rows) => batches.push(TableBatch::new(HEALTH, rows)),
-            Err(e) => tracing::error!(error = %e, "cannot build health rows"),
+        let graph_rows = analytics.graph.as_ref().map(|g| g.take_rows());
+        let stored = pipeline
+            .record(rows(&evaluation, graph_rows.as_ref()))
+            .await;
+        if let (Err(_), Some(graph), Some(rows)) = (&stored, &analytics.graph, graph_rows) {
+            graph.restore_rows(rows);
         }
-        if !evaluation.transitions.is_empty() {
-            for alert in &evaluation.transitions {
-                tracing::info!(
-                    alert = alert.name(),
-                    status = %alert.status,
-                    fingerprint = %alert.fingerprint,
-                    labels = ?alert.labels,
-                    "alert {}", alert.status
-                );
-            }
-            match alert_rows(evaluation.at, &evaluation.transitions) {
-                Ok(rows) => batches.push(TableBatch::new(
-                    swarmscope_processors::analytics::alerts::ALERTS,
-                    rows,
-                )),
-                Err(e) => tracing::error!(error = %e, "cannot build alert rows"),
-            }
-        }
-        match pipeline.record(batches).await {
+        match stored {
             Ok(()) => analytics.commit(evaluation.book),
             // A transition not stored is not made: the next evaluation finds it again.
             Err(e) if !evaluation.transitions.is_empty() => tracing::error!(
@@ -147,5 +133,57 @@ pub async fn evaluate(
         }
         next = end + 1;
         due_at = analytics.evaluator().due_at(next);
+    }
+}
+
+/// The rows an evaluation adds: health scores, alert transitions, and the requests the
+/// call graph counted since the last.
+fn rows(evaluation: &Evaluation, graph: Option<&PendingRows>) -> Vec<TableBatch> {
+    let mut batches = Vec::new();
+    match health_rows(evaluation.at, &evaluation.health) {
+        Ok(rows) => batches.push(TableBatch::new(HEALTH, rows)),
+        Err(e) => tracing::error!(error = %e, "cannot build health rows"),
+    }
+    if !evaluation.transitions.is_empty() {
+        for alert in &evaluation.transitions {
+            tracing::info!(
+                alert = alert.name(),
+                status = %alert.status,
+                fingerprint = %alert.fingerprint,
+                labels = ?alert.labels,
+                "alert {}", alert.status
+            );
+        }
+        match alert_rows(evaluation.at, &evaluation.transitions) {
+            Ok(rows) => batches.push(TableBatch::new(ALERTS, rows)),
+            Err(e) => tracing::error!(error = %e, "cannot build alert rows"),
+        }
+    }
+    if let Some(graph) = graph.filter(|r| !r.is_empty()) {
+        match graph.batch() {
+            Ok(rows) => batches.push(TableBatch::new(GRAPH_EDGES, rows)),
+            Err(e) => tracing::error!(error = %e, "cannot build graph_edges rows"),
+        }
+    }
+    batches
+}
+
+/// At shutdown, the requests the call graph counted since the last evaluation.
+async fn store_graph_rows(analytics: &Analytics, pipeline: &Pipeline) {
+    let Some(rows) = analytics.graph.as_ref().map(|g| g.take_rows()) else {
+        return;
+    };
+    if rows.is_empty() {
+        return;
+    }
+    let stored = match rows.batch() {
+        Ok(batch) => pipeline
+            .record(vec![TableBatch::new(GRAPH_EDGES, batch)])
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = stored {
+        tracing::error!(error = %e, "cannot store the call graph's last rows");
     }
 }

@@ -23,4 +23,4 @@ pub mod service;
 pub mod telemetry;
 
 pub use config::Config;
-pub use error::Error;
+pub use error::{ConfigError, Error, ServerFailure};

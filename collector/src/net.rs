@@ -27,7 +27,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
-use crate::Error;
+use crate::{ConfigError, Error};
 
 /// `[receivers.otlp.tls]` or `[api.tls]`: serve TLS with this certificate and key.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -48,22 +48,16 @@ impl TlsConfig {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert_file)
             .and_then(|certs| certs.collect::<Result<_, _>>())
             .map_err(|e| {
-                Error::Config(format!(
-                    "{section}.cert_file: cannot read certificates from {}: {e}",
-                    self.cert_file.display()
-                ))
+                let reason = format!("cannot read certificates: {e}");
+                ConfigError::file(format!("{section}.cert_file"), &self.cert_file, reason)
             })?;
         if certs.is_empty() {
-            return Err(Error::Config(format!(
-                "{section}.cert_file: no certificate in {}",
-                self.cert_file.display()
-            )));
+            let key = format!("{section}.cert_file");
+            return Err(ConfigError::file(key, &self.cert_file, "holds no certificate").into());
         }
         let key = PrivateKeyDer::from_pem_file(&self.key_file).map_err(|e| {
-            Error::Config(format!(
-                "{section}.key_file: cannot read a private key from {}: {e}",
-                self.key_file.display()
-            ))
+            let reason = format!("cannot read a private key: {e}");
+            ConfigError::file(format!("{section}.key_file"), &self.key_file, reason)
         })?;
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -71,9 +65,10 @@ impl TlsConfig {
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
         .map_err(|e| {
-            Error::Config(format!(
-                "{section}: the certificate and key do not make a TLS configuration: {e}"
-            ))
+            ConfigError::rule(
+                section,
+                format!("has a certificate and key that make no TLS configuration: {e}"),
+            )
         })?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(TlsAcceptor::from(Arc::new(config)))

@@ -25,7 +25,7 @@ use crate::net::Listening;
 use crate::pipeline::Pipeline;
 use crate::receivers::{grpc, http};
 use crate::telemetry::{PipelineMetrics, Telemetry};
-use crate::Error;
+use crate::{Error, ServerFailure};
 
 /// How long shutdown waits for the API's open connections once queries are cancelled.
 const API_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -87,10 +87,6 @@ pub async fn run(
     running.serve(shutdown).await
 }
 
-fn metrics_error(e: prometheus::Error) -> Error {
-    Error::Server("metrics", e.to_string())
-}
-
 /// What everything else stands on: the store, the query engine over it, the analytics,
 /// and the registry `/metrics` serves, with every collector registered.
 struct Core {
@@ -111,22 +107,17 @@ impl Core {
             &config.processors,
             config.alerts.rules.clone(),
         ));
-        engine
-            .register_analytics(&analytics)
-            .await
-            .map_err(|e| Error::Server("analytics", e.to_string()))?;
-        let (telemetry, pipeline_metrics) =
-            Telemetry::new(&store, &engine).map_err(metrics_error)?;
+        engine.register_analytics(&analytics).await?;
+        let (telemetry, pipeline_metrics) = Telemetry::new(&store, &engine)?;
         let registry = telemetry.registry();
         for collector in analytics.collectors() {
-            registry.register(collector).map_err(metrics_error)?;
+            registry.register(collector)?;
         }
         let translator = Arc::new(Translator::new(&config.sinks.prometheus));
         registry
             .register(Box::new(TranslatorCollector(Arc::clone(&translator))))
-            .and_then(|()| registry.register(Box::new(translator.dropped())))
-            .map_err(metrics_error)?;
-        let sink_metrics = SinkMetrics::register(registry).map_err(metrics_error)?;
+            .and_then(|()| registry.register(Box::new(translator.dropped())))?;
+        let sink_metrics = SinkMetrics::register(registry)?;
         Ok(Core {
             store,
             engine,
@@ -151,7 +142,10 @@ impl Core {
                 b.sink(sink)
             })
             .build()
-            .map_err(|e| Error::Server("pipeline", e.to_string()))?;
+            .map_err(|source| Error::Start {
+                what: "pipeline",
+                source,
+            })?;
         Ok(pipeline)
     }
 }
@@ -175,8 +169,11 @@ impl Outputs {
     /// Restores the analytics' state first, so the webhooks start from the alerts
     /// firing and those resolved shortly before.
     async fn assemble(config: &Config, core: &Core) -> Result<Outputs, Error> {
-        let executor = Executor::new("sink", sink_threads(), SINK_NICE)
-            .map_err(|e| Error::Server("sink runtime", e.to_string()))?;
+        let executor =
+            Executor::new("sink", sink_threads(), SINK_NICE).map_err(|source| Error::Start {
+                what: "sink runtime",
+                source,
+            })?;
         evaluation::restore(&core.analytics, &core.engine).await;
         let (firing, resolved) = {
             let evaluator = core.analytics.evaluator();
@@ -380,7 +377,10 @@ impl Running {
             _ = &mut shutdown => {}
             result = &mut self.grpc => {
                 joined("OTLP gRPC", result)?;
-                return Err(Error::Server("OTLP gRPC", "stopped unexpectedly".into()));
+                return Err(Error::Server {
+                    server: "OTLP gRPC",
+                    failure: ServerFailure::Stopped,
+                });
             }
         }
         self.shutdown().await
@@ -438,9 +438,13 @@ fn joined<E: std::fmt::Display>(
     name: &'static str,
     result: Result<Result<(), E>, tokio::task::JoinError>,
 ) -> Result<(), Error> {
-    match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Error::Server(name, e.to_string())),
-        Err(e) => Err(Error::Server(name, e.to_string())),
-    }
+    let failure = match result {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => ServerFailure::Failed(e.to_string()),
+        Err(e) => ServerFailure::Task(e),
+    };
+    Err(Error::Server {
+        server: name,
+        failure,
+    })
 }

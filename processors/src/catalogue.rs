@@ -16,6 +16,7 @@ impl Table {
         crate::analytics::alerts::ALERTS,
         Table::DEAD_LETTERS,
         crate::analytics::genai::GENAI_ATTRIBUTION,
+        crate::analytics::graph::GRAPH_EDGES,
     ];
 
     pub fn from_name(name: &str) -> Option<Table> {

@@ -22,6 +22,7 @@ pub mod analytics;
 pub mod anyvalue;
 mod catalogue;
 pub mod columns;
+pub mod config_error;
 pub mod convert;
 pub mod durations;
 mod error;
@@ -32,4 +33,5 @@ pub mod prometheus;
 pub mod schema;
 mod wire;
 
+pub use config_error::ConfigError;
 pub use error::{Error, Result};

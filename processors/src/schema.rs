@@ -144,7 +144,7 @@ pub fn map_type() -> DataType {
     )
 }
 
-fn list_of(item: DataType) -> DataType {
+pub fn list_of(item: DataType) -> DataType {
     DataType::List(Arc::new(Field::new("item", item, true)))
 }
 

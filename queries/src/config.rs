@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use swarmscope_processors::config_error::{positive, ConfigError};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -52,17 +52,15 @@ impl QueryConfig {
         Duration::from_millis(self.queue_timeout_ms)
     }
 
-    /// Checks the values serde cannot; the message names the key.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks the values serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("timeout_ms", self.timeout_ms),
             ("memory_limit_mb", self.memory_limit_mb as u64),
             ("threads", self.threads as u64),
             ("max_concurrent", self.max_concurrent as u64),
         ] {
-            if value == 0 {
-                return Err(Error::Config(format!("query.{key} must be > 0, got 0")));
-            }
+            positive(format!("query.{key}"), value)?;
         }
         Ok(())
     }

@@ -29,8 +29,8 @@ pub enum Error {
     ResourcesExhausted(DataFusionError),
     #[error("query failed: {0}")]
     Execution(DataFusionError),
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] swarmscope_processors::ConfigError),
     #[error(transparent)]
     Store(#[from] swarmscope_sinks::Error),
     #[error("encoding the result: {0}")]

@@ -13,9 +13,9 @@ pub enum Error {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
-    /// A configuration value out of range; the message names the key.
-    #[error("{0}")]
-    Config(String),
+    /// A configuration value refused; it names the key.
+    #[error(transparent)]
+    Config(#[from] swarmscope_processors::ConfigError),
     #[error("the store is read-only")]
     ReadOnly,
     /// Buffered rows would pass `storage.max_buffered_bytes`; retry after a flush.

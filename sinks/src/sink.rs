@@ -36,10 +36,22 @@ pub enum SinkError {
     Permanent(String),
 }
 
+impl SinkError {
+    /// An HTTP endpoint's refusal of a whole request, by the rule every sink follows
+    /// (the remote-write specification's and Elasticsearch's): 429 and 5xx are worth
+    /// trying again, after `Retry-After` when given; any other status will never pass.
+    pub fn from_status(status: u16, message: String, after: Option<Duration>) -> SinkError {
+        match status {
+            429 | 500.. => SinkError::Retryable { message, after },
+            _ => SinkError::Permanent(message),
+        }
+    }
+}
+
 /// Where acknowledged batches go besides the store: Jaeger, Prometheus remote write,
-/// Elasticsearch, ... Implementations say what they take and how to send it; queueing,
-/// batching and retries are the [`SinkRunner`]'s.
-#[async_trait::async_trait]
+/// Elasticsearch, ... Implementations say what they take, how to encode it and how to
+/// send it (a [`Delivery`]); queueing, batching and the one retry policy are the
+/// [`SinkRunner`]'s.
 pub trait Sink: Send + Sync + 'static {
     /// The sink's name in metrics, logs and its queue's folder.
     fn name(&self) -> &str;
@@ -48,8 +60,39 @@ pub trait Sink: Send + Sync + 'static {
     /// it reads of its queue (a queued record holds every table of its request).
     fn accepts(&self, table: Table) -> bool;
 
-    /// Sends `batches` (in order). `Ok` means the endpoint has them.
-    async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError>;
+    /// Encodes `batches` (in order) once into what the runner sends, and sends again
+    /// after a retryable failure. An `Err` here is the payload's fault: permanent.
+    fn encode<'a>(
+        &'a self,
+        batches: &[(Table, RecordBatch)],
+    ) -> Result<Box<dyn Delivery + 'a>, SinkError>;
+}
+
+/// One encoded send, and what of it is left to deliver.
+#[async_trait::async_trait]
+pub trait Delivery: Send {
+    /// Sends what is left. `Ok` means the endpoint has it all (or refused some of it for
+    /// good, and the sink kept that); a retryable error leaves in the delivery only
+    /// what still has to go, which the runner sends again after its backoff, so what
+    /// was delivered is not sent twice.
+    async fn send(&mut self) -> Result<(), SinkError>;
+}
+
+/// A delivery that hands its batches over in process, at once: for sinks whose
+/// endpoint is inside the collector (the webhooks' alert groups).
+pub struct InProcess<F>(Option<F>);
+
+impl<F: FnOnce() -> Result<(), SinkError> + Send> InProcess<F> {
+    pub fn new(hand_over: F) -> InProcess<F> {
+        InProcess(Some(hand_over))
+    }
+}
+
+#[async_trait::async_trait]
+impl<F: FnOnce() -> Result<(), SinkError> + Send> Delivery for InProcess<F> {
+    async fn send(&mut self) -> Result<(), SinkError> {
+        self.0.take().map_or(Ok(()), |hand_over| hand_over())
+    }
 }
 
 /// The backlog a sink keeps on disk by default (each sink's `queue_max_bytes`); past
@@ -257,34 +300,55 @@ impl SinkRunner {
             let batches: Vec<(Table, RecordBatch)> =
                 entries.into_iter().flat_map(|e| e.batches).collect();
             let records = batches.len() as u64;
-            let wait = tokio::select! {
+            let delivered = tokio::select! {
                 _ = &mut shutdown => return,
-                sent = self.sink.send(&batches) => match sent {
-                    Ok(()) => {
-                        self.metrics.sent.with_label_values(&[&name]).inc_by(records);
-                        backoff = self.initial_backoff();
-                        self.ack(&name, end);
-                        None
-                    }
-                    Err(SinkError::Permanent(message)) => {
-                        self.metrics.failed.with_label_values(&[&name]).inc_by(records);
-                        tracing::error!(sink = %name, error = %message, "sink refused records for good; passed over");
-                        self.ack(&name, end);
-                        None
-                    }
-                    Err(SinkError::Retryable { message, after }) => {
-                        self.metrics.retries.with_label_values(&[&name]).inc();
-                        tracing::debug!(sink = %name, error = %message, "sink send failed; retrying");
-                        let wait = after.unwrap_or_else(|| jitter(backoff));
-                        backoff = (backoff * 2).min(Duration::from_millis(self.config.max_backoff_ms));
-                        Some(wait)
-                    }
-                },
+                delivered = self.deliver(&name, &batches, &mut backoff) => delivered,
             };
-            if let Some(wait) = wait {
-                tokio::select! {
-                    _ = &mut shutdown => return,
-                    _ = tokio::time::sleep(wait) => {}
+            match delivered {
+                Ok(()) => self
+                    .metrics
+                    .sent
+                    .with_label_values(&[&name])
+                    .inc_by(records),
+                Err(message) => {
+                    self.metrics
+                        .failed
+                        .with_label_values(&[&name])
+                        .inc_by(records);
+                    tracing::error!(sink = %name, error = %message, "sink refused records for good; passed over");
+                }
+            }
+            self.ack(&name, end);
+        }
+    }
+
+    /// Encodes `batches` once and sends them until delivered, retrying with
+    /// exponential backoff and jitter (or after the `Retry-After` the sink reports);
+    /// `Err` when the sink refused them for good.
+    async fn deliver(
+        &self,
+        name: &str,
+        batches: &[(Table, RecordBatch)],
+        backoff: &mut Duration,
+    ) -> Result<(), String> {
+        let mut delivery = self.sink.encode(batches).map_err(|e| e.to_string())?;
+        loop {
+            match delivery.send().await {
+                Ok(()) => {
+                    *backoff = self.initial_backoff();
+                    return Ok(());
+                }
+                Err(SinkError::Permanent(message)) => {
+                    *backoff = self.initial_backoff();
+                    return Err(message);
+                }
+                Err(SinkError::Retryable { message, after }) => {
+                    self.metrics.retries.with_label_values(&[name]).inc();
+                    tracing::debug!(sink = %name, error = %message, "sink send failed; retrying");
+                    let wait = after.unwrap_or_else(|| jitter(*backoff));
+                    *backoff =
+                        (*backoff * 2).min(Duration::from_millis(self.config.max_backoff_ms));
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
@@ -343,7 +407,6 @@ mod tests {
         fail: Mutex<usize>,
     }
 
-    #[async_trait::async_trait]
     impl Sink for Recording {
         fn name(&self) -> &str {
             "recording"
@@ -351,9 +414,28 @@ mod tests {
         fn accepts(&self, table: Table) -> bool {
             table == Table::SPANS
         }
-        async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError> {
+        fn encode<'a>(
+            &'a self,
+            batches: &[(Table, RecordBatch)],
+        ) -> Result<Box<dyn Delivery + 'a>, SinkError> {
+            let values: Vec<i64> = batches.iter().map(|(_, b)| value(b)).collect();
+            if values.contains(&13) {
+                return Err(SinkError::Permanent("bad record".into()));
+            }
+            Ok(Box::new(RecordingDelivery { sink: self, values }))
+        }
+    }
+
+    struct RecordingDelivery<'a> {
+        sink: &'a Recording,
+        values: Vec<i64>,
+    }
+
+    #[async_trait::async_trait]
+    impl Delivery for RecordingDelivery<'_> {
+        async fn send(&mut self) -> Result<(), SinkError> {
             {
-                let mut fail = self.fail.lock().unwrap();
+                let mut fail = self.sink.fail.lock().unwrap();
                 if *fail > 0 {
                     *fail -= 1;
                     return Err(SinkError::Retryable {
@@ -362,13 +444,11 @@ mod tests {
                     });
                 }
             }
-            if batches.iter().any(|(_, b)| value(b) == 13) {
-                return Err(SinkError::Permanent("bad record".into()));
-            }
-            self.received
+            self.sink
+                .received
                 .lock()
                 .unwrap()
-                .extend(batches.iter().map(|(_, b)| value(b)));
+                .extend(std::mem::take(&mut self.values));
             Ok(())
         }
     }

@@ -4,62 +4,75 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use swarmscope_processors::ConfigError;
 
 /// Makes ring the process's rustls provider, which reqwest's TLS uses; idempotent.
 pub fn install_provider() {
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Checks an endpoint's scheme and its `ca_file`; every message names the key.
-pub fn check_endpoint(key: &str, url: &str, ca_file: Option<&Path>) -> Result<(), String> {
+/// Checks an endpoint's scheme and its `ca_file`; every error names the key.
+pub fn check_endpoint(key: &str, url: &str, ca_file: Option<&Path>) -> Result<(), ConfigError> {
     if !url.starts_with("http://") && !url.starts_with("https://") {
-        return Err(format!(
-            "{key} must be an http:// or https:// URL, got {url:?}"
+        return Err(ConfigError::invalid(
+            key,
+            "an http:// or https:// URL",
+            format!("{url:?}"),
         ));
     }
     if let Some(path) = ca_file {
-        let ca_key = match key.rsplit_once('.') {
-            Some((section, _)) => format!("{section}.ca_file"),
-            None => "ca_file".to_owned(),
-        };
+        let ca_key = ca_key(key);
         let pem = std::fs::read(path)
-            .map_err(|e| format!("{ca_key}: cannot read {}: {e}", path.display()))?;
+            .map_err(|e| ConfigError::file(&ca_key, path, format!("cannot read it: {e}")))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{ca_key}: {}: {e}", path.display()))?;
+            .map_err(|e| ConfigError::file(&ca_key, path, e))?;
         if certs.is_empty() {
-            return Err(format!(
-                "{ca_key}: {} holds no PEM certificate",
-                path.display()
-            ));
+            return Err(ConfigError::file(ca_key, path, "holds no PEM certificate"));
         }
     }
     Ok(())
 }
 
-/// An HTTP client for a sink: `timeout` per request, trusting `ca_file` besides the
-/// system's roots.
+/// The `ca_file` key beside `key` (`sinks.otlp.endpoint` → `sinks.otlp.ca_file`).
+fn ca_key(key: &str) -> String {
+    match key.rsplit_once('.') {
+        Some((section, _)) => format!("{section}.ca_file"),
+        None => "ca_file".to_owned(),
+    }
+}
+
+/// An HTTP client for the sink configured at `section`: `timeout` per request,
+/// trusting `ca_file` besides the system's roots.
 pub fn http_client(
+    section: &str,
     timeout: Duration,
     ca_file: Option<&PathBuf>,
-) -> Result<reqwest::Client, String> {
+) -> Result<reqwest::Client, ConfigError> {
     install_provider();
     let mut builder = reqwest::Client::builder().timeout(timeout);
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let key = format!("{section}.ca_file");
+        let pem = std::fs::read(path).map_err(|e| ConfigError::file(&key, path, e))?;
         for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{}: {e}", path.display()))?
+            .map_err(|e| ConfigError::file(&key, path, e))?
         {
             builder = builder.add_root_certificate(cert);
         }
     }
-    builder.build().map_err(|e| e.to_string())
+    builder
+        .build()
+        .map_err(|e| ConfigError::rule(section, format!("cannot make an HTTP client: {e}")))
 }
 
 /// The gRPC TLS settings for an `https://` endpoint.
-pub fn grpc_tls(ca_file: Option<&PathBuf>) -> Result<tonic::transport::ClientTlsConfig, String> {
+pub fn grpc_tls(
+    section: &str,
+    ca_file: Option<&PathBuf>,
+) -> Result<tonic::transport::ClientTlsConfig, ConfigError> {
     let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let pem = std::fs::read(path)
+            .map_err(|e| ConfigError::file(format!("{section}.ca_file"), path, e))?;
         tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
     }
     Ok(tls)

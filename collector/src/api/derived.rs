@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use swarmscope_processors::analytics::graph::edge_queries;
+use swarmscope_processors::analytics::graph::{bucket_columns, edges_summary_sql, quantile_ms};
 use swarmscope_queries::encode;
 
 use super::{error, query_error, ApiState};
@@ -148,7 +148,8 @@ pub(super) struct GraphParams {
 }
 
 /// `GET /api/v1/graph?start=&end=` (default: the last hour): the call graph's nodes
-/// and edges, between services and between agents, computed from the stored spans.
+/// and edges, between services and between agents, summed from `graph_edges` (the
+/// live graph's requests, by the minute they started).
 pub(super) async fn graph(
     State(state): State<ApiState>,
     Query(params): Query<GraphParams>,
@@ -161,17 +162,23 @@ pub(super) async fn graph(
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    // One query per kind of edge, one after another: together they would hold every
-    // join's table at once.
-    let mut edges = Vec::new();
-    for sql in edge_queries(start, end, &state.analytics.config.graph) {
-        let result = match state.engine.sql(&sql).await {
-            Ok(r) => r,
-            Err(e) => return query_error(e),
+    let result = match state.engine.sql(&edges_summary_sql(start, end)).await {
+        Ok(r) => r,
+        Err(e) => return query_error(e),
+    };
+    let mut edges = match objects(&result) {
+        Ok(edges) => edges,
+        Err(response) => return *response,
+    };
+    for edge in &mut edges {
+        let Value::Object(fields) = edge else {
+            continue;
         };
-        match objects(&result) {
-            Ok(part) => edges.extend(part),
-            Err(response) => return *response,
+        let counts: Vec<u64> = bucket_columns()
+            .map(|b| fields.remove(&b).and_then(|v| v.as_u64()).unwrap_or(0))
+            .collect();
+        for (name, q) in [("p50_ms", 0.5), ("p95_ms", 0.95)] {
+            fields.insert(name.into(), json!(quantile_ms(&counts, q)));
         }
     }
     let text = |e: &Value, key: &str| e[key].as_str().unwrap_or_default().to_owned();
@@ -192,6 +199,7 @@ pub(super) async fn graph(
             .then_with(|| text(a, "connection_type").cmp(&text(b, "connection_type")))
     });
     let mut nodes: Vec<(String, String, bool)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for e in &edges {
         for (side, uninstrumented) in [("source", "client"), ("target", "server")] {
             let text = |key: &str| e[key].as_str().unwrap_or_default().to_owned();
@@ -200,7 +208,7 @@ pub(super) async fn graph(
                 text(side),
                 text("virtual_node") == uninstrumented,
             );
-            if !nodes.contains(&node) {
+            if seen.insert(node.clone()) {
                 nodes.push(node);
             }
         }

@@ -12,7 +12,9 @@ use prometheus::Registry;
 use swarmscope_processors::processor::{Processor, TableBatch};
 use swarmscope_processors::schema::Table;
 use swarmscope_sinks::queue::DiskQueue;
-use swarmscope_sinks::sink::{RunnerTuning, Sink, SinkError, SinkHandle, SinkMetrics};
+use swarmscope_sinks::sink::{
+    Delivery, InProcess, RunnerTuning, Sink, SinkError, SinkHandle, SinkMetrics,
+};
 use swarmscope_sinks::store::{ParquetStore, StorageConfig};
 
 use super::*;
@@ -399,7 +401,6 @@ async fn a_store_at_its_memory_limit_costs_the_observers_nothing() {
 #[derive(Default)]
 struct Collecting(Mutex<Vec<String>>);
 
-#[async_trait::async_trait]
 impl Sink for Collecting {
     fn name(&self) -> &str {
         "collecting"
@@ -407,12 +408,15 @@ impl Sink for Collecting {
     fn accepts(&self, table: Table) -> bool {
         table == Table::SPANS
     }
-    async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError> {
-        let mut got = self.0.lock().unwrap();
-        for (_, b) in batches {
-            got.extend(names(b));
-        }
-        Ok(())
+    fn encode<'a>(
+        &'a self,
+        batches: &[(Table, RecordBatch)],
+    ) -> Result<Box<dyn Delivery + 'a>, SinkError> {
+        let sent: Vec<String> = batches.iter().flat_map(|(_, b)| names(b)).collect();
+        Ok(Box::new(InProcess::new(move || {
+            self.0.lock().unwrap().extend(sent);
+            Ok(())
+        })))
     }
 }
 

@@ -105,41 +105,47 @@ fn default_severity() -> String {
 }
 
 impl AlertRule {
-    pub fn validate(&self, i: usize) -> std::result::Result<(), String> {
+    pub fn validate(&self, i: usize) -> std::result::Result<(), crate::ConfigError> {
+        use crate::ConfigError;
         let key = |k: &str| format!("alerts.rules[{i}].{k}");
+        let quoted = |v: &str| format!("{v:?}");
         if self.name.is_empty() {
-            return Err(format!("{} must not be empty", key("name")));
+            return Err(ConfigError::empty(key("name")));
         }
         if !RULE_METRICS.contains(&self.metric.as_str()) {
-            return Err(format!(
-                "{} must be one of {}, got {:?}",
+            let expected = format!("one of {}", RULE_METRICS.join(", "));
+            return Err(ConfigError::invalid(
                 key("metric"),
-                RULE_METRICS.join(", "),
-                self.metric
+                expected,
+                quoted(&self.metric),
             ));
         }
         if !["overall", "service", "team"].contains(&self.scope.as_str()) {
-            return Err(format!(
-                "{} must be overall, service or team, got {:?}",
+            return Err(ConfigError::invalid(
                 key("scope"),
-                self.scope
+                "overall, service or team",
+                quoted(&self.scope),
             ));
         }
         if !["<", "<=", ">", ">="].contains(&self.op.as_str()) {
-            return Err(format!(
-                "{} must be <, <=, > or >=, got {:?}",
+            return Err(ConfigError::invalid(
                 key("op"),
-                self.op
+                "<, <=, > or >=",
+                quoted(&self.op),
             ));
         }
         if !self.threshold.is_finite() {
-            return Err(format!("{} must be a finite number", key("threshold")));
+            return Err(ConfigError::invalid(
+                key("threshold"),
+                "a finite number",
+                self.threshold,
+            ));
         }
         if parse_duration(&self.for_).is_none() {
-            return Err(format!(
-                "{} must be a duration such as 30s, 2m or 1h, got {:?}",
+            return Err(ConfigError::invalid(
                 key("for"),
-                self.for_
+                "a duration such as 30s, 2m or 1h",
+                quoted(&self.for_),
             ));
         }
         Ok(())
@@ -536,6 +542,6 @@ mod tests {
         assert_eq!(rule.for_ns(), 120_000_000_000);
         rule.metric = "happiness".into();
         let e = rule.validate(3).unwrap_err();
-        assert!(e.starts_with("alerts.rules[3].metric"), "{e}");
+        assert_eq!(e.key(), "alerts.rules[3].metric", "{e}");
     }
 }

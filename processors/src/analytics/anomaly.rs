@@ -70,42 +70,34 @@ impl Default for AnomalyConfig {
 }
 
 impl AnomalyConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        use crate::config_error::{positive, ConfigError};
         let key = |k: &str| format!("processors.anomaly.{k}");
         if !(self.sensitivity.is_finite() && self.sensitivity > 0.0) {
-            return Err(format!(
-                "{} must be > 0, got {}",
+            return Err(ConfigError::invalid(
                 key("sensitivity"),
-                self.sensitivity
+                "> 0",
+                self.sensitivity,
             ));
         }
         if self.window < 3 {
-            return Err(format!(
-                "{} must be >= 3, got {}",
-                key("window"),
-                self.window
-            ));
+            return Err(ConfigError::invalid(key("window"), ">= 3", self.window));
         }
         if self.min_samples < 3 || self.min_samples > self.window {
-            return Err(format!(
-                "{} must be between 3 and window ({}), got {}",
+            let expected = format!("between 3 and window ({})", self.window);
+            return Err(ConfigError::invalid(
                 key("min_samples"),
-                self.window,
-                self.min_samples
+                expected,
+                self.min_samples,
             ));
         }
-        if self.consecutive == 0 || self.resolve_after == 0 {
-            return Err(format!(
-                "{} and {} must be > 0",
-                key("consecutive"),
-                key("resolve_after")
-            ));
-        }
+        positive(key("consecutive"), self.consecutive as u64)?;
+        positive(key("resolve_after"), self.resolve_after as u64)?;
         if !(self.ewma_alpha > 0.0 && self.ewma_alpha <= 1.0) {
-            return Err(format!(
-                "{} must be in (0, 1], got {}",
+            return Err(ConfigError::invalid(
                 key("ewma_alpha"),
-                self.ewma_alpha
+                "in (0, 1]",
+                self.ewma_alpha,
             ));
         }
         Ok(())

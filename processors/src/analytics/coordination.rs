@@ -97,14 +97,16 @@ impl Default for CoordinationConfig {
 }
 
 impl CoordinationConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.lease_timeout_ms == 0 {
-            return Err("processors.coordination.lease_timeout_ms must be > 0, got 0".into());
-        }
-        if self.max_work_items == 0 {
-            return Err("processors.coordination.max_work_items must be > 0, got 0".into());
-        }
-        Ok(())
+    pub fn validate(&self) -> std::result::Result<(), crate::ConfigError> {
+        use crate::config_error::positive;
+        positive(
+            "processors.coordination.lease_timeout_ms",
+            self.lease_timeout_ms,
+        )?;
+        positive(
+            "processors.coordination.max_work_items",
+            self.max_work_items as u64,
+        )
     }
 }
 

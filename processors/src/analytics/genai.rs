@@ -282,22 +282,22 @@ impl Default for GenAiConfig {
 }
 
 impl GenAiConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), crate::ConfigError> {
         for (i, p) in self.prices.iter().enumerate() {
             let prices = [Some(p.input), Some(p.output), p.cache_read, p.cache_write];
             if p.model.is_empty() {
-                return Err(format!(
-                    "processors.genai.prices[{i}].model must not be empty"
-                ));
+                return Err(crate::ConfigError::empty(format!(
+                    "processors.genai.prices[{i}].model"
+                )));
             }
             if prices
                 .into_iter()
                 .flatten()
                 .any(|v| !v.is_finite() || v < 0.0)
             {
-                return Err(format!(
-                    "processors.genai.prices[{i}] ({}): prices must be finite and >= 0",
-                    p.model
+                return Err(crate::ConfigError::rule(
+                    format!("processors.genai.prices[{i}]"),
+                    format!("({}): prices must be finite and >= 0", p.model),
                 ));
             }
         }

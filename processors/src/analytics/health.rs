@@ -24,6 +24,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use super::signals::{ScopeKind, ScopeSignals};
+use crate::config_error::{positive, ConfigError};
 use crate::schema::{timestamp_type, Table, TableDef};
 use crate::Result;
 
@@ -160,7 +161,7 @@ impl Default for HealthConfig {
 }
 
 impl HealthConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
         let key = |k: &str| format!("processors.health.{k}");
         for (k, v) in [
             ("interval_seconds", self.interval_seconds),
@@ -168,29 +169,30 @@ impl HealthConfig {
             ("latency_target_ms", self.latency_target_ms),
             ("liveness_horizon_seconds", self.liveness_horizon_seconds),
         ] {
-            if v == 0 {
-                return Err(format!("{} must be > 0, got 0", key(k)));
-            }
+            positive(key(k), v)?;
         }
         if !self.window_seconds.is_multiple_of(self.interval_seconds) {
-            return Err(format!(
-                "{} ({}) must be a multiple of {} ({})",
+            return Err(ConfigError::invalid(
                 key("window_seconds"),
+                format!(
+                    "a multiple of {} ({})",
+                    key("interval_seconds"),
+                    self.interval_seconds
+                ),
                 self.window_seconds,
-                key("interval_seconds"),
-                self.interval_seconds
             ));
         }
         for (name, w) in COMPONENTS.iter().zip(self.weights.as_array()) {
             if !(w.is_finite() && w >= 0.0) {
-                return Err(format!(
-                    "{} must be >= 0, got {w}",
-                    key(&format!("weights.{name}"))
+                return Err(ConfigError::invalid(
+                    key(&format!("weights.{name}")),
+                    ">= 0",
+                    w,
                 ));
             }
         }
         if self.weights.as_array().iter().sum::<f64>() <= 0.0 {
-            return Err(format!("{} must not all be 0", key("weights")));
+            return Err(ConfigError::rule(key("weights"), "must not all be 0"));
         }
         Ok(())
     }

@@ -81,7 +81,7 @@ impl Default for AnalyticsConfig {
 
 impl AnalyticsConfig {
     /// Checks what serde cannot; every message names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
         self.coordination.validate()?;
         self.genai.validate()?;
         self.health.validate()?;

@@ -44,7 +44,7 @@ impl Buckets {
         self.sum += value;
     }
 
-    fn merge(&mut self, other: &Buckets) {
+    pub fn merge(&mut self, other: &Buckets) {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
         }
@@ -57,6 +57,11 @@ impl Buckets {
             counts: vec![count],
             sum,
         }
+    }
+
+    /// Counts per bucket, the last one +Inf; not cumulative.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
     }
 
     pub fn count(&self) -> u64 {

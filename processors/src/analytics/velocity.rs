@@ -39,11 +39,8 @@ impl Default for VelocityConfig {
 }
 
 impl VelocityConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.window_seconds == 0 {
-            return Err("processors.velocity.window_seconds must be > 0, got 0".into());
-        }
-        Ok(())
+    pub fn validate(&self) -> std::result::Result<(), crate::ConfigError> {
+        crate::config_error::positive("processors.velocity.window_seconds", self.window_seconds)
     }
 }
 

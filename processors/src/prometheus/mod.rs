@@ -40,17 +40,15 @@ impl Default for PrometheusConfig {
 }
 
 impl PrometheusConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
         if parse_duration(&self.metric_expiration).is_none_or(|d| d.is_zero()) {
-            return Err(format!(
-                "sinks.prometheus.metric_expiration must be a duration such as \"5m\", got {:?}",
-                self.metric_expiration
+            return Err(crate::ConfigError::invalid(
+                "sinks.prometheus.metric_expiration",
+                "a duration such as \"5m\"",
+                format!("{:?}", self.metric_expiration),
             ));
         }
-        if self.max_series == 0 {
-            return Err("sinks.prometheus.max_series must be > 0, got 0".into());
-        }
-        Ok(())
+        crate::config_error::positive("sinks.prometheus.max_series", self.max_series as u64)
     }
 
     /// `metric_expiration` (validated).

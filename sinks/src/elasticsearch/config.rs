@@ -1,6 +1,7 @@
 //! `[sinks.elasticsearch]`: where documents go and how the sink signs in.
 
 use serde::{Deserialize, Serialize};
+use swarmscope_processors::config_error::{positive, ConfigError};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,29 +43,22 @@ fn default_queue_max_bytes() -> u64 {
 }
 
 impl ElasticsearchConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let key = |k: &str| format!("sinks.elasticsearch.{k}");
         crate::tls::check_endpoint(&key("endpoint"), &self.endpoint, self.ca_file.as_deref())?;
         if self.username.is_some() != self.password.is_some() {
-            return Err(format!(
-                "{} and {} go together",
+            return Err(ConfigError::rule(
                 key("username"),
-                key("password")
+                format!("and {} go together", key("password")),
             ));
         }
         if self.api_key.is_some() && self.username.is_some() {
-            return Err(format!(
-                "{} and {} are two ways to sign in: set one",
+            return Err(ConfigError::rule(
                 key("api_key"),
-                key("username")
+                format!("and {} are two ways to sign in: set one", key("username")),
             ));
         }
-        if self.bulk_max_bytes == 0 {
-            return Err(format!("{} must be > 0, got 0", key("bulk_max_bytes")));
-        }
-        if self.timeout_ms == 0 {
-            return Err(format!("{} must be > 0, got 0", key("timeout_ms")));
-        }
-        Ok(())
+        positive(key("bulk_max_bytes"), self.bulk_max_bytes as u64)?;
+        positive(key("timeout_ms"), self.timeout_ms)
     }
 }

@@ -1,6 +1,7 @@
 //! `[sinks.jaeger]` (alias `[sinks.otlp]`): where spans are exported.
 
 use serde::{Deserialize, Serialize};
+use swarmscope_processors::ConfigError;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,17 +54,15 @@ fn default_queue_max_bytes() -> u64 {
 }
 
 impl OtlpSinkConfig {
-    pub fn validate(&self, section: &str) -> Result<(), String> {
+    pub fn validate(&self, section: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("{section}.{k}");
         crate::tls::check_endpoint(&key("endpoint"), &self.endpoint, self.ca_file.as_deref())?;
-        if self.timeout_ms == 0 {
-            return Err(format!("{} must be > 0, got 0", key("timeout_ms")));
-        }
+        swarmscope_processors::config_error::positive(key("timeout_ms"), self.timeout_ms)?;
         if self.max_request_bytes < 1024 {
-            return Err(format!(
-                "{} must be at least 1024, got {}",
+            return Err(ConfigError::invalid(
                 key("max_request_bytes"),
-                self.max_request_bytes
+                "at least 1024",
+                self.max_request_bytes,
             ));
         }
         Ok(())

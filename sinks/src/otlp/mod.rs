@@ -24,7 +24,8 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use config::{Compression, OtlpSinkConfig};
 
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Delivery, Sink, SinkError};
+use swarmscope_processors::ConfigError;
 
 pub struct OtlpSink {
     name: String,
@@ -37,15 +38,20 @@ pub struct OtlpSink {
 impl OtlpSink {
     /// A sink named `name` (its metrics' label and queue folder). Connects lazily: an
     /// endpoint that is down is retried, never an error here.
-    pub fn new(name: &str, config: OtlpSinkConfig) -> Result<OtlpSink, String> {
+    pub fn new(name: &str, config: OtlpSinkConfig) -> Result<OtlpSink, ConfigError> {
+        let section = format!("sinks.{name}");
         let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|e| format!("sinks.{name}.endpoint: {e}"))?
+            .map_err(|e| {
+                let expected = format!("a gRPC endpoint ({e})");
+                ConfigError::invalid(format!("{section}.endpoint"), expected, &config.endpoint)
+            })?
             .timeout(Duration::from_millis(config.timeout_ms))
             .connect_timeout(Duration::from_millis(config.timeout_ms));
         if config.endpoint.starts_with("https://") {
+            let tls = crate::tls::grpc_tls(&section, config.ca_file.as_ref())?;
             endpoint = endpoint
-                .tls_config(crate::tls::grpc_tls(config.ca_file.as_ref())?)
-                .map_err(|e| format!("sinks.{name}.ca_file: {e}"))?;
+                .tls_config(tls)
+                .map_err(|e| ConfigError::rule(format!("{section}.ca_file"), e.to_string()))?;
         }
         let mut client = TraceServiceClient::new(endpoint.connect_lazy());
         match config.compression {
@@ -61,7 +67,7 @@ impl OtlpSink {
                 format!("swarmscope_sink_{name}_rejected_spans_total"),
                 "Spans the OTLP endpoint refused through partial_success.",
             )
-            .map_err(|e| e.to_string())?,
+            .map_err(|e| ConfigError::invalid(section, "a name fit for a metric name", e))?,
         })
     }
 }
@@ -81,7 +87,6 @@ fn retryable(code: tonic::Code) -> bool {
     )
 }
 
-#[async_trait::async_trait]
 impl Sink for OtlpSink {
     fn name(&self) -> &str {
         &self.name
@@ -91,16 +96,35 @@ impl Sink for OtlpSink {
         table == Table::SPANS
     }
 
-    async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError> {
+    fn encode<'a>(
+        &'a self,
+        batches: &[(Table, RecordBatch)],
+    ) -> Result<Box<dyn Delivery + 'a>, SinkError> {
         let mut resource_spans = Vec::new();
         for (_, batch) in batches {
             let part = spans_to_otlp(batch).map_err(|e| SinkError::Permanent(e.to_string()))?;
             resource_spans.extend(part.resource_spans);
         }
-        // In order; a retry after a failure sends the earlier requests again (delivery
-        // is at least once).
-        for request in requests(resource_spans, self.config.max_request_bytes) {
-            self.export(request).await?;
+        Ok(Box::new(Exports {
+            sink: self,
+            requests: requests(resource_spans, self.config.max_request_bytes).into(),
+        }))
+    }
+}
+
+/// The export requests of one delivery not yet answered, in order: a retry resumes at
+/// the first that failed.
+struct Exports<'a> {
+    sink: &'a OtlpSink,
+    requests: std::collections::VecDeque<ExportTraceServiceRequest>,
+}
+
+#[async_trait::async_trait]
+impl Delivery for Exports<'_> {
+    async fn send(&mut self) -> Result<(), SinkError> {
+        while let Some(request) = self.requests.front() {
+            self.sink.export(request.clone()).await?;
+            self.requests.pop_front();
         }
         Ok(())
     }
@@ -277,9 +301,9 @@ mod tests {
         );
         c.compression = Compression::None;
         c.endpoint = "jaeger:4317".into();
-        assert!(c
-            .validate("sinks.otlp")
-            .unwrap_err()
-            .starts_with("sinks.otlp.endpoint"));
+        assert_eq!(
+            c.validate("sinks.otlp").unwrap_err().key(),
+            "sinks.otlp.endpoint"
+        );
     }
 }

@@ -2,10 +2,9 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
+use swarmscope_processors::config_error::{positive, ConfigError};
 
 use serde::{Deserialize, Serialize};
-
-use crate::{Error, Result};
 
 /// When the write-ahead log is synced to disk, and so what a success answer promises.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -78,36 +77,32 @@ impl StorageConfig {
         Duration::from_millis(self.flush_interval_ms)
     }
 
-    /// Checks the values serde cannot; the message names the key.
-    pub fn validate(&self) -> Result<()> {
-        let positive = |key: &str, v: u64| {
-            if v == 0 {
-                Err(Error::Config(format!("storage.{key} must be > 0, got 0")))
-            } else {
-                Ok(())
-            }
-        };
-        positive("flush_interval_ms", self.flush_interval_ms)?;
-        positive("flush_rows", self.flush_rows as u64)?;
-        positive("retention_hours", self.retention_hours)?;
-        positive("row_group_rows", self.row_group_rows as u64)?;
-        positive("wal_fsync_interval_ms", self.wal_fsync_interval_ms)?;
-        positive("max_buffered_bytes", self.max_buffered_bytes as u64)?;
-        positive("compaction_target_bytes", self.compaction_target_bytes)?;
+    /// Checks the values serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("storage.{k}");
+        positive(key("flush_interval_ms"), self.flush_interval_ms)?;
+        positive(key("flush_rows"), self.flush_rows as u64)?;
+        positive(key("retention_hours"), self.retention_hours)?;
+        positive(key("row_group_rows"), self.row_group_rows as u64)?;
+        positive(key("wal_fsync_interval_ms"), self.wal_fsync_interval_ms)?;
+        positive(key("max_buffered_bytes"), self.max_buffered_bytes as u64)?;
+        positive(key("compaction_target_bytes"), self.compaction_target_bytes)?;
         if self.compaction_min_files < 2 {
-            return Err(Error::Config(format!(
-                "storage.compaction_min_files must be at least 2, got {}",
-                self.compaction_min_files
-            )));
+            return Err(ConfigError::invalid(
+                key("compaction_min_files"),
+                "at least 2",
+                self.compaction_min_files,
+            ));
         }
         if !(1..=22).contains(&self.zstd_level) {
-            return Err(Error::Config(format!(
-                "storage.zstd_level must be within 1..=22, got {}",
-                self.zstd_level
-            )));
+            return Err(ConfigError::invalid(
+                key("zstd_level"),
+                "within 1..=22",
+                self.zstd_level,
+            ));
         }
         if self.data_dir.as_os_str().is_empty() {
-            return Err(Error::Config("storage.data_dir must not be empty".into()));
+            return Err(ConfigError::empty(key("data_dir")));
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! `[[alerts.webhooks]]`: where alert notifications go.
 
 use serde::{Deserialize, Serialize};
+use swarmscope_processors::config_error::{positive, ConfigError};
 use swarmscope_processors::durations::parse_duration;
 
 use super::groups::Timing;
@@ -86,18 +87,21 @@ impl WebhookConfig {
         }
     }
 
-    pub fn validate(&self, i: usize) -> Result<(), String> {
+    pub fn validate(&self, i: usize) -> Result<(), ConfigError> {
         let key = |k: &str| format!("alerts.webhooks[{i}].{k}");
-        reqwest::Url::parse(&self.url)
-            .map_err(|e| format!("{} is not a URL ({:?}): {e}", key("url"), self.url))?;
+        reqwest::Url::parse(&self.url).map_err(|e| {
+            ConfigError::invalid(
+                key("url"),
+                format!("a URL ({e})"),
+                format!("{:?}", self.url),
+            )
+        })?;
         crate::tls::check_endpoint(&key("url"), &self.url, self.ca_file.as_deref())?;
-        if self.timeout_ms == 0 {
-            return Err(format!("{} must be > 0, got 0", key("timeout_ms")));
-        }
+        positive(key("timeout_ms"), self.timeout_ms)?;
         if self.hmac_secret.as_deref().is_some_and(str::is_empty) {
-            return Err(format!(
-                "{} is empty (an unset environment variable?): set it, or remove the key to send unsigned notifications",
-                key("hmac_secret")
+            return Err(ConfigError::rule(
+                key("hmac_secret"),
+                "is empty (an unset environment variable?): set it, or remove the key to send unsigned notifications",
             ));
         }
         for (k, v) in [
@@ -106,9 +110,10 @@ impl WebhookConfig {
             ("repeat_interval", &self.repeat_interval),
         ] {
             if parse_duration(v).is_none() {
-                return Err(format!(
-                    "{} must be a duration such as 30s, 5m or 4h, got {v:?}",
-                    key(k)
+                return Err(ConfigError::invalid(
+                    key(k),
+                    "a duration such as 30s, 5m or 4h",
+                    format!("{v:?}"),
                 ));
             }
         }
@@ -118,9 +123,10 @@ impl WebhookConfig {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
-                return Err(format!(
-                    "{} must be letters, digits, - and _, got {name:?}",
-                    key("name")
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    "letters, digits, - and _",
+                    format!("{name:?}"),
                 ));
             }
         }

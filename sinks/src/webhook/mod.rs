@@ -29,7 +29,8 @@ pub use config::WebhookConfig;
 pub use groups::{Groups, Notification, Timing};
 pub use payload::payload;
 
-use crate::sink::{Sink, SinkError, SinkMetrics};
+use crate::sink::{Delivery, InProcess, Sink, SinkError, SinkMetrics};
+use swarmscope_processors::ConfigError;
 
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "X-Swarmscope-Signature";
@@ -73,12 +74,13 @@ impl WebhookSink {
         config: WebhookConfig,
         external_url: String,
         metrics: SinkMetrics,
-    ) -> Result<WebhookSink, String> {
+        section: &str,
+    ) -> Result<WebhookSink, ConfigError> {
         let client = crate::tls::http_client(
+            section,
             Duration::from_millis(config.timeout_ms),
             config.ca_file.as_ref(),
-        )
-        .map_err(|e| format!("webhook {name}: {e}"))?;
+        )?;
         let groups = Arc::new(Mutex::new(Groups::new(
             config.group_by.clone(),
             config.send_resolved,
@@ -167,7 +169,6 @@ impl Notifier {
     }
 }
 
-#[async_trait::async_trait]
 impl Sink for WebhookSink {
     fn name(&self) -> &str {
         &self.name
@@ -178,18 +179,23 @@ impl Sink for WebhookSink {
     }
 
     /// Takes the transitions into the groups; the notifier sends them.
-    async fn send(&self, batches: &[(Table, RecordBatch)]) -> Result<(), SinkError> {
-        let now = Instant::now();
+    fn encode<'a>(
+        &'a self,
+        batches: &[(Table, RecordBatch)],
+    ) -> Result<Box<dyn Delivery + 'a>, SinkError> {
         let mut alerts = Vec::new();
         for (_, batch) in batches {
             let rows = alerts_from_rows(batch).map_err(|e| SinkError::Permanent(e.to_string()))?;
             alerts.extend(rows);
         }
-        let mut groups = lock(&self.groups);
-        for alert in alerts {
-            groups.apply(alert, now);
-        }
-        Ok(())
+        Ok(Box::new(InProcess::new(move || {
+            let now = Instant::now();
+            let mut groups = lock(&self.groups);
+            for alert in alerts {
+                groups.apply(alert, now);
+            }
+            Ok(())
+        })))
     }
 }
 
@@ -230,34 +236,28 @@ mod tests {
         assert!(c.validate(0).is_ok());
         assert_eq!(c.name(2), "webhook-2");
         c.url = "not a url".into();
-        assert!(c
-            .validate(1)
-            .unwrap_err()
-            .starts_with("alerts.webhooks[1].url"));
+        assert_eq!(c.validate(1).unwrap_err().key(), "alerts.webhooks[1].url");
         c.url = "https://example.com/hook".into();
         assert!(c.validate(1).is_ok());
         c.url = "ftp://example.com/hook".into();
-        assert!(c
-            .validate(1)
-            .unwrap_err()
-            .starts_with("alerts.webhooks[1].url"));
+        assert_eq!(c.validate(1).unwrap_err().key(), "alerts.webhooks[1].url");
         c.url = "https://example.com/hook".into();
         c.hmac_secret = Some(String::new());
-        assert!(c
-            .validate(1)
-            .unwrap_err()
-            .starts_with("alerts.webhooks[1].hmac_secret"));
+        assert_eq!(
+            c.validate(1).unwrap_err().key(),
+            "alerts.webhooks[1].hmac_secret"
+        );
         c.hmac_secret = None;
         c.group_interval = "soon".into();
-        assert!(c
-            .validate(1)
-            .unwrap_err()
-            .starts_with("alerts.webhooks[1].group_interval"));
+        assert_eq!(
+            c.validate(1).unwrap_err().key(),
+            "alerts.webhooks[1].group_interval"
+        );
         c.group_interval = "5m".into();
         c.ca_file = Some("/nonexistent/ca.pem".into());
-        assert!(c
-            .validate(1)
-            .unwrap_err()
-            .starts_with("alerts.webhooks[1].ca_file"));
+        assert_eq!(
+            c.validate(1).unwrap_err().key(),
+            "alerts.webhooks[1].ca_file"
+        );
     }
 }

@@ -204,7 +204,7 @@ fn bad_prices_are_refused_with_their_key() {
         ..Default::default()
     };
     let e = config.validate().unwrap_err();
-    assert!(e.contains("processors.genai.prices[0]"), "{e}");
+    assert_eq!(e.key(), "processors.genai.prices[0]", "{e}");
 }
 
 #[test]

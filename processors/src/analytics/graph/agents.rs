@@ -15,6 +15,8 @@ use super::{Fast, Key};
 #[derive(Clone, Copy, Debug)]
 pub(super) struct AgentSpan {
     pub agent: u32,
+    /// When the span started (Unix nanoseconds).
+    pub start_ns: i64,
     pub duration_ns: i64,
     pub failed: bool,
     /// A CLIENT or PRODUCER span: its duration and status are the call's, as its
@@ -27,6 +29,8 @@ pub(super) struct AgentSpan {
 pub(super) struct Handoff {
     pub from: u32,
     pub to: u32,
+    /// When the child started.
+    pub start_ns: i64,
     pub server_ns: i64,
     pub client_ns: i64,
     pub failed: bool,
@@ -40,6 +44,7 @@ impl Handoff {
             Handoff {
                 from: parent.agent,
                 to: child.agent,
+                start_ns: child.start_ns,
                 server_ns: child.duration_ns,
                 client_ns: caller.duration_ns,
                 failed: child.failed || caller.failed,
@@ -146,6 +151,7 @@ mod tests {
     fn agent(agent: u32, calls: bool) -> AgentSpan {
         AgentSpan {
             agent,
+            start_ns: 0,
             duration_ns: 10 * u64::from(agent) as i64,
             failed: false,
             calls,

@@ -22,14 +22,14 @@
 //! `server`, `connection_type` and `failed`, as the connector labels them. Agent edges
 //! and service edges have separate series caps.
 //!
-//! Over any stored range, [`edges_sql`] computes the same edges from `spans`;
-//! `GET /api/v1/graph` serves it.
+//! The same requests go to the `graph_edges` table ([`table`]), by the minute they
+//! started, which `GET /api/v1/graph` sums over any range.
 
 mod agents;
 mod ids;
 mod names;
 mod pairs;
-mod sql;
+mod table;
 
 use std::sync::{Arc, Mutex};
 
@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::LiveClock;
 use super::series::HistogramFamily;
-use crate::columns::{primitives, string_at, strings, MapColumn, Text};
+use crate::columns::{primitives, string_at, strings, timestamps, MapColumn, Text};
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
 use crate::Result;
@@ -48,8 +48,11 @@ use agents::{AgentSpan, Agents, Handoff};
 use ids::{hex_u128, hex_u64};
 use names::Names;
 use pairs::{Arrival, Connection, Edge, Pairs, Side};
-use sql::DATABASE_SYSTEM;
-pub use sql::{edge_queries, edges_sql};
+use table::BatchRows;
+pub use table::{bucket_columns, edges_summary_sql, quantile_ms, PendingRows, GRAPH_EDGES};
+
+/// The attributes a database call is known by.
+const DATABASE_SYSTEM: [&str; 2] = ["db.system.name", "db.system"];
 
 /// The servicegraph connector's default latency buckets, in seconds.
 const BUCKETS_S: [f64; 16] = [
@@ -118,6 +121,8 @@ struct State {
     names: Names,
     pairs: Pairs,
     agents: Agents,
+    /// What `graph_edges` has not been given yet.
+    rows: PendingRows,
 }
 
 pub struct ServiceGraph {
@@ -129,6 +134,7 @@ pub struct ServiceGraph {
     failed: HistogramFamily<4>,
     unpaired: IntCounter,
     dropped: IntCounter,
+    unwritten: IntCounter,
 }
 
 const LABELS: [&str; 4] = ["client", "server", "connection_type", "failed"];
@@ -149,6 +155,7 @@ struct Columns<'a> {
     agent: &'a arrow::array::StringArray,
     kind: &'a arrow::array::StringArray,
     status: &'a arrow::array::StringArray,
+    start: &'a arrow::array::TimestampNanosecondArray,
     duration: &'a arrow::array::Int64Array,
     attributes: MapColumn<'a>,
     /// Whether any span of the batch might name a database, or a peer: most batches
@@ -170,6 +177,7 @@ impl<'a> Columns<'a> {
             agent: strings(spans, "agent_id")?,
             kind: strings(spans, "kind")?,
             status: strings(spans, "status_code")?,
+            start: timestamps(spans, "start_time")?,
             duration: primitives::<arrow::datatypes::Int64Type>(spans, "duration_ns")?,
             attributes,
         })
@@ -216,6 +224,7 @@ impl ServiceGraph {
                 names: Names::default(),
                 pairs: Pairs::new(wait_ns, config.max_items, clock.now()),
                 agents: Agents::new(config.max_agent_items),
+                rows: PendingRows::new(config.max_series + config.max_agent_series),
             }),
             requests: family(
                 "traces_service_graph_request_server_seconds",
@@ -249,6 +258,10 @@ impl ServiceGraph {
                 "swarmscope_graph_dropped_total",
                 "Client or server spans whose wait was cut short to make room in a full pairing store (and a second consumer of one message).",
             ),
+            unwritten: counter(
+                "swarmscope_graph_unwritten_total",
+                "Requests counted on /metrics but left out of graph_edges: more edge-minutes waited to be written than max_series + max_agent_series.",
+            ),
             config: config.clone(),
             clock,
         }
@@ -279,6 +292,7 @@ impl ServiceGraph {
         let State { names, pairs, .. } = state;
         let side = Side {
             service: names.intern(string_at(c.service, row).unwrap_or("")),
+            start_ns: c.start.value(row),
             duration_ns: c.duration.value(row),
             failed: Text(c.status.value(row)) == Text("ERROR"),
             messaging,
@@ -357,6 +371,7 @@ impl ServiceGraph {
             if let Some(agent) = string_at(c.agent, row) {
                 let span = AgentSpan {
                     agent: state.names.intern(agent),
+                    start_ns: c.start.value(row),
                     duration_ns: c.duration.value(row),
                     failed: Text(c.status.value(row)) == Text("ERROR"),
                     calls: role(c.kind.value(row)).0 == Role::Client,
@@ -375,50 +390,78 @@ impl ServiceGraph {
         out.dropped += state.pairs.take_cut_short();
         self.unpaired.inc_by(out.unpaired);
         self.dropped.inc_by(out.dropped);
-        self.record(&state.names, &out);
+        let refused = self.record(&state.names, &mut state.rows, &out);
+        self.unwritten.inc_by(refused);
         if state.names.wants_compaction() {
             let State {
                 names,
                 pairs,
                 agents,
+                ..
             } = state;
             names.compact(pairs.names_mut().chain(agents.names_mut()));
         }
     }
 
-    fn record(&self, names: &Names, out: &Outcome) {
+    /// Counts `out`'s requests on `/metrics` and in `rows`; answers how many requests
+    /// found no room in `rows`.
+    fn record(&self, names: &Names, rows: &mut PendingRows, out: &Outcome) -> u64 {
         if out.edges.is_empty() && out.handoffs.is_empty() {
-            return;
+            return 0;
         }
         let (mut requests, mut client, mut failed) = (
             self.requests.tally(),
             self.client.tally(),
             self.failed.tally(),
         );
+        let mut batch_rows = BatchRows::default();
         let edges = out.edges.iter().map(|e| {
-            let labels = [
-                names.name(e.client),
-                names.name(e.server),
-                e.connection.label(),
-            ];
-            (labels, e.server_ns, e.client_ns, e.failed)
+            let names = [names.name(e.client), names.name(e.server)];
+            let connection = e.connection.label();
+            (
+                names,
+                connection,
+                e.start_ns,
+                e.server_ns,
+                e.client_ns,
+                e.failed,
+            )
         });
         let handoffs = out.handoffs.iter().map(|h| {
-            let labels = [names.name(h.from), names.name(h.to), AGENT];
-            (labels, h.server_ns, h.client_ns, h.failed)
+            let names = [names.name(h.from), names.name(h.to)];
+            (names, AGENT, h.start_ns, h.server_ns, h.client_ns, h.failed)
         });
-        for ([from, to, connection], server_ns, client_ns, fail) in edges.chain(handoffs) {
+        for (ends, connection, start_ns, server_ns, client_ns, fail) in edges.chain(handoffs) {
+            let [from, to] = ends;
             let key = [from, to, connection, if fail { "true" } else { "false" }];
             let server_s = server_ns.max(0) as f64 / 1e9;
+            let client_s = client_ns.max(0) as f64 / 1e9;
             requests.observe(key, server_s);
-            client.observe(key, client_ns.max(0) as f64 / 1e9);
+            client.observe(key, client_s);
             if fail {
                 failed.observe(key, server_s);
             }
+            batch_rows.observe(ends, connection, start_ns, (server_s, client_s), fail);
         }
         self.requests.merge(requests);
         self.client.merge(client);
         self.failed.merge(failed);
+        rows.add(batch_rows)
+    }
+
+    /// The `graph_edges` rows counted since the last call (requests to virtual nodes
+    /// whose wait is over included); [`ServiceGraph::restore_rows`] takes back what
+    /// could not be stored.
+    pub fn take_rows(&self) -> PendingRows {
+        self.expire();
+        let mut state = self.lock();
+        let max_rows = self.config.max_series + self.config.max_agent_series;
+        std::mem::replace(&mut state.rows, PendingRows::new(max_rows))
+    }
+
+    pub fn restore_rows(&self, rows: PendingRows) {
+        let refused = self.lock().rows.restore(rows);
+        self.unwritten.inc_by(refused);
     }
 
     /// Expires what waited its time with no span arriving: a scrape sees requests to
@@ -437,6 +480,7 @@ impl ServiceGraph {
             .chain([
                 Box::new(self.unpaired.clone()) as Box<dyn Collector>,
                 Box::new(self.dropped.clone()),
+                Box::new(self.unwritten.clone()),
             ])
             .collect()
     }

@@ -18,6 +18,8 @@ use super::{Fast, Key};
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Side {
     pub service: u32,
+    /// When the span started (Unix nanoseconds).
+    pub start_ns: i64,
     pub duration_ns: i64,
     pub failed: bool,
     /// A PRODUCER or CONSUMER span.
@@ -58,6 +60,8 @@ pub(super) struct Edge {
     pub client: u32,
     pub server: u32,
     pub connection: Connection,
+    /// When the server side started (or the one side there is).
+    pub start_ns: i64,
     pub server_ns: i64,
     pub client_ns: i64,
     pub failed: bool,
@@ -73,6 +77,7 @@ impl Edge {
             } else {
                 Connection::Direct
             },
+            start_ns: server.start_ns,
             server_ns: server.duration_ns,
             client_ns: client.duration_ns,
             failed: client.failed || server.failed,
@@ -85,6 +90,7 @@ impl Edge {
             client,
             server,
             connection,
+            start_ns: side.start_ns,
             server_ns: side.duration_ns,
             client_ns: side.duration_ns,
             failed: side.failed,
@@ -254,6 +260,7 @@ mod tests {
     fn side(service: u32) -> Side {
         Side {
             service,
+            start_ns: 0,
             duration_ns: 5,
             failed: false,
             messaging: false,

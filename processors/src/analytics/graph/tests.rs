@@ -233,3 +233,67 @@ fn names_of_agents_long_gone_are_dropped() {
         state.names.len()
     );
 }
+
+/// The rows of `graph_edges` a take gives: (minute in seconds, failed, calls).
+fn table_rows(rows: &PendingRows) -> Vec<(i64, bool, i64)> {
+    use crate::columns::{booleans, primitives, timestamps};
+    let batch = rows.batch().expect("rows");
+    let time = timestamps(&batch, "time").expect("time");
+    let failed = booleans(&batch, "failed").expect("failed");
+    let calls = primitives::<arrow::datatypes::Int64Type>(&batch, "calls").expect("calls");
+    let mut rows: Vec<(i64, bool, i64)> = (0..batch.num_rows())
+        .map(|r| (time.value(r) / S, failed.value(r), calls.value(r)))
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn requests_go_to_graph_edges_by_the_minute_they_started_once_each() {
+    let (g, _) = graph();
+    // Servers ending at 30 s, 40 s (failed) and 90 s: two in the first minute.
+    let calls: Vec<Span> = [(1, 30_000), (2, 40_000), (3, 90_000)]
+        .into_iter()
+        .map(|(n, end)| kind(span(n, end, 20, vec![]), SpanKind::Client))
+        .collect();
+    let served: Vec<Span> = calls
+        .iter()
+        .zip([30_000, 40_000, 90_000])
+        .enumerate()
+        .map(|(i, (c, end))| {
+            let s = child_of(
+                kind(span(10 + i as u64, end, 15, vec![]), SpanKind::Server),
+                c,
+            );
+            if i == 1 {
+                failed(s)
+            } else {
+                s
+            }
+        })
+        .collect();
+    send(&g, "gateway", calls);
+    send(&g, "tools", served);
+    let taken = g.take_rows();
+    let expected = vec![(0, false, 1), (0, true, 1), (60, false, 1)];
+    assert_eq!(table_rows(&taken), expected);
+    // Each request is taken once; rows that could not be stored come back.
+    assert!(g.take_rows().is_empty());
+    g.restore_rows(taken);
+    assert_eq!(table_rows(&g.take_rows()), expected);
+}
+
+#[test]
+fn graph_quantiles_interpolate_within_buckets_as_histogram_quantile() {
+    let mut counts = vec![0u64; BUCKETS_S.len() + 1];
+    assert_eq!(quantile_ms(&counts, 0.5), None);
+    // Ten requests between 10 and 50 ms: the median halfway, p95 near the top.
+    counts[5] = 10;
+    let p50 = quantile_ms(&counts, 0.5).expect("p50");
+    assert!((p50 - 30.0).abs() < 1e-9, "{p50}");
+    let p95 = quantile_ms(&counts, 0.95).expect("p95");
+    assert!((p95 - 48.0).abs() < 1e-9, "{p95}");
+    // Beyond the last bound: the last bound, as Prometheus answers.
+    counts[BUCKETS_S.len()] = 100;
+    assert_eq!(quantile_ms(&counts, 0.95), Some(15_000.0));
+}
