@@ -300,9 +300,12 @@ impl SinkRunner {
             let batches: Vec<(Table, RecordBatch)> =
                 entries.into_iter().flat_map(|e| e.batches).collect();
             let records = batches.len() as u64;
+            // A delivery that completed is acknowledged even when the stop came at the
+            // same time: its records would otherwise be sent again after a restart.
             let delivered = tokio::select! {
-                _ = &mut shutdown => return,
+                biased;
                 delivered = self.deliver(&name, &batches, &mut backoff) => delivered,
+                _ = &mut shutdown => return,
             };
             match delivered {
                 Ok(()) => self
@@ -310,12 +313,12 @@ impl SinkRunner {
                     .sent
                     .with_label_values(&[&name])
                     .inc_by(records),
-                Err(message) => {
+                Err(e) => {
                     self.metrics
                         .failed
                         .with_label_values(&[&name])
                         .inc_by(records);
-                    tracing::error!(sink = %name, error = %message, "sink refused records for good; passed over");
+                    tracing::error!(sink = %name, error = %e, "sink refused records for good; passed over");
                 }
             }
             self.ack(&name, end);
@@ -330,17 +333,18 @@ impl SinkRunner {
         name: &str,
         batches: &[(Table, RecordBatch)],
         backoff: &mut Duration,
-    ) -> Result<(), String> {
-        let mut delivery = self.sink.encode(batches).map_err(|e| e.to_string())?;
+    ) -> Result<(), SinkError> {
+        // An encoding failure is the payload's: it will never pass.
+        let mut delivery = self.sink.encode(batches)?;
         loop {
             match delivery.send().await {
                 Ok(()) => {
                     *backoff = self.initial_backoff();
                     return Ok(());
                 }
-                Err(SinkError::Permanent(message)) => {
+                Err(e @ SinkError::Permanent(_)) => {
                     *backoff = self.initial_backoff();
-                    return Err(message);
+                    return Err(e);
                 }
                 Err(SinkError::Retryable { message, after }) => {
                     self.metrics.retries.with_label_values(&[name]).inc();
