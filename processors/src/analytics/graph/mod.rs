@@ -416,10 +416,10 @@ impl ServiceGraph {
         );
         let mut batch_rows = BatchRows::default();
         let edges = out.edges.iter().map(|e| {
-            let names = [names.name(e.client), names.name(e.server)];
+            let ends = [e.client, e.server];
             let connection = e.connection.label();
             (
-                names,
+                ends,
                 connection,
                 e.start_ns,
                 e.server_ns,
@@ -428,11 +428,11 @@ impl ServiceGraph {
             )
         });
         let handoffs = out.handoffs.iter().map(|h| {
-            let names = [names.name(h.from), names.name(h.to)];
-            (names, AGENT, h.start_ns, h.server_ns, h.client_ns, h.failed)
+            let ends = [h.from, h.to];
+            (ends, AGENT, h.start_ns, h.server_ns, h.client_ns, h.failed)
         });
         for (ends, connection, start_ns, server_ns, client_ns, fail) in edges.chain(handoffs) {
-            let [from, to] = ends;
+            let [from, to] = ends.map(|id| names.name(id));
             let key = [from, to, connection, if fail { "true" } else { "false" }];
             let server_s = server_ns.max(0) as f64 / 1e9;
             let client_s = client_ns.max(0) as f64 / 1e9;
@@ -446,7 +446,7 @@ impl ServiceGraph {
         self.requests.merge(requests);
         self.client.merge(client);
         self.failed.merge(failed);
-        rows.add(batch_rows)
+        rows.add(batch_rows, |id| names.name(id))
     }
 
     /// The `graph_edges` rows counted since the last call (requests to virtual nodes

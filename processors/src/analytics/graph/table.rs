@@ -17,7 +17,6 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::super::series::Buckets;
 use super::{AGENT, BUCKETS_S, USER};
-use crate::columns::Text;
 use crate::schema::{list_of, timestamp_type, Table, TableDef};
 use crate::Result;
 
@@ -71,16 +70,17 @@ impl Requests {
     }
 }
 
-/// One batch's requests, by borrowed names.
+/// One batch's requests, by interned names: a row costs a hash of numbers, not of
+/// names, until the batch's few distinct rows are added to [`PendingRows`].
 #[derive(Default)]
-pub(super) struct BatchRows<'a> {
-    rows: HashMap<RowKey<Text<'a>>, Requests, foldhash::fast::RandomState>,
+pub(super) struct BatchRows {
+    rows: HashMap<RowKey<u32>, Requests, foldhash::fast::RandomState>,
 }
 
-impl<'a> BatchRows<'a> {
+impl BatchRows {
     pub(super) fn observe(
         &mut self,
-        [source, target]: [&'a str; 2],
+        [source, target]: [u32; 2],
         connection: &'static str,
         start_ns: i64,
         (server_s, client_s): (f64, f64),
@@ -89,7 +89,7 @@ impl<'a> BatchRows<'a> {
         let minute = start_ns.div_euclid(MINUTE_NS) * MINUTE_NS;
         let requests = self
             .rows
-            .entry((minute, Text(source), Text(target), connection, failed))
+            .entry((minute, source, target, connection, failed))
             .or_insert_with(|| Requests {
                 server: Buckets::new(BUCKETS_S.len()),
                 client_sum: 0.0,
@@ -117,11 +117,12 @@ impl PendingRows {
         self.rows.is_empty()
     }
 
-    /// Adds a batch's rows; answers how many requests found no room.
-    pub(super) fn add(&mut self, batch: BatchRows<'_>) -> u64 {
+    /// Adds a batch's rows, its names given by `name`; answers how many requests found
+    /// no room.
+    pub(super) fn add<'n>(&mut self, batch: BatchRows, name: impl Fn(u32) -> &'n str) -> u64 {
         let mut refused = 0;
         for ((minute, source, target, connection, failed), requests) in batch.rows {
-            let key = (minute, source.0, target.0, connection, failed);
+            let key = (minute, name(source), name(target), connection, failed);
             self.merge_owned(key, requests, &mut refused);
         }
         refused
