@@ -1,5 +1,5 @@
 # What the end-to-end benchmarks share: the release build, and starting and stopping a
-# server on ports 14317/14318/18080. Sourced by e2e.sh and isolation.sh.
+# server on ports 14317/14318/18080. Sourced by the benches' scripts.
 
 release_dir="${RELEASE_TARGET_DIR:-$HOME/.cache/swarmscope-release}"
 api=http://127.0.0.1:18080
@@ -38,3 +38,13 @@ stop_server() {
   wait "$pid" || true
 }
 
+
+# The soak generator's release build ($soak), and a server with wal_fsync = "interval"
+# in a temporary folder, stopped and removed on exit: for soak.sh and graph.sh.
+start_soak_server() {
+  CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bench soak -q
+  soak=$(ls -t "$release_dir"/release/deps/soak-* | grep -v '\.d$' | head -1)
+  work=$(mktemp -d)
+  start_server "$work/data" interval ""
+  trap 'kill -TERM "$pid" 2> /dev/null; wait "$pid" || true; rm -rf "$work"' EXIT
+}

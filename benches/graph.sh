@@ -15,12 +15,7 @@ rate="${2:-100000}"
 concurrent="${3:-2000}"
 # shellcheck source=benches/common.sh
 . benches/common.sh
-CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bench soak -q
-soak=$(ls -t "$release_dir"/release/deps/soak-* | grep -v '\.d$' | head -1)
-
-work=$(mktemp -d)
-start_server "$work/data" interval ""
-trap 'kill -TERM "$pid" 2> /dev/null; wait "$pid" || true; rm -rf "$work"' EXIT
+start_soak_server
 from=$(($(date +%s) - 60))
 "$soak" --endpoint http://127.0.0.1:14317 --api "$api" --pid "$pid" --rate "$rate" \
   --concurrent "$concurrent" --duration "$seconds" --sample "$((seconds + 1))" > "$work/soak.log"

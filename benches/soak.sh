@@ -16,12 +16,7 @@ rate="${2:-3000}"
 spans_per_agent="${3:-20}"
 # shellcheck source=benches/common.sh
 . benches/common.sh
-CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bench soak -q
-soak=$(ls -t "$release_dir"/release/deps/soak-* | grep -v '\.d$' | head -1)
-
-work=$(mktemp -d)
-start_server "$work/data" interval ""
-trap 'kill -TERM "$pid" 2> /dev/null; wait "$pid" || true; rm -rf "$work"' EXIT
+start_soak_server
 echo "### Soak: ${rate} spans/s for ${seconds} s, a new agent every ${spans_per_agent} spans"
 echo
 "$soak" --endpoint http://127.0.0.1:14317 --api "$api" --pid "$pid" --rate "$rate" \

@@ -4,6 +4,7 @@
 //! any other acknowledged rows).
 
 use std::sync::Arc;
+use swarmscope_processors::analytics::clock::wall_ns as now_ns;
 
 use swarmscope_processors::analytics::alerts::{alert_rows, ALERTS, RESTORE_SQL};
 use swarmscope_processors::analytics::coordination::restore_sql;
@@ -64,13 +65,6 @@ pub async fn restore(analytics: &Analytics, engine: &QueryEngine) {
             tracing::error!(error = %e, "cannot restore firing alerts; they will not be resolved")
         }
     }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Evaluates every interval once it is due, until `shutdown` resolves. An evaluation

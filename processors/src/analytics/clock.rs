@@ -50,7 +50,8 @@ pub struct LiveClock {
 /// The default `processors.future_tolerance_seconds`.
 pub const DEFAULT_FUTURE_TOLERANCE_SECONDS: u64 = 600;
 
-fn wall_ns() -> i64 {
+/// The wall clock, in Unix nanoseconds.
+pub fn wall_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))

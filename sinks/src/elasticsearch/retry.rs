@@ -8,6 +8,7 @@ use super::service::Outcome;
 use super::ElasticsearchSink;
 use crate::dead_letter::{dead_letter_rows, DeadLetter};
 use crate::sink::{Delivery, SinkError};
+use swarmscope_processors::analytics::clock::wall_ns as now_ns;
 
 /// What is left of one delivery.
 pub(super) struct Bulk<'a> {
@@ -119,11 +120,4 @@ impl Delivery for Bulk<'_> {
             after: None,
         }))
     }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
