@@ -292,7 +292,9 @@ fn query(
             Some(url) => query_server(&url, token.as_deref(), format, sql).await,
             None => {
                 let dir = data_dir.unwrap_or_else(|| PathBuf::from("./swarmscope-data"));
-                let store = ParquetStore::open_read_only(&dir).map_err(Failure::usage)?;
+                let store = ParquetStore::open_read_only(&dir)
+                    .await
+                    .map_err(Failure::usage)?;
                 // Nothing else runs in this process: the query may take every core.
                 let config = QueryConfig {
                     timeout_ms,

@@ -9,32 +9,14 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::{temp_data_dir, Server};
 use serde_json::json;
 
-/// The venv's interpreter: `SWARMSCOPE_PYTHON`, else where `.ci/run` makes it.
-fn python() -> PathBuf {
-    let path = std::env::var_os("SWARMSCOPE_PYTHON").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            PathBuf::from(home).join(".cache/swarmscope-venv/bin/python")
-        },
-        PathBuf::from,
-    );
-    assert!(
-        path.exists(),
-        "{} not found: the GenAI instrumentation tests need the venv of tests/genai/requirements.txt (bash .ci/run makes it)",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn calls_under_three_real_instrumentations_are_attributed_to_their_agent_and_priced_once() {
-    let python = python();
+    let python = common::python("the GenAI instrumentation tests");
     let (_tmp, dir) = temp_data_dir();
     let server = Server::start(&dir);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/genai/agent.py");

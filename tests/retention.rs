@@ -26,17 +26,6 @@ fn span(id: u64, start: u64) -> Span {
     }
 }
 
-/// The value of the sample line that starts with `series`.
-fn metric(server: &Server, series: &str) -> f64 {
-    let (_, body) = blocking_get(&format!("{}/metrics", server.api)).expect("metrics");
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn records_older_than_retention_are_reported_and_the_fresh_ones_survive_restart_and_retention() {
     let (_tmp, dir) = temp_data_dir();
@@ -97,21 +86,21 @@ fn records_older_than_retention_are_reported_and_the_fresh_ones_survive_restart_
     // The rows are in Parquet and retention has run over them.
     let runs = eventually("a flush", || {
         // Read before the flush count, so a pass counted here may precede the flush.
-        let runs = metric(&server, "swarmscope_store_retention_runs_total");
-        (metric(&server, "swarmscope_store_flushes_total{result=\"ok\"}") >= 1.0).then_some(runs)
+        let runs = server.metric("swarmscope_store_retention_runs_total");
+        (server.metric("swarmscope_store_flushes_total{result=\"ok\"}") >= 1.0).then_some(runs)
     });
     eventually("a retention pass after the flush", || {
-        (metric(&server, "swarmscope_store_retention_runs_total") > runs).then_some(())
+        (server.metric("swarmscope_store_retention_runs_total") > runs).then_some(())
     });
     assert_eq!(count(&server), Some(3));
     assert!(server.stop().success());
     let server = Server::start_with(&dir, options);
     eventually("a retention pass after restart", || {
-        (metric(&server, "swarmscope_store_retention_runs_total") >= 1.0).then_some(())
+        (server.metric("swarmscope_store_retention_runs_total") >= 1.0).then_some(())
     });
     assert_eq!(count(&server), Some(3));
     assert_eq!(
-        metric(&server, "swarmscope_store_retention_deleted_files_total"),
+        server.metric("swarmscope_store_retention_deleted_files_total"),
         0.0
     );
 }

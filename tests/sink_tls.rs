@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use common::elasticsearch::Elasticsearch;
 use common::otlp_receiver::Receiver;
-use common::{blocking_get, eventually, numbered_spans, temp_data_dir, Options, Server};
+use common::{eventually, numbered_spans, temp_data_dir, Options, Server};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -58,14 +58,6 @@ fn tls_proxy(rt: &tokio::runtime::Runtime, target: SocketAddr) -> SocketAddr {
     address
 }
 
-fn metric(server: &Server, line_prefix: &str) -> f64 {
-    let (_, body) = blocking_get(&format!("{}/metrics", server.api)).expect("metrics");
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix(line_prefix)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn sinks_reach_https_endpoints_they_trust_and_no_other() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -106,10 +98,10 @@ fn sinks_reach_https_endpoints_they_trust_and_no_other() {
     });
     // The exporter without the CA fails the handshake and keeps its backlog.
     eventually("the untrusting exporter to retry", || {
-        (metric(&server, "swarmscope_sink_retries_total{sink=\"otlp\"}") >= 2.0).then_some(())
+        (server.metric("swarmscope_sink_retries_total{sink=\"otlp\"}") >= 2.0).then_some(())
     });
     assert_eq!(
-        metric(&server, "swarmscope_sink_sent_total{sink=\"otlp\"}"),
+        server.metric("swarmscope_sink_sent_total{sink=\"otlp\"}"),
         0.0
     );
     assert!(

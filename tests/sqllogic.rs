@@ -234,6 +234,7 @@ async fn populate(dir: &Path) {
         retention_hours: 1_000_000,
         ..StorageConfig::default()
     })
+    .await
     .expect("store");
     let first_hour = convert::spans_from_otlp(&spans(0..6)).expect("convert");
     store
@@ -386,6 +387,7 @@ async fn sql_logic_tests() {
         retention_hours: 1_000_000,
         ..StorageConfig::default()
     })
+    .await
     .expect("reopen");
     assert_eq!(
         store.buffered_rows(Table::SPANS),

@@ -101,7 +101,7 @@ struct Core {
 
 impl Core {
     async fn open(config: &Config) -> Result<Core, Error> {
-        let store = ParquetStore::open(config.storage.clone())?;
+        let store = ParquetStore::open(config.storage.clone()).await?;
         let engine = Arc::new(QueryEngine::new(store.clone(), config.query.clone())?);
         let analytics = Arc::new(Analytics::new(
             &config.processors,

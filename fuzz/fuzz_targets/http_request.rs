@@ -36,6 +36,7 @@ fn harness() -> &'static Harness {
                 max_buffered_bytes: 16 * 1024 * 1024,
                 ..StorageConfig::default()
             })
+            .await
             .expect("store")
         });
         let app = router(Pipeline::new(store.clone()), 1024 * 1024, None);

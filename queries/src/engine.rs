@@ -331,7 +331,7 @@ async fn run(
     let (schema, batches) = match execute(&ctx, &store, plan.clone()).await {
         Ok(answer) => answer,
         Err(e) if may_be_an_unreadable_file(&e) => {
-            let moved = store.quarantine_unreadable().map_err(Error::Store)?;
+            let moved = store.quarantine_unreadable().await.map_err(Error::Store)?;
             if moved.is_empty() {
                 return Err(Error::from_datafusion(e));
             }
@@ -349,9 +349,12 @@ async fn execute(
     store: &ParquetStore,
     plan: LogicalPlan,
 ) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), DataFusionError> {
-    // The files this query's snapshot names stay on disk until it ends, whatever
-    // compaction or retention decide meanwhile.
-    let _reading = store.reading();
+    // The files of this query's snapshot stay on disk for `storage.vacuum_after`,
+    // whatever compaction or retention commit meanwhile.
+    store
+        .refresh()
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
     let frame = ctx.execute_logical_plan(plan).await?;
     let schema: SchemaRef = Arc::clone(frame.schema().inner());
     let batches = frame.collect().await?;

@@ -12,7 +12,7 @@
 //! use swarmscope_queries::{QueryConfig, QueryEngine};
 //! use swarmscope_sinks::store::ParquetStore;
 //!
-//! let store = ParquetStore::open_read_only("./swarmscope-data")?;
+//! let store = ParquetStore::open_read_only("./swarmscope-data").await?;
 //! let engine = QueryEngine::new(store, QueryConfig::default())?;
 //! let result = engine.sql("SELECT service_name, count(*) FROM spans GROUP BY 1").await?;
 //! println!("{}", swarmscope_queries::encode::table(&result)?);

@@ -21,6 +21,9 @@ pub enum Error {
     /// Buffered rows would pass `storage.max_buffered_bytes`; retry after a flush.
     #[error("over the memory budget: {buffered} bytes buffered, limit {limit}; retry shortly")]
     Backpressure { buffered: usize, limit: usize },
+    /// The Delta log of a table refused a read or a commit.
+    #[error("delta log: {0}")]
+    Delta(String),
     #[error("write-ahead log: {0}")]
     Wal(String),
     /// A task of the store (flush, compaction, the log writer) failed outside its own

@@ -1,6 +1,9 @@
 //! TLS to the sinks' endpoints: an `https://` endpoint is verified against the system's
 //! trust store, plus the PEM certificates of the sink's `ca_file` when set (a private
-//! CA, or a self-signed Elasticsearch). rustls with the ring provider, as the listeners.
+//! CA, or a self-signed Elasticsearch). rustls with the ring provider, as the listeners,
+//! configured here and handed to reqwest whole: what reqwest would choose depends on the
+//! features other crates turn on (delta-rs's engine turns on its platform verifier and
+//! aws-lc), and the sinks' trust should not.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,18 +51,35 @@ pub fn http_client(
     timeout: Duration,
     ca_file: Option<&PathBuf>,
 ) -> Result<reqwest::Client, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls;
+
     install_provider();
-    let mut builder = reqwest::Client::builder().timeout(timeout);
+    let mut roots = rustls::RootCertStore::empty();
+    // Certificates of the system store that do not parse are skipped, as reqwest does.
+    let (_, _) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     if let Some(path) = ca_file {
         let key = format!("{section}.ca_file");
         let pem = std::fs::read(path).map_err(|e| ConfigError::file(&key, path, e))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| ConfigError::file(&key, path, e))?
-        {
-            builder = builder.add_root_certificate(cert);
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| ConfigError::file(&key, path, e))?;
+            roots
+                .add(cert)
+                .map_err(|e| ConfigError::file(&key, path, e))?;
         }
     }
-    builder
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::rule(section, format!("cannot make a TLS client: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // HTTP/1.1, as reqwest offers with the features the sinks build it with.
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .tls_backend_preconfigured(tls)
         .build()
         .map_err(|e| ConfigError::rule(section, format!("cannot make an HTTP client: {e}")))
 }

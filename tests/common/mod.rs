@@ -103,7 +103,10 @@ impl Server {
         let mut child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&config_path)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SWARMSCOPE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -242,6 +245,18 @@ impl Server {
             String::from_utf8_lossy(&body)
         );
         serde_json::from_slice(&body).expect("JSON answer")
+    }
+
+    /// The value of the first sample on `/metrics` whose line starts with `series`
+    /// (a name, or a name and its labels); 0 when there is none.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, body) = blocking_get(&format!("{}/metrics", self.api)).expect("metrics");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// The rows of a query.
@@ -501,6 +516,25 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// The interpreter of the tests' Python venv (the pins of `tests/genai/` and
+/// `tests/lakehouse/`): `SWARMSCOPE_PYTHON`, else where `.ci/run` makes it. `needed_by`
+/// names the tests in the message when it is missing.
+pub fn python(needed_by: &str) -> PathBuf {
+    let path = std::env::var_os("SWARMSCOPE_PYTHON").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            PathBuf::from(home).join(".cache/swarmscope-venv/bin/python")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "{} not found: {needed_by} need the tests' Python venv (bash .ci/run makes it)",
+        path.display()
+    );
+    path
 }
 
 /// A data directory inside a fresh temp dir (the config file sits beside it).

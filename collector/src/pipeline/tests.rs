@@ -108,7 +108,7 @@ impl Processor for Echo {
 #[tokio::test]
 async fn derived_rows_are_acknowledged_with_their_source_and_survive_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ParquetStore::open(config(dir.path())).unwrap();
+    let store = ParquetStore::open(config(dir.path())).await.unwrap();
     let pipeline = Pipeline::builder(store.clone(), PipelineMetrics::unregistered())
         .processor(Arc::new(Echo))
         .build()
@@ -131,7 +131,7 @@ async fn derived_rows_are_acknowledged_with_their_source_and_survive_a_crash() {
     // A crash before any flush: the log replays source and derived rows together.
     store.close().unwrap();
     drop((pipeline, store));
-    let reopened = ParquetStore::open(config(dir.path())).unwrap();
+    let reopened = ParquetStore::open(config(dir.path())).await.unwrap();
     let mut replayed = stored_names(&reopened, Table::SPANS);
     replayed.sort();
     assert_eq!(replayed, stored);
@@ -159,7 +159,7 @@ impl Processor for Stuck {
 #[tokio::test]
 async fn a_stuck_observer_delays_no_client_and_what_it_sheds_is_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ParquetStore::open(config(dir.path())).unwrap();
+    let store = ParquetStore::open(config(dir.path())).await.unwrap();
     let registry = Registry::new();
     let (permit, permits) = std::sync::mpsc::channel();
     let stuck = Arc::new(Stuck {
@@ -271,7 +271,7 @@ impl Processor for NiceProbe {
 #[tokio::test]
 async fn observers_yield_the_cpu_to_ingestion() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ParquetStore::open(config(dir.path())).unwrap();
+    let store = ParquetStore::open(config(dir.path())).await.unwrap();
     let probe = Arc::new(NiceProbe(Mutex::new(None)));
     let pipeline = Pipeline::builder(store, PipelineMetrics::unregistered())
         .processor(probe.clone())
@@ -300,7 +300,7 @@ async fn observers_yield_the_cpu_to_ingestion() {
 #[tokio::test]
 async fn observers_get_only_their_tables_and_a_batch_is_charged_once_for_all() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ParquetStore::open(config(dir.path())).unwrap();
+    let store = ParquetStore::open(config(dir.path())).await.unwrap();
     let stuck = || {
         let (permit, permits) = std::sync::mpsc::channel::<()>();
         let stuck = Arc::new(Stuck {
@@ -369,6 +369,7 @@ async fn a_store_at_its_memory_limit_costs_the_observers_nothing() {
         max_buffered_bytes: 1024,
         ..config(dir.path())
     })
+    .await
     .unwrap();
     let registry = Registry::new();
     let counting = Arc::new(Counting {
@@ -423,7 +424,7 @@ impl Sink for Collecting {
 #[tokio::test]
 async fn sinks_get_what_was_acknowledged_with_the_derived_rows_and_old_records_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ParquetStore::open(config(dir.path())).unwrap();
+    let store = ParquetStore::open(config(dir.path())).await.unwrap();
     let sink = Arc::new(Collecting::default());
     let handle = SinkHandle::new(
         sink.clone(),

@@ -94,6 +94,7 @@ async fn a_full_store_refuses_requests_before_decoding_them() {
         retention_hours: 1_000_000,
         ..StorageConfig::default()
     })
+    .await
     .expect("store");
     let pipeline = Pipeline::new(store.clone());
 

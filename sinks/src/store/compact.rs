@@ -1,19 +1,11 @@
-//! Compaction: the small files of a partition merged into one larger file.
+//! Compaction: the small files of a partition merged into one larger file, written
+//! under its `.tmp` name, synced and renamed into place; [`compactor`](super::compactor)
+//! commits it in place of its inputs.
 //!
-//! A merge is committed in this order, so that a crash at any point leaves either the
-//! inputs or the output in the history, never both and never neither:
-//! 1. the output is written under its `.tmp` name and synced;
-//! 2. a journal (`_compaction/<name>.json`) naming the output and its inputs is
-//!    written and synced;
-//! 3. the output is renamed into place: this is the commit point;
-//! 4. the inputs leave the store's snapshot at once, and are deleted once no query
-//!    that could still read them runs; then the journal is removed.
-//!
-//! On open, a journal whose output exists has its inputs deleted; one whose output
-//! does not exist is dropped (the `.tmp` is removed with the other unfinished files).
-//! A read-only reader ignores the inputs of committed journals.
+//! Versions before the Delta logs journalled their merges in `_compaction/`: on open, a
+//! journal whose output exists has its inputs deleted and one whose output does not is
+//! dropped, before such a directory is converted.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,7 +30,7 @@ use crate::{Error, Result};
 
 pub(crate) const JOURNAL_DIR: &str = "_compaction";
 
-/// The record of one merge, kept until its inputs are deleted.
+/// The record of one merge by a version before the Delta logs.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Journal {
     pub output: PathBuf,
@@ -46,31 +38,6 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    fn path(data_dir: &Path, output: &Path) -> PathBuf {
-        let name = output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        data_dir.join(JOURNAL_DIR).join(format!("{name}.json"))
-    }
-
-    /// Writes and syncs the journal; returns its path.
-    pub fn store(&self, data_dir: &Path) -> Result<PathBuf> {
-        let dir = data_dir.join(JOURNAL_DIR);
-        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        let path = Journal::path(data_dir, &self.output);
-        let tmp = writer::tmp_path(&path);
-        let text = serde_json::to_vec(self).map_err(|e| Error::Wal(e.to_string()))?;
-        {
-            use std::io::Write;
-            let mut f = File::create(&tmp).map_err(Error::io(&tmp))?;
-            f.write_all(&text).map_err(Error::io(&tmp))?;
-            f.sync_all().map_err(Error::io(&tmp))?;
-        }
-        writer::rename_into_place(&tmp, &path)?;
-        Ok(path)
-    }
-
     /// Every journal under `data_dir`, with its path. Unreadable journals (a crash
     /// while one was written, before its output could be committed) are skipped.
     pub fn load_all(data_dir: &Path) -> Result<Vec<(PathBuf, Journal)>> {
@@ -113,16 +80,6 @@ pub(crate) fn recover(data_dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The inputs of committed merges: files a reader must not count, though they may
-/// still be on disk.
-pub(crate) fn replaced_files(data_dir: &Path) -> Result<HashSet<PathBuf>> {
-    Ok(Journal::load_all(data_dir)?
-        .into_iter()
-        .filter(|(_, j)| j.output.exists())
-        .flat_map(|(_, j)| j.inputs)
-        .collect())
 }
 
 /// Deletes `paths` (already gone is fine) and the partition directories left empty.

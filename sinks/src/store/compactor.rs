@@ -1,7 +1,7 @@
 //! Compaction orchestration: when to merge, and swapping a merged file for its
-//! inputs in the history. How files merge is [`compact`]'s.
+//! inputs in a table by an `OPTIMIZE` commit. How files merge is [`compact`]'s. The
+//! inputs stay on disk until vacuum, so a reader of an older version still finds them.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use swarmscope_processors::schema::Table;
@@ -27,62 +27,55 @@ impl ParquetStore {
                 config.compaction_min_files,
                 config.compaction_target_bytes,
             ) {
-                // Retention must not delete the inputs while they are read.
-                let reading = self.reading();
                 let inner = Arc::clone(&self.inner);
                 let inputs = group.clone();
                 let output = tokio::task::spawn_blocking(move || {
                     let pending = compact::merge(table, &inputs, &inner.props)?;
-                    let journal = compact::Journal {
-                        output: pending.file.path.clone(),
-                        inputs: inputs.iter().map(|f| f.path.clone()).collect(),
-                    }
-                    .store(&inner.config.data_dir)
-                    .inspect_err(|_| {
-                        let _ = std::fs::remove_file(&pending.tmp);
-                    })?;
                     if let Err(e) = pending.commit() {
                         let _ = std::fs::remove_file(&pending.tmp);
-                        let _ = std::fs::remove_file(&journal);
                         return Err(e);
                     }
-                    Ok((pending.file, journal))
+                    Ok(pending.file)
                 })
                 .await
                 .map_err(|e| Error::Task {
                     task: "compaction",
                     message: e.to_string(),
-                })?;
-                let (output, journal) = output?;
-                let swapped = {
-                    let mut state = self.state(table);
-                    let position = state.files.iter().position(|f| *f == group[0]);
-                    let all_there = group.iter().all(|g| state.files.contains(g));
-                    match position {
-                        Some(at) if all_there => {
-                            state.files[at] = output.clone();
-                            state.files.retain(|f| !group[1..].contains(f));
-                            true
-                        }
-                        _ => false,
-                    }
+                })??;
+                let mut log = self.inner.delta[&table].lock().await;
+                let Some(log) = log.as_mut() else {
+                    continue;
                 };
-                drop(reading);
-                let inputs: Vec<PathBuf> = group.iter().map(|f| f.path.clone()).collect();
-                if swapped {
-                    tracing::info!(table = table.name(), inputs = inputs.len(), output = %output.path.display(), "compacted");
-                    merged += inputs.len();
-                    self.inner.metrics.compactions.inc();
-                    self.retire(inputs, Some(journal));
-                } else {
-                    // Retention took some inputs meanwhile: the merge is void. Its output
-                    // goes; its inputs stay where retention left them.
-                    compact::delete_files(std::slice::from_ref(&output.path))?;
-                    std::fs::remove_file(&journal).map_err(Error::io(&journal))?;
+                let replaced = match log
+                    .replace(&group, &output, config.compaction_target_bytes)
+                    .await
+                {
+                    // A commit can fail after its version was written: the table decides.
+                    Err(e) => {
+                        tracing::warn!(table = table.name(), error = %e, "a merge's commit failed; checking whether it landed");
+                        log.refresh().await?;
+                        if log.files()?.contains(&output) {
+                            Ok(true)
+                        } else {
+                            Err(e)
+                        }
+                    }
+                    replaced => replaced,
+                };
+                if !matches!(replaced, Ok(true)) {
+                    // Retention took some inputs meanwhile (the merge is void), or the
+                    // commit failed: the output was never part of the table.
+                    let _ = std::fs::remove_file(&output.path);
+                    replaced?;
+                    continue;
                 }
+                let files = log.files()?;
+                self.state(table).files = files;
+                tracing::info!(table = table.name(), inputs = group.len(), output = %output.path.display(), "compacted");
+                merged += group.len();
+                self.inner.metrics.compactions.inc();
             }
         }
-        self.delete_retired()?;
         Ok(merged)
     }
 }

@@ -23,7 +23,8 @@ pub enum WalFsync {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Root of the Parquet history (`<data_dir>/<table>/date=YYYY-MM-DD/hour=HH/`).
+    /// Root of the history: a Delta table per table at `<data_dir>/<table>/`, its files
+    /// in `date=YYYY-MM-DD/hour=HH/` partitions, and the write-ahead log in `_wal/`.
     pub data_dir: PathBuf,
     /// Buffered rows are written out at least this often.
     pub flush_interval_ms: u64,
@@ -52,6 +53,31 @@ pub struct StorageConfig {
     pub compaction_min_files: usize,
     /// The size compaction merges small files up to; larger files are left alone.
     pub compaction_target_bytes: u64,
+    /// Files that left a table (merged, expired) or that no commit took (a crash between
+    /// an upload and its commit) are deleted once they are this old (`"1h"`, `"30m"`), so
+    /// that a reader still scanning an older version of the table finds them.
+    #[serde(with = "duration_text")]
+    pub vacuum_after: Duration,
+}
+
+/// Durations as text (`"1h"`, `"90s"`), as Prometheus and the Collector write them.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration like \"1h\" or \"30m\": {e}"
+            ))
+        })
+    }
 }
 
 impl Default for StorageConfig {
@@ -68,6 +94,7 @@ impl Default for StorageConfig {
             max_buffered_bytes: 48 * 1024 * 1024,
             compaction_min_files: 8,
             compaction_target_bytes: 256 * 1024 * 1024,
+            vacuum_after: Duration::from_secs(3600),
         }
     }
 }

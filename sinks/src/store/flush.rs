@@ -1,11 +1,13 @@
-//! Flush and checkpoint: buffered rows become Parquet files, committed with the
-//! checkpoint that retires the log segments they cover.
+//! Flush: buffered rows become Parquet files, committed to their tables' Delta logs.
 //!
 //! The log writer hands over every buffer together with the segment it sealed
-//! ([`Taken`]); the files are written under `.tmp` names, the checkpoint ("segments up
-//! to N are these files") replaces the last one atomically, then the files are renamed
-//! into place and swapped for the batches under the lock queries snapshot under. On
-//! error the rows go back in front of their buffers: they are still in the log.
+//! ([`Taken`]); the files are written (under `.tmp` names, then renamed into place),
+//! and each table's files are committed to its Delta log as one `WRITE` with the
+//! transaction `(writer id, sealed segment)`, then swapped for the batches under the
+//! lock queries snapshot under. Once every table has committed, the checkpoint records
+//! the segment as covered and the log segments up to it are deleted. A table whose
+//! commit fails gets its rows back in front of its buffer (they are still in the log);
+//! its written files are deleted, or left for vacuum when even that fails.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,13 +36,7 @@ impl ParquetStore {
         log.send(Command::Rotate { done })?;
         let taken = answer.await.map_err(|_| Error::Closed)??;
         let started = std::time::Instant::now();
-        let inner = Arc::clone(&self.inner);
-        let result = tokio::task::spawn_blocking(move || commit_flush(&inner, taken))
-            .await
-            .map_err(|e| Error::Task {
-                task: "flush",
-                message: e.to_string(),
-            })?;
+        let result = commit_flush(&self.inner, taken).await;
         let metrics = &self.inner.metrics;
         metrics
             .flush_duration
@@ -87,96 +83,146 @@ impl ParquetStore {
             }
             // Errors are logged by `flush`; the rows stay buffered for the next try.
             let _ = self.flush().await;
-            if let Err(e) = self.enforce_retention(std::time::SystemTime::now()) {
+            if let Err(e) = self.enforce_retention(std::time::SystemTime::now()).await {
                 tracing::error!(error = %e, "retention failed");
             }
+            if self.vacuum_due() {
+                if let Err(e) = self.vacuum().await {
+                    tracing::error!(error = %e, "vacuum failed");
+                }
+            }
         }
-        // A merge under way is finished, so that the directory holds no merged file
-        // beside its inputs once the process exits (recovery would resolve it, but
-        // other readers of the directory meanwhile would count both).
+        // A merge under way is finished (its commit, or its output left for vacuum).
         let _ = stop_compactor.send(true);
         let _ = compactor.await;
         let _ = self.flush().await;
-        let _ = self.delete_retired();
     }
 }
 
-/// Writes the taken buffers as Parquet and commits them with the checkpoint. On error
-/// the rows go back in front of their tables' buffers (they are still in the log).
-fn commit_flush(inner: &Inner, taken: Taken) -> Result<()> {
-    let mut pending = Vec::new();
+/// Writes the taken buffers as Parquet and commits each table's files to its Delta
+/// log. A table whose files cannot be written or committed gets its rows back in front
+/// of its buffer (they are still in the log, which is kept until every table has
+/// committed them); the others keep their commits.
+async fn commit_flush(inner: &Arc<Inner>, taken: Taken) -> Result<()> {
+    let sequence = taken.sealed_segment;
     let mut failure = None;
-    for (table, batches) in &taken.tables {
+    for (table, batches) in taken.tables {
         if batches.is_empty() {
             continue;
         }
-        match writer::write_partitioned(&inner.config.data_dir, *table, batches, &inner.props) {
-            Ok(files) => pending.push((*table, files)),
-            Err(e) => {
+        // Each table commits alone: one that cannot be written holds back no other.
+        if let Err(e) = write_and_commit(inner, table, &batches, sequence).await {
+            let mut batches = batches;
+            let mut state = lock_state(inner, table);
+            state.flushing.clear();
+            state.buffered_rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
+            batches.append(&mut state.buffered);
+            state.buffered = batches;
+            if failure.is_none() {
                 failure = Some(e);
-                break;
             }
         }
     }
-    let committed = match failure {
-        Some(e) => Err(e),
-        None => {
-            let checkpoint = wal::Checkpoint {
-                covered_segment: taken.sealed_segment,
-                pending_files: pending
-                    .iter()
-                    .flat_map(|(_, files)| files.iter().map(|f| f.file.path.clone()))
-                    .collect(),
-            };
-            checkpoint.store(&inner.wal_dir).and_then(|()| {
-                // From here the flush is decided; renames that fail are redone by
-                // recovery from the checkpoint.
-                for (_, files) in &pending {
-                    for f in files {
-                        f.commit()?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let wal_dir = inner.wal_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        wal::Checkpoint {
+            covered_segment: sequence,
+            pending_files: Vec::new(),
+        }
+        .store(&wal_dir)?;
+        wal::delete_covered(&wal_dir, sequence)
+    })
+    .await
+    .map_err(|e| Error::Task {
+        task: "flush",
+        message: e.to_string(),
+    })??;
+    tracing::debug!(segment = sequence, "flushed and committed");
+    Ok(())
+}
+
+/// Writes one table's taken rows, commits the files as flush `sequence`, and swaps the
+/// rows for the files in what queries read, before the next commit to the table can
+/// change its files again.
+async fn write_and_commit(
+    inner: &Arc<Inner>,
+    table: swarmscope_processors::schema::Table,
+    batches: &[arrow::array::RecordBatch],
+    sequence: u64,
+) -> Result<()> {
+    let files = {
+        let inner = Arc::clone(inner);
+        let batches = batches.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let pending =
+                writer::write_partitioned(&inner.config.data_dir, table, &batches, &inner.props)?;
+            let mut files = Vec::with_capacity(pending.len());
+            for f in &pending {
+                if let Err(e) = f.commit() {
+                    for f in &pending {
+                        let _ = std::fs::remove_file(&f.tmp);
+                        let _ = std::fs::remove_file(&f.file.path);
                     }
+                    return Err(e);
                 }
-                Ok(())
-            })
-        }
+                files.push(f.file.clone());
+            }
+            Ok(files)
+        })
+        .await
+        .map_err(|e| Error::Task {
+            task: "flush",
+            message: e.to_string(),
+        })??
     };
-    match committed {
-        Ok(()) => {
-            let mut freed = 0;
-            for (table, batches) in &taken.tables {
-                let files = pending
-                    .iter()
-                    .find(|(t, _)| t == table)
-                    .map(|(_, files)| files.iter().map(|f| f.file.clone()).collect::<Vec<_>>())
-                    .unwrap_or_default();
-                freed += batches
-                    .iter()
-                    .map(|b| b.get_array_memory_size())
-                    .sum::<usize>();
-                let mut state = lock_state(inner, *table);
-                state.files.extend(files);
-                state.flushing.clear();
+    let mut log = inner.delta[&table].lock().await;
+    let log = log.as_mut().ok_or(Error::ReadOnly)?;
+    if let Err(e) = log.append(&files, &inner.writer_id, sequence).await {
+        // A commit can fail after its version was written (the checkpoint that follows
+        // it, say): the table's own record of the flush decides.
+        let landed = match log.refresh().await {
+            Ok(()) => log.committed_sequence(&inner.writer_id).await.ok(),
+            Err(_) => None,
+        };
+        match landed {
+            Some(committed) if committed >= Some(sequence) => {
+                tracing::warn!(table = table.name(), error = %e, "the flush was committed; what failed after it is retried with the next commit");
             }
-            inner.buffered_bytes.fetch_sub(freed, Ordering::AcqRel);
-            inner.memory.release(freed);
-            wal::delete_covered(&inner.wal_dir, taken.sealed_segment)?;
-            tracing::debug!(segment = taken.sealed_segment, "flushed and checkpointed");
-            Ok(())
-        }
-        Err(e) => {
-            for (_, files) in &pending {
-                for f in files {
-                    let _ = std::fs::remove_file(&f.tmp);
+            Some(_) => {
+                // Never referenced: delete now (vacuum would, once they are old enough).
+                for f in &files {
+                    let _ = std::fs::remove_file(&f.path);
                 }
+                return Err(e);
             }
-            for (table, mut batches) in taken.tables {
-                let mut state = lock_state(inner, table);
-                state.flushing.clear();
-                state.buffered_rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
-                batches.append(&mut state.buffered);
-                state.buffered = batches;
-            }
-            Err(e)
+            // The table could not be read back: whether the commit landed is unknown,
+            // so the files stay (vacuum deletes them if no version took them).
+            None => return Err(e),
         }
     }
+    // Committed: the rows leave the buffer whatever follows (they must not be written
+    // twice). The snapshot holds the files it was just given, so listing them does not
+    // fail short of a bug; the next commit would list them again.
+    let freed = batches
+        .iter()
+        .map(|b| b.get_array_memory_size())
+        .sum::<usize>();
+    {
+        let listed = log.files();
+        let mut state = lock_state(inner, table);
+        match listed {
+            Ok(listed) => state.files = listed,
+            Err(e) => {
+                tracing::error!(table = table.name(), error = %e, "committed files not listed for queries");
+                state.files.extend(files);
+            }
+        }
+        state.flushing.clear();
+    }
+    inner.buffered_bytes.fetch_sub(freed, Ordering::AcqRel);
+    inner.memory.release(freed);
+    Ok(())
 }

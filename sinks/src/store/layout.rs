@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use swarmscope_processors::schema::Table;
 
 use crate::{Error, Result};
@@ -37,6 +37,20 @@ pub(crate) fn partition_dir(table_dir: &Path, hour: i64) -> PathBuf {
         .join(format!("hour={}", t.format("%H")))
 }
 
+/// The values of the `date` and `hour` partition columns of an hour since the epoch.
+pub(crate) fn partition_values(hour: i64) -> (String, u32) {
+    let t = DateTime::<Utc>::from_timestamp(hour.saturating_mul(3600), 0).unwrap_or_default();
+    (t.format("%Y-%m-%d").to_string(), t.hour())
+}
+
+/// The partition hour of a path relative to the table's root
+/// (`date=YYYY-MM-DD/hour=HH/<file>`).
+pub(crate) fn hour_of_relative_path(path: &str) -> Option<i64> {
+    let mut parts = path.split('/');
+    let (date, hour) = (parts.next()?, parts.next()?);
+    parse_partition(date, hour)
+}
+
 /// Parses `date=YYYY-MM-DD` and `hour=HH` back into hours since the epoch.
 fn parse_partition(date_dir: &str, hour_dir: &str) -> Option<i64> {
     let date = NaiveDate::parse_from_str(date_dir.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
@@ -52,7 +66,15 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        // A stray file where a partition directory would be holds no partition.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(out)
+        }
         Err(e) => return Err(Error::io(dir)(e)),
     };
     for entry in entries {

@@ -19,6 +19,7 @@ pub struct StoreMetrics {
     /// Retention passes, and the files they deleted.
     pub retention_runs: IntCounter,
     pub retention_deleted: IntCounter,
+    pub vacuumed: IntCounter,
 }
 
 impl StoreMetrics {
@@ -62,7 +63,12 @@ impl StoreMetrics {
             .unwrap_or_else(|e| unreachable!("{e}")),
             retention_deleted: IntCounter::new(
                 "swarmscope_store_retention_deleted_files_total",
-                "Parquet files retention deleted.",
+                "Parquet files retention removed from their tables (vacuum deletes them).",
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            vacuumed: IntCounter::new(
+                "swarmscope_store_vacuumed_files_total",
+                "Files vacuum deleted: out of every table version for storage.vacuum_after.",
             )
             .unwrap_or_else(|e| unreachable!("{e}")),
         }
@@ -78,6 +84,7 @@ impl StoreMetrics {
             Box::new(self.compactions.clone()),
             Box::new(self.retention_runs.clone()),
             Box::new(self.retention_deleted.clone()),
+            Box::new(self.vacuumed.clone()),
         ]
     }
 }

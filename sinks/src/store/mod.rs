@@ -1,4 +1,4 @@
-//! The Parquet store: the write path from an accepted batch to a Parquet file.
+//! The store: the write path from an accepted batch to a committed Parquet file.
 //!
 //! Stages, each with one owner and one file:
 //! 1. [`ParquetStore::append`] charges a batch (and the rows derived from it) to the
@@ -10,27 +10,29 @@
 //!    visible to queries.
 //! 3. A flush ([`flush`]; every `flush_interval_ms`, when a buffer reaches `flush_rows`
 //!    or memory runs short, and on shutdown) asks the log writer to seal its segment and
-//!    hand over every buffer, writes one Parquet file per table and partition hour,
-//!    commits them with the checkpoint, and then, under the lock queries snapshot
-//!    under, swaps the batches for the files. A query sees every row exactly once.
+//!    hand over every buffer, writes one Parquet file per table and partition hour, and
+//!    commits each table's files to its Delta log ([`delta`]) marked with the segment;
+//!    under the lock queries snapshot under, it then swaps the batches for the files. A
+//!    query sees every row exactly once.
 //!
-//! Recovery ([`recovery`], when the store opens) completes the last checkpoint,
-//! quarantines unreadable files ([`quarantine`]) and replays the log segments the
-//! checkpoint does not cover before the store takes any request.
+//! Recovery ([`recovery`], when the store opens) opens each table's Delta log
+//! (converting a directory of plain Parquet in place), quarantines unreadable files
+//! ([`quarantine`]) and replays the log segments a table has not committed before the
+//! store takes any request.
 //!
-//! Files leave the history by compaction ([`compactor`], merging with [`compact`]) and
-//! retention ([`retention`]). Either takes them out of the snapshot first and deletes
-//! them only once no query that began before could still read them ([`readers`]).
+//! Files leave a table by compaction ([`compactor`], merging with [`compact`]) and
+//! retention ([`retention`]), each a commit; [`ParquetStore::vacuum`] deletes them once
+//! `storage.vacuum_after` has passed, so a reader of an older version still finds them.
 
 mod compact;
 mod compactor;
 mod config;
+mod delta;
 mod flush;
 mod layout;
 mod log;
 mod metrics;
 mod quarantine;
-mod readers;
 mod recovery;
 mod retention;
 mod wal;
@@ -51,7 +53,6 @@ pub use config::{StorageConfig, WalFsync};
 pub use layout::StoredFile;
 pub use metrics::StoreMetrics;
 pub use quarantine::QUARANTINE_DIR;
-pub use readers::ReadGuard;
 pub use recovery::Recovery;
 pub use writer::{writer_properties, RANDOM_ID_COLUMNS};
 
@@ -72,7 +73,7 @@ struct TableState {
     buffered_rows: usize,
     /// Rows being written by the flush in progress.
     flushing: Vec<RecordBatch>,
-    /// Files of the history, in the order they were written.
+    /// Files of the table's Delta snapshot, oldest partition first.
     files: Vec<StoredFile>,
 }
 
@@ -94,8 +95,14 @@ struct Inner {
     /// The log writer thread; `None` for a read-only store.
     log: Option<log::LogHandle>,
     recovery: Recovery,
-    readers: Mutex<readers::Readers>,
-    retired: Mutex<Vec<readers::Retired>>,
+    /// Each table's Delta log; `None` for a table a read-only store has not found yet.
+    /// Commits to one table are serialised by its lock.
+    delta: BTreeMap<Table, tokio::sync::Mutex<Option<delta::DeltaLog>>>,
+    /// The transaction id this store's flushes commit under (`txn.appId`), kept with
+    /// the write-ahead log whose segment numbers are their versions.
+    writer_id: String,
+    /// When vacuum last ran.
+    vacuumed: Mutex<Option<std::time::Instant>>,
     /// Files moved to `_quarantine/` since the store opened.
     quarantined: AtomicUsize,
     metrics: StoreMetrics,
@@ -110,17 +117,18 @@ pub struct ParquetStore {
 impl ParquetStore {
     /// Opens (creating if needed) the store for writing, with a memory budget of its
     /// own (`storage.max_buffered_bytes`); see [`ParquetStore::open_with`].
-    pub fn open(config: StorageConfig) -> Result<ParquetStore> {
+    pub async fn open(config: StorageConfig) -> Result<ParquetStore> {
         let memory = MemoryLimiter::new(config.max_buffered_bytes);
-        ParquetStore::open_with(config, memory)
+        ParquetStore::open_with(config, memory).await
     }
 
     /// Opens (creating if needed) the store for writing, charging its buffer to
-    /// `memory`: completes the last checkpoint, removes what a crash left
-    /// half-written, quarantines unreadable files, and replays the write-ahead log.
-    pub fn open_with(config: StorageConfig, memory: MemoryLimiter) -> Result<ParquetStore> {
+    /// `memory`: opens each table's Delta log (converting a directory of plain Parquet
+    /// in place), quarantines unreadable files, and replays the write-ahead log
+    /// segments a table has not committed.
+    pub async fn open_with(config: StorageConfig, memory: MemoryLimiter) -> Result<ParquetStore> {
         config.validate()?;
-        let recovered = recovery::recover(&config)?;
+        let recovered = recovery::recover(&config).await?;
         memory.force_charge(recovered.buffered_bytes);
         let wal_dir = config.data_dir.join("_wal");
         let log = wal::Wal::create(&wal_dir, recovered.last_segment + 1)?;
@@ -141,8 +149,13 @@ impl ParquetStore {
             full: Notify::new(),
             log: Some(handle),
             recovery: recovered.recovery,
-            readers: Mutex::default(),
-            retired: Mutex::default(),
+            delta: recovered
+                .logs
+                .into_iter()
+                .map(|(t, l)| (t, tokio::sync::Mutex::new(Some(l))))
+                .collect(),
+            writer_id: recovered.writer_id,
+            vacuumed: Mutex::default(),
             quarantined: AtomicUsize::new(recovered.quarantined),
             metrics: StoreMetrics::new(),
         });
@@ -150,10 +163,11 @@ impl ParquetStore {
         Ok(ParquetStore { inner })
     }
 
-    /// Opens a data directory for queries only (`swarmscope query --data-dir`). Each
-    /// snapshot lists the directory anew, so files a running server adds are seen;
-    /// rows a server holds in memory are not.
-    pub fn open_read_only(data_dir: impl Into<PathBuf>) -> Result<ParquetStore> {
+    /// Opens a data directory for queries only (`swarmscope query --data-dir`): each
+    /// query reads the newest committed version of each table's Delta log (advanced by
+    /// the commits since the last query, not read anew); rows a server holds in memory
+    /// are not seen.
+    pub async fn open_read_only(data_dir: impl Into<PathBuf>) -> Result<ParquetStore> {
         let config = StorageConfig {
             data_dir: data_dir.into(),
             ..StorageConfig::default()
@@ -168,7 +182,7 @@ impl ParquetStore {
             .iter()
             .map(|t| (*t, Mutex::new(TableState::default())))
             .collect();
-        Ok(ParquetStore {
+        let store = ParquetStore {
             inner: Arc::new(Inner {
                 props: writer::writer_properties(&config)?,
                 wal_dir: config.data_dir.join("_wal"),
@@ -181,12 +195,47 @@ impl ParquetStore {
                 full: Notify::new(),
                 log: None,
                 recovery: Recovery::default(),
-                readers: Mutex::default(),
-                retired: Mutex::default(),
+                delta: Table::ALL
+                    .iter()
+                    .map(|t| (*t, tokio::sync::Mutex::new(None)))
+                    .collect(),
+                writer_id: String::new(),
+                vacuumed: Mutex::default(),
                 quarantined: AtomicUsize::new(0),
                 metrics: StoreMetrics::new(),
             }),
-        })
+        };
+        store.refresh().await?;
+        Ok(store)
+    }
+
+    /// Brings a read-only store's snapshots up to the newest committed versions,
+    /// reading only the commits since the last call. A store that writes is always
+    /// current: this does nothing.
+    pub async fn refresh(&self) -> Result<()> {
+        if !self.inner.read_only {
+            return Ok(());
+        }
+        for &table in Table::ALL {
+            let mut log = self.inner.delta[&table].lock().await;
+            match log.as_mut() {
+                Some(log) => log.refresh().await?,
+                None => *log = delta::DeltaLog::open(self.data_dir(), table, false).await?,
+            }
+            let mut files = match log.as_ref() {
+                Some(log) => log.files()?,
+                // A directory no server of a version with Delta logs has opened yet:
+                // its plain Parquet files, as they lie.
+                None => layout::scan_table(self.data_dir(), table, false)?,
+            };
+            // A reader leaves the directory as it is (a server may own it): it skips
+            // what it cannot read.
+            for (file, reason) in quarantine::take_unreadable(&mut files) {
+                tracing::warn!(file = %file.path.display(), reason, "skipping an unreadable Parquet file");
+            }
+            self.state(table).files = files;
+        }
+        Ok(())
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -218,22 +267,6 @@ impl ParquetStore {
 
     /// The files and in-memory rows of `table`, consistent with each other.
     pub fn snapshot(&self, table: Table) -> Result<Snapshot> {
-        if self.inner.read_only {
-            // A merge commits its output before it deletes its inputs; while both
-            // are on disk, the journal says which to skip.
-            let replaced = compact::replaced_files(self.data_dir())?;
-            let mut files = layout::scan_table(self.data_dir(), table, false)?;
-            files.retain(|f| !replaced.contains(&f.path));
-            // A reader leaves the directory as it is (a server may own it): it skips
-            // what it cannot read.
-            for (file, reason) in quarantine::take_unreadable(&mut files) {
-                tracing::warn!(file = %file.path.display(), reason, "skipping an unreadable Parquet file");
-            }
-            return Ok(Snapshot {
-                files,
-                batches: Vec::new(),
-            });
-        }
         let state = self.state(table);
         let mut batches = state.flushing.clone();
         batches.extend(state.buffered.iter().cloned());

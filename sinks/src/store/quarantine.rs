@@ -67,22 +67,27 @@ pub(crate) fn take_unreadable(files: &mut Vec<StoredFile>) -> Vec<(StoredFile, S
 
 impl ParquetStore {
     /// Checks the footer of every file of the history and moves those that cannot be
-    /// read to `_quarantine/`, out of every later snapshot. Called when a query meets
-    /// an error reading files; returns the files moved.
-    pub fn quarantine_unreadable(&self) -> Result<Vec<PathBuf>> {
+    /// read to `_quarantine/`, removing them from their tables by a commit. Called when
+    /// a query meets an error reading files; returns the files moved.
+    pub async fn quarantine_unreadable(&self) -> Result<Vec<PathBuf>> {
         if self.inner.read_only {
             return Ok(Vec::new());
         }
         let mut moved = Vec::new();
         for table in Table::ALL {
+            let mut log = self.inner.delta[table].lock().await;
+            let Some(log) = log.as_mut() else {
+                continue;
+            };
             let mut files = self.state(*table).files.clone();
             let unreadable = take_unreadable(&mut files);
             if unreadable.is_empty() {
                 continue;
             }
-            self.state(*table)
-                .files
-                .retain(|f| !unreadable.iter().any(|(u, _)| u == f));
+            let gone: Vec<StoredFile> = unreadable.iter().map(|(f, _)| f.clone()).collect();
+            log.remove_unreadable(&gone).await?;
+            let files = log.files()?;
+            self.state(*table).files = files;
             for (file, reason) in unreadable {
                 moved.push(quarantine(self.data_dir(), &file.path, &reason)?);
                 self.inner.quarantined.fetch_add(1, Ordering::Relaxed);

@@ -1,9 +1,11 @@
-//! Retention: partitions whose hour ended more than `storage.retention_hours` ago
-//! leave the history, and records already that old are not taken in the first place
-//! (so nothing acknowledged is deleted by the next pass).
+//! Retention and vacuum. Partitions whose hour ended more than
+//! `storage.retention_hours` ago leave the history by a commit, and records already
+//! that old are not taken in the first place (so nothing acknowledged is deleted by the
+//! next pass). Vacuum deletes the files no version of the last `storage.vacuum_after`
+//! references: those retention and compaction removed, and those a crash left
+//! uncommitted.
 
-use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
@@ -40,39 +42,84 @@ impl ParquetStore {
         Ok((filter_record_batch(&batch, &keep)?, expired))
     }
 
-    /// Deletes the files of partitions whose hour ended more than `retention_hours`
-    /// before `now`. They leave the snapshot first, so new queries no longer read them.
-    /// Returns how many files were deleted.
-    pub fn enforce_retention(&self, now: SystemTime) -> Result<usize> {
+    /// Removes the files of partitions whose hour ended more than `retention_hours`
+    /// before `now` from their tables, one commit per table; vacuum deletes them later.
+    /// Returns how many files were removed.
+    pub async fn enforce_retention(&self, now: SystemTime) -> Result<usize> {
         if self.inner.read_only {
             return Ok(0);
         }
         let cutoff = self.retention_cutoff_hour(now);
-        let mut deleted = 0;
+        let mut removed = 0;
         for table in Table::ALL {
-            let expired: Vec<PathBuf> = {
-                let mut state = self.state(*table);
-                let (expired, kept) = std::mem::take(&mut state.files)
-                    .into_iter()
-                    .partition(|f| f.hour < cutoff);
-                state.files = kept;
-                expired.into_iter().map(|f| f.path).collect()
+            let mut log = self.inner.delta[table].lock().await;
+            let Some(log) = log.as_mut() else {
+                continue;
             };
-            deleted += expired.len();
-            if !expired.is_empty() {
-                self.retire(expired, None);
+            let expired: Vec<_> = {
+                let state = self.state(*table);
+                state
+                    .files
+                    .iter()
+                    .filter(|f| f.hour < cutoff)
+                    .cloned()
+                    .collect()
+            };
+            if expired.is_empty() {
+                continue;
             }
+            log.expire(&expired, cutoff).await?;
+            let files = log.files()?;
+            self.state(*table).files = files;
+            removed += expired.len();
         }
-        if deleted > 0 {
+        if removed > 0 {
             tracing::info!(
-                deleted,
+                removed,
                 retention_hours = self.inner.config.retention_hours,
                 "retention removed expired partitions"
             );
         }
-        self.delete_retired()?;
         self.inner.metrics.retention_runs.inc();
-        self.inner.metrics.retention_deleted.inc_by(deleted as u64);
+        self.inner.metrics.retention_deleted.inc_by(removed as u64);
+        Ok(removed)
+    }
+
+    /// Whether vacuum is due: it lists every table's directory, so it runs every
+    /// `vacuum_after` (at most every ten minutes, at least every flush interval).
+    pub(super) fn vacuum_due(&self) -> bool {
+        let config = &self.inner.config;
+        let every = config
+            .vacuum_after
+            .min(Duration::from_secs(600))
+            .max(config.flush_interval());
+        let mut last = super::lock(&self.inner.vacuumed);
+        match *last {
+            Some(at) if at.elapsed() < every => false,
+            _ => {
+                *last = Some(Instant::now());
+                true
+            }
+        }
+    }
+
+    /// Deletes, in every table, the files no version of the last
+    /// `storage.vacuum_after` references. Returns how many files were deleted.
+    pub async fn vacuum(&self) -> Result<usize> {
+        if self.inner.read_only {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        for table in Table::ALL {
+            let mut log = self.inner.delta[table].lock().await;
+            if let Some(log) = log.as_mut() {
+                deleted += log.vacuum(self.inner.config.vacuum_after).await?;
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "vacuum deleted files no version references");
+        }
+        self.inner.metrics.vacuumed.inc_by(deleted as u64);
         Ok(deleted)
     }
 }

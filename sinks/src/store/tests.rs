@@ -31,11 +31,12 @@ fn spans_at(starts: &[u64]) -> RecordBatch {
     spans_from_otlp(&request).unwrap().batch
 }
 
-fn store(dir: &Path) -> ParquetStore {
+async fn store(dir: &Path) -> ParquetStore {
     ParquetStore::open(StorageConfig {
         data_dir: dir.to_owned(),
         ..StorageConfig::default()
     })
+    .await
     .unwrap()
 }
 
@@ -46,7 +47,7 @@ fn rows(snapshot: &Snapshot) -> usize {
 #[tokio::test]
 async fn appended_rows_are_visible_before_and_after_flush() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
+    let store = store(dir.path()).await;
     let base = 1_700_000_000 * 1_000_000_000u64;
     store
         .append(Table::SPANS, spans_at(&[base, base + 1, base + HOUR]))
@@ -85,7 +86,7 @@ async fn appended_rows_are_visible_before_and_after_flush() {
 #[tokio::test]
 async fn reopening_finds_the_files_and_removes_unfinished_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
+    let s = store(dir.path()).await;
     s.append(Table::SPANS, spans_at(&[5 * HOUR])).await.unwrap();
     s.flush().await.unwrap();
     let file = s.snapshot(Table::SPANS).unwrap().files[0].path.clone();
@@ -93,7 +94,7 @@ async fn reopening_finds_the_files_and_removes_unfinished_ones() {
     std::fs::write(&leftover, b"half a file").unwrap();
     drop(s);
 
-    let reopened = store(dir.path());
+    let reopened = store(dir.path()).await;
     let snap = reopened.snapshot(Table::SPANS).unwrap();
     assert_eq!(snap.files.len(), 1);
     assert_eq!(snap.files[0].path, file);
@@ -107,20 +108,25 @@ async fn reopening_finds_the_files_and_removes_unfinished_ones() {
 #[tokio::test]
 async fn read_only_store_sees_new_files_and_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let writer = store(dir.path());
-    let reader = ParquetStore::open_read_only(dir.path()).unwrap();
+    let writer = store(dir.path()).await;
+    let reader = ParquetStore::open_read_only(dir.path()).await.unwrap();
     assert!(reader.snapshot(Table::SPANS).unwrap().files.is_empty());
     writer
         .append(Table::SPANS, spans_at(&[HOUR]))
         .await
         .unwrap();
     writer.flush().await.unwrap();
+    // A reader sees the new commit once it refreshes (every query does).
+    assert!(reader.snapshot(Table::SPANS).unwrap().files.is_empty());
+    reader.refresh().await.unwrap();
     assert_eq!(reader.snapshot(Table::SPANS).unwrap().files.len(), 1);
     assert!(matches!(
         reader.append(Table::SPANS, spans_at(&[HOUR])).await,
         Err(Error::ReadOnly)
     ));
-    assert!(ParquetStore::open_read_only(dir.path().join("missing")).is_err());
+    assert!(ParquetStore::open_read_only(dir.path().join("missing"))
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -134,6 +140,7 @@ async fn full_buffer_wakes_the_flusher() {
         retention_hours: 1_000_000,
         ..StorageConfig::default()
     })
+    .await
     .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let flusher = tokio::spawn(store.clone().run_flusher(async {
@@ -189,7 +196,7 @@ fn total_rows(store: &ParquetStore, table: Table) -> usize {
 #[tokio::test]
 async fn acknowledged_rows_survive_a_crash_and_replay_once() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
+    let s = store(dir.path()).await;
     s.append(Table::SPANS, spans_at(&[HOUR, HOUR + 1]))
         .await
         .unwrap();
@@ -200,7 +207,7 @@ async fn acknowledged_rows_survive_a_crash_and_replay_once() {
     // A crash: the store goes away without a flush.
     drop(s);
 
-    let reopened = store(dir.path());
+    let reopened = store(dir.path()).await;
     assert_eq!(
         reopened.recovery().rows,
         3,
@@ -210,45 +217,88 @@ async fn acknowledged_rows_survive_a_crash_and_replay_once() {
     drop(reopened);
 
     // Replay is idempotent: crashing again before a flush replays the same rows once.
-    let again = store(dir.path());
+    let again = store(dir.path()).await;
     assert_eq!(again.recovery().rows, 3);
     assert_eq!(total_rows(&again, Table::SPANS), 5);
     again.flush().await.unwrap();
     drop(again);
 
-    let flushed = store(dir.path());
+    let flushed = store(dir.path()).await;
     assert_eq!(flushed.recovery().rows, 0);
     assert_eq!(total_rows(&flushed, Table::SPANS), 5);
 }
 
 #[tokio::test]
-async fn an_interrupted_flush_is_completed_not_duplicated() {
+async fn a_crash_between_the_commit_and_the_logs_truncation_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
+    let s = store(dir.path()).await;
     s.append(Table::SPANS, spans_at(&[HOUR, HOUR + 1]))
         .await
         .unwrap();
     s.flush().await.unwrap();
-    let file = s.snapshot(Table::SPANS).unwrap().files[0].path.clone();
     drop(s);
-    // Put the world back to "checkpoint written, file not yet renamed, segment not yet
-    // deleted": the file under its .tmp name and the covered segment still present.
-    std::fs::rename(&file, writer::tmp_path(&file)).unwrap();
-    let checkpoint = wal::Checkpoint::load(&dir.path().join("_wal")).unwrap();
-    let covered = checkpoint.covered_segment;
-    let mut log = wal::Wal::create(&dir.path().join("_wal"), covered).unwrap();
+    // Put the world back to "committed to the table, checkpoint not yet written,
+    // segment not yet deleted".
+    let wal_dir = dir.path().join("_wal");
+    let covered = wal::Checkpoint::load(&wal_dir).unwrap().covered_segment;
+    std::fs::remove_file(wal_dir.join("checkpoint.json")).unwrap();
+    let mut log = wal::Wal::create(&wal_dir, covered).unwrap();
     log.write(&crate::frame::encode(&[(Table::SPANS, &spans_at(&[HOUR, HOUR + 1]))]).unwrap())
         .unwrap();
     log.sync(true).unwrap();
     drop(log);
 
-    let reopened = store(dir.path());
+    let reopened = store(dir.path()).await;
     assert_eq!(
         reopened.recovery().rows,
         0,
-        "the covered segment is not replayed"
+        "the committed segment is not replayed"
     );
-    assert!(file.exists(), "the pending file was renamed into place");
+    assert_eq!(reopened.recovery().committed_rows, 2);
+    assert_eq!(total_rows(&reopened, Table::SPANS), 2);
+    // New flushes go on after the committed segment, and are replayed when not.
+    reopened
+        .append(Table::SPANS, spans_at(&[HOUR + 2]))
+        .await
+        .unwrap();
+    drop(reopened);
+    let again = store(dir.path()).await;
+    assert_eq!(again.recovery().rows, 1);
+    assert_eq!(total_rows(&again, Table::SPANS), 3);
+}
+
+#[tokio::test]
+async fn a_crash_between_the_upload_and_the_commit_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        data_dir: dir.path().to_owned(),
+        vacuum_after: std::time::Duration::ZERO,
+        ..StorageConfig::default()
+    };
+    let s = ParquetStore::open(config.clone()).await.unwrap();
+    let rows = spans_at(&[HOUR, HOUR + 1]);
+    s.append(Table::SPANS, rows.clone()).await.unwrap();
+    // The flush's file is written, and the process dies before the commit.
+    let uploaded =
+        writer::write_partitioned(dir.path(), Table::SPANS, &[rows], &s.inner.props).unwrap();
+    uploaded[0].commit().unwrap();
+    let orphan = uploaded[0].file.path.clone();
+    drop(s);
+
+    let reopened = ParquetStore::open(config).await.unwrap();
+    assert_eq!(
+        reopened.recovery().rows,
+        2,
+        "the rows come back from the log"
+    );
+    assert!(reopened.snapshot(Table::SPANS).unwrap().files.is_empty());
+    assert_eq!(total_rows(&reopened, Table::SPANS), 2);
+    reopened.flush().await.unwrap();
+    assert_eq!(total_rows(&reopened, Table::SPANS), 2);
+    // The upload no commit took is deleted by vacuum.
+    assert!(orphan.exists());
+    assert_eq!(reopened.vacuum().await.unwrap(), 1);
+    assert!(!orphan.exists());
     assert_eq!(total_rows(&reopened, Table::SPANS), 2);
 }
 
@@ -262,6 +312,7 @@ async fn over_the_memory_budget_appends_are_refused_until_a_flush() {
         max_buffered_bytes: size * 2,
         ..StorageConfig::default()
     })
+    .await
     .unwrap();
     s.memory().admission().unwrap();
     s.append(Table::SPANS, batch.clone()).await.unwrap();
@@ -305,7 +356,7 @@ async fn every_fsync_mode_keeps_rows_across_a_process_crash() {
             wal_fsync: mode,
             ..StorageConfig::default()
         };
-        let s = ParquetStore::open(config.clone()).unwrap();
+        let s = ParquetStore::open(config.clone()).await.unwrap();
         for i in 0..5 {
             s.append(Table::LOGS, logs_at(i)).await.unwrap();
         }
@@ -316,7 +367,7 @@ async fn every_fsync_mode_keeps_rows_across_a_process_crash() {
             Err(Error::Closed)
         ));
         drop(s);
-        let reopened = ParquetStore::open(config).unwrap();
+        let reopened = ParquetStore::open(config).await.unwrap();
         assert_eq!(total_rows(&reopened, Table::LOGS), 5, "{mode:?}");
     }
 }
@@ -342,19 +393,21 @@ fn logs_at(i: u64) -> RecordBatch {
 }
 
 /// A store whose retention is 24 hours.
-fn store_keeping_a_day(dir: &Path) -> ParquetStore {
+async fn store_keeping_a_day(dir: &Path) -> ParquetStore {
     ParquetStore::open(StorageConfig {
         data_dir: dir.to_owned(),
         retention_hours: 24,
+        vacuum_after: std::time::Duration::from_secs(3600),
         ..StorageConfig::default()
     })
+    .await
     .unwrap()
 }
 
 #[tokio::test]
 async fn retention_deletes_expired_partitions_only() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store_keeping_a_day(dir.path());
+    let s = store_keeping_a_day(dir.path()).await;
     let now = std::time::SystemTime::now();
     let now_nanos = now
         .duration_since(std::time::UNIX_EPOCH)
@@ -368,33 +421,33 @@ async fn retention_deletes_expired_partitions_only() {
     let before = s.snapshot(Table::SPANS).unwrap().files;
     assert_eq!(before.len(), 2);
 
-    assert_eq!(s.enforce_retention(now).unwrap(), 1);
+    assert_eq!(s.enforce_retention(now).await.unwrap(), 1);
     let after = s.snapshot(Table::SPANS).unwrap().files;
     assert_eq!(after.len(), 1);
     assert!(after[0].path.exists());
-    let expired = before.iter().find(|f| !after.contains(f)).unwrap();
-    assert!(!expired.path.exists());
-    assert!(
-        !expired.path.parent().unwrap().exists(),
-        "empty partition removed"
-    );
     assert_eq!(total_rows(&s, Table::SPANS), 1);
+    // The expired file stays on disk for readers of older versions until vacuum_after
+    // (an hour) has passed.
+    let expired = before.iter().find(|f| !after.contains(f)).unwrap();
+    assert_eq!(s.vacuum().await.unwrap(), 0);
+    assert!(expired.path.exists());
     // Nothing more to do the second time.
-    assert_eq!(s.enforce_retention(now).unwrap(), 0);
+    assert_eq!(s.enforce_retention(now).await.unwrap(), 0);
 }
 
 /// A store where four small files make a partition worth compacting.
-fn compacting_store(dir: &Path) -> ParquetStore {
-    compacting_store_of_row_groups(dir, StorageConfig::default().row_group_rows)
+async fn compacting_store(dir: &Path) -> ParquetStore {
+    compacting_store_of_row_groups(dir, StorageConfig::default().row_group_rows).await
 }
 
-fn compacting_store_of_row_groups(dir: &Path, row_group_rows: usize) -> ParquetStore {
+async fn compacting_store_of_row_groups(dir: &Path, row_group_rows: usize) -> ParquetStore {
     ParquetStore::open(StorageConfig {
         data_dir: dir.to_owned(),
         compaction_min_files: 4,
         row_group_rows,
         ..StorageConfig::default()
     })
+    .await
     .unwrap()
 }
 
@@ -458,7 +511,7 @@ fn start_times_with_the_table_schema(path: &Path) -> Vec<i64> {
 #[tokio::test]
 async fn compaction_merges_a_partitions_small_files_into_one() {
     let dir = tempfile::tempdir().unwrap();
-    let s = compacting_store(dir.path());
+    let s = compacting_store(dir.path()).await;
     five_small_files(&s, 3).await;
     assert_eq!(s.snapshot(Table::SPANS).unwrap().files.len(), 6);
 
@@ -468,13 +521,15 @@ async fn compaction_merges_a_partitions_small_files_into_one() {
     assert_eq!(total_rows(&s, Table::SPANS), 16);
     // Row groups this small are decoded and written again as one.
     assert_eq!(row_group_rows(&files[0].path), vec![15]);
-    // No query ran: the inputs are deleted at once, and the journal with them.
-    assert_eq!(parquet_files_on_disk(dir.path()).len(), 2);
-    assert!(compact::Journal::load_all(dir.path()).unwrap().is_empty());
+    // The inputs stay on disk, out of the table, until vacuum.
+    assert_eq!(parquet_files_on_disk(dir.path()).len(), 7);
     // Nothing left to merge; a reopened store sees the same rows.
     assert_eq!(s.compact().await.unwrap(), 0);
     drop(s);
-    assert_eq!(total_rows(&compacting_store(dir.path()), Table::SPANS), 16);
+    assert_eq!(
+        total_rows(&compacting_store(dir.path()).await, Table::SPANS),
+        16
+    );
 }
 
 /// Row groups of a flush's size are copied, not decoded and encoded again: the merged
@@ -489,7 +544,7 @@ async fn large_row_groups_are_copied_with_their_indexes() {
 
     let dir = tempfile::tempdir().unwrap();
     // Row groups of 3 rows are at least 16 / COPY_DIVISOR = 1 row: copied.
-    let s = compacting_store_of_row_groups(dir.path(), 16);
+    let s = compacting_store_of_row_groups(dir.path(), 16).await;
     five_small_files(&s, 3).await;
     let inputs: Vec<PathBuf> = s.snapshot(Table::SPANS).unwrap().files[..5]
         .iter()
@@ -561,7 +616,7 @@ async fn large_row_groups_are_copied_with_their_indexes() {
 async fn only_the_small_row_groups_of_a_merge_are_encoded_again() {
     let dir = tempfile::tempdir().unwrap();
     // Row groups of 32 rows; 2 rows (32 / COPY_DIVISOR) or more are copied.
-    let s = compacting_store_of_row_groups(dir.path(), 32);
+    let s = compacting_store_of_row_groups(dir.path(), 32).await;
     // 36 flushes of 1 row, but for the 11th and the 31st, of 2 rows.
     let mut expected = Vec::new();
     for f in 0..36u64 {
@@ -586,7 +641,7 @@ async fn only_the_small_row_groups_of_a_merge_are_encoded_again() {
     drop(s);
     assert_eq!(
         total_rows(
-            &compacting_store_of_row_groups(dir.path(), 24),
+            &compacting_store_of_row_groups(dir.path(), 24).await,
             Table::SPANS
         ),
         expected.len()
@@ -594,69 +649,80 @@ async fn only_the_small_row_groups_of_a_merge_are_encoded_again() {
 }
 
 #[tokio::test]
-async fn inputs_stay_on_disk_while_a_query_that_began_before_the_merge_runs() {
+async fn a_merges_inputs_are_vacuumed_once_vacuum_after_has_passed() {
     let dir = tempfile::tempdir().unwrap();
-    let s = compacting_store(dir.path());
+    let s = compacting_store(dir.path()).await;
     five_small_files(&s, 2).await;
-    let query = s.reading();
     let old = s.snapshot(Table::SPANS).unwrap();
     assert_eq!(s.compact().await.unwrap(), 5);
-    // New snapshots see the merged file; the running query's files still exist.
+    // New snapshots see the merged file; an older one's files still exist.
     assert_eq!(s.snapshot(Table::SPANS).unwrap().files.len(), 2);
     assert!(old.files.iter().all(|f| f.path.exists()));
-    // A query that begins after the merge does not hold the inputs back.
-    let later = s.reading();
-    assert_eq!(s.delete_retired().unwrap(), 0);
-    drop(query);
-    assert_eq!(s.delete_retired().unwrap(), 5);
-    drop(later);
+    assert_eq!(s.vacuum().await.unwrap(), 0, "younger than vacuum_after");
+    drop(s);
+
+    let config = StorageConfig {
+        data_dir: dir.path().to_owned(),
+        compaction_min_files: 4,
+        vacuum_after: std::time::Duration::ZERO,
+        ..StorageConfig::default()
+    };
+    let s = ParquetStore::open(config).await.unwrap();
+    assert_eq!(s.vacuum().await.unwrap(), 5);
     assert_eq!(parquet_files_on_disk(dir.path()).len(), 2);
     assert_eq!(total_rows(&s, Table::SPANS), 11);
 }
 
 #[tokio::test]
-async fn a_merge_interrupted_after_its_commit_is_finished_on_open() {
+async fn a_reader_sees_a_merges_output_or_its_inputs_never_both() {
     let dir = tempfile::tempdir().unwrap();
-    let s = compacting_store(dir.path());
+    let s = compacting_store(dir.path()).await;
     five_small_files(&s, 2).await;
-    // A query holds the inputs, then the process dies: output committed, inputs and
-    // journal still on disk.
-    let query = s.reading();
+    let reader = ParquetStore::open_read_only(dir.path()).await.unwrap();
+    let rows_read = |r: &ParquetStore| {
+        r.snapshot(Table::SPANS)
+            .unwrap()
+            .files
+            .iter()
+            .map(|f| row_group_rows(&f.path).iter().sum::<i64>())
+            .sum::<i64>()
+    };
+    assert_eq!(rows_read(&reader), 11);
     s.compact().await.unwrap();
-    drop(s);
-    assert_eq!(parquet_files_on_disk(dir.path()).len(), 7);
-    // A read-only reader meanwhile skips the replaced inputs.
-    let reader = ParquetStore::open_read_only(dir.path()).unwrap();
+    // Before it refreshes, the reader holds the version before the merge, whose files
+    // are all still there; after, the version with the merged file.
+    assert_eq!(reader.snapshot(Table::SPANS).unwrap().files.len(), 6);
+    assert_eq!(rows_read(&reader), 11);
+    reader.refresh().await.unwrap();
     assert_eq!(reader.snapshot(Table::SPANS).unwrap().files.len(), 2);
-
-    let reopened = compacting_store(dir.path());
-    assert_eq!(parquet_files_on_disk(dir.path()).len(), 2);
-    assert_eq!(total_rows(&reopened, Table::SPANS), 11);
-    assert!(compact::Journal::load_all(dir.path()).unwrap().is_empty());
-    drop(query);
+    assert_eq!(rows_read(&reader), 11);
+    assert_eq!(parquet_files_on_disk(dir.path()).len(), 7);
 }
 
 #[tokio::test]
 async fn a_merge_interrupted_before_its_commit_leaves_the_inputs() {
     let dir = tempfile::tempdir().unwrap();
-    let s = compacting_store(dir.path());
+    let s = compacting_store(dir.path()).await;
     five_small_files(&s, 2).await;
     let inputs: Vec<StoredFile> = s.snapshot(Table::SPANS).unwrap().files[..5].to_vec();
-    // Steps 1 and 2 of a merge, then a crash: output written as .tmp, journal stored.
+    // A merge's output written, then a crash before its commit.
     let pending = compact::merge(Table::SPANS, &inputs, &s.inner.props).unwrap();
-    compact::Journal {
-        output: pending.file.path.clone(),
-        inputs: inputs.iter().map(|f| f.path.clone()).collect(),
-    }
-    .store(dir.path())
-    .unwrap();
+    pending.commit().unwrap();
     drop(s);
 
-    let reopened = compacting_store(dir.path());
-    assert!(!pending.tmp.exists());
+    let reopened = ParquetStore::open(StorageConfig {
+        data_dir: dir.path().to_owned(),
+        compaction_min_files: 4,
+        vacuum_after: std::time::Duration::ZERO,
+        ..StorageConfig::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(reopened.snapshot(Table::SPANS).unwrap().files.len(), 6);
+    assert_eq!(total_rows(&reopened, Table::SPANS), 11);
+    assert_eq!(reopened.vacuum().await.unwrap(), 1);
     assert!(!pending.file.path.exists());
     assert_eq!(parquet_files_on_disk(dir.path()).len(), 6);
-    assert_eq!(total_rows(&reopened, Table::SPANS), 11);
 }
 
 /// Checks that every row group of the file at `path` has a bloom filter on `trace_id`
@@ -695,7 +761,7 @@ fn assert_trace_id_bloom_filters(path: &Path) {
 #[tokio::test]
 async fn stored_files_carry_a_bloom_filter_on_trace_id() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
+    let s = store(dir.path()).await;
     s.append(Table::SPANS, spans_at(&[HOUR, HOUR + 1]))
         .await
         .unwrap();
@@ -715,7 +781,7 @@ async fn flushed_files_carry_statistics_where_readers_prune() {
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
+    let store = store(dir.path()).await;
     let base = 1_700_000_000 * 1_000_000_000u64;
     let starts: Vec<u64> = (0..50).map(|i| base + i).collect();
     store.append(Table::SPANS, spans_at(&starts)).await.unwrap();
@@ -775,7 +841,7 @@ async fn a_batch_and_the_rows_derived_from_it_are_logged_and_replayed_together()
         retention_hours: 1_000_000,
         ..StorageConfig::default()
     };
-    let s = ParquetStore::open(config.clone()).unwrap();
+    let s = ParquetStore::open(config.clone()).await.unwrap();
     s.append_all(vec![
         (Table::SPANS, spans_at(&[HOUR, HOUR + 1])),
         (Table::LOGS, logs_at(1)),
@@ -786,7 +852,7 @@ async fn a_batch_and_the_rows_derived_from_it_are_logged_and_replayed_together()
     assert_eq!(s.buffered_rows(Table::LOGS), 1);
     s.close().unwrap();
     drop(s);
-    let reopened = ParquetStore::open(config).unwrap();
+    let reopened = ParquetStore::open(config).await.unwrap();
     assert_eq!(reopened.recovery().batches, 2);
     assert_eq!(reopened.recovery().segments, 1);
     assert_eq!(total_rows(&reopened, Table::SPANS), 2);
@@ -796,7 +862,7 @@ async fn a_batch_and_the_rows_derived_from_it_are_logged_and_replayed_together()
 #[tokio::test]
 async fn rows_older_than_retention_are_split_off_by_their_partition_hour() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store_keeping_a_day(dir.path());
+    let s = store_keeping_a_day(dir.path()).await;
     let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(100 * 24 * 3600 + 1800);
     let now_nanos = 100 * 24 * HOUR + 1800 * 1_000_000_000;
     // The cut-off is the partition hour retention deletes below: 24 hours before this
@@ -831,40 +897,64 @@ fn parquet_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[tokio::test]
-async fn a_flush_commits_all_its_tables_or_none() {
-    // Whichever table fails, the first written or a later one, every row of the flush
-    // stays buffered and no file of it is left.
-    for blocked in [Table::SPANS, Table::LOGS] {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        s.append_all(vec![
-            (Table::SPANS, spans_at(&[HOUR, HOUR + 1])),
-            (Table::LOGS, logs_at(0)),
-        ])
-        .await
-        .unwrap();
-        // The table cannot be written: its directory is taken by a file.
-        let blocker = dir.path().join(blocked.name());
-        std::fs::write(&blocker, b"not a directory").unwrap();
-        assert!(s.flush().await.is_err(), "{blocked:?}");
-        assert_eq!(s.buffered_rows(Table::SPANS), 2, "{blocked:?}");
-        assert_eq!(s.buffered_rows(Table::LOGS), 1, "{blocked:?}");
-        assert!(s.snapshot(Table::SPANS).unwrap().files.is_empty());
-        assert!(s.snapshot(Table::LOGS).unwrap().files.is_empty());
-        assert_eq!(
-            parquet_files(dir.path()),
-            Vec::<PathBuf>::new(),
-            "no file of the failed flush is left ({blocked:?})"
-        );
+async fn a_table_that_cannot_be_written_holds_back_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path()).await;
+    s.append_all(vec![
+        (Table::SPANS, spans_at(&[HOUR, HOUR + 1])),
+        (Table::LOGS, logs_at(0)),
+    ])
+    .await
+    .unwrap();
+    // The spans' partition cannot be made: its directory is taken by a file.
+    let blocker = dir.path().join("spans/date=1970-01-01");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    assert!(s.flush().await.is_err());
+    assert_eq!(s.buffered_rows(Table::SPANS), 2);
+    assert!(s.snapshot(Table::SPANS).unwrap().files.is_empty());
+    assert_eq!(s.buffered_rows(Table::LOGS), 0);
+    assert_eq!(s.snapshot(Table::LOGS).unwrap().files.len(), 1);
+    assert_eq!(
+        parquet_files(&dir.path().join("spans")),
+        Vec::<PathBuf>::new(),
+        "no file of the failed table is left"
+    );
+    // A crash now replays the spans only: the logs' table has their segment.
+    drop(s);
+    let reopened = store(dir.path()).await;
+    assert_eq!(reopened.recovery().rows, 2);
+    assert_eq!(reopened.recovery().committed_rows, 1);
+    std::fs::remove_file(&blocker).unwrap();
+    reopened.flush().await.unwrap();
+    assert_eq!(reopened.snapshot(Table::SPANS).unwrap().files.len(), 1);
+    drop(reopened);
+    let again = store(dir.path()).await;
+    assert_eq!(again.recovery().rows, 0, "the flush retired the log");
+    assert_eq!(total_rows(&again, Table::SPANS), 2);
+    assert_eq!(total_rows(&again, Table::LOGS), 1);
+}
 
-        std::fs::remove_file(&blocker).unwrap();
+#[tokio::test]
+async fn past_fifty_commits_a_checkpoint_is_written_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path()).await;
+    for i in 0..55u64 {
+        s.append(Table::SPANS, spans_at(&[HOUR + i])).await.unwrap();
         s.flush().await.unwrap();
-        assert_eq!(s.snapshot(Table::SPANS).unwrap().files.len(), 1);
-        assert_eq!(s.snapshot(Table::LOGS).unwrap().files.len(), 1);
-        drop(s);
-        let reopened = store(dir.path());
-        assert_eq!(reopened.recovery().rows, 0, "the flush retired the log");
-        assert_eq!(total_rows(&reopened, Table::SPANS), 2);
-        assert_eq!(total_rows(&reopened, Table::LOGS), 1);
     }
+    let log = dir.path().join("spans/_delta_log");
+    assert!(
+        log.join("00000000000000000049.checkpoint.parquet").exists(),
+        "{:?}",
+        std::fs::read_dir(&log)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
+    );
+    let reader = ParquetStore::open_read_only(dir.path()).await.unwrap();
+    assert_eq!(reader.snapshot(Table::SPANS).unwrap().files.len(), 55);
+    drop(s);
+    let reopened = store(dir.path()).await;
+    assert_eq!(reopened.recovery().rows, 0);
+    assert_eq!(total_rows(&reopened, Table::SPANS), 55);
 }

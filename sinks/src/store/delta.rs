@@ -1,0 +1,432 @@
+//! Each table of the history is a Delta Lake table at `<data_dir>/<table>/`: the
+//! Parquet files stay where the layout puts them, and `_delta_log/` says which of them
+//! make up the table. Every change of the file set is one commit: a flush appends
+//! (`WRITE`), a merge swaps inputs for its output (`OPTIMIZE`, `dataChange = false`),
+//! retention removes expired partitions (`DELETE`), and vacuum deletes the files no
+//! version still needs once `storage.vacuum_after` has passed. An outside reader
+//! (DuckDB's `delta_scan`, Spark, Trino, `deltalake`) reads one version and so never
+//! counts a merged file beside its inputs, nor loses a file under its feet.
+//!
+//! A flush commits with a transaction identifier (`txn`): the writer's id and the
+//! write-ahead log segment it sealed. Recovery asks each table for the last segment it
+//! committed and replays only what came after, so a crash between a commit and the
+//! truncation of the log neither loses nor doubles a row.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use deltalake_core::kernel::engine::arrow_conversion::TryFromArrow;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake_core::kernel::{
+    Action, Add, DataType as DeltaType, MetadataExt, PrimitiveType, Remove, StructField,
+    StructType, Transaction,
+};
+use deltalake_core::operations::vacuum::VacuumMode;
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::statistics::Statistics;
+use swarmscope_processors::schema::Table;
+
+use super::layout::{self, StoredFile};
+use crate::{Error, Result};
+
+/// The table properties every table is created with.
+const CHECKPOINT_INTERVAL: &str = "50";
+
+/// The partition columns, as users of the Hive layout know them.
+const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
+
+impl From<DeltaTableError> for Error {
+    fn from(e: DeltaTableError) -> Error {
+        Error::Delta(e.to_string())
+    }
+}
+
+/// One table's Delta log and the snapshot of it this process holds, advanced by every
+/// commit it makes (and, for a reader, by [`DeltaLog::refresh`]), never replayed whole.
+pub(super) struct DeltaLog {
+    table: Table,
+    dir: PathBuf,
+    delta: DeltaTable,
+}
+
+impl DeltaLog {
+    /// Opens the Delta table of `table` under `data_dir`; with `create`, a missing one
+    /// is created, adding the Parquet files already there (a data directory from before
+    /// the store kept Delta logs is converted in place, nothing rewritten). Without it,
+    /// a missing table is `None`.
+    pub async fn open(data_dir: &Path, table: Table, create: bool) -> Result<Option<DeltaLog>> {
+        let dir = data_dir.join(table.name());
+        let has_log = dir.join("_delta_log").is_dir();
+        if !has_log && !create {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let url = url::Url::from_directory_path(dir.canonicalize().map_err(Error::io(&dir))?)
+            .map_err(|()| Error::Delta(format!("{}: not an absolute path", dir.display())))?;
+        let mut delta = DeltaTableBuilder::from_url(url)?.build()?;
+        if has_log {
+            delta.load().await?;
+            let mut log = DeltaLog { table, dir, delta };
+            if create {
+                log.evolve_schema().await?;
+            }
+            return Ok(Some(log));
+        }
+        let existing = layout::scan_table(data_dir, table, true)?;
+        let adds = existing
+            .iter()
+            .map(|f| add_action(&dir, table, f, true))
+            .collect::<Result<Vec<_>>>()?;
+        if !adds.is_empty() {
+            tracing::info!(
+                table = table.name(),
+                files = adds.len(),
+                "converting the table's Parquet files to a Delta table in place"
+            );
+        }
+        let delta = delta
+            .create()
+            .with_table_name(table.name())
+            .with_columns(delta_columns(table)?)
+            .with_partition_columns(PARTITION_COLUMNS)
+            .with_configuration_property(
+                deltalake_core::TableProperty::CheckpointInterval,
+                Some(CHECKPOINT_INTERVAL),
+            )
+            .with_actions(adds.into_iter().map(Action::Add))
+            .with_save_mode(SaveMode::Ignore)
+            .await?;
+        Ok(Some(DeltaLog { table, dir, delta }))
+    }
+
+    /// Commits the table's schema of this version when the log's is older: columns a
+    /// newer version added are added to the table (older files read them as null).
+    async fn evolve_schema(&mut self) -> Result<()> {
+        let wanted = StructType::try_new(delta_columns(self.table)?)
+            .map_err(|e| Error::Delta(format!("{}: schema: {e}", self.table.name())))?;
+        let snapshot = self.delta.snapshot()?;
+        let current = snapshot.schema();
+        if current.as_ref() == &wanted {
+            return Ok(());
+        }
+        let added: Vec<StructField> = wanted
+            .fields()
+            .filter(|f| current.field(f.name()).is_none())
+            .cloned()
+            .collect();
+        tracing::info!(
+            table = self.table.name(),
+            added = added.len(),
+            "updating the table's schema to this version's"
+        );
+        let metadata = snapshot
+            .metadata()
+            .clone()
+            .with_schema(&wanted)
+            .map_err(|e| Error::Delta(format!("{}: schema: {e}", self.table.name())))?;
+        let operation = DeltaOperation::AddColumn { fields: added };
+        self.commit(vec![Action::Metadata(metadata)], operation, Vec::new())
+            .await
+    }
+
+    /// The files of the snapshot, oldest partition first.
+    pub fn files(&self) -> Result<Vec<StoredFile>> {
+        let snapshot = self.delta.snapshot()?;
+        let mut files = snapshot
+            .snapshot()
+            .try_log_data()?
+            .iter()
+            .map(|view| {
+                let relative = view.path().into_owned();
+                let hour = layout::hour_of_relative_path(&relative).ok_or_else(|| {
+                    Error::Delta(format!(
+                        "{}: file {relative} is not in a date=/hour= partition",
+                        self.table.name()
+                    ))
+                })?;
+                Ok(StoredFile {
+                    path: self.dir.join(relative),
+                    hour,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        files.sort_by(|a, b| (a.hour, &a.path).cmp(&(b.hour, &b.path)));
+        Ok(files)
+    }
+
+    /// The last flush sequence `app_id` committed to this table.
+    pub async fn committed_sequence(&self, app_id: &str) -> Result<Option<u64>> {
+        let snapshot = self.delta.snapshot()?;
+        let version = snapshot
+            .transaction_version(self.delta.log_store().as_ref(), app_id)
+            .await?;
+        Ok(version.map(|v| v.max(0) as u64))
+    }
+
+    /// Commits a flush's new files, marked as flush `sequence` of `app_id`.
+    pub async fn append(
+        &mut self,
+        files: &[StoredFile],
+        app_id: &str,
+        sequence: u64,
+    ) -> Result<()> {
+        let actions = files
+            .iter()
+            .map(|f| add_action(&self.dir, self.table, f, true).map(Action::Add))
+            .collect::<Result<Vec<_>>>()?;
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(PARTITION_COLUMNS.map(String::from).to_vec()),
+            predicate: None,
+        };
+        let txn = Transaction::new(app_id, sequence as i64);
+        self.commit(actions, operation, vec![txn]).await
+    }
+
+    /// Commits a merge: `inputs` leave the table and `output` takes their rows. If an
+    /// input has left the table meanwhile (retention), nothing is committed and `false`
+    /// comes back: the merge is void.
+    pub async fn replace(
+        &mut self,
+        inputs: &[StoredFile],
+        output: &StoredFile,
+        target_size: u64,
+    ) -> Result<bool> {
+        let current = self.files()?;
+        if !inputs.iter().all(|f| current.contains(f)) {
+            return Ok(false);
+        }
+        let now = now_millis();
+        let mut actions = inputs
+            .iter()
+            .map(|f| Action::Remove(remove_action(&self.dir, f, now, false)))
+            .collect::<Vec<_>>();
+        actions.push(Action::Add(add_action(
+            &self.dir, self.table, output, false,
+        )?));
+        let operation = DeltaOperation::Optimize {
+            predicate: None,
+            target_size: target_size as i64,
+        };
+        self.commit(actions, operation, Vec::new()).await?;
+        Ok(true)
+    }
+
+    /// Commits the removal of `files`, the partitions before hour `cutoff`.
+    pub async fn expire(&mut self, files: &[StoredFile], cutoff: i64) -> Result<()> {
+        let predicate = format!("{} < '{}'", self.table.time_column(), hour_rfc3339(cutoff));
+        self.remove(files, predicate).await
+    }
+
+    /// Commits the removal of `files`, which cannot be read (they go to quarantine).
+    pub async fn remove_unreadable(&mut self, files: &[StoredFile]) -> Result<()> {
+        self.remove(files, "unreadable files, moved to _quarantine".to_owned())
+            .await
+    }
+
+    async fn remove(&mut self, files: &[StoredFile], predicate: String) -> Result<()> {
+        let now = now_millis();
+        let actions = files
+            .iter()
+            .map(|f| Action::Remove(remove_action(&self.dir, f, now, true)))
+            .collect();
+        let operation = DeltaOperation::Delete {
+            predicate: Some(predicate),
+        };
+        self.commit(actions, operation, Vec::new()).await
+    }
+
+    async fn commit(
+        &mut self,
+        actions: Vec<Action>,
+        operation: DeltaOperation,
+        txns: Vec<Transaction>,
+    ) -> Result<()> {
+        let snapshot = self.delta.snapshot()?;
+        // A checkpoint every `delta.checkpointInterval` commits, and the log's expired
+        // files cleaned up after it (the properties' defaults).
+        let properties = CommitProperties::default().with_application_transactions(txns);
+        let finalized = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(
+                Some(snapshot as &dyn TableReference),
+                self.delta.log_store(),
+                operation,
+            )
+            .await?;
+        self.delta.state = Some(finalized.snapshot());
+        Ok(())
+    }
+
+    /// Deletes the files no version of the last `retain` still references, those left
+    /// by a crash between an upload and its commit among them. Returns how many.
+    pub async fn vacuum(&mut self, retain: Duration) -> Result<usize> {
+        let retain = chrono::Duration::from_std(retain)
+            .map_err(|e| Error::Delta(format!("storage.vacuum_after: {e}")))?;
+        let (delta, metrics) = self
+            .delta
+            .clone()
+            .vacuum()
+            .with_retention_period(retain)
+            .with_enforce_retention_duration(false)
+            .with_mode(VacuumMode::Full)
+            .await?;
+        self.delta = delta;
+        Ok(metrics.files_deleted.len())
+    }
+
+    /// Advances the snapshot to the newest version (a reader of a table another
+    /// process writes), reading only the commits since.
+    pub async fn refresh(&mut self) -> Result<()> {
+        self.delta.update_incremental(None).await?;
+        Ok(())
+    }
+}
+
+/// The Delta schema of `table`: its columns, timestamps as Delta's `timestamp`, and
+/// the partition columns `date` and `hour`.
+fn delta_columns(table: Table) -> Result<Vec<StructField>> {
+    let schema = table.schema();
+    let stored = StructType::try_from_arrow(schema.as_ref())
+        .map_err(|e| Error::Delta(format!("{}: schema: {e}", table.name())))?;
+    let mut columns: Vec<StructField> = stored.fields().cloned().collect();
+    columns.push(StructField::new(
+        "date",
+        DeltaType::Primitive(PrimitiveType::Date),
+        true,
+    ));
+    columns.push(StructField::new(
+        "hour",
+        DeltaType::Primitive(PrimitiveType::Integer),
+        true,
+    ));
+    Ok(columns)
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `file`'s path from the table's root, with `/` separators.
+fn relative_path(table_dir: &Path, file: &StoredFile) -> String {
+    let relative = file.path.strip_prefix(table_dir).unwrap_or(&file.path);
+    relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn partition_values(hour: i64) -> HashMap<String, Option<String>> {
+    let (date, hour) = layout::partition_values(hour);
+    HashMap::from([
+        ("date".to_owned(), Some(date)),
+        ("hour".to_owned(), Some(hour.to_string())),
+    ])
+}
+
+/// The `add` action of a written file, its statistics read from its footer.
+fn add_action(table_dir: &Path, table: Table, file: &StoredFile, data_change: bool) -> Result<Add> {
+    let handle = File::open(&file.path).map_err(Error::io(&file.path))?;
+    let size = handle.metadata().map_err(Error::io(&file.path))?.len();
+    let metadata = ParquetMetaDataReader::new().parse_and_finish(&handle)?;
+    let modification_time = handle
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(now_millis, |d| d.as_millis() as i64);
+    Ok(Add {
+        path: relative_path(table_dir, file),
+        partition_values: partition_values(file.hour),
+        size: size as i64,
+        modification_time,
+        data_change,
+        stats: Some(stats(table, &metadata).to_string()),
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+        clustering_provider: None,
+    })
+}
+
+fn remove_action(table_dir: &Path, file: &StoredFile, now: i64, data_change: bool) -> Remove {
+    Remove {
+        path: relative_path(table_dir, file),
+        data_change,
+        deletion_timestamp: Some(now),
+        extended_file_metadata: Some(true),
+        partition_values: Some(partition_values(file.hour)),
+        size: std::fs::metadata(&file.path).ok().map(|m| m.len() as i64),
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+    }
+}
+
+/// The file statistics readers prune with: the row count, and the range and null count
+/// of the table's time column. Timestamps are Delta's microseconds: the minimum
+/// rounded down and the maximum up, so the range still holds every stored nanosecond.
+fn stats(table: Table, metadata: &ParquetMetaData) -> serde_json::Value {
+    let rows = metadata.file_metadata().num_rows();
+    let column = table.time_column();
+    let index = metadata
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == column);
+    let mut min = None::<i64>;
+    let mut max = None::<i64>;
+    let mut nulls = 0u64;
+    let mut complete = index.is_some();
+    for rg in metadata.row_groups() {
+        let Some(Statistics::Int64(s)) = index.and_then(|i| rg.column(i).statistics()) else {
+            complete = false;
+            break;
+        };
+        let (Some(lo), Some(hi), Some(n)) = (s.min_opt(), s.max_opt(), s.null_count_opt()) else {
+            // A row group of nulls only has no range; its nulls still count.
+            if s.null_count_opt()
+                .is_some_and(|n| n as i64 == rg.num_rows())
+            {
+                nulls += rg.num_rows() as u64;
+                continue;
+            }
+            complete = false;
+            break;
+        };
+        min = Some(min.map_or(*lo, |m| m.min(*lo)));
+        max = Some(max.map_or(*hi, |m| m.max(*hi)));
+        nulls += n;
+    }
+    let mut stats = serde_json::json!({ "numRecords": rows });
+    if complete {
+        stats["nullCount"] = serde_json::json!({ column: nulls });
+        if let (Some(lo), Some(hi)) = (min, max) {
+            stats["minValues"] = serde_json::json!({ column: micros_rfc3339(lo.div_euclid(1000)) });
+            let hi_micros = hi.div_euclid(1000) + i64::from(hi.rem_euclid(1000) != 0);
+            stats["maxValues"] = serde_json::json!({ column: micros_rfc3339(hi_micros) });
+        }
+    }
+    stats
+}
+
+fn micros_rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+fn hour_rfc3339(hour: i64) -> String {
+    micros_rfc3339(hour.saturating_mul(3_600_000_000))
+}

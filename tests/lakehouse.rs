@@ -1,0 +1,262 @@
+//! The history as outside engines read it: every table is a Delta Lake table, and
+//! DuckDB's Delta extension (`delta_scan`, from its pinned PyPI wheel) reads each
+//! acknowledged row exactly once through flushes, compaction, retention and vacuum,
+//! reads taken while a merge commits included. A directory of plain Hive Parquet from
+//! before is converted in place.
+//!
+//! The Python packages are pinned in `tests/lakehouse/requirements.txt`; `bash .ci/run`
+//! installs them into a venv and names its interpreter in `SWARMSCOPE_PYTHON`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{parquet_files, temp_data_dir, Options, Server};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::Value;
+
+const SPANS_PER_REQUEST: u64 = 40;
+const RECENT_REQUESTS: u64 = 6;
+const OLD_REQUESTS: u64 = 3;
+
+/// What DuckDB answers to `sql` (over the view `t` of the Delta table at `table`),
+/// `repeat` times in one process: one entry per read, rows or `{"error": ...}`.
+fn duckdb(table: &Path, sql: &str, repeat: usize) -> Vec<Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lakehouse/read.py");
+    let out = Command::new(common::python("the lakehouse tests"))
+        .arg(script)
+        .arg(table)
+        .arg(sql)
+        .arg(repeat.to_string())
+        .output()
+        .expect("run DuckDB");
+    assert!(
+        out.status.success(),
+        "DuckDB: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// `count(*)` and `count(DISTINCT span_id)` of the spans table, as DuckDB reads them.
+fn duckdb_counts(dir: &Path) -> (i64, i64) {
+    let reads = duckdb(
+        &dir.join("spans"),
+        "SELECT count(*), count(DISTINCT span_id) FROM t",
+        1,
+    );
+    counts(&reads[0])
+}
+
+fn counts(read: &Value) -> (i64, i64) {
+    let row = &read[0];
+    match (row[0].as_i64(), row[1].as_i64()) {
+        (Some(all), Some(distinct)) => (all, distinct),
+        _ => panic!("DuckDB read failed: {read}"),
+    }
+}
+
+/// Request `r`'s spans, starting at `start_ns`, each with a span id of its own.
+fn spans(r: u64, start_ns: u64) -> Vec<Span> {
+    (0..SPANS_PER_REQUEST)
+        .map(|i| Span {
+            trace_id: [r.to_be_bytes(), [3; 8]].concat(),
+            span_id: (r * 1000 + i + 1).to_be_bytes().to_vec(),
+            name: format!("op-{}", i % 5),
+            start_time_unix_nano: start_ns + i,
+            end_time_unix_nano: start_ns + i + 500,
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+}
+
+/// The `operation` of every commit of a table's Delta log, oldest first, read from
+/// the log's JSON files.
+fn operations(table: &Path) -> Vec<String> {
+    let mut commits: Vec<PathBuf> = std::fs::read_dir(table.join("_delta_log"))
+        .expect("_delta_log")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    commits.sort();
+    commits
+        .iter()
+        .filter_map(|c| {
+            std::fs::read_to_string(c)
+                .expect("commit")
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find_map(|a| a["commitInfo"]["operation"].as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
+/// Phase one of both tests: recent spans and spans from 2023, each request flushed into
+/// a file of its own, all read back by DuckDB.
+fn write_history(dir: &Path) -> (i64, i64) {
+    let server = Server::start_with(
+        dir,
+        Options {
+            flush_rows: Some(SPANS_PER_REQUEST as usize),
+            flush_interval_ms: Some(50),
+            storage_extra: "compaction_min_files = 1000\n".into(),
+            ..Default::default()
+        },
+    );
+    let now = now_ns();
+    for r in 0..RECENT_REQUESTS {
+        server.send_spans("lake", spans(r, now - 60_000_000_000 + r * 1_000_000));
+    }
+    for r in 0..OLD_REQUESTS {
+        let r = RECENT_REQUESTS + r;
+        server.send_spans("lake", spans(r, 1_700_000_000_000_000_000 + r * 1_000_000));
+    }
+    let recent = (RECENT_REQUESTS * SPANS_PER_REQUEST) as i64;
+    let total = recent + (OLD_REQUESTS * SPANS_PER_REQUEST) as i64;
+    common::eventually("every span in a committed file", || {
+        (duckdb_counts(dir) == (total, total)).then_some(())
+    });
+    assert!(server.stop().success());
+    (total, recent)
+}
+
+#[test]
+fn duckdb_reads_each_acknowledged_row_once_through_compaction_retention_and_vacuum() {
+    let (_tmp, dir) = temp_data_dir();
+    let (_, recent) = write_history(&dir);
+    let spans_table = dir.join("spans");
+    let old_files = parquet_files(&spans_table.join("date=2023-11-14"));
+    assert!(!old_files.is_empty());
+    assert!(operations(&spans_table)
+        .iter()
+        .all(|op| op == "CREATE TABLE" || op == "WRITE"));
+
+    // Phase two: a day's retention takes the spans of 2023 away; then, while a client
+    // keeps sending (a file per request) and compaction keeps merging, DuckDB reads
+    // without pause.
+    let server = std::sync::Arc::new(Server::start_with(
+        &dir,
+        Options {
+            flush_rows: Some(SPANS_PER_REQUEST as usize),
+            flush_interval_ms: Some(50),
+            retention_hours: Some(24),
+            storage_extra: "compaction_min_files = 2\n".into(),
+            ..Default::default()
+        },
+    ));
+    common::eventually("retention committed", || {
+        operations(&spans_table)
+            .iter()
+            .any(|o| o == "DELETE")
+            .then_some(())
+    });
+    assert_eq!(duckdb_counts(&dir), (recent, recent));
+    let sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sender = std::thread::spawn({
+        let server = std::sync::Arc::clone(&server);
+        let sending = std::sync::Arc::clone(&sending);
+        move || {
+            let mut sent = 0;
+            while sending.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = 100 + sent;
+                server.send_spans("lake", spans(r, now_ns()));
+                sent += 1;
+            }
+            sent
+        }
+    });
+    let reads = duckdb(
+        &spans_table,
+        "SELECT count(*), count(DISTINCT span_id) FROM t",
+        40,
+    );
+    sending.store(false, std::sync::atomic::Ordering::Relaxed);
+    let sent = sender.join().expect("sender");
+    let acknowledged = recent + (sent * SPANS_PER_REQUEST) as i64;
+    let mut last = recent;
+    for read in &reads {
+        let (all, distinct) = counts(read);
+        assert_eq!(all, distinct, "a row read twice: {read}");
+        assert!(
+            all >= last && all <= acknowledged,
+            "{all} rows after {last}, of {acknowledged}"
+        );
+        last = all;
+    }
+    common::eventually("every sent span committed", || {
+        (duckdb_counts(&dir) == (acknowledged, acknowledged)).then_some(())
+    });
+    assert!(operations(&spans_table).iter().any(|o| o == "OPTIMIZE"));
+    assert_eq!(
+        server.scalar("SELECT count(*) FROM spans"),
+        Value::from(acknowledged)
+    );
+    let server = std::sync::Arc::into_inner(server).expect("the sender is done");
+    assert!(server.stop().success());
+    // The removed files stay for readers of older versions until vacuum_after (1 h).
+    assert!(
+        old_files.iter().all(|f| f.exists()),
+        "expired files vacuumed before vacuum_after"
+    );
+
+    // Phase three: with vacuum_after = 0, vacuum deletes what no version references.
+    let server = Server::start_with(
+        &dir,
+        Options {
+            flush_interval_ms: Some(50),
+            retention_hours: Some(24),
+            storage_extra: "vacuum_after = \"0s\"\n".into(),
+            ..Default::default()
+        },
+    );
+    common::eventually("vacuum", || {
+        parquet_files(&spans_table.join("date=2023-11-14"))
+            .is_empty()
+            .then_some(())
+    });
+    assert!(operations(&spans_table).iter().any(|o| o == "VACUUM END"));
+    assert_eq!(duckdb_counts(&dir), (acknowledged, acknowledged));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_directory_of_plain_parquet_is_converted_in_place() {
+    let (_tmp, dir) = temp_data_dir();
+    let (total, _) = write_history(&dir);
+    // What a version before Delta left: the same files, no log.
+    let files_before = parquet_files(&dir);
+    for entry in std::fs::read_dir(&dir).expect("data dir").flatten() {
+        let log = entry.path().join("_delta_log");
+        if log.is_dir() {
+            std::fs::remove_dir_all(&log).expect("remove _delta_log");
+        }
+    }
+
+    let server = Server::start(&dir);
+    assert_eq!(
+        server.scalar("SELECT count(*) FROM spans"),
+        Value::from(total)
+    );
+    assert!(server.stop().success());
+    assert_eq!(
+        parquet_files(&dir),
+        files_before,
+        "no file rewritten or lost"
+    );
+    assert_eq!(duckdb_counts(&dir), (total, total));
+    assert_eq!(
+        operations(&dir.join("spans")),
+        vec!["CREATE TABLE".to_owned()]
+    );
+}
