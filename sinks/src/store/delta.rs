@@ -4,8 +4,8 @@
 //! (`WRITE`), a merge swaps inputs for its output (`OPTIMIZE`, `dataChange = false`),
 //! retention removes expired partitions (`DELETE`), and vacuum deletes the files no
 //! version still needs once `storage.vacuum_after` has passed. An outside reader
-//! (DuckDB's `delta_scan`, Spark, Trino, `deltalake`) reads one version and so never
-//! counts a merged file beside its inputs, nor loses a file under its feet.
+//! (DuckDB's `delta_scan`, Trino, `deltalake`) reads one version and so never counts a
+//! merged file beside its inputs, nor loses a file under its feet.
 //!
 //! A flush commits with a transaction identifier (`txn`): the writer's id and the
 //! write-ahead log segment it sealed. Recovery asks each table for the last segment it
@@ -69,12 +69,20 @@ impl DeltaLog {
             .map_err(|()| Error::Delta(format!("{}: not an absolute path", dir.display())))?;
         let mut delta = DeltaTableBuilder::from_url(url)?.build()?;
         if has_log {
-            delta.load().await?;
-            let mut log = DeltaLog { table, dir, delta };
-            if create {
-                log.evolve_schema().await?;
+            match delta.load().await {
+                Ok(()) => {
+                    let mut log = DeltaLog { table, dir, delta };
+                    if create {
+                        log.evolve_schema().await?;
+                    }
+                    return Ok(Some(log));
+                }
+                // `_delta_log/` without a first commit: a crash while the table was
+                // created. It is created now.
+                Err(DeltaTableError::NotATable(_)) if create => {}
+                Err(DeltaTableError::NotATable(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
             }
-            return Ok(Some(log));
         }
         let existing = layout::scan_table(data_dir, table, true)?;
         let adds = existing

@@ -958,3 +958,18 @@ async fn past_fifty_commits_a_checkpoint_is_written_and_read_back() {
     assert_eq!(reopened.recovery().rows, 0);
     assert_eq!(total_rows(&reopened, Table::SPANS), 55);
 }
+
+#[tokio::test]
+async fn a_table_whose_creation_was_cut_short_is_created_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    // A crash after `_delta_log/` was made, before the first commit was written.
+    std::fs::create_dir_all(dir.path().join("spans/_delta_log")).unwrap();
+    let reader = ParquetStore::open_read_only(dir.path()).await.unwrap();
+    assert!(reader.snapshot(Table::SPANS).unwrap().files.is_empty());
+    let s = store(dir.path()).await;
+    s.append(Table::SPANS, spans_at(&[HOUR])).await.unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(s.snapshot(Table::SPANS).unwrap().files.len(), 1);
+    reader.refresh().await.unwrap();
+    assert_eq!(reader.snapshot(Table::SPANS).unwrap().files.len(), 1);
+}
