@@ -973,3 +973,29 @@ async fn a_table_whose_creation_was_cut_short_is_created_on_open() {
     reader.refresh().await.unwrap();
     assert_eq!(reader.snapshot(Table::SPANS).unwrap().files.len(), 1);
 }
+
+#[tokio::test]
+async fn reopening_a_store_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let commits = |table: &str| {
+        std::fs::read_dir(dir.path().join(table).join("_delta_log"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".json")
+            })
+            .count()
+    };
+    drop(store(dir.path()).await);
+    assert_eq!(commits("spans"), 1, "CREATE TABLE");
+    drop(store(dir.path()).await);
+    assert_eq!(
+        commits("spans"),
+        1,
+        "the schema is the table's: nothing to evolve"
+    );
+    assert_eq!(commits("logs"), 1);
+}
