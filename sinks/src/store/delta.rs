@@ -297,7 +297,7 @@ impl DeltaLog {
 
 /// The Delta schema of `table`: its columns, timestamps as Delta's `timestamp`, and
 /// the partition columns `date` and `hour`.
-fn delta_columns(table: Table) -> Result<Vec<StructField>> {
+pub(super) fn delta_columns(table: Table) -> Result<Vec<StructField>> {
     let schema = table.schema();
     let stored = StructType::try_from_arrow(schema.as_ref())
         .map_err(|e| Error::Delta(format!("{}: schema: {e}", table.name())))?;

@@ -999,3 +999,34 @@ async fn reopening_a_store_commits_nothing() {
     );
     assert_eq!(commits("logs"), 1);
 }
+
+#[tokio::test]
+async fn a_table_written_by_an_older_version_gains_the_new_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    // The spans table as a version without its last column would have made it.
+    let mut older = delta::delta_columns(Table::SPANS).unwrap();
+    let partitions = older.split_off(older.len() - 2);
+    let dropped = older.pop().unwrap();
+    older.extend(partitions);
+    let table_dir = dir.path().join("spans");
+    std::fs::create_dir_all(&table_dir).unwrap();
+    let url = url::Url::from_directory_path(table_dir.canonicalize().unwrap()).unwrap();
+    deltalake_core::DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .build()
+        .unwrap()
+        .create()
+        .with_columns(older)
+        .with_partition_columns(["date", "hour"])
+        .await
+        .unwrap();
+
+    let s = store(dir.path()).await;
+    let second = std::fs::read_to_string(table_dir.join("_delta_log/00000000000000000001.json"))
+        .expect("a second commit");
+    assert!(second.contains("\"operation\":\"ADD COLUMN\""), "{second}");
+    assert!(second.contains(dropped.name()), "{second}");
+    s.append(Table::SPANS, spans_at(&[HOUR])).await.unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(total_rows(&s, Table::SPANS), 1);
+}
