@@ -135,6 +135,22 @@ fn stored_per_request(server: &Server) -> std::collections::BTreeMap<u64, i64> {
 
 #[test]
 fn acknowledged_spans_survive_kill_9_exactly_once() {
+    kill_9_rounds(String::new());
+}
+
+/// The same with the tables on S3 (moto's S3 API): the write-ahead log stays local, the
+/// kills land between uploads, commits and the log's truncation.
+#[test]
+fn on_s3_acknowledged_spans_survive_kill_9_exactly_once() {
+    let Some(s3) = common::s3::S3::start("the kill -9 test on S3") else {
+        return;
+    };
+    kill_9_rounds(s3.storage_lines(&s3.bucket()));
+}
+
+/// Three rounds of load, each ended by `kill -9`, then a check that every acknowledged
+/// request is stored exactly once; `storage` is more `[storage]` lines.
+fn kill_9_rounds(storage: String) {
     let (_tmp, dir) = temp_data_dir();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -152,6 +168,7 @@ fn acknowledged_spans_survive_kill_9_exactly_once() {
             &dir,
             Options {
                 flush_rows: Some(flush_rows),
+                storage_extra: storage.clone(),
                 ..Default::default()
             },
         );
@@ -183,7 +200,13 @@ fn acknowledged_spans_survive_kill_9_exactly_once() {
             let _ = rt.block_on(s);
         }
     }
-    let server = Server::start(&dir);
+    let server = Server::start_with(
+        &dir,
+        Options {
+            storage_extra: storage,
+            ..Default::default()
+        },
+    );
     let acked = acked.lock().expect("lock").clone();
     assert!(acked.len() >= 167, "{}", acked.len());
     check_exactly_once(&server, &acked, 3, SPANS_PER_REQUEST);

@@ -23,8 +23,22 @@ const OLD_REQUESTS: u64 = 3;
 /// What DuckDB answers to `sql` (over the view `t` of the Delta table at `table`),
 /// `repeat` times in one process: one entry per read, rows or `{"error": ...}`.
 fn duckdb(table: &Path, sql: &str, repeat: usize) -> Vec<Value> {
+    duckdb_read(table.as_os_str(), None, sql, repeat)
+}
+
+/// [`duckdb`] of a table at a directory or, with the S3 API's `host:port`, an `s3://` URL.
+fn duckdb_read(
+    table: &std::ffi::OsStr,
+    s3_endpoint: Option<&str>,
+    sql: &str,
+    repeat: usize,
+) -> Vec<Value> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lakehouse/read.py");
-    let out = Command::new(common::python("the lakehouse tests"))
+    let mut command = Command::new(common::python("the lakehouse tests"));
+    if let Some(endpoint) = s3_endpoint {
+        command.env("S3_ENDPOINT", endpoint);
+    }
+    let out = command
         .arg(script)
         .arg(table)
         .arg(sql)
@@ -102,6 +116,21 @@ fn operations(table: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Recent spans and spans from 2023, a request each; returns how many in all and how
+/// many recent.
+fn send_history(server: &Server) -> (i64, i64) {
+    let now = now_ns();
+    for r in 0..RECENT_REQUESTS {
+        server.send_spans("lake", spans(r, now - 60_000_000_000 + r * 1_000_000));
+    }
+    for r in 0..OLD_REQUESTS {
+        let r = RECENT_REQUESTS + r;
+        server.send_spans("lake", spans(r, 1_700_000_000_000_000_000 + r * 1_000_000));
+    }
+    let recent = (RECENT_REQUESTS * SPANS_PER_REQUEST) as i64;
+    (recent + (OLD_REQUESTS * SPANS_PER_REQUEST) as i64, recent)
+}
+
 /// Phase one of both tests: recent spans and spans from 2023, each request flushed into
 /// a file of its own, all read back by DuckDB.
 fn write_history(dir: &Path) -> (i64, i64) {
@@ -114,16 +143,7 @@ fn write_history(dir: &Path) -> (i64, i64) {
             ..Default::default()
         },
     );
-    let now = now_ns();
-    for r in 0..RECENT_REQUESTS {
-        server.send_spans("lake", spans(r, now - 60_000_000_000 + r * 1_000_000));
-    }
-    for r in 0..OLD_REQUESTS {
-        let r = RECENT_REQUESTS + r;
-        server.send_spans("lake", spans(r, 1_700_000_000_000_000_000 + r * 1_000_000));
-    }
-    let recent = (RECENT_REQUESTS * SPANS_PER_REQUEST) as i64;
-    let total = recent + (OLD_REQUESTS * SPANS_PER_REQUEST) as i64;
+    let (total, recent) = send_history(&server);
     common::eventually("every span in a committed file", || {
         (duckdb_counts(dir) == (total, total)).then_some(())
     });
@@ -264,4 +284,66 @@ fn a_directory_of_plain_parquet_is_converted_in_place() {
         operations(&dir.join("spans")),
         vec!["CREATE TABLE".to_owned()]
     );
+}
+
+/// The same on S3 (moto's S3 API): DuckDB reads the tables from the bucket with its
+/// httpfs and Delta extensions, through flushes, merges, retention and vacuum, and the
+/// server's SQL agrees.
+#[test]
+fn on_s3_duckdb_reads_each_acknowledged_row_once_through_compaction_retention_and_vacuum() {
+    let Some(s3) = common::s3::S3::start("the lakehouse test on S3") else {
+        return;
+    };
+    let bucket = s3.bucket();
+    let (_tmp, dir) = temp_data_dir();
+    let table = std::ffi::OsString::from(format!("s3://{bucket}/tables/spans"));
+    let read_counts = || {
+        let reads = duckdb_read(
+            &table,
+            Some(s3.host_port()),
+            "SELECT count(*), count(DISTINCT span_id) FROM t",
+            1,
+        );
+        counts(&reads[0])
+    };
+    let options = |retention_hours: u64, extra: &str| Options {
+        flush_rows: Some(SPANS_PER_REQUEST as usize),
+        flush_interval_ms: Some(50),
+        retention_hours: Some(retention_hours),
+        storage_extra: format!("{}{extra}", s3.storage_lines(&bucket)),
+        ..Default::default()
+    };
+    let server = Server::start_with(&dir, options(1_000_000, "compaction_min_files = 3\n"));
+    let (total, recent) = send_history(&server);
+    common::eventually("every span committed and a merge done", || {
+        (read_counts() == (total, total)
+            && server.metric("swarmscope_store_compactions_total") >= 1.0)
+            .then_some(())
+    });
+    assert_eq!(
+        server.scalar("SELECT count(*) FROM spans"),
+        Value::from(total)
+    );
+    assert_eq!(
+        server.scalar("SELECT count(DISTINCT span_id) FROM spans"),
+        Value::from(total)
+    );
+    assert!(server.stop().success());
+    // Nothing stays staged on local disk, and the bucket holds the files.
+    assert!(parquet_files(&dir.join("_staging")).is_empty());
+    assert!(!s3.keys(&bucket, "tables/spans/date=2023-11-14/").is_empty());
+
+    // A day's retention removes the spans of 2023; vacuum (after 0 s) deletes their
+    // files and the merges' inputs from the bucket.
+    let server = Server::start_with(&dir, options(24, "vacuum_after = \"0s\"\n"));
+    common::eventually("retention and vacuum on the bucket", || {
+        (read_counts() == (recent, recent)
+            && s3.keys(&bucket, "tables/spans/date=2023-11-14/").is_empty())
+        .then_some(())
+    });
+    assert_eq!(
+        server.scalar("SELECT count(*) FROM spans"),
+        Value::from(recent)
+    );
+    assert!(server.stop().success());
 }

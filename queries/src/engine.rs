@@ -137,6 +137,10 @@ impl QueryEngine {
             .with_memory_limit(config.memory_limit_mb.saturating_mul(1024 * 1024), 1.0)
             .build_arc()
             .map_err(Error::from_datafusion)?;
+        if let Some(remote) = store.remote() {
+            // The scans of tables on object storage read `s3://bucket/...` URLs.
+            runtime.register_object_store(&remote.bucket_url(), remote.store());
+        }
         // Filters are evaluated while Parquet is decoded (late materialisation): a
         // query for one trace decodes the other columns of its rows only.
         let session = SessionConfig::new()

@@ -128,7 +128,7 @@ impl TableProvider for StoreTable {
         if !files.is_empty() {
             let urls = files
                 .iter()
-                .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
+                .map(|f| ListingTableUrl::parse(self.store.0.file_url(self.table, f)))
                 .collect::<Result<Vec<_>>>()?;
             let format =
                 ParquetFormat::default().with_options(state.table_options().parquet.clone());

@@ -24,6 +24,9 @@ pub enum Error {
     /// The Delta log of a table refused a read or a commit.
     #[error("delta log: {0}")]
     Delta(String),
+    /// The object store the tables live on refused a request (`storage.url`).
+    #[error("object store: {0}")]
+    ObjectStore(String),
     #[error("write-ahead log: {0}")]
     Wal(String),
     /// A task of the store (flush, compaction, the log writer) failed outside its own

@@ -7,6 +7,7 @@
 
 pub mod elasticsearch;
 pub mod otlp_receiver;
+pub mod s3;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -522,19 +523,24 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
 /// `tests/lakehouse/`): `SWARMSCOPE_PYTHON`, else where `.ci/run` makes it. `needed_by`
 /// names the tests in the message when it is missing.
 pub fn python(needed_by: &str) -> PathBuf {
-    let path = std::env::var_os("SWARMSCOPE_PYTHON").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            PathBuf::from(home).join(".cache/swarmscope-venv/bin/python")
-        },
-        PathBuf::from,
-    );
+    let path = venv_python();
     assert!(
         path.exists(),
         "{} not found: {needed_by} need the tests' Python venv (bash .ci/run makes it)",
         path.display()
     );
     path
+}
+
+/// `SWARMSCOPE_PYTHON`, else the interpreter of the venv `.ci/run` makes.
+pub fn venv_python() -> PathBuf {
+    std::env::var_os("SWARMSCOPE_PYTHON").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            PathBuf::from(home).join(".cache/swarmscope-venv/bin/python")
+        },
+        PathBuf::from,
+    )
 }
 
 /// A data directory inside a fresh temp dir (the config file sits beside it).

@@ -103,17 +103,14 @@ pub(crate) fn delete_files(paths: &[PathBuf]) -> Result<usize> {
     Ok(deleted)
 }
 
-/// Groups of small files worth merging (see [`plan_sized`]); files whose size cannot
-/// be read are left out.
+/// Groups of small files worth merging (see [`plan_sized`]), by the sizes the table's
+/// log records.
 pub(crate) fn plan(
     files: &[StoredFile],
     min_files: usize,
     target_bytes: u64,
 ) -> Vec<Vec<StoredFile>> {
-    let sized: Vec<(StoredFile, u64)> = files
-        .iter()
-        .filter_map(|f| Some((f.clone(), std::fs::metadata(&f.path).ok()?.len())))
-        .collect();
+    let sized: Vec<(StoredFile, u64)> = files.iter().map(|f| (f.clone(), f.size)).collect();
     plan_sized(&sized, min_files, target_bytes)
 }
 
@@ -201,15 +198,20 @@ pub(crate) fn merge(
             .sync_all()
             .map_err(Error::io(&tmp))
     })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    let size = written.and_then(|()| Ok(std::fs::metadata(&tmp).map_err(Error::io(&tmp))?.len()));
+    let size = match size {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     Ok(PendingFile {
         tmp,
         file: StoredFile {
             path,
             hour: first.hour,
+            size,
         },
     })
 }
@@ -400,6 +402,7 @@ mod tests {
         StoredFile {
             path: PathBuf::from(format!("/d/spans/h{hour}/f{n:03}.parquet")),
             hour,
+            size: 0,
         }
     }
 

@@ -27,9 +27,20 @@ impl ParquetStore {
                 config.compaction_min_files,
                 config.compaction_target_bytes,
             ) {
+                if let Some(remote) = &self.inner.remote {
+                    // Merged on local disk: the inputs are fetched to their staging names.
+                    let table_dir = self.inner.tables_dir.join(table.name());
+                    for input in &group {
+                        let relative = super::delta::relative_path(&table_dir, input);
+                        if let Err(e) = remote.download(table, &relative, &input.path).await {
+                            super::flush::delete_local(&group);
+                            return Err(e);
+                        }
+                    }
+                }
                 let inner = Arc::clone(&self.inner);
                 let inputs = group.clone();
-                let output = tokio::task::spawn_blocking(move || {
+                let merged_output = tokio::task::spawn_blocking(move || {
                     let pending = compact::merge(table, &inputs, &inner.props)?;
                     if let Err(e) = pending.commit() {
                         let _ = std::fs::remove_file(&pending.tmp);
@@ -41,15 +52,41 @@ impl ParquetStore {
                 .map_err(|e| Error::Task {
                     task: "compaction",
                     message: e.to_string(),
-                })??;
+                })
+                .and_then(|merged| merged);
+                let output = match merged_output {
+                    Ok(output) => output,
+                    Err(e) => {
+                        if self.inner.remote.is_some() {
+                            super::flush::delete_local(&group);
+                        }
+                        return Err(e);
+                    }
+                };
                 let mut log = self.inner.delta[&table].lock().await;
                 let Some(log) = log.as_mut() else {
                     continue;
                 };
-                let replaced = match log
-                    .replace(&group, &output, config.compaction_target_bytes)
-                    .await
-                {
+                let staged = [output.clone()];
+                let uploaded = match &self.inner.remote {
+                    Some(remote) => {
+                        let uploaded = super::flush::upload(remote, log, table, &staged).await;
+                        super::flush::delete_local(&group);
+                        uploaded
+                    }
+                    None => Ok(()),
+                };
+                let replaced = match uploaded {
+                    Ok(()) => {
+                        log.replace(&group, &output, config.compaction_target_bytes)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if self.inner.remote.is_some() {
+                    super::flush::delete_local(&staged);
+                }
+                let replaced = match replaced {
                     // A commit can fail after its version was written: the table decides.
                     Err(e) => {
                         tracing::warn!(table = table.name(), error = %e, "a merge's commit failed; checking whether it landed");
@@ -65,7 +102,12 @@ impl ParquetStore {
                 if !matches!(replaced, Ok(true)) {
                     // Retention took some inputs meanwhile (the merge is void), or the
                     // commit failed: the output was never part of the table.
-                    let _ = std::fs::remove_file(&output.path);
+                    match &self.inner.remote {
+                        Some(remote) => remote.delete(table, &log.relative(&output)).await,
+                        None => {
+                            let _ = std::fs::remove_file(&output.path);
+                        }
+                    }
                     replaced?;
                     continue;
                 }

@@ -58,6 +58,41 @@ pub struct StorageConfig {
     /// that a reader still scanning an older version of the table finds them.
     #[serde(with = "duration_text")]
     pub vacuum_after: Duration,
+    /// Where the tables live: `"file:///var/lib/swarmscope"` (the default: `data_dir`)
+    /// or `"s3://bucket/prefix"`. The write-ahead log is always under `data_dir`, on
+    /// local disk: an acknowledgement means synced there, and the commit follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `[storage.s3]`: how to reach an `s3://` URL. Unset keys come from the usual
+    /// `AWS_*` environment variables.
+    pub s3: S3Config,
+}
+
+/// `[storage.s3]`, for `storage.url = "s3://..."`. Every key falls back on its `AWS_*`
+/// variable (`AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub region: Option<String>,
+    /// An S3 API other than AWS's (MinIO, a local test server): `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    #[serde(skip_serializing)]
+    pub secret_access_key: Option<String>,
+    #[serde(skip_serializing)]
+    pub session_token: Option<String>,
+    /// Allows an `http://` endpoint (local test servers); off by default.
+    pub allow_http: bool,
+}
+
+/// Where the tables of a [`StorageConfig`] live.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Location {
+    /// A local directory.
+    Local(PathBuf),
+    /// An S3 bucket and prefix; the Parquet files are staged in `data_dir` before
+    /// their upload.
+    S3(url::Url),
 }
 
 /// Durations as text (`"1h"`, `"90s"`), as Prometheus and the Collector write them.
@@ -95,6 +130,8 @@ impl Default for StorageConfig {
             compaction_min_files: 8,
             compaction_target_bytes: 256 * 1024 * 1024,
             vacuum_after: Duration::from_secs(3600),
+            url: None,
+            s3: S3Config::default(),
         }
     }
 }
@@ -131,6 +168,40 @@ impl StorageConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::empty(key("data_dir")));
         }
+        self.location()?;
         Ok(())
+    }
+
+    /// Where the tables live, from `url` (or `data_dir` when it is unset). A `file://`
+    /// URL and a `data_dir` that name different places are refused: the tables and
+    /// the write-ahead log of a local store live together.
+    pub fn location(&self) -> Result<Location, ConfigError> {
+        let Some(text) = &self.url else {
+            return Ok(Location::Local(self.data_dir.clone()));
+        };
+        let refuse = |why: &str| ConfigError::invalid("storage.url", why, text);
+        let url = url::Url::parse(text).map_err(|_| refuse("a file:// or s3:// URL"))?;
+        match url.scheme() {
+            "file" => {
+                let path = url
+                    .to_file_path()
+                    .map_err(|()| refuse("a file:// URL of an absolute local path"))?;
+                let default = StorageConfig::default().data_dir;
+                if self.data_dir != default && self.data_dir != path {
+                    return Err(refuse(&format!(
+                        "the place storage.data_dir names ({}), or storage.data_dir left unset",
+                        self.data_dir.display()
+                    )));
+                }
+                Ok(Location::Local(path))
+            }
+            "s3" | "s3a" => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(refuse("s3://bucket/prefix, with a bucket"));
+                }
+                Ok(Location::S3(url))
+            }
+            _ => Err(refuse("a file:// or s3:// URL")),
+        }
     }
 }

@@ -31,6 +31,7 @@ use parquet::file::statistics::Statistics;
 use swarmscope_processors::schema::Table;
 
 use super::layout::{self, StoredFile};
+use super::remote::Remote;
 use crate::{Error, Result};
 
 /// The table properties every table is created with.
@@ -54,20 +55,41 @@ pub(super) struct DeltaLog {
 }
 
 impl DeltaLog {
-    /// Opens the Delta table of `table` under `data_dir`; with `create`, a missing one
-    /// is created, adding the Parquet files already there (a data directory from before
-    /// the store kept Delta logs is converted in place, nothing rewritten). Without it,
-    /// a missing table is `None`.
-    pub async fn open(data_dir: &Path, table: Table, create: bool) -> Result<Option<DeltaLog>> {
+    /// Opens the Delta table of `table` under `data_dir`, or under `remote` when the
+    /// tables live on object storage (`data_dir` then holds the staged files); with
+    /// `create`, a missing one is created, adding the Parquet files already there (a
+    /// data directory from before the store kept Delta logs is converted in place,
+    /// nothing rewritten). Without it, a missing table is `None`.
+    pub async fn open(
+        data_dir: &Path,
+        remote: Option<&Remote>,
+        table: Table,
+        create: bool,
+    ) -> Result<Option<DeltaLog>> {
         let dir = data_dir.join(table.name());
-        let has_log = dir.join("_delta_log").is_dir();
-        if !has_log && !create {
-            return Ok(None);
-        }
-        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        let url = url::Url::from_directory_path(dir.canonicalize().map_err(Error::io(&dir))?)
-            .map_err(|()| Error::Delta(format!("{}: not an absolute path", dir.display())))?;
-        let mut delta = DeltaTableBuilder::from_url(url)?.build()?;
+        let (mut delta, has_log) = match remote {
+            Some(remote) => {
+                let url = remote.table_url(table)?;
+                let delta = DeltaTableBuilder::from_url(url.clone())?
+                    .with_storage_backend(remote.store(), url)
+                    .build()?;
+                // Whether it has a log is what loading it says.
+                (delta, true)
+            }
+            None => {
+                let has_log = dir.join("_delta_log").is_dir();
+                if !has_log && !create {
+                    return Ok(None);
+                }
+                std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+                let url =
+                    url::Url::from_directory_path(dir.canonicalize().map_err(Error::io(&dir))?)
+                        .map_err(|()| {
+                            Error::Delta(format!("{}: not an absolute path", dir.display()))
+                        })?;
+                (DeltaTableBuilder::from_url(url)?.build()?, has_log)
+            }
+        };
         if has_log {
             match delta.load().await {
                 Ok(()) => {
@@ -77,14 +99,18 @@ impl DeltaLog {
                     }
                     return Ok(Some(log));
                 }
-                // `_delta_log/` without a first commit: a crash while the table was
-                // created. It is created now.
+                // `_delta_log/` without a first commit (a crash while the table was
+                // created), or no log at all on object storage. It is created now.
                 Err(DeltaTableError::NotATable(_)) if create => {}
                 Err(DeltaTableError::NotATable(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
         }
-        let existing = layout::scan_table(data_dir, table, true)?;
+        // Plain Parquet files to convert are on local disk only.
+        let existing = match remote {
+            Some(_) => Vec::new(),
+            None => layout::scan_table(data_dir, table, true)?,
+        };
         let adds = existing
             .iter()
             .map(|f| add_action(&dir, table, f, true))
@@ -159,11 +185,17 @@ impl DeltaLog {
                 Ok(StoredFile {
                     path: self.dir.join(relative),
                     hour,
+                    size: view.size().max(0) as u64,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         files.sort_by(|a, b| (a.hour, &a.path).cmp(&(b.hour, &b.path)));
         Ok(files)
+    }
+
+    /// `file`'s path from the table's root (`date=.../hour=.../<file>`).
+    pub fn relative(&self, file: &StoredFile) -> String {
+        relative_path(&self.dir, file)
     }
 
     /// The last flush sequence `app_id` committed to this table.
@@ -322,7 +354,7 @@ fn now_millis() -> i64 {
 }
 
 /// `file`'s path from the table's root, with `/` separators.
-fn relative_path(table_dir: &Path, file: &StoredFile) -> String {
+pub(super) fn relative_path(table_dir: &Path, file: &StoredFile) -> String {
     let relative = file.path.strip_prefix(table_dir).unwrap_or(&file.path);
     relative
         .components()
@@ -372,7 +404,7 @@ fn remove_action(table_dir: &Path, file: &StoredFile, now: i64, data_change: boo
         deletion_timestamp: Some(now),
         extended_file_metadata: Some(true),
         partition_values: Some(partition_values(file.hour)),
-        size: std::fs::metadata(&file.path).ok().map(|m| m.len() as i64),
+        size: Some(file.size as i64),
         tags: None,
         deletion_vector: None,
         base_row_id: None,

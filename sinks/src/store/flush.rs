@@ -158,7 +158,7 @@ async fn write_and_commit(
         let batches = batches.to_vec();
         tokio::task::spawn_blocking(move || {
             let pending =
-                writer::write_partitioned(&inner.config.data_dir, table, &batches, &inner.props)?;
+                writer::write_partitioned(&inner.tables_dir, table, &batches, &inner.props)?;
             let mut files = Vec::with_capacity(pending.len());
             for f in &pending {
                 if let Err(e) = f.commit() {
@@ -180,7 +180,18 @@ async fn write_and_commit(
     };
     let mut log = inner.delta[&table].lock().await;
     let log = log.as_mut().ok_or(Error::ReadOnly)?;
-    if let Err(e) = log.append(&files, &inner.writer_id, sequence).await {
+    if let Some(remote) = &inner.remote {
+        if let Err(e) = upload(remote, log, table, &files).await {
+            delete_local(&files);
+            return Err(e);
+        }
+    }
+    let committed = log.append(&files, &inner.writer_id, sequence).await;
+    if inner.remote.is_some() {
+        // Uploaded: the staged copies have served (the commit read their footers).
+        delete_local(&files);
+    }
+    if let Err(e) = committed {
         // A commit can fail after its version was written (the checkpoint that follows
         // it, say): the table's own record of the flush decides.
         let landed = match log.refresh().await {
@@ -193,8 +204,13 @@ async fn write_and_commit(
             }
             Some(_) => {
                 // Never referenced: delete now (vacuum would, once they are old enough).
-                for f in &files {
-                    let _ = std::fs::remove_file(&f.path);
+                match &inner.remote {
+                    Some(remote) => {
+                        for f in &files {
+                            remote.delete(table, &log.relative(f)).await;
+                        }
+                    }
+                    None => delete_local(&files),
                 }
                 return Err(e);
             }
@@ -225,4 +241,23 @@ async fn write_and_commit(
     inner.buffered_bytes.fetch_sub(freed, Ordering::AcqRel);
     inner.memory.release(freed);
     Ok(())
+}
+
+/// Uploads a flush's or a merge's staged files to the table's object store.
+pub(super) async fn upload(
+    remote: &super::Remote,
+    log: &super::delta::DeltaLog,
+    table: Table,
+    files: &[super::StoredFile],
+) -> Result<()> {
+    for f in files {
+        remote.upload(table, &log.relative(f), &f.path).await?;
+    }
+    Ok(())
+}
+
+pub(super) fn delete_local(files: &[super::StoredFile]) {
+    for f in files {
+        let _ = std::fs::remove_file(&f.path);
+    }
 }

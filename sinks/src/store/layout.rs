@@ -14,12 +14,26 @@ use crate::{Error, Result};
 pub(crate) const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
 /// One Parquet file of the history.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct StoredFile {
+    /// The file on local disk; for tables on object storage, its local staging name
+    /// (`<data_dir>/<table>/<partition>/<file>`), the object being the same path under
+    /// `storage.url`.
     pub path: PathBuf,
     /// The partition's hour, counted in hours since the Unix epoch.
     pub hour: i64,
+    /// Its size in bytes.
+    pub size: u64,
 }
+
+/// The same file: where it is (its size follows).
+impl PartialEq for StoredFile {
+    fn eq(&self, other: &StoredFile) -> bool {
+        self.path == other.path && self.hour == other.hour
+    }
+}
+
+impl Eq for StoredFile {}
 
 impl StoredFile {
     /// The nanosecond range `[start, end)` of the partition this file belongs to.
@@ -102,7 +116,8 @@ pub(crate) fn scan_table(
             };
             for (name, path) in read_dir(&hour_path)? {
                 if name.ends_with(".parquet") && !name.starts_with('.') {
-                    files.push(StoredFile { path, hour });
+                    let size = std::fs::metadata(&path).map_err(Error::io(&path))?.len();
+                    files.push(StoredFile { path, hour, size });
                 } else if remove_temp && name.ends_with(".tmp") {
                     tracing::warn!(path = %path.display(), "removing unfinished file");
                     std::fs::remove_file(&path).map_err(Error::io(&path))?;

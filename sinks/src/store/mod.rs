@@ -34,6 +34,7 @@ mod log;
 mod metrics;
 mod quarantine;
 mod recovery;
+mod remote;
 mod retention;
 mod wal;
 mod writer;
@@ -49,15 +50,20 @@ use swarmscope_processors::schema::Table;
 use tokio::sync::Notify;
 
 pub use crate::frame::Damage;
-pub use config::{StorageConfig, WalFsync};
+pub use config::{Location, S3Config, StorageConfig, WalFsync};
 pub use layout::StoredFile;
 pub use metrics::StoreMetrics;
 pub use quarantine::QUARANTINE_DIR;
 pub use recovery::Recovery;
+pub use remote::Remote;
 pub use writer::{writer_properties, RANDOM_ID_COLUMNS};
 
 use crate::memory::MemoryLimiter;
 use crate::{Error, Result};
+
+/// Under `data_dir`, where the files of tables on object storage are written before
+/// their upload; what a crash leaves there was never committed, or was uploaded.
+const STAGING_DIR: &str = "_staging";
 
 /// What a query reads of one table: the files and the rows not yet in a file.
 #[derive(Clone, Debug, Default)]
@@ -79,6 +85,11 @@ struct TableState {
 
 struct Inner {
     config: StorageConfig,
+    /// The bucket the tables live in, when `storage.url` is `s3://`.
+    remote: Option<Remote>,
+    /// Where the tables' Parquet files are written: `data_dir`, or, for tables on
+    /// object storage, the staging directory they are uploaded from.
+    tables_dir: PathBuf,
     props: WriterProperties,
     read_only: bool,
     wal_dir: PathBuf,
@@ -126,9 +137,23 @@ impl ParquetStore {
     /// `memory`: opens each table's Delta log (converting a directory of plain Parquet
     /// in place), quarantines unreadable files, and replays the write-ahead log
     /// segments a table has not committed.
-    pub async fn open_with(config: StorageConfig, memory: MemoryLimiter) -> Result<ParquetStore> {
+    pub async fn open_with(
+        mut config: StorageConfig,
+        memory: MemoryLimiter,
+    ) -> Result<ParquetStore> {
         config.validate()?;
-        let recovered = recovery::recover(&config).await?;
+        let (remote, tables_dir) = match config.location()? {
+            Location::Local(dir) => {
+                config.data_dir = dir;
+                (None, config.data_dir.clone())
+            }
+            Location::S3(url) => {
+                let remote = Remote::connect(&url, &config.s3)?;
+                remote.probe().await?;
+                (Some(remote), config.data_dir.join(STAGING_DIR))
+            }
+        };
+        let recovered = recovery::recover(&config, remote.as_ref(), &tables_dir).await?;
         memory.force_charge(recovered.buffered_bytes);
         let wal_dir = config.data_dir.join("_wal");
         let log = wal::Wal::create(&wal_dir, recovered.last_segment + 1)?;
@@ -136,6 +161,8 @@ impl ParquetStore {
         let inner = Arc::new(Inner {
             props: writer::writer_properties(&config)?,
             config,
+            remote,
+            tables_dir,
             read_only: false,
             wal_dir,
             tables: recovered
@@ -185,6 +212,8 @@ impl ParquetStore {
         let store = ParquetStore {
             inner: Arc::new(Inner {
                 props: writer::writer_properties(&config)?,
+                remote: None,
+                tables_dir: config.data_dir.clone(),
                 wal_dir: config.data_dir.join("_wal"),
                 memory: MemoryLimiter::new(config.max_buffered_bytes),
                 config,
@@ -220,7 +249,7 @@ impl ParquetStore {
             let mut log = self.inner.delta[&table].lock().await;
             match log.as_mut() {
                 Some(log) => log.refresh().await?,
-                None => *log = delta::DeltaLog::open(self.data_dir(), table, false).await?,
+                None => *log = delta::DeltaLog::open(self.data_dir(), None, table, false).await?,
             }
             let mut files = match log.as_ref() {
                 Some(log) => log.files()?,
@@ -240,6 +269,22 @@ impl ParquetStore {
 
     pub fn data_dir(&self) -> &Path {
         &self.inner.config.data_dir
+    }
+
+    /// The bucket the tables live in, when they are on object storage.
+    pub fn remote(&self) -> Option<&Remote> {
+        self.inner.remote.as_ref()
+    }
+
+    /// Where a query reads `file` of `table`: its local path, or its object's URL.
+    pub fn file_url(&self, table: Table, file: &StoredFile) -> String {
+        match &self.inner.remote {
+            Some(remote) => {
+                let table_dir = self.inner.tables_dir.join(table.name());
+                remote.object_url(table, &delta::relative_path(&table_dir, file))
+            }
+            None => file.path.to_string_lossy().into_owned(),
+        }
     }
 
     pub fn config(&self) -> &StorageConfig {
@@ -289,13 +334,9 @@ impl ParquetStore {
 
     /// Files of `table` in the history, and their bytes on disk.
     pub fn stored_files(&self, table: Table) -> (usize, u64) {
-        let files = self.state(table).files.clone();
-        let bytes = files
-            .iter()
-            .filter_map(|f| std::fs::metadata(&f.path).ok())
-            .map(|m| m.len())
-            .sum();
-        (files.len(), bytes)
+        let state = self.state(table);
+        let bytes = state.files.iter().map(|f| f.size).sum();
+        (state.files.len(), bytes)
     }
 }
 
@@ -311,3 +352,6 @@ fn lock_state(inner: &Inner, table: Table) -> MutexGuard<'_, TableState> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_s3;

@@ -70,7 +70,8 @@ impl ParquetStore {
     /// read to `_quarantine/`, removing them from their tables by a commit. Called when
     /// a query meets an error reading files; returns the files moved.
     pub async fn quarantine_unreadable(&self) -> Result<Vec<PathBuf>> {
-        if self.inner.read_only {
+        // An object on object storage is whole or absent (a PUT is atomic).
+        if self.inner.read_only || self.inner.remote.is_some() {
             return Ok(Vec::new());
         }
         let mut moved = Vec::new();

@@ -10,10 +10,12 @@
 //! records before it are kept.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use swarmscope_processors::schema::Table;
 
 use super::delta::DeltaLog;
+use super::remote::Remote;
 use super::{compact, layout, quarantine, wal, writer, StorageConfig, TableState};
 use crate::frame::Damage;
 use crate::{Error, Result};
@@ -67,7 +69,11 @@ fn writer_id(wal_dir: &std::path::Path) -> Result<String> {
     Ok(id)
 }
 
-pub(super) async fn recover(config: &StorageConfig) -> Result<Recovered> {
+pub(super) async fn recover(
+    config: &StorageConfig,
+    remote: Option<&Remote>,
+    tables_dir: &Path,
+) -> Result<Recovered> {
     std::fs::create_dir_all(&config.data_dir).map_err(Error::io(&config.data_dir))?;
     let wal_dir = config.data_dir.join("_wal");
     std::fs::create_dir_all(&wal_dir).map_err(Error::io(&wal_dir))?;
@@ -86,20 +92,36 @@ pub(super) async fn recover(config: &StorageConfig) -> Result<Recovered> {
     let mut logs = BTreeMap::new();
     let mut committed = BTreeMap::new();
     let mut quarantined = 0;
+    if remote.is_some() {
+        // Staged files a crash left were uploaded (and so are the table's or
+        // vacuum's), or never will be.
+        match std::fs::remove_dir_all(tables_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(tables_dir)(e))
+            }
+            _ => {}
+        }
+    }
     for &table in Table::ALL {
-        // Files a crash left half-written were never committed.
-        layout::scan_table(&config.data_dir, table, true)?;
-        let mut log = DeltaLog::open(&config.data_dir, table, true)
+        if remote.is_none() {
+            // Files a crash left half-written were never committed.
+            layout::scan_table(tables_dir, table, true)?;
+        }
+        let mut log = DeltaLog::open(tables_dir, remote, table, true)
             .await?
             .ok_or_else(|| Error::Delta(format!("{}: the table was not created", table.name())))?;
         let mut files = log.files()?;
-        // Found now, not by a user's query later.
-        let unreadable = quarantine::take_unreadable(&mut files);
+        // Found now, not by a user's query later. An object is whole or absent (a PUT
+        // is atomic), so only local files are checked.
+        let unreadable = match remote {
+            Some(_) => Vec::new(),
+            None => quarantine::take_unreadable(&mut files),
+        };
         if !unreadable.is_empty() {
             let gone: Vec<_> = unreadable.iter().map(|(f, _)| f.clone()).collect();
             log.remove_unreadable(&gone).await?;
             for (file, reason) in &unreadable {
-                quarantine::quarantine(&config.data_dir, &file.path, reason)?;
+                quarantine::quarantine(tables_dir, &file.path, reason)?;
             }
             quarantined += unreadable.len();
         }

@@ -4,9 +4,9 @@ use swarmscope_processors::convert::spans_from_otlp;
 
 use super::*;
 
-const HOUR: u64 = 3_600_000_000_000;
+pub(super) const HOUR: u64 = 3_600_000_000_000;
 
-fn spans_at(starts: &[u64]) -> RecordBatch {
+pub(super) fn spans_at(starts: &[u64]) -> RecordBatch {
     let spans = starts
         .iter()
         .enumerate()
@@ -231,7 +231,47 @@ async fn acknowledged_rows_survive_a_crash_and_replay_once() {
 #[tokio::test]
 async fn a_crash_between_the_commit_and_the_logs_truncation_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path()).await;
+    crash_between_the_commit_and_the_logs_truncation(StorageConfig {
+        data_dir: dir.path().to_owned(),
+        ..StorageConfig::default()
+    })
+    .await;
+}
+
+/// Rows of `table` in its committed files (read back from the bucket for tables on
+/// object storage) plus those buffered.
+pub(super) async fn stored_rows(store: &ParquetStore, table: Table) -> usize {
+    use object_store::ObjectStoreExt;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let snapshot = store.snapshot(table).unwrap();
+    let table_dir = store.inner.tables_dir.join(table.name());
+    let mut rows = rows(&snapshot);
+    for file in &snapshot.files {
+        let in_file = match store.remote() {
+            Some(remote) => {
+                let object = remote.object(table, &delta::relative_path(&table_dir, file));
+                let bytes = remote
+                    .store()
+                    .get(&object)
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                SerializedFileReader::new(bytes).map(|r| r.metadata().file_metadata().num_rows())
+            }
+            None => SerializedFileReader::new(std::fs::File::open(&file.path).unwrap())
+                .map(|r| r.metadata().file_metadata().num_rows()),
+        };
+        rows += in_file.unwrap() as usize;
+    }
+    rows
+}
+
+/// The store of `config` committed a flush, and died before its checkpoint was
+/// written and the segment deleted: the segment is not replayed.
+pub(super) async fn crash_between_the_commit_and_the_logs_truncation(config: StorageConfig) {
+    let s = ParquetStore::open(config.clone()).await.unwrap();
     s.append(Table::SPANS, spans_at(&[HOUR, HOUR + 1]))
         .await
         .unwrap();
@@ -239,7 +279,7 @@ async fn a_crash_between_the_commit_and_the_logs_truncation_doubles_nothing() {
     drop(s);
     // Put the world back to "committed to the table, checkpoint not yet written,
     // segment not yet deleted".
-    let wal_dir = dir.path().join("_wal");
+    let wal_dir = config.data_dir.join("_wal");
     let covered = wal::Checkpoint::load(&wal_dir).unwrap().covered_segment;
     std::fs::remove_file(wal_dir.join("checkpoint.json")).unwrap();
     let mut log = wal::Wal::create(&wal_dir, covered).unwrap();
@@ -248,41 +288,73 @@ async fn a_crash_between_the_commit_and_the_logs_truncation_doubles_nothing() {
     log.sync(true).unwrap();
     drop(log);
 
-    let reopened = store(dir.path()).await;
+    let reopened = ParquetStore::open(config.clone()).await.unwrap();
     assert_eq!(
         reopened.recovery().rows,
         0,
         "the committed segment is not replayed"
     );
     assert_eq!(reopened.recovery().committed_rows, 2);
-    assert_eq!(total_rows(&reopened, Table::SPANS), 2);
+    assert_eq!(stored_rows(&reopened, Table::SPANS).await, 2);
     // New flushes go on after the committed segment, and are replayed when not.
     reopened
         .append(Table::SPANS, spans_at(&[HOUR + 2]))
         .await
         .unwrap();
     drop(reopened);
-    let again = store(dir.path()).await;
+    let again = ParquetStore::open(config).await.unwrap();
     assert_eq!(again.recovery().rows, 1);
-    assert_eq!(total_rows(&again, Table::SPANS), 3);
+    assert_eq!(stored_rows(&again, Table::SPANS).await, 3);
 }
 
 #[tokio::test]
 async fn a_crash_between_the_upload_and_the_commit_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StorageConfig {
+    crash_between_the_upload_and_the_commit(StorageConfig {
         data_dir: dir.path().to_owned(),
-        vacuum_after: std::time::Duration::ZERO,
         ..StorageConfig::default()
+    })
+    .await;
+}
+
+/// Whether `file` of `table` is still stored (on disk, or in the bucket).
+async fn exists(store: &ParquetStore, table: Table, file: &StoredFile) -> bool {
+    use object_store::ObjectStoreExt;
+    match store.remote() {
+        Some(remote) => {
+            let table_dir = store.inner.tables_dir.join(table.name());
+            let object = remote.object(table, &delta::relative_path(&table_dir, file));
+            remote.store().head(&object).await.is_ok()
+        }
+        None => file.path.exists(),
+    }
+}
+
+/// The store of `config` wrote (and uploaded) a flush's file and died before the
+/// commit: the rows come back from the log, once, and vacuum deletes the file.
+pub(super) async fn crash_between_the_upload_and_the_commit(config: StorageConfig) {
+    let config = StorageConfig {
+        vacuum_after: std::time::Duration::ZERO,
+        ..config
     };
     let s = ParquetStore::open(config.clone()).await.unwrap();
     let rows = spans_at(&[HOUR, HOUR + 1]);
     s.append(Table::SPANS, rows.clone()).await.unwrap();
-    // The flush's file is written, and the process dies before the commit.
-    let uploaded =
-        writer::write_partitioned(dir.path(), Table::SPANS, &[rows], &s.inner.props).unwrap();
-    uploaded[0].commit().unwrap();
-    let orphan = uploaded[0].file.path.clone();
+    // The flush's file is written (and uploaded), and the process dies before the
+    // commit.
+    let staged =
+        writer::write_partitioned(&s.inner.tables_dir, Table::SPANS, &[rows], &s.inner.props)
+            .unwrap();
+    staged[0].commit().unwrap();
+    let orphan = staged[0].file.clone();
+    if let Some(remote) = s.remote() {
+        let table_dir = s.inner.tables_dir.join(Table::SPANS.name());
+        let relative = delta::relative_path(&table_dir, &orphan);
+        remote
+            .upload(Table::SPANS, &relative, &orphan.path)
+            .await
+            .unwrap();
+    }
     drop(s);
 
     let reopened = ParquetStore::open(config).await.unwrap();
@@ -292,14 +364,14 @@ async fn a_crash_between_the_upload_and_the_commit_loses_and_doubles_nothing() {
         "the rows come back from the log"
     );
     assert!(reopened.snapshot(Table::SPANS).unwrap().files.is_empty());
-    assert_eq!(total_rows(&reopened, Table::SPANS), 2);
+    assert_eq!(stored_rows(&reopened, Table::SPANS).await, 2);
     reopened.flush().await.unwrap();
-    assert_eq!(total_rows(&reopened, Table::SPANS), 2);
+    assert_eq!(stored_rows(&reopened, Table::SPANS).await, 2);
     // The upload no commit took is deleted by vacuum.
-    assert!(orphan.exists());
+    assert!(exists(&reopened, Table::SPANS, &orphan).await);
     assert_eq!(reopened.vacuum().await.unwrap(), 1);
-    assert!(!orphan.exists());
-    assert_eq!(total_rows(&reopened, Table::SPANS), 2);
+    assert!(!exists(&reopened, Table::SPANS, &orphan).await);
+    assert_eq!(stored_rows(&reopened, Table::SPANS).await, 2);
 }
 
 #[tokio::test]

@@ -173,10 +173,14 @@ pub(crate) fn write_partitioned(
         let mut written = Vec::with_capacity(open.len());
         while let Some((hour, file)) = open.pop_first() {
             let tmp = file.tmp.clone();
-            match file.finish() {
-                Ok(path) => written.push(PendingFile {
+            let finished = file.finish().and_then(|path| {
+                let size = std::fs::metadata(&tmp).map_err(Error::io(&tmp))?.len();
+                Ok((path, size))
+            });
+            match finished {
+                Ok((path, size)) => written.push(PendingFile {
                     tmp,
-                    file: StoredFile { path, hour },
+                    file: StoredFile { path, hour, size },
                 }),
                 Err(e) => {
                     let _ = std::fs::remove_file(&tmp);
