@@ -124,10 +124,11 @@ con.execute(f"CREATE VIEW spans AS SELECT * FROM read_parquet('{data}/spans/*/*/
 def duck(sql):
     return con.execute(sql).fetchall()
 
-latest = swarmscope("SELECT CAST(max(start_time) AS BIGINT) FROM spans")[0][0]
-since_ns = latest - 3600 * 10**9
-trace = swarmscope(f"SELECT trace_id FROM spans WHERE start_time >= to_timestamp_nanos({since_ns}) LIMIT 1")[0][0]
-since_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since_ns // 10**9))
+# In seconds, whatever unit the stored timestamps have.
+latest = swarmscope("SELECT to_unixtime(max(start_time)) FROM spans")[0][0]
+since_s = int(latest) - 3600
+trace = swarmscope(f"SELECT trace_id FROM spans WHERE start_time >= to_timestamp_seconds({since_s}) LIMIT 1")[0][0]
+since_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since_s))
 ds_since = f"TIMESTAMP '{since_iso}Z'"
 duck_since = f"'{since_iso}+00'"
 

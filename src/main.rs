@@ -189,8 +189,13 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<(), Failu
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                // delta-rs reports each commit and vacuum at info: a line a flush.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,deltalake_core=warn")),
+                // delta-rs and its kernel report every commit, snapshot and scan at
+                // info: lines a flush.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(
+                        "info,deltalake_core=warn,buoyant_kernel=warn",
+                    )
+                }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -1,8 +1,9 @@
 //! The history as outside engines read it: every table is a Delta Lake table, and
 //! DuckDB's Delta extension (`delta_scan`, from its pinned PyPI wheel) reads each
 //! acknowledged row exactly once through flushes, compaction, retention and vacuum,
-//! reads taken while a merge commits included. A directory of plain Hive Parquet from
-//! before is converted in place.
+//! reads taken while a merge commits included, on local disk and on S3. Polars reads
+//! the types every Delta reader knows. A directory of plain Hive Parquet from before is
+//! converted in place.
 //!
 //! The Python packages are pinned in `tests/lakehouse/requirements.txt`; `bash .ci/run`
 //! installs them into a venv and names its interpreter in `SWARMSCOPE_PYTHON`.
@@ -151,11 +152,49 @@ fn write_history(dir: &Path) -> (i64, i64) {
     (total, recent)
 }
 
+/// What Polars (`pl.read_delta`) reads of the Delta table at `table`.
+fn polars(table: &Path) -> Value {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/lakehouse/read_polars.py"
+    );
+    let out = Command::new(common::python("the lakehouse tests"))
+        .arg(script)
+        .arg(table)
+        .output()
+        .expect("run Polars");
+    assert!(
+        out.status.success(),
+        "Polars: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON object")
+}
+
 #[test]
 fn duckdb_reads_each_acknowledged_row_once_through_compaction_retention_and_vacuum() {
     let (_tmp, dir) = temp_data_dir();
-    let (_, recent) = write_history(&dir);
+    let (total, recent) = write_history(&dir);
     let spans_table = dir.join("spans");
+    // Polars reads the same table with the types every Delta reader knows:
+    // microsecond timestamps in UTC, signed integers, the exact nanoseconds beside.
+    let read = polars(&spans_table);
+    assert_eq!(read["rows"], Value::from(total), "{read}");
+    assert_eq!(read["distinct_span_ids"], Value::from(total), "{read}");
+    assert_eq!(read["exact_starts_agree"], Value::from(true), "{read}");
+    let types = &read["types"];
+    assert_eq!(
+        types["start_time"],
+        "Datetime(time_unit='us', time_zone='UTC')"
+    );
+    assert_eq!(types["start_time_unix_nano"], "Int64");
+    assert_eq!(types["flags"], "Int64");
+    assert!(
+        types["events"].as_str().is_some_and(|t| t
+            .contains("'time': Datetime(time_unit='us', time_zone='UTC')")
+            && t.contains("'dropped_attributes_count': Int64")),
+        "{types}"
+    );
     let old_files = parquet_files(&spans_table.join("date=2023-11-14"));
     assert!(!old_files.is_empty());
     assert!(operations(&spans_table)

@@ -233,7 +233,7 @@ fn tables_endpoint_lists_every_table_with_its_columns() {
     }
     assert_eq!(
         v["tables"][0]["columns"][0]["type"],
-        "Timestamp(ns, \"UTC\")"
+        "Timestamp(µs, \"UTC\")"
     );
 }
 

@@ -303,6 +303,8 @@ impl Config {
         let mut secrets = vec![
             &mut shown.receivers.otlp.auth_token,
             &mut shown.api.auth_token,
+            &mut shown.storage.s3.secret_access_key,
+            &mut shown.storage.s3.session_token,
         ];
         secrets.extend(shown.alerts.webhooks.iter_mut().map(|w| &mut w.hmac_secret));
         secrets.extend(
@@ -396,6 +398,35 @@ mod tests {
             "storage.flush_rows"
         );
         assert_eq!(refused_key("[api]\naddress = \"nowhere\"\n"), "api.address");
+    }
+
+    #[test]
+    fn storage_urls_are_file_or_s3_and_s3_secrets_are_redacted() {
+        for bad in [
+            "url = \"gs://bucket/x\"",
+            "url = \"not a url\"",
+            "url = \"s3:///no-bucket\"",
+            "url = \"file:///elsewhere\"\ndata_dir = \"/var/lib/swarmscope\"",
+        ] {
+            assert_eq!(
+                refused_key(&format!("[storage]\n{bad}\n")),
+                "storage.url",
+                "{bad}"
+            );
+        }
+        let c = Config::parse(
+            "[storage]\nurl = \"s3://bucket/prefix\"\n\
+             s3 = { secret_access_key = \"s3cret-key\", session_token = \"s3cret-token\", allow_http = true }\n",
+        )
+        .unwrap();
+        let shown = c.to_toml_redacted();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("s3://bucket/prefix"), "{shown}");
+        let local = Config::parse("[storage]\nurl = \"file:///var/lib/swarmscope\"\n").unwrap();
+        assert_eq!(
+            local.storage.location().unwrap(),
+            swarmscope_sinks::store::Location::Local("/var/lib/swarmscope".into())
+        );
     }
 
     #[test]

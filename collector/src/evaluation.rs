@@ -13,6 +13,7 @@ use swarmscope_processors::analytics::graph::{PendingRows, GRAPH_EDGES};
 use swarmscope_processors::analytics::health::{health_rows, HEALTH};
 use swarmscope_processors::analytics::Analytics;
 use swarmscope_processors::processor::TableBatch;
+use swarmscope_processors::schema::with_nanosecond_times;
 use swarmscope_queries::QueryEngine;
 
 use crate::pipeline::Pipeline;
@@ -28,11 +29,13 @@ pub async fn restore(analytics: &Analytics, engine: &QueryEngine) {
         analytics.config.future_tolerance_seconds,
     );
     let restored = match engine.sql(&claims).await {
-        Ok(result) => result
-            .batches
-            .iter()
-            .try_for_each(|b| analytics.coordination.restore(b))
-            .map_err(|e| e.to_string()),
+        Ok(result) => result.batches.iter().try_for_each(|b| {
+            let b = with_nanosecond_times(b).map_err(|e| e.to_string())?;
+            analytics
+                .coordination
+                .restore(&b)
+                .map_err(|e| e.to_string())
+        }),
         Err(e) => Err(e.to_string()),
     };
     match restored {
@@ -50,12 +53,14 @@ pub async fn restore(analytics: &Analytics, engine: &QueryEngine) {
             result
                 .batches
                 .iter()
-                .try_for_each(|b| evaluator.book_mut().restore(b))
+                .try_for_each(|b| {
+                    let b = with_nanosecond_times(b).map_err(|e| e.to_string())?;
+                    evaluator.book_mut().restore(&b).map_err(|e| e.to_string())
+                })
                 .map(|()| {
                     evaluator.seed_restored();
                     evaluator.firing().len()
                 })
-                .map_err(|e| e.to_string())
         }
         Err(e) => Err(e.to_string()),
     };

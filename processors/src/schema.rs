@@ -1,13 +1,18 @@
 //! Arrow schemas of every stored table (docs/tables.md).
 //!
-//! Timestamps are `Timestamp(Nanosecond, "UTC")`, ids lowercase hex, attribute maps
+//! Timestamps are `Timestamp(Nanosecond, "UTC")` as rows arrive (microseconds as they
+//! are stored: [`Table::stored_schema`]), ids lowercase hex, attribute maps
 //! `Map<Utf8, Utf8>` (see [`crate::anyvalue`] for how non-string values are rendered).
 //! Beyond the required columns each table keeps every other field of its OTLP record
 //! (flags, dropped counts, schema URLs, scope attributes), so nothing sent is lost.
 
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
 
-use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
 
 /// How a table is declared: all the store, the write-ahead log and the query engine
 /// need to know of it. A table is one `Table` constant built from one of these (the
@@ -24,6 +29,9 @@ pub struct TableDef {
     pub time_column: &'static str,
     /// Where a row's partition time comes from when `time_column` is null.
     pub fallback_time_column: Option<&'static str>,
+    /// Timestamp columns whose exact nanoseconds are stored beside them, as Int64
+    /// `<column>_unix_nano` (stored timestamps are microseconds; see [`Table::stored_schema`]).
+    pub exact_nanos: &'static [&'static str],
     pub schema: fn() -> SchemaRef,
 }
 
@@ -37,6 +45,7 @@ impl Table {
         code: 1,
         time_column: "start_time",
         fallback_time_column: None,
+        exact_nanos: &["start_time"],
         schema: || SPANS.clone(),
     });
     pub const METRICS: Table = Table(&TableDef {
@@ -44,6 +53,7 @@ impl Table {
         code: 2,
         time_column: "time",
         fallback_time_column: None,
+        exact_nanos: &[],
         schema: || METRICS.clone(),
     });
     pub const LOGS: Table = Table(&TableDef {
@@ -51,6 +61,7 @@ impl Table {
         code: 3,
         time_column: "time",
         fallback_time_column: Some("observed_time"),
+        exact_nanos: &[],
         schema: || LOGS.clone(),
     });
     /// Records a sink's endpoint refused for good (an Elasticsearch mapping error, say),
@@ -60,6 +71,7 @@ impl Table {
         code: 8,
         time_column: "time",
         fallback_time_column: None,
+        exact_nanos: &[],
         schema: || DEAD_LETTERS.clone(),
     });
 
@@ -78,6 +90,101 @@ impl Table {
 
     pub fn schema(self) -> SchemaRef {
         (self.0.schema)()
+    }
+
+    /// The table as it is stored and queried: its Parquet files, its Delta schema and
+    /// its SQL columns. Every reader of Delta Lake can read it: timestamps are
+    /// microseconds (Delta's `timestamp`; nanoseconds are a table feature DuckDB's and
+    /// Spark's readers lack), unsigned integers are widened to signed ones (`UInt32` to
+    /// `Int64`, as Spark reads them), and the columns of [`TableDef::exact_nanos`] keep
+    /// their exact nanoseconds beside them as Int64 `<column>_unix_nano`. Rows are
+    /// accepted, logged and analysed in [`Table::schema`], and converted by
+    /// [`Table::to_stored`].
+    pub fn stored_schema(self) -> SchemaRef {
+        static STORED: LazyLock<RwLock<HashMap<u8, SchemaRef>>> = LazyLock::new(RwLock::default);
+        if let Some(schema) = STORED
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.code())
+        {
+            return Arc::clone(schema);
+        }
+        let schema = self.schema();
+        let mut fields = Vec::with_capacity(schema.fields().len() + self.0.exact_nanos.len());
+        for field in schema.fields() {
+            fields.push(stored_field(field));
+            if self.0.exact_nanos.contains(&field.name().as_str()) {
+                // Nullable: files written before the column existed have none.
+                fields.push(Field::new(
+                    format!("{}{EXACT_NANOS_SUFFIX}", field.name()),
+                    DataType::Int64,
+                    true,
+                ));
+            }
+        }
+        let stored = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+        STORED
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.code(), Arc::clone(&stored));
+        stored
+    }
+
+    /// `batch` (of this table's [`Table::schema`], or of the stored schema of an older
+    /// version, as read from its files) in the [`Table::stored_schema`]: columns matched
+    /// by name and cast, the exact nanoseconds taken from their nanosecond timestamps,
+    /// and a column the batch lacks null where it may be.
+    pub fn to_stored(self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+        self.to_stored_projected(batch, None)
+    }
+
+    /// [`Table::to_stored`] of only the stored columns at `projection` (all if `None`).
+    pub fn to_stored_projected(
+        self,
+        batch: &RecordBatch,
+        projection: Option<&[usize]>,
+    ) -> Result<RecordBatch, ArrowError> {
+        let target = match projection {
+            Some(p) => Arc::new(self.stored_schema().project(p)?),
+            None => self.stored_schema(),
+        };
+        let source = batch.schema();
+        let column = |field: &FieldRef| -> Result<ArrayRef, ArrowError> {
+            if let Ok(i) = source.index_of(field.name()) {
+                let column = batch.column(i);
+                return if column.data_type() == field.data_type() {
+                    Ok(Arc::clone(column))
+                } else {
+                    cast(column, field.data_type())
+                };
+            }
+            let exact_of = field
+                .name()
+                .strip_suffix(EXACT_NANOS_SUFFIX)
+                .filter(|c| self.0.exact_nanos.contains(c));
+            if let Some(Ok(i)) = exact_of.map(|c| source.index_of(c)) {
+                let column = batch.column(i);
+                if let DataType::Timestamp(TimeUnit::Nanosecond, _) = column.data_type() {
+                    return cast(column, &DataType::Int64);
+                }
+            }
+            if field.is_nullable() {
+                Ok(new_null_array(field.data_type(), batch.num_rows()))
+            } else {
+                Err(ArrowError::SchemaError(format!(
+                    "{}: no column {} to store",
+                    self.name(),
+                    field.name()
+                )))
+            }
+        };
+        let columns = target
+            .fields()
+            .iter()
+            .map(column)
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        RecordBatch::try_new_with_options(target, columns, &options)
     }
 
     /// The column whose value places a row in its `date=/hour=` partition and that
@@ -126,6 +233,57 @@ impl std::fmt::Debug for Table {
 
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+/// The stored type of timestamps (see [`Table::stored_schema`]).
+pub fn stored_timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The name of a column's exact nanoseconds: `start_time_unix_nano`, as OTLP names it.
+pub const EXACT_NANOS_SUFFIX: &str = "_unix_nano";
+
+/// `batch` with its top-level timestamps in nanoseconds, as the analytics read rows:
+/// for rows queried back from the store, whose timestamps are microseconds.
+pub fn with_nanosecond_times(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        match field.data_type() {
+            DataType::Timestamp(unit, tz) if *unit != TimeUnit::Nanosecond => {
+                let nanos = DataType::Timestamp(TimeUnit::Nanosecond, tz.clone());
+                columns.push(cast(column, &nanos)?);
+                fields.push(field.as_ref().clone().with_data_type(nanos));
+            }
+            _ => {
+                columns.push(Arc::clone(column));
+                fields.push(field.as_ref().clone());
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(schema, columns, &options)
+}
+
+/// `field` with its type as stored (see [`Table::stored_schema`]).
+fn stored_field(field: &Field) -> Field {
+    field.clone().with_data_type(stored_type(field.data_type()))
+}
+
+fn stored_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        DataType::UInt8 | DataType::UInt16 => DataType::Int32,
+        DataType::UInt32 | DataType::UInt64 => DataType::Int64,
+        DataType::List(item) => DataType::List(Arc::new(stored_field(item))),
+        DataType::Struct(fields) => {
+            DataType::Struct(fields.iter().map(|f| stored_field(f)).collect())
+        }
+        DataType::Map(entries, sorted) => DataType::Map(Arc::new(stored_field(entries)), *sorted),
+        other => other.clone(),
+    }
 }
 
 /// `Map<Utf8, Utf8>` with the field names arrow's `MapBuilder` is configured with in

@@ -195,7 +195,7 @@ impl QueryEngine {
             .iter()
             .map(|t| TableInfo {
                 name: t.name(),
-                schema: t.schema(),
+                schema: t.stored_schema(),
             })
             .collect();
         all.extend(

@@ -28,8 +28,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use swarmscope_processors::schema::Table;
 use swarmscope_sinks::store::{ParquetStore, StoredFile};
 
-/// One stored table, as DataFusion sees it: the stored schema with its top-level
-/// strings as `Utf8View`, DataFusion's default for Parquet strings.
+/// One stored table, as DataFusion sees it: the stored schema
+/// ([`Table::stored_schema`]: microsecond timestamps) with its top-level strings as `Utf8View`, DataFusion's default for Parquet strings.
 /// [`QueryEngine`](crate::QueryEngine) answers with plain `Utf8` again, so results
 /// keep the stored types.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ impl std::fmt::Debug for StoreHandle {
 
 impl StoreTable {
     pub fn new(store: ParquetStore, table: Table) -> StoreTable {
-        let stored = table.schema();
+        let stored = table.stored_schema();
         let fields = stored.fields().iter().map(|f| match f.data_type() {
             DataType::Utf8 => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),
             _ => Arc::clone(f),
@@ -156,10 +156,9 @@ impl TableProvider for StoreTable {
             let batches = buffered
                 .into_iter()
                 .map(|b| {
-                    let b = match projection {
-                        Some(p) => b.project(p)?,
-                        None => b.clone(),
-                    };
+                    let b = self
+                        .table
+                        .to_stored_projected(b, projection.map(Vec::as_slice))?;
                     cast_batch(&b, &projected)
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?;

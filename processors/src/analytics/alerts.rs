@@ -29,6 +29,7 @@ pub const ALERTS: Table = Table::declare(&TableDef {
     code: 7,
     time_column: "time",
     fallback_time_column: None,
+    exact_nanos: &[],
     schema: || SCHEMA.clone(),
 });
 

@@ -52,6 +52,7 @@ pub const COORDINATION_EVENTS: Table = Table::declare(&TableDef {
     code: 4,
     time_column: "time",
     fallback_time_column: None,
+    exact_nanos: &[],
     schema: || SCHEMA.clone(),
 });
 

@@ -34,6 +34,7 @@ pub const HEALTH: Table = Table::declare(&TableDef {
     code: 6,
     time_column: "time",
     fallback_time_column: None,
+    exact_nanos: &[],
     schema: || SCHEMA.clone(),
 });
 

@@ -230,15 +230,15 @@ fn write_merged(
     inputs: &[(File, Arc<ParquetMetaData>)],
     props: &WriterProperties,
 ) -> Result<File> {
-    let schema = table.schema();
+    let schema = table.stored_schema();
     let (mut writer, columns) =
         ArrowWriter::try_new(out, schema.clone(), Some(props.clone()))?.into_serialized_writer()?;
     let row_group_rows = props.max_row_group_row_count().unwrap_or(usize::MAX);
     let min_rows = row_group_rows / COPY_DIVISOR;
-    let mut small = Reencoder::new(columns, schema, row_group_rows);
+    let mut small = Reencoder::new(columns, table, row_group_rows);
     for (input, metadata) in inputs {
         // A file written with another schema (an older version's) is never copied:
-        // its rows go through the decoder, which checks them against the table's.
+        // its rows go through the decoder and are converted to the table's.
         let copyable = same_schema(metadata, &writer);
         for (g, rg) in metadata.row_groups().iter().enumerate() {
             if copyable && rg.num_rows() as usize >= min_rows {
@@ -301,6 +301,7 @@ fn copy_row_group(
 /// The small row groups of a merge, decoded and encoded again into full row groups.
 struct Reencoder {
     factory: ArrowRowGroupWriterFactory,
+    table: Table,
     schema: SchemaRef,
     row_group_rows: usize,
     /// The row group being encoded, and how many rows it holds.
@@ -308,10 +309,11 @@ struct Reencoder {
 }
 
 impl Reencoder {
-    fn new(factory: ArrowRowGroupWriterFactory, schema: SchemaRef, row_group_rows: usize) -> Self {
+    fn new(factory: ArrowRowGroupWriterFactory, table: Table, row_group_rows: usize) -> Self {
         Reencoder {
             factory,
-            schema,
+            table,
+            schema: table.stored_schema(),
             row_group_rows: row_group_rows.max(1),
             open: None,
         }
@@ -328,17 +330,8 @@ impl Reencoder {
     ) -> Result<()> {
         let metadata =
             ArrowReaderMetadata::try_new(Arc::clone(metadata), ArrowReaderOptions::new())?;
-        if metadata.schema().fields() != self.schema.fields() {
-            return Err(Error::Wal(format!(
-                "a file to merge has columns {:?}, not the table's",
-                metadata
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name())
-                    .collect::<Vec<_>>()
-            )));
-        }
+        // An older version's file (nanosecond timestamps, fewer columns) is converted.
+        let convert = metadata.schema().fields() != self.schema.fields();
         let file = input.try_clone().map_err(|e| Error::Wal(e.to_string()))?;
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
             .with_row_groups(vec![g])
@@ -346,6 +339,9 @@ impl Reencoder {
             .build()?;
         for batch in reader {
             let mut batch = batch?;
+            if convert {
+                batch = self.table.to_stored(&batch)?;
+            }
             while batch.num_rows() > 0 {
                 let (columns, rows) = match &mut self.open {
                     Some(open) => open,

@@ -77,9 +77,7 @@ pub struct S3Config {
     /// An S3 API other than AWS's (MinIO, a local test server): `http://127.0.0.1:9000`.
     pub endpoint: Option<String>,
     pub access_key_id: Option<String>,
-    #[serde(skip_serializing)]
     pub secret_access_key: Option<String>,
-    #[serde(skip_serializing)]
     pub session_token: Option<String>,
     /// Allows an `http://` endpoint (local test servers); off by default.
     pub allow_http: bool,

@@ -26,6 +26,7 @@ use deltalake_core::kernel::{
 use deltalake_core::operations::vacuum::VacuumMode;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use parquet::basic::{LogicalType, TimeUnit};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 use swarmscope_processors::schema::Table;
@@ -73,8 +74,13 @@ impl DeltaLog {
                 let delta = DeltaTableBuilder::from_url(url.clone())?
                     .with_storage_backend(remote.store(), url)
                     .build()?;
-                // Whether it has a log is what loading it says.
-                (delta, true)
+                let has_log = remote
+                    .has_objects(&remote.object(table, "_delta_log"))
+                    .await?;
+                if !has_log && !create {
+                    return Ok(None);
+                }
+                (delta, has_log)
             }
             None => {
                 let has_log = dir.join("_delta_log").is_dir();
@@ -330,7 +336,7 @@ impl DeltaLog {
 /// The Delta schema of `table`: its columns, timestamps as Delta's `timestamp`, and
 /// the partition columns `date` and `hour`.
 pub(super) fn delta_columns(table: Table) -> Result<Vec<StructField>> {
-    let schema = table.schema();
+    let schema = table.stored_schema();
     let stored = StructType::try_from_arrow(schema.as_ref())
         .map_err(|e| Error::Delta(format!("{}: schema: {e}", table.name())))?;
     let mut columns: Vec<StructField> = stored.fields().cloned().collect();
@@ -413,8 +419,8 @@ fn remove_action(table_dir: &Path, file: &StoredFile, now: i64, data_change: boo
 }
 
 /// The file statistics readers prune with: the row count, and the range and null count
-/// of the table's time column. Timestamps are Delta's microseconds: the minimum
-/// rounded down and the maximum up, so the range still holds every stored nanosecond.
+/// of the table's time column, in Delta's microseconds (a file of nanoseconds, from
+/// before, has its minimum rounded down and its maximum up, so the range holds them all).
 fn stats(table: Table, metadata: &ParquetMetaData) -> serde_json::Value {
     let rows = metadata.file_metadata().num_rows();
     let column = table.time_column();
@@ -424,6 +430,13 @@ fn stats(table: Table, metadata: &ParquetMetaData) -> serde_json::Value {
         .columns()
         .iter()
         .position(|c| c.path().string() == column);
+    // Files of this version hold microseconds; a converted directory's, nanoseconds.
+    let descriptor = index.map(|i| metadata.file_metadata().schema_descr().column(i));
+    let units_per_micro = match descriptor.as_ref().and_then(|c| c.logical_type_ref()) {
+        Some(LogicalType::Timestamp(t)) if t.unit == TimeUnit::NANOS => 1000,
+        Some(LogicalType::Timestamp(t)) if t.unit == TimeUnit::MILLIS => -1000,
+        _ => 1,
+    };
     let mut min = None::<i64>;
     let mut max = None::<i64>;
     let mut nulls = 0u64;
@@ -452,9 +465,16 @@ fn stats(table: Table, metadata: &ParquetMetaData) -> serde_json::Value {
     if complete {
         stats["nullCount"] = serde_json::json!({ column: nulls });
         if let (Some(lo), Some(hi)) = (min, max) {
-            stats["minValues"] = serde_json::json!({ column: micros_rfc3339(lo.div_euclid(1000)) });
-            let hi_micros = hi.div_euclid(1000) + i64::from(hi.rem_euclid(1000) != 0);
-            stats["maxValues"] = serde_json::json!({ column: micros_rfc3339(hi_micros) });
+            let (lo, hi) = match units_per_micro {
+                n if n > 1 => (
+                    lo.div_euclid(n),
+                    hi.div_euclid(n) + i64::from(hi.rem_euclid(n) != 0),
+                ),
+                n if n < 0 => (lo.saturating_mul(-n), hi.saturating_mul(-n)),
+                _ => (lo, hi),
+            };
+            stats["minValues"] = serde_json::json!({ column: micros_rfc3339(lo) });
+            stats["maxValues"] = serde_json::json!({ column: micros_rfc3339(hi) });
         }
     }
     stats

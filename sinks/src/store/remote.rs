@@ -214,6 +214,16 @@ impl Remote {
         Ok(())
     }
 
+    /// Whether any object lies directly under `prefix`.
+    pub async fn has_objects(&self, prefix: &ObjectPath) -> Result<bool> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(prefix))
+            .await
+            .map_err(|e| Error::ObjectStore(format!("listing {prefix}: {e}")))?;
+        Ok(!listed.objects.is_empty())
+    }
+
     /// Deletes `relative` of `table` (an upload no commit took); best effort, as
     /// vacuum deletes what is left.
     pub async fn delete(&self, table: Table, relative: &str) {

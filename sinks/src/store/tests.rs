@@ -554,11 +554,12 @@ fn row_group_rows(path: &Path) -> Vec<i64> {
         .collect()
 }
 
-/// The `start_time` of every row of a stored file, in file order, checking that each
-/// batch reads back with the table's own Arrow schema (timestamps in UTC).
+/// The exact start of every row of a stored file (`start_time_unix_nano`), in file
+/// order, checking that each batch reads back with the table's stored Arrow schema
+/// (timestamps in UTC microseconds) and that `start_time` agrees.
 fn start_times_with_the_table_schema(path: &Path) -> Vec<i64> {
     use arrow::array::AsArray;
-    use arrow::datatypes::TimestampNanosecondType;
+    use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
@@ -568,14 +569,15 @@ fn start_times_with_the_table_schema(path: &Path) -> Vec<i64> {
     let mut starts = Vec::new();
     for batch in reader {
         let batch = batch.unwrap();
-        assert_eq!(batch.schema(), Table::SPANS.schema());
-        let column = batch.column_by_name("start_time").unwrap();
-        starts.extend(
-            column
-                .as_primitive::<TimestampNanosecondType>()
-                .values()
-                .iter(),
-        );
+        assert_eq!(batch.schema(), Table::SPANS.stored_schema());
+        let exact = batch.column_by_name("start_time_unix_nano").unwrap();
+        let micros = batch.column_by_name("start_time").unwrap();
+        let exact = exact.as_primitive::<Int64Type>().values();
+        let micros = micros.as_primitive::<TimestampMicrosecondType>().values();
+        for (ns, us) in exact.iter().zip(micros.iter()) {
+            assert_eq!(ns / 1000, *us);
+        }
+        starts.extend(exact.iter());
     }
     starts
 }
@@ -610,7 +612,7 @@ async fn compaction_merges_a_partitions_small_files_into_one() {
 #[tokio::test]
 async fn large_row_groups_are_copied_with_their_indexes() {
     use arrow::array::AsArray;
-    use arrow::datatypes::TimestampNanosecondType;
+    use arrow::datatypes::Int64Type;
     use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
     use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 
@@ -646,7 +648,7 @@ async fn large_row_groups_are_copied_with_their_indexes() {
             .row_group(g)
             .columns()
             .iter()
-            .position(|c| c.column_path().string() == "start_time")
+            .position(|c| c.column_path().string() == "start_time_unix_nano")
             .unwrap()
     };
     for g in 0..5 {
@@ -669,12 +671,9 @@ async fn large_row_groups_are_copied_with_their_indexes() {
             .next()
             .unwrap()
             .unwrap();
-    let column = last.column_by_name("start_time").unwrap();
+    let column = last.column_by_name("start_time_unix_nano").unwrap();
     assert_eq!(
-        column
-            .as_primitive::<TimestampNanosecondType>()
-            .values()
-            .as_ref(),
+        column.as_primitive::<Int64Type>().values().as_ref(),
         &expected[12..]
     );
 
@@ -1101,4 +1100,42 @@ async fn a_table_written_by_an_older_version_gains_the_new_columns() {
     s.append(Table::SPANS, spans_at(&[HOUR])).await.unwrap();
     s.flush().await.unwrap();
     assert_eq!(total_rows(&s, Table::SPANS), 1);
+}
+
+/// A data directory from before the stored types (nanosecond timestamps, unsigned
+/// counts, no `start_time_unix_nano`): its files are converted in place, read, and
+/// merged with new ones into a file of the stored types that keeps every exact start.
+#[tokio::test]
+async fn files_of_nanoseconds_from_an_older_version_merge_into_the_stored_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let older = [HOUR + 7, HOUR + 8];
+    let partition = layout::partition_dir(&dir.path().join("spans"), 1);
+    std::fs::create_dir_all(&partition).unwrap();
+    let batch = spans_at(&older);
+    assert_eq!(
+        batch.schema(),
+        Table::SPANS.schema(),
+        "the older file's types"
+    );
+    let file = std::fs::File::create(partition.join("older.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let s = compacting_store(dir.path()).await;
+    assert_eq!(s.snapshot(Table::SPANS).unwrap().files.len(), 1);
+    for f in 0..4u64 {
+        s.append(Table::SPANS, spans_at(&[HOUR + 100 + f]))
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+    }
+    assert_eq!(s.compact().await.unwrap(), 5);
+    let files = s.snapshot(Table::SPANS).unwrap().files;
+    assert_eq!(files.len(), 1);
+    let mut starts = start_times_with_the_table_schema(&files[0].path);
+    starts.sort_unstable();
+    let mut expected: Vec<i64> = older.iter().map(|t| *t as i64).collect();
+    expected.extend((0..4).map(|f| (HOUR + 100 + f) as i64));
+    assert_eq!(starts, expected);
 }

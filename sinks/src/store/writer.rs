@@ -63,7 +63,7 @@ fn pruning_columns() -> Vec<ColumnPath> {
         .iter()
         .flat_map(|table| {
             table
-                .schema()
+                .stored_schema()
                 .fields()
                 .iter()
                 .filter(|f| f.data_type().is_primitive() || f.data_type() == &DataType::Boolean)
@@ -140,8 +140,9 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes `batches` of `table` under `data_dir`, one new file per partition hour, each
-/// under its `.tmp` name and synced. Blocking; call from a blocking thread.
+/// Writes `batches` of `table` under `data_dir` in its stored schema
+/// ([`Table::stored_schema`]), one new file per partition hour, each under its `.tmp`
+/// name and synced. Blocking; call from a blocking thread.
 ///
 /// The batches stream into one writer per hour as they are, never concatenated: a
 /// flush's memory is the buffer it drains plus the encoders' pages, not a second copy.
@@ -156,6 +157,7 @@ pub(crate) fn write_partitioned(
     let written = (|| {
         for batch in batches.iter().filter(|b| b.num_rows() > 0) {
             let hours = row_hours(table, batch)?;
+            let batch = &table.to_stored(batch)?;
             let first = hours[0];
             if hours.iter().all(|h| *h == first) {
                 OpenFile::get(&mut open, &table_dir, first, batch, props)?.write(batch)?;

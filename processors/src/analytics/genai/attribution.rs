@@ -35,6 +35,7 @@ pub const GENAI_ATTRIBUTION: Table = Table::declare(&TableDef {
     code: 9,
     time_column: "time",
     fallback_time_column: None,
+    exact_nanos: &[],
     schema: || SCHEMA.clone(),
 });
 

@@ -25,6 +25,7 @@ pub const GRAPH_EDGES: Table = Table::declare(&TableDef {
     code: 10,
     time_column: "time",
     fallback_time_column: None,
+    exact_nanos: &[],
     schema: || SCHEMA.clone(),
 });
 
