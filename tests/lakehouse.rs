@@ -34,27 +34,33 @@ fn duckdb_read(
     sql: &str,
     repeat: usize,
 ) -> Vec<Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lakehouse/read.py");
-    let mut command = Command::new(common::python("the lakehouse tests"));
-    if let Some(endpoint) = s3_endpoint {
-        command.env("S3_ENDPOINT", endpoint);
-    }
-    let out = command
-        .arg(script)
-        .arg(table)
-        .arg(sql)
-        .arg(repeat.to_string())
-        .output()
-        .expect("run DuckDB");
-    assert!(
-        out.status.success(),
-        "DuckDB: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    let repeat = repeat.to_string();
+    let env = s3_endpoint.map(|e| ("S3_ENDPOINT", e));
+    let out = run_reader("read.py", &[table, sql.as_ref(), repeat.as_ref()], env);
+    String::from_utf8_lossy(&out)
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
+}
+
+/// The standard output of the reader `script` of `tests/lakehouse/`, run with `args`
+/// (and the variable `env`) by the tests' Python.
+fn run_reader(script: &str, args: &[&std::ffi::OsStr], env: Option<(&str, &str)>) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/lakehouse")
+        .join(script);
+    let mut command = Command::new(common::python("the lakehouse tests"));
+    command.arg(path).args(args);
+    if let Some((name, value)) = env {
+        command.env(name, value);
+    }
+    let out = command.output().expect("run a reader");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// `count(*)` and `count(DISTINCT span_id)` of the spans table, as DuckDB reads them.
@@ -154,21 +160,8 @@ fn write_history(dir: &Path) -> (i64, i64) {
 
 /// What Polars (`pl.read_delta`) reads of the Delta table at `table`.
 fn polars(table: &Path) -> Value {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/lakehouse/read_polars.py"
-    );
-    let out = Command::new(common::python("the lakehouse tests"))
-        .arg(script)
-        .arg(table)
-        .output()
-        .expect("run Polars");
-    assert!(
-        out.status.success(),
-        "Polars: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("a JSON object")
+    let out = run_reader("read_polars.py", &[table.as_os_str()], None);
+    serde_json::from_slice(&out).expect("a JSON object")
 }
 
 #[test]
