@@ -379,3 +379,60 @@ fn on_s3_duckdb_reads_each_acknowledged_row_once_through_compaction_retention_an
     );
     assert!(server.stop().success());
 }
+
+/// A data directory of an older version: plain Parquet with nanosecond timestamps and
+/// unsigned counts (what versions before the Delta types wrote). It is converted in
+/// place, nothing rewritten, and reads with the new types: SQL, DuckDB and Polars count
+/// every row; its spans have no `start_time_unix_nano` (null), the new ones do.
+#[test]
+fn files_of_an_older_version_read_with_the_new_types() {
+    let (_tmp, dir) = temp_data_dir();
+    let old_start = 1_700_000_000_000_000_123u64;
+    let request = common::trace_request(spans(1, old_start));
+    let batch = swarmscope_processors::convert::spans_from_otlp(&request)
+        .expect("convert")
+        .batch;
+    assert_eq!(
+        batch
+            .schema()
+            .field_with_name("start_time")
+            .map(|f| f.data_type().clone())
+            .ok(),
+        Some(swarmscope_processors::schema::timestamp_type()),
+        "nanoseconds, as older versions stored them"
+    );
+    let partition = dir.join("spans/date=2023-11-14/hour=22");
+    std::fs::create_dir_all(&partition).expect("partition");
+    let file = std::fs::File::create(partition.join("older.parquet")).expect("create");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+
+    let server = Server::start_with(
+        &dir,
+        Options {
+            flush_rows: Some(SPANS_PER_REQUEST as usize),
+            flush_interval_ms: Some(50),
+            ..Default::default()
+        },
+    );
+    server.send_spans("lake", spans(2, now_ns()));
+    let old = SPANS_PER_REQUEST as i64;
+    let total = 2 * old;
+    common::eventually("the new spans committed", || {
+        (duckdb_counts(&dir) == (total, total)).then_some(())
+    });
+    assert_eq!(
+        server.scalar("SELECT count(*) FROM spans WHERE start_time_unix_nano IS NULL"),
+        Value::from(old)
+    );
+    // The old rows' times read back to the microsecond.
+    assert_eq!(
+        server.scalar("SELECT CAST(min(start_time) AS BIGINT) FROM spans"),
+        Value::from((old_start / 1000) as i64)
+    );
+    assert!(server.stop().success());
+    let read = polars(&dir.join("spans"));
+    assert_eq!(read["rows"], Value::from(total), "{read}");
+}
