@@ -408,8 +408,11 @@ fn notifications_for_a_dead_webhook_wait_on_disk_through_a_restart() {
         .expect("free port")
         .to_string();
     let (_tmp, dir) = temp_data_dir();
+    // Evaluated every second over the last two minutes: the alert cannot resolve
+    // before the stop, however slowly the machine runs the test.
     let config = format!(
-        "{FAST_HEALTH}[[alerts.rules]]\nname = \"Traffic\"\nmetric = \"request_rate\"\nop = \">\"\nthreshold = 0\n\n\
+        "[processors.health]\ninterval_seconds = 1\nwindow_seconds = 120\ngrace_ms = 300\n\
+         [[alerts.rules]]\nname = \"Traffic\"\nmetric = \"request_rate\"\nop = \">\"\nthreshold = 0\n\n\
          [[alerts.webhooks]]\nurl = \"http://{address}/hook\"\n{FAST_GROUPS}"
     );
     let options = Options {
@@ -446,11 +449,12 @@ fn notifications_for_a_dead_webhook_wait_on_disk_through_a_restart() {
     });
     assert!(server.stop().success());
 
-    let receiver = WebhookReceiver::start_on(&address, Vec::new());
+    let restarted_ms = now_ns() / 1_000_000;
     let server = std::sync::Arc::new(Server::start_with(&dir, options));
-    // Traffic goes on, so the restored alert still fires when the first evaluation
-    // after the restart comes (with none, it would resolve, and a resolution within
-    // group_wait is what the receiver would hear: docs/analytics.md on webhooks).
+    // Traffic goes on, and the receiver comes back once two evaluations after the
+    // restart have seen it: the alert fires then, whether the restored one went on or
+    // the first evaluation (before any traffic) resolved it and the next fired it
+    // again. A notification carries the group's present state (docs/analytics.md).
     let sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sender = std::thread::spawn({
         let server = std::sync::Arc::clone(&server);
@@ -464,6 +468,16 @@ fn notifications_for_a_dead_webhook_wait_on_disk_through_a_restart() {
             }
         }
     });
+    eventually("two evaluations of the traffic after the restart", || {
+        let n = server
+            .scalar(&format!(
+                "SELECT count(*) FROM health WHERE scope_name = 'api' \
+                 AND time >= to_timestamp_millis({restarted_ms})"
+            ))
+            .as_i64()?;
+        (n >= 2).then_some(())
+    });
+    let receiver = WebhookReceiver::start_on(&address, Vec::new());
     let delivered = eventually("the queued notification", || {
         receiver
             .requests()
