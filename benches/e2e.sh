@@ -29,7 +29,8 @@
 # 3. Queries: each run once to warm up, then 5 times; the median is reported, for
 #    swarmscope through POST /api/v1/query (compaction off, so both engines read the
 #    same files) and for DuckDB (Python package `duckdb`, installed with pip when
-#    missing) through read_parquet(..., hive_partitioning = true).
+#    missing) through read_parquet(..., hive_partitioning = true) over the files of the
+#    spans table's current version (benches/delta_files.py).
 #
 # Builds the server and the load generator with --release (slow the first time); both
 # run on this machine, so the generator's CPU competes with the server's. Uses ports 14317/14318/18080 and temporary directories.
@@ -57,7 +58,8 @@ for mode in ${MODES:-always interval never}; do
   peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   shed=$(curl -sf "$api/metrics" | awk '/^swarmscope_processor_dropped_batches_total/ {s += $2} END {print s + 0}')
   stop_server
-  parquet_bytes=$(find "$work/data" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+  # The current version's files: a merge's inputs stay on disk until vacuum_after.
+  parquet_bytes=$(python3 benches/delta_files.py "$work/data")
   python3 - "$result" "$cpu0" "$cpu1" "$ticks" "$peak_kib" "$parquet_bytes" "$mode" "$shed" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
@@ -87,7 +89,7 @@ t0=$(date +%s)
 t1=$(date +%s)
 # Queries read the history as the server leaves it once compaction has caught up with
 # the burst: wait until the file count stays the same for longer than a compaction tick.
-count_files() { find "$data/spans" -name '*.parquet' | wc -l; }
+count_files() { python3 benches/delta_files.py "$data/spans" --list | wc -l; }
 before=-1 same=0
 while [ "$same" -lt 3 ]; do
   sleep 5
@@ -96,8 +98,10 @@ while [ "$same" -lt 3 ]; do
   before=$now
 done
 stop_server
-files=$(find "$data/spans" -name '*.parquet' | wc -l)
-bytes=$(find "$data/spans" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+# Both engines read the files of the spans table's current version.
+python3 benches/delta_files.py "$data/spans" --list > "$work/files.txt"
+files=$(wc -l < "$work/files.txt")
+bytes=$(xargs -d '\n' stat -c %s < "$work/files.txt" | awk '{s+=$1} END {print s+0}')
 echo "### Queries over ${dataset_spans} spans (${files} Parquet files after compaction, $(( bytes / 1048576 )) MiB, loaded in $(( t1 - t0 )) s)"
 echo
 # Compaction off: the files must not change between the two engines' runs. Queries
@@ -106,11 +110,13 @@ start_server "$data" interval "${STORAGE_TOML:-}
 compaction_min_files = 1000000
 [query]
 threads = $(nproc)"
-python3 - "$api" "$data" <<'PY'
+python3 - "$api" "$work/files.txt" <<'PY'
 import json, statistics, sys, time, urllib.request
 import duckdb
 
-api, data = sys.argv[1], sys.argv[2]
+api, file_list = sys.argv[1], sys.argv[2]
+with open(file_list) as f:
+    files = [line.strip() for line in f if line.strip()]
 
 def swarmscope(sql):
     req = urllib.request.Request(f"{api}/api/v1/query", data=json.dumps({"sql": sql}).encode(),
@@ -119,7 +125,7 @@ def swarmscope(sql):
         return json.load(r)["rows"]
 
 con = duckdb.connect()
-con.execute(f"CREATE VIEW spans AS SELECT * FROM read_parquet('{data}/spans/*/*/*.parquet', hive_partitioning = true)")
+con.execute(f"CREATE VIEW spans AS SELECT * FROM read_parquet({files!r}, hive_partitioning = true)")
 
 def duck(sql):
     return con.execute(sql).fetchall()

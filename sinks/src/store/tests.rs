@@ -845,7 +845,7 @@ async fn stored_files_carry_a_bloom_filter_on_trace_id() {
 /// A flushed file: zstd; min/max statistics on the columns readers prune with (times
 /// and numbers), none on strings (whose min and max span everything a flush holds) or
 /// nested leaves; random ids without a dictionary but with the bloom filter on
-/// `trace_id`; other strings dictionary-encoded.
+/// `trace_id`; other strings dictionary-encoded; times and durations delta-encoded.
 #[tokio::test]
 async fn flushed_files_carry_statistics_where_readers_prune() {
     use parquet::basic::{Compression, Encoding};
@@ -901,6 +901,24 @@ async fn flushed_files_carry_statistics_where_readers_prune() {
     assert!(
         name_encodings.contains(&Encoding::RLE_DICTIONARY),
         "{name_encodings:?}"
+    );
+    for time in [
+        "start_time",
+        "start_time_unix_nano",
+        "end_time",
+        "duration_ns",
+    ] {
+        let encodings: Vec<Encoding> = column(time).encodings().collect();
+        assert!(
+            encodings.contains(&Encoding::DELTA_BINARY_PACKED)
+                && !encodings.contains(&Encoding::RLE_DICTIONARY),
+            "{time}: {encodings:?}"
+        );
+    }
+    // The values read back as written.
+    assert_eq!(
+        start_times_with_the_table_schema(&files[0].path),
+        starts.iter().map(|t| *t as i64).collect::<Vec<_>>()
     );
 }
 

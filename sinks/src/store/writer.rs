@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{DataType, TimestampNanosecondType};
+use arrow::datatypes::{DataType, Field, TimestampNanosecondType};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use swarmscope_processors::schema::Table;
@@ -45,7 +45,26 @@ pub fn writer_properties(config: &StorageConfig) -> Result<WriterProperties> {
     for id in RANDOM_ID_COLUMNS {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(id), false);
     }
+    for column in delta_columns() {
+        builder = builder
+            .set_column_dictionary_enabled(column.clone(), false)
+            .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED);
+    }
     Ok(builder.build())
+}
+
+/// The columns stored with Parquet's delta encoding instead of a dictionary: the
+/// top-level times (timestamps and `*_unix_nano`) and durations (`*_ns`) of every
+/// table. Rows arrive nearly in time order, so consecutive times differ by a few bits,
+/// while nearly every value is distinct and a dictionary of them saves nothing (the
+/// spans' time columns take a third of the bytes they took with one; benches/RESULTS.md).
+/// Every Parquet reader (DuckDB, Spark, Trino, pyarrow) decodes it.
+fn delta_columns() -> Vec<ColumnPath> {
+    top_level_columns(|f| match f.data_type() {
+        DataType::Timestamp(..) => true,
+        DataType::Int64 => f.name().ends_with("_unix_nano") || f.name().ends_with("_ns"),
+        _ => false,
+    })
 }
 
 /// The columns given min/max statistics (per row group and per page): the top-level
@@ -59,18 +78,23 @@ pub fn writer_properties(config: &StorageConfig) -> Result<WriterProperties> {
 /// dwarf` of the standard workload). Nested columns (attribute maps, events, links) cannot be pruned
 /// by SQL readers at all, and random ids are pruned by the bloom filter.
 fn pruning_columns() -> Vec<ColumnPath> {
-    let mut columns = Table::ALL
+    top_level_columns(|f| f.data_type().is_primitive() || f.data_type() == &DataType::Boolean)
+}
+
+/// The top-level columns of every table's stored schema that `select` picks, once each.
+fn top_level_columns(select: impl Fn(&Field) -> bool) -> Vec<ColumnPath> {
+    let mut columns: Vec<String> = Table::ALL
         .iter()
         .flat_map(|table| {
-            table
-                .stored_schema()
+            let schema = table.stored_schema();
+            schema
                 .fields()
                 .iter()
-                .filter(|f| f.data_type().is_primitive() || f.data_type() == &DataType::Boolean)
+                .filter(|f| select(f))
                 .map(|f| f.name().clone())
                 .collect::<Vec<_>>()
         })
-        .collect::<Vec<_>>();
+        .collect();
     columns.sort();
     columns.dedup();
     columns.into_iter().map(ColumnPath::from).collect()
@@ -268,4 +292,31 @@ pub(crate) fn new_file_name(dir: &Path) -> (PathBuf, PathBuf) {
     let name = format!("part-{millis}-{}-{seq:06}.parquet", std::process::id());
     let final_path = dir.join(&name);
     (tmp_path(&final_path), final_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Column paths apply by name to every table: a delta-encoded name must be an
+    /// integer or a timestamp wherever it appears, or the writer would refuse a flush.
+    #[test]
+    fn delta_encoded_columns_are_integers_in_every_table() {
+        let delta: Vec<String> = delta_columns().iter().map(|c| c.string()).collect();
+        assert!(delta.contains(&"start_time".to_owned()), "{delta:?}");
+        assert!(delta.contains(&"duration_ns".to_owned()), "{delta:?}");
+        for table in Table::ALL {
+            for field in table.stored_schema().fields() {
+                if delta.contains(field.name()) {
+                    assert!(
+                        matches!(field.data_type(), DataType::Int64 | DataType::Timestamp(..)),
+                        "{}.{}: {}",
+                        table.name(),
+                        field.name(),
+                        field.data_type()
+                    );
+                }
+            }
+        }
+    }
 }
