@@ -21,8 +21,8 @@ use crate::{Error, Result};
 static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// The Parquet writer settings of the store (compression, dictionaries but for random
-/// ids, statistics where readers prune with them, row group size, a bloom filter on
-/// `trace_id`).
+/// ids and for times and durations, which are delta-encoded, statistics where readers
+/// prune with them, row group size, a bloom filter on `trace_id`).
 pub fn writer_properties(config: &StorageConfig) -> Result<WriterProperties> {
     // Looking up one trace is the typical point query, and random ids defeat min/max
     // statistics; a bloom filter per row group lets a reader (DataFusion, DuckDB,
