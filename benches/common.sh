@@ -6,9 +6,10 @@ api=http://127.0.0.1:18080
 
 # One release build for the server and the load generator (the same feature set as
 # `cargo bench`, so it does not rebuild DataFusion); SWARMSCOPE_BIN skips it for the server.
-CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bin swarmscope --bench hotpaths --bench loadgen -q
+CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bin swarmscope --bench hotpaths --bench loadgen --bench standins -q
 server="${SWARMSCOPE_BIN:-$release_dir/release/swarmscope}"
 loadgen=$(ls -t "$release_dir"/release/deps/loadgen-* | grep -v '\.d$' | head -1)
+standins=$(ls -t "$release_dir"/release/deps/standins-* | grep -v '\.d$' | head -1)
 ticks=$(getconf CLK_TCK)
 
 # start_server DATA_DIR WAL_FSYNC [EXTRA_STORAGE_TOML]: sets $pid and $work.

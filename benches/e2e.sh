@@ -10,22 +10,24 @@
 #   STORAGE_TOML='zstd_level = 1' bash benches/e2e.sh
 # MODES picks the wal_fsync modes of the ingest part (default: always interval never):
 #   MODES=always bash benches/e2e.sh 15 4 0
-# LOADGEN_ARGS adds load generator options to the ingest part, e.g. a workload where a
-# tenth of the spans are coordination events:
-#   LOADGEN_ARGS='--work-item-share 0.1' bash benches/e2e.sh 15 4 0
+# LOADGEN_ARGS adds load generator options to the ingest part, e.g. the second workload,
+# where a tenth of the spans are coordination events and a tenth carry token usage:
+#   LOADGEN_ARGS='--work-item-share 0.1 --token-usage-share 0.1' bash benches/e2e.sh 15 4 0
 # START_OFFSET_SECS dates the ingest part's load (default two days back, out of the
 # live analytics' window, which run on the wall clock); 0 puts it in the present, where
 # health and the detectors count every span too:
 #   START_OFFSET_SECS=0 bash benches/e2e.sh 15 4 0
 #
-# 1. Ingest, once per storage.wal_fsync mode: sustained accepted spans/s, server CPU
+# 1. Ingest, once per storage.wal_fsync mode: sustained accepted spans/s (and its share
+#    of the decode-and-drop floor, measured first with the same load), server CPU
 #    seconds per million spans, peak RSS, Parquet and OTLP bytes per span, request
 #    latency, and acknowledged → visible in SQL (a one-span probe every 200 ms, found
 #    by trace id; its timestamps are now, the load's two days ago, so the probe query
 #    prunes to its own partition as a "what happened just now" query does), and the
 #    batches the analytics' observers shed (swarmscope_processor_dropped_batches_total).
 # 2. Dataset: DATASET_SPANS (10M) distinct spans over 10 hours, sent with --unique;
-#    the server runs on until compaction has merged what the burst left.
+#    the server runs on until compaction has merged what the burst left (each hour
+#    whole, once it has been quiet for compaction_quiet_after).
 # 3. Queries: each run once to warm up, then 5 times; the median is reported, for
 #    swarmscope through POST /api/v1/query (compaction off, so both engines read the
 #    same files) and for DuckDB (Python package `duckdb`, installed with pip when
@@ -33,7 +35,7 @@
 #    spans table's current version (benches/delta_files.py).
 #
 # Builds the server and the load generator with --release (slow the first time); both
-# run on this machine, so the generator's CPU competes with the server's. Uses ports 14317/14318/18080 and temporary directories.
+# run on this machine, so the generator's CPU competes with the server's. Uses ports 14317/14318/18080/18081 and temporary directories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-15}"
@@ -42,10 +44,31 @@ dataset_spans="${3:-10000000}"
 # shellcheck source=benches/common.sh
 . benches/common.sh
 
+# The decode-and-drop floor: the same load into benches/standins.rs's OTLP receiver on
+# every core, which decodes each request with prost and keeps nothing.
+"$standins" --otlp 127.0.0.1:14317 --http 127.0.0.1:18081 --worker-threads "$(nproc)" > /dev/null 2>&1 &
+floor_pid=$!
+until curl -sf http://127.0.0.1:18081/stats > /dev/null; do
+  kill -0 "$floor_pid" 2> /dev/null || { echo "the floor's server did not start" >&2; exit 1; }
+  sleep 0.1
+done
+floor_cpu0=$(awk '{print $14 + $15}' "/proc/$floor_pid/stat")
+# shellcheck disable=SC2086 # LOADGEN_ARGS is a list of options
+floor=$("$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
+  --duration "$seconds" --distinct-requests 2000 --start-offset-secs "${START_OFFSET_SECS:-172800}" \
+  ${LOADGEN_ARGS:-} --json)
+floor_cpu1=$(awk '{print $14 + $15}' "/proc/$floor_pid/stat")
+kill "$floor_pid"
+wait "$floor_pid" 2> /dev/null || true
+floor_rate=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["spans_per_sec"])' "$floor")
+floor_cpu=$(python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print((float(sys.argv[3]) - float(sys.argv[2])) / float(sys.argv[4]) / r["accepted_spans"] * 1e6)' \
+  "$floor" "$floor_cpu0" "$floor_cpu1" "$ticks")
+
 echo "### Ingest (gRPC, ${concurrency} connections, ${seconds} s per mode)"
 echo
-echo "| wal_fsync | spans/s | CPU s per 1M spans | peak RSS MiB | Parquet B/span | OTLP B/span | request p50 / p99 ms | ack → visible p50 / p99 / max ms | batches the analytics shed |"
-echo "|---|---|---|---|---|---|---|---|---|"
+printf 'Decode-and-drop floor: %.0f spans/s, %.1f CPU s per 1M spans.\n\n' "$floor_rate" "$floor_cpu"
+echo "| wal_fsync | spans/s | share of the floor | CPU s per 1M spans | peak RSS MiB | Parquet B/span | OTLP B/span | request p50 / p99 ms | ack → visible p50 / p99 / max ms | batches the analytics shed |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for mode in ${MODES:-always interval never}; do
   work=$(mktemp -d)
   start_server "$work/data" "$mode" "${STORAGE_TOML:-}"
@@ -60,13 +83,13 @@ for mode in ${MODES:-always interval never}; do
   stop_server
   # The current version's files: a merge's inputs stay on disk until vacuum_after.
   parquet_bytes=$(python3 benches/delta_files.py "$work/data")
-  python3 - "$result" "$cpu0" "$cpu1" "$ticks" "$peak_kib" "$parquet_bytes" "$mode" "$shed" <<'PY'
+  python3 - "$result" "$cpu0" "$cpu1" "$ticks" "$peak_kib" "$parquet_bytes" "$mode" "$shed" "$floor_rate" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
-cpu0, cpu1, ticks, peak, parquet, mode, shed = sys.argv[2:9]
+cpu0, cpu1, ticks, peak, parquet, mode, shed, floor = sys.argv[2:10]
 spans = r["accepted_spans"]
 cpu = (float(cpu1) - float(cpu0)) / float(ticks)
-print(f"| {mode} | {r['spans_per_sec']:,.0f} | {cpu / spans * 1e6:.1f} | {int(peak) / 1024:.0f} | "
+print(f"| {mode} | {r['spans_per_sec']:,.0f} | {r['spans_per_sec'] / float(floor):.2f} | {cpu / spans * 1e6:.1f} | {int(peak) / 1024:.0f} | "
       f"{int(parquet) / spans:.1f} | {r['otlp_bytes_per_span']:.0f} | "
       f"{r['latency_p50_ms']:.1f} / {r['latency_p99_ms']:.1f} | "
       f"{r['visible_p50_ms']:.1f} / {r['visible_p99_ms']:.1f} / {r['visible_max_ms']:.1f} ({r['probes']} probes) | {int(float(shed)):,} |")
@@ -88,10 +111,11 @@ t0=$(date +%s)
   --cycle-shift-secs $(( 36000 / cycles )) --start-offset-secs 36000 --json > "$work/load.json"
 t1=$(date +%s)
 # Queries read the history as the server leaves it once compaction has caught up with
-# the burst: wait until the file count stays the same for longer than a compaction tick.
+# the burst: wait until the file count stays the same for longer than
+# compaction_quiet_after (a minute, when the burst's hours are merged whole) and a tick.
 count_files() { python3 benches/delta_files.py "$data/spans" --list | wc -l; }
 before=-1 same=0
-while [ "$same" -lt 3 ]; do
+while [ "$same" -lt 18 ]; do
   sleep 5
   now=$(count_files)
   if [ "$now" = "$before" ]; then same=$(( same + 1 )); else same=0; fi
@@ -108,6 +132,7 @@ echo
 # get every core, as DuckDB does (by default they leave one to ingestion).
 start_server "$data" interval "${STORAGE_TOML:-}
 compaction_min_files = 1000000
+compaction_quiet_after = \"100000h\"
 [query]
 threads = $(nproc)"
 python3 - "$api" "$work/files.txt" <<'PY'

@@ -150,6 +150,9 @@ struct Args {
     /// The share of spans carrying `coordination.work.id` (each a coordination event).
     #[arg(long, default_value_t = 1.0)]
     work_item_share: f64,
+    /// The share of spans carrying `gen_ai.usage.*` token counts (each an LLM call).
+    #[arg(long, default_value_t = 1.0)]
+    token_usage_share: f64,
     /// Bearer token, when the endpoint requires one.
     #[arg(long)]
     token: Option<String>,
@@ -303,6 +306,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         spans_per_request: args.spans_per_request,
         seed: args.seed,
         work_item_share: args.work_item_share.clamp(0.0, 1.0),
+        token_usage_share: args.token_usage_share.clamp(0.0, 1.0),
         ..Default::default()
     };
     let now = std::time::SystemTime::now()

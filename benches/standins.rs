@@ -7,6 +7,10 @@
 //! cargo bench --bench standins -- --otlp 127.0.0.1:24317 --http 127.0.0.1:29200
 //! ```
 //!
+//! The OTLP receiver is also the decode-and-drop floor of `benches/e2e.sh`: a tonic
+//! server that decodes each request with prost and keeps nothing but a count, the least
+//! any OTLP receiver can do, given every core with `--worker-threads`.
+//!
 //! They do as little as the protocol allows (the `_bulk` stand-in counts lines rather
 //! than parsing documents), since they share the machine with the server under test.
 
@@ -105,18 +109,26 @@ async fn stats(State(counts): State<Arc<Counts>>) -> impl IntoResponse {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut otlp_address = "127.0.0.1:24317".to_owned();
     let mut http_address = "127.0.0.1:29200".to_owned();
+    // One by default: the stand-ins share the machine with the server under test.
+    let mut worker_threads = 1;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--otlp" => otlp_address = args.next().ok_or("--otlp needs an address")?,
             "--http" => http_address = args.next().ok_or("--http needs an address")?,
+            "--worker-threads" => {
+                worker_threads = args
+                    .next()
+                    .ok_or("--worker-threads needs a number")?
+                    .parse()?
+            }
             // `cargo bench` passes --bench.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(worker_threads)
         .enable_all()
         .build()?;
     runtime.block_on(async move {

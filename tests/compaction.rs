@@ -37,7 +37,8 @@ fn queries_during_compaction_see_every_row_exactly_once() {
         Options {
             flush_rows: Some(SPANS_PER_FILE as usize),
             flush_interval_ms: Some(50),
-            storage_extra: "compaction_min_files = 1000\n".into(),
+            storage_extra: "compaction_min_files = 1000\ncompaction_quiet_after = \"1000h\"\n"
+                .into(),
             ..Default::default()
         },
     );

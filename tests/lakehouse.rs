@@ -146,7 +146,8 @@ fn write_history(dir: &Path) -> (i64, i64) {
         Options {
             flush_rows: Some(SPANS_PER_REQUEST as usize),
             flush_interval_ms: Some(50),
-            storage_extra: "compaction_min_files = 1000\n".into(),
+            storage_extra: "compaction_min_files = 1000\ncompaction_quiet_after = \"1000h\"\n"
+                .into(),
             ..Default::default()
         },
     );

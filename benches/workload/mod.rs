@@ -8,7 +8,8 @@
 //! `gen_ai.request.model`, `gen_ai.usage.input_tokens`/`output_tokens`,
 //! `coordination.team`); 5% of spans with status ERROR; a span event on 10% of spans;
 //! random ids. Built before any clock starts. Every span carries a work-item id (and
-//! so is a coordination event) unless `work_item_share` says otherwise.
+//! so is a coordination event) and token usage unless `work_item_share` and
+//! `token_usage_share` say otherwise.
 
 #![allow(dead_code)]
 
@@ -31,6 +32,9 @@ pub struct Workload {
     pub seed: u64,
     /// The share of spans carrying `coordination.work.id`, in [0, 1].
     pub work_item_share: f64,
+    /// The share of spans carrying `gen_ai.usage.input_tokens` and `output_tokens`
+    /// (each an LLM call), in [0, 1].
+    pub token_usage_share: f64,
 }
 
 impl Default for Workload {
@@ -41,6 +45,7 @@ impl Default for Workload {
             agents: 200,
             seed: 42,
             work_item_share: 1.0,
+            token_usage_share: 1.0,
         }
     }
 }
@@ -179,9 +184,12 @@ impl Workload {
                 s(format!("user-{}", rng.random_range(0..100_000u32))),
             ),
         ];
-        // With the default share, no draw: the standard workload is unchanged.
+        // With the default shares, no draw: the standard workload is unchanged.
         if self.work_item_share < 1.0 && !rng.random_bool(self.work_item_share) {
             attributes.retain(|a| a.key != "coordination.work.id");
+        }
+        if self.token_usage_share < 1.0 && !rng.random_bool(self.token_usage_share) {
+            attributes.retain(|a| !a.key.starts_with("gen_ai.usage."));
         }
         attributes
     }

@@ -103,58 +103,115 @@ pub(crate) fn delete_files(paths: &[PathBuf]) -> Result<usize> {
     Ok(deleted)
 }
 
-/// Groups of small files worth merging (see [`plan_sized`]), by the sizes the table's
-/// log records.
-pub(crate) fn plan(
-    files: &[StoredFile],
-    min_files: usize,
-    target_bytes: u64,
-) -> Vec<Vec<StoredFile>> {
-    let sized: Vec<(StoredFile, u64)> = files.iter().map(|f| (f.clone(), f.size)).collect();
-    plan_sized(&sized, min_files, target_bytes)
+/// What compaction merges (see [`plan`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Policy {
+    /// The fewest files of a size tier a partition still being written merges.
+    pub min_files: usize,
+    /// Files under this size are small; merges grow up to it.
+    pub target_bytes: u64,
+    /// A partition none of whose files was written after this instant (milliseconds
+    /// since the epoch) is quiet.
+    pub quiet_before_ms: i64,
 }
 
-/// Size-tiered planning. Files under `target_bytes` are grouped by partition hour and
-/// by size tier (a factor of 4 per tier), oldest first; a group is at least
-/// `min_files` files and together at most about `target_bytes`. Merging only files of
-/// like size keeps the write amplification logarithmic while a partition is still
-/// being written: a merged file waits for peers of its own size instead of being
-/// rewritten with every handful of new small files.
-pub(crate) fn plan_sized(
-    files: &[(StoredFile, u64)],
+/// Each file merged whole into a quiet partition's file grows it by at least a
+/// quarter: the same bound on rewriting as the size tiers' factor of 4.
+const GROWTH: u64 = 4;
+
+/// Groups of small files (under `target_bytes`) worth merging, each within one
+/// partition and together at most about `target_bytes`, oldest file first.
+///
+/// A partition still being written is planned by size tier ([`plan_tiered`]): merging
+/// only files of like size keeps the write amplification logarithmic while flushes
+/// keep adding small files. A quiet partition (no file written since
+/// `quiet_before_ms`: its hour is over and late data has stopped coming) is merged
+/// whole ([`plan_quiet`]), as Delta's `OPTIMIZE` does: the tiers alone would leave up
+/// to `min_files - 1` files of each tier there for good, and every query that reads
+/// the hour would pay for each of them.
+pub(crate) fn plan(files: &[StoredFile], policy: Policy) -> Vec<Vec<StoredFile>> {
+    let mut partitions: std::collections::BTreeMap<i64, Vec<&StoredFile>> =
+        std::collections::BTreeMap::new();
+    for file in files {
+        partitions.entry(file.hour).or_default().push(file);
+    }
+    let mut groups = Vec::new();
+    for files in partitions.into_values() {
+        let quiet = files
+            .iter()
+            .all(|f| f.modified_ms <= policy.quiet_before_ms);
+        let small: Vec<&StoredFile> = files
+            .into_iter()
+            .filter(|f| f.size < policy.target_bytes)
+            .collect();
+        if quiet {
+            groups.extend(plan_quiet(small, policy.target_bytes));
+        } else {
+            groups.extend(plan_tiered(small, policy.min_files, policy.target_bytes));
+        }
+    }
+    groups
+}
+
+/// Size tiers of one partition's small files: a factor of 4 per tier; a group is at
+/// least `min_files` files of one tier. A merged file waits for peers of its own size
+/// instead of being rewritten with every handful of new small files.
+fn plan_tiered(
+    small: Vec<&StoredFile>,
     min_files: usize,
     target_bytes: u64,
 ) -> Vec<Vec<StoredFile>> {
     let tier = |size: u64| (64 - size.leading_zeros()) / 2;
-    let mut buckets: std::collections::BTreeMap<(i64, u32), Vec<(StoredFile, u64)>> =
+    let mut tiers: std::collections::BTreeMap<u32, Vec<&StoredFile>> =
         std::collections::BTreeMap::new();
-    for (file, size) in files {
-        if *size < target_bytes {
-            buckets
-                .entry((file.hour, tier(*size)))
-                .or_default()
-                .push((file.clone(), *size));
-        }
+    for file in small {
+        tiers.entry(tier(file.size)).or_default().push(file);
     }
+    tiers
+        .into_values()
+        .flat_map(|files| pack(files, target_bytes))
+        .filter(|group| group.len() >= min_files)
+        .collect()
+}
+
+/// A quiet partition's small files merged into as few as `target_bytes` allows. A file
+/// more than [`GROWTH`] times the size of all smaller ones together stays as it is
+/// (they merge among themselves), so late data trickling into an old hour does not
+/// rewrite its large file every time.
+fn plan_quiet(mut small: Vec<&StoredFile>, target_bytes: u64) -> Vec<Vec<StoredFile>> {
+    small.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
+    let mut rest: u64 = small.iter().map(|f| f.size).sum();
+    let mut settled = 0;
+    for file in &small {
+        rest -= file.size;
+        if file.size <= GROWTH.saturating_mul(rest) {
+            break;
+        }
+        settled += 1;
+    }
+    let mut merging = small.split_off(settled);
+    merging.sort_by(|a, b| a.path.cmp(&b.path));
+    pack(merging, target_bytes)
+        .into_iter()
+        .filter(|group| group.len() >= 2)
+        .collect()
+}
+
+/// `files` in order, cut into runs of at most about `target_bytes` together.
+fn pack(files: Vec<&StoredFile>, target_bytes: u64) -> Vec<Vec<StoredFile>> {
     let mut groups = Vec::new();
-    for (_, small) in buckets {
-        let mut group = Vec::new();
-        let mut bytes = 0;
-        for (file, size) in small {
-            if !group.is_empty() && bytes + size > target_bytes {
-                if group.len() >= min_files {
-                    groups.push(std::mem::take(&mut group));
-                } else {
-                    group.clear();
-                }
-                bytes = 0;
-            }
-            bytes += size;
-            group.push(file);
+    let mut group: Vec<StoredFile> = Vec::new();
+    let mut bytes = 0;
+    for file in files {
+        if !group.is_empty() && bytes + file.size > target_bytes {
+            groups.push(std::mem::take(&mut group));
+            bytes = 0;
         }
-        if group.len() >= min_files {
-            groups.push(group);
-        }
+        bytes += file.size;
+        group.push(file.clone());
+    }
+    if !group.is_empty() {
+        groups.push(group);
     }
     groups
 }
@@ -212,6 +269,7 @@ pub(crate) fn merge(
             path,
             hour: first.hour,
             size,
+            modified_ms: super::layout::now_ms(),
         },
     })
 }
@@ -394,11 +452,29 @@ impl Reencoder {
 mod tests {
     use super::*;
 
-    fn file(hour: i64, n: usize) -> StoredFile {
+    /// Written at 1,000 ms: quiet for a policy whose cutoff is later.
+    fn file(hour: i64, n: usize, size: u64) -> StoredFile {
         StoredFile {
             path: PathBuf::from(format!("/d/spans/h{hour}/f{n:03}.parquet")),
             hour,
-            size: 0,
+            size,
+            modified_ms: 1_000,
+        }
+    }
+
+    fn busy(min_files: usize, target_bytes: u64) -> Policy {
+        Policy {
+            min_files,
+            target_bytes,
+            quiet_before_ms: 0,
+        }
+    }
+
+    fn quiet(target_bytes: u64) -> Policy {
+        Policy {
+            min_files: 1_000,
+            target_bytes,
+            quiet_before_ms: 2_000,
         }
     }
 
@@ -407,30 +483,75 @@ mod tests {
         let mut files = Vec::new();
         // Hour 1: six 1 KiB files, two 64 KiB (an earlier merge), one at the target.
         for n in 0..6 {
-            files.push((file(1, n), 1024));
+            files.push(file(1, n, 1024));
         }
-        files.push((file(1, 6), 64 * 1024));
-        files.push((file(1, 7), 65 * 1024));
-        files.push((file(1, 8), 1 << 20));
+        files.push(file(1, 6, 64 * 1024));
+        files.push(file(1, 7, 65 * 1024));
+        files.push(file(1, 8, 1 << 20));
         // Hour 2: three small files, fewer than min_files.
         for n in 0..3 {
-            files.push((file(2, n), 1024));
+            files.push(file(2, n, 1024));
         }
-        let groups = plan_sized(&files, 4, 1 << 20);
+        let groups = plan(&files, busy(4, 1 << 20));
         assert_eq!(groups.len(), 1, "{groups:?}");
-        assert_eq!(groups[0], (0..6).map(|n| file(1, n)).collect::<Vec<_>>());
+        assert_eq!(
+            groups[0],
+            (0..6).map(|n| file(1, n, 1024)).collect::<Vec<_>>()
+        );
         // With min_files 2, the two 64 KiB files make a group of their own.
-        let groups = plan_sized(&files, 2, 1 << 20);
+        let groups = plan(&files, busy(2, 1 << 20));
         assert_eq!(groups.len(), 3, "{groups:?}");
-        assert!(groups.contains(&vec![file(1, 6), file(1, 7)]));
+        assert!(groups.contains(&vec![file(1, 6, 0), file(1, 7, 0)]));
     }
 
     #[test]
     fn groups_stop_at_the_target_size() {
-        let files: Vec<_> = (0..10).map(|n| (file(1, n), 300)).collect();
-        let groups = plan_sized(&files, 2, 1000);
+        let files: Vec<_> = (0..10).map(|n| file(1, n, 300)).collect();
+        let groups = plan(&files, busy(2, 1000));
         // Three files of 300 fit under 1000, a fourth does not.
         assert_eq!(groups.len(), 3);
         assert!(groups.iter().all(|g| g.len() == 3));
+    }
+
+    #[test]
+    fn a_quiet_partition_is_merged_whole_across_tiers() {
+        // Seven flushes of about a megabyte, two tails: fewer than min_files in any tier.
+        let mut files: Vec<_> = (0..7)
+            .map(|n| file(1, n, 1_000_000 + n as u64 * 100_000))
+            .collect();
+        files.push(file(1, 7, 40_000));
+        files.push(file(1, 8, 300_000));
+        assert!(plan(&files, busy(8, 1 << 30)).is_empty());
+        let groups = plan(&files, quiet(1 << 30));
+        assert_eq!(groups, vec![files.clone()]);
+        // One file written since the cutoff: the partition is still being written.
+        files[3].modified_ms = 3_000;
+        assert!(plan(&files, quiet(1 << 30)).is_empty());
+    }
+
+    #[test]
+    fn a_quiet_partitions_large_file_waits_for_a_quarter_of_its_size() {
+        let big = file(1, 0, 10_000);
+        let late = |n, size| file(1, n, size);
+        // Two late files of 1,000: too little to rewrite the big one for; they merge.
+        let files = vec![big.clone(), late(1, 1_000), late(2, 1_000)];
+        assert_eq!(
+            plan(&files, quiet(1 << 20)),
+            vec![vec![late(1, 0), late(2, 0)]]
+        );
+        // A merged late file alone: nothing to do.
+        assert!(plan(&[big.clone(), late(3, 2_000)], quiet(1 << 20)).is_empty());
+        // A quarter of its size has come late: all of it merges.
+        let files = vec![big.clone(), late(3, 2_000), late(4, 500)];
+        assert_eq!(plan(&files, quiet(1 << 20)).concat().len(), 3);
+        // Files at the target are never inputs, and groups stay under it.
+        let files = vec![
+            file(2, 0, 1_000),
+            file(2, 1, 400),
+            file(2, 2, 400),
+            file(2, 3, 400),
+        ];
+        let groups = plan(&files, quiet(1_000));
+        assert_eq!(groups, vec![vec![file(2, 1, 0), file(2, 2, 0)]]);
     }
 }

@@ -17,16 +17,19 @@ impl ParquetStore {
             return Ok(0);
         }
         let mut merged = 0;
+        let config = &self.inner.config;
+        let policy = compact::Policy {
+            min_files: config.compaction_min_files,
+            target_bytes: config.compaction_target_bytes,
+            quiet_before_ms: super::layout::now_ms().saturating_sub(
+                i64::try_from(config.compaction_quiet_after.as_millis()).unwrap_or(i64::MAX),
+            ),
+        };
         for &table in Table::ALL {
             let files = self.state(table).files.clone();
-            let config = &self.inner.config;
             // Every group the plan finds: merges that copy row groups cost I/O, not
             // CPU, so a backlog (a burst, a restart) is worked off in one tick.
-            for group in compact::plan(
-                &files,
-                config.compaction_min_files,
-                config.compaction_target_bytes,
-            ) {
+            for group in compact::plan(&files, policy) {
                 if let Some(remote) = &self.inner.remote {
                     // Merged on local disk: the inputs are fetched to their staging names.
                     let table_dir = self.inner.tables_dir.join(table.name());

@@ -48,11 +48,16 @@ pub struct StorageConfig {
     /// compaction copies as they are, and no more, since a larger buffer bought no
     /// throughput, only memory (`benches/RESULTS.md`).
     pub max_buffered_bytes: usize,
-    /// A partition's files smaller than `compaction_target_bytes` are merged once
-    /// there are at least this many of them.
+    /// While a partition is being written, its files smaller than
+    /// `compaction_target_bytes` are merged once there are at least this many of like
+    /// size.
     pub compaction_min_files: usize,
     /// The size compaction merges small files up to; larger files are left alone.
     pub compaction_target_bytes: u64,
+    /// A partition no file was written to for this long (`"1m"`) is quiet: its small
+    /// files are merged whatever their number and size.
+    #[serde(with = "duration_text")]
+    pub compaction_quiet_after: Duration,
     /// Files that left a table (merged, expired) or that no commit took (a crash between
     /// an upload and its commit) are deleted once they are this old (`"1h"`, `"30m"`), so
     /// that a reader still scanning an older version of the table finds them.
@@ -127,6 +132,7 @@ impl Default for StorageConfig {
             max_buffered_bytes: 48 * 1024 * 1024,
             compaction_min_files: 8,
             compaction_target_bytes: 256 * 1024 * 1024,
+            compaction_quiet_after: Duration::from_secs(60),
             vacuum_after: Duration::from_secs(3600),
             url: None,
             s3: S3Config::default(),

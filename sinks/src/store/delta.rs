@@ -192,6 +192,7 @@ impl DeltaLog {
                     path: self.dir.join(relative),
                     hour,
                     size: view.size().max(0) as u64,
+                    modified_ms: view.modification_time(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -246,7 +247,7 @@ impl DeltaLog {
         if !inputs.iter().all(|f| current.contains(f)) {
             return Ok(false);
         }
-        let now = now_millis();
+        let now = layout::now_ms();
         let mut actions = inputs
             .iter()
             .map(|f| Action::Remove(remove_action(&self.dir, f, now, false)))
@@ -275,7 +276,7 @@ impl DeltaLog {
     }
 
     async fn remove(&mut self, files: &[StoredFile], predicate: String) -> Result<()> {
-        let now = now_millis();
+        let now = layout::now_ms();
         let actions = files
             .iter()
             .map(|f| Action::Remove(remove_action(&self.dir, f, now, true)))
@@ -353,12 +354,6 @@ pub(super) fn delta_columns(table: Table) -> Result<Vec<StructField>> {
     Ok(columns)
 }
 
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// `file`'s path from the table's root, with `/` separators.
 pub(super) fn relative_path(table_dir: &Path, file: &StoredFile) -> String {
     let relative = file.path.strip_prefix(table_dir).unwrap_or(&file.path);
@@ -380,14 +375,10 @@ fn partition_values(hour: i64) -> HashMap<String, Option<String>> {
 /// The `add` action of a written file, its statistics read from its footer.
 fn add_action(table_dir: &Path, table: Table, file: &StoredFile, data_change: bool) -> Result<Add> {
     let handle = File::open(&file.path).map_err(Error::io(&file.path))?;
-    let size = handle.metadata().map_err(Error::io(&file.path))?.len();
+    let on_disk = handle.metadata().map_err(Error::io(&file.path))?;
+    let size = on_disk.len();
+    let modification_time = layout::modified_ms(&on_disk);
     let metadata = ParquetMetaDataReader::new().parse_and_finish(&handle)?;
-    let modification_time = handle
-        .metadata()
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or_else(now_millis, |d| d.as_millis() as i64);
     Ok(Add {
         path: relative_path(table_dir, file),
         partition_values: partition_values(file.hour),

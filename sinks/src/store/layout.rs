@@ -24,6 +24,10 @@ pub struct StoredFile {
     pub hour: i64,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was written, in milliseconds since the Unix epoch (its `add` action's
+    /// `modificationTime`): compaction leaves a partition written to recently to its
+    /// size tiers and merges a quiet one whole.
+    pub modified_ms: i64,
 }
 
 /// The same file: where it is (its size follows).
@@ -41,6 +45,23 @@ impl StoredFile {
         let start = self.hour.saturating_mul(NANOS_PER_HOUR);
         (start, start.saturating_add(NANOS_PER_HOUR))
     }
+}
+
+/// A file's modification time in milliseconds since the epoch; now if the file system
+/// has none.
+pub(crate) fn modified_ms(metadata: &std::fs::Metadata) -> i64 {
+    metadata
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(now_ms, |d| d.as_millis() as i64)
+}
+
+/// The wall clock in milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `date=YYYY-MM-DD/hour=HH` of an hour since the epoch.
@@ -116,8 +137,13 @@ pub(crate) fn scan_table(
             };
             for (name, path) in read_dir(&hour_path)? {
                 if name.ends_with(".parquet") && !name.starts_with('.') {
-                    let size = std::fs::metadata(&path).map_err(Error::io(&path))?.len();
-                    files.push(StoredFile { path, hour, size });
+                    let metadata = std::fs::metadata(&path).map_err(Error::io(&path))?;
+                    files.push(StoredFile {
+                        path,
+                        hour,
+                        size: metadata.len(),
+                        modified_ms: modified_ms(&metadata),
+                    });
                 } else if remove_temp && name.ends_with(".tmp") {
                     tracing::warn!(path = %path.display(), "removing unfinished file");
                     std::fs::remove_file(&path).map_err(Error::io(&path))?;

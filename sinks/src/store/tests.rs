@@ -606,6 +606,37 @@ async fn compaction_merges_a_partitions_small_files_into_one() {
     );
 }
 
+/// A partition still being written waits for `compaction_min_files` files of a tier; a
+/// quiet one is merged whole, whatever the number of its files.
+#[tokio::test]
+async fn a_quiet_partition_is_merged_below_min_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |quiet_after| StorageConfig {
+        data_dir: dir.path().to_owned(),
+        compaction_quiet_after: quiet_after,
+        ..StorageConfig::default()
+    };
+    let s = ParquetStore::open(config(std::time::Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    five_small_files(&s, 3).await;
+    assert_eq!(s.compact().await.unwrap(), 0);
+    assert_eq!(s.snapshot(Table::SPANS).unwrap().files.len(), 6);
+    drop(s);
+
+    // The same files, quiet from the moment they are written.
+    let s = ParquetStore::open(config(std::time::Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(s.compact().await.unwrap(), 5);
+    let files = s.snapshot(Table::SPANS).unwrap().files;
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(row_group_rows(&files[0].path), vec![15]);
+    assert_eq!(total_rows(&s, Table::SPANS), 16);
+    // One file a partition: nothing more to merge.
+    assert_eq!(s.compact().await.unwrap(), 0);
+}
+
 /// Row groups of a flush's size are copied, not decoded and encoded again: the merged
 /// file has the inputs' row groups, and keeps what readers use of them (the Arrow
 /// schema, statistics, page indexes, the bloom filter on `trace_id`).

@@ -14,7 +14,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use swarmscope_processors::schema::Table;
 
-use super::layout::{partition_dir, StoredFile, NANOS_PER_HOUR};
+use super::layout::{self, partition_dir, StoredFile, NANOS_PER_HOUR};
 use super::StorageConfig;
 use crate::{Error, Result};
 
@@ -206,7 +206,12 @@ pub(crate) fn write_partitioned(
             match finished {
                 Ok((path, size)) => written.push(PendingFile {
                     tmp,
-                    file: StoredFile { path, hour, size },
+                    file: StoredFile {
+                        path,
+                        hour,
+                        size,
+                        modified_ms: layout::now_ms(),
+                    },
                 }),
                 Err(e) => {
                     let _ = std::fs::remove_file(&tmp);
