@@ -12,6 +12,9 @@ loadgen=$(ls -t "$release_dir"/release/deps/loadgen-* | grep -v '\.d$' | head -1
 standins=$(ls -t "$release_dir"/release/deps/standins-* | grep -v '\.d$' | head -1)
 ticks=$(getconf CLK_TCK)
 
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # start_server DATA_DIR WAL_FSYNC [EXTRA_STORAGE_TOML]: sets $pid and $work.
 start_server() {
   cat > "$work/config.toml" <<EOF

@@ -44,6 +44,14 @@ dataset_spans="${3:-10000000}"
 # shellcheck source=benches/common.sh
 . benches/common.sh
 
+# ingest_load [OPTION...]: the ingest part's load for $seconds, its result as JSON.
+ingest_load() {
+  # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of options
+  "$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
+    --duration "$seconds" --distinct-requests 2000 --start-offset-secs "${START_OFFSET_SECS:-172800}" \
+    "$@" ${LOADGEN_ARGS:-} --json
+}
+
 # The decode-and-drop floor: the same load into benches/standins.rs's OTLP receiver on
 # every core, which decodes each request with prost and keeps nothing.
 "$standins" --otlp 127.0.0.1:14317 --http 127.0.0.1:18081 --worker-threads "$(nproc)" > /dev/null 2>&1 &
@@ -52,12 +60,9 @@ until curl -sf http://127.0.0.1:18081/stats > /dev/null; do
   kill -0 "$floor_pid" 2> /dev/null || { echo "the floor's server did not start" >&2; exit 1; }
   sleep 0.1
 done
-floor_cpu0=$(awk '{print $14 + $15}' "/proc/$floor_pid/stat")
-# shellcheck disable=SC2086 # LOADGEN_ARGS is a list of options
-floor=$("$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
-  --duration "$seconds" --distinct-requests 2000 --start-offset-secs "${START_OFFSET_SECS:-172800}" \
-  ${LOADGEN_ARGS:-} --json)
-floor_cpu1=$(awk '{print $14 + $15}' "/proc/$floor_pid/stat")
+floor_cpu0=$(cpu_ticks "$floor_pid")
+floor=$(ingest_load)
+floor_cpu1=$(cpu_ticks "$floor_pid")
 kill "$floor_pid"
 wait "$floor_pid" 2> /dev/null || true
 floor_rate=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["spans_per_sec"])' "$floor")
@@ -72,12 +77,9 @@ echo "|---|---|---|---|---|---|---|---|---|---|"
 for mode in ${MODES:-always interval never}; do
   work=$(mktemp -d)
   start_server "$work/data" "$mode" "${STORAGE_TOML:-}"
-  cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of options
-  result=$("$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
-    --duration "$seconds" --distinct-requests 2000 --start-offset-secs "${START_OFFSET_SECS:-172800}" \
-    --probe-api "$api" ${LOADGEN_ARGS:-} --json)
-  cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  cpu0=$(cpu_ticks "$pid")
+  result=$(ingest_load --probe-api "$api")
+  cpu1=$(cpu_ticks "$pid")
   peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   shed=$(curl -sf "$api/metrics" | awk '/^swarmscope_processor_dropped_batches_total/ {s += $2} END {print s + 0}')
   stop_server

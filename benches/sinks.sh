@@ -36,7 +36,6 @@ trap 'kill $standins_pid 2> /dev/null || true' EXIT
 until curl -sf "$stand/stats" > /dev/null; do sleep 0.1; done
 
 # cpu_ticks PID: user + system clock ticks the process has used so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # cpu_seconds PID TICKS_BEFORE
 cpu_seconds() { python3 -c "print(f'{($(cpu_ticks "$1") - $2) / $ticks:.1f}')"; }
 
