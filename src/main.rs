@@ -301,10 +301,8 @@ fn query(
                 let store = ParquetStore::open_read_only(&dir)
                     .await
                     .map_err(Failure::usage)?;
-                // Nothing else runs in this process: the query may take every core.
                 let config = QueryConfig {
                     timeout_ms,
-                    threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
                     ..QueryConfig::default()
                 };
                 config.validate().map_err(Failure::usage)?;

@@ -13,8 +13,9 @@ pub struct QueryConfig {
     pub timeout_ms: u64,
     /// Memory all running queries may hold for joins, sorts and aggregations.
     pub memory_limit_mb: usize,
-    /// Threads queries run on, apart from ingestion. By default one less than the
-    /// machine's cores (at least one), so that ingestion always keeps a core.
+    /// Threads queries run on, apart from ingestion. By default every core the process
+    /// may use: they run at a lower priority (nice 10), so an idle server gives a query
+    /// the whole machine and a busy one gives ingestion the CPU first.
     pub threads: usize,
     /// Queries that run at once; more wait for a turn.
     pub max_concurrent: usize,
@@ -35,12 +36,9 @@ impl Default for QueryConfig {
     }
 }
 
-/// One less than the cores this process may use, and at least one.
+/// The cores this process may use (at least one).
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .saturating_sub(1)
-        .max(1)
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl QueryConfig {
