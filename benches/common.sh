@@ -42,6 +42,25 @@ stop_server() {
   wait "$pid" || true
 }
 
+# await_compaction DATA_DIR: returns once compaction has caught up with a burst, the
+# spans table's file count unchanged for 90 s (longer than compaction_quiet_after, a
+# minute, when the burst's hours are merged whole, and a tick).
+await_compaction() {
+  local before=-1 same=0 now
+  while [ "$same" -lt 18 ]; do
+    sleep 5
+    now=$(python3 benches/delta_files.py "$1/spans" --list | wc -l)
+    if [ "$now" = "$before" ]; then same=$(( same + 1 )); else same=0; fi
+    before=$now
+  done
+}
+
+# file_bytes LIST: the total size of the files named one a line in LIST (past 2 GiB,
+# where awk's print turns to exponents).
+file_bytes() {
+  python3 -c 'import os, sys; print(sum(os.path.getsize(p.rstrip("\n")) for p in open(sys.argv[1])))' "$1"
+}
+
 
 # The soak generator's release build ($soak), and a server with wal_fsync = "interval"
 # in a temporary folder, stopped and removed on exit: for soak.sh and graph.sh.

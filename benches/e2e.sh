@@ -113,21 +113,13 @@ t0=$(date +%s)
   --cycle-shift-secs $(( 36000 / cycles )) --start-offset-secs 36000 --json > "$work/load.json"
 t1=$(date +%s)
 # Queries read the history as the server leaves it once compaction has caught up with
-# the burst: wait until the file count stays the same for longer than
-# compaction_quiet_after (a minute, when the burst's hours are merged whole) and a tick.
-count_files() { python3 benches/delta_files.py "$data/spans" --list | wc -l; }
-before=-1 same=0
-while [ "$same" -lt 18 ]; do
-  sleep 5
-  now=$(count_files)
-  if [ "$now" = "$before" ]; then same=$(( same + 1 )); else same=0; fi
-  before=$now
-done
+# the burst.
+await_compaction "$data"
 stop_server
 # Both engines read the files of the spans table's current version.
 python3 benches/delta_files.py "$data/spans" --list > "$work/files.txt"
 files=$(wc -l < "$work/files.txt")
-bytes=$(xargs -d '\n' stat -c %s < "$work/files.txt" | awk '{s+=$1} END {print s+0}')
+bytes=$(file_bytes "$work/files.txt")
 echo "### Queries over ${dataset_spans} spans (${files} Parquet files after compaction, $(( bytes / 1048576 )) MiB, loaded in $(( t1 - t0 )) s)"
 echo
 # Compaction off: the files must not change between the two engines' runs. Queries

@@ -39,20 +39,12 @@ t0=$(date +%s)
   --distinct-requests 200 --unique --cycle-shift-secs $(( week / cycles )) \
   --start-offset-secs "$week" --json > "$work/load.json"
 t1=$(date +%s)
-count_files() { python3 benches/delta_files.py "$data/spans" --list | wc -l; }
-before=-1 same=0
-while [ "$same" -lt 18 ]; do
-  sleep 5
-  now=$(count_files)
-  if [ "$now" = "$before" ]; then same=$(( same + 1 )); else same=0; fi
-  before=$now
-done
+await_compaction "$data"
 t2=$(date +%s)
 stop_server
 python3 benches/delta_files.py "$data/spans" --list > "$work/files.txt"
 files=$(wc -l < "$work/files.txt")
-bytes=$(python3 -c 'import os, sys; print(sum(os.path.getsize(p.rstrip("\n")) for p in open(sys.argv[1])))' \
-  "$work/files.txt")
+bytes=$(file_bytes "$work/files.txt")
 all_bytes=$(python3 benches/delta_files.py "$data")
 python3 - "$work/load.json" "$files" "$bytes" "$all_bytes" "$(( t1 - t0 ))" "$(( t2 - t1 ))" <<'PY'
 import json, sys
