@@ -29,7 +29,7 @@ wal_fsync = "$2"
 retention_hours = 1000000
 $3
 EOF
-  RUST_LOG=warn "$server" serve --config "$work/config.toml" >> "$work/out.log" 2>&1 &
+  RUST_LOG="${RUST_LOG:-warn}" "$server" serve --config "$work/config.toml" >> "$work/out.log" 2>&1 &
   pid=$!
   until curl -sf "$api/readyz" > /dev/null; do
     kill -0 "$pid" 2> /dev/null || { cat "$work/out.log"; exit 1; }

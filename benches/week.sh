@@ -63,7 +63,14 @@ PY
 # while the queries run are merged as a user's would be. A query over the week may take
 # longer than the default 30 s timeout, so it is raised to 110 s (under the API's
 # 120 s idle timeout), as a user querying that much would.
+# The restart rebuilds the claim book from the week's coordination_events before it is
+# ready; the evaluation's log lines say what it restored and what it could not store.
+export RUST_LOG="warn,swarmscope_collector::evaluation=info"
+r0=$(date +%s%N)
 start_server "$data" interval $'[query]\ntimeout_ms = 110000'
+r1=$(date +%s%N)
+echo "Restart over the week: ready in $(( (r1 - r0) / 1000000 )) ms; $(grep -o 'work item claims restored.*\|cannot restore work item claims.*' "$work/out.log" | tail -1 | cut -c1-200)"
+echo
 python3 - "$api" "$runs" "$loadgen" <<'PY'
 import json, re, statistics, subprocess, sys, time, urllib.error, urllib.request
 
@@ -168,3 +175,5 @@ print(f"Ingest on one connection while the queries ran: {rate:,.0f} spans/s, "
       f"{rate / idle:.0%} of the same connection with no query ({idle:,.0f}).")
 PY
 stop_server
+echo
+echo "Analytics evaluations not stored during the run (one every 10 s): $(grep -c 'cannot store the analytics evaluation' "$work/out.log" || true)"

@@ -178,6 +178,74 @@ fn coordination_history_conflicts_and_velocity_are_exact_across_a_restart() {
     assert!(server.stop().success());
 }
 
+/// A long history of many items: the claims are restored in a sliver of the query
+/// memory that a single replay of the history needs, and a claim renewed for longer
+/// than many leases keeps its holder and its claim time.
+#[test]
+fn claims_are_restored_from_a_long_history_in_little_query_memory() {
+    let (_tmp, dir) = temp_data_dir();
+    let options = Options {
+        extra: "[processors.coordination]\nlease_timeout_ms = 600000\n".into(),
+        query_extra: "memory_limit_mb = 2\n".into(),
+        ..Default::default()
+    };
+    let server = Server::start_with(&dir, options.clone());
+    // 2,000 items claimed and completed ten times each over 100 minutes, 40,000 rows;
+    // L claimed by x at the start and renewed every five minutes; H claimed by y last.
+    for round in 0..10 {
+        let spans: Vec<Span> = (0..2_000u64)
+            .flat_map(|i| {
+                let (n, at) = (2 * (round * 2_000 + i), round * 600 + i % 500);
+                let item = format!("W-{i}");
+                [
+                    work(n, at, "a", &item, "claim", vec![]),
+                    work(n + 1, at + 30, "a", &item, "complete", vec![]),
+                ]
+            })
+            .collect();
+        server.send_spans("agents", spans);
+    }
+    let mut n = 100_000;
+    let mut next = |at_s: u64, agent: &str, item: &str, event: &str| {
+        n += 1;
+        work(n, at_s, agent, item, event, vec![])
+    };
+    let mut renewals: Vec<Span> = (0..20u64)
+        .map(|k| next(k * 300, "x", "L", if k == 0 { "claim" } else { "progress" }))
+        .collect();
+    renewals.push(next(5_990, "y", "H", "claim"));
+    server.send_spans("agents", renewals);
+    assert!(server.stop().success());
+
+    let server = Server::start_with(&dir, options);
+    server.send_spans(
+        "agents",
+        vec![
+            next(6_100, "z", "L", "claim"),
+            next(6_110, "z", "H", "claim"),
+            next(6_120, "z", "W-5", "claim"),
+            next(6_200, "x", "L", "complete"),
+        ],
+    );
+    // No ORDER BY: a sort alone needs more than this query memory.
+    let mut rows = server.rows(
+        "SELECT work_id, event, agent_id, conflict, held_by, cycle_time_ms \
+         FROM coordination_events WHERE agent_id = 'z' OR event = 'complete' AND work_id = 'L'",
+    );
+    rows.sort_by_key(|r| r.iter().map(Value::to_string).collect::<Vec<_>>());
+    let expected = json!([
+        ["H", "claim", "z", true, "y", null],
+        ["L", "claim", "z", true, "x", null],
+        ["L", "complete", "x", false, null, 6_200_000],
+        ["W-5", "claim", "z", false, null, null],
+    ]);
+    assert_eq!(
+        Value::Array(rows.into_iter().map(Value::Array).collect()),
+        expected
+    );
+    assert!(server.stop().success());
+}
+
 #[test]
 fn genai_usage_is_priced_and_span_metrics_are_served() {
     let (_tmp, dir) = temp_data_dir();

@@ -87,7 +87,7 @@ impl ExportOutcome {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, thiserror::Error)]
 pub enum PipelineError {
     /// Over the memory budget: nothing was taken, the client should retry shortly.
     #[error("{0}")]
@@ -373,7 +373,12 @@ impl Pipeline {
             .store
             .append_record(batches.iter().map(|b| (b.table, b.batch.clone())).collect())
             .await
-            .map_err(|e| PipelineError::Unavailable(e.to_string()))?;
+            .map_err(|e| match e {
+                swarmscope_sinks::Error::Backpressure { .. } => {
+                    PipelineError::Overloaded(e.to_string())
+                }
+                e => PipelineError::Unavailable(e.to_string()),
+            })?;
         self.fan_out(&batches, record.as_ref());
         Ok(())
     }

@@ -21,7 +21,7 @@
 //!
 //! The book is bounded by `max_work_items`: when it is full the lapsed holdings go,
 //! then the least recently seen. On start the collector rebuilds it from the stored
-//! history ([`CoordinationEvents::restore`]).
+//! history ([`Lookback`], [`CoordinationEvents::restore_from`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -34,10 +34,13 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use super::clock::{LiveClock, Skip, DEFAULT_FUTURE_TOLERANCE_SECONDS};
-use crate::columns::{number, primitives, string_at, strings, timestamps, MapColumn};
+use crate::columns::{number, string_at, strings, timestamps, MapColumn};
 use crate::processor::{Processor, TableBatch};
 use crate::schema::{timestamp_type, Table, TableDef};
 use crate::{Error, Result};
+
+mod restore;
+pub use restore::Lookback;
 
 pub const WORK_ID: &str = "coordination.work.id";
 const WORK_EVENT: &str = "coordination.work.event";
@@ -336,30 +339,23 @@ impl CoordinationEvents {
     /// Replays stored `coordination_events` rows (in time order) into the book, as on
     /// start: claims held before a restart are still held after it.
     pub fn restore(&self, rows: &RecordBatch) -> Result<()> {
-        let time = timestamps(rows, "time")?;
-        let work = strings(rows, "work_id")?;
-        let event = strings(rows, "event")?;
-        let agent = strings(rows, "agent_id")?;
-        let team = strings(rows, "team")?;
-        let work_type = strings(rows, "work_type")?;
-        let points = primitives::<arrow::datatypes::Float64Type>(rows, "story_points")?;
+        let mut events = Vec::with_capacity(rows.num_rows());
+        restore::read_events(rows, |work_id, e| events.push((work_id.to_owned(), e)))?;
+        self.replay(&events);
+        Ok(())
+    }
+
+    /// Replays the history a [`Lookback`] read into the book.
+    pub fn restore_from(&self, history: Lookback) {
+        self.replay(&history.into_events());
+    }
+
+    fn replay(&self, events: &[(String, restore::StoredEvent)]) {
         let latest = self.clock.latest_accepted();
         let mut book = self.book();
-        for row in 0..rows.num_rows() {
-            if time.is_null(row) || work.is_null(row) || time.value(row) > latest {
-                continue;
-            }
-            book.apply(&Sighting {
-                time: time.value(row),
-                work_id: work.value(row),
-                event: string_at(event, row),
-                agent: string_at(agent, row),
-                team: string_at(team, row),
-                work_type: string_at(work_type, row),
-                story_points: float_at(points, row),
-            });
+        for (work_id, e) in events.iter().filter(|(_, e)| e.time <= latest) {
+            book.apply(&e.sighting(work_id));
         }
-        Ok(())
     }
 
     /// Work items held now.
@@ -689,24 +685,6 @@ impl Processor for CoordinationEvents {
             .map(|rows| vec![TableBatch::new(COORDINATION_EVENTS, rows)])
             .unwrap_or_default())
     }
-}
-
-/// The SQL that reads back what [`CoordinationEvents::restore`] needs: the whole
-/// history, in time order, of every item seen within one lease of the newest stored
-/// event that is not from the future (event time, as the book's rules; the wall clock
-/// only rules out events dated beyond `tolerance_seconds` ahead of it, which would
-/// otherwise pick the items and, replayed, hold them until their date).
-pub fn restore_sql(config: &CoordinationConfig, tolerance_seconds: u64) -> String {
-    let present = format!("time <= now() + INTERVAL '{tolerance_seconds} seconds'");
-    format!(
-        "SELECT time, work_id, event, agent_id, team, work_type, story_points \
-         FROM coordination_events WHERE {present} AND work_id IN \
-         (SELECT work_id FROM coordination_events WHERE {present} AND time >= \
-         (SELECT max(time) FROM coordination_events WHERE {present}) \
-         - INTERVAL '{lease} milliseconds') \
-         ORDER BY time",
-        lease = config.lease_timeout_ms
-    )
 }
 
 #[cfg(test)]

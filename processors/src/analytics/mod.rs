@@ -44,6 +44,16 @@ use signals::Signals;
 use span_metrics::{SpanMetrics, SpanMetricsConfig};
 use velocity::{VelocityConfig, WorkMetrics};
 
+/// A SQL string literal of `value` (quotes doubled, so it cannot end the literal).
+pub fn sql_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+#[test]
+fn sql_literals_cannot_break_out() {
+    assert_eq!(sql_literal("a'b"), "'a''b'");
+}
+
 /// `[processors]`: every analytics processor's section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

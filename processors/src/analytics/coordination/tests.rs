@@ -290,15 +290,6 @@ fn the_book_is_bounded() {
 }
 
 #[test]
-fn restore_sql_reads_the_items_seen_within_the_lease() {
-    let config = CoordinationConfig {
-        lease_timeout_ms: 1_000,
-        ..Default::default()
-    };
-    assert!(restore_sql(&config, 600).contains("INTERVAL '1000 milliseconds'"));
-}
-
-#[test]
 fn a_claim_from_a_clock_a_day_ahead_is_stored_but_holds_nothing() {
     // The wall clock at 10 minutes past the epoch.
     let (clock, _) = LiveClock::manual(10 * MINUTE as i64 * 1_000_000, 600);
