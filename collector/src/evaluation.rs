@@ -66,7 +66,7 @@ pub async fn restore(analytics: &Analytics, engine: &QueryEngine) {
 }
 
 /// Reads back, window by window, the history the claim book needs and replays it;
-/// answers the windows read.
+/// answers the windows read. A failure leaves the book with what was replayed.
 async fn restore_claims(analytics: &Analytics, engine: &QueryEngine) -> Result<usize, String> {
     let mut history = Lookback::new(
         &analytics.config.coordination,
@@ -80,11 +80,11 @@ async fn restore_claims(analytics: &Analytics, engine: &QueryEngine) -> Result<u
             .map(with_nanosecond_times)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
-        history.read(&batches).map_err(|e| e.to_string())?;
+        history
+            .read(&batches, &analytics.coordination)
+            .map_err(|e| e.to_string())?;
     }
-    let windows = history.windows();
-    analytics.coordination.restore_from(history);
-    Ok(windows)
+    Ok(history.windows())
 }
 
 /// Evaluates every interval once it is due, until `shutdown` resolves. An evaluation

@@ -21,7 +21,7 @@
 //!
 //! The book is bounded by `max_work_items`: when it is full the lapsed holdings go,
 //! then the least recently seen. On start the collector rebuilds it from the stored
-//! history ([`Lookback`], [`CoordinationEvents::restore_from`]).
+//! history, reading back only what the book needs ([`Lookback`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -343,11 +343,6 @@ impl CoordinationEvents {
         restore::read_events(rows, |work_id, e| events.push((work_id.to_owned(), e)))?;
         self.replay(&events);
         Ok(())
-    }
-
-    /// Replays the history a [`Lookback`] read into the book.
-    pub fn restore_from(&self, history: Lookback) {
-        self.replay(&history.into_events());
     }
 
     fn replay(&self, events: &[(String, restore::StoredEvent)]) {
