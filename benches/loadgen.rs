@@ -153,6 +153,10 @@ struct Args {
     /// The share of spans carrying `gen_ai.usage.*` token counts (each an LLM call).
     #[arg(long, default_value_t = 1.0)]
     token_usage_share: f64,
+    /// The work.claim, work.progress and work.complete spans carry
+    /// `coordination.work.event` (claim, progress, complete), so agents hold items.
+    #[arg(long)]
+    work_events: bool,
     /// Bearer token, when the endpoint requires one.
     #[arg(long)]
     token: Option<String>,
@@ -307,6 +311,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed: args.seed,
         work_item_share: args.work_item_share.clamp(0.0, 1.0),
         token_usage_share: args.token_usage_share.clamp(0.0, 1.0),
+        work_events: args.work_events,
         ..Default::default()
     };
     let now = std::time::SystemTime::now()

@@ -9,7 +9,8 @@
 //! `coordination.team`); 5% of spans with status ERROR; a span event on 10% of spans;
 //! random ids. Built before any clock starts. Every span carries a work-item id (and
 //! so is a coordination event) and token usage unless `work_item_share` and
-//! `token_usage_share` say otherwise.
+//! `token_usage_share` say otherwise; none says what happens to its item (claim,
+//! progress, complete) unless `work_events` does.
 
 #![allow(dead_code)]
 
@@ -35,6 +36,9 @@ pub struct Workload {
     /// The share of spans carrying `gen_ai.usage.input_tokens` and `output_tokens`
     /// (each an LLM call), in [0, 1].
     pub token_usage_share: f64,
+    /// The `work.claim`, `work.progress` and `work.complete` spans that carry a work
+    /// item say so in `coordination.work.event`, so that agents hold items.
+    pub work_events: bool,
 }
 
 impl Default for Workload {
@@ -46,6 +50,7 @@ impl Default for Workload {
             seed: 42,
             work_item_share: 1.0,
             token_usage_share: 1.0,
+            work_events: false,
         }
     }
 }
@@ -211,7 +216,13 @@ impl Workload {
                 let start = trace_start + child as u64 * 2_000_000;
                 let duration = rng.random_range(50_000..50_000_000u64);
                 let error = rng.random_bool(0.05);
-                let attributes = self.attributes(rng, agent, team, error);
+                let mut attributes = self.attributes(rng, agent, team, error);
+                let event = name.strip_prefix("work.").filter(|_| self.work_events);
+                if let Some(event) = event {
+                    if attributes.iter().any(|a| a.key == "coordination.work.id") {
+                        attributes.push(kv("coordination.work.event", s(event)));
+                    }
+                }
                 let events = if rng.random_bool(0.10) {
                     vec![span::Event {
                         time_unix_nano: start + duration / 2,
