@@ -71,3 +71,22 @@ start_soak_server() {
   start_server "$work/data" interval ""
   trap 'kill -TERM "$pid" 2> /dev/null; wait "$pid" || true; rm -rf "$work"' EXIT
 }
+
+# load_week SPANS [LOADGEN_OPTION...]: starts a server on $data and sends it SPANS
+# distinct spans of the standard workload dated over the seven days before now, with
+# --unique over 4 connections (each cycle through the 200 distinct requests moves a
+# week / cycles on). Sets $load_secs and $cycle_secs; the load's JSON is
+# $work/load.json.
+load_week() {
+  local spans=$1 week=604800 cycles t0
+  shift
+  cycles=$(( spans / 500 / 200 ))
+  [ "$cycles" -gt 0 ] || { echo "SPANS must be at least 100000" >&2; exit 2; }
+  cycle_secs=$(( week / cycles ))
+  start_server "$data" interval ""
+  t0=$(date +%s)
+  "$loadgen" --endpoint http://127.0.0.1:14317 --concurrency 4 --spans "$spans" \
+    --distinct-requests 200 --unique --cycle-shift-secs "$cycle_secs" \
+    --start-offset-secs "$week" "$@" --json > "$work/load.json"
+  load_secs=$(( $(date +%s) - t0 ))
+}

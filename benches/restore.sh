@@ -24,16 +24,8 @@ spans="${1:-20000000}"
 work=$(mktemp -d)
 trap 'kill "$pid" 2> /dev/null || true; rm -rf "$work"' EXIT
 data="$work/data"
-week=604800
-cycles=$(( spans / 500 / 200 ))
-[ "$cycles" -gt 0 ] || { echo "SPANS must be at least 100000" >&2; exit 2; }
 
-start_server "$data" interval ""
-t0=$(date +%s)
-"$loadgen" --endpoint http://127.0.0.1:14317 --concurrency 4 --spans "$spans" \
-  --distinct-requests 200 --unique --cycle-shift-secs $(( week / cycles )) \
-  --start-offset-secs "$week" --work-events --json > "$work/load.json"
-t1=$(date +%s)
+load_week "$spans" --work-events
 await_compaction "$data"
 stop_server
 events=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted_spans"])' "$work/load.json")
@@ -48,7 +40,7 @@ windows=$(grep -o 'windows=[0-9]*' "$work/out.log" | tail -1 | cut -d= -f2)
 failed=$(grep -o 'cannot restore work item claims.*' "$work/out.log" | head -1 || true)
 stop_server
 
-echo "### Restoring the claims over a week: $events spans (loaded in $(( t1 - t0 )) s), cycle $(( week / cycles )) s"
+echo "### Restoring the claims over a week: $events spans (loaded in $load_secs s), cycle $cycle_secs s"
 echo
 echo "| restart to ready | windows read | items held | peak RSS MiB |"
 echo "|---|---|---|---|"

@@ -29,15 +29,8 @@ runs="${2:-3}"
 work=$(mktemp -d)
 trap 'kill "${load_pid:-}" 2> /dev/null || true; kill "$pid" 2> /dev/null || true; rm -rf "$work"' EXIT
 data="$work/data"
-week=604800
-cycles=$(( spans / 500 / 200 ))
-[ "$cycles" -gt 0 ] || { echo "SPANS must be at least 100000" >&2; exit 2; }
 
-start_server "$data" interval ""
-t0=$(date +%s)
-"$loadgen" --endpoint http://127.0.0.1:14317 --concurrency 4 --spans "$spans" \
-  --distinct-requests 200 --unique --cycle-shift-secs $(( week / cycles )) \
-  --start-offset-secs "$week" --json > "$work/load.json"
+load_week "$spans"
 t1=$(date +%s)
 await_compaction "$data"
 t2=$(date +%s)
@@ -46,7 +39,7 @@ python3 benches/delta_files.py "$data/spans" --list > "$work/files.txt"
 files=$(wc -l < "$work/files.txt")
 bytes=$(file_bytes "$work/files.txt")
 all_bytes=$(python3 benches/delta_files.py "$data")
-python3 - "$work/load.json" "$files" "$bytes" "$all_bytes" "$(( t1 - t0 ))" "$(( t2 - t1 ))" <<'PY'
+python3 - "$work/load.json" "$files" "$bytes" "$all_bytes" "$load_secs" "$(( t2 - t1 ))" <<'PY'
 import json, sys
 load = json.load(open(sys.argv[1]))
 files, spans_bytes, all_bytes, load_s, settle_s = map(int, sys.argv[2:7])
