@@ -11,7 +11,7 @@
 # MODES picks the wal_fsync modes of the ingest part (default: always interval never):
 #   MODES=always bash benches/e2e.sh 15 4 0
 # LOADGEN_ARGS adds load generator options to the ingest part, e.g. the second workload,
-# where a tenth of the spans are coordination events and a tenth carry token usage:
+# where a tenth of the spans name a work item and a tenth carry token usage:
 #   LOADGEN_ARGS='--work-item-share 0.1 --token-usage-share 0.1' bash benches/e2e.sh 15 4 0
 # START_OFFSET_SECS dates the ingest part's load (default two days back, out of the
 # live analytics' window, which run on the wall clock); 0 puts it in the present, where

@@ -247,6 +247,110 @@ fn claims_are_restored_from_a_long_history_in_little_query_memory() {
 }
 
 #[test]
+fn spans_naming_an_item_are_in_work_activity_and_only_events_are_stored_again() {
+    use prost::Message;
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start(&dir);
+    // Team blue comes from the resource where a span does not say its own; the time is
+    // the span's end (5 ms after its start), or its start when it has no end.
+    let mut request = common::service_request(
+        "agents",
+        vec![
+            work(1, 0, "a", "W1", "claim", vec![]),
+            span(
+                2,
+                10,
+                vec![
+                    text("gen_ai.agent.id", "b"),
+                    text("coordination.work.id", "W1"),
+                    text("coordination.work.story_points", "2.5"),
+                ],
+            ),
+            span(3, 20, vec![text("gen_ai.agent.id", "b")]),
+            Span {
+                end_time_unix_nano: 0,
+                ..work(4, 30, "b", "W2", "progress", vec![])
+            },
+        ],
+    );
+    if let Some(resource) = request.resource_spans[0].resource.as_mut() {
+        resource.attributes.push(text("coordination.team", "blue"));
+    }
+    let (status, answer) = server.post_traces(&request.encode_to_vec());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+
+    assert_eq!(
+        server.rows("SELECT work_id, event, agent_id, team FROM coordination_events ORDER BY time"),
+        vec![
+            json!(["W1", "claim", "a", "red"])
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            json!(["W2", "progress", "b", "red"])
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        ]
+    );
+    let activity = server.rows(
+        "SELECT work_id, event, agent_id, team, story_points, span_id, span_name, service_name, \
+         time = start_time + INTERVAL '5 milliseconds', time = start_time \
+         FROM work_activity ORDER BY time",
+    );
+    let expected = json!([
+        [
+            "W1",
+            "claim",
+            "a",
+            "red",
+            null,
+            "0000000000000002",
+            "work",
+            "agents",
+            true,
+            false
+        ],
+        [
+            "W1",
+            null,
+            "b",
+            "blue",
+            2.5,
+            "0000000000000003",
+            "work",
+            "agents",
+            true,
+            false
+        ],
+        [
+            "W2",
+            "progress",
+            "b",
+            "red",
+            null,
+            "0000000000000005",
+            "work",
+            "agents",
+            false,
+            true
+        ],
+    ]);
+    assert_eq!(
+        Value::Array(activity.into_iter().map(Value::Array).collect()),
+        expected
+    );
+    // The view's claim is the stored row's: the same time and span.
+    assert_eq!(
+        server.scalar(
+            "SELECT count(*) FROM work_activity w JOIN coordination_events c \
+             ON w.span_id = c.span_id AND w.time = c.time AND w.event = c.event"
+        ),
+        json!(2)
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
 fn genai_usage_is_priced_and_span_metrics_are_served() {
     let (_tmp, dir) = temp_data_dir();
     let options = Options {

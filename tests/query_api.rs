@@ -199,6 +199,7 @@ fn tables_endpoint_lists_every_table_with_its_columns() {
             "genai_attribution",
             "graph_edges",
             "genai_usage",
+            "work_activity",
             "velocity"
         ]
     );

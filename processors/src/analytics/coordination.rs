@@ -1,6 +1,9 @@
 //! Coordination events (docs/analytics.md): every span or span event that carries
-//! `coordination.work.id` becomes a row of `coordination_events`, derived on the
-//! acknowledgement path so the history never misses an acknowledged claim.
+//! `coordination.work.id` and `coordination.work.event` becomes a row of
+//! `coordination_events`, derived on the acknowledgement path so the history never
+//! misses an acknowledged claim. A span that names an item without an event gives the
+//! book nothing to judge: everything its row would hold is in `spans` already, so it is
+//! not stored a second time (the `work_activity` view reads it there, [`view_sql`]).
 //!
 //! A [`ClaimBook`] follows who holds each work item, so a row can say what the span
 //! alone cannot: whether a claim hit an item another agent holds (`conflict`, with the
@@ -80,6 +83,33 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         text("service_name"),
     ]))
 });
+
+/// The `work_activity` view: every span that names a work item, with or without an
+/// event, read from `spans` as the processor reads it (each attribute from the span,
+/// else its resource; the time is the span's end, or its start when it has none).
+/// Spans naming items are common and mostly say nothing of the items' holdings, so
+/// only those with an event are stored again, as `coordination_events`.
+pub fn view_sql() -> String {
+    let attr = |key: &str| {
+        format!("arrow_cast(coalesce(attributes['{key}'], resource_attributes['{key}']), 'Utf8')")
+    };
+    format!(
+        "SELECT CASE WHEN end_time = arrow_cast(0, 'Timestamp(Nanosecond, Some(\"UTC\"))') \
+         THEN start_time ELSE end_time END AS time, start_time, \
+         arrow_cast(attributes['{WORK_ID}'], 'Utf8') AS work_id, {event} AS event, \
+         agent_id, {team} AS team, {work_type} AS work_type, {priority} AS priority, \
+         try_cast({points} AS DOUBLE) AS story_points, \
+         try_cast({progress} AS DOUBLE) AS progress_pct, \
+         trace_id, span_id, name AS span_name, service_name \
+         FROM spans WHERE attributes['{WORK_ID}'] IS NOT NULL",
+        event = attr(WORK_EVENT),
+        team = attr(TEAM),
+        work_type = attr(WORK_TYPE),
+        priority = attr(PRIORITY),
+        points = attr(STORY_POINTS),
+        progress = attr(PROGRESS_PCT),
+    )
+}
 
 /// `[processors.coordination]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -391,9 +421,19 @@ impl CoordinationEvents {
         if !in_spans && !in_events {
             return Ok(None);
         }
+        // The common case of spans that name items and never say what happened to
+        // them is ruled out by one search of each batch's keys.
+        let resource = MapColumn::of(spans, "resource_attributes")?;
+        let event_named = [&attributes, &event_attributes, &resource]
+            .iter()
+            .any(|m| m.mentions(&[WORK_EVENT]));
+        if !event_named {
+            return Ok(None);
+        }
         let found = sightings(
             spans,
             &attributes,
+            &resource,
             events,
             &event_attributes,
             in_spans,
@@ -434,10 +474,12 @@ impl CoordinationEvents {
 }
 
 /// Every coordination event of `spans`: the spans that name a work item (`in_spans`)
-/// and their span events that do (`in_events`), each with its time and agent.
+/// and their span events that do (`in_events`), each with its time and agent; those
+/// that name no event are left out.
 fn sightings<'a>(
     spans: &'a RecordBatch,
     attributes: &MapColumn<'a>,
+    resource: &MapColumn<'a>,
     events: &'a arrow::array::ListArray,
     event_attributes: &MapColumn<'a>,
     in_spans: bool,
@@ -447,7 +489,6 @@ fn sightings<'a>(
         .values()
         .as_struct_opt()
         .ok_or_else(|| Error::Schema("events must be a list of structs".into()))?;
-    let resource = MapColumn::of(spans, "resource_attributes")?;
     let start = timestamps(spans, "start_time")?;
     let end = timestamps(spans, "end_time")?;
     let agent_ids = strings(spans, "agent_id")?;
@@ -473,8 +514,8 @@ fn sightings<'a>(
         let span_keys = Keys::of(attributes, row);
         let mut resource_keys: Option<Keys<'_>> = None;
         if let Some(work_id) = span_keys.get(Attr::WorkId) {
-            let res = resource_keys.get_or_insert_with(|| Keys::of(&resource, row));
-            found.push(Found::read(
+            let res = resource_keys.get_or_insert_with(|| Keys::of(resource, row));
+            found.extend(Found::read(
                 row,
                 span_time,
                 work_id,
@@ -490,10 +531,10 @@ fn sightings<'a>(
             let Some(work_id) = event_keys.get(Attr::WorkId) else {
                 continue;
             };
-            let res = resource_keys.get_or_insert_with(|| Keys::of(&resource, row));
+            let res = resource_keys.get_or_insert_with(|| Keys::of(resource, row));
             let agent = crate::convert::agent_id(|k| event_attributes.get(e, k))
                 .or_else(|| string_at(agent_ids, row));
-            found.push(Found::read(
+            found.extend(Found::read(
                 row,
                 event_time.value(e),
                 work_id,
@@ -523,19 +564,21 @@ struct Found<'a> {
 }
 
 impl<'a> Found<'a> {
+    /// The event of a span or span event naming `work_id`, if it names one.
     fn read(
         row: usize,
         time: i64,
         work_id: &'a str,
         lookup: impl Fn(Attr) -> Option<&'a str>,
         agent: Option<&'a str>,
-    ) -> Found<'a> {
-        Found {
+    ) -> Option<Found<'a>> {
+        let event = lookup(Attr::Event)?;
+        Some(Found {
             row,
             sighting: Sighting {
                 time,
                 work_id,
-                event: lookup(Attr::Event),
+                event: Some(event),
                 agent,
                 team: lookup(Attr::Team),
                 work_type: lookup(Attr::WorkType),
@@ -543,7 +586,7 @@ impl<'a> Found<'a> {
             },
             priority: lookup(Attr::Priority),
             progress_pct: lookup(Attr::ProgressPct).and_then(number),
-        }
+        })
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Each concern is a [`Processor`](crate::processor::Processor) in a file of its own:
 //! - [`coordination`]: `coordination_events` rows, with conflicts and cycle times, from
-//!   spans carrying `coordination.work.id` (on the acknowledgement path);
+//!   spans carrying `coordination.work.id` and `.event` (on the acknowledgement path),
+//!   and the `work_activity` view of every span naming a work item;
 //! - [`genai`]: the `genai_usage` view with each call's cost, and token metrics;
 //! - [`span_metrics`]: the spanmetrics connector's calls and duration series;
 //! - [`graph`]: the call graph between services and between agents;
@@ -253,6 +254,7 @@ impl Analytics {
     pub fn views(&self) -> Vec<(&'static str, String)> {
         vec![
             ("genai_usage", genai::view_sql()),
+            ("work_activity", coordination::view_sql()),
             ("velocity", velocity::view_sql(&self.config.velocity)),
         ]
     }

@@ -240,6 +240,52 @@ fn spans_without_coordination_derive_nothing() {
 }
 
 #[test]
+fn spans_naming_an_item_without_an_event_are_not_stored_again_and_change_no_holding() {
+    let p = CoordinationEvents::new(&CoordinationConfig::default());
+    let mention = |n: u64, at_ms: u64, agent: &str| {
+        span(
+            n,
+            at_ms,
+            10,
+            vec![kv("gen_ai.agent.id", agent), kv(WORK_ID, "W1")],
+        )
+    };
+    // A batch of mentions alone (the common case) derives nothing at all.
+    let only = p
+        .derive(&TableBatch::new(
+            Table::SPANS,
+            batch("s", vec![mention(1, 1_000, "a"), mention(2, 2_000, "b")]),
+        ))
+        .unwrap();
+    assert!(only.is_empty());
+    // Mixed with events, and on span events too, only the events are rows; b's
+    // mention of the item a holds neither conflicts nor takes it.
+    let mut with_event = mention(5, 5_000, "b");
+    with_event.events = vec![Event {
+        time_unix_nano: 4_500_000_000,
+        name: "looked".into(),
+        attributes: vec![kv(WORK_ID, "W1")],
+        ..Default::default()
+    }];
+    let out = derive(
+        &p,
+        vec![
+            work(3, 3_000, "a", "W1", "claim"),
+            mention(4, 4_000, "b"),
+            with_event,
+            work(6, 6_000, "b", "W1", "claim"),
+        ],
+    );
+    assert_eq!(
+        rows(&out),
+        vec![
+            "W1 claim a conflict=false held_by=- cycle_ms=- points=- team=-",
+            "W1 claim b conflict=true held_by=a cycle_ms=- points=- team=-",
+        ]
+    );
+}
+
+#[test]
 fn a_restored_book_remembers_who_holds_what() {
     let first = CoordinationEvents::new(&CoordinationConfig::default());
     let history = derive(
