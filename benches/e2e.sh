@@ -30,8 +30,9 @@
 #    whole, once it has been quiet for compaction_quiet_after).
 # 3. Queries: each run once to warm up, then 5 times; the median is reported, for
 #    swarmscope through POST /api/v1/query at its default settings (compaction off, so
-#    both engines read the same files) and for DuckDB (Python package `duckdb`, installed with pip when
-#    missing) through read_parquet(..., hive_partitioning = true) over the files of the
+#    both engines read the same files) and for DuckDB (Python package `duckdb` 2.0.1,
+#    installed with pip when missing or another version) through
+#    read_parquet(..., hive_partitioning = true) over the files of the
 #    spans table's current version (benches/delta_files.py).
 #
 # Builds the server and the load generator with --release (slow the first time); both
@@ -100,7 +101,12 @@ PY
 done
 
 [ "$dataset_spans" -gt 0 ] || exit 0
-python3 -c 'import duckdb, pytz' 2> /dev/null || pip install -q duckdb pytz
+# The comparator is pinned: DuckDB's speed changes between releases (2.0.1 finds a trace
+# by id 2.6 times faster than 1.5.5 did), so figures of different days compare only
+# against the same version.
+duckdb_version=2.0.1
+python3 -c "import duckdb, pytz, sys; sys.exit(duckdb.__version__ != '$duckdb_version')" 2> /dev/null ||
+  pip install -q "duckdb==$duckdb_version" pytz
 echo
 work=$(mktemp -d)
 data="$work/data"
