@@ -95,7 +95,8 @@ fn a_claim_on_a_held_item_is_a_conflict_and_completion_measures_the_cycle() {
         work(1, 1_000, "a", "W1", "claim"),
         vec![kv("coordination.team", "red"), kv_int(STORY_POINTS, 5)],
     );
-    // Sent out of order: the claim by b happened after a's.
+    // Sent out of order: the claim by b happened after a's, and is judged so; the rows
+    // keep the order sent.
     let out = derive(
         &p,
         vec![
@@ -107,8 +108,8 @@ fn a_claim_on_a_held_item_is_a_conflict_and_completion_measures_the_cycle() {
     assert_eq!(
         rows(&out),
         vec![
-            "W1 claim a conflict=false held_by=- cycle_ms=- points=5 team=red",
             "W1 claim b conflict=true held_by=a cycle_ms=- points=5 team=red",
+            "W1 claim a conflict=false held_by=- cycle_ms=- points=5 team=red",
             "W1 claim a conflict=false held_by=- cycle_ms=- points=5 team=red",
         ]
     );
