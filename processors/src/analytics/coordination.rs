@@ -454,8 +454,8 @@ impl CoordinationEvents {
         let latest = self.clock.latest_accepted();
         let mut future = 0;
         // The rows keep the order found, span by span as the client sent them: a
-        // trace's events stay together, so their trace and work ids compress to a
-        // fraction of what time order, which scatters them, costs.
+        // trace's events stay together, where time order would scatter them, so the
+        // ids they share compress.
         let mut verdicts = vec![Verdict::default(); found.len()];
         {
             let mut book = self.book();
