@@ -167,7 +167,7 @@ queries = [
     ("count by service",
      "SELECT service_name, count(*) AS spans FROM spans GROUP BY service_name ORDER BY spans DESC",
      None),
-    # The same groups summed, as BI tools count records; GroupCountExec runs it as it
+    # The same groups summed, as BI tools count records; GroupByViewExec runs it as it
     # runs count (DataFusion's own hash aggregate did before 4cbe1e1).
     ("count by service as sum(1)",
      "SELECT service_name, sum(1) AS spans FROM spans GROUP BY service_name ORDER BY spans DESC",

@@ -333,7 +333,7 @@ fn time_predicates_prune_partitions_and_results_survive_restart() {
     );
 }
 
-/// Count by one string column runs `GroupCountExec` and gives the same counts from
+/// Count by one string column runs `GroupByViewExec` and gives the same counts from
 /// the buffer and, after a restart, from Parquet.
 #[test]
 fn count_by_service_is_counted_by_view_from_buffer_and_parquet() {
@@ -360,7 +360,7 @@ fn count_by_service_is_counted_by_view_from_buffer_and_parquet() {
     ];
     assert_eq!(server.rows(sql), expected);
     let plan = physical_plan(&server, sql);
-    assert!(plan.contains("GroupCountExec"), "{plan}");
+    assert!(plan.contains("GroupByViewExec"), "{plan}");
     assert!(server.stop().success());
 
     let server = Server::start(&dir);
@@ -368,7 +368,7 @@ fn count_by_service_is_counted_by_view_from_buffer_and_parquet() {
     assert_eq!(server.rows(sql), expected);
     let plan = physical_plan(&server, sql);
     assert!(
-        plan.contains("GroupCountExec") && plan.contains(".parquet"),
+        plan.contains("GroupByViewExec") && plan.contains(".parquet"),
         "{plan}"
     );
 }

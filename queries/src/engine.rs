@@ -26,7 +26,7 @@ use swarmscope_sinks::store::ParquetStore;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::cooperative::CooperativeJoins;
-use crate::group_count::GroupCountRule;
+use crate::group_by_view::GroupByViewRule;
 use crate::table::{cast_batch, StoreTable};
 use crate::{Error, QueryConfig, Result};
 use swarmscope_sinks::executor::{Executor, QUERY_NICE};
@@ -152,7 +152,7 @@ impl QueryEngine {
             .with_config(session)
             .with_runtime_env(runtime)
             .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(GroupCountRule))
+            .with_physical_optimizer_rule(Arc::new(GroupByViewRule))
             .with_physical_optimizer_rule(Arc::new(CooperativeJoins))
             .build();
         let ctx = SessionContext::new_with_state(state);

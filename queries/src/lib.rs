@@ -4,8 +4,9 @@
 //! scan reads the Parquet files of the store together with the rows still in memory, so
 //! a record is queryable as soon as it is acknowledged. [`QueryEngine::sql`] is the
 //! read-only sandbox the API and the CLI use, and [`encode`] turns results into JSON,
-//! CSV, Arrow IPC or a text table. [`group_count`] runs `count` grouped by one string
-//! column (count by service) in place of DataFusion's hash aggregate.
+//! CSV, Arrow IPC or a text table. [`group_by_view`] runs counts and exact percentiles
+//! grouped by string columns (count by service, p95 by operation) in place of
+//! DataFusion's partial hash aggregate.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +26,7 @@ pub mod encode;
 mod engine;
 mod error;
 pub mod genai;
-pub mod group_count;
+pub mod group_by_view;
 pub mod table;
 
 pub use config::{default_threads, QueryConfig};

@@ -130,8 +130,20 @@ impl TableProvider for StoreTable {
                 .iter()
                 .map(|f| ListingTableUrl::parse(self.store.0.file_url(self.table, f)))
                 .collect::<Result<Vec<_>>>()?;
-            let format =
-                ParquetFormat::default().with_options(state.table_options().parquet.clone());
+            let mut parquet = state.table_options().parquet.clone();
+            // A filter evaluated while decoding selects rows for the other columns.
+            // Left to choose, the reader decodes every row and drops the unselected
+            // ones when they are scattered (which suits flat columns); for a map or a
+            // list that decodes every row's entries and copies their strings, where
+            // skipping a row only reads its levels.
+            let projects_nested = projection
+                .map_or_else(|| (0..schema.fields().len()).collect(), Clone::clone)
+                .iter()
+                .any(|&i| schema.field(i).data_type().is_nested());
+            if projects_nested && !filters.is_empty() {
+                parquet.global.force_filter_selections = true;
+            }
+            let format = ParquetFormat::default().with_options(parquet);
             let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
