@@ -551,8 +551,13 @@ pub fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {
 }
 
 /// Polls `f` until it returns `Some`, for conditions that become true asynchronously.
-pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
+pub fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_within(what, Duration::from_secs(30), f)
+}
+
+/// [`eventually`] with its own deadline, for conditions whose every check is slow.
+pub fn eventually_within<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f() {
             return v;
