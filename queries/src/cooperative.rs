@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+
 use datafusion::error::Result;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coop::CooperativeExec;
@@ -35,14 +35,10 @@ impl PhysicalOptimizerRule for CooperativeJoins {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            Ok(if emits_without_reading(node.as_ref()) {
-                Transformed::yes(Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>)
-            } else {
-                Transformed::no(node)
-            })
+        crate::replace_nodes(plan, |node| {
+            emits_without_reading(node.as_ref())
+                .then(|| Arc::new(CooperativeExec::new(Arc::clone(node))) as Arc<dyn ExecutionPlan>)
         })
-        .data()
     }
 
     fn name(&self) -> &str {

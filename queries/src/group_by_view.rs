@@ -45,7 +45,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Float64Type, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
@@ -79,16 +79,10 @@ impl PhysicalOptimizerRule for GroupByViewRule {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            let replaced = node
-                .downcast_ref::<AggregateExec>()
-                .and_then(GroupByViewExec::replacing);
-            Ok(match replaced {
-                Some(exec) => Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>),
-                None => Transformed::no(node),
-            })
+        crate::replace_nodes(plan, |node| {
+            let exec = GroupByViewExec::replacing(node.downcast_ref::<AggregateExec>()?)?;
+            Some(Arc::new(exec) as Arc<dyn ExecutionPlan>)
         })
-        .data()
     }
 
     fn name(&self) -> &str {

@@ -30,5 +30,25 @@ pub mod group_by_view;
 pub mod table;
 
 pub use config::{default_threads, QueryConfig};
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::physical_plan::ExecutionPlan;
+
+/// `plan` with each node `replace` returns a replacement for replaced, bottom up: the
+/// walk the crate's physical optimizer rules share.
+pub(crate) fn replace_nodes(
+    plan: Arc<dyn ExecutionPlan>,
+    replace: impl Fn(&Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>>,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        Ok(match replace(&node) {
+            Some(replacement) => Transformed::yes(replacement),
+            None => Transformed::no(node),
+        })
+    })
+    .data()
+}
 pub use engine::{QueryEngine, QueryMetrics, QueryResult, TableInfo};
 pub use error::{Error, Result};

@@ -124,6 +124,10 @@ impl TableProvider for StoreTable {
             .filter(|f| range.overlaps(f.time_range()))
             .collect();
         let schema = self.schema();
+        let projected = match projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => Arc::clone(&schema),
+        };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !files.is_empty() {
             let urls = files
@@ -136,10 +140,7 @@ impl TableProvider for StoreTable {
             // ones when they are scattered (which suits flat columns); for a map or a
             // list that decodes every row's entries and copies their strings, where
             // skipping a row only reads its levels.
-            let projects_nested = projection
-                .map_or_else(|| (0..schema.fields().len()).collect(), Clone::clone)
-                .iter()
-                .any(|&i| schema.field(i).data_type().is_nested());
+            let projects_nested = projected.fields().iter().any(|f| f.data_type().is_nested());
             if projects_nested && !filters.is_empty() {
                 parquet.global.force_filter_selections = true;
             }
@@ -151,10 +152,6 @@ impl TableProvider for StoreTable {
             let listing = ListingTable::try_new(config)?;
             inputs.push(listing.scan(state, projection, filters, limit).await?);
         }
-        let projected = match projection {
-            Some(p) => Arc::new(schema.project(p)?),
-            None => schema,
-        };
         // Buffered rows outside the query's time range are left out before they are
         // cast, as partitions are: a query for the last minute does not cast every
         // buffered row of an older backfill.
