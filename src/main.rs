@@ -201,7 +201,8 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<(), Failu
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     runtime()?.block_on(async {
-        service::run(config, shutdown_signal(), |bound| {
+        let shutdown = shutdown_signal();
+        service::run(config, shutdown, |bound| {
             println!("swarmscope: OTLP gRPC listening on {}", bound.grpc);
             println!("swarmscope: OTLP HTTP listening on {}", bound.http);
             println!("swarmscope: API listening on {}", bound.api);
@@ -255,27 +256,35 @@ fn demo(endpoint: String, agents: usize, duration: u64, seed: u64) -> Result<(),
     Ok(())
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT or SIGTERM. The handlers are installed here, before the service starts and
+/// announces its addresses: a signal that arrives between the announcement and the
+/// first poll of the returned future would otherwise meet the default disposition and
+/// end the process without its final flush. Must be called within the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -249,6 +249,20 @@ fn sigterm_during_a_runaway_query_exits_0_and_keeps_every_acknowledged_span() {
 }
 
 #[test]
+fn a_sigterm_right_after_the_addresses_are_announced_shuts_down_cleanly() {
+    // The signal handlers must be in place before the addresses are printed: a
+    // supervisor that stops the process as soon as it is up must still get the clean
+    // shutdown (exit 0), not the default disposition's death by signal.
+    for _ in 0..5 {
+        let (_tmp, dir) = temp_data_dir();
+        let server = Server::announced(&dir, Options::default());
+        let (status, took) = server.stop_within(Duration::from_secs(20));
+        let status = status.unwrap_or_else(|| panic!("still running {took:?} after SIGTERM"));
+        assert!(status.success(), "exit status {status:?}");
+    }
+}
+
+#[test]
 fn the_query_command_stops_on_its_timeout_and_on_ctrl_c() {
     let (_tmp, dir) = temp_data_dir();
     let server = Server::start(&dir);

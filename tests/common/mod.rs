@@ -99,6 +99,14 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, options: Options) -> Server {
+        let server = Server::announced(data_dir, options);
+        server.wait_ready();
+        server
+    }
+
+    /// Started, and returned as soon as it has printed its three addresses, without
+    /// waiting for `/readyz`.
+    pub fn announced(data_dir: &Path, options: Options) -> Server {
         let config_path = data_dir.with_extension("toml");
         std::fs::write(&config_path, config_text(data_dir, &options)).expect("write config");
         let mut child = Command::new(binary())
@@ -135,16 +143,14 @@ impl Server {
                 api = Some(addr);
             }
         }
-        let server = Server {
+        Server {
             child: Some(child),
             grpc: format!("http://{}", grpc.unwrap_or_default()),
             http: format!("http://{}", http.unwrap_or_default()),
             api: format!("http://{}", api.unwrap_or_default()),
             data_dir: data_dir.to_owned(),
             options,
-        };
-        server.wait_ready();
-        server
+        }
     }
 
     fn wait_ready(&self) {
