@@ -54,12 +54,12 @@ impl ParquetStore {
     /// Compaction runs beside it, as often, in its own task, so that a long merge
     /// never holds up a flush.
     pub async fn run_flusher(self, shutdown: impl std::future::Future<Output = ()>) {
-        let mut ticker = tokio::time::interval(self.inner.config.flush_interval());
+        let mut ticker = first_tick_after_one_period(self.inner.config.flush_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (stop_compactor, mut stopped) = tokio::sync::watch::channel(false);
         let compactor = tokio::spawn({
             let store = self.clone();
-            let mut ticker = tokio::time::interval(self.inner.config.flush_interval());
+            let mut ticker = first_tick_after_one_period(self.inner.config.flush_interval());
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             async move {
                 loop {
@@ -97,6 +97,14 @@ impl ParquetStore {
         let _ = compactor.await;
         let _ = self.flush().await;
     }
+}
+
+/// A ticker whose first tick is one `period` out. `tokio::time::interval` ticks at
+/// once, which made a flush (and a merge) race the first requests of a server just
+/// started: whether they were still buffered depended on when the task was first
+/// scheduled. Recovered rows wait for the first tick like any others.
+fn first_tick_after_one_period(period: std::time::Duration) -> tokio::time::Interval {
+    tokio::time::interval_at(tokio::time::Instant::now() + period, period)
 }
 
 /// Writes the taken buffers as Parquet and commits each table's files to its Delta
