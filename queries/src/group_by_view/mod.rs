@@ -65,6 +65,10 @@ use datafusion::physical_plan::{
 use datafusion_functions_aggregate_common::tdigest::{TDigest, DEFAULT_MAX_SIZE};
 use futures::StreamExt;
 
+mod single;
+
+pub use single::GroupByViewSingleExec;
+
 /// Groups held before a partial result is emitted.
 pub const MAX_GROUPS: usize = 1 << 16;
 
@@ -79,9 +83,14 @@ impl PhysicalOptimizerRule for GroupByViewRule {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        // Bottom up: a final aggregate is looked at once the partial one under it is
+        // replaced.
         crate::replace_nodes(plan, |node| {
-            let exec = GroupByViewExec::replacing(node.downcast_ref::<AggregateExec>()?)?;
-            Some(Arc::new(exec) as Arc<dyn ExecutionPlan>)
+            let agg = node.downcast_ref::<AggregateExec>()?;
+            match GroupByViewSingleExec::replacing(agg) {
+                Some(single) => Some(Arc::new(single) as Arc<dyn ExecutionPlan>),
+                None => Some(Arc::new(GroupByViewExec::replacing(agg)?)),
+            }
         })
     }
 
@@ -124,6 +133,88 @@ pub struct GroupByViewExec {
 }
 
 impl GroupByViewExec {
+    /// The grouping of input `partition`. `emits_partials`: past the memory it may
+    /// take or [`MAX_GROUPS`], it hands over what it holds (as a partial aggregate);
+    /// otherwise it fails with the pool's error.
+    fn grouper(
+        &self,
+        partition: usize,
+        context: &TaskContext,
+        emits_partials: bool,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> Grouper {
+        let kinds = self
+            .aggregates
+            .iter()
+            .map(|(_, _, kind)| kind.clone())
+            .collect::<Vec<_>>();
+        Grouper {
+            groups: self.groups.iter().map(|(e, _)| Arc::clone(e)).collect(),
+            arguments: self
+                .aggregates
+                .iter()
+                .map(|(e, _, _)| Arc::clone(e))
+                .collect(),
+            held: Groups::new(self.groups.len(), &kinds),
+            kinds,
+            schema: self.schema(),
+            metrics: BaselineMetrics::new(metrics, partition),
+            reservation: MemoryConsumer::new(format!("GroupByViewExec[{partition}]"))
+                .register(context.memory_pool()),
+            batch: BatchGroups::default(),
+            emits_partials,
+        }
+    }
+
+    fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    /// `name: gby=[...], aggr=[...]`, as `EXPLAIN` shows the exec.
+    fn describe(&self, name: &str, f: &mut fmt::Formatter) -> fmt::Result {
+        let groups = self
+            .groups
+            .iter()
+            .map(|(e, name)| format!("{e} as {name}"))
+            .collect::<Vec<_>>();
+        let aggregates = self
+            .aggregates
+            .iter()
+            .map(|(_, name, _)| name.as_str())
+            .collect::<Vec<_>>();
+        write!(
+            f,
+            "{name}: gby=[{}], aggr=[{}]",
+            groups.join(", "),
+            aggregates.join(", ")
+        )
+    }
+
+    /// Applies `f` to the group expressions and the aggregates' arguments.
+    fn apply_to_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        apply_expression_roots(
+            self.groups
+                .iter()
+                .map(|(e, _)| e)
+                .chain(self.aggregates.iter().map(|(e, _, _)| e)),
+            f,
+        )
+    }
+
+    /// This exec over `input`.
+    fn with_input(&self, input: Arc<dyn ExecutionPlan>) -> GroupByViewExec {
+        GroupByViewExec {
+            input,
+            groups: self.groups.clone(),
+            aggregates: self.aggregates.clone(),
+            properties: Arc::clone(&self.properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
     /// The exec that computes what `agg` does, if `agg` is one it can replace.
     fn replacing(agg: &AggregateExec) -> Option<GroupByViewExec> {
         let group_by = agg.group_expr();
@@ -221,22 +312,7 @@ fn kind_of(a: &AggregateFunctionExpr, states: &[FieldRef], input: &Schema) -> Op
 
 impl DisplayAs for GroupByViewExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let groups = self
-            .groups
-            .iter()
-            .map(|(e, name)| format!("{e} as {name}"))
-            .collect::<Vec<_>>();
-        let aggregates = self
-            .aggregates
-            .iter()
-            .map(|(_, name, _)| name.as_str())
-            .collect::<Vec<_>>();
-        write!(
-            f,
-            "GroupByViewExec: gby=[{}], aggr=[{}]",
-            groups.join(", "),
-            aggregates.join(", ")
-        )
+        self.describe(self.name(), f)
     }
 }
 
@@ -257,13 +333,7 @@ impl ExecutionPlan for GroupByViewExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        apply_expression_roots(
-            self.groups
-                .iter()
-                .map(|(e, _)| e)
-                .chain(self.aggregates.iter().map(|(e, _, _)| e)),
-            f,
-        )
+        self.apply_to_expressions(f)
     }
 
     fn with_new_children(
@@ -275,13 +345,7 @@ impl ExecutionPlan for GroupByViewExec {
                 "GroupByViewExec takes one child".to_owned(),
             ));
         };
-        Ok(Arc::new(GroupByViewExec {
-            input,
-            groups: self.groups.clone(),
-            aggregates: self.aggregates.clone(),
-            properties: Arc::clone(&self.properties),
-            metrics: ExecutionPlanMetricsSet::new(),
-        }))
+        Ok(Arc::new(self.with_input(input)))
     }
 
     fn execute(
@@ -291,26 +355,7 @@ impl ExecutionPlan for GroupByViewExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let schema = self.schema();
-        let kinds = self
-            .aggregates
-            .iter()
-            .map(|(_, _, kind)| kind.clone())
-            .collect::<Vec<_>>();
-        let state = Grouper {
-            groups: self.groups.iter().map(|(e, _)| Arc::clone(e)).collect(),
-            arguments: self
-                .aggregates
-                .iter()
-                .map(|(e, _, _)| Arc::clone(e))
-                .collect(),
-            held: Groups::new(self.groups.len(), &kinds),
-            kinds,
-            schema: Arc::clone(&schema),
-            metrics: BaselineMetrics::new(&self.metrics, partition),
-            reservation: MemoryConsumer::new(format!("GroupByViewExec[{partition}]"))
-                .register(context.memory_pool()),
-            batch: BatchGroups::default(),
-        };
+        let state = self.grouper(partition, &context, true, &self.metrics);
         let batches = futures::stream::unfold(Some((input, state)), |state| async move {
             let (mut input, mut grouper) = state?;
             loop {
@@ -346,6 +391,8 @@ struct Grouper {
     held: Groups,
     /// Scratch for one batch, kept for its allocations.
     batch: BatchGroups,
+    /// See [`GroupByViewExec::grouper`].
+    emits_partials: bool,
 }
 
 /// One aggregate's state per group number.
@@ -392,6 +439,9 @@ struct Groups {
     states: Vec<State>,
     /// Per state: the size of its t-digests (0 for the others).
     sizes: Vec<usize>,
+    /// The bytes the lists of values have allocated, kept as they grow: summing them
+    /// per batch would cost a pass over every group.
+    list_bytes: usize,
 }
 
 impl Groups {
@@ -414,6 +464,7 @@ impl Groups {
                     _ => 0,
                 })
                 .collect(),
+            list_bytes: 0,
         }
     }
 
@@ -443,20 +494,18 @@ impl Groups {
 
     /// The bytes the held values take.
     fn value_bytes(&self) -> usize {
-        self.states
-            .iter()
-            .map(|state| match state {
-                State::Counts(_) => 0,
-                State::Values(values) => values
-                    .iter()
-                    .map(|v| v.capacity() * size_of::<f64>())
-                    .sum::<usize>(),
-                State::Digests(digests) => digests
-                    .iter()
-                    .map(|d| d.pending.capacity() * size_of::<f64>() + d.digest.size())
-                    .sum::<usize>(),
-            })
-            .sum()
+        self.list_bytes
+            + self
+                .states
+                .iter()
+                .map(|state| match state {
+                    State::Counts(_) | State::Values(_) => 0,
+                    State::Digests(digests) => digests
+                        .iter()
+                        .map(|d| d.pending.capacity() * size_of::<f64>() + d.digest.size())
+                        .sum::<usize>(),
+                })
+                .sum::<usize>()
     }
 }
 
@@ -658,8 +707,14 @@ impl Grouper {
                 }
                 (Kind::Values { .. }, State::Values(held)) => {
                     let values = float_argument(arg, batch)?;
+                    let bytes = &mut self.held.list_bytes;
                     for_each_value(&values, &self.batch.local, &globals, |group, v| {
-                        held[group].push(v)
+                        let list = &mut held[group];
+                        let capacity = list.capacity();
+                        list.push(v);
+                        if list.capacity() != capacity {
+                            *bytes += (list.capacity() - capacity) * size_of::<f64>();
+                        }
                     });
                     values_held = true;
                 }
@@ -682,12 +737,15 @@ impl Grouper {
             }
         }
         // Past the memory the query may take, the values go on to the final aggregate.
-        let over_memory = values_held
-            && self
-                .reservation
-                .try_resize(self.held.value_bytes())
-                .is_err();
-        Ok(over_memory || self.held.len() >= MAX_GROUPS)
+        let over_memory = match values_held {
+            false => false,
+            true => match self.reservation.try_resize(self.held.value_bytes()) {
+                Ok(()) => false,
+                Err(e) if !self.emits_partials => return Err(e),
+                Err(_) => true,
+            },
+        };
+        Ok(self.emits_partials && (over_memory || self.held.len() >= MAX_GROUPS))
     }
 
     /// The groups held so far as one partial-aggregate batch; grouping restarts.
@@ -840,7 +898,18 @@ mod tests {
     use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
     fn context(with_rule: bool) -> SessionContext {
-        let config = SessionConfig::new().with_target_partitions(4);
+        // Joins partitioned by hash even over small tables, so that a join relies on
+        // its inputs' partitioning.
+        let config = SessionConfig::new()
+            .with_target_partitions(4)
+            .set_usize(
+                "datafusion.optimizer.hash_join_single_partition_threshold",
+                0,
+            )
+            .set_usize(
+                "datafusion.optimizer.hash_join_single_partition_threshold_rows",
+                0,
+            );
         let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features();
@@ -946,7 +1015,7 @@ mod tests {
         pretty_format_batches(&batches).unwrap().to_string()
     }
 
-    const REPLACED: [&str; 17] = [
+    const REPLACED: [&str; 19] = [
         "SELECT key, count(*) FROM t GROUP BY key",
         "SELECT key, count(value), count(1) AS ones, count(key) FROM t GROUP BY key",
         "SELECT upper(key) AS k, count(*) FROM t WHERE n % 2 = 0 GROUP BY upper(key)",
@@ -966,6 +1035,10 @@ mod tests {
         "SELECT kind, key, approx_percentile_cont(x, 0.5) AS p FROM t WHERE n % 40 = 1 GROUP BY kind, key",
         "SELECT key, approx_percentile_cont(n, 0.9, 50) AS p, count(*) FROM t WHERE n % 50 = 7 GROUP BY key",
         "SELECT kind, percentile_cont(0.25) WITHIN GROUP (ORDER BY x), percentile_cont(0.75) WITHIN GROUP (ORDER BY n) FROM t GROUP BY kind",
+        "SELECT key, kind, value, percentile_cont(0.01) WITHIN GROUP (ORDER BY x) AS lo, percentile_cont(0.99) WITHIN GROUP (ORDER BY x DESC) AS hi FROM t GROUP BY key, kind, value HAVING count(*) > 1",
+        // The join takes each side as it is hash-partitioned by key (see `context`):
+        // the one-stage percentile must send each group where the repartition would.
+        "SELECT p.key, p.median, c.n FROM (SELECT key, percentile_cont(0.5) WITHIN GROUP (ORDER BY n) AS median FROM t GROUP BY key) p JOIN (SELECT key, count(*) AS n FROM t GROUP BY key) c ON p.key = c.key",
     ];
     /// Not only counts, constant sums and exact percentiles, or not grouped by strings
     /// alone: DataFusion's aggregate runs these.
@@ -993,16 +1066,15 @@ mod tests {
         register(&plain);
         register(&counted);
         for sql in REPLACED {
-            assert!(
-                plan(&counted, sql).await.contains("GroupByViewExec"),
-                "{sql}"
-            );
+            // An exact percentile runs in one stage; the others as partial aggregates.
+            let exec = match sql.contains("WITHIN GROUP") {
+                true => "GroupByViewSingleExec",
+                false => "GroupByViewExec",
+            };
+            assert!(plan(&counted, sql).await.contains(exec), "{sql}");
         }
         for sql in NOT_REPLACED {
-            assert!(
-                !plan(&counted, sql).await.contains("GroupByViewExec"),
-                "{sql}"
-            );
+            assert!(!plan(&counted, sql).await.contains("GroupByView"), "{sql}");
         }
         for sql in REPLACED.iter().chain(&NOT_REPLACED).chain(&DISTINCT) {
             let expected = sorted_result(&plain, sql).await;
@@ -1074,6 +1146,50 @@ mod tests {
             .collect::<Vec<_>>();
         let keys = keys.len() as i64;
         assert_eq!(row, vec![keys, 3 * keys, 3]);
+
+        // In one stage, an exact percentile holds every group, and answers in batches.
+        let sql = "SELECT count(*) AS groups, sum(m) AS total, max(m) AS most \
+                   FROM (SELECT key, percentile_cont(0.5) WITHIN GROUP (ORDER BY n) AS m \
+                   FROM t GROUP BY key)";
+        assert!(plan(&counted, sql).await.contains("GroupByViewSingleExec"));
+        assert_eq!(
+            sorted_result(&counted, sql).await,
+            sorted_result(&plain, sql).await
+        );
+    }
+
+    /// Every value of every group is held at once, as in DataFusion's final aggregate:
+    /// past the query's memory pool the query fails with the pool's error.
+    #[tokio::test]
+    async fn an_exact_percentile_past_the_memory_pool_fails_with_its_error() {
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(256 * 1024, 1.0)
+            .build_arc()
+            .unwrap();
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new().with_target_partitions(4))
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(GroupByViewRule))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let keys = keys(5);
+        memory_table(
+            &ctx,
+            (0..3)
+                .map(|p| vec![batch(100_000, &keys, p, true)])
+                .collect(),
+        );
+        let sql = "SELECT key, percentile_cont(0.5) WITHIN GROUP (ORDER BY n) FROM t GROUP BY key";
+        assert!(plan(&ctx, sql).await.contains("GroupByViewSingleExec"));
+        let error = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .expect_err("300,000 values in 256 KiB");
+        assert!(error.to_string().contains("Resources exhausted"), "{error}");
     }
 
     #[tokio::test]
