@@ -149,7 +149,12 @@ impl TableProvider for StoreTable {
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
                 .with_schema(Arc::clone(&schema));
-            let listing = ListingTable::try_new(config)?;
+            // Planning reads each file's statistics (for pruning and for answers such
+            // as `count(*)`); the session's cache keeps them across queries, keyed by
+            // path, size and modification time. Files are written once under unique
+            // names, so an entry is never stale.
+            let listing = ListingTable::try_new(config)?
+                .with_cache(state.runtime_env().cache_manager.get_file_statistic_cache());
             inputs.push(listing.scan(state, projection, filters, limit).await?);
         }
         // Buffered rows outside the query's time range are left out before they are

@@ -35,7 +35,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::Hash;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -65,7 +64,10 @@ use datafusion::physical_plan::{
 use datafusion_functions_aggregate_common::tdigest::{TDigest, DEFAULT_MAX_SIZE};
 use futures::StreamExt;
 
+mod numbering;
 mod single;
+
+use numbering::Numbering;
 
 pub use single::GroupByViewSingleExec;
 
@@ -526,14 +528,12 @@ fn encode_key(key: &mut Vec<u8>, string: Option<&str>) {
 /// buffer can hold. It stands for null in the per-batch map.
 const NULL_VIEW: u128 = u128::MAX;
 
-type FastMap<K> = HashMap<K, u32, foldhash::fast::FixedState>;
-
 /// The groups of one batch: each row's local group number, by view.
 #[derive(Default)]
 struct BatchGroups {
-    by_view: FastMap<u128>,
-    by_two_views: FastMap<(u128, u128)>,
-    by_pair: FastMap<u64>,
+    by_view: Numbering<u128>,
+    by_two_views: Numbering<(u128, u128)>,
+    by_pair: Numbering<u64>,
     /// Per local group: the first row that has it.
     first_row: Vec<u32>,
     /// Per row: its local group.
@@ -549,9 +549,9 @@ struct BatchGroups {
 
 /// Numbers `keys` in order of first appearance into `local` (per key) and `first_row`
 /// (per number), hashing only where a key differs from the one before it.
-fn number<K: Copy + Eq + Hash>(
+fn number<K: numbering::Key>(
     keys: impl Iterator<Item = K>,
-    map: &mut FastMap<K>,
+    map: &mut Numbering<K>,
     local: &mut Vec<u32>,
     first_row: &mut Vec<u32>,
 ) {
@@ -564,7 +564,7 @@ fn number<K: Copy + Eq + Hash>(
             Some((k, number)) if k == key => number,
             _ => {
                 let next = first_row.len() as u32;
-                let number = *map.entry(key).or_insert(next);
+                let number = map.number_of(key, next);
                 if number == next {
                     first_row.push(row as u32);
                 }
