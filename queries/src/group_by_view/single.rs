@@ -165,23 +165,31 @@ impl GroupByViewSingleExec {
             return Ok(m.clone());
         }
         let input = self.partial.input();
-        let mut tasks = Vec::new();
+        let mut inputs = Vec::new();
         for partition in 0..input.output_partitioning().partition_count() {
-            let mut rows = input.execute(partition, Arc::clone(context))?;
-            let mut grouper = self
+            let rows = input.execute(partition, Arc::clone(context))?;
+            let grouper = self
                 .partial
                 .grouper(partition, context, false, &self.metrics);
-            tasks.push(SpawnedTask::spawn(async move {
-                while let Some(batch) = rows.next().await {
-                    grouper.update(&batch?)?;
-                }
-                Ok::<_, DataFusionError>((grouper.held, grouper.reservation))
-            }));
+            inputs.push((rows, grouper));
         }
         let outputs = self.properties.partitioning.partition_count();
         let hash = self.hash.clone();
         let key_fields = self.partial.schema().fields()[..self.partial.groups.len()].to_vec();
         let m = async move {
+            // Spawned when first polled, as a repartition spawns its inputs: on the
+            // runtime that runs the query.
+            let tasks = inputs
+                .into_iter()
+                .map(|(mut rows, mut grouper)| {
+                    SpawnedTask::spawn(async move {
+                        while let Some(batch) = rows.next().await {
+                            grouper.update(&batch?)?;
+                        }
+                        Ok::<_, DataFusionError>((grouper.held, grouper.reservation))
+                    })
+                })
+                .collect::<Vec<_>>();
             let mut grouped = Vec::with_capacity(tasks.len());
             for task in tasks {
                 let held = task
