@@ -66,8 +66,10 @@ use futures::StreamExt;
 
 mod numbering;
 mod single;
+mod values;
 
 use numbering::Numbering;
+use values::Values;
 
 pub use single::GroupByViewSingleExec;
 
@@ -400,7 +402,7 @@ struct Grouper {
 /// One aggregate's state per group number.
 enum State {
     Counts(Vec<i64>),
-    Values(Vec<Vec<f64>>),
+    Values(Vec<Values>),
     Digests(Vec<Digest>),
 }
 
@@ -487,7 +489,7 @@ impl Groups {
         for (state, &size) in self.states.iter_mut().zip(&self.sizes) {
             match state {
                 State::Counts(counts) => counts.push(0),
-                State::Values(values) => values.push(Vec::new()),
+                State::Values(values) => values.push(Values::default()),
                 State::Digests(digests) => digests.push(Digest::new(size)),
             }
         }
@@ -709,12 +711,7 @@ impl Grouper {
                     let values = float_argument(arg, batch)?;
                     let bytes = &mut self.held.list_bytes;
                     for_each_value(&values, &self.batch.local, &globals, |group, v| {
-                        let list = &mut held[group];
-                        let capacity = list.capacity();
-                        list.push(v);
-                        if list.capacity() != capacity {
-                            *bytes += (list.capacity() - capacity) * size_of::<f64>();
-                        }
+                        *bytes += held[group].push(v);
                     });
                     values_held = true;
                 }
@@ -816,9 +813,9 @@ fn for_each_value(
 }
 
 /// The groups' values as `percentile_cont`'s partial state: one list per group.
-fn values_list(values: Vec<Vec<f64>>, field: &FieldRef) -> Result<ArrayRef> {
-    let offsets = OffsetBuffer::<i32>::from_lengths(values.iter().map(Vec::len));
-    let flat = values.into_iter().flatten().collect::<Vec<_>>();
+fn values_list(values: Vec<Values>, field: &FieldRef) -> Result<ArrayRef> {
+    let offsets = OffsetBuffer::<i32>::from_lengths(values.iter().map(Values::len));
+    let flat = values.iter().flat_map(Values::iter).collect::<Vec<_>>();
     let list = ListArray::try_new(
         Arc::clone(field),
         offsets,
@@ -1158,21 +1155,27 @@ mod tests {
         );
     }
 
-    /// Every value of every group is held at once, as in DataFusion's final aggregate:
-    /// past the query's memory pool the query fails with the pool's error.
-    #[tokio::test]
-    async fn an_exact_percentile_past_the_memory_pool_fails_with_its_error() {
+    /// A context whose queries share a memory pool of `bytes`, over `partitions`
+    /// partitions.
+    fn pooled_context(bytes: usize, partitions: usize) -> SessionContext {
         let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-            .with_memory_limit(256 * 1024, 1.0)
+            .with_memory_limit(bytes, 1.0)
             .build_arc()
             .unwrap();
         let state = SessionStateBuilder::new()
-            .with_config(SessionConfig::new().with_target_partitions(4))
+            .with_config(SessionConfig::new().with_target_partitions(partitions))
             .with_runtime_env(runtime)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(GroupByViewRule))
             .build();
-        let ctx = SessionContext::new_with_state(state);
+        SessionContext::new_with_state(state)
+    }
+
+    /// Every value of every group is held at once, as in DataFusion's final aggregate:
+    /// past the query's memory pool the query fails with the pool's error.
+    #[tokio::test]
+    async fn an_exact_percentile_past_the_memory_pool_fails_with_its_error() {
+        let ctx = pooled_context(256 * 1024, 4);
         let keys = keys(5);
         memory_table(
             &ctx,
@@ -1190,6 +1193,38 @@ mod tests {
             .await
             .expect_err("300,000 values in 256 KiB");
         assert!(error.to_string().contains("Resources exhausted"), "{error}");
+    }
+
+    /// The values are held at 8 bytes each with little slack: two partitions of one
+    /// past a power of two values each, where doubling lists would reserve twice
+    /// their values (4 MiB), fit in 3 MiB, and the percentile is the sorted one.
+    #[tokio::test]
+    async fn an_exact_percentile_takes_little_more_memory_than_its_values() {
+        let ctx = pooled_context(3 << 20, 2);
+        let rows = (1 << 17) + 1;
+        let one_key = [Some("only".to_owned())];
+        memory_table(
+            &ctx,
+            (0..2)
+                .map(|p| vec![batch(rows, &one_key, p * 1000, true)])
+                .collect(),
+        );
+        let sql =
+            "SELECT key, percentile_cont(0.95) WITHIN GROUP (ORDER BY n) AS p FROM t GROUP BY key";
+        assert!(plan(&ctx, sql).await.contains("GroupByViewSingleExec"));
+        let mut values = (0..2)
+            .flat_map(|p| (0..rows).map(move |r| (r + p * 1000) as f64))
+            .collect::<Vec<_>>();
+        values.sort_unstable_by(f64::total_cmp);
+        let index = 0.95 * (values.len() - 1) as f64;
+        let (low, high) = (
+            values[index.floor() as usize],
+            values[index.ceil() as usize],
+        );
+        let weight = (((index - index.floor()) * 1e6) as usize) as f64 / 1e6;
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let p = batches[0].column(1).as_primitive::<Float64Type>().value(0);
+        assert_eq!(p, low + (high - low) * weight);
     }
 
     #[tokio::test]

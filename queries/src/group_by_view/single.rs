@@ -11,12 +11,13 @@
 //!   move;
 //! - each output partition takes the groups the repartition would have sent it
 //!   (DataFusion's own hash partitioner decides, so the output partitioning the plan
-//!   was built on still holds), and computes each percentile with one selection and
-//!   the minimum above it.
+//!   was built on still holds), and selects each percentile from the group's values
+//!   where they lie (see [`Values::percentile`]).
 //!
 //! `count` and `sum` of a constant beside the percentile come along as counts. As in
-//! DataFusion's final aggregate, every value of every group is held at once; the memory
-//! pool refuses past its limit, and the query fails with the pool's error.
+//! DataFusion's final aggregate, every value of every group is held at once (8 bytes
+//! each, see [`Values`]); the memory pool refuses past its limit, and the query fails
+//! with the pool's error.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -46,7 +47,7 @@ use datafusion::physical_plan::{
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::StreamExt;
 
-use super::{GroupByViewExec, Groups, Kind, State};
+use super::{GroupByViewExec, Groups, Kind, State, Values};
 
 /// What one aggregate gives per group.
 #[derive(Debug, Clone, Copy)]
@@ -224,15 +225,15 @@ struct Part {
 /// One aggregate's state per group, gathered from the input partitions.
 enum Merge {
     Counts(Vec<i64>),
-    /// Per group, the lists of values each input partition held.
-    Values(Vec<Vec<Vec<f64>>>),
+    /// Per group, the values every input partition held.
+    Values(Vec<Values>),
 }
 
 impl Merge {
     fn push_empty(&mut self) {
         match self {
             Merge::Counts(counts) => counts.push(0),
-            Merge::Values(lists) => lists.push(Vec::new()),
+            Merge::Values(values) => values.push(Values::default()),
         }
     }
 
@@ -241,8 +242,8 @@ impl Merge {
         let indices = indices.values().iter().map(|&i| i as usize);
         match self {
             Merge::Counts(counts) => Merge::Counts(indices.map(|i| counts[i]).collect()),
-            Merge::Values(lists) => {
-                Merge::Values(indices.map(|i| std::mem::take(&mut lists[i])).collect())
+            Merge::Values(values) => {
+                Merge::Values(indices.map(|i| std::mem::take(&mut values[i])).collect())
             }
         }
     }
@@ -293,11 +294,9 @@ impl Merged {
                             merged[to_merged[group]] += n;
                         }
                     }
-                    (State::Values(lists), Merge::Values(merged)) => {
-                        for (group, list) in lists.into_iter().enumerate() {
-                            if !list.is_empty() {
-                                merged[to_merged[group]].push(list);
-                            }
+                    (State::Values(values), Merge::Values(merged)) => {
+                        for (group, values) in values.into_iter().enumerate() {
+                            merged[to_merged[group]].append(values);
                         }
                     }
                     _ => {
@@ -349,49 +348,6 @@ impl Merged {
     }
 }
 
-/// `percentile_cont` of `values` at `p`, as DataFusion computes it: linear
-/// interpolation between the two closest ranks, its weight rounded down to a
-/// millionth.
-fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
-    const INTERPOLATION_PRECISION: f64 = 1_000_000.0;
-    match values.len() {
-        0 => None,
-        1 => Some(values[0]),
-        _ if p == 0.0 => values.iter().copied().min_by(f64::total_cmp),
-        _ if p == 1.0 => values.iter().copied().max_by(f64::total_cmp),
-        len => {
-            let index = p * ((len - 1) as f64);
-            let (lower, upper) = (index.floor() as usize, index.ceil() as usize);
-            let (_, &mut low, above) = values.select_nth_unstable_by(lower, f64::total_cmp);
-            if lower == upper {
-                return Some(low);
-            }
-            // The next rank is the least value above the selected one.
-            let high = above.iter().copied().min_by(f64::total_cmp)?;
-            let fraction = index - lower as f64;
-            let weight =
-                ((fraction * INTERPOLATION_PRECISION) as usize) as f64 / INTERPOLATION_PRECISION;
-            Some(low + (high - low) * weight)
-        }
-    }
-}
-
-/// One group's values in one list: the longest list takes the others.
-fn concatenated(mut lists: Vec<Vec<f64>>) -> Vec<f64> {
-    let longest = (0..lists.len())
-        .max_by_key(|&i| lists[i].len())
-        .unwrap_or_default();
-    if lists.is_empty() {
-        return Vec::new();
-    }
-    let mut values = lists.swap_remove(longest);
-    values.reserve(lists.iter().map(Vec::len).sum());
-    for list in lists {
-        values.extend_from_slice(&list);
-    }
-    values
-}
-
 impl Part {
     /// The final aggregate's rows for these groups.
     fn finish(self, finals: &[Final], schema: Arc<Schema>) -> Result<RecordBatch> {
@@ -404,13 +360,9 @@ impl Part {
                         counts.into_iter().map(|n| n.wrapping_mul(*scale)),
                     ),
                 ),
-                (Merge::Values(lists), Final::Percentile { p }) => {
-                    Arc::new(Float64Array::from_iter(
-                        lists
-                            .into_iter()
-                            .map(|lists| percentile(&mut concatenated(lists), *p)),
-                    ))
-                }
+                (Merge::Values(values), Final::Percentile { p }) => Arc::new(
+                    Float64Array::from_iter(values.iter().map(|values| values.percentile(*p))),
+                ),
                 _ => {
                     return Err(DataFusionError::Internal(
                         "GroupByViewSingleExec: a state of the wrong kind".to_owned(),
