@@ -16,6 +16,9 @@ use datafusion::arrow::datatypes::{DataType, FieldRef, Fields, Schema, SchemaRef
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::{
+    CacheManagerConfig, DEFAULT_FILE_STATISTICS_MEMORY_LIMIT,
+};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
@@ -27,6 +30,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::cooperative::CooperativeJoins;
 use crate::group_by_view::GroupByViewRule;
+use crate::statistics::FlatStatistics;
 use crate::table::{cast_batch, StoreTable};
 use crate::{Error, QueryConfig, Result};
 use swarmscope_sinks::executor::{Executor, QUERY_NICE};
@@ -133,8 +137,12 @@ impl Drop for Running {
 impl QueryEngine {
     pub fn new(store: ParquetStore, config: QueryConfig) -> Result<QueryEngine> {
         config.validate()?;
+        let caches = CacheManagerConfig::default().with_file_statistics_cache(Some(Arc::new(
+            FlatStatistics::new(DEFAULT_FILE_STATISTICS_MEMORY_LIMIT),
+        )));
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit_mb.saturating_mul(1024 * 1024), 1.0)
+            .with_cache_manager(caches)
             .build_arc()
             .map_err(Error::from_datafusion)?;
         if let Some(remote) = store.remote() {

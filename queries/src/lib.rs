@@ -27,6 +27,7 @@ mod engine;
 mod error;
 pub mod genai;
 pub mod group_by_view;
+mod statistics;
 pub mod table;
 
 pub use config::{default_threads, QueryConfig};
