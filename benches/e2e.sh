@@ -13,6 +13,10 @@
 # LOADGEN_ARGS adds load generator options to the ingest part, e.g. the second workload,
 # where a tenth of the spans name a work item and a tenth carry token usage:
 #   LOADGEN_ARGS='--work-item-share 0.1 --token-usage-share 0.1' bash benches/e2e.sh 15 4 0
+# DATASET_DIR keeps the query part's dataset there, and queries the one it holds
+# instead of loading a new one (to compare builds or settings on the same files);
+# INGEST=0 skips the ingest part:
+#   INGEST=0 DATASET_DIR=$HOME/ds2m bash benches/e2e.sh 3 4 2000000
 # START_OFFSET_SECS dates the ingest part's load (default two days back, out of the
 # live analytics' window, which run on the wall clock); 0 puts it in the present, where
 # health and the detectors count every span too:
@@ -53,6 +57,7 @@ ingest_load() {
     "$@" ${LOADGEN_ARGS:-} --json
 }
 
+if [ "${INGEST:-1}" != 0 ]; then
 # The decode-and-drop floor: the same load into benches/standins.rs's OTLP receiver on
 # every core, which decodes each request with prost and keeps nothing.
 "$standins" --otlp 127.0.0.1:14317 --http 127.0.0.1:18081 --worker-threads "$(nproc)" > /dev/null 2>&1 &
@@ -99,6 +104,7 @@ print(f"| {mode} | {r['spans_per_sec']:,.0f} | {r['spans_per_sec'] / float(floor
 PY
   rm -rf "$work"
 done
+fi
 
 [ "$dataset_spans" -gt 0 ] || exit 0
 # The comparator is pinned: DuckDB's speed changes between releases (2.0.1 finds a trace
@@ -109,24 +115,29 @@ python3 -c "import duckdb, pytz, sys; sys.exit(duckdb.__version__ != '$duckdb_ve
   pip install -q "duckdb==$duckdb_version" pytz
 echo
 work=$(mktemp -d)
-data="$work/data"
+data="${DATASET_DIR:-$work/data}"
 # Ten hours of data ending about now: 200 distinct requests, each cycle an hour / 10 later.
 cycles=$(( dataset_spans / 500 / 200 ))
-start_server "$data" interval "${STORAGE_TOML:-}"
-t0=$(date +%s)
-"$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
-  --spans "$dataset_spans" --distinct-requests 200 --unique \
-  --cycle-shift-secs $(( 36000 / cycles )) --start-offset-secs 36000 --json > "$work/load.json"
-t1=$(date +%s)
-# Queries read the history as the server leaves it once compaction has caught up with
-# the burst.
-await_compaction "$data"
-stop_server
+if [ -d "$data/spans" ]; then
+  load_note="kept in $data"
+else
+  start_server "$data" interval "${STORAGE_TOML:-}"
+  t0=$(date +%s)
+  "$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
+    --spans "$dataset_spans" --distinct-requests 200 --unique \
+    --cycle-shift-secs $(( 36000 / cycles )) --start-offset-secs 36000 --json > "$work/load.json"
+  t1=$(date +%s)
+  # Queries read the history as the server leaves it once compaction has caught up with
+  # the burst.
+  await_compaction "$data"
+  stop_server
+  load_note="loaded in $(( t1 - t0 )) s"
+fi
 # Both engines read the files of the spans table's current version.
 python3 benches/delta_files.py "$data/spans" --list > "$work/files.txt"
 files=$(wc -l < "$work/files.txt")
 bytes=$(file_bytes "$work/files.txt")
-echo "### Queries over ${dataset_spans} spans (${files} Parquet files after compaction, $(( bytes / 1048576 )) MiB, loaded in $(( t1 - t0 )) s)"
+echo "### Queries over ${dataset_spans} spans (${files} Parquet files after compaction, $(( bytes / 1048576 )) MiB, ${load_note})"
 echo
 # Compaction off: the files must not change between the two engines' runs. Queries
 # run at the default settings (every core, at a lower priority than ingestion).
