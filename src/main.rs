@@ -18,7 +18,7 @@ use swarmscope_sinks::store::ParquetStore;
 /// free, so the peak RSS under load was several times the working set. Under steady
 /// load every request and flush reuses what the one before freed; returning it after
 /// 300 ms, as before, made the kernel fault and zero those pages in again (twice the
-/// page faults, for 5 MiB less peak RSS). The measurements behind each option are in
+/// page faults, for a few MiB less peak RSS). The measurements behind each option are in
 /// `benches/RESULTS.md` (2026-11-24, 2026-12-03 session 7).
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[global_allocator]
