@@ -27,6 +27,7 @@ mod engine;
 mod error;
 pub mod genai;
 pub mod group_by_view;
+mod nested_views;
 mod statistics;
 pub mod table;
 
@@ -51,5 +52,22 @@ pub(crate) fn replace_nodes(
     })
     .data()
 }
+/// Writes `batch` to a new Parquet file at `path`, for the tests that read files.
+#[cfg(test)]
+pub(crate) fn write_parquet(
+    path: &std::path::Path,
+    batch: &datafusion::arrow::array::RecordBatch,
+) -> std::path::PathBuf {
+    let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).expect("create"),
+        batch.schema(),
+        None,
+    )
+    .expect("writer");
+    writer.write(batch).expect("write");
+    writer.close().expect("close");
+    path.to_path_buf()
+}
+
 pub use engine::{QueryEngine, QueryMetrics, QueryResult, TableInfo};
 pub use error::{Error, Result};

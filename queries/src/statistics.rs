@@ -133,16 +133,7 @@ mod tests {
             ("m", Arc::new(map.finish()) as _),
         ])
         .expect("batch");
-        let path = dir.join(format!("f{rows}.parquet"));
-        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(&path).expect("create"),
-            batch.schema(),
-            None,
-        )
-        .expect("writer");
-        writer.write(&batch).expect("write");
-        writer.close().expect("close");
-        path
+        crate::write_parquet(&dir.join(format!("f{rows}.parquet")), &batch)
     }
 
     /// Counts the rows of two files through a listing table whose session caches

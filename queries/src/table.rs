@@ -8,10 +8,11 @@
 
 use std::sync::Arc;
 
+use crate::nested_views::{viewed, StoreFormat};
 use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions, TimestampNanosecondArray};
 use datafusion::arrow::compute::{cast, max, min};
-use datafusion::arrow::datatypes::{DataType, Fields, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Fields, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
@@ -29,7 +30,9 @@ use swarmscope_processors::schema::Table;
 use swarmscope_sinks::store::{ParquetStore, StoredFile};
 
 /// One stored table, as DataFusion sees it: the stored schema
-/// ([`Table::stored_schema`]: microsecond timestamps) with its top-level strings as `Utf8View`, DataFusion's default for Parquet strings.
+/// ([`Table::stored_schema`]: microsecond timestamps) with its strings as `Utf8View`,
+/// DataFusion's default for Parquet strings, nested ones included but for map keys
+/// (see [`crate::nested_views`]).
 /// [`QueryEngine`](crate::QueryEngine) answers with plain `Utf8` again, so results
 /// keep the stored types.
 #[derive(Debug)]
@@ -52,10 +55,10 @@ impl std::fmt::Debug for StoreHandle {
 impl StoreTable {
     pub fn new(store: ParquetStore, table: Table) -> StoreTable {
         let stored = table.stored_schema();
-        let fields = stored.fields().iter().map(|f| match f.data_type() {
-            DataType::Utf8 => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),
-            _ => Arc::clone(f),
-        });
+        let fields = stored
+            .fields()
+            .iter()
+            .map(|f| Arc::new(f.as_ref().clone().with_data_type(viewed(f.data_type()))));
         let schema =
             Schema::new_with_metadata(fields.collect::<Fields>(), stored.metadata().clone());
         StoreTable {
@@ -145,7 +148,8 @@ impl TableProvider for StoreTable {
                 parquet.global.force_filter_selections = true;
             }
             let format = ParquetFormat::default().with_options(parquet);
-            let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+            let options =
+                ListingOptions::new(Arc::new(StoreFormat(format))).with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
                 .with_schema(Arc::clone(&schema));
