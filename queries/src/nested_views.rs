@@ -3,9 +3,8 @@
 //! DataFusion reads a Parquet file's top-level strings as views into the decoded
 //! pages, but the strings inside `attributes`, `events` and `links` as `Utf8`: every
 //! entry's key and value is copied out of its page's dictionary into a new buffer.
-//! Read as views, the copy becomes a 16-byte view per value; over the attribute maps of
-//! 2M spans the decode took 0.76 s where it took 1.08 s (`attributes` alone, one
-//! thread).
+//! Read as views, the copy becomes a 16-byte view per value into the page (figures in
+//! `benches/RESULTS.md`, session 8).
 //!
 //! The Parquet reader takes the Arrow types to decode into from the schema a file
 //! embeds (`ARROW:schema`), and DataFusion changes only top-level fields of it. So
