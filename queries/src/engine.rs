@@ -21,7 +21,7 @@ use datafusion::execution::cache::cache_manager::{
 };
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use swarmscope_processors::schema::Table;
@@ -30,6 +30,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::cooperative::CooperativeJoins;
 use crate::group_by_view::GroupByViewRule;
+use crate::nested_views::MapKeyLiterals;
 use crate::statistics::FlatStatistics;
 use crate::table::{cast_batch, StoreTable};
 use crate::{Error, QueryConfig, Result};
@@ -156,13 +157,16 @@ impl QueryEngine {
             .with_default_catalog_and_schema("swarmscope", "public")
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(session)
             .with_runtime_env(runtime)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(GroupByViewRule))
             .with_physical_optimizer_rule(Arc::new(CooperativeJoins))
             .build();
+        state
+            .register_function_rewrite(Arc::new(MapKeyLiterals))
+            .map_err(Error::from_datafusion)?;
         let ctx = SessionContext::new_with_state(state);
         for &table in Table::ALL {
             ctx.register_table(

@@ -12,8 +12,10 @@
 //! with nested strings as views ([`viewed`]), and [`StoreTable`](crate::table) declares
 //! the same types. The files on disk keep their plain strings, for every other reader.
 //!
-//! Map keys stay `Utf8`: `attributes['key']` compares the keys with a `Utf8` literal,
-//! and the key column is small beside the values.
+//! Map keys are views too. `attributes['key']` compares the keys with its literal,
+//! and DataFusion's `get_field` neither coerces that literal nor compares a `Utf8`
+//! with a `Utf8View`, so [`MapKeyLiterals`] gives the literal the keys' type when
+//! the query is analysed.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,7 +24,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::datatypes::{DataType, FieldRef, Fields, Schema, SchemaRef};
 use datafusion::catalog::Session;
-use datafusion::common::Statistics;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::{FileFormat, FileMeta};
@@ -33,6 +37,9 @@ use datafusion::datasource::physical_plan::{
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result;
+use datafusion::functions::core::getfield::GetFieldFunc;
+use datafusion::logical_expr::expr_rewriter::FunctionRewrite;
+use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::arrow::ARROW_SCHEMA_META_KEY;
@@ -47,26 +54,68 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use object_store::{ObjectMeta, ObjectStore};
 
-/// `data_type` as a scan of the store declares it: strings as `Utf8View`, at any depth,
-/// but for the keys of maps.
+/// `data_type` as a scan of the store declares it: strings as `Utf8View`, at any depth.
 pub(crate) fn viewed(data_type: &DataType) -> DataType {
     match data_type {
         DataType::Utf8 => DataType::Utf8View,
         DataType::List(item) => DataType::List(viewed_field(item)),
         DataType::LargeList(item) => DataType::LargeList(viewed_field(item)),
         DataType::Struct(fields) => DataType::Struct(fields.iter().map(viewed_field).collect()),
-        DataType::Map(entries, sorted) => match entries.data_type() {
-            DataType::Struct(kv) if kv.len() == 2 => {
-                let kv: Fields = vec![Arc::clone(&kv[0]), viewed_field(&kv[1])].into();
-                let entries = entries
-                    .as_ref()
-                    .clone()
-                    .with_data_type(DataType::Struct(kv));
-                DataType::Map(Arc::new(entries), *sorted)
-            }
-            _ => data_type.clone(),
-        },
+        DataType::Map(entries, sorted) => DataType::Map(viewed_field(entries), *sorted),
         other => other.clone(),
+    }
+}
+
+/// Rewrites `get_field(map, 'key')` (what `map['key']` plans to) on a map with
+/// `Utf8View` keys so that its key literal is a `Utf8View` as well. `get_field`
+/// compares the map's keys with the literal as it is, and Arrow's comparison refuses
+/// a `Utf8` literal against `Utf8View` keys. (`map_extract` and `element_at` coerce
+/// their key themselves.)
+#[derive(Debug)]
+pub(crate) struct MapKeyLiterals;
+
+impl FunctionRewrite for MapKeyLiterals {
+    fn name(&self) -> &str {
+        "map_key_literals"
+    }
+
+    fn rewrite(
+        &self,
+        expr: Expr,
+        schema: &DFSchema,
+        _: &ConfigOptions,
+    ) -> Result<Transformed<Expr>> {
+        let Expr::ScalarFunction(mut call) = expr else {
+            return Ok(Transformed::no(expr));
+        };
+        let is_key_literal = call.func.inner().is::<GetFieldFunc>()
+            && matches!(
+                call.args.get(1),
+                Some(Expr::Literal(ScalarValue::Utf8(_), _))
+            );
+        // A type that cannot be worked out here is left for the planner to report.
+        let view_keys = is_key_literal
+            && call.args[0]
+                .get_type(schema)
+                .is_ok_and(|t| map_key_type(&t) == Some(&DataType::Utf8View));
+        if !view_keys {
+            return Ok(Transformed::no(Expr::ScalarFunction(call)));
+        }
+        if let Expr::Literal(ScalarValue::Utf8(key), metadata) = &mut call.args[1] {
+            call.args[1] = Expr::Literal(ScalarValue::Utf8View(key.take()), metadata.take());
+        }
+        Ok(Transformed::yes(Expr::ScalarFunction(call)))
+    }
+}
+
+/// The key type of a map type.
+fn map_key_type(data_type: &DataType) -> Option<&DataType> {
+    match data_type {
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) => kv.first().map(|k| k.data_type()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -288,6 +337,7 @@ mod tests {
         ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
     };
     use datafusion::datasource::physical_plan::parquet::DefaultParquetFileReaderFactory;
+    use datafusion::execution::FunctionRegistry;
     use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
     use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
     use datafusion::prelude::SessionContext;
@@ -375,7 +425,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn nested_strings_decode_as_views_and_map_keys_as_strings() {
+    async fn nested_strings_decode_as_views() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = file(dir.path());
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
@@ -387,15 +437,16 @@ mod tests {
         // What DataFusion's own reader decodes: nested strings as `Utf8`.
         let map = plain.column(1).as_map();
         assert_eq!(map.values().data_type(), &DataType::Utf8);
-        // Ours: the map's values and the events' names as views, the keys as strings,
-        // the top-level string as it was (DataFusion makes that a view itself).
+        // Ours: the map's keys and values and the events' names as views, the
+        // top-level string as it was (DataFusion makes that a view itself).
         let map = views.column(1).as_map();
-        assert_eq!(map.keys().data_type(), &DataType::Utf8);
+        assert_eq!(map.keys().data_type(), &DataType::Utf8View);
         assert_eq!(map.values().data_type(), &DataType::Utf8View);
         let events = views.column(2).as_list::<i32>().values().as_struct();
         assert_eq!(events.column(0).data_type(), &DataType::Utf8View);
         assert_eq!(views.column(0).data_type(), &DataType::Utf8);
         // The same values either way.
+        assert_eq!(map.keys().as_string_view().value(1), "k");
         assert_eq!(map.values().as_string_view().value(1), "v0");
         assert_eq!(
             map.values().as_string_view().value(4),
@@ -417,7 +468,7 @@ mod tests {
     async fn a_listing_table_in_the_store_format_filters_and_reads_nested_views() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = file(dir.path());
-        let ctx = SessionContext::new();
+        let mut ctx = SessionContext::new();
         let url = ListingTableUrl::parse(path.to_str().expect("utf-8")).expect("url");
         let config = ListingTableConfig::new(url)
             .with_listing_options(ListingOptions::new(Arc::new(StoreFormat(
@@ -436,32 +487,55 @@ mod tests {
         let config = config.with_schema(Arc::new(Schema::new(fields)));
         let table = ListingTable::try_new(config).expect("table");
         ctx.register_table("t", Arc::new(table)).expect("register");
-        let batches = ctx
-            .sql(
-                "SELECT name, attributes['gen_ai.request.model'] AS model, \
-                 arrow_typeof(attributes['k']) AS t FROM t WHERE attributes['k'] = 'v1'",
-            )
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
+        let sql = "SELECT name, attributes['gen_ai.request.model'] AS model, \
+                   arrow_typeof(attributes['k']) AS t FROM t WHERE attributes['k'] = 'v1'";
+        // Without the rewrite, `get_field` compares the `Utf8View` keys with a
+        // `Utf8` literal, which Arrow refuses.
+        assert!(run(&ctx, sql).await.is_err());
+        ctx.register_function_rewrite(Arc::new(MapKeyLiterals))
+            .expect("rewrite");
+        let batches = run(&ctx, sql).await.expect("run");
         assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
         let b = &batches[0];
+        assert_eq!(b.schema().field(1).name(), "model");
         assert_eq!(b.column(0).as_string_view().value(0), "op1");
         assert_eq!(
             b.column(1).as_string_view().value(0),
             "a model with a long name 1"
         );
         assert_eq!(b.column(2).as_string::<i32>().value(0), "Utf8View");
-        let counts = ctx
-            .sql("SELECT count(*) FROM t WHERE events[1]['name'] = 'event 2'")
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
-        let count = counts[0].column(0).as_any().downcast_ref::<Int64Array>();
-        assert_eq!(count.map(|c| c.value(0)), Some(1));
+        // Only the filter reads the map; the scan still decodes it for the filter.
+        assert_eq!(
+            count(&ctx, "SELECT count(*) FROM t WHERE attributes['k'] = 'v2'").await,
+            1
+        );
+        assert_eq!(
+            count(
+                &ctx,
+                "SELECT count(*) FROM t WHERE events[1]['name'] = 'event 2'"
+            )
+            .await,
+            1
+        );
+        // The other ways to read a key, and maps whose keys are plain strings.
+        for sql in [
+            "SELECT count(*) FROM t WHERE get_field(attributes, 'k') = 'v1'",
+            "SELECT count(*) FROM t WHERE element_at(attributes, 'k')[1] = 'v1'",
+            "SELECT count(*) FROM t WHERE map_extract(attributes, 'k')[1] = 'v1'",
+            "SELECT count(*) FROM t WHERE array_has(map_keys(attributes), 'k') AND name = 'op1'",
+            "SELECT count(*) FROM t WHERE MAP {'k': name}['k'] = 'op1'",
+        ] {
+            assert_eq!(count(&ctx, sql).await, 1, "{sql}");
+        }
+    }
+
+    async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+        ctx.sql(sql).await?.collect().await
+    }
+
+    async fn count(ctx: &SessionContext, sql: &str) -> i64 {
+        let batches = run(ctx, sql).await.expect(sql);
+        let column = batches[0].column(0).as_any().downcast_ref::<Int64Array>();
+        column.expect("a count").value(0)
     }
 }
