@@ -10,22 +10,32 @@ use std::sync::Arc;
 
 use crate::nested_views::{viewed, StoreFormat};
 use async_trait::async_trait;
+use chrono::DateTime;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions, TimestampNanosecondArray};
 use datafusion::arrow::compute::{cast, max, min};
 use datafusion::arrow::datatypes::{Fields, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
 use datafusion::common::ScalarValue;
+use datafusion::common::Statistics;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::{ListingTableUrl, PartitionedFile};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::cache::cache_manager::CachedFileMetadata;
+use datafusion::execution::cache::{SchemaFingerprint, TableScopedPath};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion_datasource::compute_all_files_statistics;
+use futures::{stream, StreamExt, TryStreamExt};
+use object_store::{ObjectMeta, ObjectStore};
 use swarmscope_processors::schema::Table;
 use swarmscope_sinks::store::{ParquetStore, StoredFile};
 
@@ -40,6 +50,8 @@ pub struct StoreTable {
     store: StoreHandle,
     table: Table,
     schema: SchemaRef,
+    /// The key of the schema the cached statistics of the files were read with.
+    fingerprint: Arc<SchemaFingerprint>,
 }
 
 /// `ParquetStore` has no `Debug`; this wrapper gives `StoreTable` one.
@@ -64,8 +76,117 @@ impl StoreTable {
         StoreTable {
             store: StoreHandle(store),
             table,
+            fingerprint: Arc::new(SchemaFingerprint::from_schema(&schema)),
             schema: Arc::new(schema),
         }
+    }
+}
+
+impl StoreTable {
+    /// The scan of `files` before projection and limit, planned from what the snapshot
+    /// knows of each (where it is, its size, when it was written) instead of listing
+    /// them, as a `ListingTable` does with a `head` of every file on every query (a
+    /// request each on object storage). With `stop_after` rows (a limit without
+    /// filters), files stop being added once their statistics hold as many.
+    async fn file_scan(
+        &self,
+        state: &dyn Session,
+        files: &[&StoredFile],
+        format: &StoreFormat,
+        stop_after: Option<usize>,
+    ) -> Result<FileScanConfig> {
+        let mut objects = Vec::with_capacity(files.len());
+        let mut store_url = None;
+        for file in files {
+            let url = ListingTableUrl::parse(self.store.0.file_url(self.table, file))?;
+            store_url.get_or_insert_with(|| url.object_store());
+            objects.push(ObjectMeta {
+                location: url.prefix().clone(),
+                last_modified: DateTime::from_timestamp_millis(file.modified_ms)
+                    .unwrap_or_default(),
+                size: file.size,
+                e_tag: None,
+                version: None,
+            });
+        }
+        let store_url = store_url.unwrap_or_else(ObjectStoreUrl::local_filesystem);
+        let store = state.runtime_env().object_store(&store_url)?;
+        let collect = state.config().collect_statistics();
+        let concurrency = state
+            .config_options()
+            .execution
+            .meta_fetch_concurrency
+            .get();
+        let mut statistics = stream::iter(objects.into_iter().map(|object| {
+            let store = &store;
+            async move {
+                let statistics = if collect {
+                    self.file_statistics(state, store, format, &object).await?
+                } else {
+                    Arc::new(Statistics::new_unknown(&self.schema))
+                };
+                Ok::<_, DataFusionError>(PartitionedFile::from(object).with_statistics(statistics))
+            }
+        }))
+        .buffered(concurrency);
+        let mut scanned = Vec::with_capacity(files.len());
+        let mut rows = 0usize;
+        while let Some(file) = statistics.try_next().await? {
+            if let Some(Precision::Exact(n)) = file.statistics.as_ref().map(|s| s.num_rows) {
+                rows = rows.saturating_add(n);
+            }
+            scanned.push(file);
+            if stop_after.is_some_and(|limit| rows >= limit) {
+                break;
+            }
+        }
+        let left_out = scanned.len() < files.len();
+        let groups = FileGroup::new(scanned).split_files(state.config().target_partitions());
+        let (groups, statistics) =
+            compute_all_files_statistics(groups, Arc::clone(&self.schema), collect, left_out)?;
+        let source = format.file_source(TableSchema::from(Arc::clone(&self.schema)));
+        Ok(FileScanConfigBuilder::new(store_url, source)
+            .with_file_groups(groups)
+            .with_statistics(statistics)
+            .build())
+    }
+
+    /// A file's statistics, from the session's cache (see [`crate::statistics`]) or its
+    /// footer. Files are written once under unique names, so an entry is never stale.
+    async fn file_statistics(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        format: &StoreFormat,
+        object: &ObjectMeta,
+    ) -> Result<Arc<Statistics>> {
+        let cache = state.runtime_env().cache_manager.get_file_statistic_cache();
+        let key = TableScopedPath {
+            table: None,
+            path: object.location.clone(),
+        };
+        if let Some(cached) = cache.as_ref().and_then(|c| c.get(&key)) {
+            if cached.is_valid_for(object, &self.fingerprint) {
+                return Ok(cached.statistics);
+            }
+        }
+        let statistics = Arc::new(
+            format
+                .infer_stats(state, store, Arc::clone(&self.schema), object)
+                .await?,
+        );
+        if let Some(cache) = cache {
+            cache.put(
+                &key,
+                CachedFileMetadata::new(
+                    object.clone(),
+                    Arc::clone(&self.fingerprint),
+                    Arc::clone(&statistics),
+                    None,
+                ),
+            );
+        }
+        Ok(statistics)
     }
 }
 
@@ -133,10 +254,6 @@ impl TableProvider for StoreTable {
         };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !files.is_empty() {
-            let urls = files
-                .iter()
-                .map(|f| ListingTableUrl::parse(self.store.0.file_url(self.table, f)))
-                .collect::<Result<Vec<_>>>()?;
             let mut parquet = state.table_options().parquet.clone();
             // A filter evaluated while decoding selects rows for the other columns.
             // Left to choose, the reader decodes every row and drops the unselected
@@ -147,19 +264,14 @@ impl TableProvider for StoreTable {
             if projects_nested && !filters.is_empty() {
                 parquet.global.force_filter_selections = true;
             }
-            let format = ParquetFormat::default().with_options(parquet);
-            let options =
-                ListingOptions::new(Arc::new(StoreFormat(format))).with_file_extension(".parquet");
-            let config = ListingTableConfig::new_with_multi_paths(urls)
-                .with_listing_options(options)
-                .with_schema(Arc::clone(&schema));
-            // Planning reads each file's statistics (for pruning and for answers such
-            // as `count(*)`); the session's cache keeps them across queries, keyed by
-            // path, size and modification time. Files are written once under unique
-            // names, so an entry is never stale.
-            let listing = ListingTable::try_new(config)?
-                .with_cache(state.runtime_env().cache_manager.get_file_statistic_cache());
-            inputs.push(listing.scan(state, projection, filters, limit).await?);
+            let format = StoreFormat(ParquetFormat::default().with_options(parquet));
+            let stop_after = if filters.is_empty() { limit } else { None };
+            let scan = self.file_scan(state, &files, &format, stop_after).await?;
+            let scan = FileScanConfigBuilder::from(scan)
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+            inputs.push(format.create_physical_plan(state, scan).await?);
         }
         // Buffered rows outside the query's time range are left out before they are
         // cast, as partitions are: a query for the last minute does not cast every
@@ -293,7 +405,182 @@ fn nanos_literal(expr: &Expr) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::Int64Array;
     use datafusion::logical_expr::{col, lit};
+    use datafusion::prelude::SessionContext;
+    use object_store::local::LocalFileSystem;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, PutMultipartOptions,
+        PutOptions, PutPayload, PutResult,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use swarmscope_processors::{convert, otlp_json};
+    use swarmscope_sinks::store::StorageConfig;
+
+    /// The local file system, counting the lookups of objects' metadata (a `head`, or
+    /// a listing) that a scan asks of it.
+    #[derive(Debug, Default)]
+    struct Counting {
+        inner: LocalFileSystem,
+        lookups: AtomicUsize,
+        reads: AtomicUsize,
+    }
+
+    impl std::fmt::Display for Counting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Counting({})", self.inner)
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Counting {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            let counter = if options.head {
+                &self.lookups
+            } else {
+                &self.reads
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    async fn count(ctx: &SessionContext, sql: &str) -> i64 {
+        let batches = ctx.sql(sql).await.expect(sql).collect().await.expect(sql);
+        let column = batches[0].column(0).as_any().downcast_ref::<Int64Array>();
+        column.expect("a count").value(0)
+    }
+
+    #[tokio::test]
+    async fn scans_take_the_files_from_the_log_without_looking_them_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ParquetStore::open(StorageConfig {
+            data_dir: dir.path().to_owned(),
+            // The example's spans are from 2018.
+            retention_hours: 1_000_000,
+            ..StorageConfig::default()
+        })
+        .await
+        .expect("store");
+        let example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/otlp-json/trace.json"
+        );
+        let request =
+            otlp_json::decode_traces(&std::fs::read(example).expect("example")).expect("decode");
+        let mut spans = 0;
+        let mut per_file = 0;
+        for _ in 0..3 {
+            let batch = convert::spans_from_otlp(&request).expect("convert").batch;
+            per_file = batch.num_rows();
+            spans += per_file;
+            store.append(Table::SPANS, batch).await.expect("append");
+            store.flush().await.expect("flush");
+        }
+        assert_eq!(
+            store.snapshot(Table::SPANS).expect("snapshot").files.len(),
+            3
+        );
+
+        let ctx = SessionContext::new();
+        let files = Arc::new(Counting::default());
+        ctx.register_object_store(ObjectStoreUrl::local_filesystem().as_ref(), files.clone());
+        ctx.register_table(
+            "spans",
+            Arc::new(StoreTable::new(store.clone(), Table::SPANS)),
+        )
+        .expect("register");
+        assert_eq!(
+            count(&ctx, "SELECT count(*) FROM spans").await,
+            spans as i64
+        );
+        assert_eq!(
+            count(&ctx, "SELECT count(*) FROM spans WHERE duration_ns >= 0").await,
+            spans as i64
+        );
+        // The files were read (their footers, then their pages), never looked up.
+        assert!(files.reads.load(Ordering::Relaxed) > 0);
+        assert_eq!(files.lookups.load(Ordering::Relaxed), 0);
+
+        // A limit without filters stops adding files once their rows are enough.
+        let plan = ctx
+            .sql(&format!("SELECT * FROM spans LIMIT {per_file}"))
+            .await
+            .expect("plan")
+            .create_physical_plan()
+            .await
+            .expect("physical plan");
+        let shown = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(true)
+            .to_string();
+        assert_eq!(shown.matches(".parquet").count(), 1, "{shown}");
+        let rows = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+            .await
+            .expect("run");
+        assert_eq!(
+            rows.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            per_file
+        );
+        let more = format!(
+            "SELECT count(*) FROM (SELECT * FROM spans LIMIT {})",
+            per_file + 1
+        );
+        assert_eq!(count(&ctx, &more).await, per_file as i64 + 1);
+    }
 
     fn ts(v: i64) -> Expr {
         lit(ScalarValue::TimestampNanosecond(
