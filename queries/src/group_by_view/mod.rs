@@ -547,6 +547,10 @@ struct BatchGroups {
     pairs: Vec<u64>,
     /// Per local group: rows counted (scratch for one count at a time).
     tally: Vec<i64>,
+    /// Per local group: where its values end in `sorted` (scratch).
+    ends: Vec<usize>,
+    /// The batch's values sorted by local group (scratch).
+    sorted: Vec<f64>,
 }
 
 /// Numbers `keys` in order of first appearance into `local` (per key) and `first_row`
@@ -709,10 +713,14 @@ impl Grouper {
                 }
                 (Kind::Values { .. }, State::Values(held)) => {
                     let values = float_argument(arg, batch)?;
-                    let bytes = &mut self.held.list_bytes;
-                    for_each_value(&values, &self.batch.local, &globals, |group, v| {
-                        *bytes += held[group].push(v);
-                    });
+                    self.held.list_bytes += append_by_group(
+                        &values,
+                        &self.batch.local,
+                        &globals,
+                        held,
+                        &mut self.batch.ends,
+                        &mut self.batch.sorted,
+                    );
                     values_held = true;
                 }
                 (Kind::Digest { .. }, State::Digests(digests)) => {
@@ -810,6 +818,54 @@ fn for_each_value(
             f(globals[l as usize], v);
         }
     }
+}
+
+/// Appends each valid value of `values` to its group's in `held`, a group's values of
+/// the batch at a time: they are first sorted by local group (a counting sort into
+/// `sorted`), so that each group's values are appended with one copy rather than one
+/// value at a time into a group that is elsewhere in memory at every row. Returns the
+/// bytes the groups allocated.
+fn append_by_group(
+    values: &Float64Array,
+    local: &[u32],
+    globals: &[usize],
+    held: &mut [Values],
+    ends: &mut Vec<usize>,
+    sorted: &mut Vec<f64>,
+) -> usize {
+    let nulls = values.nulls().filter(|n| n.null_count() > 0);
+    let valid = |row: usize| nulls.is_none_or(|n| n.is_valid(row));
+    // First each group's count, then where it starts, then each value in its place,
+    // which leaves `ends[g]` where group `g`'s values end.
+    ends.clear();
+    ends.resize(globals.len(), 0);
+    for (row, &l) in local.iter().enumerate() {
+        if valid(row) {
+            ends[l as usize] += 1;
+        }
+    }
+    let mut start = 0;
+    for end in ends.iter_mut() {
+        let count = *end;
+        *end = start;
+        start += count;
+    }
+    sorted.clear();
+    sorted.resize(start, 0.0);
+    for (row, (&l, &v)) in local.iter().zip(values.values()).enumerate() {
+        if valid(row) {
+            let at = &mut ends[l as usize];
+            sorted[*at] = v;
+            *at += 1;
+        }
+    }
+    let mut bytes = 0;
+    let mut start = 0;
+    for (&end, &global) in ends.iter().zip(globals) {
+        bytes += held[global].extend(&sorted[start..end]);
+        start = end;
+    }
+    bytes
 }
 
 /// The groups' values as `percentile_cont`'s partial state: one list per group.

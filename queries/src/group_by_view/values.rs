@@ -30,20 +30,34 @@ pub(super) struct Values {
 }
 
 impl Values {
-    /// Adds `value`, returning the bytes this allocated.
-    pub(super) fn push(&mut self, value: f64) -> usize {
-        self.len += 1;
-        if let Some(chunk) = self.chunks.last_mut().filter(|c| c.len() < CHUNK) {
-            let capacity = chunk.capacity();
-            chunk.push(value);
-            return (chunk.capacity() - capacity) * size_of::<f64>();
+    /// Adds `values`, returning the bytes this allocated.
+    pub(super) fn extend(&mut self, mut values: &[f64]) -> usize {
+        self.len += values.len();
+        let mut bytes = 0;
+        while !values.is_empty() {
+            let chunk = match self.chunks.last_mut().filter(|c| c.len() < CHUNK) {
+                Some(chunk) => chunk,
+                None => {
+                    // The first chunk doubles from a few values; the later ones start
+                    // full-sized.
+                    let capacity = if self.chunks.is_empty() { 4 } else { CHUNK };
+                    bytes += capacity * size_of::<f64>();
+                    self.chunks.push(Vec::with_capacity(capacity));
+                    self.chunks.last_mut().expect("just pushed")
+                }
+            };
+            let take = values.len().min(CHUNK - chunk.len());
+            let needed = chunk.len() + take;
+            if needed > chunk.capacity() {
+                // Doubling, to at most a chunk (a plain `extend` may go past it).
+                let capacity = needed.next_power_of_two().min(CHUNK);
+                bytes += (capacity - chunk.capacity()) * size_of::<f64>();
+                chunk.reserve_exact(capacity - chunk.len());
+            }
+            chunk.extend_from_slice(&values[..take]);
+            values = &values[take..];
         }
-        // The first chunk doubles from a few values; the later ones start full-sized.
-        let capacity = if self.chunks.is_empty() { 4 } else { CHUNK };
-        let mut chunk = Vec::with_capacity(capacity);
-        chunk.push(value);
-        self.chunks.push(chunk);
-        capacity * size_of::<f64>()
+        bytes
     }
 
     pub(super) fn len(&self) -> usize {
@@ -192,9 +206,7 @@ mod tests {
 
     fn held(values: &[f64]) -> Values {
         let mut held = Values::default();
-        for &v in values {
-            held.push(v);
-        }
+        held.extend(values);
         held
     }
 
@@ -230,8 +242,27 @@ mod tests {
 
     #[test]
     fn chunks_stop_doubling_and_count_the_bytes_they_take() {
+        let all: Vec<f64> = (0..3 * CHUNK + 5).map(|i| i as f64).collect();
+        // Appended in runs of every size, one value to more than a chunk.
         let mut values = Values::default();
-        let bytes: usize = (0..3 * CHUNK + 5).map(|i| values.push(i as f64)).sum();
+        let mut bytes = 0;
+        let mut rest = &all[..];
+        for run in [1, 2, 3, 7, 100, CHUNK - 50, 3, CHUNK + 7]
+            .into_iter()
+            .cycle()
+        {
+            let (now, later) = rest.split_at(run.min(rest.len()));
+            bytes += values.extend(now);
+            assert!(values.chunks.iter().all(|c| c.capacity() <= CHUNK));
+            assert_eq!(
+                bytes,
+                values.chunks.iter().map(|c| c.capacity()).sum::<usize>() * size_of::<f64>()
+            );
+            rest = later;
+            if rest.is_empty() {
+                break;
+            }
+        }
         assert_eq!(values.len(), 3 * CHUNK + 5);
         assert_eq!(bytes, 4 * CHUNK * size_of::<f64>());
         assert!(values.iter().map(|v| v as usize).eq(0..3 * CHUNK + 5));
