@@ -80,9 +80,7 @@ impl StoreTable {
             schema: Arc::new(schema),
         }
     }
-}
 
-impl StoreTable {
     /// The scan of `files` before projection and limit, planned from what the snapshot
     /// knows of each (where it is, its size, when it was written) instead of listing
     /// them, as a `ListingTable` does with a `head` of every file on every query (a
