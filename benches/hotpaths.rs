@@ -4,7 +4,8 @@
 //! run), Arrow IPC encoding for the write-ahead log, and Parquet encoding with the
 //! store's writer settings; then the same for the `coordination_events` rows the
 //! coordination processor derives on the acknowledgement path; GenAI attribution; and
-//! the call graph pairing client and server spans.
+//! the call graph pairing client and server spans; and the zstd contexts Parquet makes
+//! for every column chunk it reads or writes.
 //!
 //! `cargo bench --bench hotpaths` (release profile); throughput is in spans.
 
@@ -54,6 +55,21 @@ fn hot_paths(c: &mut Criterion) {
     coordination(c, &with_events, &props, spans);
     genai(c, &batch, spans);
     graph(c);
+    zstd_contexts(c);
+}
+
+/// What Parquet pays for every column chunk it reads or writes before any work: a zstd
+/// compression and a decompression context. zstd as published probes the CPU's
+/// features for each (three `cpuid`s, a VM exit each under a hypervisor); the vendored
+/// copy probes once per process (vendor/zstd-sys/PATCHED.md).
+fn zstd_contexts(c: &mut Criterion) {
+    c.bench_function("zstd/contexts of one column chunk", |b| {
+        b.iter(|| {
+            let compressor = zstd::bulk::Compressor::new(1).expect("compressor");
+            let decompressor = zstd::bulk::Decompressor::new().expect("decompressor");
+            black_box((compressor, decompressor))
+        })
+    });
 }
 
 /// A request: decoded, converted, encoded for the log.

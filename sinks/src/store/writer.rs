@@ -324,4 +324,75 @@ mod tests {
             }
         }
     }
+
+    /// zstd asks the CPU for its features once per process, not once per context
+    /// (vendor/zstd-sys/PATCHED.md): Parquet makes two contexts for every column chunk
+    /// it writes or reads, and under a hypervisor each `cpuid` is a VM exit. A child
+    /// process writes and reads a file once, turns on CPUID faulting (Linux on x86-64
+    /// with the `cpuid_fault` CPU flag), where a `cpuid` raises SIGSEGV, then writes
+    /// and reads another: it dies if zstd asks again.
+    #[test]
+    fn zstd_asks_for_cpu_features_once_per_process() {
+        const TEST: &str = "store::writer::tests::zstd_asks_for_cpu_features_once_per_process";
+        const NO_FAULTING: i32 = 77;
+        if std::env::var_os("SWARMSCOPE_CPUID_CHILD").is_some() {
+            parquet_round_trip();
+            if !cpuid_faults() {
+                std::process::exit(NO_FAULTING);
+            }
+            parquet_round_trip();
+            std::process::exit(0);
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new(exe)
+            .args([TEST, "--exact", "--test-threads=1", "--nocapture"])
+            .env("SWARMSCOPE_CPUID_CHILD", "1")
+            .output()
+            .expect("runs the child");
+        if out.status.code() == Some(NO_FAULTING) {
+            eprintln!("CPUID faulting is not available here: not checked");
+            return;
+        }
+        assert!(
+            out.status.success(),
+            "the child ({}) asked for CPU features again: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Turns on CPUID faulting for the calling thread (`arch_prctl(ARCH_SET_CPUID, 0)`).
+    fn cpuid_faults() -> bool {
+        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+        {
+            const ARCH_SET_CPUID: libc::c_long = 0x1012;
+            // SAFETY: arch_prctl with ARCH_SET_CPUID takes an integer argument and
+            // changes only whether this thread's `cpuid` faults.
+            unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_CPUID, 0 as libc::c_long) == 0 }
+        }
+        #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+        false
+    }
+
+    /// A file written with the store's settings (zstd) and read back.
+    fn parquet_round_trip() {
+        use arrow::array::{Int64Array, RecordBatch};
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let props = writer_properties(&StorageConfig::default()).expect("default settings");
+        let values = Int64Array::from_iter_values(0..10_000);
+        let batch =
+            RecordBatch::try_from_iter([("v", std::sync::Arc::new(values) as _)]).expect("batch");
+        let file = tempfile::tempfile().expect("temporary file");
+        let mut writer =
+            ArrowWriter::try_new(file.try_clone().expect("file"), batch.schema(), Some(props))
+                .expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("reader")
+            .build()
+            .expect("reader");
+        let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
+        assert_eq!(rows, 10_000);
+    }
 }
