@@ -32,15 +32,9 @@ fn request(r: u64) -> Vec<u8> {
 fn queries_during_compaction_see_every_row_exactly_once() {
     let (_tmp, dir) = temp_data_dir();
     // Phase one: FILES small files in one partition, compaction held off.
-    let server = Server::start_with(
+    let server = flushing_each_request(
         &dir,
-        Options {
-            flush_rows: Some(SPANS_PER_FILE as usize),
-            flush_interval_ms: Some(50),
-            storage_extra: "compaction_min_files = 1000\ncompaction_quiet_after = \"1000h\"\n"
-                .into(),
-            ..Default::default()
-        },
+        "compaction_min_files = 1000\ncompaction_quiet_after = \"1000h\"\n",
     );
     for r in 0..FILES {
         let (status, body) = blocking_request(
@@ -133,5 +127,96 @@ fn queries_during_compaction_see_every_row_exactly_once() {
     assert!(last >= (FILES / 4) as f64, "{last} merges of {FILES} files");
 }
 
+/// A server that flushes each request of [`request`] into a file of its own, with
+/// `storage_extra` in its `[storage]` section.
+fn flushing_each_request(dir: &std::path::Path, storage_extra: &str) -> Server {
+    Server::start_with(
+        dir,
+        Options {
+            flush_rows: Some(SPANS_PER_FILE as usize),
+            flush_interval_ms: Some(50),
+            storage_extra: storage_extra.into(),
+            ..Default::default()
+        },
+    )
+}
+
 /// Merges committed since the server started.
 const MERGES: &str = "swarmscope_store_compactions_total";
+
+/// An hour no agent writes to any more is laid out for reading: its flushes' files end
+/// as one file of full row groups, named as laid out; data coming late into it is laid
+/// out in turn; and SQL counts every row once throughout.
+#[test]
+fn a_quiet_hour_is_laid_out_in_full_row_groups() {
+    let (_tmp, dir) = temp_data_dir();
+    // No merges while the hour is written; every row group under half of 4096 rows
+    // is written again once the hour has been quiet for a second.
+    let server = flushing_each_request(
+        &dir,
+        "row_group_rows = 4096\ncompaction_min_files = 1000\n\
+         compaction_quiet_after = \"1s\"\nvacuum_after = \"0s\"\n",
+    );
+    const REQUESTS: u64 = 12;
+    let send = |r| {
+        let (status, body) = server.post_traces(&request(r));
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    };
+    for r in 0..REQUESTS {
+        send(r);
+    }
+    // Every file on disk laid out (the inputs of merges vacuumed), holding `rows` rows
+    // between them, and as many counted by SQL: each file's row groups.
+    let laid_out = |rows: u64| {
+        common::eventually("the hour laid out", || {
+            let files = parquet_files(&dir.join("spans"));
+            if !files
+                .iter()
+                .all(|f| f.to_string_lossy().ends_with("-optimized.parquet"))
+            {
+                return None;
+            }
+            let row_groups = files
+                .iter()
+                .map(|f| row_group_rows(f))
+                .collect::<Option<Vec<_>>>()?;
+            let on_disk: u64 = row_groups.iter().flatten().sum();
+            let counted = server.scalar("SELECT count(*) FROM spans").as_i64();
+            (on_disk == rows && counted == Some(rows as i64)).then_some(row_groups)
+        })
+    };
+    let row_groups = laid_out(REQUESTS * SPANS_PER_FILE);
+    assert_eq!(row_groups, vec![vec![REQUESTS * SPANS_PER_FILE]]);
+    assert_eq!(
+        server
+            .scalar("SELECT count(DISTINCT span_id) FROM spans")
+            .as_i64(),
+        Some((REQUESTS * SPANS_PER_FILE) as i64)
+    );
+
+    // Spans from an agent whose clock is behind, into the laid-out hour.
+    send(REQUESTS);
+    laid_out((REQUESTS + 1) * SPANS_PER_FILE);
+    assert_eq!(
+        server
+            .scalar("SELECT count(DISTINCT span_id) FROM spans")
+            .as_i64(),
+        Some(((REQUESTS + 1) * SPANS_PER_FILE) as i64)
+    );
+}
+
+/// The rows of each row group of the Parquet file at `path`, from its footer; `None`
+/// once vacuum has deleted it.
+fn row_group_rows(path: &std::path::Path) -> Option<Vec<u64>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = std::fs::File::open(path).ok()?;
+    let reader = SerializedFileReader::new(file).expect("a Parquet footer");
+    Some(
+        reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|rg| rg.num_rows() as u64)
+            .collect(),
+    )
+}

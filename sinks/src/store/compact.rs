@@ -115,42 +115,55 @@ pub(crate) struct Policy {
     pub quiet_before_ms: i64,
 }
 
-/// Each file merged whole into a quiet partition's file grows it by at least a
-/// quarter: the same bound on rewriting as the size tiers' factor of 4.
+/// Each file merged whole into a quiet partition's laid-out file grows it by at least
+/// a quarter: the same bound on rewriting as the size tiers' factor of 4.
 const GROWTH: u64 = 4;
 
-/// Groups of small files (under `target_bytes`) worth merging, each within one
-/// partition and together at most about `target_bytes`, oldest file first.
+/// One merge: its inputs, all of one partition, oldest first, and whether the
+/// partition is quiet, so the output is laid out for reading (see [`merge`]).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Merge {
+    pub inputs: Vec<StoredFile>,
+    pub quiet: bool,
+}
+
+/// The merges worth making: groups of files within one partition, together at most
+/// about `target_bytes`, oldest file first.
 ///
 /// A partition still being written is planned by size tier ([`plan_tiered`]): merging
-/// only files of like size keeps the write amplification logarithmic while flushes
-/// keep adding small files. A quiet partition (no file written since
-/// `quiet_before_ms`: its hour is over and late data has stopped coming) is merged
-/// whole ([`plan_quiet`]), as Delta's `OPTIMIZE` does: the tiers alone would leave up
-/// to `min_files - 1` files of each tier there for good, and every query that reads
-/// the hour would pay for each of them.
-pub(crate) fn plan(files: &[StoredFile], policy: Policy) -> Vec<Vec<StoredFile>> {
+/// only small files (under `target_bytes`) of like size keeps the write amplification
+/// logarithmic while flushes keep adding small files. A quiet partition (no file
+/// written since `quiet_before_ms`: its hour is over and late data has stopped coming)
+/// is laid out for reading once ([`plan_quiet`]), as Delta's `OPTIMIZE` does: the
+/// tiers alone would leave up to `min_files - 1` files of each tier there for good, each
+/// in the row groups a flush under load wrote, and every query that reads the hour
+/// would pay for each of them.
+pub(crate) fn plan(files: &[StoredFile], policy: Policy) -> Vec<Merge> {
     let mut partitions: std::collections::BTreeMap<i64, Vec<&StoredFile>> =
         std::collections::BTreeMap::new();
     for file in files {
         partitions.entry(file.hour).or_default().push(file);
     }
-    let mut groups = Vec::new();
+    let mut merges = Vec::new();
     for files in partitions.into_values() {
         let quiet = files
             .iter()
             .all(|f| f.modified_ms <= policy.quiet_before_ms);
-        let small: Vec<&StoredFile> = files
-            .into_iter()
-            .filter(|f| f.size < policy.target_bytes)
-            .collect();
-        if quiet {
-            groups.extend(plan_quiet(small, policy.target_bytes));
+        let groups = if quiet {
+            plan_quiet(files, policy.target_bytes)
         } else {
-            groups.extend(plan_tiered(small, policy.min_files, policy.target_bytes));
-        }
+            let small = files
+                .into_iter()
+                .filter(|f| f.size < policy.target_bytes)
+                .collect();
+            plan_tiered(small, policy.min_files, policy.target_bytes)
+        };
+        merges.extend(groups.into_iter().map(|inputs| Merge { inputs, quiet }));
     }
-    groups
+    // The merges of partitions being written first: their files keep coming, while a
+    // quiet partition's layout is for readers and runs at a lower priority.
+    merges.sort_by_key(|m| m.quiet);
+    merges
 }
 
 /// Size tiers of one partition's small files: a factor of 4 per tier; a group is at
@@ -174,26 +187,33 @@ fn plan_tiered(
         .collect()
 }
 
-/// A quiet partition's small files merged into as few as `target_bytes` allows. A file
-/// more than [`GROWTH`] times the size of all smaller ones together stays as it is
-/// (they merge among themselves), so late data trickling into an old hour does not
-/// rewrite its large file every time.
-fn plan_quiet(mut small: Vec<&StoredFile>, target_bytes: u64) -> Vec<Vec<StoredFile>> {
-    small.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
-    let mut rest: u64 = small.iter().map(|f| f.size).sum();
+/// A quiet partition laid out for reading: every file not yet laid out (a flush's, a
+/// merge's while the partition was written) is merged, with the partition's other small
+/// files, into as few as `target_bytes` allows (one that large alone). A laid-out file
+/// more than [`GROWTH`] times the size of all smaller ones together stays as it is (they
+/// merge among themselves), so late data trickling into an old hour does not rewrite
+/// its large file every time; nor does one at the target size. Once laid out, a
+/// partition has nothing more to merge until data comes late.
+fn plan_quiet(files: Vec<&StoredFile>, target_bytes: u64) -> Vec<Vec<StoredFile>> {
+    let mut candidates: Vec<&StoredFile> = files
+        .into_iter()
+        .filter(|f| f.size < target_bytes || !f.is_laid_out())
+        .collect();
+    candidates.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
+    let mut rest: u64 = candidates.iter().map(|f| f.size).sum();
     let mut settled = 0;
-    for file in &small {
+    for file in &candidates {
         rest -= file.size;
-        if file.size <= GROWTH.saturating_mul(rest) {
+        if !file.is_laid_out() || file.size <= GROWTH.saturating_mul(rest) {
             break;
         }
         settled += 1;
     }
-    let mut merging = small.split_off(settled);
+    let mut merging = candidates.split_off(settled);
     merging.sort_by(|a, b| a.path.cmp(&b.path));
     pack(merging, target_bytes)
         .into_iter()
-        .filter(|group| group.len() >= 2)
+        .filter(|group| group.len() >= 2 || group.iter().any(|f| !f.is_laid_out()))
         .collect()
 }
 
@@ -216,21 +236,25 @@ fn pack(files: Vec<&StoredFile>, target_bytes: u64) -> Vec<Vec<StoredFile>> {
     groups
 }
 
-/// Merges `inputs` (all of one partition of `table`) into one new file, written under
-/// its `.tmp` name and synced. Blocking.
+/// Merges the inputs of `merge` (all of one partition of `table`) into one new file,
+/// written under its `.tmp` name and synced. Blocking.
 ///
-/// A row group of at least `row_group_rows / COPY_DIVISOR` rows (a flush's worth under
-/// load) is copied as it is: its encoded pages, statistics, page indexes and bloom
-/// filters, with no decoding and no encoding, so merging it costs I/O, not CPU. The
-/// smaller row groups (a trickle of flushes, the tail of a flush split at an hour
-/// boundary) are decoded and written again together, as full row groups, which
-/// compress and read better than many small ones. Only what is small is re-encoded, so
-/// a merge under load neither competes with the flushes for long nor holds much memory.
-pub(crate) fn merge(
-    table: Table,
-    inputs: &[StoredFile],
-    props: &WriterProperties,
-) -> Result<PendingFile> {
+/// While the partition is written, a row group of at least `row_group_rows /
+/// COPY_DIVISOR` rows (a flush's worth under load) is copied as it is: its encoded
+/// pages, statistics, page indexes and bloom filters, with no decoding and no encoding,
+/// so merging it costs I/O, not CPU. The smaller row groups (a trickle of flushes, the
+/// tail of a flush split at an hour boundary) are decoded and written again together,
+/// as full row groups, which compress and read better than many small ones. Only what
+/// is small is re-encoded, so a merge under load neither competes with the flushes for
+/// long nor holds much memory.
+///
+/// A quiet partition's merge lays its output out for reading: every row group under
+/// half of `row_group_rows` is written again into full ones, once for the life of the
+/// hour, so each query that reads it opens a few row groups (statistics, bloom filters,
+/// page indexes, filters set up per column chunk) where the flushes wrote dozens. Its
+/// output's name says so ([`StoredFile::is_laid_out`]).
+pub(crate) fn merge(table: Table, merge: &Merge, props: &WriterProperties) -> Result<PendingFile> {
+    let inputs = &merge.inputs;
     let first = inputs
         .first()
         .ok_or_else(|| Error::Wal("nothing to merge".into()))?;
@@ -238,7 +262,7 @@ pub(crate) fn merge(
         .path
         .parent()
         .ok_or_else(|| Error::Wal("a stored file has no partition directory".into()))?;
-    let (tmp, path) = writer::new_file_name(dir);
+    let (tmp, path) = writer::new_file_name(dir, merge.quiet);
     let written = (|| {
         let opened = inputs
             .iter()
@@ -251,9 +275,13 @@ pub(crate) fn merge(
             })
             .collect::<Result<Vec<_>>>()?;
         let out = File::create(&tmp).map_err(Error::io(&tmp))?;
-        write_merged(out, table, &opened, props)?
-            .sync_all()
-            .map_err(Error::io(&tmp))
+        if merge.quiet {
+            write_merged(out, table, &opened, &laid_out(props), LAID_OUT_DIVISOR)?
+        } else {
+            write_merged(out, table, &opened, props, COPY_DIVISOR)?
+        }
+        .sync_all()
+        .map_err(Error::io(&tmp))
     })();
     let size = written.and_then(|()| Ok(std::fs::metadata(&tmp).map_err(Error::io(&tmp))?.len()));
     let size = match size {
@@ -280,19 +308,43 @@ pub(crate) fn merge(
 /// peak RSS when some fell under it (`benches/RESULTS.md`).
 const COPY_DIVISOR: usize = 16;
 
-/// Writes the rows of `inputs` into `out` with the table's schema: large row groups
-/// copied byte for byte, small ones re-encoded together (see [`merge`]).
+/// A quiet partition's merge copies the row groups of at least `row_group_rows /
+/// LAID_OUT_DIVISOR` rows: a half-full one gains little from being written again.
+const LAID_OUT_DIVISOR: usize = 2;
+
+/// The largest dictionary page a laid-out column chunk keeps before it falls back to
+/// plain pages.
+const LAID_OUT_DICTIONARY_BYTES: usize = 8 << 20;
+
+/// The store's writer settings for a quiet partition's layout. A full row group holds
+/// more distinct attribute values than parquet's default dictionary page (1 MiB)
+/// takes, and past it a column chunk falls back to plain pages, which compress worse
+/// (laid-out spans took 4% more bytes than the flushes' row groups; with room for the
+/// dictionary, 6-8% fewer). Flushes keep the default: their row groups are smaller, and
+/// each open writer would hold the larger dictionaries in memory under load.
+fn laid_out(props: &WriterProperties) -> WriterProperties {
+    props
+        .clone()
+        .into_builder()
+        .set_dictionary_page_size_limit(LAID_OUT_DICTIONARY_BYTES)
+        .build()
+}
+
+/// Writes the rows of `inputs` into `out` with the table's schema: row groups of at
+/// least `row_group_rows / copy_divisor` rows copied byte for byte, smaller ones
+/// re-encoded together (see [`merge`]).
 fn write_merged(
     out: File,
     table: Table,
     inputs: &[(File, Arc<ParquetMetaData>)],
     props: &WriterProperties,
+    copy_divisor: usize,
 ) -> Result<File> {
     let schema = table.stored_schema();
     let (mut writer, columns) =
         ArrowWriter::try_new(out, schema.clone(), Some(props.clone()))?.into_serialized_writer()?;
     let row_group_rows = props.max_row_group_row_count().unwrap_or(usize::MAX);
-    let min_rows = row_group_rows / COPY_DIVISOR;
+    let min_rows = row_group_rows / copy_divisor;
     let mut small = Reencoder::new(columns, table, row_group_rows);
     for (input, metadata) in inputs {
         // A file written with another schema (an older version's) is never copied:
@@ -470,6 +522,26 @@ mod tests {
         }
     }
 
+    /// Written by a quiet partition's merge at 1,000 ms.
+    fn laid_out(hour: i64, n: usize, size: u64) -> StoredFile {
+        StoredFile {
+            path: PathBuf::from(format!("/d/spans/h{hour}/f{n:03}-optimized.parquet")),
+            ..file(hour, n, size)
+        }
+    }
+
+    /// The inputs of each merge `plan` finds, checking that each is quiet or not as
+    /// `quiet` says.
+    fn plan_of(files: &[StoredFile], quiet: bool, policy: Policy) -> Vec<Vec<StoredFile>> {
+        plan(files, policy)
+            .into_iter()
+            .map(|m| {
+                assert_eq!(m.quiet, quiet, "{m:?}");
+                m.inputs
+            })
+            .collect()
+    }
+
     fn quiet(target_bytes: u64) -> Policy {
         Policy {
             min_files: 1_000,
@@ -492,14 +564,14 @@ mod tests {
         for n in 0..3 {
             files.push(file(2, n, 1024));
         }
-        let groups = plan(&files, busy(4, 1 << 20));
+        let groups = plan_of(&files, false, busy(4, 1 << 20));
         assert_eq!(groups.len(), 1, "{groups:?}");
         assert_eq!(
             groups[0],
             (0..6).map(|n| file(1, n, 1024)).collect::<Vec<_>>()
         );
         // With min_files 2, the two 64 KiB files make a group of their own.
-        let groups = plan(&files, busy(2, 1 << 20));
+        let groups = plan_of(&files, false, busy(2, 1 << 20));
         assert_eq!(groups.len(), 3, "{groups:?}");
         assert!(groups.contains(&vec![file(1, 6, 0), file(1, 7, 0)]));
     }
@@ -507,7 +579,7 @@ mod tests {
     #[test]
     fn groups_stop_at_the_target_size() {
         let files: Vec<_> = (0..10).map(|n| file(1, n, 300)).collect();
-        let groups = plan(&files, busy(2, 1000));
+        let groups = plan_of(&files, false, busy(2, 1000));
         // Three files of 300 fit under 1000, a fourth does not.
         assert_eq!(groups.len(), 3);
         assert!(groups.iter().all(|g| g.len() == 3));
@@ -521,37 +593,87 @@ mod tests {
             .collect();
         files.push(file(1, 7, 40_000));
         files.push(file(1, 8, 300_000));
-        assert!(plan(&files, busy(8, 1 << 30)).is_empty());
-        let groups = plan(&files, quiet(1 << 30));
+        assert!(plan_of(&files, false, busy(8, 1 << 30)).is_empty());
+        let groups = plan_of(&files, true, quiet(1 << 30));
         assert_eq!(groups, vec![files.clone()]);
         // One file written since the cutoff: the partition is still being written.
         files[3].modified_ms = 3_000;
-        assert!(plan(&files, quiet(1 << 30)).is_empty());
+        assert!(plan_of(&files, true, quiet(1 << 30)).is_empty());
     }
 
     #[test]
-    fn a_quiet_partitions_large_file_waits_for_a_quarter_of_its_size() {
-        let big = file(1, 0, 10_000);
+    fn a_quiet_partitions_laid_out_file_waits_for_a_quarter_of_its_size() {
+        let big = laid_out(1, 0, 10_000);
         let late = |n, size| file(1, n, size);
         // Two late files of 1,000: too little to rewrite the big one for; they merge.
         let files = vec![big.clone(), late(1, 1_000), late(2, 1_000)];
         assert_eq!(
-            plan(&files, quiet(1 << 20)),
+            plan_of(&files, true, quiet(1 << 20)),
             vec![vec![late(1, 0), late(2, 0)]]
         );
-        // A merged late file alone: nothing to do.
-        assert!(plan(&[big.clone(), late(3, 2_000)], quiet(1 << 20)).is_empty());
+        // The late files merged: nothing to do.
+        let merged = laid_out(1, 3, 2_000);
+        assert!(plan_of(&[big.clone(), merged.clone()], true, quiet(1 << 20)).is_empty());
         // A quarter of its size has come late: all of it merges.
-        let files = vec![big.clone(), late(3, 2_000), late(4, 500)];
-        assert_eq!(plan(&files, quiet(1 << 20)).concat().len(), 3);
-        // Files at the target are never inputs, and groups stay under it.
+        let files = vec![big.clone(), merged, late(4, 500)];
+        assert_eq!(plan_of(&files, true, quiet(1 << 20)).concat().len(), 3);
+        // Laid-out files at the target are never inputs, and groups stay under it.
         let files = vec![
-            file(2, 0, 1_000),
-            file(2, 1, 400),
-            file(2, 2, 400),
-            file(2, 3, 400),
+            laid_out(2, 0, 1_000),
+            laid_out(2, 1, 400),
+            laid_out(2, 2, 400),
+            laid_out(2, 3, 400),
         ];
-        let groups = plan(&files, quiet(1_000));
-        assert_eq!(groups, vec![vec![file(2, 1, 0), file(2, 2, 0)]]);
+        let groups = plan_of(&files, true, quiet(1_000));
+        assert_eq!(groups, vec![vec![laid_out(2, 1, 0), laid_out(2, 2, 0)]]);
+    }
+
+    /// Every file of a quiet partition that a flush or a merge under load wrote is
+    /// written again once, however large, and alone if nothing else is left to merge.
+    #[test]
+    fn a_quiet_partitions_files_are_each_laid_out_once() {
+        // The whole hour in one file merged while it was written: laid out alone.
+        let merged_under_load = file(1, 0, 10_000);
+        assert_eq!(
+            plan_of(&[merged_under_load.clone()], true, quiet(1 << 20)),
+            vec![vec![merged_under_load.clone()]]
+        );
+        // Larger than the target: alone too.
+        assert_eq!(
+            plan_of(&[merged_under_load.clone()], true, quiet(1_000)),
+            vec![vec![merged_under_load.clone()]]
+        );
+        // Beside a laid-out file it dwarfs: merged with it.
+        let files = vec![merged_under_load.clone(), laid_out(1, 1, 1_000)];
+        assert_eq!(plan_of(&files, true, quiet(1 << 20)), vec![files.clone()]);
+        // A partition laid out, in files that do not fit together: nothing to do.
+        let files = vec![laid_out(1, 2, 600), laid_out(1, 3, 600)];
+        assert!(plan_of(&files, true, quiet(1_000)).is_empty());
+        // Files at the target that are not laid out are each written again.
+        let files = vec![file(2, 0, 1_000), file(2, 1, 400), file(2, 2, 400)];
+        assert_eq!(
+            plan_of(&files, true, quiet(1_000)),
+            vec![vec![file(2, 0, 0)], vec![file(2, 1, 0), file(2, 2, 0)]]
+        );
+    }
+
+    /// A partition being written is merged before a quiet one is laid out, whatever
+    /// their hours.
+    #[test]
+    fn merges_of_partitions_being_written_come_first() {
+        let mut files: Vec<_> = (0..2).map(|n| file(1, n, 100)).collect();
+        for n in 0..2 {
+            files.push(StoredFile {
+                modified_ms: 3_000,
+                ..file(2, n, 100)
+            });
+        }
+        let policy = Policy {
+            min_files: 2,
+            ..quiet(1 << 20)
+        };
+        let merges = plan(&files, policy);
+        let order: Vec<(i64, bool)> = merges.iter().map(|m| (m.inputs[0].hour, m.quiet)).collect();
+        assert_eq!(order, vec![(2, false), (1, true)]);
     }
 }

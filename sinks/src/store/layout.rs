@@ -39,7 +39,22 @@ impl PartialEq for StoredFile {
 
 impl Eq for StoredFile {}
 
+/// How the name of a file a quiet partition's merge wrote ends (see
+/// [`StoredFile::is_laid_out`]).
+pub(crate) const LAID_OUT_SUFFIX: &str = "-optimized.parquet";
+
 impl StoredFile {
+    /// Whether a quiet partition's merge wrote this file, in full row groups, rather
+    /// than a flush or a merge while its partition was written (row groups as small as
+    /// a flush under load writes). The name says so, wherever the table lives, and
+    /// stays true for the file's life: a file is never changed once written.
+    pub fn is_laid_out(&self) -> bool {
+        self.path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(LAID_OUT_SUFFIX))
+    }
+
     /// The nanosecond range `[start, end)` of the partition this file belongs to.
     pub fn time_range(&self) -> (i64, i64) {
         let start = self.hour.saturating_mul(NANOS_PER_HOUR);

@@ -624,11 +624,12 @@ async fn a_quiet_partition_is_merged_below_min_files() {
     assert_eq!(s.snapshot(Table::SPANS).unwrap().files.len(), 6);
     drop(s);
 
-    // The same files, quiet from the moment they are written.
+    // The same files, quiet from the moment they are written: the next hour's one
+    // file is laid out too.
     let s = ParquetStore::open(config(std::time::Duration::ZERO))
         .await
         .unwrap();
-    assert_eq!(s.compact().await.unwrap(), 5);
+    assert_eq!(s.compact().await.unwrap(), 6);
     let files = s.snapshot(Table::SPANS).unwrap().files;
     assert_eq!(files.len(), 2, "{files:?}");
     assert_eq!(row_group_rows(&files[0].path), vec![15]);
@@ -750,6 +751,69 @@ async fn only_the_small_row_groups_of_a_merge_are_encoded_again() {
     );
 }
 
+/// A quiet partition is laid out for reading once: the row groups merges copied while
+/// it was written (a flush's each) are written again as full ones, in a file whose
+/// name says so, and it is left alone after; data coming late is merged into it, its
+/// row groups of at least half the size copied.
+#[tokio::test]
+async fn a_quiet_partition_is_laid_out_in_full_row_groups_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |quiet_after| StorageConfig {
+        data_dir: dir.path().to_owned(),
+        compaction_min_files: 4,
+        compaction_quiet_after: quiet_after,
+        row_group_rows: 16,
+        ..StorageConfig::default()
+    };
+    let s = ParquetStore::open(config(std::time::Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    five_small_files(&s, 3).await;
+    // Merged while being written: the flushes' row groups copied as they are.
+    assert_eq!(s.compact().await.unwrap(), 5);
+    let files = s.snapshot(Table::SPANS).unwrap().files;
+    assert_eq!(row_group_rows(&files[0].path), vec![3; 5]);
+    assert!(!files.iter().any(StoredFile::is_laid_out), "{files:?}");
+    drop(s);
+
+    // Quiet: each partition's one file is written again, in full row groups.
+    let s = ParquetStore::open(config(std::time::Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(s.compact().await.unwrap(), 2);
+    let files = s.snapshot(Table::SPANS).unwrap().files;
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.iter().all(StoredFile::is_laid_out), "{files:?}");
+    assert!(files[0]
+        .path
+        .to_string_lossy()
+        .ends_with("-optimized.parquet"));
+    assert_eq!(row_group_rows(&files[0].path), vec![15]);
+    let expected: Vec<i64> = (0..5u64)
+        .flat_map(|f| (0..3u64).map(move |i| (HOUR + f * 1000 + i) as i64))
+        .collect();
+    assert_eq!(start_times_with_the_table_schema(&files[0].path), expected);
+    assert_trace_id_bloom_filters(&files[0].path);
+    assert_eq!(total_rows(&s, Table::SPANS), 16);
+    // Laid out: nothing more to do.
+    assert_eq!(s.compact().await.unwrap(), 0);
+
+    // Late data, 10 rows then 3: merged in; the row groups of at least half of 16
+    // rows are copied, the 3 rows written again.
+    for (f, rows) in [(5u64, 10u64), (6, 3)] {
+        let starts: Vec<u64> = (0..rows).map(|i| HOUR + f * 1000 + i).collect();
+        s.append(Table::SPANS, spans_at(&starts)).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    assert_eq!(s.compact().await.unwrap(), 3);
+    let files = s.snapshot(Table::SPANS).unwrap().files;
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files[0].is_laid_out());
+    assert_eq!(row_group_rows(&files[0].path), vec![15, 10, 3]);
+    assert_eq!(total_rows(&s, Table::SPANS), 29);
+    assert_eq!(s.compact().await.unwrap(), 0);
+}
+
 #[tokio::test]
 async fn a_merges_inputs_are_vacuumed_once_vacuum_after_has_passed() {
     let dir = tempfile::tempdir().unwrap();
@@ -808,7 +872,11 @@ async fn a_merge_interrupted_before_its_commit_leaves_the_inputs() {
     five_small_files(&s, 2).await;
     let inputs: Vec<StoredFile> = s.snapshot(Table::SPANS).unwrap().files[..5].to_vec();
     // A merge's output written, then a crash before its commit.
-    let pending = compact::merge(Table::SPANS, &inputs, &s.inner.props).unwrap();
+    let merge = compact::Merge {
+        inputs,
+        quiet: false,
+    };
+    let pending = compact::merge(Table::SPANS, &merge, &s.inner.props).unwrap();
     pending.commit().unwrap();
     drop(s);
 

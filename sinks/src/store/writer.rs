@@ -256,7 +256,7 @@ impl OpenFile {
         };
         let dir = partition_dir(table_dir, hour);
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        let (tmp, path) = new_file_name(&dir);
+        let (tmp, path) = new_file_name(&dir, false);
         let file = File::create(&tmp).map_err(Error::io(&tmp))?;
         let writer = match ArrowWriter::try_new(file, batch.schema(), Some(props.clone())) {
             Ok(w) => w,
@@ -288,13 +288,20 @@ impl OpenFile {
     }
 }
 
-/// A new file name in partition directory `dir`: its `.tmp` and its final path.
-pub(crate) fn new_file_name(dir: &Path) -> (PathBuf, PathBuf) {
+/// A new file name in partition directory `dir`: its `.tmp` and its final path; one
+/// that says the file is laid out for reading (see [`StoredFile::is_laid_out`]) with
+/// `laid_out`.
+pub(crate) fn new_file_name(dir: &Path, laid_out: bool) -> (PathBuf, PathBuf) {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let seq = FILE_SEQ.fetch_add(1, Ordering::Relaxed);
-    let name = format!("part-{millis}-{}-{seq:06}.parquet", std::process::id());
+    let suffix = if laid_out {
+        layout::LAID_OUT_SUFFIX
+    } else {
+        ".parquet"
+    };
+    let name = format!("part-{millis}-{}-{seq:06}{suffix}", std::process::id());
     let final_path = dir.join(&name);
     (tmp_path(&final_path), final_path)
 }
