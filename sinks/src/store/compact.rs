@@ -635,12 +635,16 @@ mod tests {
         // The whole hour in one file merged while it was written: laid out alone.
         let merged_under_load = file(1, 0, 10_000);
         assert_eq!(
-            plan_of(&[merged_under_load.clone()], true, quiet(1 << 20)),
+            plan_of(
+                std::slice::from_ref(&merged_under_load),
+                true,
+                quiet(1 << 20)
+            ),
             vec![vec![merged_under_load.clone()]]
         );
         // Larger than the target: alone too.
         assert_eq!(
-            plan_of(&[merged_under_load.clone()], true, quiet(1_000)),
+            plan_of(std::slice::from_ref(&merged_under_load), true, quiet(1_000)),
             vec![vec![merged_under_load.clone()]]
         );
         // Beside a laid-out file it dwarfs: merged with it.
