@@ -227,6 +227,37 @@ async fn on_s3_merges_commit_and_vacuum_deletes_their_inputs() {
     assert_eq!(stored_rows(&s, Table::SPANS).await, 10);
 }
 
+/// A quiet partition of a table on S3 is laid out like a local one: its files fetched,
+/// merged into full row groups and the output uploaded under its laid-out name.
+#[tokio::test]
+async fn on_s3_a_quiet_partition_is_laid_out() {
+    let moto = moto_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        compaction_quiet_after: Duration::ZERO,
+        ..moto.config(dir.path()).await
+    };
+    let s = ParquetStore::open(config).await.unwrap();
+    for f in 0..3u64 {
+        let starts: Vec<u64> = (0..2).map(|i| HOUR + f * 1000 + i).collect();
+        s.append(Table::SPANS, spans_at(&starts)).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    assert_eq!(s.compact().await.unwrap(), 3);
+    let files = s.snapshot(Table::SPANS).unwrap().files;
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].is_laid_out(), "{files:?}");
+    let laid_out: Vec<ObjectPath> = objects(&s, Table::SPANS)
+        .await
+        .into_iter()
+        .filter(|o| o.as_ref().ends_with("-optimized.parquet"))
+        .collect();
+    assert_eq!(laid_out.len(), 1, "{laid_out:?}");
+    assert_eq!(stored_rows(&s, Table::SPANS).await, 6);
+    // Laid out: nothing more to do.
+    assert_eq!(s.compact().await.unwrap(), 0);
+}
+
 /// An S3 API that takes every write, `If-None-Match: *` or not (as some older
 /// S3-compatible stores do), and answers every other request as empty.
 async fn store_ignoring_conditional_writes() -> String {
