@@ -561,23 +561,13 @@ fn number<K: numbering::Key>(
     local: &mut Vec<u32>,
     first_row: &mut Vec<u32>,
 ) {
-    map.clear();
-    first_row.clear();
-    // Pushed to as a vector of this function's own, whose pointer and length the loop
-    // can keep in registers; through `local`, each row would load them again.
-    let mut numbers = std::mem::take(local);
-    numbers.clear();
-    numbers.reserve(keys.size_hint().0);
+    let mut numbers = begin_numbering(map, local, first_row, keys.size_hint().0);
     let mut previous: Option<(K, u32)> = None;
     for (row, key) in keys.enumerate() {
         let number = match previous {
             Some((k, number)) if k == key => number,
             _ => {
-                let next = first_row.len() as u32;
-                let number = map.number_of(key, next);
-                if number == next {
-                    first_row.push(row as u32);
-                }
+                let number = number_of(map, first_row, key, row);
                 previous = Some((key, number));
                 number
             }
@@ -585,6 +575,40 @@ fn number<K: numbering::Key>(
         numbers.push(number);
     }
     *local = numbers;
+}
+
+/// Empties `map` and `first_row` for a new batch of `rows`, and takes `local`'s vector
+/// to push the rows' numbers to: a vector of the caller's own, whose pointer and length
+/// its loop can keep in registers (through `local`, each row would load them again).
+#[inline]
+fn begin_numbering<K: numbering::Key>(
+    map: &mut Numbering<K>,
+    local: &mut Vec<u32>,
+    first_row: &mut Vec<u32>,
+    rows: usize,
+) -> Vec<u32> {
+    map.clear();
+    first_row.clear();
+    let mut numbers = std::mem::take(local);
+    numbers.clear();
+    numbers.reserve(rows);
+    numbers
+}
+
+/// The number of `key`, first seen at `row` if it is new.
+#[inline]
+fn number_of<K: numbering::Key>(
+    map: &mut Numbering<K>,
+    first_row: &mut Vec<u32>,
+    key: K,
+    row: usize,
+) -> u32 {
+    let next = first_row.len() as u32;
+    let number = map.number_of(key, next);
+    if number == next {
+        first_row.push(row as u32);
+    }
+    number
 }
 
 /// Each row's view, or [`NULL_VIEW`] for a null.
@@ -597,6 +621,38 @@ fn views(keys: &StringViewArray) -> impl Iterator<Item = u128> + '_ {
             Some(nulls) if nulls.is_null(row) => NULL_VIEW,
             _ => *view,
         })
+}
+
+/// [`number`] over one column's views: a column without nulls a run at a time
+/// ([`number_runs`]), one with nulls row by row.
+fn number_column(
+    column: &StringViewArray,
+    map: &mut Numbering<u128>,
+    local: &mut Vec<u32>,
+    first_row: &mut Vec<u32>,
+) {
+    match column.null_count() {
+        0 => number_runs(column.views(), map, local, first_row),
+        _ => number(views(column), map, local, first_row),
+    }
+}
+
+/// [`number`] over a slice of keys, a run of equal keys at a time: the run's end is
+/// found by comparing neighbours, and its number written for all of it at once.
+fn number_runs<K: numbering::Key>(
+    keys: &[K],
+    map: &mut Numbering<K>,
+    local: &mut Vec<u32>,
+    first_row: &mut Vec<u32>,
+) {
+    let mut numbers = begin_numbering(map, local, first_row, keys.len());
+    let mut row = 0;
+    while let Some(&key) = keys.get(row) {
+        let end = row + 1 + keys[row + 1..].iter().take_while(|&&k| k == key).count();
+        numbers.resize(end, number_of(map, first_row, key, row));
+        row = end;
+    }
+    *local = numbers;
 }
 
 impl BatchGroups {
@@ -617,15 +673,15 @@ impl BatchGroups {
         let Some((first, rest)) = columns.split_first() else {
             return;
         };
-        number(
-            views(first),
+        number_column(
+            first,
             &mut self.by_view,
             &mut self.local,
             &mut self.first_row,
         );
         for column in rest {
-            number(
-                views(column),
+            number_column(
+                column,
                 &mut self.by_view,
                 &mut self.column_local,
                 &mut self.column_first_row,
@@ -1155,6 +1211,26 @@ mod tests {
             let rows = if sql.contains("GROUP BY") { 8 } else { 5 };
             assert!(expected.len() >= rows, "{sql}: {expected:?}");
             assert_eq!(sorted_result(&counted, sql).await, expected, "{sql}");
+        }
+    }
+
+    #[test]
+    fn numbers_runs_as_row_by_row() {
+        let cases: [&[u128]; 5] = [
+            &[],
+            &[7],
+            &[1, 1, 1, 2, 2, 1, 3, 3, 3, 2],
+            &[4, 5, 4, 5, 6, 4],
+            &[9, 9, 9, 9],
+        ];
+        for keys in cases {
+            let (mut map, mut local, mut first_row) = (Numbering::default(), vec![8], vec![8]);
+            number(keys.iter().copied(), &mut map, &mut local, &mut first_row);
+            let expected = (local.clone(), first_row.clone());
+            // From what the batch before left.
+            number_runs(&[3, 3, 1], &mut map, &mut local, &mut first_row);
+            number_runs(keys, &mut map, &mut local, &mut first_row);
+            assert_eq!((local, first_row), expected, "{keys:?}");
         }
     }
 
