@@ -117,7 +117,7 @@ impl Values {
         let keys = |lo: i64, hi: i64| self.iter().map(key).filter(move |k| (lo..=hi).contains(k));
         loop {
             if inside <= buffer.max(SAMPLE) {
-                let mut held = keys(lo, hi).collect::<Vec<_>>();
+                let mut held = self.gather(lo, hi, inside);
                 let (_, &mut at, above) = held.select_nth_unstable(rank - below);
                 return (at, above.iter().copied().min());
             }
@@ -159,6 +159,21 @@ impl Values {
                 start += count;
             }
         }
+    }
+
+    /// The `inside` keys in `lo..=hi`, a chunk at a time: copied into a vector of
+    /// their number at once, where collecting them through one iterator over every
+    /// chunk grew the vector by doubling and took each key through the chain's `next`.
+    fn gather(&self, lo: i64, hi: i64, inside: usize) -> Vec<i64> {
+        let mut held = Vec::with_capacity(inside);
+        for chunk in &self.chunks {
+            let keys = chunk.iter().map(|&v| key(v));
+            match (lo, hi) {
+                (i64::MIN, i64::MAX) => held.extend(keys),
+                _ => held.extend(keys.filter(|k| (lo..=hi).contains(k))),
+            }
+        }
+        held
     }
 
     /// The key at `rank + 1`, given `at`, the key at `rank`.
