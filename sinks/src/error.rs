@@ -29,6 +29,10 @@ pub enum Error {
     ObjectStore(String),
     #[error("write-ahead log: {0}")]
     Wal(String),
+    /// A flush did not commit a table because the flush before it could not; its rows
+    /// wait in the buffer for the next flush.
+    #[error("{table}: not committed, held back behind an earlier flush that could not commit it")]
+    HeldBack { table: &'static str },
     /// A task of the store (flush, compaction, the log writer) failed outside its own
     /// error handling: it panicked or could not start.
     #[error("{task} task failed: {message}")]

@@ -42,11 +42,11 @@ pub struct StorageConfig {
     pub wal_fsync: WalFsync,
     /// The sync period of `wal_fsync = "interval"`.
     pub wal_fsync_interval_ms: u64,
-    /// Memory that accepted, not yet flushed rows may take. Past half of it a flush
-    /// starts; past all of it requests are refused with 503 / UNAVAILABLE until the
-    /// flush catches up. 48 MiB by default: enough that a flush writes row groups
-    /// compaction copies as they are, and no more, since a larger buffer bought no
-    /// throughput, only memory (`benches/RESULTS.md`).
+    /// Memory that accepted, not yet flushed rows may take. Once the rows no flush has
+    /// taken reach a third of it a flush starts; past all of it requests are refused
+    /// with 503 / UNAVAILABLE until the flushes catch up. 48 MiB by default: enough
+    /// that a flush writes row groups compaction copies as they are, and peak RSS stays
+    /// under 256 MiB (`benches/RESULTS.md`).
     pub max_buffered_bytes: usize,
     /// While a partition is being written, its files smaller than
     /// `compaction_target_bytes` are merged once there are at least this many of like

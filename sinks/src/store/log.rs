@@ -117,8 +117,7 @@ impl ParquetStore {
         })?;
         // Counted before the log writer moves the rows into the buffers, so that a
         // flush right after never frees more than was counted.
-        let buffered = self.inner.buffered_bytes.fetch_add(size, Ordering::AcqRel) + size;
-        let tables: Vec<Table> = batches.iter().map(|(t, _)| *t).collect();
+        self.inner.buffered_bytes.fetch_add(size, Ordering::AcqRel);
         let result = async {
             let record =
                 frame::Record::encode(&batches.iter().map(|(t, b)| (*t, b)).collect::<Vec<_>>())?;
@@ -134,11 +133,7 @@ impl ParquetStore {
         .await;
         match result {
             Ok(record) => {
-                if buffered >= self.inner.memory.limit() / 2
-                    || tables
-                        .iter()
-                        .any(|t| self.state(*t).buffered_rows >= self.inner.config.flush_rows)
-                {
+                if self.worth_flushing() {
                     self.inner.full.notify_one();
                 }
                 Ok(Some(record))
@@ -224,7 +219,12 @@ fn log_writer(inner: Weak<Inner>, mut log: wal::Wal, commands: mpsc::Receiver<Co
                                 let mut state = lock_state(&inner, *t);
                                 state.buffered_rows = 0;
                                 let taken = std::mem::take(&mut state.buffered);
-                                state.flushing.clone_from(&taken);
+                                if !taken.is_empty() {
+                                    let bytes: usize =
+                                        taken.iter().map(|b| b.get_array_memory_size()).sum();
+                                    inner.flushing_bytes.fetch_add(bytes, Ordering::AcqRel);
+                                    state.flushing.push((sealed, taken.clone()));
+                                }
                                 (*t, taken)
                             })
                             .collect(),

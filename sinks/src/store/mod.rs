@@ -77,8 +77,9 @@ struct TableState {
     /// Accepted rows waiting for the next flush.
     buffered: Vec<RecordBatch>,
     buffered_rows: usize,
-    /// Rows being written by the flush in progress.
-    flushing: Vec<RecordBatch>,
+    /// Rows being written by the flushes in progress, by the segment each flush sealed
+    /// (one flush writes while the one before it commits).
+    flushing: Vec<(u64, Vec<RecordBatch>)>,
     /// Files of the table's Delta snapshot, oldest partition first.
     files: Vec<StoredFile>,
 }
@@ -99,8 +100,15 @@ struct Inner {
     /// Memory held by admitted rows not yet in a Parquet file (this store's share of
     /// `memory`).
     buffered_bytes: AtomicUsize,
-    /// Serialises flushes so two never write the same buffer.
+    /// The part of `buffered_bytes` that flushes in progress have taken.
+    flushing_bytes: AtomicUsize,
+    /// Serialises the flushes' writing, so two never take the same buffer.
     flush_lock: tokio::sync::Mutex<()>,
+    /// Serialises the flushes' commits, in the order they wrote.
+    commits: Arc<tokio::sync::Mutex<flush::Commits>>,
+    /// Tests only: a table whose next commit waits for the receiver, then fails.
+    #[cfg(test)]
+    fail_next_commit: Mutex<Option<(Table, tokio::sync::oneshot::Receiver<()>)>>,
     /// Woken when a buffer should be flushed early.
     full: Notify,
     /// The log writer thread; `None` for a read-only store.
@@ -172,7 +180,11 @@ impl ParquetStore {
                 .collect(),
             memory,
             buffered_bytes: AtomicUsize::new(recovered.buffered_bytes),
+            flushing_bytes: AtomicUsize::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
+            commits: Arc::default(),
+            #[cfg(test)]
+            fail_next_commit: Mutex::default(),
             full: Notify::new(),
             log: Some(handle),
             recovery: recovered.recovery,
@@ -220,7 +232,11 @@ impl ParquetStore {
                 read_only: true,
                 tables,
                 buffered_bytes: AtomicUsize::new(0),
+                flushing_bytes: AtomicUsize::new(0),
                 flush_lock: tokio::sync::Mutex::new(()),
+                commits: Arc::default(),
+                #[cfg(test)]
+                fail_next_commit: Mutex::default(),
                 full: Notify::new(),
                 log: None,
                 recovery: Recovery::default(),
@@ -313,7 +329,11 @@ impl ParquetStore {
     /// The files and in-memory rows of `table`, consistent with each other.
     pub fn snapshot(&self, table: Table) -> Result<Snapshot> {
         let state = self.state(table);
-        let mut batches = state.flushing.clone();
+        let mut batches: Vec<RecordBatch> = state
+            .flushing
+            .iter()
+            .flat_map(|(_, taken)| taken.iter().cloned())
+            .collect();
         batches.extend(state.buffered.iter().cloned());
         Ok(Snapshot {
             files: state.files.clone(),
@@ -324,12 +344,34 @@ impl ParquetStore {
     /// Rows accepted but not yet in a Parquet file.
     pub fn buffered_rows(&self, table: Table) -> usize {
         let state = self.state(table);
-        state.buffered_rows + state.flushing.iter().map(|b| b.num_rows()).sum::<usize>()
+        state.buffered_rows
+            + state
+                .flushing
+                .iter()
+                .flat_map(|(_, taken)| taken)
+                .map(|b| b.num_rows())
+                .sum::<usize>()
     }
 
     /// Memory held by accepted rows not yet in a Parquet file.
     pub fn buffered_bytes(&self) -> usize {
         self.inner.buffered_bytes.load(Ordering::Acquire)
+    }
+
+    /// Whether the rows no flush has taken yet are worth a flush before the next tick:
+    /// a third of the memory budget (a flush writing, the one before it committing,
+    /// and the rows arriving meanwhile each take up to a third), or `flush_rows` rows
+    /// of one table.
+    fn worth_flushing(&self) -> bool {
+        let inner = &self.inner;
+        let untaken = inner
+            .buffered_bytes
+            .load(Ordering::Acquire)
+            .saturating_sub(inner.flushing_bytes.load(Ordering::Acquire));
+        untaken >= inner.memory.limit() / 3
+            || Table::ALL
+                .iter()
+                .any(|t| self.state(*t).buffered_rows >= inner.config.flush_rows)
     }
 
     /// Files of `table` in the history, and their bytes on disk.

@@ -1084,16 +1084,22 @@ fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-#[tokio::test]
-async fn a_table_that_cannot_be_written_holds_back_no_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path()).await;
+/// A store buffering two spans and a log record, appended as one record.
+async fn store_with_two_spans_and_a_log(dir: &Path) -> ParquetStore {
+    let s = store(dir).await;
     s.append_all(vec![
         (Table::SPANS, spans_at(&[HOUR, HOUR + 1])),
         (Table::LOGS, logs_at(0)),
     ])
     .await
     .unwrap();
+    s
+}
+
+#[tokio::test]
+async fn a_table_that_cannot_be_written_holds_back_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store_with_two_spans_and_a_log(dir.path()).await;
     // The spans' partition cannot be made: its directory is taken by a file.
     let blocker = dir.path().join("spans/date=1970-01-01");
     std::fs::write(&blocker, b"not a directory").unwrap();
@@ -1119,6 +1125,78 @@ async fn a_table_that_cannot_be_written_holds_back_no_other() {
     let again = store(dir.path()).await;
     assert_eq!(again.recovery().rows, 0, "the flush retired the log");
     assert_eq!(total_rows(&again, Table::SPANS), 2);
+    assert_eq!(total_rows(&again, Table::LOGS), 1);
+}
+
+#[tokio::test]
+async fn a_flush_behind_one_that_could_not_commit_holds_its_rows_back_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store_with_two_spans_and_a_log(dir.path()).await;
+    // The first flush's commit of the spans waits for `fail`, then fails.
+    let (fail, gate) = tokio::sync::oneshot::channel();
+    *lock(&s.inner.fail_next_commit) = Some((Table::SPANS, gate));
+    let first = s.begin_flush().await.unwrap().expect("rows to flush");
+    // The next flush takes the rows that arrived meanwhile and writes them while the
+    // first one commits.
+    s.append(Table::SPANS, spans_at(&[HOUR + 2])).await.unwrap();
+    let second = tokio::spawn({
+        let s = s.clone();
+        async move { s.flush().await }
+    });
+    while !lock_state(&s.inner, Table::SPANS).buffered.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        rows(&s.snapshot(Table::SPANS).unwrap()),
+        3,
+        "rows being flushed are read"
+    );
+    fail.send(()).unwrap();
+    assert!(first.await.unwrap().is_err());
+    let held_back = second.await.unwrap().unwrap_err();
+    assert!(
+        matches!(held_back, Error::HeldBack { table: "spans" }),
+        "{held_back}"
+    );
+    // Nothing of the spans was committed; every row is buffered, in the order it came.
+    let snapshot = s.snapshot(Table::SPANS).unwrap();
+    assert!(snapshot.files.is_empty());
+    let starts: Vec<i64> = snapshot
+        .batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("start_time")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    let hour = HOUR as i64;
+    assert_eq!(starts, vec![hour, hour + 1, hour + 2]);
+    assert_eq!(s.buffered_rows(Table::SPANS), 3);
+    assert_eq!(
+        parquet_files(&dir.path().join("spans")),
+        Vec::<PathBuf>::new(),
+        "no file of the spans is left"
+    );
+    assert_eq!(
+        s.snapshot(Table::LOGS).unwrap().files.len(),
+        1,
+        "the logs committed"
+    );
+    // A crash now replays the three spans, and not the committed log record.
+    drop(s);
+    let reopened = store(dir.path()).await;
+    assert_eq!(reopened.recovery().rows, 3);
+    assert_eq!(reopened.recovery().committed_rows, 1);
+    reopened.flush().await.unwrap();
+    drop(reopened);
+    let again = store(dir.path()).await;
+    assert_eq!(again.recovery().rows, 0, "the flush retired the log");
+    assert_eq!(total_rows(&again, Table::SPANS), 3);
     assert_eq!(total_rows(&again, Table::LOGS), 1);
 }
 

@@ -7,10 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{DataType, Field, TimestampNanosecondType};
+use arrow::datatypes::{DataType, Field, SchemaRef, TimestampNanosecondType};
+use parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn,
+    ArrowRowGroupWriterFactory,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use swarmscope_processors::schema::Table;
 
@@ -141,6 +146,14 @@ pub(crate) struct PendingFile {
 }
 
 impl PendingFile {
+    /// Syncs the written file (a flush's files are written unsynced, and synced when
+    /// they are committed).
+    pub(crate) fn sync(&self) -> Result<()> {
+        File::open(&self.tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(Error::io(&self.tmp))
+    }
+
     pub(crate) fn commit(&self) -> Result<()> {
         rename_into_place(&self.tmp, &self.file.path)
     }
@@ -166,7 +179,7 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
 
 /// Writes `batches` of `table` under `data_dir` in its stored schema
 /// ([`Table::stored_schema`]), one new file per partition hour, each under its `.tmp`
-/// name and synced. Blocking; call from a blocking thread.
+/// name, not yet synced ([`PendingFile::sync`]). Blocking; call from a blocking thread.
 ///
 /// The batches stream into one writer per hour as they are, never concatenated: a
 /// flush's memory is the buffer it drains plus the encoders' pages, not a second copy.
@@ -232,12 +245,19 @@ pub(crate) fn write_partitioned(
     written
 }
 
-/// A partition's new file being written under its `.tmp` name.
+/// A partition's new file being written under its `.tmp` name. Rows are gathered a
+/// row group at a time and its columns encoded on several threads ([`encode_columns`]).
 struct OpenFile {
     tmp: PathBuf,
     path: PathBuf,
-    dir: PathBuf,
-    writer: ArrowWriter<File>,
+    writer: SerializedFileWriter<File>,
+    columns: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    /// The rows of the row group being gathered, and how many.
+    gathered: Vec<RecordBatch>,
+    gathered_rows: usize,
+    row_group_rows: usize,
+    row_groups: usize,
 }
 
 impl OpenFile {
@@ -258,8 +278,12 @@ impl OpenFile {
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         let (tmp, path) = new_file_name(&dir, false);
         let file = File::create(&tmp).map_err(Error::io(&tmp))?;
-        let writer = match ArrowWriter::try_new(file, batch.schema(), Some(props.clone())) {
-            Ok(w) => w,
+        // The Arrow writer embeds the Arrow schema in the file's metadata, as readers
+        // of the files expect; its lower-level parts then write the row groups.
+        let parts = ArrowWriter::try_new(file, batch.schema(), Some(props.clone()))
+            .and_then(|w| w.into_serialized_writer());
+        let (writer, columns) = match parts {
+            Ok(parts) => parts,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e.into());
@@ -268,24 +292,197 @@ impl OpenFile {
         Ok(slot.insert(OpenFile {
             tmp,
             path,
-            dir,
             writer,
+            columns,
+            schema: batch.schema(),
+            gathered: Vec::new(),
+            gathered_rows: 0,
+            row_group_rows: props.max_row_group_row_count().unwrap_or(usize::MAX).max(1),
+            row_groups: 0,
         }))
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        Ok(self.writer.write(batch)?)
+        let mut batch = batch.clone();
+        while batch.num_rows() > 0 {
+            let room = self.row_group_rows - self.gathered_rows;
+            let taken = batch.num_rows().min(room);
+            self.gathered.push(batch.slice(0, taken));
+            self.gathered_rows += taken;
+            batch = batch.slice(taken, batch.num_rows() - taken);
+            if self.gathered_rows == self.row_group_rows {
+                self.write_row_group()?;
+            }
+        }
+        Ok(())
     }
 
-    /// Closes the file and syncs it and its directory; returns the final path.
-    fn finish(self) -> Result<PathBuf> {
-        let file = self.writer.into_inner()?;
-        file.sync_all().map_err(Error::io(&self.tmp))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(Error::io(&self.dir))?;
+    /// Encodes the gathered rows as the file's next row group.
+    fn write_row_group(&mut self) -> Result<()> {
+        let writers = self.columns.create_column_writers(self.row_groups)?;
+        let gathered = std::mem::take(&mut self.gathered);
+        self.gathered_rows = 0;
+        let chunks = encode_columns(&self.schema, writers, &gathered)?;
+        let mut row_group = self.writer.next_row_group()?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+        self.row_groups += 1;
+        Ok(())
+    }
+
+    /// Closes the file; returns the final path. Neither the file nor its directory
+    /// is synced: [`PendingFile::sync`] syncs the file, and the rename into place
+    /// syncs the directory.
+    fn finish(mut self) -> Result<PathBuf> {
+        if self.gathered_rows > 0 {
+            self.write_row_group()?;
+        }
+        self.writer.close()?;
         Ok(self.path)
     }
+}
+
+/// Encodes the columns of one row group, `batches`, with `writers` (one per leaf
+/// column, in schema order) on up to [`ENCODING_THREADS`] threads, each taking a share
+/// of the columns of about equal size; returns the chunks in schema order.
+///
+/// A flush is the one serial step between the receivers and the history: encoding on
+/// one thread, it fell behind the receivers under load and the buffer filled, and
+/// requests were refused while cores sat idle.
+fn encode_columns(
+    schema: &SchemaRef,
+    writers: Vec<ArrowColumnWriter>,
+    batches: &[RecordBatch],
+) -> Result<Vec<ArrowColumnChunk>> {
+    // Each leaf column's pieces, one per batch, and the bytes of the top-level column
+    // it belongs to, shared among its leaves, as its weight.
+    let mut leaves: Vec<(Vec<ArrowLeafColumn>, usize)> =
+        writers.iter().map(|_| (Vec::new(), 0)).collect();
+    for batch in batches {
+        let mut leaf = 0;
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            let pieces = compute_leaves(field, column)?;
+            let weight = column.get_buffer_memory_size() / pieces.len().max(1);
+            for piece in pieces {
+                let slot = leaves.get_mut(leaf).ok_or_else(|| {
+                    Error::Parquet(parquet::errors::ParquetError::General(
+                        "more leaf columns than column writers".into(),
+                    ))
+                })?;
+                slot.0.push(piece);
+                slot.1 += weight;
+                leaf += 1;
+            }
+        }
+    }
+    // Heaviest first, each to the lightest lane.
+    let lanes = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, ENCODING_THREADS);
+    let mut order: Vec<usize> = (0..writers.len()).collect();
+    order.sort_by_key(|i| std::cmp::Reverse(leaves[*i].1));
+    let mut loads = vec![0usize; lanes];
+    let mut lane_of = vec![0usize; writers.len()];
+    for i in order {
+        let lane = (0..lanes).min_by_key(|l| loads[*l]).unwrap_or(0);
+        loads[lane] += leaves[i].1;
+        lane_of[i] = lane;
+    }
+    let mut work: Vec<Vec<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)>> =
+        (0..lanes).map(|_| Vec::new()).collect();
+    for (i, (writer, (pieces, _))) in writers.into_iter().zip(leaves).enumerate() {
+        work[lane_of[i]].push((i, writer, pieces));
+    }
+    let encode = |columns: Vec<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)>| -> Result<Vec<(usize, ArrowColumnChunk)>> {
+        columns
+            .into_iter()
+            .map(|(i, mut writer, pieces)| {
+                for piece in &pieces {
+                    writer.write(piece)?;
+                }
+                Ok((i, writer.close()?))
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let mut lanes = work.into_iter();
+    let here = lanes.next().unwrap_or_default();
+    let others: Vec<_> = lanes
+        .map(|lane| {
+            let (done, answer) = std::sync::mpsc::channel();
+            encoding_pool().submit(Box::new(move || {
+                let _ = done.send(encode(lane));
+            }));
+            answer
+        })
+        .collect();
+    let mut chunks = encode(here)?;
+    for answer in others {
+        chunks.extend(answer.recv().map_err(|_| Error::Task {
+            task: "flush",
+            message: "a column encoding thread panicked".into(),
+        })??);
+    }
+    chunks.sort_by_key(|(i, _)| *i);
+    Ok(chunks.into_iter().map(|(_, chunk)| chunk).collect())
+}
+
+/// The most threads one row group's columns are encoded on.
+const ENCODING_THREADS: usize = 4;
+
+/// The threads that encode columns beside a flush's own, started on first use and
+/// kept: a thread started per row group took a fresh allocator arena each time, and
+/// the process kept the freed pages of each.
+struct EncodingPool {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+impl EncodingPool {
+    fn submit(&self, job: Box<dyn FnOnce() + Send>) {
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .send(job);
+        // The pool's threads never stop; should they have, the job runs here.
+        if let Err(std::sync::mpsc::SendError(job)) = sent {
+            job();
+        }
+    }
+}
+
+fn encoding_pool() -> &'static EncodingPool {
+    static POOL: std::sync::OnceLock<EncodingPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, ENCODING_THREADS)
+            - 1;
+        for _ in 0..threads {
+            let queue = std::sync::Arc::clone(&queue);
+            let started = std::thread::Builder::new()
+                .name("swarmscope-encode".into())
+                .spawn(move || loop {
+                    let job = queue
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "no column encoding thread; flushes encode on one");
+            }
+        }
+        EncodingPool {
+            jobs: std::sync::Mutex::new(jobs),
+        }
+    })
 }
 
 /// A new file name in partition directory `dir`: its `.tmp` and its final path; one
