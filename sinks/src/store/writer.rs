@@ -181,8 +181,10 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
 /// ([`Table::stored_schema`]), one new file per partition hour, each under its `.tmp`
 /// name, not yet synced ([`PendingFile::sync`]). Blocking; call from a blocking thread.
 ///
-/// The batches stream into one writer per hour as they are, never concatenated: a
-/// flush's memory is the buffer it drains plus the encoders' pages, not a second copy.
+/// The batches go to one writer per hour as they are, never concatenated. A writer
+/// holds a row group's batches in the stored schema until it encodes their columns: a
+/// flush's memory is the buffer it drains, the columns the stored schema casts (times
+/// and counts; strings are shared, not copied) and the encoders' pages.
 pub(crate) fn write_partitioned(
     data_dir: &Path,
     table: Table,
