@@ -153,7 +153,7 @@ impl ParquetStore {
             };
             // Memory pressure counts the rows flushes have taken too; a flush is worth
             // starting early only for the rows none has taken.
-            if !ticked && !self.worth_flushing() {
+            if !ticked && !self.worth_flushing(Table::ALL) {
                 continue;
             }
             // Errors are logged by the flush; the rows stay buffered for the next try.

@@ -118,6 +118,7 @@ impl ParquetStore {
         // Counted before the log writer moves the rows into the buffers, so that a
         // flush right after never frees more than was counted.
         self.inner.buffered_bytes.fetch_add(size, Ordering::AcqRel);
+        let tables: Vec<Table> = batches.iter().map(|(t, _)| *t).collect();
         let result = async {
             let record =
                 frame::Record::encode(&batches.iter().map(|(t, b)| (*t, b)).collect::<Vec<_>>())?;
@@ -133,7 +134,7 @@ impl ParquetStore {
         .await;
         match result {
             Ok(record) => {
-                if self.worth_flushing() {
+                if self.worth_flushing(&tables) {
                     self.inner.full.notify_one();
                 }
                 Ok(Some(record))

@@ -361,15 +361,15 @@ impl ParquetStore {
     /// Whether the rows no flush has taken yet are worth a flush before the next tick:
     /// a third of the memory budget (a flush writing, the one before it committing,
     /// and the rows arriving meanwhile each take up to a third), or `flush_rows` rows
-    /// of one table.
-    fn worth_flushing(&self) -> bool {
+    /// of one of `tables` (an append asks about the tables it wrote to, not every one).
+    fn worth_flushing(&self, tables: &[Table]) -> bool {
         let inner = &self.inner;
         let untaken = inner
             .buffered_bytes
             .load(Ordering::Acquire)
             .saturating_sub(inner.flushing_bytes.load(Ordering::Acquire));
         untaken >= inner.memory.limit() / 3
-            || Table::ALL
+            || tables
                 .iter()
                 .any(|t| self.state(*t).buffered_rows >= inner.config.flush_rows)
     }
