@@ -372,3 +372,52 @@ fn count_by_service_is_counted_by_view_from_buffer_and_parquet() {
         "{plan}"
     );
 }
+
+/// A scan evaluates its filters while it decodes Parquet (no `FilterExec` above it)
+/// where that spares decoding a costly column for the rows they drop (a random id, an
+/// attribute map) or where a filter looks an id up; filters over cheap columns run
+/// after the decoding. Either way the answers are the same.
+#[test]
+fn filters_are_evaluated_while_decoding_where_they_spare_a_costly_column() {
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start(&dir);
+    for h in 0..3 {
+        send(&server, &spans("svc", BASE + h * HOUR, 10));
+    }
+    assert!(server.stop().success());
+    let server = Server::start(&dir);
+    // Per hour: `op-1` is spans 1, 4 and 7; each trace id has one span an hour.
+    let trace = "01010101010101010000000000000005";
+    for (sql, count, while_decoding) in [
+        ("SELECT count(*) FROM spans WHERE name = 'op-1'", 9, false),
+        (
+            "SELECT count(*) FROM spans WHERE name = 'op-1' AND duration_ns > 0",
+            9,
+            false,
+        ),
+        (
+            "SELECT count(span_id) FROM spans WHERE name = 'op-1'",
+            9,
+            true,
+        ),
+        (
+            "SELECT count(attributes['coordination.team']) FROM spans WHERE name = 'op-1'",
+            9,
+            true,
+        ),
+        (
+            &format!("SELECT count(*) FROM spans WHERE trace_id = '{trace}'"),
+            3,
+            true,
+        ),
+    ] {
+        assert_eq!(server.scalar(sql), count, "{sql}");
+        let plan = physical_plan(&server, sql);
+        assert!(plan.contains(".parquet"), "{plan}");
+        assert_eq!(
+            !plan.contains("FilterExec"),
+            while_decoding,
+            "{sql}: {plan}"
+        );
+    }
+}

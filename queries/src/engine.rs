@@ -150,12 +150,13 @@ impl QueryEngine {
             // The scans of tables on object storage read `s3://bucket/...` URLs.
             runtime.register_object_store(&remote.bucket_url(), remote.store());
         }
-        // Filters are evaluated while Parquet is decoded (late materialisation): a
-        // query for one trace decodes the other columns of its rows only.
+        // Each scan chooses whether its filters are evaluated while Parquet is
+        // decoded (late materialisation, see `table::late_materialization`): a query
+        // for one trace decodes the other columns of its rows only. Where they are,
+        // the cheapest filter runs first.
         let session = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("swarmscope", "public")
-            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
         let mut state = SessionStateBuilder::new()
             .with_config(session)

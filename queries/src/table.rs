@@ -6,6 +6,7 @@
 //! Parquet scan of the rest (with row-group pruning by statistics) with the in-memory
 //! rows.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::nested_views::{viewed, StoreFormat};
@@ -37,7 +38,7 @@ use datafusion_datasource::compute_all_files_statistics;
 use futures::{stream, StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore};
 use swarmscope_processors::schema::Table;
-use swarmscope_sinks::store::{ParquetStore, StoredFile};
+use swarmscope_sinks::store::{ParquetStore, StoredFile, RANDOM_ID_COLUMNS};
 
 /// One stored table, as DataFusion sees it: the stored schema
 /// ([`Table::stored_schema`]: microsecond timestamps) with its strings as `Utf8View`,
@@ -188,6 +189,33 @@ impl StoreTable {
     }
 }
 
+/// Whether a scan evaluates `filters` while it decodes (late materialisation: the
+/// columns only the output needs are decoded for the rows the filters keep) rather
+/// than decoding every column of the rows its pruning kept and filtering after.
+///
+/// Selecting rows costs the reader per batch (a selection built from the filters'
+/// result, a mask or skips in every other column), which pays where it spares
+/// decoding a costly column: a map or list (every entry's levels and strings) or a
+/// random id (a plain-encoded string of 16-32 bytes a row), or where a filter
+/// compares a random id (looking one trace up keeps a handful of rows of a row group).
+/// Filters on the cheap columns (times, durations, the dictionary-encoded names and
+/// statuses) over cheap columns run faster decoded whole and filtered after (the top
+/// error operations of the last hour in `benches/e2e.sh`).
+fn late_materialization(projected: &Schema, filters: &[Expr]) -> bool {
+    if filters.is_empty() {
+        return false;
+    }
+    let costly = |name: &str| RANDOM_ID_COLUMNS.contains(&name);
+    let mut filtered = HashSet::new();
+    for filter in filters {
+        filtered.extend(filter.column_refs().into_iter().map(|c| c.name.as_str()));
+    }
+    filtered.iter().any(|name| costly(name))
+        || projected.fields().iter().any(|f| {
+            !filtered.contains(f.name().as_str()) && (f.data_type().is_nested() || costly(f.name()))
+        })
+}
+
 /// `batch` with its columns cast to the types of `schema`, which has as many columns.
 pub(crate) fn cast_batch(
     batch: &RecordBatch,
@@ -253,6 +281,7 @@ impl TableProvider for StoreTable {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !files.is_empty() {
             let mut parquet = state.table_options().parquet.clone();
+            parquet.global.pushdown_filters |= late_materialization(&projected, filters);
             // A filter evaluated while decoding selects rows for the other columns.
             // Left to choose, the reader decodes every row and drops the unselected
             // ones when they are scattered (which suits flat columns); for a map or a
