@@ -33,6 +33,7 @@
 //! either, a partial result is emitted and grouping starts afresh, as a partial
 //! aggregate may.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -436,8 +437,9 @@ impl Digest {
 /// The groups of the rows seen so far: their strings → group number, and each
 /// aggregate's state by group number.
 struct Groups {
-    /// The encoded strings of each group's columns (see [`encode_key`]).
-    index: HashMap<Box<[u8]>, usize>,
+    /// The encoded strings of each group's columns (see [`encode_key`]), looked up
+    /// once per batch and group: with std's SipHash that lookup showed in profiles.
+    index: HashMap<Box<[u8]>, usize, Fast>,
     /// `keys[c][g]`: column `c` of group `g`.
     keys: Vec<Vec<Option<Box<str>>>>,
     states: Vec<State>,
@@ -451,7 +453,7 @@ struct Groups {
 impl Groups {
     fn new(columns: usize, kinds: &[Kind]) -> Groups {
         Groups {
-            index: HashMap::new(),
+            index: HashMap::default(),
             keys: vec![Vec::new(); columns],
             states: kinds
                 .iter()
@@ -611,10 +613,10 @@ fn number_of<K: numbering::Key>(
     number
 }
 
-/// Each row's view, or [`NULL_VIEW`] for a null.
-fn views(keys: &StringViewArray) -> impl Iterator<Item = u128> + '_ {
+/// Each row's view ([`keyed_views`]), or [`NULL_VIEW`] for a null.
+fn views<'a>(keys: &'a StringViewArray, keyed: &'a [u128]) -> impl Iterator<Item = u128> + 'a {
     let nulls = keys.nulls().filter(|n| n.null_count() > 0);
-    keys.views()
+    keyed
         .iter()
         .enumerate()
         .map(move |(row, view)| match nulls {
@@ -622,6 +624,43 @@ fn views(keys: &StringViewArray) -> impl Iterator<Item = u128> + '_ {
             _ => *view,
         })
 }
+
+/// The views of `keys` as keys of the per-batch numbering: equal views are equal
+/// strings, and equal strings in one buffer have equal views. A batch often holds one
+/// buffer many times over: a filter's output coalesces the rows of a dozen or more
+/// decoded batches, each of which lists the column chunk's dictionary as a buffer of
+/// its own. Each string longer than a view's inline 12 bytes is then seen under as
+/// many views, and as many groups of the batch, as the buffer has indices. Here each
+/// such view names the first index of its buffer instead.
+fn keyed_views(keys: &StringViewArray) -> Cow<'_, [u128]> {
+    let buffers = keys.data_buffers();
+    let mut first_index = HashMap::with_capacity_and_hasher(buffers.len(), Fast::default());
+    let canonical: Vec<u32> = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| *first_index.entry((b.as_ptr(), b.len())).or_insert(i as u32))
+        .collect();
+    if canonical.iter().enumerate().all(|(i, &c)| c == i as u32) {
+        return Cow::Borrowed(keys.views());
+    }
+    const INDEX: u128 = (u32::MAX as u128) << 64;
+    Cow::Owned(
+        keys.views()
+            .iter()
+            .map(|&view| match canonical.get((view >> 64) as u32 as usize) {
+                Some(&index) if view as u32 > INLINE_LEN => {
+                    (view & !INDEX) | (u128::from(index) << 64)
+                }
+                _ => view,
+            })
+            .collect(),
+    )
+}
+
+/// The longest string a view holds inline; longer ones name a buffer and an offset.
+const INLINE_LEN: u32 = 12;
+
+type Fast = foldhash::fast::RandomState;
 
 /// [`number`] over one column's views: a column without nulls a run at a time
 /// ([`number_runs`]), one with nulls row by row.
@@ -631,9 +670,10 @@ fn number_column(
     local: &mut Vec<u32>,
     first_row: &mut Vec<u32>,
 ) {
+    let keyed = keyed_views(column);
     match column.null_count() {
-        0 => number_runs(column.views(), map, local, first_row),
-        _ => number(views(column), map, local, first_row),
+        0 => number_runs(&keyed, map, local, first_row),
+        _ => number(views(column, &keyed), map, local, first_row),
     }
 }
 
@@ -662,8 +702,9 @@ impl BatchGroups {
     fn assign(&mut self, columns: &[&StringViewArray]) {
         if let [first, second] = columns {
             // The commonest case (service and operation) in one hash per row.
+            let (first_keyed, second_keyed) = (keyed_views(first), keyed_views(second));
             number(
-                views(first).zip(views(second)),
+                views(first, &first_keyed).zip(views(second, &second_keyed)),
                 &mut self.by_two_views,
                 &mut self.local,
                 &mut self.first_row,
@@ -1025,6 +1066,7 @@ mod tests {
     use datafusion::execution::SessionStateBuilder;
     use datafusion::parquet::arrow::ArrowWriter;
     use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+    use std::collections::HashSet;
 
     fn context(with_rule: bool) -> SessionContext {
         // Joins partitioned by hash even over small tables, so that a join relies on
@@ -1232,6 +1274,45 @@ mod tests {
             number_runs(keys, &mut map, &mut local, &mut first_row);
             assert_eq!((local, first_row), expected, "{keys:?}");
         }
+    }
+
+    #[test]
+    fn a_buffer_listed_twice_numbers_its_strings_once() {
+        use datafusion::arrow::array::{Array as _, StringViewBuilder};
+        use datafusion::arrow::buffer::Buffer;
+        // Two decoded batches of one dictionary, concatenated as a coalescing filter
+        // does: the rows of the second name the same buffer under another index.
+        let mut builder = StringViewBuilder::new();
+        let dictionary = builder.append_block(Buffer::from(b"agent-service-07work.progress"));
+        let again = builder.append_block(Buffer::from(b"agent-service-07work.progress"));
+        for (block, offset, len) in [
+            (dictionary, 0, 16),
+            (dictionary, 16, 13),
+            (dictionary, 0, 16),
+            (again, 0, 16),
+            (again, 16, 13),
+        ] {
+            builder.try_append_view(block, offset, len).unwrap();
+        }
+        let copied = builder.finish();
+        // A copy of one buffer is not the same allocation: its strings are grouped by
+        // their text, a batch later, so each still has a group of its own here.
+        assert_eq!(keyed_views(&copied).iter().collect::<HashSet<_>>().len(), 4);
+
+        let shared = Buffer::from(b"agent-service-07work.progress");
+        let views = copied.views().clone();
+        let listed_twice =
+            StringViewArray::try_new(views, vec![shared.clone(), shared], copied.nulls().cloned())
+                .unwrap();
+        let keyed = keyed_views(&listed_twice);
+        assert_eq!(keyed.iter().collect::<HashSet<_>>().len(), 2);
+        let (mut map, mut local, mut first_row) = (Numbering::default(), vec![], vec![]);
+        number_column(&listed_twice, &mut map, &mut local, &mut first_row);
+        assert_eq!(local, [0, 1, 0, 0, 1]);
+        assert_eq!(first_row, [0, 1]);
+        // Short strings are their own views, whichever buffer a batch lists.
+        let short = StringViewArray::from_iter_values(["ok", "error", "ok"]);
+        assert_eq!(keyed_views(&short).as_ref(), short.views().as_ref());
     }
 
     #[test]
