@@ -102,9 +102,12 @@ fn request(c: &mut Criterion, request: &ExportTraceServiceRequest, spans: u64) -
         .expect("convert")
         .batch;
     eprintln!(
-        "buffered Arrow bytes per span: prost path {}, wire path {}",
+        "buffered Arrow bytes per span: prost path {}, wire path {}; \
+         its write-ahead log record (Arrow IPC) {} bytes per span, {} in all over the buffers",
         batch.get_array_memory_size() as u64 / spans,
-        wire.get_array_memory_size() as u64 / spans
+        wire.get_array_memory_size() as u64 / spans,
+        ipc(&wire) as u64 / spans,
+        ipc(&wire) as i64 - wire.get_array_memory_size() as i64,
     );
     group.bench_function("arrow_ipc_encode", |b| b.iter(|| ipc(&batch)));
     group.finish();

@@ -14,6 +14,10 @@ use swarmscope_processors::schema::Table;
 
 use crate::{Error, Result};
 
+/// What an IPC stream of one batch adds to its buffers, about: the schema and batch
+/// messages, and the padding of each buffer to 8 bytes.
+const IPC_OVERHEAD: usize = 4096;
+
 /// A record longer than this is corruption, not data (requests are far smaller).
 pub(crate) const MAX_RECORD: usize = 1 << 30;
 
@@ -44,7 +48,14 @@ impl Record {
 
 /// One framed record of `entries`, ready to append.
 pub(crate) fn encode(entries: &[(Table, &RecordBatch)]) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; 8];
+    // About the batches' buffers plus the IPC framing, allocated once: growing the
+    // vector by doubling would copy a request's record several times over.
+    let expected = entries
+        .iter()
+        .map(|(_, batch)| batch.get_array_memory_size() + IPC_OVERHEAD)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(8 + expected);
+    out.resize(8, 0);
     for (table, batch) in entries {
         out.push(table.code());
         let at = out.len();

@@ -109,18 +109,80 @@ pub(crate) fn optional_hex_id(
 }
 
 pub(crate) fn timestamp_builder() -> TimestampNanosecondBuilder {
-    TimestampNanosecondBuilder::new().with_timezone("UTC")
+    timestamp_builder_with(BUILDER_DEFAULT)
+}
+
+pub(crate) fn timestamp_builder_with(rows: usize) -> TimestampNanosecondBuilder {
+    TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC")
 }
 
 pub(crate) type AttributeBuilder = MapBuilder<StringBuilder, StringBuilder>;
 
 pub(crate) fn attribute_builder() -> AttributeBuilder {
-    let names = MapFieldNames {
-        entry: "entries".into(),
-        key: "key".into(),
-        value: "value".into(),
+    attribute_builder_with(BUILDER_DEFAULT, MapCapacity::default())
+}
+
+/// The capacity, in items and in bytes, an Arrow builder's `new()` starts with.
+const BUILDER_DEFAULT: usize = 1024;
+
+/// How large a column of attribute maps will grow: its entries over all rows, and the
+/// bytes of their keys and of their values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct MapCapacity {
+    pub entries: usize,
+    pub key_bytes: usize,
+    pub value_bytes: usize,
+}
+
+/// What a builder's `new()` starts with, for batches of unknown size.
+impl Default for MapCapacity {
+    fn default() -> Self {
+        MapCapacity {
+            entries: BUILDER_DEFAULT,
+            key_bytes: BUILDER_DEFAULT,
+            value_bytes: BUILDER_DEFAULT,
+        }
+    }
+}
+
+impl MapCapacity {
+    pub(crate) const NONE: MapCapacity = MapCapacity {
+        entries: 0,
+        key_bytes: 0,
+        value_bytes: 0,
     };
-    MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
+
+    /// `rows` rows that each hold what `self` says one row holds.
+    pub(crate) fn times(self, rows: usize) -> MapCapacity {
+        MapCapacity {
+            entries: self.entries.saturating_mul(rows),
+            key_bytes: self.key_bytes.saturating_mul(rows),
+            value_bytes: self.value_bytes.saturating_mul(rows),
+        }
+    }
+
+    pub(crate) fn add(self, other: MapCapacity) -> MapCapacity {
+        MapCapacity {
+            entries: self.entries.saturating_add(other.entries),
+            key_bytes: self.key_bytes.saturating_add(other.key_bytes),
+            value_bytes: self.value_bytes.saturating_add(other.value_bytes),
+        }
+    }
+}
+
+/// An attribute map builder for `rows` rows, allocated once for `capacity` (builders
+/// grow by doubling, and each step copies all they hold).
+pub(crate) fn attribute_builder_with(rows: usize, capacity: MapCapacity) -> AttributeBuilder {
+    MapBuilder::with_capacity(
+        Some(MapFieldNames {
+            entry: "entries".into(),
+            key: "key".into(),
+            value: "value".into(),
+        }),
+        StringBuilder::with_capacity(capacity.entries, capacity.key_bytes),
+        StringBuilder::with_capacity(capacity.entries, capacity.value_bytes),
+        rows,
+    )
 }
 
 pub(crate) fn append_attributes(b: &mut AttributeBuilder, attributes: &[KeyValue]) -> Result<()> {
@@ -188,18 +250,46 @@ pub(crate) struct OriginColumns {
     scope_schema_url: StringBuilder,
 }
 
+/// How large the resource and scope columns of a batch will grow (see
+/// [`OriginColumns::with_capacity`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OriginCapacity {
+    pub rows: usize,
+    pub resource_attributes: MapCapacity,
+    pub scope_attributes: MapCapacity,
+    /// A bound on the bytes of each of the short strings (service and scope names).
+    pub bytes: usize,
+}
+
+/// What builders' `new()` start with, for batches of unknown size.
+impl Default for OriginCapacity {
+    fn default() -> Self {
+        OriginCapacity {
+            rows: BUILDER_DEFAULT,
+            resource_attributes: MapCapacity::default(),
+            scope_attributes: MapCapacity::default(),
+            bytes: BUILDER_DEFAULT,
+        }
+    }
+}
+
 impl OriginColumns {
     pub(crate) fn new() -> Self {
+        OriginColumns::with_capacity(OriginCapacity::default())
+    }
+
+    /// Columns allocated once for what `c` says they will hold.
+    pub(crate) fn with_capacity(c: OriginCapacity) -> Self {
         OriginColumns {
-            service_name: StringBuilder::new(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
-            resource_attributes: attribute_builder(),
-            resource_dropped: UInt32Builder::new(),
-            resource_schema_url: StringBuilder::new(),
-            scope_attributes: attribute_builder(),
-            scope_dropped: UInt32Builder::new(),
-            scope_schema_url: StringBuilder::new(),
+            service_name: StringBuilder::with_capacity(c.rows, c.bytes),
+            scope_name: StringBuilder::with_capacity(c.rows, c.bytes),
+            scope_version: StringBuilder::with_capacity(c.rows, c.bytes),
+            resource_attributes: attribute_builder_with(c.rows, c.resource_attributes),
+            resource_dropped: UInt32Builder::with_capacity(c.rows),
+            resource_schema_url: StringBuilder::with_capacity(c.rows, c.bytes),
+            scope_attributes: attribute_builder_with(c.rows, c.scope_attributes),
+            scope_dropped: UInt32Builder::with_capacity(c.rows),
+            scope_schema_url: StringBuilder::with_capacity(c.rows, c.bytes),
         }
     }
 

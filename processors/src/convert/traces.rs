@@ -11,8 +11,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, Span};
 
 use super::{
-    append_attributes, attribute_builder, attribute_str, hex_id, nanos, optional_hex_id,
-    tight_batch, timestamp_builder, AttributeBuilder, Converted, Origin, OriginColumns, Rejections,
+    append_attributes, attribute_builder, attribute_builder_with, attribute_str, hex_id, nanos,
+    optional_hex_id, tight_batch, timestamp_builder, timestamp_builder_with, AttributeBuilder,
+    Converted, MapCapacity, Origin, OriginCapacity, OriginColumns, Rejections,
 };
 use crate::schema::{event_fields, link_fields, Table};
 use crate::Result;
@@ -139,29 +140,62 @@ struct SpanColumns {
     origin: OriginColumns,
 }
 
+/// How large a `spans` batch will grow, known before its first row when the request
+/// has been split into its spans first (see [`SpanColumns::with_capacity`]).
+#[derive(Clone, Copy, Debug)]
+struct SpanCapacity {
+    rows: usize,
+    /// A bound on the bytes of each of the short strings of a row (name, kind, status
+    /// and agent id), over all rows.
+    bytes: usize,
+    attributes: MapCapacity,
+    origin: OriginCapacity,
+}
+
+/// What builders' `new()` start with, for batches of unknown size.
+impl Default for SpanCapacity {
+    fn default() -> Self {
+        let origin = OriginCapacity::default();
+        SpanCapacity {
+            rows: origin.rows,
+            bytes: origin.bytes,
+            attributes: MapCapacity::default(),
+            origin,
+        }
+    }
+}
+
 impl SpanColumns {
     fn new() -> Self {
+        SpanColumns::with_capacity(SpanCapacity::default())
+    }
+
+    /// Columns allocated once for what `c` says they will hold: a builder left to grow
+    /// doubles, copying all it holds at each step, and the batch is then shrunk to its
+    /// length ([`tight_batch`]) with one more copy of each column.
+    fn with_capacity(c: SpanCapacity) -> Self {
+        let rows = c.rows;
         SpanColumns {
-            start_time: timestamp_builder(),
-            end_time: timestamp_builder(),
-            duration_ns: Int64Builder::new(),
-            trace_id: StringBuilder::new(),
-            span_id: StringBuilder::new(),
-            parent_span_id: StringBuilder::new(),
-            trace_state: StringBuilder::new(),
-            name: StringBuilder::new(),
-            kind: StringBuilder::new(),
-            status_code: StringBuilder::new(),
-            status_message: StringBuilder::new(),
-            agent_id: StringBuilder::new(),
-            attributes: attribute_builder(),
+            start_time: timestamp_builder_with(rows),
+            end_time: timestamp_builder_with(rows),
+            duration_ns: Int64Builder::with_capacity(rows),
+            trace_id: StringBuilder::with_capacity(rows, rows.saturating_mul(32)),
+            span_id: StringBuilder::with_capacity(rows, rows.saturating_mul(16)),
+            parent_span_id: StringBuilder::with_capacity(rows, rows.saturating_mul(16)),
+            trace_state: StringBuilder::with_capacity(rows, 0),
+            name: StringBuilder::with_capacity(rows, c.bytes),
+            kind: StringBuilder::with_capacity(rows, c.bytes),
+            status_code: StringBuilder::with_capacity(rows, c.bytes),
+            status_message: StringBuilder::with_capacity(rows, 0),
+            agent_id: StringBuilder::with_capacity(rows, c.bytes),
+            attributes: attribute_builder_with(rows, c.attributes),
             events: EventColumns::new(),
             links: LinkColumns::new(),
-            flags: UInt32Builder::new(),
-            dropped_attributes: UInt32Builder::new(),
-            dropped_events: UInt32Builder::new(),
-            dropped_links: UInt32Builder::new(),
-            origin: OriginColumns::new(),
+            flags: UInt32Builder::with_capacity(rows),
+            dropped_attributes: UInt32Builder::with_capacity(rows),
+            dropped_events: UInt32Builder::with_capacity(rows),
+            dropped_links: UInt32Builder::with_capacity(rows),
+            origin: OriginColumns::with_capacity(c.origin),
         }
     }
 

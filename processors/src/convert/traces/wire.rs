@@ -13,15 +13,15 @@
 //! which then produces exactly the error, repair or partial success it always did.
 //! Property tests hold the two paths to the same batch.
 
-use std::fmt::Write as _;
-
 use base64::Engine as _;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, EntityRef};
 use prost::Message as _;
 
-use super::{kind_name, status_name, SpanColumns};
+use super::{kind_name, status_name, SpanCapacity, SpanColumns};
 use crate::anyvalue;
-use crate::convert::{agent_id, id_error, Converted, Rejections, AGENT_ID_KEYS};
+use crate::convert::{
+    agent_id, id_error, Converted, MapCapacity, OriginCapacity, Rejections, AGENT_ID_KEYS,
+};
 use crate::wire::{Fields, Malformed, Value};
 use crate::Result;
 
@@ -45,9 +45,8 @@ type Walk<T> = std::result::Result<T, Fallback>;
 /// Builds the `spans` batch of one protobuf-encoded `ExportTraceServiceRequest`, or
 /// `None` when the request needs the general path (see the module docs).
 pub fn spans_from_protobuf(bytes: &[u8]) -> Option<Result<Converted>> {
-    let mut columns = SpanColumns::new();
-    match request(bytes, &mut columns) {
-        Ok(()) => Some(
+    match request(bytes) {
+        Ok(columns) => Some(
             columns
                 .finish()
                 .map(|batch| Rejections::default().finish(batch, "spans")),
@@ -69,17 +68,121 @@ fn skip(_: Value<'_>) -> Walk<()> {
     Ok(())
 }
 
-fn request(bytes: &[u8], columns: &mut SpanColumns) -> Walk<()> {
+/// The request split into its resources, scopes and spans before any row is built,
+/// so that the columns are allocated once at about their final size.
+fn request(bytes: &[u8]) -> Walk<SpanColumns> {
+    let mut resources = Vec::new();
     let mut fields = Fields::of(bytes);
-    let mut scratch = Scratch::default();
     while let Some((number, value)) = fields.next()? {
         match number {
-            1 => resource_spans(value.bytes()?, columns, &mut scratch)?,
+            1 => resources.push(resource_spans(value.bytes()?)?),
             _ => skip(value)?,
         }
     }
-    Ok(())
+    let mut columns = SpanColumns::with_capacity(capacity(&resources)?);
+    let mut scratch = Scratch::default();
+    for (resource, scopes) in &resources {
+        for (scope, spans) in scopes {
+            let origin = OriginView { resource, scope };
+            for span in spans {
+                self::span(span, &origin, &mut columns, &mut scratch)?;
+            }
+        }
+    }
+    Ok(columns)
 }
+
+/// One `ResourceSpans`: its resource, and each of its scopes with their spans.
+type Split<'a> = (ResourceHead<'a>, Vec<(ScopeHead<'a>, Vec<&'a [u8]>)>);
+
+/// How large the columns of `resources` will grow: exact for the rows and for what
+/// the resources and scopes repeat on each; for the spans' own attributes, those of
+/// each scope's first span times its spans, with a quarter more (spans of one scope
+/// come from one instrumentation, and a column that falls short grows as it would
+/// have without this). A bound would be the bytes of the span messages, but memory
+/// reserved and handed back for every request stays with the process.
+fn capacity(resources: &[Split<'_>]) -> Walk<SpanCapacity> {
+    let mut c = SpanCapacity {
+        rows: 0,
+        bytes: 0,
+        attributes: MapCapacity::NONE,
+        origin: OriginCapacity {
+            rows: 0,
+            resource_attributes: MapCapacity::NONE,
+            scope_attributes: MapCapacity::NONE,
+            bytes: 0,
+        },
+    };
+    for (resource, scopes) in resources {
+        for (scope, spans) in scopes {
+            let Some(first) = spans.first() else {
+                continue;
+            };
+            let rows = spans.len();
+            c.rows += rows;
+            let one = span_attributes(first)?;
+            let headroom = MapCapacity {
+                entries: one.entries / 4,
+                key_bytes: one.key_bytes / 4,
+                value_bytes: one.value_bytes / 4,
+            };
+            c.attributes = c.attributes.add(one.add(headroom).times(rows));
+            let o = &mut c.origin;
+            o.resource_attributes = o
+                .resource_attributes
+                .add(rendered(&resource.attributes).times(rows));
+            o.scope_attributes = o
+                .scope_attributes
+                .add(rendered(&scope.attributes).times(rows));
+            let longest = [
+                resource.service_name.map_or(0, str::len),
+                resource.schema_url.len(),
+                scope.name.len(),
+                scope.version.len(),
+                scope.schema_url.len(),
+            ]
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+            o.bytes = o.bytes.saturating_add(rows.saturating_mul(longest));
+        }
+    }
+    c.origin.rows = c.rows;
+    c.bytes = c.rows.saturating_mul(SHORT_STRING);
+    Ok(c)
+}
+
+/// The attributes of one span: how many, and the bytes of their keys and of their
+/// values as sent (a number's text may be a few bytes longer).
+fn span_attributes(span: &[u8]) -> Walk<MapCapacity> {
+    let mut one = MapCapacity::NONE;
+    let mut fields = Fields::of(span);
+    while let Some((number, value)) = fields.next()? {
+        if number == 9 {
+            let (key, value) = key_value(value.bytes()?)?;
+            one.entries += 1;
+            one.key_bytes += key.len();
+            one.value_bytes += value.map_or(0, <[u8]>::len);
+        }
+    }
+    Ok(one)
+}
+
+/// The size of one row of `attributes`.
+fn rendered(attributes: &RenderedAttributes<'_>) -> MapCapacity {
+    MapCapacity {
+        entries: attributes.len(),
+        key_bytes: attributes.iter().map(|(key, _)| key.len()).sum(),
+        value_bytes: attributes
+            .iter()
+            .map(|(_, value)| value.as_deref().map_or(0, str::len))
+            .sum(),
+    }
+}
+
+/// The bytes a span's name, kind, status or agent id is expected to take: the
+/// columns grow past it where a request's are longer.
+const SHORT_STRING: usize = 16;
 
 /// Buffers reused across a request.
 #[derive(Default)]
@@ -91,18 +194,29 @@ struct Scratch {
 /// A rendered attribute map of a resource or scope, appended to every span row.
 type RenderedAttributes<'a> = Vec<(&'a str, Option<std::borrow::Cow<'a, str>>)>;
 
-/// What every span of one `ScopeSpans` repeats: its resource and scope.
-struct OriginView<'a> {
+/// What every span of one `ResourceSpans` repeats.
+struct ResourceHead<'a> {
     service_name: Option<&'a str>,
-    resource_agent_id: Option<&'a str>,
-    resource_attributes: RenderedAttributes<'a>,
-    resource_dropped: u32,
-    resource_schema_url: &'a str,
-    scope_name: &'a str,
-    scope_version: &'a str,
-    scope_attributes: RenderedAttributes<'a>,
-    scope_dropped: u32,
-    scope_schema_url: &'a str,
+    agent_id: Option<&'a str>,
+    attributes: RenderedAttributes<'a>,
+    dropped: u32,
+    schema_url: &'a str,
+}
+
+/// What every span of one `ScopeSpans` repeats.
+#[derive(Default)]
+struct ScopeHead<'a> {
+    name: &'a str,
+    version: &'a str,
+    attributes: RenderedAttributes<'a>,
+    dropped: u32,
+    schema_url: &'a str,
+}
+
+/// A span's resource and scope.
+struct OriginView<'r, 'a> {
+    resource: &'r ResourceHead<'a>,
+    scope: &'r ScopeHead<'a>,
 }
 
 /// `ResourceSpans` and `ScopeSpans` share one layout: 1, the resource or scope (a
@@ -123,16 +237,16 @@ fn envelope(bytes: &[u8]) -> Walk<Envelope<'_>> {
     Ok((head, items, schema_url))
 }
 
-fn resource_spans(bytes: &[u8], columns: &mut SpanColumns, scratch: &mut Scratch) -> Walk<()> {
+fn resource_spans(bytes: &[u8]) -> Walk<Split<'_>> {
     let (resource, scope_spans, schema_url) = envelope(bytes)?;
-    let mut resource_attributes = Vec::new();
-    let mut resource_dropped = 0;
+    let mut attributes = Vec::new();
+    let mut dropped = 0;
     if let Some(resource) = resource {
         let mut fields = Fields::of(resource);
         while let Some((number, value)) = fields.next()? {
             match number {
-                1 => resource_attributes.push(rendered_key_value(value.bytes()?, 3)?),
-                2 => resource_dropped = value.varint()? as u32,
+                1 => attributes.push(rendered_key_value(value.bytes()?, 3)?),
+                2 => dropped = value.varint()? as u32,
                 3 => {
                     // Not stored, but prost would refuse it if it were malformed.
                     EntityRef::decode(value.bytes()?).map_err(|_| Fallback)?;
@@ -141,22 +255,18 @@ fn resource_spans(bytes: &[u8], columns: &mut SpanColumns, scratch: &mut Scratch
             }
         }
     }
-    let mut origin = OriginView {
-        service_name: first_string(&resource_attributes, "service.name"),
-        resource_agent_id: agent_id(|key| first_string(&resource_attributes, key)),
-        resource_attributes,
-        resource_dropped,
-        resource_schema_url: schema_url,
-        scope_name: "",
-        scope_version: "",
-        scope_attributes: Vec::new(),
-        scope_dropped: 0,
-        scope_schema_url: "",
+    let head = ResourceHead {
+        service_name: first_string(&attributes, "service.name"),
+        agent_id: agent_id(|key| first_string(&attributes, key)),
+        attributes,
+        dropped,
+        schema_url,
     };
-    for scope_spans in scope_spans {
-        self::scope_spans(scope_spans, &mut origin, columns, scratch)?;
-    }
-    Ok(())
+    let scopes = scope_spans
+        .into_iter()
+        .map(self::scope_spans)
+        .collect::<Walk<_>>()?;
+    Ok((head, scopes))
 }
 
 /// The value of the first attribute named `key`, if that value is a string: what
@@ -171,36 +281,25 @@ fn first_string<'a>(attributes: &RenderedAttributes<'a>, key: &str) -> Option<&'
         })
 }
 
-fn scope_spans<'a>(
-    bytes: &'a [u8],
-    origin: &mut OriginView<'a>,
-    columns: &mut SpanColumns,
-    scratch: &mut Scratch,
-) -> Walk<()> {
+fn scope_spans(bytes: &[u8]) -> Walk<(ScopeHead<'_>, Vec<&[u8]>)> {
     let (scope, spans, schema_url) = envelope(bytes)?;
-    origin.scope_name = "";
-    origin.scope_version = "";
-    origin.scope_attributes.clear();
-    origin.scope_dropped = 0;
-    origin.scope_schema_url = schema_url;
+    let mut head = ScopeHead {
+        schema_url,
+        ..ScopeHead::default()
+    };
     if let Some(scope) = scope {
         let mut fields = Fields::of(scope);
         while let Some((number, value)) = fields.next()? {
             match number {
-                1 => origin.scope_name = value.str()?,
-                2 => origin.scope_version = value.str()?,
-                3 => origin
-                    .scope_attributes
-                    .push(rendered_key_value(value.bytes()?, 4)?),
-                4 => origin.scope_dropped = value.varint()? as u32,
+                1 => head.name = value.str()?,
+                2 => head.version = value.str()?,
+                3 => head.attributes.push(rendered_key_value(value.bytes()?, 4)?),
+                4 => head.dropped = value.varint()? as u32,
                 _ => skip(value)?,
             }
         }
     }
-    for span in spans {
-        self::span(span, origin, columns, scratch)?;
-    }
-    Ok(())
+    Ok((head, spans))
 }
 
 /// A hex id checked as [`super::ValidSpan`] checks it; a failure steps aside so the
@@ -244,7 +343,7 @@ fn time(t: u64) -> Walk<i64> {
 
 fn span(
     bytes: &[u8],
-    origin: &OriginView<'_>,
+    origin: &OriginView<'_, '_>,
     columns: &mut SpanColumns,
     scratch: &mut Scratch,
 ) -> Walk<()> {
@@ -320,7 +419,7 @@ fn span(
             .position(|k| *k == key)
             .and_then(|at| agent_keys[at].flatten())
     })
-    .or(origin.resource_agent_id);
+    .or(origin.resource.agent_id);
     c.agent_id.append_option(agent_id);
     c.attributes.append(true).map_err(|_| Fallback)?;
     c.events.lengths.push(events);
@@ -349,18 +448,18 @@ fn span_status(status: Option<&[u8]>) -> Walk<(i32, &str)> {
 }
 
 /// The span row's resource and scope columns.
-fn append_origin(c: &mut SpanColumns, origin: &OriginView<'_>) -> Walk<()> {
+fn append_origin(c: &mut SpanColumns, origin: &OriginView<'_, '_>) -> Walk<()> {
+    let (resource, scope) = (origin.resource, origin.scope);
     let o = &mut c.origin;
-    o.service_name.append_option(origin.service_name);
-    append_rendered(&mut o.resource_attributes, &origin.resource_attributes)?;
-    o.resource_dropped.append_value(origin.resource_dropped);
-    o.resource_schema_url
-        .append_value(origin.resource_schema_url);
-    o.scope_name.append_value(origin.scope_name);
-    o.scope_version.append_value(origin.scope_version);
-    append_rendered(&mut o.scope_attributes, &origin.scope_attributes)?;
-    o.scope_dropped.append_value(origin.scope_dropped);
-    o.scope_schema_url.append_value(origin.scope_schema_url);
+    o.service_name.append_option(resource.service_name);
+    append_rendered(&mut o.resource_attributes, &resource.attributes)?;
+    o.resource_dropped.append_value(resource.dropped);
+    o.resource_schema_url.append_value(resource.schema_url);
+    o.scope_name.append_value(scope.name);
+    o.scope_version.append_value(scope.version);
+    append_rendered(&mut o.scope_attributes, &scope.attributes)?;
+    o.scope_dropped.append_value(scope.dropped);
+    o.scope_schema_url.append_value(scope.schema_url);
     Ok(())
 }
 
@@ -460,7 +559,7 @@ fn render<'a>(bytes: &'a [u8], depth: usize, out: &mut String) -> Walk<Text<'a>>
                 return Ok(Text::Rendered);
             }
             3 => {
-                let _ = write!(out, "{}", value.varint()? as i64);
+                out.push_str(itoa::Buffer::new().format(value.varint()? as i64));
                 return Ok(Text::Rendered);
             }
             4 => {
