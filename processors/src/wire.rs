@@ -44,7 +44,14 @@ impl<'a> Value<'a> {
         }
     }
     pub(crate) fn str(self) -> Wire<&'a str> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| Malformed)
+        let bytes = self.bytes()?;
+        if bytes.is_ascii() {
+            // SAFETY: ASCII is valid UTF-8. Most strings of a request (keys, names,
+            // ids in text) are short ASCII, which this checks a word at a time, inline,
+            // where `from_utf8` is a call that sets up its own loop for each one.
+            return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
+        std::str::from_utf8(bytes).map_err(|_| Malformed)
     }
 }
 
