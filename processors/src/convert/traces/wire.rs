@@ -71,14 +71,7 @@ fn skip(_: Value<'_>) -> Walk<()> {
 /// The request split into its resources, scopes and spans before any row is built,
 /// so that the columns are allocated once at about their final size.
 fn request(bytes: &[u8]) -> Walk<SpanColumns> {
-    let mut resources = Vec::new();
-    let mut fields = Fields::of(bytes);
-    while let Some((number, value)) = fields.next()? {
-        match number {
-            1 => resources.push(resource_spans(value.bytes()?)?),
-            _ => skip(value)?,
-        }
-    }
+    let resources = split(bytes)?;
     let mut columns = SpanColumns::with_capacity(capacity(&resources)?);
     let mut scratch = Scratch::default();
     for (resource, scopes) in &resources {
@@ -92,6 +85,19 @@ fn request(bytes: &[u8]) -> Walk<SpanColumns> {
     Ok(columns)
 }
 
+/// The request's resources, each with its scopes and their spans.
+fn split(bytes: &[u8]) -> Walk<Vec<Split<'_>>> {
+    let mut resources = Vec::new();
+    let mut fields = Fields::of(bytes);
+    while let Some((number, value)) = fields.next()? {
+        match number {
+            1 => resources.push(resource_spans(value.bytes()?)?),
+            _ => skip(value)?,
+        }
+    }
+    Ok(resources)
+}
+
 /// One `ResourceSpans`: its resource, and each of its scopes with their spans.
 type Split<'a> = (ResourceHead<'a>, Vec<(ScopeHead<'a>, Vec<&'a [u8]>)>);
 
@@ -99,8 +105,10 @@ type Split<'a> = (ResourceHead<'a>, Vec<(ScopeHead<'a>, Vec<&'a [u8]>)>);
 /// the resources and scopes repeat on each; for the spans' own attributes, those of
 /// each scope's first span times its spans, with a quarter more (spans of one scope
 /// come from one instrumentation, and a column that falls short grows as it would
-/// have without this). A bound would be the bytes of the span messages, but memory
-/// reserved and handed back for every request stays with the process.
+/// have without this), within what the span messages can hold: a large first span
+/// followed by many small ones must not reserve more than the request could fill.
+/// The span messages' bytes alone would do as the estimate, but memory reserved and
+/// handed back for every request stays with the process.
 fn capacity(resources: &[Split<'_>]) -> Walk<SpanCapacity> {
     let mut c = SpanCapacity {
         rows: 0,
@@ -113,6 +121,7 @@ fn capacity(resources: &[Split<'_>]) -> Walk<SpanCapacity> {
             bytes: 0,
         },
     };
+    let mut span_bytes = 0usize;
     for (resource, scopes) in resources {
         for (scope, spans) in scopes {
             let Some(first) = spans.first() else {
@@ -120,6 +129,7 @@ fn capacity(resources: &[Split<'_>]) -> Walk<SpanCapacity> {
             };
             let rows = spans.len();
             c.rows += rows;
+            span_bytes = span_bytes.saturating_add(spans.iter().map(|s| s.len()).sum());
             let one = span_attributes(first)?;
             let headroom = MapCapacity {
                 entries: one.entries / 4,
@@ -147,6 +157,13 @@ fn capacity(resources: &[Split<'_>]) -> Walk<SpanCapacity> {
             o.bytes = o.bytes.saturating_add(rows.saturating_mul(longest));
         }
     }
+    // Each attribute takes at least two bytes of a span (its field's tag and length),
+    // and its key and its value are bytes of the span.
+    c.attributes = MapCapacity {
+        entries: c.attributes.entries.min(span_bytes / 2),
+        key_bytes: c.attributes.key_bytes.min(span_bytes),
+        value_bytes: c.attributes.value_bytes.min(span_bytes),
+    };
     c.origin.rows = c.rows;
     c.bytes = c.rows.saturating_mul(SHORT_STRING);
     Ok(c)
@@ -671,4 +688,60 @@ fn append_rendered(
         map.values().append_option(value.as_deref());
     }
     map.append(true).map_err(|_| Fallback)
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message as _;
+
+    use super::*;
+
+    fn span(attributes: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_large_first_span_does_not_size_the_rest() {
+        let large = (0..50)
+            .map(|i| KeyValue {
+                key: format!("key.{i}"),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("v".repeat(1000))),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let spans = std::iter::once(span(large))
+            .chain((0..2000).map(|_| span(Vec::new())))
+            .collect();
+        let bytes = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let c = capacity(&split(&bytes).expect("a request")).expect("sized");
+        assert_eq!(c.rows, 2001);
+        // The first span alone would ask for 2,001 × 50 × 1,250 bytes of values.
+        assert!(c.attributes.value_bytes <= bytes.len(), "{c:?}");
+        assert!(c.attributes.key_bytes <= bytes.len(), "{c:?}");
+        assert!(c.attributes.entries <= bytes.len() / 2, "{c:?}");
+        // And the batch is what it always was.
+        let converted = spans_from_protobuf(&bytes)
+            .expect("the wire path")
+            .expect("valid");
+        assert_eq!(converted.batch.num_rows(), 2001);
+    }
 }
