@@ -404,3 +404,68 @@ fn invalid_utf8_is_replaced_not_refused() {
     );
     served(&server, "after-invalid-utf8");
 }
+
+#[test]
+fn resource_attributes_cannot_multiply_a_request_past_its_bound() {
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start(&dir);
+    // 1 MiB of resource attributes over 100 spans: 100 MiB of rows from a request of
+    // about 1 MiB, past what a request may expand to.
+    let amplified = |first_id: u8| {
+        let mut r = request(
+            (0..100)
+                .map(|i| span("amplified", first_id.wrapping_add(i), vec![]))
+                .collect(),
+        );
+        r.resource_spans[0].resource = Some(opentelemetry_proto::tonic::resource::v1::Resource {
+            attributes: vec![attribute(
+                "blob",
+                any_value::Value::StringValue("r".repeat(1024 * 1024)),
+            )],
+            ..Default::default()
+        });
+        r.encode_to_vec()
+    };
+
+    // HTTP/protobuf: 400, with the reason, and nothing stored.
+    let (status, body) = post_protobuf(&server, &amplified(1));
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let message = tonic_types::Status::decode(body.as_slice())
+        .expect("a google.rpc.Status")
+        .message;
+    assert!(message.contains("a request may expand to"), "{message}");
+
+    // gRPC: INVALID_ARGUMENT, which exporters do not retry.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let err = rt
+        .block_on(grpc_raw(&server.grpc, amplified(101)))
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("resources' and scopes' attributes"),
+        "{err:?}"
+    );
+
+    assert_eq!(
+        server.scalar("SELECT count(*) FROM spans WHERE name = 'amplified'"),
+        0
+    );
+    // The same attributes over a few spans are stored whole.
+    let mut few = request(vec![span("few", 1, vec![]), span("few", 2, vec![])]);
+    few.resource_spans[0].resource = Some(opentelemetry_proto::tonic::resource::v1::Resource {
+        attributes: vec![attribute(
+            "blob",
+            any_value::Value::StringValue("r".repeat(1024 * 1024)),
+        )],
+        ..Default::default()
+    });
+    let (status, body) = post_protobuf(&server, &few.encode_to_vec());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        server.scalar(
+            "SELECT count(*) FROM spans WHERE length(resource_attributes['blob']) = 1048576"
+        ),
+        2
+    );
+    served(&server, "after-amplified");
+}

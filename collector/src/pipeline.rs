@@ -95,6 +95,9 @@ pub enum PipelineError {
     /// The store could not take the batch; the client should retry.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A request refused whole, for good: retrying it cannot succeed.
+    #[error("{0}")]
+    Invalid(String),
     /// A bug in conversion or in a processor; nothing was stored.
     #[error("internal error: {0}")]
     Internal(String),
@@ -284,7 +287,10 @@ impl Pipeline {
             batch,
             rejected,
             error_message,
-        } = converted.map_err(|e| PipelineError::Internal(e.to_string()))?;
+        } = converted.map_err(|e| match e {
+            swarmscope_processors::Error::TooLarge(m) => PipelineError::Invalid(m),
+            e => PipelineError::Internal(e.to_string()),
+        })?;
         let records = inner.metrics.records(table, transport);
         if rejected > 0 {
             tracing::warn!(

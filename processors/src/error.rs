@@ -10,6 +10,11 @@ pub enum Error {
     /// in the caller, never bad input.
     #[error("unexpected batch: {0}")]
     Schema(String),
+    /// A request whose rows would repeat more of their resources' and scopes'
+    /// attributes than a request may expand to ([`crate::convert::MAX_REPEATED_BYTES`]):
+    /// refused whole, before it is converted.
+    #[error("{0}")]
+    TooLarge(String),
     /// Building Arrow arrays failed; this is a bug in the conversion, not bad input.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),

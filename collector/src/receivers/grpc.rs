@@ -43,6 +43,7 @@ fn to_status(e: PipelineError) -> Status {
             m,
             ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
         ),
+        PipelineError::Invalid(m) => Status::invalid_argument(m),
         PipelineError::Internal(m) => Status::internal(m),
     }
 }

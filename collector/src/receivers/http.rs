@@ -184,6 +184,7 @@ fn pipeline_failure(encoding: Encoding, e: PipelineError) -> Failure {
         PipelineError::Overloaded(m) | PipelineError::Unavailable(m) => {
             Failure::new(StatusCode::SERVICE_UNAVAILABLE, encoding, m)
         }
+        PipelineError::Invalid(m) => Failure::new(StatusCode::BAD_REQUEST, encoding, m),
         PipelineError::Internal(m) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, encoding, m),
     }
 }

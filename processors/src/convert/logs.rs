@@ -8,8 +8,8 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use super::{
-    append_attributes, attribute_builder, nanos, optional_hex_id, tight_batch, timestamp_builder,
-    AttributeBuilder, Converted, Origin, OriginColumns, Rejections,
+    append_attributes, attribute_builder, check_repeated, nanos, optional_hex_id, origin_bytes,
+    tight_batch, timestamp_builder, AttributeBuilder, Converted, Origin, OriginColumns, Rejections,
 };
 use crate::anyvalue;
 use crate::schema::Table;
@@ -17,6 +17,12 @@ use crate::Result;
 
 /// Builds the `logs` batch of one export request.
 pub fn logs_from_otlp(request: &ExportLogsServiceRequest) -> Result<Converted> {
+    check_repeated(request.resource_logs.iter().flat_map(|rl| {
+        rl.scope_logs.iter().map(|sl| {
+            let repeated = origin_bytes(rl.resource.as_ref(), sl.scope.as_ref());
+            (sl.log_records.len(), repeated)
+        })
+    }))?;
     let mut columns = LogColumns::new();
     let mut rejections = Rejections::default();
     for (ri, resource_logs) in request.resource_logs.iter().enumerate() {

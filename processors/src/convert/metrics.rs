@@ -21,8 +21,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 
 use super::traces::list_array;
 use super::{
-    append_attributes, attribute_builder, nanos, optional_hex_id, tight_batch, timestamp_builder,
-    AttributeBuilder, Converted, Origin, OriginColumns, Rejections,
+    append_attributes, attribute_builder, check_repeated, nanos, optional_hex_id, origin_bytes,
+    tight_batch, timestamp_builder, AttributeBuilder, Converted, Origin, OriginColumns, Rejections,
 };
 use crate::schema::{exemplar_fields, quantile_fields, Table};
 use crate::Result;
@@ -84,6 +84,12 @@ fn number_values(value: Option<&number_data_point::Value>) -> PointValues<'stati
 
 /// Builds the `metrics` batch of one export request.
 pub fn metrics_from_otlp(request: &ExportMetricsServiceRequest) -> Result<Converted> {
+    check_repeated(request.resource_metrics.iter().flat_map(|rm| {
+        rm.scope_metrics.iter().map(|sm| {
+            let repeated = origin_bytes(rm.resource.as_ref(), sm.scope.as_ref());
+            (sm.metrics.iter().map(data_points).sum(), repeated)
+        })
+    }))?;
     let mut columns = MetricColumns::new();
     let mut rejections = Rejections::default();
     for (ri, resource_metrics) in request.resource_metrics.iter().enumerate() {
@@ -126,6 +132,18 @@ macro_rules! common {
             flags: $p.flags,
         }
     };
+}
+
+/// The rows `metric` stores: one a data point.
+fn data_points(metric: &Metric) -> usize {
+    match &metric.data {
+        Some(Data::Gauge(g)) => g.data_points.len(),
+        Some(Data::Sum(s)) => s.data_points.len(),
+        Some(Data::Histogram(h)) => h.data_points.len(),
+        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+        Some(Data::Summary(s)) => s.data_points.len(),
+        None => 0,
+    }
 }
 
 /// Calls `row(kind, common, values)` for each data point of `data`.

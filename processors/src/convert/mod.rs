@@ -44,6 +44,39 @@ pub struct Converted {
     pub error_message: Option<String>,
 }
 
+/// How many bytes of resource and scope attributes the rows of one request may repeat
+/// between them. Each row stores its resource's and its scope's attributes, so a
+/// request within `receivers.otlp.max_request_bytes` would otherwise expand without
+/// bound: a 1 MiB resource attribute over 30,000 small spans is 30 GB of rows.
+pub const MAX_REPEATED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Refuses a request whose rows, `(rows, repeated bytes per row)` for each scope,
+/// repeat more than [`MAX_REPEATED_BYTES`] of attributes between them.
+pub(crate) fn check_repeated(scopes: impl Iterator<Item = (usize, usize)>) -> Result<()> {
+    let total = scopes.fold(0usize, |total, (rows, bytes)| {
+        total.saturating_add(rows.saturating_mul(bytes))
+    });
+    if total > MAX_REPEATED_BYTES {
+        return Err(crate::Error::TooLarge(format!(
+            "the request's records would repeat {total} bytes of their resources' and \
+             scopes' attributes, more than the {MAX_REPEATED_BYTES} a request may expand \
+             to: send large resource or scope attributes with fewer records per request"
+        )));
+    }
+    Ok(())
+}
+
+/// The bytes of the attributes every row of `resource` and `scope` repeats, as sent.
+pub(crate) fn origin_bytes(
+    resource: Option<&Resource>,
+    scope: Option<&InstrumentationScope>,
+) -> usize {
+    use prost::Message as _;
+    let attributes = |a: &[KeyValue]| a.iter().map(KeyValue::encoded_len).sum::<usize>();
+    resource.map_or(0, |r| attributes(&r.attributes))
+        + scope.map_or(0, |s| attributes(&s.attributes))
+}
+
 /// Counts invalid records and keeps the first reason, which is what a user needs to
 /// find the bug in their exporter.
 #[derive(Default)]

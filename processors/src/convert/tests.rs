@@ -1073,3 +1073,78 @@ fn spans_of_one_resource_and_scope_go_back_in_one_group() {
     assert_eq!(back.resource_spans[2].resource, Some(resource("worker")));
     assert_eq!(flat_spans(&back, false), flat_spans(&request, true));
 }
+
+#[test]
+fn records_that_would_repeat_too_much_of_their_origin_are_refused_in_every_signal() {
+    // 64 KiB of scope attributes over 1,025 records: just past MAX_REPEATED_BYTES.
+    let scope = || {
+        Some(InstrumentationScope {
+            name: "scope".into(),
+            attributes: vec![string_attr("blob", &"s".repeat(64 * 1024))],
+            ..Default::default()
+        })
+    };
+    let records = MAX_REPEATED_BYTES / (64 * 1024) + 1;
+    let too_large = |e: crate::Error| match e {
+        crate::Error::TooLarge(m) => assert!(m.contains("a request may expand to"), "{m}"),
+        e => panic!("not refused as too large: {e}"),
+    };
+
+    let log = LogRecord {
+        time_unix_nano: 1,
+        ..Default::default()
+    };
+    let logs = |n: usize| ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                scope: scope(),
+                log_records: vec![log.clone(); n],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    too_large(logs_from_otlp(&logs(records)).expect_err("refused"));
+    assert_eq!(logs_from_otlp(&logs(2)).expect("kept").batch.num_rows(), 2);
+
+    let gauge = |n: usize| Metric {
+        name: "m".into(),
+        data: Some(Data::Gauge(Gauge {
+            data_points: vec![
+                NumberDataPoint {
+                    time_unix_nano: 1,
+                    value: Some(number_data_point::Value::AsInt(1)),
+                    ..Default::default()
+                };
+                n
+            ],
+        })),
+        ..Default::default()
+    };
+    let metrics = |n: usize| ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                scope: scope(),
+                metrics: vec![gauge(n)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    too_large(metrics_from_otlp(&metrics(records)).expect_err("refused"));
+    assert_eq!(
+        metrics_from_otlp(&metrics(2))
+            .expect("kept")
+            .batch
+            .num_rows(),
+        2
+    );
+
+    let mut traces = one_span_request(one_span(vec![1; 16], vec![2; 8]));
+    traces.resource_spans[0].scope_spans[0].scope = scope();
+    let one = traces.resource_spans[0].scope_spans[0].spans[0].clone();
+    traces.resource_spans[0].scope_spans[0].spans = vec![one; records];
+    too_large(spans_from_otlp(&traces).expect_err("refused"));
+    // The wire path steps aside for the general path to refuse it.
+    assert!(spans_from_protobuf(&traces.encode_to_vec()).is_none());
+}

@@ -11,9 +11,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, Span};
 
 use super::{
-    append_attributes, attribute_builder, attribute_builder_with, attribute_str, hex_id, nanos,
-    optional_hex_id, tight_batch, timestamp_builder, timestamp_builder_with, AttributeBuilder,
-    Converted, MapCapacity, Origin, OriginCapacity, OriginColumns, Rejections,
+    append_attributes, attribute_builder, attribute_builder_with, attribute_str, check_repeated,
+    hex_id, nanos, optional_hex_id, origin_bytes, tight_batch, timestamp_builder,
+    timestamp_builder_with, AttributeBuilder, Converted, MapCapacity, Origin, OriginCapacity,
+    OriginColumns, Rejections,
 };
 use crate::schema::{event_fields, link_fields, Table};
 use crate::Result;
@@ -47,6 +48,12 @@ pub fn status_name(code: i32) -> Cow<'static, str> {
 
 /// Builds the `spans` batch of one export request.
 pub fn spans_from_otlp(request: &ExportTraceServiceRequest) -> Result<Converted> {
+    check_repeated(request.resource_spans.iter().flat_map(|rs| {
+        rs.scope_spans.iter().map(|ss| {
+            let repeated = origin_bytes(rs.resource.as_ref(), ss.scope.as_ref());
+            (ss.spans.len(), repeated)
+        })
+    }))?;
     let mut columns = SpanColumns::new();
     let mut rejections = Rejections::default();
     for (ri, resource_spans) in request.resource_spans.iter().enumerate() {

@@ -21,6 +21,7 @@ use super::{kind_name, status_name, SpanCapacity, SpanColumns};
 use crate::anyvalue;
 use crate::convert::{
     agent_id, id_error, Converted, MapCapacity, OriginCapacity, Rejections, AGENT_ID_KEYS,
+    MAX_REPEATED_BYTES,
 };
 use crate::wire::{Fields, Malformed, Value};
 use crate::Result;
@@ -164,6 +165,17 @@ fn capacity(resources: &[Split<'_>]) -> Walk<SpanCapacity> {
         key_bytes: c.attributes.key_bytes.min(span_bytes),
         value_bytes: c.attributes.value_bytes.min(span_bytes),
     };
+    // Past the limit, the general path refuses the request with its reason.
+    let o = &c.origin;
+    let repeated = [o.resource_attributes, o.scope_attributes]
+        .iter()
+        .fold(0usize, |sum, m| {
+            sum.saturating_add(m.key_bytes)
+                .saturating_add(m.value_bytes)
+        });
+    if repeated > MAX_REPEATED_BYTES {
+        return Err(Fallback);
+    }
     c.origin.rows = c.rows;
     c.bytes = c.rows.saturating_mul(SHORT_STRING);
     Ok(c)
