@@ -319,6 +319,66 @@ fn a_directory_of_plain_parquet_is_converted_in_place() {
     );
 }
 
+/// With no log retention, each checkpoint deletes the commits before it; DuckDB, which
+/// reads the newest checkpoint and the commits after it, and the server still read
+/// every row once, and the server reopens on the cleaned log without replaying a row.
+#[test]
+fn duckdb_reads_every_row_of_a_table_whose_log_was_cleaned_up() {
+    let (_tmp, dir) = temp_data_dir();
+    let options = || Options {
+        flush_rows: Some(SPANS_PER_REQUEST as usize),
+        flush_interval_ms: Some(50),
+        storage_extra: "compaction_min_files = 1000\ncompaction_quiet_after = \"1000h\"\n\
+                        delta_log_retention = \"0s\"\n"
+            .into(),
+        ..Default::default()
+    };
+    let server = Server::start_with(&dir, options());
+    let log = dir.join("spans/_delta_log");
+    // Requests until the table's second checkpoint (version 99) is written: a flush
+    // takes what arrived since the last, so commits come slower than requests.
+    let mut sent = 0;
+    let now = now_ns();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !log.join("00000000000000000099.checkpoint.parquet").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second checkpoint after {sent} requests"
+        );
+        server.send_spans("lake", spans(sent, now - 60_000_000_000 + sent * 1_000_000));
+        sent += 1;
+    }
+    let total = (sent * SPANS_PER_REQUEST) as i64;
+    common::eventually("every span in a committed file", || {
+        (duckdb_counts(&dir) == (total, total)).then_some(())
+    });
+    let first_commit = || {
+        std::fs::read_dir(&log)
+            .expect("_delta_log")
+            .filter_map(|e| {
+                let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".json")?.parse::<u64>().ok()
+            })
+            .min()
+    };
+    // The cleanup follows the checkpoint's write.
+    common::eventually("the commits before the checkpoint deleted", || {
+        (first_commit() >= Some(99)).then_some(())
+    });
+    assert_eq!(
+        server.scalar("SELECT count(*) FROM spans"),
+        Value::from(total)
+    );
+    assert!(server.stop().success());
+    let server = Server::start_with(&dir, options());
+    assert_eq!(
+        server.scalar("SELECT count(*) FROM spans"),
+        Value::from(total)
+    );
+    assert!(server.stop().success());
+    assert_eq!(duckdb_counts(&dir), (total, total));
+}
+
 /// The same on S3 (moto's S3 API): DuckDB reads the tables from the bucket with its
 /// httpfs and Delta extensions, through flushes, merges, retention and vacuum, and the
 /// server's SQL agrees.

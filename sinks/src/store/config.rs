@@ -63,6 +63,13 @@ pub struct StorageConfig {
     /// that a reader still scanning an older version of the table finds them.
     #[serde(with = "duration_text")]
     pub vacuum_after: Duration,
+    /// How far back each table's Delta log reaches (`"10m"`): older commits and
+    /// checkpoints are deleted once a newer checkpoint stands in for them, so time
+    /// travel reaches back this far. Short by default: under load a table commits
+    /// several times a second, and every commit lists its log, so a log kept for
+    /// Delta's default of 30 days made each commit slower than the last.
+    #[serde(with = "duration_text")]
+    pub delta_log_retention: Duration,
     /// Where the tables live: `"file:///var/lib/swarmscope"` (the default: `data_dir`)
     /// or `"s3://bucket/prefix"`. The write-ahead log is always under `data_dir`, on
     /// local disk: an acknowledgement means synced there, and the commit follows.
@@ -134,6 +141,7 @@ impl Default for StorageConfig {
             compaction_target_bytes: 256 * 1024 * 1024,
             compaction_quiet_after: Duration::from_secs(60),
             vacuum_after: Duration::from_secs(3600),
+            delta_log_retention: Duration::from_secs(600),
             url: None,
             s3: S3Config::default(),
         }

@@ -35,8 +35,35 @@ use super::layout::{self, StoredFile};
 use super::remote::Remote;
 use crate::{Error, Result};
 
-/// The table properties every table is created with.
+/// A checkpoint every this many commits.
 const CHECKPOINT_INTERVAL: &str = "50";
+
+/// How long a table keeps what only its older versions need.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Retention {
+    /// Commits and checkpoints older than this are deleted once a newer checkpoint
+    /// stands in for them (`delta.logRetentionDuration`; `storage.delta_log_retention`).
+    pub log: Duration,
+    /// A removed file is listed in checkpoints (a tombstone) this long
+    /// (`delta.deletedFileRetentionDuration`; `storage.vacuum_after`, after which
+    /// vacuum deletes it).
+    pub deleted_files: Duration,
+}
+
+impl Retention {
+    /// The table properties a table of this store carries.
+    fn properties(&self) -> [(&'static str, String); 3] {
+        let interval = |d: Duration| format!("interval {} seconds", d.as_secs());
+        [
+            ("delta.checkpointInterval", CHECKPOINT_INTERVAL.to_owned()),
+            ("delta.logRetentionDuration", interval(self.log)),
+            (
+                "delta.deletedFileRetentionDuration",
+                interval(self.deleted_files),
+            ),
+        ]
+    }
+}
 
 /// The partition columns, as users of the Hive layout know them.
 const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
@@ -53,20 +80,24 @@ pub(super) struct DeltaLog {
     table: Table,
     dir: PathBuf,
     delta: DeltaTable,
+    /// `None` for a reader, which never commits.
+    retention: Option<Retention>,
 }
 
 impl DeltaLog {
     /// Opens the Delta table of `table` under `data_dir`, or under `remote` when the
-    /// tables live on object storage (`data_dir` then holds the staged files); with
-    /// `create`, a missing one is created, adding the Parquet files already there (a
-    /// data directory from before the store kept Delta logs is converted in place,
-    /// nothing rewritten). Without it, a missing table is `None`.
+    /// tables live on object storage (`data_dir` then holds the staged files). A
+    /// writer (`retention` given) creates a missing one, adding the Parquet files
+    /// already there (a data directory from before the store kept Delta logs is
+    /// converted in place, nothing rewritten), and brings an existing one's schema and
+    /// properties up to this version's. For a reader, a missing table is `None`.
     pub async fn open(
         data_dir: &Path,
         remote: Option<&Remote>,
         table: Table,
-        create: bool,
+        retention: Option<Retention>,
     ) -> Result<Option<DeltaLog>> {
+        let create = retention.is_some();
         let dir = data_dir.join(table.name());
         let (mut delta, has_log) = match remote {
             Some(remote) => {
@@ -99,9 +130,15 @@ impl DeltaLog {
         if has_log {
             match delta.load().await {
                 Ok(()) => {
-                    let mut log = DeltaLog { table, dir, delta };
+                    let mut log = DeltaLog {
+                        table,
+                        dir,
+                        delta,
+                        retention,
+                    };
                     if create {
                         log.evolve_schema().await?;
+                        log.align_properties().await?;
                     }
                     return Ok(Some(log));
                 }
@@ -128,19 +165,63 @@ impl DeltaLog {
                 "converting the table's Parquet files to a Delta table in place"
             );
         }
+        // Only a writer creates a table.
+        let Some(properties) = retention.map(|r| r.properties()) else {
+            return Ok(None);
+        };
         let delta = delta
             .create()
             .with_table_name(table.name())
             .with_columns(delta_columns(table)?)
             .with_partition_columns(PARTITION_COLUMNS)
-            .with_configuration_property(
-                deltalake_core::TableProperty::CheckpointInterval,
-                Some(CHECKPOINT_INTERVAL),
-            )
+            .with_configuration(properties.map(|(k, v)| (k, Some(v))))
             .with_actions(adds.into_iter().map(Action::Add))
             .with_save_mode(SaveMode::Ignore)
             .await?;
-        Ok(Some(DeltaLog { table, dir, delta }))
+        Ok(Some(DeltaLog {
+            table,
+            dir,
+            delta,
+            retention,
+        }))
+    }
+
+    /// Commits this store's table properties (checkpoint interval, retentions) when
+    /// the log's differ: a table created by an earlier version, or under other
+    /// settings.
+    async fn align_properties(&mut self) -> Result<()> {
+        let Some(retention) = self.retention else {
+            return Ok(());
+        };
+        let snapshot = self.delta.snapshot()?;
+        let current = snapshot.metadata().configuration();
+        let changed: Vec<(&str, String)> = retention
+            .properties()
+            .into_iter()
+            .filter(|(k, v)| current.get(*k) != Some(v))
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            table = self.table.name(),
+            properties = ?changed,
+            "setting the table's properties to this store's"
+        );
+        let mut metadata = snapshot.metadata().clone();
+        for (k, v) in &changed {
+            metadata = metadata
+                .add_config_key((*k).to_owned(), v.clone())
+                .map_err(|e| Error::Delta(format!("{}: {k}: {e}", self.table.name())))?;
+        }
+        let operation = DeltaOperation::SetTableProperties {
+            properties: changed
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        };
+        self.commit(vec![Action::Metadata(metadata)], operation, Vec::new())
+            .await
     }
 
     /// Commits the table's schema of this version when the log's is older: columns a
@@ -294,9 +375,12 @@ impl DeltaLog {
         txns: Vec<Transaction>,
     ) -> Result<()> {
         let snapshot = self.delta.snapshot()?;
-        // A checkpoint every `delta.checkpointInterval` commits, and the log's expired
-        // files cleaned up after it (the properties' defaults).
-        let properties = CommitProperties::default().with_application_transactions(txns);
+        // A checkpoint every `delta.checkpointInterval` commits. The log's expired
+        // entries are cleaned up after a checkpoint only, not by every commit as
+        // delta-rs would: each cleanup lists the whole log.
+        let properties = CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_cleanup_expired_logs(Some(false));
         let finalized = CommitBuilder::from(properties)
             .with_actions(actions)
             .build(
@@ -306,7 +390,35 @@ impl DeltaLog {
             )
             .await?;
         self.delta.state = Some(finalized.snapshot());
+        if finalized.metrics.new_checkpoint_created {
+            self.clean_up_log(finalized.version()).await;
+        }
         Ok(())
+    }
+
+    /// Deletes the log's commits and checkpoints older than the log retention that
+    /// the newest checkpoint old enough stands in for (Delta's expired-log cleanup).
+    /// A reader of the table's newest versions needs none of them. A failure is
+    /// logged: the commit stands, and the next checkpoint tries again.
+    async fn clean_up_log(&self, version: u64) {
+        let Some(retention) = self.retention else {
+            return;
+        };
+        let log_retention = i64::try_from(retention.log.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = layout::now_ms().saturating_sub(log_retention);
+        let cleaned = deltalake_core::protocol::checkpoints::cleanup_expired_logs_for(
+            version,
+            self.delta.log_store().as_ref(),
+            cutoff,
+            None,
+        )
+        .await;
+        match cleaned {
+            Ok(n) => tracing::debug!(table = self.table.name(), deleted = n, "log cleaned up"),
+            Err(e) => {
+                tracing::warn!(table = self.table.name(), error = %e, "the log's cleanup failed")
+            }
+        }
     }
 
     /// Deletes the files no version of the last `retain` still references, those left

@@ -265,7 +265,7 @@ impl ParquetStore {
             let mut log = self.inner.delta[&table].lock().await;
             match log.as_mut() {
                 Some(log) => log.refresh().await?,
-                None => *log = delta::DeltaLog::open(self.data_dir(), None, table, false).await?,
+                None => *log = delta::DeltaLog::open(self.data_dir(), None, table, None).await?,
             }
             let mut files = match log.as_ref() {
                 Some(log) => log.files()?,

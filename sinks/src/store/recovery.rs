@@ -14,7 +14,7 @@ use std::path::Path;
 
 use swarmscope_processors::schema::Table;
 
-use super::delta::DeltaLog;
+use super::delta::{DeltaLog, Retention};
 use super::remote::Remote;
 use super::{compact, layout, quarantine, wal, writer, StorageConfig, TableState};
 use crate::frame::Damage;
@@ -102,12 +102,16 @@ pub(super) async fn recover(
             _ => {}
         }
     }
+    let retention = Retention {
+        log: config.delta_log_retention,
+        deleted_files: config.vacuum_after,
+    };
     for &table in Table::ALL {
         if remote.is_none() {
             // Files a crash left half-written were never committed.
             layout::scan_table(tables_dir, table, true)?;
         }
-        let mut log = DeltaLog::open(tables_dir, remote, table, true)
+        let mut log = DeltaLog::open(tables_dir, remote, table, Some(retention))
             .await?
             .ok_or_else(|| Error::Delta(format!("{}: the table was not created", table.name())))?;
         let mut files = log.files()?;

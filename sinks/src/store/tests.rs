@@ -1225,6 +1225,125 @@ async fn past_fifty_commits_a_checkpoint_is_written_and_read_back() {
     assert_eq!(total_rows(&reopened, Table::SPANS), 55);
 }
 
+/// The versions of the commits (`NNN.json`) in a table's `_delta_log/`, in order.
+fn commit_versions(table_dir: &Path) -> Vec<u64> {
+    let mut versions: Vec<u64> = std::fs::read_dir(table_dir.join("_delta_log"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".json")?.parse().ok()
+        })
+        .collect();
+    versions.sort_unstable();
+    versions
+}
+
+#[tokio::test]
+async fn past_its_retention_the_log_before_a_checkpoint_is_deleted_and_the_table_reads_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        data_dir: dir.path().to_owned(),
+        delta_log_retention: std::time::Duration::ZERO,
+        ..StorageConfig::default()
+    };
+    let s = ParquetStore::open(config.clone()).await.unwrap();
+    let table_dir = dir.path().join("spans");
+    // Versions 1..=48: no checkpoint yet, nothing is deleted.
+    for i in 0..48u64 {
+        s.append(Table::SPANS, spans_at(&[HOUR + i])).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    assert_eq!(commit_versions(&table_dir), (0..=48).collect::<Vec<_>>());
+    // A reader that read the table before the cleanup.
+    let early = ParquetStore::open_read_only(dir.path()).await.unwrap();
+    assert_eq!(early.snapshot(Table::SPANS).unwrap().files.len(), 48);
+    // Version 49 writes the first checkpoint, and the commits before it go; so does
+    // version 99 with its own.
+    for i in 48..105u64 {
+        s.append(Table::SPANS, spans_at(&[HOUR + i])).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    assert_eq!(commit_versions(&table_dir), (99..=105).collect::<Vec<_>>());
+    let log = table_dir.join("_delta_log");
+    assert!(log.join("00000000000000000099.checkpoint.parquet").exists());
+    assert!(!log.join("00000000000000000049.checkpoint.parquet").exists());
+
+    // Every reader still reads every row: this process's snapshot, a reader opened
+    // now, and the store reopened, which finds every flush committed (its `txn` is in
+    // the checkpoint) and replays nothing.
+    assert_eq!(total_rows(&s, Table::SPANS), 105);
+    early.refresh().await.unwrap();
+    assert_eq!(early.snapshot(Table::SPANS).unwrap().files.len(), 105);
+    let reader = ParquetStore::open_read_only(dir.path()).await.unwrap();
+    assert_eq!(reader.snapshot(Table::SPANS).unwrap().files.len(), 105);
+    drop(s);
+    let reopened = ParquetStore::open(config).await.unwrap();
+    assert_eq!(reopened.recovery().rows, 0);
+    assert_eq!(total_rows(&reopened, Table::SPANS), 105);
+    reopened
+        .append(Table::SPANS, spans_at(&[HOUR + 200]))
+        .await
+        .unwrap();
+    reopened.flush().await.unwrap();
+    reader.refresh().await.unwrap();
+    assert_eq!(reader.snapshot(Table::SPANS).unwrap().files.len(), 106);
+}
+
+/// The table properties in the newest commit of `table_dir` that sets any.
+async fn table_properties(table_dir: &Path) -> std::collections::HashMap<String, String> {
+    let url = url::Url::from_directory_path(table_dir.canonicalize().unwrap()).unwrap();
+    let mut table = deltalake_core::DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .build()
+        .unwrap();
+    table.load().await.unwrap();
+    table.snapshot().unwrap().metadata().configuration().clone()
+}
+
+#[tokio::test]
+async fn a_table_carries_the_stores_retentions_and_takes_new_ones_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let table_dir = dir.path().join("spans");
+    drop(store(dir.path()).await);
+    let properties = table_properties(&table_dir).await;
+    let property = |p: &std::collections::HashMap<String, String>, k: &str| p.get(k).cloned();
+    assert_eq!(
+        property(&properties, "delta.logRetentionDuration").as_deref(),
+        Some("interval 600 seconds")
+    );
+    assert_eq!(
+        property(&properties, "delta.deletedFileRetentionDuration").as_deref(),
+        Some("interval 3600 seconds")
+    );
+    assert_eq!(
+        property(&properties, "delta.checkpointInterval").as_deref(),
+        Some("50")
+    );
+    assert_eq!(commit_versions(&table_dir), vec![0]);
+
+    // Opened under other settings, the table takes them in one commit.
+    let config = StorageConfig {
+        data_dir: dir.path().to_owned(),
+        delta_log_retention: std::time::Duration::from_secs(7200),
+        ..StorageConfig::default()
+    };
+    drop(ParquetStore::open(config.clone()).await.unwrap());
+    let properties = table_properties(&table_dir).await;
+    assert_eq!(
+        property(&properties, "delta.logRetentionDuration").as_deref(),
+        Some("interval 7200 seconds")
+    );
+    assert_eq!(commit_versions(&table_dir), vec![0, 1]);
+    let second =
+        std::fs::read_to_string(table_dir.join("_delta_log/00000000000000000001.json")).unwrap();
+    assert!(
+        second.contains("\"operation\":\"SET TBLPROPERTIES\""),
+        "{second}"
+    );
+    drop(ParquetStore::open(config).await.unwrap());
+    assert_eq!(commit_versions(&table_dir), vec![0, 1], "nothing to change");
+}
+
 #[tokio::test]
 async fn a_table_whose_creation_was_cut_short_is_created_on_open() {
     let dir = tempfile::tempdir().unwrap();
