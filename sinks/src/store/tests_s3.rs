@@ -1,8 +1,8 @@
 //! The store with its tables on a real S3 API: moto's server (`moto[server]`, pinned in
 //! `tests/lakehouse/requirements.txt`, single-threaded by `tests/lakehouse/s3_server.py`),
-//! the one `.ci/run` starts (`SWARMSCOPE_S3_ENDPOINT`) or one started here. The same behaviour as on local disk:
-//! round trip, both crash points, compaction and vacuum; and a store that ignores
-//! conditional writes is refused at start.
+//! the one `.ci/run` starts (`SWARMSCOPE_S3_ENDPOINT`) or one started here. The same
+//! behaviour as on local disk: round trip, both crash points, compaction and vacuum, the
+//! log's cleanup; and a store that ignores conditional writes is refused at start.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -338,4 +338,48 @@ async fn a_store_that_ignores_conditional_writes_is_refused_at_start() {
         !dir.path().join("_wal").exists(),
         "nothing was written: {error}"
     );
+}
+
+/// The versions of the commits (`NNN.json`) in `table`'s `_delta_log/` in the bucket.
+async fn commit_versions(store: &ParquetStore, table: Table) -> Vec<u64> {
+    use futures::TryStreamExt;
+    let remote = store.remote().unwrap();
+    let log = remote.object(table, "_delta_log");
+    let mut versions: Vec<u64> = remote
+        .store()
+        .list(Some(&log))
+        .map_ok(|m| m.location)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.filename()?.strip_suffix(".json")?.parse().ok())
+        .collect();
+    versions.sort_unstable();
+    versions
+}
+
+#[tokio::test]
+async fn on_s3_the_log_before_a_checkpoint_is_deleted_past_its_retention() {
+    let moto = moto_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        delta_log_retention: Duration::ZERO,
+        ..moto.config(dir.path()).await
+    };
+    let s = ParquetStore::open(config.clone()).await.unwrap();
+    for i in 0..55u64 {
+        s.append(Table::SPANS, spans_at(&[HOUR + i])).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    // Version 49 wrote the checkpoint; the commits before it are gone.
+    assert_eq!(
+        commit_versions(&s, Table::SPANS).await,
+        (49..=55).collect::<Vec<_>>()
+    );
+    assert_eq!(stored_rows(&s, Table::SPANS).await, 55);
+    drop(s);
+    let reopened = ParquetStore::open(config).await.unwrap();
+    assert_eq!(reopened.recovery().rows, 0);
+    assert_eq!(stored_rows(&reopened, Table::SPANS).await, 55);
 }
