@@ -117,11 +117,11 @@ impl Moto {
     }
 }
 
-/// The objects of `table`'s data files in the bucket.
-async fn objects(store: &ParquetStore, table: Table) -> Vec<ObjectPath> {
+/// The objects under `relative` (a path from `table`'s root) in the bucket, in order.
+async fn listed(store: &ParquetStore, table: Table, relative: &str) -> Vec<ObjectPath> {
     use futures::TryStreamExt;
     let remote = store.remote().unwrap();
-    let prefix = remote.object(table, "");
+    let prefix = remote.object(table, relative);
     let mut listed: Vec<ObjectPath> = remote
         .store()
         .list(Some(&prefix))
@@ -129,8 +129,14 @@ async fn objects(store: &ParquetStore, table: Table) -> Vec<ObjectPath> {
         .try_collect::<Vec<_>>()
         .await
         .unwrap();
-    listed.retain(|p| p.as_ref().ends_with(".parquet") && !p.as_ref().contains("_delta_log"));
     listed.sort();
+    listed
+}
+
+/// The objects of `table`'s data files in the bucket.
+async fn objects(store: &ParquetStore, table: Table) -> Vec<ObjectPath> {
+    let mut listed = listed(store, table, "").await;
+    listed.retain(|p| p.as_ref().ends_with(".parquet") && !p.as_ref().contains("_delta_log"));
     listed
 }
 
@@ -342,16 +348,8 @@ async fn a_store_that_ignores_conditional_writes_is_refused_at_start() {
 
 /// The versions of the commits (`NNN.json`) in `table`'s `_delta_log/` in the bucket.
 async fn commit_versions(store: &ParquetStore, table: Table) -> Vec<u64> {
-    use futures::TryStreamExt;
-    let remote = store.remote().unwrap();
-    let log = remote.object(table, "_delta_log");
-    let mut versions: Vec<u64> = remote
-        .store()
-        .list(Some(&log))
-        .map_ok(|m| m.location)
-        .try_collect::<Vec<_>>()
+    let mut versions: Vec<u64> = listed(store, table, "_delta_log")
         .await
-        .unwrap()
         .iter()
         .filter_map(|p| p.filename()?.strip_suffix(".json")?.parse().ok())
         .collect();
