@@ -508,6 +508,8 @@ pub(crate) fn new_file_name(dir: &Path, laid_out: bool) -> (PathBuf, PathBuf) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::sync::Arc;
 
     /// Column paths apply by name to every table: a delta-encoded name must be an
     /// integer or a timestamp wherever it appears, or the writer would refuse a flush.
@@ -578,6 +580,78 @@ mod tests {
         }
         #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
         false
+    }
+
+    /// A column of strings shaped the way telemetry repeats itself: runs of one value
+    /// (a resource's service), cycles (a map's keys, row after row), values seen
+    /// further back than a cycle, and values all distinct. Each value is up to 20 `a`s
+    /// with at most one `b`, so that many values of one length differ in one byte only,
+    /// wherever it is.
+    fn repeating_strings() -> impl Strategy<Value = Vec<Option<String>>> {
+        let value = || {
+            (0..=20usize, 0..=20usize).prop_map(|(len, b)| {
+                (0..len)
+                    .map(|i| if i == b { 'b' } else { 'a' })
+                    .collect::<String>()
+            })
+        };
+        let segment = prop_oneof![
+            (value(), 1..40usize).prop_map(|(v, n)| vec![Some(v); n]),
+            (proptest::collection::vec(value(), 1..20), 1..8usize).prop_map(|(cycle, n)| {
+                let one: Vec<Option<String>> = cycle.into_iter().map(Some).collect();
+                one.iter().cycle().take(one.len() * n).cloned().collect()
+            }),
+            proptest::collection::vec(proptest::option::weighted(0.9, value()), 1..60),
+        ];
+        proptest::collection::vec(segment, 1..30).prop_map(|s| s.concat())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Every string reads back as written through Parquet's dictionary encoder,
+        /// which the store's copy of parquet lets take a value's key from the value a
+        /// period back (vendor/parquet/PATCHED.md): with the store's settings, and with
+        /// pages and dictionaries so small that pages end inside runs and cycles and the
+        /// dictionary falls back to plain encoding.
+        #[test]
+        fn strings_read_back_as_written_through_the_dictionary(
+            values in repeating_strings(),
+            small in proptest::bool::ANY,
+        ) {
+            use arrow::array::StringArray;
+            use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+            let mut props = writer_properties(&StorageConfig::default()).expect("defaults");
+            if small {
+                props = props
+                    .into_builder()
+                    .set_data_page_size_limit(64)
+                    .set_write_batch_size(7)
+                    .set_dictionary_page_size_limit(256)
+                    .build();
+            }
+            let column = StringArray::from(values.clone());
+            let batch = RecordBatch::try_from_iter([("s", Arc::new(column) as _)]).expect("batch");
+            let file = tempfile::tempfile().expect("temporary file");
+            let mut writer =
+                ArrowWriter::try_new(file.try_clone().expect("file"), batch.schema(), Some(props))
+                    .expect("writer");
+            // Two writes, so that the encoder carries its state from one batch to the next.
+            let half = values.len() / 2;
+            writer.write(&batch.slice(0, half)).expect("write");
+            writer.write(&batch.slice(half, values.len() - half)).expect("write");
+            writer.close().expect("close");
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .expect("reader")
+                .build()
+                .expect("reader");
+            let mut read = Vec::new();
+            for batch in reader {
+                let batch = batch.expect("batch");
+                read.extend(batch.column(0).as_string::<i32>().iter().map(|v| v.map(str::to_owned)));
+            }
+            prop_assert_eq!(read, values);
+        }
     }
 
     /// A file written with the store's settings (zstd) and read back.
