@@ -44,9 +44,11 @@ pub struct StorageConfig {
     pub wal_fsync_interval_ms: u64,
     /// Memory that accepted, not yet flushed rows may take. Once the rows no flush has
     /// taken reach a third of it a flush starts; past all of it requests are refused
-    /// with 503 / UNAVAILABLE until the flushes catch up. 48 MiB by default: enough
-    /// that a flush writes row groups compaction copies as they are, and peak RSS stays
-    /// under 256 MiB (`benches/RESULTS.md`).
+    /// with 503 / UNAVAILABLE until the flushes catch up. 96 MiB by default. Each flush
+    /// commits to the Delta log, and delta-rs replays the table's files after every
+    /// commit, so fewer, larger flushes cost less CPU per span. Under the standard load
+    /// 96 MiB against 48 took 9% less CPU per span and refused next to nothing, for a
+    /// peak RSS about 45 MiB higher (`benches/RESULTS.md`, session 19).
     pub max_buffered_bytes: usize,
     /// While a partition is being written, its files smaller than
     /// `compaction_target_bytes` are merged once there are at least this many of like
@@ -136,7 +138,7 @@ impl Default for StorageConfig {
             row_group_rows: 256 * 1024,
             wal_fsync: WalFsync::Always,
             wal_fsync_interval_ms: 100,
-            max_buffered_bytes: 48 * 1024 * 1024,
+            max_buffered_bytes: 96 * 1024 * 1024,
             compaction_min_files: 8,
             compaction_target_bytes: 256 * 1024 * 1024,
             compaction_quiet_after: Duration::from_secs(60),
