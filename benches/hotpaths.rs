@@ -4,7 +4,8 @@
 //! run), Arrow IPC encoding for the write-ahead log, and Parquet encoding with the
 //! store's writer settings; then the same for the `coordination_events` rows the
 //! coordination processor derives on the acknowledgement path; GenAI attribution; and
-//! the call graph pairing client and server spans; and the zstd contexts Parquet makes
+//! the call graph pairing client and server spans, and observing the standard workload;
+//! and the zstd contexts Parquet makes
 //! for every column chunk it reads or writes.
 //!
 //! `cargo bench --bench hotpaths` (release profile); throughput is in spans.
@@ -54,7 +55,7 @@ fn hot_paths(c: &mut Criterion) {
     .collect();
     coordination(c, &with_events, &props, spans);
     genai(c, &batch, spans);
-    graph(c);
+    graph(c, &workload);
     zstd_contexts(c);
 }
 
@@ -233,12 +234,32 @@ fn genai(c: &mut Criterion, batch: &RecordBatch, spans: u64) {
 }
 
 /// The call graph.
-fn graph(c: &mut Criterion) {
+fn graph(c: &mut Criterion, workload: &workload::Workload) {
+    // The standard workload's spans, one request at a time: every span an agent's (its
+    // parent looked up, itself kept for children to come), a root SERVER span and nine
+    // CLIENT children a trace, the clients waiting for servers that never come. The
+    // requests cycle through more spans than the stores keep, so every id is new to
+    // them, as under load.
+    let config = GraphConfig::default();
+    let cycle =
+        (config.max_items.max(config.max_agent_items) * 6 / 5).div_ceil(workload.spans_per_request);
+    let standard: Vec<_> = workload
+        .requests(cycle, 1_700_000_000_000_000_000)
+        .iter()
+        .map(|r| TableBatch::new(Table::SPANS, spans_from_otlp(r).expect("convert").batch))
+        .collect();
+    let observed = ServiceGraph::new(&config, LiveClock::wall(600));
+    let mut next = standard.iter().cycle();
+    let mut group = c.benchmark_group("graph");
+    group.throughput(Throughput::Elements(workload.spans_per_request as u64));
+    group.bench_function("standard_observe", |b| {
+        b.iter(|| observed.observe(next.next().expect("a cycle never ends")))
+    });
+
     // The call graph off the acknowledgement path: a request of 250 client spans, then
     // the other service's request of their 250 server spans, which pair them all.
     let graph = ServiceGraph::new(&GraphConfig::default(), LiveClock::wall(600));
     let (clients, servers) = client_server_batches(250);
-    let mut group = c.benchmark_group("graph");
     group.throughput(Throughput::Elements(500));
     group.bench_function("pair_observe", |b| {
         b.iter(|| {

@@ -104,8 +104,12 @@ impl Agents {
         span: AgentSpan,
         out: &mut Vec<Handoff>,
     ) -> u64 {
-        // Children that arrived first.
+        // Children that arrived first (none to look for where none waits: spans
+        // exported parents first).
         for generation in [&mut self.newer, &mut self.older] {
+            if generation.orphans.is_empty() {
+                continue;
+            }
             if let Some(waiting) = generation.orphans.remove(&key) {
                 generation.len -= waiting.len();
                 out.extend(waiting.iter().filter_map(|c| Handoff::between(&span, c)));
@@ -162,12 +166,20 @@ mod tests {
     fn a_partner_in_the_older_generation_still_pairs() {
         let mut agents = Agents::new(6);
         let mut out = Vec::new();
-        agents.arrive((1, 2), Some((1, 1)), agent(2, false), &mut out);
+        agents.arrive(
+            Key::new(1, 2),
+            Some(Key::new(1, 1)),
+            agent(2, false),
+            &mut out,
+        );
         // An unrelated span fills the newer generation (the child and its wait are
         // two items): the waiting child moves to the older one.
-        assert_eq!(agents.arrive((7, 7), None, agent(3, false), &mut out), 0);
+        assert_eq!(
+            agents.arrive(Key::new(7, 7), None, agent(3, false), &mut out),
+            0
+        );
         assert_eq!(agents.older.len, 3);
-        agents.arrive((1, 1), None, agent(1, false), &mut out);
+        agents.arrive(Key::new(1, 1), None, agent(1, false), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].from, out[0].to), (1, 2));
         // The parent is an agent's turn, not a call: the edge has the child's duration.
@@ -178,9 +190,19 @@ mod tests {
     fn a_calling_parent_lends_its_duration_and_spans_of_one_agent_make_no_edge() {
         let mut agents = Agents::new(100);
         let mut out = Vec::new();
-        agents.arrive((1, 1), None, agent(1, true), &mut out);
-        agents.arrive((1, 2), Some((1, 1)), agent(2, false), &mut out);
-        agents.arrive((1, 3), Some((1, 1)), agent(1, false), &mut out);
+        agents.arrive(Key::new(1, 1), None, agent(1, true), &mut out);
+        agents.arrive(
+            Key::new(1, 2),
+            Some(Key::new(1, 1)),
+            agent(2, false),
+            &mut out,
+        );
+        agents.arrive(
+            Key::new(1, 3),
+            Some(Key::new(1, 1)),
+            agent(1, false),
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].server_ns, out[0].client_ns), (20, 10));
     }
@@ -190,7 +212,14 @@ mod tests {
         let mut agents = Agents::new(4);
         let mut out = Vec::new();
         let forgotten: u64 = (0..6)
-            .map(|i| agents.arrive((1, 10 + i), Some((1, 1)), agent(2, false), &mut out))
+            .map(|i| {
+                agents.arrive(
+                    Key::new(1, 10 + i),
+                    Some(Key::new(1, 1)),
+                    agent(2, false),
+                    &mut out,
+                )
+            })
             .sum();
         assert!(forgotten > 0);
         assert!(agents.len() <= 4);

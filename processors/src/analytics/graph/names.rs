@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::Fast;
+use crate::columns::Text;
 
 /// The fewest names the table holds before it is compacted.
 pub(super) const MIN_NAMES: usize = 10_000;
@@ -25,6 +26,23 @@ impl Names {
         self.by_id.push(name.to_owned());
         self.ids.insert(name.to_owned(), id);
         id
+    }
+
+    /// [`Names::intern`], answered from `recent` when `name` is the name interned last
+    /// through it (valid until the table is compacted).
+    pub(super) fn intern_recent<'a>(
+        &mut self,
+        recent: &mut Option<(&'a str, u32)>,
+        name: &'a str,
+    ) -> u32 {
+        match *recent {
+            Some((last, id)) if Text(last) == Text(name) => id,
+            _ => {
+                let id = self.intern(name);
+                *recent = Some((name, id));
+                id
+            }
+        }
     }
 
     pub(super) fn name(&self, id: u32) -> &str {

@@ -10,9 +10,10 @@
 //! more load than the store holds, the newest spans, whose partners are the likeliest
 //! to come, keep pairing.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use super::{Fast, Key};
+use super::{Fast, Key, AGENT};
 
 /// One side of a request.
 #[derive(Clone, Copy, Debug)]
@@ -34,13 +35,15 @@ enum Waiting {
     Server(Side),
 }
 
-/// The servicegraph connector's `connection_type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The servicegraph connector's `connection_type`, and ours between agents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Connection {
     Direct,
     Messaging,
     Database,
     Virtual,
+    /// A handoff between agents ([`super::agents`]).
+    Agent,
 }
 
 impl Connection {
@@ -50,6 +53,7 @@ impl Connection {
             Connection::Messaging => "messaging_system",
             Connection::Database => "database",
             Connection::Virtual => "virtual_node",
+            Connection::Agent => AGENT,
         }
     }
 }
@@ -139,14 +143,46 @@ impl Pairs {
         self.newer.len() + self.older.len()
     }
 
-    fn take(&mut self, key: &Key) -> Option<Waiting> {
-        self.newer.remove(key).or_else(|| self.older.remove(key))
+    /// Whether the newer generation has room for one more waiting span.
+    fn room(&self) -> bool {
+        self.newer.len() < (self.max_items / 2).max(1)
+    }
+
+    /// The span `this` waiting under `key`: paired with the partner waiting there, or
+    /// waiting itself. One probe of each generation: the newer's finds the partner or
+    /// the slot this one takes.
+    fn arrive(&mut self, key: Key, this: Waiting) -> Arrival {
+        let room = self.room();
+        let found = match self.newer.entry(key) {
+            Entry::Occupied(e) => Some(e.remove()),
+            Entry::Vacant(slot) => match self.older.remove(&key) {
+                None if room => {
+                    slot.insert(this);
+                    return Arrival::Waiting;
+                }
+                found => found,
+            },
+        };
+        match (this, found) {
+            (Waiting::Client(client, _), Some(Waiting::Server(server)))
+            | (Waiting::Server(server), Some(Waiting::Client(client, _))) => {
+                Arrival::Paired(Edge::paired(client, server))
+            }
+            (Waiting::Server(_), Some(first @ Waiting::Server(_))) => {
+                // A second consumer of one message: the first keeps waiting for the
+                // producer, this one is not paired.
+                self.newer.insert(key, first);
+                Arrival::Dropped
+            }
+            // The same client span sent twice: the newer copy waits.
+            (this, _) => self.wait(key, this),
+        }
     }
 
     fn wait(&mut self, key: Key, waiting: Waiting) -> Arrival {
         // A generation holds half the store: when the newer one is full, the older
         // one's waits are cut short and the newer takes its place.
-        if self.newer.len() >= (self.max_items / 2).max(1) {
+        if !self.room() {
             self.cut_short += self.older.len() as u64;
             let mut early = std::mem::take(&mut self.early);
             self.early_unpaired += self.retire_older(&mut early);
@@ -197,25 +233,12 @@ impl Pairs {
 
     /// A CLIENT or PRODUCER span with id `key`; `peer` names what it called.
     pub(super) fn client(&mut self, key: Key, side: Side, peer: Option<u32>) -> Arrival {
-        match self.take(&key) {
-            Some(Waiting::Server(server)) => Arrival::Paired(Edge::paired(side, server)),
-            // The same client span sent twice: the newer copy waits.
-            _ => self.wait(key, Waiting::Client(side, peer)),
-        }
+        self.arrive(key, Waiting::Client(side, peer))
     }
 
     /// A SERVER or CONSUMER span whose parent is `key`.
     pub(super) fn server(&mut self, key: Key, side: Side) -> Arrival {
-        match self.take(&key) {
-            Some(Waiting::Client(client, _)) => Arrival::Paired(Edge::paired(client, side)),
-            Some(first @ Waiting::Server(_)) => {
-                // A second consumer of one message: the first keeps waiting for the
-                // producer, this one is not paired.
-                self.newer.insert(key, first);
-                Arrival::Dropped
-            }
-            None => self.wait(key, Waiting::Server(side)),
-        }
+        self.arrive(key, Waiting::Server(side))
     }
 
     /// Expires what waited its time at `now`: client spans that named their peer
@@ -272,29 +295,77 @@ mod tests {
         let mut pairs = Pairs::new(10 * S, 100, 0);
         let mut edges = Vec::new();
         assert!(matches!(
-            pairs.client((1, 1), side(1), None),
+            pairs.client(Key::new(1, 1), side(1), None),
             Arrival::Waiting
         ));
         assert_eq!(pairs.expire(9 * S, &mut edges), 0);
-        assert!(matches!(pairs.server((1, 1), side(2)), Arrival::Paired(_)));
+        assert!(matches!(
+            pairs.server(Key::new(1, 1), side(2)),
+            Arrival::Paired(_)
+        ));
         assert_eq!(pairs.len(), 0);
         // This one waits through two rotations and expires.
-        assert!(matches!(pairs.server((1, 2), side(2)), Arrival::Waiting));
+        assert!(matches!(
+            pairs.server(Key::new(1, 2), side(2)),
+            Arrival::Waiting
+        ));
         assert_eq!(pairs.expire(10 * S, &mut edges), 0);
         assert_eq!(pairs.len(), 1);
         assert_eq!(pairs.expire(20 * S, &mut edges), 1);
         assert!(matches!(
-            pairs.client((1, 2), side(1), None),
+            pairs.client(Key::new(1, 2), side(1), None),
             Arrival::Waiting
         ));
         assert!(edges.is_empty());
     }
 
     #[test]
+    fn a_second_consumer_is_dropped_and_a_client_sent_twice_waits_once() {
+        let mut pairs = Pairs::new(10 * S, 100, 0);
+        let consumer = |service| Side {
+            messaging: true,
+            ..side(service)
+        };
+        assert!(matches!(
+            pairs.server(Key::new(1, 1), consumer(2)),
+            Arrival::Waiting
+        ));
+        assert!(matches!(
+            pairs.server(Key::new(1, 1), consumer(3)),
+            Arrival::Dropped
+        ));
+        // The first consumer still waits, and pairs with its producer.
+        match pairs.client(Key::new(1, 1), side(1), None) {
+            Arrival::Paired(edge) => {
+                assert_eq!((edge.client, edge.server), (1, 2));
+                assert_eq!(edge.connection, Connection::Messaging);
+            }
+            _ => panic!("the producer pairs with the first consumer"),
+        }
+        // A client span sent twice waits once, as its newer copy.
+        pairs.client(Key::new(2, 1), side(1), None);
+        pairs.client(Key::new(2, 1), side(4), None);
+        assert_eq!(pairs.len(), 1);
+        match pairs.server(Key::new(2, 1), side(2)) {
+            Arrival::Paired(edge) => assert_eq!(edge.client, 4),
+            _ => panic!("the server pairs with the client's newer copy"),
+        }
+        // Whichever generation the partner waits in.
+        pairs.client(Key::new(3, 1), side(1), None);
+        let mut edges = Vec::new();
+        assert_eq!(pairs.expire(10 * S, &mut edges), 0);
+        assert!(matches!(
+            pairs.server(Key::new(3, 1), side(2)),
+            Arrival::Paired(_)
+        ));
+        assert_eq!(pairs.len(), 0);
+    }
+
+    #[test]
     fn an_unanswered_client_that_named_its_peer_makes_a_virtual_node() {
         let mut pairs = Pairs::new(10 * S, 100, 0);
         let mut edges = Vec::new();
-        pairs.client((1, 1), side(1), Some(9));
+        pairs.client(Key::new(1, 1), side(1), Some(9));
         // Idle for a long time: both generations expire at once.
         assert_eq!(pairs.expire(100 * S, &mut edges), 0);
         assert_eq!(edges.len(), 1);
@@ -308,26 +379,35 @@ mod tests {
         // Two generations of two.
         let mut pairs = Pairs::new(10 * S, 4, 0);
         let mut edges = Vec::new();
-        pairs.client((1, 1), side(1), Some(9));
-        pairs.client((1, 2), side(1), None);
+        pairs.client(Key::new(1, 1), side(1), Some(9));
+        pairs.client(Key::new(1, 2), side(1), None);
         // The newer generation is full: it becomes the older (nothing older to expire).
-        pairs.client((1, 3), side(1), None);
+        pairs.client(Key::new(1, 3), side(1), None);
         assert_eq!(pairs.take_cut_short(), 0);
-        assert!(matches!(pairs.server((1, 2), side(2)), Arrival::Paired(_)));
-        pairs.client((1, 4), side(1), None);
+        assert!(matches!(
+            pairs.server(Key::new(1, 2), side(2)),
+            Arrival::Paired(_)
+        ));
+        pairs.client(Key::new(1, 4), side(1), None);
         // Full again: (1, 1) waited longest and goes, as a request to its peer.
-        pairs.client((1, 5), side(1), None);
+        pairs.client(Key::new(1, 5), side(1), None);
         assert_eq!(pairs.take_cut_short(), 1);
         assert_eq!(pairs.expire(0, &mut edges), 0);
         assert_eq!((edges.len(), edges[0].server), (1, 9));
         // And again: (1, 3) and (1, 4), which named no peer, are left unpaired.
-        pairs.client((1, 6), side(1), None);
-        pairs.client((1, 7), side(1), None);
+        pairs.client(Key::new(1, 6), side(1), None);
+        pairs.client(Key::new(1, 7), side(1), None);
         assert_eq!(pairs.take_cut_short(), 2);
         assert_eq!(pairs.expire(0, &mut edges), 2);
         assert!(pairs.len() <= 4);
         // The newest still pair.
-        assert!(matches!(pairs.server((1, 6), side(2)), Arrival::Paired(_)));
-        assert!(matches!(pairs.server((1, 7), side(2)), Arrival::Paired(_)));
+        assert!(matches!(
+            pairs.server(Key::new(1, 6), side(2)),
+            Arrival::Paired(_)
+        ));
+        assert!(matches!(
+            pairs.server(Key::new(1, 7), side(2)),
+            Arrival::Paired(_)
+        ));
     }
 }

@@ -16,6 +16,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::super::series::Buckets;
+use super::pairs::Connection;
 use super::{AGENT, BUCKETS_S, USER};
 use crate::schema::{list_of, timestamp_type, Table, TableDef};
 use crate::Result;
@@ -75,14 +76,14 @@ impl Requests {
 /// names, until the batch's few distinct rows are added to [`PendingRows`].
 #[derive(Default)]
 pub(super) struct BatchRows {
-    rows: HashMap<RowKey<u32>, Requests, foldhash::fast::RandomState>,
+    rows: HashMap<(i64, u32, u32, Connection, bool), Requests, foldhash::fast::RandomState>,
 }
 
 impl BatchRows {
     pub(super) fn observe(
         &mut self,
         [source, target]: [u32; 2],
-        connection: &'static str,
+        connection: Connection,
         start_ns: i64,
         (server_s, client_s): (f64, f64),
         failed: bool,
@@ -123,7 +124,13 @@ impl PendingRows {
     pub(super) fn add<'n>(&mut self, batch: BatchRows, name: impl Fn(u32) -> &'n str) -> u64 {
         let mut refused = 0;
         for ((minute, source, target, connection, failed), requests) in batch.rows {
-            let key = (minute, name(source), name(target), connection, failed);
+            let key = (
+                minute,
+                name(source),
+                name(target),
+                connection.label(),
+                failed,
+            );
             self.merge_owned(key, requests, &mut refused);
         }
         refused
