@@ -42,8 +42,10 @@ pub trait Storage {
 pub struct Interner<S: Storage> {
     state: ahash::RandomState,
 
-    /// Used to provide a lookup from value to unique value
-    dedup: HashTable<S::Key>,
+    /// Used to provide a lookup from value to unique value, each key with its value's
+    /// hash: growing the table moves entries without hashing their values again, and a
+    /// probe compares hashes before bytes.
+    dedup: HashTable<(u64, S::Key)>,
 
     storage: S,
 }
@@ -62,16 +64,16 @@ impl<S: Storage> Interner<S> {
     pub fn intern(&mut self, value: &S::Value) -> S::Key {
         let hash = self.state.hash_one(value.as_bytes());
 
-        *self
-            .dedup
+        self.dedup
             .entry(
                 hash,
                 // Compare bytes rather than directly comparing values so NaNs can be interned
-                |index| value.as_bytes() == self.storage.get(*index).as_bytes(),
-                |key| self.state.hash_one(self.storage.get(*key).as_bytes()),
+                |&(h, index)| h == hash && value.as_bytes() == self.storage.get(index).as_bytes(),
+                |&(h, _)| h,
             )
-            .or_insert_with(|| self.storage.push(value))
+            .or_insert_with(|| (hash, self.storage.push(value)))
             .get()
+            .1
     }
 
     /// [`Self::intern`], comparing values with `eq`.
@@ -79,15 +81,15 @@ impl<S: Storage> Interner<S> {
     pub fn intern_with(&mut self, value: &S::Value, eq: impl Fn(&[u8], &[u8]) -> bool) -> S::Key {
         let hash = self.state.hash_one(value.as_bytes());
 
-        *self
-            .dedup
+        self.dedup
             .entry(
                 hash,
-                |index| eq(value.as_bytes(), self.storage.get(*index).as_bytes()),
-                |key| self.state.hash_one(self.storage.get(*key).as_bytes()),
+                |&(h, index)| h == hash && eq(value.as_bytes(), self.storage.get(index).as_bytes()),
+                |&(h, _)| h,
             )
-            .or_insert_with(|| self.storage.push(value))
+            .or_insert_with(|| (hash, self.storage.push(value)))
             .get()
+            .1
     }
 
     /// Return estimate of the memory used, in bytes
