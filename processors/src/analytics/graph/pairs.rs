@@ -174,7 +174,8 @@ impl Pairs {
                 self.newer.insert(key, first);
                 Arrival::Dropped
             }
-            // The same client span sent twice: the newer copy waits.
+            // No partner (the newer generation full), or the same client span sent
+            // twice, whose newer copy waits: it waits, making room if it must.
             (this, _) => self.wait(key, this),
         }
     }
