@@ -125,3 +125,60 @@ impl<'a> Fields<'a> {
         self.rest
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A varint at the start of `bytes`, and how many bytes it took.
+    fn read(bytes: &[u8]) -> Wire<(u64, usize)> {
+        let mut fields = Fields::of(bytes);
+        let value = fields.varint()?;
+        Ok((value, bytes.len() - fields.rest().len()))
+    }
+
+    #[test]
+    fn varints_read_as_prost_writes_them() {
+        let values = [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for value in values {
+            let mut bytes = Vec::new();
+            prost::encoding::encode_varint(value, &mut bytes);
+            let len = bytes.len();
+            // The next field's first byte is left for it.
+            bytes.push(0x0a);
+            assert_eq!(read(&bytes).unwrap(), (value, len), "{value}");
+        }
+    }
+
+    #[test]
+    fn varints_prost_refuses_are_malformed_and_those_it_takes_are_read() {
+        for refused in [
+            &[][..],
+            &[0x80],
+            &[0xff, 0xff],
+            &[0xff; 10],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+        ] {
+            assert!(read(refused).is_err(), "{refused:?}");
+            assert!(prost::encoding::decode_varint(&mut &refused[..]).is_err());
+        }
+        // Longer than it needs to be, yet framed: prost reads it, and so does this.
+        for padded in [&[0x80, 0x00][..], &[0x81, 0x80, 0x00]] {
+            let prost = prost::encoding::decode_varint(&mut &padded[..]).unwrap();
+            assert_eq!(read(padded).unwrap(), (prost, padded.len()));
+        }
+    }
+}

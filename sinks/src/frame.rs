@@ -40,6 +40,12 @@ impl Record {
         encode(entries).map(|bytes| Record(std::sync::Arc::new(bytes)))
     }
 
+    /// Bytes taken as a framed record as they are, whatever they hold.
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Record {
+        Record(std::sync::Arc::new(bytes))
+    }
+
     /// The frame: header and payload.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

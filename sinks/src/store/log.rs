@@ -198,11 +198,12 @@ fn log_writer(inner: Weak<Inner>, mut log: wal::Wal, commands: mpsc::Receiver<Co
                     batches,
                     record,
                     done,
-                } => match log.write(record.as_bytes()) {
+                } => match log.write(record) {
                     Ok(()) => appends.push((batches, done)),
                     Err(e) => {
-                        // The group's earlier records were in the same unwritten
-                        // buffer, which the next write cuts away: they fail too.
+                        // Only a segment torn by a failure that cannot be cut back
+                        // or replaced refuses a record: the group's earlier records
+                        // would sit behind the same tear, so they fail too.
                         let message = e.to_string();
                         let _ = done.send(Err(Error::Wal(message.clone())));
                         for (_, done) in appends.drain(..) {

@@ -283,8 +283,10 @@ pub(super) async fn crash_between_the_commit_and_the_logs_truncation(config: Sto
     let covered = wal::Checkpoint::load(&wal_dir).unwrap().covered_segment;
     std::fs::remove_file(wal_dir.join("checkpoint.json")).unwrap();
     let mut log = wal::Wal::create(&wal_dir, covered).unwrap();
-    log.write(&crate::frame::encode(&[(Table::SPANS, &spans_at(&[HOUR, HOUR + 1]))]).unwrap())
-        .unwrap();
+    log.write(
+        crate::frame::Record::encode(&[(Table::SPANS, &spans_at(&[HOUR, HOUR + 1]))]).unwrap(),
+    )
+    .unwrap();
     log.sync(true).unwrap();
     drop(log);
 

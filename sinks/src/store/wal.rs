@@ -14,7 +14,7 @@
 //! twice.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 use swarmscope_processors::schema::Table;
 
-use crate::frame::{self, Damage};
+use crate::frame::{self, Damage, Record};
 use crate::{Error, Result};
 
 const CHECKPOINT: &str = "checkpoint.json";
@@ -102,12 +102,20 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// a count, not once per request.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How many records one `writev` hands to the kernel: Linux's `IOV_MAX`.
+const RECORDS_PER_WRITE: usize = 1024;
+
 /// The segment being appended to.
 pub(crate) struct Wal {
     dir: PathBuf,
     segment: u64,
-    file: BufWriter<File>,
-    /// Bytes written since the last sync.
+    file: File,
+    /// Records appended since the last sync, not yet handed to the OS. They are written
+    /// where they are (the request's encoded record, shared with the sinks' queues) with
+    /// one `writev` per group: a buffer in between would copy every byte of the log once
+    /// more before the kernel copies it into the page cache.
+    unwritten: Vec<Record>,
+    /// Records appended since the last sync.
     unsynced: bool,
     /// The segment's length up to its last complete, answered record: what a failed
     /// write is cut back to.
@@ -172,7 +180,8 @@ impl Wal {
         Ok(Wal {
             dir: dir.to_owned(),
             segment,
-            file: BufWriter::with_capacity(1 << 20, file),
+            file,
+            unwritten: Vec::new(),
             unsynced: false,
             committed_len: 0,
             pending_len: 0,
@@ -190,23 +199,40 @@ impl Wal {
         self.dir.join(segment_name(self.segment))
     }
 
-    /// Appends a record. After a failed write or sync the segment is first cut back to
-    /// its last answered record ([`Wal::repair`]); if that fails, the write fails.
-    pub(crate) fn write(&mut self, record: &[u8]) -> Result<()> {
+    /// Appends a record; the next [`Wal::sync`] writes it. After a failed write or sync
+    /// the segment is first cut back to its last answered record ([`Wal::repair`]); if
+    /// that fails, the append fails.
+    pub(crate) fn write(&mut self, record: Record) -> Result<()> {
         if self.torn {
             self.repair().inspect_err(|e| self.failures.failed(e))?;
         }
         self.unsynced = true;
-        self.pending_len += record.len() as u64;
-        let written = self.file.write_all(record).map_err(Error::io(self.path()));
-        if let Err(e) = &written {
-            self.torn = true;
-            self.failures.failed(e);
-        }
-        written
+        self.pending_len += record.as_bytes().len() as u64;
+        self.unwritten.push(record);
+        Ok(())
     }
 
-    /// Hands buffered bytes to the OS, and with `durable` waits until they are on disk.
+    /// Hands the unwritten records to the OS, in order, a group at a time.
+    fn write_unwritten(&mut self) -> std::io::Result<()> {
+        for group in self.unwritten.chunks(RECORDS_PER_WRITE) {
+            let mut slices: Vec<IoSlice<'_>> =
+                group.iter().map(|r| IoSlice::new(r.as_bytes())).collect();
+            let mut rest = &mut slices[..];
+            while !rest.is_empty() {
+                match self.file.write_vectored(rest) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.unwritten.clear();
+        Ok(())
+    }
+
+    /// Hands the appended records to the OS, and with `durable` waits until they are on
+    /// disk.
     /// On success every record written so far is committed: a later failure never
     /// cuts it away.
     pub(crate) fn sync(&mut self, durable: bool) -> Result<()> {
@@ -227,12 +253,13 @@ impl Wal {
     }
 
     fn sync_inner(&mut self, durable: bool) -> Result<()> {
-        self.file.flush().map_err(Error::io(self.path()))?;
+        if let Err(e) = self.write_unwritten() {
+            // What was not written fails with this group; what was is cut away.
+            self.unwritten.clear();
+            return Err(Error::io(self.path())(e));
+        }
         if durable && self.unsynced {
-            self.file
-                .get_ref()
-                .sync_data()
-                .map_err(Error::io(self.path()))?;
+            self.file.sync_data().map_err(Error::io(self.path()))?;
             self.unsynced = false;
         }
         Ok(())
@@ -257,10 +284,8 @@ impl Wal {
             .map_err(Error::io(&path));
         match cut {
             Ok(file) => {
-                let old =
-                    std::mem::replace(&mut self.file, BufWriter::with_capacity(1 << 20, file));
-                // Not `drop`, which would try to flush the unwritten bytes again.
-                let (_file, _unwritten) = old.into_parts();
+                self.file = file;
+                self.unwritten.clear();
                 self.pending_len = 0;
                 self.unsynced = false;
                 self.torn = false;
@@ -278,10 +303,9 @@ impl Wal {
     fn abandon(&mut self) -> Result<()> {
         let next = Wal::create(&self.dir, self.segment + 1)?;
         let failures = std::mem::take(&mut self.failures);
-        let old = std::mem::replace(self, next);
+        // The records not written before the tear are not written after it.
+        drop(std::mem::replace(self, next));
         self.failures = failures;
-        // Not `drop`, which would try to flush the unwritten bytes after the tear.
-        let (_file, _unwritten) = old.file.into_parts();
         Ok(())
     }
 
@@ -318,10 +342,14 @@ mod tests {
     fn segment_with(dir: &Path, records: &[Vec<u8>]) -> PathBuf {
         let mut wal = Wal::create(dir, 1).unwrap();
         for r in records {
-            wal.write(r).unwrap();
+            wal.write(record(r)).unwrap();
         }
         wal.sync(true).unwrap();
         wal.path()
+    }
+
+    fn record(bytes: &[u8]) -> Record {
+        Record::from_bytes(bytes.to_vec())
     }
 
     fn values(records: &[(Table, RecordBatch)]) -> Vec<i64> {
@@ -339,6 +367,21 @@ mod tests {
         assert_eq!(values(&read), vec![0, 10, 20]);
         assert!(read.iter().all(|(t, _)| *t == Table::LOGS));
         assert_eq!(damage, Damage::default());
+    }
+
+    #[test]
+    fn a_group_larger_than_one_write_reads_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = RECORDS_PER_WRITE * 2 + 7;
+        let records: Vec<_> = (0..n as i64)
+            .map(|i| frame::encode(&[(Table::LOGS, &batch(i))]).unwrap())
+            .collect();
+        let path = segment_with(dir.path(), &records);
+        let (read, damage) = read_segment(&path).unwrap();
+        assert_eq!(values(&read), (0..n as i64).collect::<Vec<_>>());
+        assert_eq!(damage, Damage::default());
+        let total: usize = records.iter().map(Vec::len).sum();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), total as u64);
     }
 
     #[test]
@@ -365,17 +408,16 @@ mod tests {
             .map(|i| frame::encode(&[(Table::SPANS, &batch(i))]).unwrap())
             .collect();
         let mut wal = Wal::create(dir.path(), 1).unwrap();
-        wal.write(&records[0]).unwrap();
+        wal.write(record(&records[0])).unwrap();
         wal.sync(true).unwrap();
         // A write that failed halfway (disk full, say): half a record, then the error.
         wal.file
             .write_all(&records[1][..records[1].len() / 2])
             .unwrap();
-        wal.file.flush().unwrap();
         wal.torn = true;
         // The next record is not written behind the tear, where a reader cannot find
         // it: the tear is cut away first, in the same segment.
-        wal.write(&records[2]).unwrap();
+        wal.write(record(&records[2])).unwrap();
         wal.sync(true).unwrap();
         assert_eq!(wal.segment(), 1);
         let segments = list_segments(dir.path()).unwrap();
@@ -392,7 +434,7 @@ mod tests {
             .map(|i| frame::encode(&[(Table::LOGS, &batch(i))]).unwrap())
             .collect();
         let mut wal = Wal::create(dir.path(), 1).unwrap();
-        wal.write(&records[0]).unwrap();
+        wal.write(record(&records[0])).unwrap();
         wal.sync(true).unwrap();
         let path = wal.path();
         for _ in 0..50 {
@@ -402,13 +444,13 @@ mod tests {
             }
             // The disk is full: the handle refuses what reaches it.
             let refusing = File::open(&path).unwrap();
-            let _ = std::mem::replace(&mut wal.file, BufWriter::new(refusing)).into_parts();
-            wal.write(&records[1]).unwrap();
+            wal.file = refusing;
+            wal.write(record(&records[1])).unwrap();
             assert!(wal.sync(true).is_err());
             assert!(wal.torn);
         }
         assert_eq!(wal.failures.failing, 50);
-        wal.write(&records[2]).unwrap();
+        wal.write(record(&records[2])).unwrap();
         wal.sync(true).unwrap();
         assert_eq!(wal.failures.failing, 0);
         let segments = list_segments(dir.path()).unwrap();
