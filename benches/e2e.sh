@@ -116,12 +116,17 @@ python3 -c "import duckdb, pytz, sys; sys.exit(duckdb.__version__ != '$duckdb_ve
 echo
 work=$(mktemp -d)
 data="${DATASET_DIR:-$work/data}"
+# A dataset kept in DATASET_DIR is served again later: its Delta logs must still start
+# at version 0 then for benches/delta_files.py to list its files, not cleaned up behind
+# a checkpoint after the default 10 minutes.
+keep_log='delta_log_retention = "1000000h"'
 # Ten hours of data ending about now: 200 distinct requests, each cycle an hour / 10 later.
 cycles=$(( dataset_spans / 500 / 200 ))
 if [ -d "$data/spans" ]; then
   load_note="kept in $data"
 else
-  start_server "$data" interval "${STORAGE_TOML:-}"
+  start_server "$data" interval "$keep_log
+${STORAGE_TOML:-}"
   t0=$(date +%s)
   "$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
     --spans "$dataset_spans" --distinct-requests 200 --unique \
@@ -141,9 +146,11 @@ echo "### Queries over ${dataset_spans} spans (${files} Parquet files after comp
 echo
 # Compaction off: the files must not change between the two engines' runs. Queries
 # run at the default settings (every core, at a lower priority than ingestion).
-start_server "$data" interval "${STORAGE_TOML:-}
+# The storage keys go before STORAGE_TOML, which may open a section of its own.
+start_server "$data" interval "$keep_log
 compaction_min_files = 1000000
-compaction_quiet_after = \"100000h\""
+compaction_quiet_after = \"100000h\"
+${STORAGE_TOML:-}"
 python3 - "$api" "$work/files.txt" <<'PY'
 import json, statistics, sys, time, urllib.request
 import duckdb
