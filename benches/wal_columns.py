@@ -6,8 +6,10 @@
 The log holds what the server acknowledged and has not flushed yet, so stop the server
 with `kill -9` while it is under load to find records there (a clean shutdown flushes
 them). Each record is `[len: u32 LE][crc32: u32 LE][payload]`, the payload one or more
-`[table: u8][ipc_len: u32 LE][Arrow IPC stream]` (see sinks/src/frame.rs). Needs pyarrow
-(the venv `.ci/run` makes has it).
+entries: `[table: u8][ipc_len: u32 LE][Arrow IPC stream]`, or a trace request logged as
+received, `[0x80][len: u32 LE][first_hour: i64 LE][OTLP protobuf]` (see
+sinks/src/frame.rs), whose bytes are counted whole. Needs pyarrow (the venv `.ci/run`
+makes has it).
 """
 import collections
 import glob
@@ -29,6 +31,8 @@ TABLES = {
     9: "genai_attribution",
     10: "graph_edges",
 }
+# The code of a trace request logged as received.
+OTLP_TRACES = 0x80
 
 
 def records(path):
@@ -47,6 +51,7 @@ def main(wal_dir):
     column_bytes = collections.Counter()
     ipc_bytes = collections.Counter()
     rows = collections.Counter()
+    requests = request_bytes = 0
     for path in sorted(glob.glob(os.path.join(wal_dir, "wal-*.log"))):
         for payload in records(path):
             at = 0
@@ -55,6 +60,10 @@ def main(wal_dir):
                 (ipc_len,) = struct.unpack_from("<I", payload, at + 1)
                 ipc = payload[at + 5 : at + 5 + ipc_len]
                 at += 5 + ipc_len
+                if table == OTLP_TRACES:
+                    requests += 1
+                    request_bytes += ipc_len - 8
+                    continue
                 ipc_bytes[table] += ipc_len
                 for batch in pa.ipc.open_stream(ipc):
                     rows[table] += batch.num_rows
@@ -62,8 +71,11 @@ def main(wal_dir):
                         column_bytes[(table, name)] += sum(
                             b.size for b in column.buffers() if b is not None
                         )
-    if not rows:
+    if not rows and not requests:
         sys.exit(f"{wal_dir}: no records (was the server stopped cleanly?)")
+    if requests:
+        print(f"trace requests logged as received: {requests}, "
+              f"{request_bytes / requests:.0f} bytes of protobuf a request")
     for table, n in sorted(rows.items()):
         name = TABLES.get(table, f"table {table}")
         print(f"{name}: {n} rows, {ipc_bytes[table] / n:.1f} bytes of IPC a row")

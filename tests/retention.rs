@@ -26,6 +26,13 @@ fn span(id: u64, start: u64) -> Span {
     }
 }
 
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+}
+
 #[test]
 fn records_older_than_retention_are_reported_and_the_fresh_ones_survive_restart_and_retention() {
     let (_tmp, dir) = temp_data_dir();
@@ -35,10 +42,7 @@ fn records_older_than_retention_are_reported_and_the_fresh_ones_survive_restart_
         ..Options::default()
     };
     let server = Server::start_with(&dir, options.clone());
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64;
+    let now = now_nanos();
     // 2018, two days ago, and three fresh ones, in one request.
     let request = trace_request(vec![
         span(1, 1_544_712_660_000_000_000),
@@ -103,4 +107,42 @@ fn records_older_than_retention_are_reported_and_the_fresh_ones_survive_restart_
         server.metric("swarmscope_store_retention_deleted_files_total"),
         0.0
     );
+}
+
+/// The write-ahead log keeps a protobuf trace request as it arrived; after a crash,
+/// replay converts it again and keeps exactly the spans that were acknowledged, not
+/// those retention refused at receipt.
+#[test]
+fn a_crash_replays_the_acknowledged_spans_of_a_request_and_not_the_refused_ones() {
+    let (_tmp, dir) = temp_data_dir();
+    // No flush before the crash: every acknowledged span is only in the log.
+    let options = Options {
+        retention_hours: Some(24),
+        ..Options::default()
+    };
+    let server = Server::start_with(&dir, options.clone());
+    let now = now_nanos();
+    let request = trace_request(vec![
+        span(11, now - 72 * HOUR),
+        span(12, now),
+        span(13, now - 30 * HOUR),
+        span(14, now - 3 * HOUR),
+    ]);
+    let (status, body) = server.post_traces(&request.encode_to_vec());
+    assert_eq!(status, 200);
+    let response = ExportTraceServiceResponse::decode(body.as_slice()).expect("response");
+    assert_eq!(response.partial_success.map(|p| p.rejected_spans), Some(2));
+    let names = |server: &Server| {
+        server
+            .rows("SELECT name FROM spans ORDER BY name")
+            .iter()
+            .map(|row| row[0].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&server), ["span-12", "span-14"]);
+    server.kill9();
+
+    // Replayed before the listeners open.
+    let server = Server::start_with(&dir, options);
+    assert_eq!(names(&server), ["span-12", "span-14"]);
 }

@@ -19,6 +19,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -39,8 +40,9 @@ pub enum ExportRequest {
     Traces(ExportTraceServiceRequest),
     Metrics(ExportMetricsServiceRequest),
     Logs(ExportLogsServiceRequest),
-    /// A trace request converted straight from protobuf ([`convert::spans_from_protobuf`]).
-    Spans(Converted),
+    /// A trace request converted straight from protobuf ([`convert::spans_from_protobuf`]),
+    /// and the request, which the write-ahead log keeps in place of the spans.
+    Spans(Converted, Bytes),
 }
 
 impl ExportRequest {
@@ -48,14 +50,14 @@ impl ExportRequest {
     /// request allows, otherwise through prost with invalid UTF-8 repaired
     /// ([`otlp_proto::decode`]). The second value is the warning for the client.
     pub fn traces_from_protobuf(
-        bytes: &[u8],
+        bytes: Bytes,
     ) -> Result<(ExportRequest, Option<String>), prost::DecodeError> {
         // On a conversion error (a bug) the general path converts again, and
         // `export` reports the error it meets.
-        if let Some(Ok(converted)) = convert::spans_from_protobuf(bytes) {
-            return Ok((ExportRequest::Spans(converted), None));
+        if let Some(Ok(converted)) = convert::spans_from_protobuf(&bytes) {
+            return Ok((ExportRequest::Spans(converted, bytes), None));
         }
-        let decoded = otlp_proto::decode::<ExportTraceServiceRequest>(bytes)?;
+        let decoded = otlp_proto::decode::<ExportTraceServiceRequest>(&bytes)?;
         let warning = decoded.warning();
         Ok((ExportRequest::Traces(decoded.request), warning))
     }
@@ -277,11 +279,11 @@ impl Pipeline {
         let started = Instant::now();
         let inner = &self.inner;
         // Each arm drops its request once converted, before the batch is stored.
-        let (table, converted) = match request {
-            ExportRequest::Traces(r) => (Table::SPANS, convert::spans_from_otlp(&r)),
-            ExportRequest::Metrics(r) => (Table::METRICS, convert::metrics_from_otlp(&r)),
-            ExportRequest::Logs(r) => (Table::LOGS, convert::logs_from_otlp(&r)),
-            ExportRequest::Spans(converted) => (Table::SPANS, Ok(converted)),
+        let (table, converted, request) = match request {
+            ExportRequest::Traces(r) => (Table::SPANS, convert::spans_from_otlp(&r), None),
+            ExportRequest::Metrics(r) => (Table::METRICS, convert::metrics_from_otlp(&r), None),
+            ExportRequest::Logs(r) => (Table::LOGS, convert::logs_from_otlp(&r), None),
+            ExportRequest::Spans(converted, bytes) => (Table::SPANS, Ok(converted), Some(bytes)),
         };
         let Converted {
             batch,
@@ -308,9 +310,10 @@ impl Pipeline {
         };
 
         // What retention would delete at once is never acknowledged.
+        let now = SystemTime::now();
         let (batch, expired) = inner
             .store
-            .without_expired(table, batch, SystemTime::now())
+            .without_expired(table, batch, now)
             .map_err(|e| PipelineError::Internal(e.to_string()))?;
         if expired > 0 {
             records.refused("retention").inc_by(expired as u64);
@@ -334,10 +337,23 @@ impl Pipeline {
             batches.extend(derived.into_iter().filter(|b| b.batch.num_rows() > 0));
         }
         let accepted = source.batch.num_rows();
-        let stored = inner
-            .store
-            .append_record(batches.iter().map(|b| (b.table, b.batch.clone())).collect())
-            .await;
+        let entries = || batches.iter().map(|b| (b.table, b.batch.clone())).collect();
+        let stored = match request {
+            // The log keeps the request as received; the sinks' queues, when a sink
+            // takes one of these tables, a record of the rows.
+            Some(request) => {
+                let for_sinks = self
+                    .sinks_record(&batches)
+                    .map_err(|e| PipelineError::Internal(e.to_string()))?;
+                let first_hour = inner.store.retention_cutoff_hour(now);
+                inner
+                    .store
+                    .append_request(request, first_hour, entries())
+                    .await
+                    .map(|()| for_sinks)
+            }
+            None => inner.store.append_record(entries()).await,
+        };
         let record = match stored {
             Ok(record) => record,
             Err(e) => {
@@ -387,6 +403,21 @@ impl Pipeline {
             })?;
         self.fan_out(&batches, record.as_ref());
         Ok(())
+    }
+
+    /// The record of `batches` for the sinks' queues, if a sink takes one of their
+    /// tables.
+    fn sinks_record(&self, batches: &[TableBatch]) -> swarmscope_sinks::Result<Option<Record>> {
+        let wanted = self
+            .inner
+            .sinks
+            .iter()
+            .any(|sink| batches.iter().any(|b| sink.accepts(b.table)));
+        if !wanted {
+            return Ok(None);
+        }
+        let entries: Vec<_> = batches.iter().map(|b| (b.table, &b.batch)).collect();
+        Record::encode(&entries).map(Some)
     }
 
     /// Offers stored batches to every observing processor, and their log record to

@@ -108,12 +108,11 @@ impl DiskQueue {
     /// Appends a record of `batches`. Returns `false` when the backlog is at its cap and
     /// the record was dropped (counted in [`DiskQueue::dropped`]).
     pub fn push(&self, batches: &[(Table, &RecordBatch)]) -> Result<bool> {
-        self.push_record(&frame::encode(batches)?)
+        self.push_record(&frame::Record::encode(batches)?)
     }
 
-    /// Appends a record already framed (the write-ahead log's [`frame::Record`], shared
-    /// by the queues of several sinks).
-    pub fn push_record(&self, record: &[u8]) -> Result<bool> {
+    /// Appends a record already framed (shared by the queues of several sinks).
+    pub fn push_record(&self, record: &frame::Record) -> Result<bool> {
         let mut state = self.lock();
         if state.backlog + record.len() as u64 > self.max_bytes {
             state.dropped += 1;
@@ -126,7 +125,9 @@ impl DiskQueue {
             state.write_len = 0;
         }
         let path = segment_path(&self.dir, state.write_segment);
-        state.write.write_all(record).map_err(Error::io(path))?;
+        for part in record.parts() {
+            state.write.write_all(part).map_err(Error::io(&path))?;
+        }
         state.write_len += record.len() as u64;
         state.backlog += record.len() as u64;
         drop(state);

@@ -199,13 +199,18 @@ impl SinkHandle {
         }
     }
 
-    /// Queues `record` (the write-ahead log's, of batches of `tables`) when the sink
-    /// accepts one of its tables; never waits for the sink. The sink reads only the
-    /// tables it accepts. A failure to queue is counted and logged, not passed on: the
-    /// batches are stored already.
+    /// Whether the sink takes rows of `table`.
+    pub fn accepts(&self, table: Table) -> bool {
+        self.sink.accepts(table)
+    }
+
+    /// Queues `record` (of batches of `tables`) when the sink accepts one of its
+    /// tables; never waits for the sink. The sink reads only the tables it accepts. A
+    /// failure to queue is counted and logged, not passed on: the batches are stored
+    /// already.
     pub fn offer(&self, tables: &[Table], record: &Record) {
-        if tables.iter().any(|t| self.sink.accepts(*t)) {
-            self.queued(self.queue.push_record(record.as_bytes()));
+        if tables.iter().any(|t| self.accepts(*t)) {
+            self.queued(self.queue.push_record(record));
         }
     }
 

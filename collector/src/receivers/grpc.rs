@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::task::{Context, Poll};
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -60,8 +60,8 @@ pub trait Signal: Send + Sync + 'static {
 
     /// Decodes a protobuf request, with the warning for the client when invalid
     /// UTF-8 was repaired ([`otlp_proto::decode`]).
-    fn decode(bytes: &[u8]) -> Result<(ExportRequest, Option<String>), prost::DecodeError> {
-        let decoded = otlp_proto::decode::<Self::Request>(bytes)?;
+    fn decode(bytes: Bytes) -> Result<(ExportRequest, Option<String>), prost::DecodeError> {
+        let decoded = otlp_proto::decode::<Self::Request>(&bytes)?;
         let warning = decoded.warning();
         Ok((Self::export_request(decoded.request), warning))
     }
@@ -79,7 +79,7 @@ impl Signal for Traces {
     fn export_request(request: Self::Request) -> ExportRequest {
         ExportRequest::Traces(request)
     }
-    fn decode(bytes: &[u8]) -> Result<(ExportRequest, Option<String>), prost::DecodeError> {
+    fn decode(bytes: Bytes) -> Result<(ExportRequest, Option<String>), prost::DecodeError> {
         ExportRequest::traces_from_protobuf(bytes)
     }
     fn response(outcome: ExportOutcome) -> Self::Response {
@@ -253,7 +253,7 @@ impl<S: Signal> Decoder for LenientDecoder<S> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
         let bytes = buf.copy_to_bytes(buf.remaining());
-        S::decode(&bytes)
+        S::decode(bytes)
             .map(Some)
             // A malformed message is the client's fault and not worth a retry.
             .map_err(|e| Status::invalid_argument(format!("invalid protobuf message: {e}")))

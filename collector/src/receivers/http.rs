@@ -292,13 +292,13 @@ fn decompress(
 fn decode(
     signal: Signal,
     encoding: Encoding,
-    bytes: &[u8],
+    bytes: &Bytes,
 ) -> Result<(ExportRequest, Option<String>), String> {
     let protobuf_error = |e: prost::DecodeError| format!("invalid protobuf body: {e}");
     let json_error = |e: swarmscope_processors::Error| e.to_string();
     if encoding == Encoding::Json {
         let (text, warning) = match std::str::from_utf8(bytes) {
-            Ok(_) => (std::borrow::Cow::Borrowed(bytes), None),
+            Ok(_) => (std::borrow::Cow::Borrowed(&bytes[..]), None),
             Err(_) => (
                 std::borrow::Cow::Owned(String::from_utf8_lossy(bytes).into_owned().into_bytes()),
                 Some("the JSON body was not valid UTF-8; each invalid sequence was replaced with U+FFFD".to_owned()),
@@ -316,7 +316,9 @@ fn decode(
         return Ok((request, warning));
     }
     Ok(match signal {
-        Signal::Traces => ExportRequest::traces_from_protobuf(bytes).map_err(protobuf_error)?,
+        Signal::Traces => {
+            ExportRequest::traces_from_protobuf(bytes.clone()).map_err(protobuf_error)?
+        }
         Signal::Metrics => {
             let d =
                 otlp_proto::decode::<ExportMetricsServiceRequest>(bytes).map_err(protobuf_error)?;

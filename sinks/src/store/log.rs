@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
+use bytes::Bytes;
 use swarmscope_processors::schema::Table;
 use tokio::sync::oneshot;
 
@@ -101,6 +102,47 @@ impl ParquetStore {
         &self,
         batches: Vec<(Table, RecordBatch)>,
     ) -> Result<Option<frame::Record>> {
+        self.append_with(batches, |batches| {
+            frame::Record::encode(&batches.iter().map(|(t, b)| (*t, b)).collect::<Vec<_>>())
+        })
+        .await
+    }
+
+    /// [`ParquetStore::append_all`] of the spans converted from the trace export
+    /// `request` (protobuf, by [`spans_from_protobuf`]), first, and the rows derived
+    /// from them: the log keeps the request as it was received, about half the bytes
+    /// of its spans in Arrow, with the partition hour `first_hour` from which the spans
+    /// were kept (retention's cut-off at receipt).
+    ///
+    /// [`spans_from_protobuf`]: swarmscope_processors::convert::spans_from_protobuf
+    pub async fn append_request(
+        &self,
+        request: Bytes,
+        first_hour: i64,
+        batches: Vec<(Table, RecordBatch)>,
+    ) -> Result<()> {
+        if batches
+            .first()
+            .is_none_or(|(t, b)| *t != Table::SPANS || b.num_rows() == 0)
+        {
+            return Err(Error::Wal(
+                "a logged request must come with the spans converted from it".into(),
+            ));
+        }
+        self.append_with(batches, |batches| {
+            let derived: Vec<_> = batches[1..].iter().map(|(t, b)| (*t, b)).collect();
+            frame::Record::with_request(request, first_hour, &derived)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Appends the non-empty `batches` as the one record `record` makes of them.
+    async fn append_with(
+        &self,
+        batches: Vec<(Table, RecordBatch)>,
+        record: impl FnOnce(&[(Table, RecordBatch)]) -> Result<frame::Record>,
+    ) -> Result<Option<frame::Record>> {
         let Some(log) = &self.inner.log else {
             return Err(Error::ReadOnly);
         };
@@ -120,8 +162,7 @@ impl ParquetStore {
         self.inner.buffered_bytes.fetch_add(size, Ordering::AcqRel);
         let tables: Vec<Table> = batches.iter().map(|(t, _)| *t).collect();
         let result = async {
-            let record =
-                frame::Record::encode(&batches.iter().map(|(t, b)| (*t, b)).collect::<Vec<_>>())?;
+            let record = record(&batches)?;
             let (done, answer) = oneshot::channel();
             log.send(Command::Append {
                 batches,

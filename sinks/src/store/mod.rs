@@ -56,6 +56,7 @@ pub use metrics::StoreMetrics;
 pub use quarantine::QUARANTINE_DIR;
 pub use recovery::Recovery;
 pub use remote::Remote;
+pub(crate) use retention::from_partition_hour;
 pub use writer::{writer_properties, RANDOM_ID_COLUMNS};
 
 use crate::memory::MemoryLimiter;

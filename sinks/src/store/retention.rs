@@ -32,14 +32,7 @@ impl ParquetStore {
         batch: RecordBatch,
         now: SystemTime,
     ) -> Result<(RecordBatch, usize)> {
-        let cutoff = self.retention_cutoff_hour(now);
-        let hours = row_hours(table, &batch)?;
-        let expired = hours.iter().filter(|h| **h < cutoff).count();
-        if expired == 0 {
-            return Ok((batch, 0));
-        }
-        let keep: BooleanArray = hours.iter().map(|h| Some(*h >= cutoff)).collect();
-        Ok((filter_record_batch(&batch, &keep)?, expired))
+        from_partition_hour(table, batch, self.retention_cutoff_hour(now))
     }
 
     /// Removes the files of partitions whose hour ended more than `retention_hours`
@@ -122,4 +115,20 @@ impl ParquetStore {
         self.inner.metrics.vacuumed.inc_by(deleted as u64);
         Ok(deleted)
     }
+}
+
+/// `batch` without the rows of partitions before hour `first_hour`, and how many those
+/// were. A batch with none comes back as it is.
+pub(crate) fn from_partition_hour(
+    table: Table,
+    batch: RecordBatch,
+    first_hour: i64,
+) -> Result<(RecordBatch, usize)> {
+    let hours = row_hours(table, &batch)?;
+    let expired = hours.iter().filter(|h| **h < first_hour).count();
+    if expired == 0 {
+        return Ok((batch, 0));
+    }
+    let keep: BooleanArray = hours.iter().map(|h| Some(*h >= first_hour)).collect();
+    Ok((filter_record_batch(&batch, &keep)?, expired))
 }

@@ -1023,14 +1023,19 @@ async fn flushed_files_carry_statistics_where_readers_prune() {
     );
 }
 
+/// A store's configuration in `dir` whose retention keeps every test timestamp.
+fn keeping_every_hour(dir: &Path) -> StorageConfig {
+    StorageConfig {
+        data_dir: dir.to_owned(),
+        retention_hours: 1_000_000,
+        ..StorageConfig::default()
+    }
+}
+
 #[tokio::test]
 async fn a_batch_and_the_rows_derived_from_it_are_logged_and_replayed_together() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StorageConfig {
-        data_dir: dir.path().to_owned(),
-        retention_hours: 1_000_000,
-        ..StorageConfig::default()
-    };
+    let config = keeping_every_hour(dir.path());
     let s = ParquetStore::open(config.clone()).await.unwrap();
     s.append_all(vec![
         (Table::SPANS, spans_at(&[HOUR, HOUR + 1])),
@@ -1047,6 +1052,51 @@ async fn a_batch_and_the_rows_derived_from_it_are_logged_and_replayed_together()
     assert_eq!(reopened.recovery().segments, 1);
     assert_eq!(total_rows(&reopened, Table::SPANS), 2);
     assert_eq!(total_rows(&reopened, Table::LOGS), 1);
+}
+
+#[tokio::test]
+async fn a_request_logged_as_received_replays_as_the_rows_it_was_acknowledged_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = keeping_every_hour(dir.path());
+    let s = ParquetStore::open(config.clone()).await.unwrap();
+    let request = crate::testing::trace_request(&[3 * HOUR, 4 * HOUR + 5, 4 * HOUR + 6]);
+    let converted = swarmscope_processors::convert::spans_from_protobuf(&request)
+        .unwrap()
+        .unwrap()
+        .batch;
+    // Retention refused the span of hour 3 at receipt.
+    let (spans, _) = from_partition_hour(Table::SPANS, converted, 4).unwrap();
+    s.append_request(
+        request.clone(),
+        4,
+        vec![(Table::SPANS, spans.clone()), (Table::LOGS, logs_at(1))],
+    )
+    .await
+    .unwrap();
+    // The rows of a request go without it, or it with none.
+    assert!(s
+        .append_request(request, 4, vec![(Table::LOGS, logs_at(2))])
+        .await
+        .is_err());
+    let buffered = s.snapshot(Table::SPANS).unwrap().batches;
+    assert_eq!(buffered, vec![spans.clone()]);
+    s.close().unwrap();
+    drop(s);
+
+    let reopened = ParquetStore::open(config.clone()).await.unwrap();
+    assert_eq!(reopened.recovery().batches, 2);
+    assert_eq!(reopened.recovery().rows, 3);
+    assert_eq!(reopened.recovery().corrupt_records, 0);
+    assert_eq!(
+        reopened.snapshot(Table::SPANS).unwrap().batches,
+        vec![spans]
+    );
+    assert_eq!(total_rows(&reopened, Table::LOGS), 1);
+    reopened.flush().await.unwrap();
+    drop(reopened);
+    let flushed = ParquetStore::open(config).await.unwrap();
+    assert_eq!(flushed.recovery().rows, 0);
+    assert_eq!(stored_rows(&flushed, Table::SPANS).await, 2);
 }
 
 #[tokio::test]

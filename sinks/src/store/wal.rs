@@ -102,8 +102,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// a count, not once per request.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// How many records one `writev` hands to the kernel: Linux's `IOV_MAX`.
-const RECORDS_PER_WRITE: usize = 1024;
+/// How many buffers one `writev` hands to the kernel: Linux's `IOV_MAX`.
+const SLICES_PER_WRITE: usize = 1024;
 
 /// The segment being appended to.
 pub(crate) struct Wal {
@@ -207,17 +207,20 @@ impl Wal {
             self.repair().inspect_err(|e| self.failures.failed(e))?;
         }
         self.unsynced = true;
-        self.pending_len += record.as_bytes().len() as u64;
+        self.pending_len += record.len() as u64;
         self.unwritten.push(record);
         Ok(())
     }
 
-    /// Hands the unwritten records to the OS, in order, a group at a time.
+    /// Hands the unwritten records' parts to the OS, in order, a group at a time.
     fn write_unwritten(&mut self) -> std::io::Result<()> {
-        for group in self.unwritten.chunks(RECORDS_PER_WRITE) {
-            let mut slices: Vec<IoSlice<'_>> =
-                group.iter().map(|r| IoSlice::new(r.as_bytes())).collect();
-            let mut rest = &mut slices[..];
+        let mut slices: Vec<IoSlice<'_>> = self
+            .unwritten
+            .iter()
+            .flat_map(|r| r.parts().iter().map(|part| IoSlice::new(part)))
+            .collect();
+        for group in slices.chunks_mut(SLICES_PER_WRITE) {
+            let mut rest = group;
             while !rest.is_empty() {
                 match self.file.write_vectored(rest) {
                     Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -227,6 +230,7 @@ impl Wal {
                 }
             }
         }
+        drop(slices);
         self.unwritten.clear();
         Ok(())
     }
@@ -372,7 +376,7 @@ mod tests {
     #[test]
     fn a_group_larger_than_one_write_reads_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let n = RECORDS_PER_WRITE * 2 + 7;
+        let n = SLICES_PER_WRITE * 2 + 7;
         let records: Vec<_> = (0..n as i64)
             .map(|i| frame::encode(&[(Table::LOGS, &batch(i))]).unwrap())
             .collect();
