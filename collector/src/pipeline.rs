@@ -278,7 +278,8 @@ impl Pipeline {
     ) -> Result<ExportOutcome, PipelineError> {
         let started = Instant::now();
         let inner = &self.inner;
-        // Each arm drops its request once converted, before the batch is stored.
+        // Each arm drops its decoded request once converted, before the batch is stored;
+        // a request converted straight from protobuf keeps its bytes for the log.
         let (table, converted, request) = match request {
             ExportRequest::Traces(r) => (Table::SPANS, convert::spans_from_otlp(&r), None),
             ExportRequest::Metrics(r) => (Table::METRICS, convert::metrics_from_otlp(&r), None),
