@@ -421,8 +421,8 @@ impl Pipeline {
         Record::encode(&entries).map(Some)
     }
 
-    /// Offers stored batches to every observing processor, and their log record to
-    /// every sink.
+    /// Offers stored batches to every observing processor, and their record (the log's,
+    /// or [`Pipeline::sinks_record`]'s) to every sink.
     fn fan_out(&self, batches: &[TableBatch], record: Option<&Record>) {
         let inner = &self.inner;
         if let Some(record) = record {

@@ -43,9 +43,11 @@ pub struct Damage {
     pub torn_tail: bool,
 }
 
-/// A framed record, shared: the write-ahead log appends it, and so does the disk queue
-/// of every sink that takes one of its tables, so a request is encoded once. Its bytes
-/// are in parts, so that a request logged as received is not copied into it.
+/// A framed record, shared: a record of table batches is appended by the write-ahead log
+/// and by the disk queue of every sink that takes one of its tables, so its rows are
+/// encoded once. A trace request logged as received ([`Record::with_request`]) goes to
+/// the log only. A record's bytes are in parts, so that such a request is not copied
+/// into it.
 #[derive(Clone, Debug)]
 pub struct Record(Arc<[Bytes]>);
 
