@@ -321,14 +321,12 @@ const LAID_OUT_DICTIONARY_BYTES: usize = 8 << 20;
 /// takes, and past it a column chunk falls back to plain pages, which compress worse
 /// (laid-out spans took 4% more bytes than the flushes' row groups; with room for the
 /// dictionary, 6-8% fewer). Flushes keep the default: their row groups are smaller, and
-/// each open writer would hold the larger dictionaries in memory under load. For the
-/// same bytes, the attribute values a flush writes as plain pages get their dictionary.
+/// each open writer would hold the larger dictionaries in memory under load.
 fn laid_out(props: &WriterProperties) -> WriterProperties {
     props
         .clone()
         .into_builder()
         .set_dictionary_page_size_limit(LAID_OUT_DICTIONARY_BYTES)
-        .set_column_dictionary_enabled(super::writer::attribute_values(), true)
         .build()
 }
 

@@ -50,25 +50,12 @@ pub fn writer_properties(config: &StorageConfig) -> Result<WriterProperties> {
     for id in RANDOM_ID_COLUMNS {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(id), false);
     }
-    builder = builder.set_column_dictionary_enabled(attribute_values(), false);
     for column in delta_columns() {
         builder = builder
             .set_column_dictionary_enabled(column.clone(), false)
             .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED);
     }
     Ok(builder.build())
-}
-
-/// The values of the `attributes` maps (spans, logs and metric points): plain pages
-/// when flushed. A span's attributes mix a few values from small sets (method, route,
-/// model, team) with counts and ids that rarely repeat (tokens, work items, users);
-/// interning those into a dictionary of tens of thousands of entries cost the flush more
-/// than compressing them plain, for a few percent more bytes (benches/RESULTS.md,
-/// session 23). A quiet
-/// partition's layout gives the column a dictionary in every row group it writes again
-/// (`compact::laid_out`), where the bytes are kept for good.
-pub(crate) fn attribute_values() -> ColumnPath {
-    ColumnPath::new(vec!["attributes".into(), "entries".into(), "value".into()])
 }
 
 /// The columns stored with Parquet's delta encoding instead of a dictionary: the
