@@ -97,8 +97,8 @@ impl<'a> Fields<'a> {
     /// Inlined into each message's loop, with the reads it makes: called, it hands its
     /// answer (a 40-byte enum) back through the stack for every field of every span,
     /// and the loop waits on those stores and loads; inlined, the field stays in
-    /// registers and the loop's `match` on its number is folded into the decoding.
-    /// (`benches/RESULTS.md`, session 23: the spans' conversion took a third less CPU.)
+    /// registers and the loop's `match` on its number is folded into the decoding
+    /// (`benches/RESULTS.md`, session 23).
     #[inline(always)]
     pub(crate) fn next(&mut self) -> Wire<Option<(u64, Value<'a>)>> {
         if self.rest.is_empty() {
