@@ -7,9 +7,12 @@
 A merge's inputs and retention's removals stay on disk until `storage.vacuum_after`, for
 readers of older versions, so counting the `.parquet` files in a directory counts rows
 twice. This replays each table's `_delta_log/*.json` commits (add and remove actions) with
-the standard library only, so the benchmarks need no Delta reader of their own. Commits
-are kept for 30 days by Delta's log cleanup, so a benchmark's log starts at version 0; a
-log that does not (cleaned up behind a checkpoint) is refused rather than miscounted.
+the standard library only, so the benchmarks need no Delta reader of their own. The store
+deletes the commits a checkpoint stands for once they are older than
+`storage.delta_log_retention` (10 minutes by default): such a log is read from its last
+checkpoint (`_last_checkpoint`, a Parquet file, read with the Python package `duckdb`,
+which the query benchmarks install) and the commits after it; without `duckdb` it is
+refused rather than miscounted.
 A table directory without a log (a build before the tables were Delta tables) counts
 every `.parquet` file under it.
 """
@@ -30,9 +33,10 @@ def current_files(table_dir):
             if name.endswith(".parquet")
         }
     commits = sorted(f for f in os.listdir(log) if f.endswith(".json") and f[:-5].isdigit())
-    if not commits or int(commits[0][:-5]) != 0:
-        sys.exit(f"{log}: the log does not start at version 0 (cleaned up behind a checkpoint)")
     files = {}
+    if not commits or int(commits[0][:-5]) != 0:
+        version, files = checkpoint_files(log)
+        commits = [name for name in commits if int(name[:-5]) > version]
     for name in commits:
         with open(os.path.join(log, name)) as f:
             for line in f:
@@ -45,6 +49,28 @@ def current_files(table_dir):
                 elif "remove" in action:
                     files.pop(unquote(action["remove"]["path"]), None)
     return {os.path.join(table_dir, path): size for path, size in files.items()}
+
+
+def checkpoint_files(log):
+    """(version, {relative path: size}) of the log's last checkpoint."""
+    try:
+        with open(os.path.join(log, "_last_checkpoint")) as f:
+            version = int(json.load(f)["version"])
+        import duckdb
+    except (OSError, ValueError, KeyError, ImportError) as e:
+        sys.exit(f"{log}: the log does not start at version 0 and its checkpoint cannot be read: {e}")
+    parts = sorted(
+        os.path.join(log, name)
+        for name in os.listdir(log)
+        if name.startswith(f"{version:020d}.checkpoint.") and name.endswith(".parquet")
+    )
+    if not parts:
+        sys.exit(f"{log}: no checkpoint file for version {version}")
+    rows = duckdb.sql(
+        "SELECT add.path, add.size FROM read_parquet($parts) WHERE add IS NOT NULL",
+        params={"parts": parts},
+    ).fetchall()
+    return version, {unquote(path): size for path, size in rows}
 
 
 def tables(data_dir):

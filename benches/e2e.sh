@@ -116,9 +116,10 @@ python3 -c "import duckdb, pytz, sys; sys.exit(duckdb.__version__ != '$duckdb_ve
 echo
 work=$(mktemp -d)
 data="${DATASET_DIR:-$work/data}"
-# A dataset kept in DATASET_DIR is served again later: its Delta logs must still start
-# at version 0 then for benches/delta_files.py to list its files, not cleaned up behind
-# a checkpoint after the default 10 minutes.
+# A dataset kept in DATASET_DIR is served again later: its Delta logs are kept whole,
+# not cleaned up behind a checkpoint after the default 10 minutes (benches/delta_files.py
+# reads such a log from its checkpoint, with duckdb, when a server with the default
+# settings has opened the dataset since).
 keep_log='delta_log_retention = "1000000h"'
 # Ten hours of data ending about now: 200 distinct requests, each cycle an hour / 10 later.
 cycles=$(( dataset_spans / 500 / 200 ))
