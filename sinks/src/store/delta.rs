@@ -51,11 +51,22 @@ pub(super) struct Retention {
 }
 
 impl Retention {
-    /// The table properties a table of this store carries.
-    fn properties(&self) -> [(&'static str, String); 3] {
+    /// The table properties `table` carries in this store.
+    ///
+    /// `delta.dataSkippingStatsColumns` names the one column whose statistics the
+    /// store writes (the time column, see [`stats`]). Without it, a reader's (and
+    /// delta-rs's own, after every commit) schema of file statistics holds the table's
+    /// first 32 columns, and the statistics of every file in the table are parsed into
+    /// it again for each new snapshot: work that grows with the file count and finds
+    /// nothing but nulls. Another writer (Spark, delta-rs) collects the same column.
+    fn properties(&self, table: Table) -> [(&'static str, String); 4] {
         let interval = |d: Duration| format!("interval {} seconds", d.as_secs());
         [
             ("delta.checkpointInterval", CHECKPOINT_INTERVAL.to_owned()),
+            (
+                "delta.dataSkippingStatsColumns",
+                table.time_column().to_owned(),
+            ),
             ("delta.logRetentionDuration", interval(self.log)),
             (
                 "delta.deletedFileRetentionDuration",
@@ -166,7 +177,7 @@ impl DeltaLog {
             );
         }
         // Only a writer creates a table.
-        let Some(properties) = retention.map(|r| r.properties()) else {
+        let Some(properties) = retention.map(|r| r.properties(table)) else {
             return Ok(None);
         };
         let delta = delta
@@ -196,7 +207,7 @@ impl DeltaLog {
         let snapshot = self.delta.snapshot()?;
         let current = snapshot.metadata().configuration();
         let changed: Vec<(&str, String)> = retention
-            .properties()
+            .properties(self.table)
             .into_iter()
             .filter(|(k, v)| current.get(*k) != Some(v))
             .collect();

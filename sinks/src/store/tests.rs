@@ -1388,6 +1388,11 @@ async fn a_table_carries_the_stores_retentions_and_takes_new_ones_on_open() {
         property(&properties, "delta.checkpointInterval").as_deref(),
         Some("50")
     );
+    // The one column the store writes statistics for.
+    assert_eq!(
+        property(&properties, "delta.dataSkippingStatsColumns").as_deref(),
+        Some("start_time")
+    );
     assert_eq!(commit_versions(&table_dir), vec![0]);
 
     // Opened under other settings, the table takes them in one commit.
