@@ -641,7 +641,7 @@ mod tests {
             writer.write(&batch.slice(0, half)).expect("write");
             writer.write(&batch.slice(half, values.len() - half)).expect("write");
             writer.close().expect("close");
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file.try_clone().expect("file"))
                 .expect("reader")
                 .build()
                 .expect("reader");
@@ -650,8 +650,88 @@ mod tests {
                 let batch = batch.expect("batch");
                 read.extend(batch.column(0).as_string::<i32>().iter().map(|v| v.map(str::to_owned)));
             }
-            prop_assert_eq!(read, values);
+            prop_assert_eq!(&read, &values);
+            // As views, as DataFusion reads strings: a dictionary page of short values
+            // only is read without its buffer (vendor/parquet/PATCHED.md), whatever
+            // pages of longer values follow it in the chunk.
+            let mut views = Vec::new();
+            for batch in read_as_views(&file, 7) {
+                views.extend(batch.column(0).as_string_view().iter().map(|v| v.map(str::to_owned)));
+            }
+            prop_assert_eq!(views, values);
         }
+    }
+
+    /// The batches of `file`, its strings read as `Utf8View`, `batch_size` rows each.
+    fn read_as_views(file: &File, batch_size: usize) -> Vec<RecordBatch> {
+        use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+        let plain = ParquetRecordBatchReaderBuilder::try_new(file.try_clone().expect("file"))
+            .expect("reader")
+            .schema()
+            .clone();
+        let fields = plain.fields().iter().map(|f| match f.data_type() {
+            DataType::Utf8 => Field::new(f.name(), DataType::Utf8View, f.is_nullable()),
+            _ => f.as_ref().clone(),
+        });
+        let schema = Arc::new(arrow::datatypes::Schema::new(fields.collect::<Vec<_>>()));
+        let options = ArrowReaderOptions::new().with_schema(schema);
+        ParquetRecordBatchReaderBuilder::try_new_with_options(
+            file.try_clone().expect("file"),
+            options,
+        )
+        .expect("reader")
+        .with_batch_size(batch_size)
+        .build()
+        .expect("reader")
+        .map(|b| b.expect("batch"))
+        .collect()
+    }
+
+    /// A column whose dictionary holds only values of 12 bytes or fewer (a status) is
+    /// read as views that reference no buffer, and compares as it reads; one with
+    /// longer values (a service) keeps its dictionary's buffer.
+    #[test]
+    fn short_dictionary_strings_read_as_views_without_a_buffer() {
+        use arrow::array::{Scalar, StringArray, StringViewArray};
+        use arrow::compute::kernels::cmp::eq;
+        let status = ["UNSET", "OK", "ERROR", "OK"];
+        let statuses: Vec<&str> = (0..10_000).map(|i| status[i % 7 % 4]).collect();
+        let services: Vec<String> = (0..10_000)
+            .map(|i| format!("agent-service-{:02}", i % 13))
+            .collect();
+        let batch = RecordBatch::try_from_iter([
+            ("status", Arc::new(StringArray::from(statuses.clone())) as _),
+            (
+                "service",
+                Arc::new(StringArray::from(services.clone())) as _,
+            ),
+        ])
+        .expect("batch");
+        let props = writer_properties(&StorageConfig::default()).expect("defaults");
+        let file = tempfile::tempfile().expect("temporary file");
+        let mut writer =
+            ArrowWriter::try_new(file.try_clone().expect("file"), batch.schema(), Some(props))
+                .expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        let (mut read_status, mut read_services, mut errors) = (Vec::new(), Vec::new(), 0);
+        let error = StringViewArray::from(vec!["ERROR"]);
+        for batch in read_as_views(&file, 1024) {
+            let status = batch.column(0).as_string_view();
+            let service = batch.column(1).as_string_view();
+            assert!(
+                status.data_buffers().is_empty(),
+                "{:?}",
+                status.data_buffers()
+            );
+            assert!(!service.data_buffers().is_empty());
+            errors += eq(status, &Scalar::new(&error)).expect("eq").true_count();
+            read_status.extend(status.iter().map(|v| v.unwrap_or_default().to_owned()));
+            read_services.extend(service.iter().map(|v| v.unwrap_or_default().to_owned()));
+        }
+        assert_eq!(read_status, statuses);
+        assert_eq!(read_services, services);
+        assert_eq!(errors, statuses.iter().filter(|s| **s == "ERROR").count());
     }
 
     /// A file written with the store's settings (zstd) and read back.

@@ -181,6 +181,13 @@ impl ColumnValueDecoder for ByteViewArrayColumnValueDecoder {
         let mut decoder =
             ByteViewArrayDecoderPlain::new(buf, num_values, Some(num_values), self.validate_utf8);
         decoder.read(&mut buffer, usize::MAX)?;
+        // A dictionary of values of 12 bytes or fewer (statuses, kinds, severities)
+        // holds them all inline in its views and references no buffer: left out, the
+        // arrays decoded from it carry no data buffer either, and arrow compares,
+        // filters and hashes such arrays by their views alone.
+        if buffer.views.iter().all(|&view| view as u32 <= 12) {
+            buffer.buffers.clear();
+        }
         self.dict = Some(buffer);
         Ok(())
     }
