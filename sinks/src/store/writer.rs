@@ -707,13 +707,7 @@ mod tests {
             ),
         ])
         .expect("batch");
-        let props = writer_properties(&StorageConfig::default()).expect("defaults");
-        let file = tempfile::tempfile().expect("temporary file");
-        let mut writer =
-            ArrowWriter::try_new(file.try_clone().expect("file"), batch.schema(), Some(props))
-                .expect("writer");
-        writer.write(&batch).expect("write");
-        writer.close().expect("close");
+        let file = written_with_store_settings(&batch);
         let (mut read_status, mut read_services, mut errors) = (Vec::new(), Vec::new(), 0);
         let error = StringViewArray::from(vec!["ERROR"]);
         for batch in read_as_views(&file, 1024) {
@@ -734,20 +728,25 @@ mod tests {
         assert_eq!(errors, statuses.iter().filter(|s| **s == "ERROR").count());
     }
 
-    /// A file written with the store's settings (zstd) and read back.
-    fn parquet_round_trip() {
-        use arrow::array::{Int64Array, RecordBatch};
-        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    /// `batch` written to a temporary file with the store's default settings.
+    fn written_with_store_settings(batch: &RecordBatch) -> File {
         let props = writer_properties(&StorageConfig::default()).expect("default settings");
-        let values = Int64Array::from_iter_values(0..10_000);
-        let batch =
-            RecordBatch::try_from_iter([("v", std::sync::Arc::new(values) as _)]).expect("batch");
         let file = tempfile::tempfile().expect("temporary file");
         let mut writer =
             ArrowWriter::try_new(file.try_clone().expect("file"), batch.schema(), Some(props))
                 .expect("writer");
-        writer.write(&batch).expect("write");
+        writer.write(batch).expect("write");
         writer.close().expect("close");
+        file
+    }
+
+    /// A file written with the store's settings (zstd) and read back.
+    fn parquet_round_trip() {
+        use arrow::array::Int64Array;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let values = Int64Array::from_iter_values(0..10_000);
+        let batch = RecordBatch::try_from_iter([("v", Arc::new(values) as _)]).expect("batch");
+        let file = written_with_store_settings(&batch);
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .expect("reader")
             .build()
