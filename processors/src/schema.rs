@@ -32,6 +32,11 @@ pub struct TableDef {
     /// Timestamp columns whose exact nanoseconds are stored beside them, as Int64
     /// `<column>_unix_nano` (stored timestamps are microseconds; see [`Table::stored_schema`]).
     pub exact_nanos: &'static [&'static str],
+    /// A string column of few values that a quiet partition's layout groups the rows
+    /// of each row group it writes by, in the values' order and each value's rows in
+    /// arrival order, with page statistics: a filter on one value (`status_code =
+    /// 'ERROR'`) reads the pages that hold it.
+    pub cluster_column: Option<&'static str>,
     pub schema: fn() -> SchemaRef,
 }
 
@@ -46,6 +51,7 @@ impl Table {
         time_column: "start_time",
         fallback_time_column: None,
         exact_nanos: &["start_time"],
+        cluster_column: Some("status_code"),
         schema: || SPANS.clone(),
     });
     pub const METRICS: Table = Table(&TableDef {
@@ -54,6 +60,7 @@ impl Table {
         time_column: "time",
         fallback_time_column: None,
         exact_nanos: &[],
+        cluster_column: None,
         schema: || METRICS.clone(),
     });
     pub const LOGS: Table = Table(&TableDef {
@@ -62,6 +69,7 @@ impl Table {
         time_column: "time",
         fallback_time_column: Some("observed_time"),
         exact_nanos: &[],
+        cluster_column: None,
         schema: || LOGS.clone(),
     });
     /// Records a sink's endpoint refused for good (an Elasticsearch mapping error, say),
@@ -72,6 +80,7 @@ impl Table {
         time_column: "time",
         fallback_time_column: None,
         exact_nanos: &[],
+        cluster_column: None,
         schema: || DEAD_LETTERS.clone(),
     });
 
@@ -196,6 +205,12 @@ impl Table {
     /// Where a row's partition time comes from when its time column is null.
     pub fn fallback_time_column(self) -> Option<&'static str> {
         self.0.fallback_time_column
+    }
+
+    /// The column a quiet partition's layout groups rows by (see
+    /// [`TableDef::cluster_column`]).
+    pub fn cluster_column(self) -> Option<&'static str> {
+        self.0.cluster_column
     }
 }
 

@@ -30,6 +30,7 @@ pub const ALERTS: Table = Table::declare(&TableDef {
     time_column: "time",
     fallback_time_column: None,
     exact_nanos: &[],
+    cluster_column: None,
     schema: || SCHEMA.clone(),
 });
 

@@ -59,6 +59,7 @@ pub const COORDINATION_EVENTS: Table = Table::declare(&TableDef {
     time_column: "time",
     fallback_time_column: None,
     exact_nanos: &[],
+    cluster_column: None,
     schema: || SCHEMA.clone(),
 });
 

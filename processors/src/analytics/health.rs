@@ -35,6 +35,7 @@ pub const HEALTH: Table = Table::declare(&TableDef {
     time_column: "time",
     fallback_time_column: None,
     exact_nanos: &[],
+    cluster_column: None,
     schema: || SCHEMA.clone(),
 });
 

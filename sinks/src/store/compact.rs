@@ -10,16 +10,20 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::compute::is_null;
+use arrow::compute::kernels::cmp::eq;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder, RowFilter, RowSelection, RowSelector,
 };
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
-use parquet::arrow::{ArrowWriter, ARROW_SCHEMA_META_KEY};
+use parquet::arrow::{ArrowWriter, ProjectionMask, ARROW_SCHEMA_META_KEY};
 use parquet::bloom_filter::Sbbf;
 use parquet::column::writer::ColumnCloseResult;
 use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use serde::{Deserialize, Serialize};
 use swarmscope_processors::schema::Table;
@@ -276,9 +280,17 @@ pub(crate) fn merge(table: Table, merge: &Merge, props: &WriterProperties) -> Re
             .collect::<Result<Vec<_>>>()?;
         let out = File::create(&tmp).map_err(Error::io(&tmp))?;
         if merge.quiet {
-            write_merged(out, table, &opened, &laid_out(props), LAID_OUT_DIVISOR)?
+            let props = laid_out(props, table);
+            write_merged(
+                out,
+                table,
+                &opened,
+                &props,
+                LAID_OUT_DIVISOR,
+                table.cluster_column(),
+            )?
         } else {
-            write_merged(out, table, &opened, props, COPY_DIVISOR)?
+            write_merged(out, table, &opened, props, COPY_DIVISOR, None)?
         }
         .sync_all()
         .map_err(Error::io(&tmp))
@@ -322,31 +334,39 @@ const LAID_OUT_DICTIONARY_BYTES: usize = 8 << 20;
 /// (laid-out spans took 4% more bytes than the flushes' row groups; with room for the
 /// dictionary, 6-8% fewer). Flushes keep the default: their row groups are smaller, and
 /// each open writer would hold the larger dictionaries in memory under load.
-fn laid_out(props: &WriterProperties) -> WriterProperties {
-    props
+///
+/// The table's cluster column, whose rows the layout groups by value, gets page
+/// statistics: with a value's rows together, a page holds one value or the ends of
+/// two, and a reader filtering on one value skips the pages of the others.
+fn laid_out(props: &WriterProperties, table: Table) -> WriterProperties {
+    let mut builder = props
         .clone()
         .into_builder()
-        .set_dictionary_page_size_limit(LAID_OUT_DICTIONARY_BYTES)
-        .build()
+        .set_dictionary_page_size_limit(LAID_OUT_DICTIONARY_BYTES);
+    if let Some(column) = table.cluster_column() {
+        builder = builder.set_column_statistics_enabled(column.into(), EnabledStatistics::Page);
+    }
+    builder.build()
 }
 
 /// Writes the rows of `inputs` into `out` with the table's schema: row groups of at
 /// least `row_group_rows / copy_divisor` rows copied byte for byte, smaller ones
-/// re-encoded together (see [`merge`]).
+/// re-encoded together (see [`merge`]), their rows grouped by `cluster` if given.
 fn write_merged(
     out: File,
     table: Table,
     inputs: &[(File, Arc<ParquetMetaData>)],
     props: &WriterProperties,
     copy_divisor: usize,
+    cluster: Option<&'static str>,
 ) -> Result<File> {
     let schema = table.stored_schema();
     let (mut writer, columns) =
         ArrowWriter::try_new(out, schema.clone(), Some(props.clone()))?.into_serialized_writer()?;
     let row_group_rows = props.max_row_group_row_count().unwrap_or(usize::MAX);
     let min_rows = row_group_rows / copy_divisor;
-    let mut small = Reencoder::new(columns, table, row_group_rows);
-    for (input, metadata) in inputs {
+    let mut small = Reencoder::new(columns, table, inputs, row_group_rows, cluster);
+    for (i, (input, metadata)) in inputs.iter().enumerate() {
         // A file written with another schema (an older version's) is never copied:
         // its rows go through the decoder and are converted to the table's.
         let copyable = same_schema(metadata, &writer);
@@ -354,7 +374,7 @@ fn write_merged(
             if copyable && rg.num_rows() as usize >= min_rows {
                 copy_row_group(&mut writer, input, metadata, g)?;
             } else {
-                small.add(&mut writer, input, metadata, g)?;
+                small.add(&mut writer, i, g)?;
             }
         }
     }
@@ -409,49 +429,164 @@ fn copy_row_group(
 }
 
 /// The small row groups of a merge, decoded and encoded again into full row groups.
-struct Reencoder {
+struct Reencoder<'a> {
     factory: ArrowRowGroupWriterFactory,
     table: Table,
+    /// The merge's inputs, and the Arrow reading of each once one of its row groups
+    /// is read.
+    inputs: &'a [(File, Arc<ParquetMetaData>)],
+    readings: Vec<Option<ArrowReaderMetadata>>,
     schema: SchemaRef,
     row_group_rows: usize,
     /// The row group being encoded, and how many rows it holds.
     open: Option<(Vec<ArrowColumnWriter>, usize)>,
+    /// Where rows are grouped by the table's cluster column (a quiet partition's
+    /// layout): the parts of row groups that make up the next row group, read once
+    /// they fill it.
+    clustered: Option<Clustered>,
 }
 
-impl Reencoder {
-    fn new(factory: ArrowRowGroupWriterFactory, table: Table, row_group_rows: usize) -> Self {
+/// The rows of the next row group of a layout that groups rows by `column`.
+struct Clustered {
+    column: &'static str,
+    parts: Vec<Part>,
+    rows: usize,
+}
+
+/// Rows `rows` of row group `group` of the merge's input `input`.
+struct Part {
+    input: usize,
+    group: usize,
+    rows: std::ops::Range<usize>,
+}
+
+/// Which rows of a part one reading takes: all, or those whose cluster column holds
+/// one value (`None`: null).
+enum Rows<'a> {
+    All,
+    Valued(&'a str, Option<&'a str>),
+}
+
+/// A row group's rows are grouped by its cluster column when the column holds at most
+/// this many values; each value is one more reading of the row group's parts (of that
+/// column first, then of the value's rows), and a column of more values is not the
+/// kind [`TableDef::cluster_column`](swarmscope_processors::schema::TableDef) names.
+const MAX_CLUSTER_VALUES: usize = 8;
+
+impl<'a> Reencoder<'a> {
+    fn new(
+        factory: ArrowRowGroupWriterFactory,
+        table: Table,
+        inputs: &'a [(File, Arc<ParquetMetaData>)],
+        row_group_rows: usize,
+        cluster: Option<&'static str>,
+    ) -> Self {
         Reencoder {
             factory,
             table,
+            inputs,
+            readings: vec![None; inputs.len()],
             schema: table.stored_schema(),
             row_group_rows: row_group_rows.max(1),
             open: None,
+            clustered: cluster.map(|column| Clustered {
+                column,
+                parts: Vec::new(),
+                rows: 0,
+            }),
         }
     }
 
-    /// Decodes row group `g` of `input` and encodes its rows into the open row group,
-    /// closing it into `writer` whenever it is full.
+    /// Encodes the rows of row group `g` of input `input` into the open row group,
+    /// closing it into `writer` whenever it is full; where rows are grouped, they are
+    /// read once the row group they belong to is complete.
     fn add(
         &mut self,
         writer: &mut SerializedFileWriter<File>,
-        input: &File,
-        metadata: &Arc<ParquetMetaData>,
+        input: usize,
         g: usize,
     ) -> Result<()> {
-        let metadata =
-            ArrowReaderMetadata::try_new(Arc::clone(metadata), ArrowReaderOptions::new())?;
+        let rows = self.inputs[input].1.row_group(g).num_rows().max(0) as usize;
+        let part = |rows| Part {
+            input,
+            group: g,
+            rows,
+        };
+        let mut start = 0;
+        while start < rows {
+            let Some(clustered) = &mut self.clustered else {
+                return self.encode(writer, &part(start..rows), Rows::All).map(drop);
+            };
+            let take = (rows - start).min(self.row_group_rows - clustered.rows);
+            clustered.parts.push(part(start..start + take));
+            clustered.rows += take;
+            start += take;
+            if clustered.rows == self.row_group_rows {
+                self.encode_clustered(writer)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes the parts gathered for the next row group, the rows of each value of
+    /// the cluster column together, in the values' order (nulls last); in the order
+    /// they came if the column is missing or holds more than [`MAX_CLUSTER_VALUES`].
+    fn encode_clustered(&mut self, writer: &mut SerializedFileWriter<File>) -> Result<()> {
+        let Some(clustered) = &mut self.clustered else {
+            return Ok(());
+        };
+        let column = clustered.column;
+        let parts = std::mem::take(&mut clustered.parts);
+        let rows = std::mem::replace(&mut clustered.rows, 0);
+        let values = self.cluster_values(&parts, column)?;
+        let mut written = 0;
+        match &values {
+            Some(values) => {
+                for value in values {
+                    for part in &parts {
+                        written +=
+                            self.encode(writer, part, Rows::Valued(column, value.as_deref()))?;
+                    }
+                }
+            }
+            None => {
+                for part in &parts {
+                    written += self.encode(writer, part, Rows::All)?;
+                }
+            }
+        }
+        // Each row is one value's (or null): the readings took every row once, so the
+        // row group closed when it was full, as it does unclustered.
+        if written != rows {
+            return Err(Error::Wal(format!(
+                "grouping rows by {column} read {written} of {rows} rows"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decodes `which` rows of `part` and encodes them into the open row group,
+    /// closing it into `writer` whenever it is full. Returns how many rows it encoded.
+    fn encode(
+        &mut self,
+        writer: &mut SerializedFileWriter<File>,
+        part: &Part,
+        which: Rows,
+    ) -> Result<usize> {
+        let metadata = self.reading(part.input)?;
         // An older version's file (nanosecond timestamps, fewer columns) is converted.
         let convert = metadata.schema().fields() != self.schema.fields();
-        let file = input.try_clone().map_err(|e| Error::Wal(e.to_string()))?;
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
-            .with_row_groups(vec![g])
-            .with_batch_size(8192)
-            .build()?;
-        for batch in reader {
+        let filter = match which {
+            Rows::All => None,
+            Rows::Valued(column, value) => Some(value_filter(&metadata, column, value)?),
+        };
+        let mut encoded = 0;
+        for batch in self.read(part, metadata, None, filter)? {
             let mut batch = batch?;
             if convert {
                 batch = self.table.to_stored(&batch)?;
             }
+            encoded += batch.num_rows();
             while batch.num_rows() > 0 {
                 let (columns, rows) = match &mut self.open {
                     Some(open) => open,
@@ -479,7 +614,89 @@ impl Reencoder {
                 }
             }
         }
-        Ok(())
+        Ok(encoded)
+    }
+
+    /// The Arrow reading of input `input` (its schema and how it maps to Parquet's).
+    fn reading(&mut self, input: usize) -> Result<ArrowReaderMetadata> {
+        if let Some(reading) = &self.readings[input] {
+            return Ok(reading.clone());
+        }
+        let metadata = Arc::clone(&self.inputs[input].1);
+        let reading = ArrowReaderMetadata::try_new(metadata, ArrowReaderOptions::new())?;
+        self.readings[input] = Some(reading.clone());
+        Ok(reading)
+    }
+
+    /// A reader of `part`'s rows, of the columns `projection` picks (all if `None`),
+    /// those `filter` keeps if any.
+    fn read(
+        &self,
+        part: &Part,
+        metadata: ArrowReaderMetadata,
+        projection: Option<ProjectionMask>,
+        filter: Option<RowFilter>,
+    ) -> Result<ParquetRecordBatchReader> {
+        let total = metadata.metadata().row_group(part.group).num_rows().max(0) as usize;
+        let selectors = [
+            RowSelector::skip(part.rows.start),
+            RowSelector::select(part.rows.len()),
+            RowSelector::skip(total.saturating_sub(part.rows.end)),
+        ];
+        let selection: RowSelection = selectors.into_iter().filter(|s| s.row_count > 0).collect();
+        let file = self.inputs[part.input]
+            .0
+            .try_clone()
+            .map_err(|e| Error::Wal(e.to_string()))?;
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+            .with_row_groups(vec![part.group])
+            .with_row_selection(selection)
+            .with_batch_size(8192);
+        if let Some(projection) = projection {
+            builder = builder.with_projection(projection);
+        }
+        if let Some(filter) = filter {
+            builder = builder.with_row_filter(filter);
+        }
+        Ok(builder.build()?)
+    }
+
+    /// The values `column` holds in `parts`, sorted, null last if any row has none;
+    /// `None` if a part has no such string column or it holds more than
+    /// [`MAX_CLUSTER_VALUES`].
+    fn cluster_values(
+        &mut self,
+        parts: &[Part],
+        column: &str,
+    ) -> Result<Option<Vec<Option<String>>>> {
+        let mut values = std::collections::BTreeSet::new();
+        let mut nulls = false;
+        for part in parts {
+            let metadata = self.reading(part.input)?;
+            let Some(mask) = column_mask(&metadata, column) else {
+                return Ok(None);
+            };
+            for batch in self.read(part, metadata, Some(mask), None)? {
+                let batch = batch?;
+                let Some(strings) = batch.column(0).as_string_opt::<i32>() else {
+                    return Ok(None);
+                };
+                nulls |= strings.null_count() > 0;
+                for value in strings.iter().flatten() {
+                    if !values.contains(value) {
+                        if values.len() == MAX_CLUSTER_VALUES {
+                            return Ok(None);
+                        }
+                        values.insert(value.to_owned());
+                    }
+                }
+            }
+        }
+        let mut values: Vec<Option<String>> = values.into_iter().map(Some).collect();
+        if nulls {
+            values.push(None);
+        }
+        Ok(Some(values))
     }
 
     /// Writes the open row group, if any, to `writer`.
@@ -496,8 +713,34 @@ impl Reencoder {
     }
 
     fn finish(mut self, writer: &mut SerializedFileWriter<File>) -> Result<()> {
+        self.encode_clustered(writer)?;
         self.close_row_group(writer)
     }
+}
+
+/// The projection of the top-level `column` of a file, if it has one.
+fn column_mask(metadata: &ArrowReaderMetadata, column: &str) -> Option<ProjectionMask> {
+    let root = metadata.schema().index_of(column).ok()?;
+    Some(ProjectionMask::roots(
+        metadata.metadata().file_metadata().schema_descr(),
+        [root],
+    ))
+}
+
+/// The rows whose `column` is `value` (null if `None`).
+fn value_filter(
+    metadata: &ArrowReaderMetadata,
+    column: &str,
+    value: Option<&str>,
+) -> Result<RowFilter> {
+    let mask = column_mask(metadata, column)
+        .ok_or_else(|| Error::Wal(format!("no column {column} to group rows by")))?;
+    let value = value.map(StringArray::new_scalar);
+    let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| match &value {
+        Some(value) => eq(batch.column(0), value),
+        None => is_null(batch.column(0)),
+    });
+    Ok(RowFilter::new(vec![Box::new(predicate)]))
 }
 
 #[cfg(test)]

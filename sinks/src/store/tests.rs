@@ -1,6 +1,6 @@
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use swarmscope_processors::convert::spans_from_otlp;
 
 use super::*;
@@ -8,10 +8,19 @@ use super::*;
 pub(super) const HOUR: u64 = 3_600_000_000_000;
 
 pub(super) fn spans_at(starts: &[u64]) -> RecordBatch {
+    spans_with_status(starts, |_| status::StatusCode::Unset as i32)
+}
+
+/// [`spans_at`], the status code of the `i`th span `status(i)`.
+fn spans_with_status(starts: &[u64], status: impl Fn(usize) -> i32) -> RecordBatch {
     let spans = starts
         .iter()
         .enumerate()
         .map(|(i, s)| Span {
+            status: Some(Status {
+                code: status(i),
+                ..Default::default()
+            }),
             trace_id: vec![1; 16],
             span_id: (i as u64 + 1).to_be_bytes().to_vec(),
             name: format!("op{i}"),
@@ -770,6 +779,51 @@ async fn only_the_small_row_groups_of_a_merge_are_encoded_again() {
     );
 }
 
+/// The settings of a store in `dir` whose partitions are quiet the given time after
+/// their last write: merged while written from `min_files` files, laid out in row
+/// groups of `row_group_rows`.
+fn quiet_after(
+    dir: &Path,
+    min_files: usize,
+    row_group_rows: usize,
+) -> impl Fn(std::time::Duration) -> StorageConfig + '_ {
+    move |quiet_after| StorageConfig {
+        data_dir: dir.to_owned(),
+        compaction_min_files: min_files,
+        compaction_quiet_after: quiet_after,
+        row_group_rows,
+        ..StorageConfig::default()
+    }
+}
+
+/// `flushes` flushed one by one into a store in `dir`, then laid out once quiet in row
+/// groups of `row_group_rows`: the store, and the path of its one laid-out file.
+async fn laid_out(
+    dir: &Path,
+    row_group_rows: usize,
+    flushes: Vec<RecordBatch>,
+) -> (ParquetStore, PathBuf) {
+    let config = quiet_after(dir, 1000, row_group_rows);
+    let s = ParquetStore::open(config(std::time::Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let files = flushes.len();
+    for batch in flushes {
+        s.append(Table::SPANS, batch).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    drop(s);
+    let s = ParquetStore::open(config(std::time::Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(s.compact().await.unwrap(), files);
+    let laid_out = s.snapshot(Table::SPANS).unwrap().files;
+    assert_eq!(laid_out.len(), 1, "{laid_out:?}");
+    assert!(laid_out[0].is_laid_out(), "{laid_out:?}");
+    let path = laid_out[0].path.clone();
+    (s, path)
+}
+
 /// A quiet partition is laid out for reading once: the row groups merges copied while
 /// it was written (a flush's each) are written again as full ones, in a file whose
 /// name says so, and it is left alone after; data coming late is merged into it, its
@@ -777,13 +831,7 @@ async fn only_the_small_row_groups_of_a_merge_are_encoded_again() {
 #[tokio::test]
 async fn a_quiet_partition_is_laid_out_in_full_row_groups_once() {
     let dir = tempfile::tempdir().unwrap();
-    let config = |quiet_after| StorageConfig {
-        data_dir: dir.path().to_owned(),
-        compaction_min_files: 4,
-        compaction_quiet_after: quiet_after,
-        row_group_rows: 16,
-        ..StorageConfig::default()
-    };
+    let config = quiet_after(dir.path(), 4, 16);
     let s = ParquetStore::open(config(std::time::Duration::from_secs(3600)))
         .await
         .unwrap();
@@ -831,6 +879,98 @@ async fn a_quiet_partition_is_laid_out_in_full_row_groups_once() {
     assert_eq!(row_group_rows(&files[0].path), vec![15, 10, 3]);
     assert_eq!(total_rows(&s, Table::SPANS), 29);
     assert_eq!(s.compact().await.unwrap(), 0);
+}
+
+/// A quiet partition's layout groups each row group's spans by status (`ERROR`, `OK`,
+/// `UNSET`), each status's in the order they came, with page statistics on
+/// `status_code`: the pages that may hold errors are the errors' and one more at most.
+#[tokio::test]
+async fn a_quiet_partitions_layout_groups_spans_by_status() {
+    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+    use parquet::file::page_index::column_index::ColumnIndexMetaData;
+
+    let dir = tempfile::tempdir().unwrap();
+    let status = |start: u64| match start % 20 {
+        0 => status::StatusCode::Error,
+        1..=6 => status::StatusCode::Ok,
+        _ => status::StatusCode::Unset,
+    };
+    // Three flushes, each under half a row group (so written again, not copied), the
+    // third's rows split between the two row groups laid out.
+    let mut written = Vec::new();
+    let mut flushes = Vec::new();
+    for f in 0..3u64 {
+        let starts: Vec<u64> = (0..20_000).map(|i| HOUR + f * 100_000 + i).collect();
+        flushes.push(spans_with_status(&starts, |i| status(starts[i]) as i32));
+        written.extend(starts);
+    }
+    let (_store, path) = laid_out(dir.path(), 50_000, flushes).await;
+    assert_eq!(row_group_rows(&path), vec![50_000, 10_000]);
+
+    // Every row once; in each row group, by status, then in the order they came.
+    let starts = start_times_with_the_table_schema(&path);
+    let mut expected: Vec<u64> = Vec::new();
+    for group in written.chunks(50_000) {
+        for wanted in ["STATUS_CODE_ERROR", "STATUS_CODE_OK", "STATUS_CODE_UNSET"] {
+            expected.extend(group.iter().filter(|s| status(**s).as_str_name() == wanted));
+        }
+    }
+    let expected: Vec<i64> = expected.into_iter().map(|s| s as i64).collect();
+    assert_eq!(starts.len(), expected.len());
+    let first_out_of_place = starts.iter().zip(&expected).position(|(a, b)| a != b);
+    assert_eq!(first_out_of_place, None, "rows out of place");
+
+    // The pages of `status_code` that may hold errors, by their statistics.
+    let file = std::fs::File::open(&path).unwrap();
+    let metadata = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Required)
+        .parse_and_finish(&file)
+        .unwrap();
+    let column = metadata
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == "status_code")
+        .unwrap();
+    for g in 0..2 {
+        let rows = metadata.row_group(g).num_rows();
+        let ColumnIndexMetaData::BYTE_ARRAY(index) = &metadata.column_index().unwrap()[g][column]
+        else {
+            panic!("no statistics on status_code's pages");
+        };
+        let pages = metadata.offset_index().unwrap()[g][column].page_locations();
+        assert!(g == 1 || pages.len() > 1, "{pages:?}");
+        let mut may_hold_errors = 0;
+        for (p, page) in pages.iter().enumerate() {
+            let end = pages.get(p + 1).map_or(rows, |next| next.first_row_index);
+            let (min, max) = (index.min_value(p).unwrap(), index.max_value(p).unwrap());
+            if min <= &b"ERROR"[..] && &b"ERROR"[..] <= max {
+                may_hold_errors += end - page.first_row_index;
+            }
+        }
+        let errors = rows / 20;
+        assert!(
+            errors <= may_hold_errors && may_hold_errors <= errors + 20_000,
+            "{may_hold_errors} rows of {rows} may hold errors"
+        );
+    }
+}
+
+/// A status column of more values than a status has (codes no version of OTLP
+/// defines, kept as numbers) is not grouped: the layout keeps the order rows came in.
+#[tokio::test]
+async fn a_layout_keeps_the_order_of_spans_of_many_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts: Vec<u64> = (0..30).map(|i| HOUR + i).collect();
+    let flushes = starts
+        .chunks(10)
+        .map(|flush| spans_with_status(flush, |i| 10 - i as i32))
+        .collect();
+    let (_store, path) = laid_out(dir.path(), 100, flushes).await;
+    assert_eq!(row_group_rows(&path), vec![30]);
+    let expected: Vec<i64> = starts.iter().map(|s| *s as i64).collect();
+    assert_eq!(start_times_with_the_table_schema(&path), expected);
 }
 
 #[tokio::test]

@@ -36,6 +36,7 @@ pub const GENAI_ATTRIBUTION: Table = Table::declare(&TableDef {
     time_column: "time",
     fallback_time_column: None,
     exact_nanos: &[],
+    cluster_column: None,
     schema: || SCHEMA.clone(),
 });
 

@@ -27,6 +27,7 @@ pub const GRAPH_EDGES: Table = Table::declare(&TableDef {
     time_column: "time",
     fallback_time_column: None,
     exact_nanos: &[],
+    cluster_column: None,
     schema: || SCHEMA.clone(),
 });
 
