@@ -328,8 +328,7 @@ const LAID_OUT_DIVISOR: usize = 2;
 /// plain pages.
 const LAID_OUT_DICTIONARY_BYTES: usize = 8 << 20;
 
-/// The store's writer settings for a quiet partition's layout: the attribute values
-/// get the dictionary a flush leaves them without ([`writer::attribute_values`]). A full row group holds
+/// The store's writer settings for a quiet partition's layout. A full row group holds
 /// more distinct attribute values than parquet's default dictionary page (1 MiB)
 /// takes, and past it a column chunk falls back to plain pages, which compress worse
 /// (laid-out spans took 4% more bytes than the flushes' row groups; with room for the
@@ -343,8 +342,7 @@ fn laid_out(props: &WriterProperties, table: Table) -> WriterProperties {
     let mut builder = props
         .clone()
         .into_builder()
-        .set_dictionary_page_size_limit(LAID_OUT_DICTIONARY_BYTES)
-        .set_column_dictionary_enabled(writer::attribute_values(), true);
+        .set_dictionary_page_size_limit(LAID_OUT_DICTIONARY_BYTES);
     if let Some(column) = table.cluster_column() {
         builder = builder.set_column_statistics_enabled(column.into(), EnabledStatistics::Page);
     }

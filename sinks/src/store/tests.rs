@@ -973,73 +973,6 @@ async fn a_layout_keeps_the_order_of_spans_of_many_statuses() {
     assert_eq!(start_times_with_the_table_schema(&path), expected);
 }
 
-/// The encodings of column `path` in the Parquet file `file`, and its compressed bytes,
-/// over all its row groups.
-fn column_chunks(file: &Path, path: &str) -> (Vec<parquet::basic::Encoding>, i64) {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    let reader = SerializedFileReader::new(std::fs::File::open(file).unwrap()).unwrap();
-    let mut encodings = Vec::new();
-    let mut bytes = 0;
-    for row_group in reader.metadata().row_groups() {
-        let chunk = row_group
-            .columns()
-            .iter()
-            .find(|c| c.column_path().string() == path)
-            .unwrap_or_else(|| panic!("no column {path}"));
-        encodings.extend(chunk.encodings());
-        bytes += chunk.compressed_size();
-    }
-    (encodings, bytes)
-}
-
-/// A flush writes the rows' attribute values plain (interning them cost the most of a
-/// flush under load), a quiet partition's layout with a dictionary: the same values,
-/// in fewer bytes, for good.
-#[tokio::test]
-async fn a_layout_writes_with_a_dictionary_the_attribute_values_a_flush_wrote_plain() {
-    use parquet::basic::Encoding;
-
-    let dir = tempfile::tempdir().unwrap();
-    // 100 work item ids (spans_at's attribute) over 3,000 rows in each of two flushes.
-    let starts: Vec<u64> = (0..3_000).map(|i| HOUR + i % 100).collect();
-    let flushes = vec![spans_at(&starts), spans_at(&starts)];
-    let (_store, path) = laid_out(dir.path(), 10_000, flushes).await;
-    let flushed: Vec<PathBuf> = std::fs::read_dir(path.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet") && *p != path)
-        .collect();
-    assert_eq!(flushed.len(), 2, "{flushed:?}");
-
-    const VALUES: &str = "attributes.entries.value";
-    let mut flushed_bytes = 0;
-    for file in &flushed {
-        let (encodings, bytes) = column_chunks(file, VALUES);
-        assert!(
-            !encodings.contains(&Encoding::RLE_DICTIONARY),
-            "{encodings:?}"
-        );
-        let (keys, _) = column_chunks(file, "attributes.entries.key");
-        assert!(keys.contains(&Encoding::RLE_DICTIONARY), "{keys:?}");
-        flushed_bytes += bytes;
-    }
-    let (encodings, laid_out_bytes) = column_chunks(&path, VALUES);
-    assert!(
-        encodings.contains(&Encoding::RLE_DICTIONARY),
-        "{encodings:?}"
-    );
-    assert!(
-        laid_out_bytes < flushed_bytes,
-        "laid out {laid_out_bytes} B, flushed {flushed_bytes} B"
-    );
-    // Every row, its attribute as written (start_times_with_the_table_schema checks it).
-    let mut expected: Vec<i64> = starts.iter().chain(&starts).map(|s| *s as i64).collect();
-    let mut read = start_times_with_the_table_schema(&path);
-    expected.sort_unstable();
-    read.sort_unstable();
-    assert_eq!(read, expected);
-}
-
 #[tokio::test]
 async fn a_merges_inputs_are_vacuumed_once_vacuum_after_has_passed() {
     let dir = tempfile::tempdir().unwrap();
@@ -1169,9 +1102,8 @@ async fn stored_files_carry_a_bloom_filter_on_trace_id() {
 
 /// A flushed file: zstd; min/max statistics on the columns readers prune with (times
 /// and numbers), none on strings (whose min and max span everything a flush holds) or
-/// nested leaves; random ids and attribute values without a dictionary, the bloom
-/// filter on `trace_id`; other strings dictionary-encoded; times and durations
-/// delta-encoded.
+/// nested leaves; random ids without a dictionary but with the bloom filter on
+/// `trace_id`; other strings dictionary-encoded; times and durations delta-encoded.
 #[tokio::test]
 async fn flushed_files_carry_statistics_where_readers_prune() {
     use parquet::basic::{Compression, Encoding};
@@ -1223,9 +1155,6 @@ async fn flushed_files_carry_statistics_where_readers_prune() {
         );
     }
     assert!(column("trace_id").bloom_filter_offset().is_some());
-    // Attribute values plain until a layout (see the test of the layout below).
-    let values: Vec<Encoding> = column("attributes.entries.value").encodings().collect();
-    assert!(!values.contains(&Encoding::RLE_DICTIONARY), "{values:?}");
     let name_encodings: Vec<Encoding> = column("name").encodings().collect();
     assert!(
         name_encodings.contains(&Encoding::RLE_DICTIONARY),

@@ -25,10 +25,9 @@ use crate::{Error, Result};
 
 static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// The Parquet writer settings of the store's flushes (compression, dictionaries but
-/// for random ids, for times and durations, which are delta-encoded, and at the fast
-/// zstd levels for attribute values, statistics where readers prune with them, row
-/// group size, a bloom filter on `trace_id`).
+/// The Parquet writer settings of the store (compression, dictionaries but for random
+/// ids and for times and durations, which are delta-encoded, statistics where readers
+/// prune with them, row group size, a bloom filter on `trace_id`).
 pub fn writer_properties(config: &StorageConfig) -> Result<WriterProperties> {
     // Looking up one trace is the typical point query, and random ids defeat min/max
     // statistics; a bloom filter per row group lets a reader (DataFusion, DuckDB,
@@ -56,34 +55,7 @@ pub fn writer_properties(config: &StorageConfig) -> Result<WriterProperties> {
             .set_column_dictionary_enabled(column.clone(), false)
             .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED);
     }
-    if config.zstd_level <= PLAIN_VALUES_MAX_ZSTD_LEVEL {
-        builder = builder.set_column_dictionary_enabled(attribute_values(), false);
-    }
     Ok(builder.build())
-}
-
-/// The highest `storage.zstd_level` at which a flush writes attribute values plain
-/// ([`attribute_values`]). A higher level is chosen for bytes over CPU, and zstd's
-/// workspace grows with the level and with the pages it compresses, of which the plain
-/// values are the largest a flush writes: at level 19 under overload they took the
-/// process past the memory bound of `tests/durability.rs`, which it keeps with the
-/// dictionary. So from level 4 on the dictionary stays.
-const PLAIN_VALUES_MAX_ZSTD_LEVEL: i32 = 3;
-
-/// The values of the rows' own attribute maps (`attributes` of spans, logs and
-/// metrics): a flush at the default zstd level writes them plain, a quiet partition's
-/// layout with a dictionary (`compact::laid_out`).
-///
-/// Keys repeat in every row and Parquet's interner finds most of them by their period,
-/// but values mix a few recurring ones (a method, a model, a team) with many that occur
-/// once or twice (a user's id, a work item's), so a flush's dictionary of them grows
-/// to tens of thousands of entries and interning each value misses the cache: it was
-/// the largest single cost of a flush (`perf record` of the standard load; the bench
-/// `hotpaths` flush figures in benches/RESULTS.md). Plain pages compressed by zstd take
-/// a few percent more bytes, until their hour is laid out, where the dictionary is
-/// built once, off the ingest path.
-pub(crate) fn attribute_values() -> ColumnPath {
-    ColumnPath::new(vec!["attributes".into(), "entries".into(), "value".into()])
 }
 
 /// The columns stored with Parquet's delta encoding instead of a dictionary: the
@@ -558,24 +530,6 @@ mod tests {
                     );
                 }
             }
-        }
-    }
-
-    /// A flush writes attribute values plain at the fast zstd levels only; above them
-    /// (chosen for bytes) with a dictionary.
-    #[test]
-    fn attribute_values_are_plain_in_a_flush_at_fast_zstd_levels_only() {
-        for (level, dictionary) in [(1, false), (3, false), (4, true), (19, true)] {
-            let props = writer_properties(&StorageConfig {
-                zstd_level: level,
-                ..StorageConfig::default()
-            })
-            .unwrap();
-            assert_eq!(
-                props.dictionary_enabled(&attribute_values()),
-                dictionary,
-                "level {level}"
-            );
         }
     }
 
