@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Two server builds under the same fixed load, in turns: the server's CPU seconds per
+# million spans (and spans/s) of each run, and their means. A change of a few percent
+# is lost in this VM's noise between two e2e runs (benches/e2e.sh times a duration, so
+# a faster run also batches differently); a fixed number of spans, several pairs and
+# builds alternating so that both see the VM's drift, tell it apart roughly.
+#
+#   bash benches/pairs.sh BIN_A BIN_B [PAIRS] [SPANS] [CONCURRENCY]
+#
+# Each run starts BIN with `wal_fsync = "always"` in a new data directory, sends 500,000
+# spans of the standard workload to warm it up, then SPANS (default 3,000,000) more,
+# timestamped now, and reads the server's CPU time from /proc before and after.
+# LOADGEN_ARGS adds load generator options (the second workload:
+# LOADGEN_ARGS='--work-item-share 0.1 --token-usage-share 0.1'); STORAGE_TOML adds
+# [storage] settings. Uses ports 14317/14318/18080.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { sed -n 2,15p "$0"; exit 2; }
+bin_a=$(realpath "$1")
+bin_b=$(realpath "$2")
+pairs="${3:-6}"
+spans="${4:-3000000}"
+concurrency="${5:-4}"
+# shellcheck source=benches/common.sh
+. benches/common.sh
+
+# run BIN: prints "CPU_S_PER_1M SPANS_PER_S" of one run.
+run() {
+  server=$1
+  work=$(mktemp -d)
+  start_server "$work/data" always "${STORAGE_TOML:-}"
+  # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of options
+  load() {
+    "$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
+      --distinct-requests 2000 ${LOADGEN_ARGS:-} --json "$@"
+  }
+  load --spans 500000 > /dev/null
+  local cpu0 cpu1 result
+  cpu0=$(cpu_ticks "$pid")
+  result=$(load --spans "$spans")
+  cpu1=$(cpu_ticks "$pid")
+  stop_server
+  rm -rf "$work"
+  python3 -c 'import json, sys
+r = json.loads(sys.argv[1])
+cpu = (float(sys.argv[3]) - float(sys.argv[2])) / float(sys.argv[4])
+spans, rate = r["accepted_spans"], r["spans_per_sec"]
+print(f"{cpu / spans * 1e6:.2f} {rate:.0f}")' \
+    "$result" "$cpu0" "$cpu1" "$ticks"
+}
+
+echo "| pair | A CPU s per 1M spans | B CPU s per 1M spans | A spans/s | B spans/s |"
+echo "|---|---|---|---|---|"
+results=()
+for i in $(seq "$pairs"); do
+  a=$(run "$bin_a")
+  b=$(run "$bin_b")
+  read -r cpu_a rate_a <<< "$a"
+  read -r cpu_b rate_b <<< "$b"
+  echo "| $i | $cpu_a | $cpu_b | $rate_a | $rate_b |"
+  results+=("$cpu_a $cpu_b")
+done
+printf '%s\n' "${results[@]}" | python3 -c 'import statistics, sys
+rows = [tuple(map(float, line.split())) for line in sys.stdin if line.strip()]
+a, b = [r[0] for r in rows], [r[1] for r in rows]
+d = [y - x for x, y in rows]
+print()
+print(f"Mean CPU s per 1M spans: A {statistics.mean(a):.2f}, B {statistics.mean(b):.2f}; "
+      f"B - A per pair {statistics.mean(d):+.2f} (from {min(d):+.2f} to {max(d):+.2f}), "
+      f"B lower in {sum(x < 0 for x in d)} of {len(d)}.")'
