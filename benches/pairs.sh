@@ -24,16 +24,19 @@ concurrency="${5:-4}"
 # shellcheck source=benches/common.sh
 . benches/common.sh
 
+# load [LOADGEN_OPTION...]: the standard workload (and LOADGEN_ARGS) into the server,
+# its result as JSON.
+load() {
+  # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of options
+  "$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
+    --distinct-requests 2000 ${LOADGEN_ARGS:-} --json "$@"
+}
+
 # run BIN: prints "CPU_S_PER_1M SPANS_PER_S" of one run.
 run() {
   server=$1
   work=$(mktemp -d)
   start_server "$work/data" always "${STORAGE_TOML:-}"
-  # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of options
-  load() {
-    "$loadgen" --endpoint http://127.0.0.1:14317 --concurrency "$concurrency" \
-      --distinct-requests 2000 ${LOADGEN_ARGS:-} --json "$@"
-  }
   load --spans 500000 > /dev/null
   local cpu0 cpu1 result
   cpu0=$(cpu_ticks "$pid")
