@@ -56,6 +56,12 @@ impl<'a> MapColumn<'a> {
             .any(|v| memmem::find(bytes, v.as_bytes()).is_some())
     }
 
+    /// Whether any row might have one of the keys `keys` looks for: false means none
+    /// has.
+    pub fn mentions_any(&self, keys: &aho_corasick::AhoCorasick) -> bool {
+        keys.is_match(self.keys.values().as_slice())
+    }
+
     /// Whether any row might have one of `keys`: false means none has.
     pub fn mentions<K: AsRef<str>>(&self, keys: &[K]) -> bool {
         let bytes = self.keys.values().as_slice();
@@ -228,6 +234,9 @@ mod tests {
         assert_eq!(c.first(2, &["a", "b"]), Some("3"));
         assert!(c.mentions(&["x", "b"]));
         assert!(!c.mentions(&["zz"]));
+        let keys = |k: &[&str]| aho_corasick::AhoCorasick::new(k).unwrap();
+        assert!(c.mentions_any(&keys(&["x", "b"])));
+        assert!(!c.mentions_any(&keys(&["zz", "c"])));
     }
 
     #[test]

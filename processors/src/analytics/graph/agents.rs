@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use super::filter::KeyFilter;
 use super::{Fast, Key};
 
 /// An agent's span as the store keeps it.
@@ -54,22 +55,45 @@ impl Handoff {
 }
 
 /// What arrived while it was the store's newer generation.
-#[derive(Default)]
 struct Generation {
     /// Spans by (trace id, span id), for children to come.
     spans: HashMap<Key, AgentSpan, Fast>,
     /// Children by their parent's (trace id, span id), for parents to come.
     orphans: HashMap<Key, Vec<AgentSpan>, Fast>,
+    /// The keys of `spans` and of `orphans` it may hold: most lookups find nothing
+    /// (a parent that is not an agent's or not kept, a span no child waits for), and
+    /// a clear bit answers so without a probe of the table.
+    span_keys: KeyFilter,
+    orphan_keys: KeyFilter,
     /// Spans and waiting children it holds.
     len: usize,
 }
 
 impl Generation {
+    fn new(items: usize) -> Generation {
+        Generation {
+            spans: HashMap::default(),
+            orphans: HashMap::default(),
+            span_keys: KeyFilter::new(items),
+            orphan_keys: KeyFilter::new(items),
+            len: 0,
+        }
+    }
+
+    fn span(&self, key: &Key) -> Option<&AgentSpan> {
+        self.span_keys
+            .may_hold(key)
+            .then(|| self.spans.get(key))
+            .flatten()
+    }
+
     /// Empties it, keeping its tables' room; answers the children that were waiting.
     fn clear(&mut self) -> usize {
         let waiting = self.orphans.values().map(Vec::len).sum();
         self.spans.clear();
         self.orphans.clear();
+        self.span_keys.clear();
+        self.orphan_keys.clear();
         self.len = 0;
         waiting
     }
@@ -83,10 +107,11 @@ pub(super) struct Agents {
 
 impl Agents {
     pub(super) fn new(max_items: usize) -> Agents {
+        let half = (max_items / 2).max(1);
         Agents {
-            newer: Generation::default(),
-            older: Generation::default(),
-            half: (max_items / 2).max(1),
+            newer: Generation::new(half),
+            older: Generation::new(half),
+            half,
         }
     }
 
@@ -107,7 +132,7 @@ impl Agents {
         // Children that arrived first (none to look for where none waits: spans
         // exported parents first).
         for generation in [&mut self.newer, &mut self.older] {
-            if generation.orphans.is_empty() {
+            if generation.orphans.is_empty() || !generation.orphan_keys.may_hold(&key) {
                 continue;
             }
             if let Some(waiting) = generation.orphans.remove(&key) {
@@ -116,19 +141,17 @@ impl Agents {
             }
         }
         if let Some(pk) = parent {
-            let found = self
-                .newer
-                .spans
-                .get(&pk)
-                .or_else(|| self.older.spans.get(&pk));
+            let found = self.newer.span(&pk).or_else(|| self.older.span(&pk));
             if let Some(p) = found {
                 out.extend(Handoff::between(p, &span));
             } else {
                 self.newer.orphans.entry(pk).or_default().push(span);
+                self.newer.orphan_keys.insert(&pk);
                 self.newer.len += 1;
             }
         }
         if self.newer.spans.insert(key, span).is_none() {
+            self.newer.span_keys.insert(&key);
             self.newer.len += 1;
         }
         if self.newer.len < self.half {

@@ -1,45 +1,54 @@
 //! Trace and span ids as the stored text spells them, read back into numbers so the
 //! pairing stores key on 24 bytes rather than two strings.
 
-/// The value of `s` as hexadecimal digits, if it is exactly `digits` of them.
-fn hex(s: &str, digits: usize) -> Option<u128> {
-    if s.len() != digits {
+/// The value of eight hexadecimal digits (either case), the first in the low byte of
+/// `chars`, if they all are digits: eight at a time in one word's lanes, with no branch
+/// or table lookup per character.
+fn hex8(chars: u64) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A lane's high bit set where its byte is in `lo..=hi` (bytes below 0x80: no lane
+    // carries into the next).
+    let within = |v: u64, lo: u8, hi: u8| {
+        let above_lo = v + ONES * u64::from(0x80 - lo);
+        let above_hi = v + ONES * u64::from(0x7f - hi);
+        above_lo & !above_hi & HIGH
+    };
+    if chars & HIGH != 0 {
         return None;
     }
-    // Digits are OR-ed into the accumulator, and one that is not a digit into `bad`:
-    // no branch per character.
-    let (mut acc, mut bad) = (0u128, 0u8);
-    for b in s.bytes() {
-        let digit = HEX_DIGITS[b as usize];
-        bad |= digit;
-        acc = acc << 4 | u128::from(digit & 0x0f);
+    let folded = chars | (ONES * 0x20);
+    if within(chars, b'0', b'9') | within(folded, b'a', b'f') != HIGH {
+        return None;
     }
-    (bad & 0x80 == 0).then_some(acc)
+    // '0'..'9' are 0x3_, 'a'..'f' 0x6_ with 1..6 below: a letter's low nibble plus 9.
+    let letters = (folded & (ONES * 0x40)) >> 6;
+    let nibbles = (folded & (ONES * 0x0f)) + letters * 9;
+    // Pairs of nibbles into bytes, pairs of bytes into 16 bits, then into 32; the first
+    // character is the most significant.
+    let bytes = ((nibbles & 0x000f_000f_000f_000f) << 4) | ((nibbles >> 8) & 0x000f_000f_000f_000f);
+    let words = ((bytes & 0x0000_00ff_0000_00ff) << 8) | ((bytes >> 16) & 0x0000_00ff_0000_00ff);
+    Some((((words & 0xffff) << 16) | ((words >> 32) & 0xffff)) as u32)
 }
 
-/// Each byte's value as a hexadecimal digit, or 0x80 when it is not one.
-static HEX_DIGITS: [u8; 256] = {
-    let mut table = [0x80u8; 256];
-    let mut i = 0;
-    while i < 10 {
-        table[b'0' as usize + i] = i as u8;
-        i += 1;
+/// The value of `s` as hexadecimal digits, if it is exactly `words * 8` of them.
+fn hex(s: &str, words: usize) -> Option<u128> {
+    let bytes = s.as_bytes();
+    if bytes.len() != words * 8 {
+        return None;
     }
-    let mut i = 0;
-    while i < 6 {
-        table[b'a' as usize + i] = 10 + i as u8;
-        table[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    table
-};
+    bytes.chunks_exact(8).try_fold(0u128, |acc, chunk| {
+        let chars = u64::from_le_bytes(chunk.try_into().ok()?);
+        Some((acc << 32) | u128::from(hex8(chars)?))
+    })
+}
 
 pub(super) fn hex_u128(s: &str) -> Option<u128> {
-    hex(s, 32)
+    hex(s, 4)
 }
 
 pub(super) fn hex_u64(s: &str) -> Option<u64> {
-    hex(s, 16).map(|v| v as u64)
+    hex(s, 2).map(|v| v as u64)
 }
 
 #[cfg(test)]
@@ -58,5 +67,22 @@ mod tests {
         assert_eq!(hex_u64("ABCDEF0123456789"), Some(0xabcd_ef01_2345_6789));
         // 16 bytes, one character of them two bytes long.
         assert_eq!(hex_u64("00000000000000\u{e9}"), None);
+    }
+
+    /// Every byte in every position of a word: accepted exactly when it is a digit,
+    /// and read as `from_str_radix` reads it.
+    #[test]
+    fn each_byte_in_each_position_reads_as_from_str_radix_does() {
+        for at in 0..8 {
+            for byte in 0..=255u8 {
+                let mut chars = *b"0f9Aa5c3";
+                chars[at] = byte;
+                let expected = std::str::from_utf8(&chars)
+                    .ok()
+                    .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|s| u32::from_str_radix(s, 16).ok());
+                assert_eq!(hex8(u64::from_le_bytes(chars)), expected, "{chars:?}");
+            }
+        }
     }
 }

@@ -26,6 +26,7 @@
 //! started, which `GET /api/v1/graph` sums over any range.
 
 mod agents;
+mod filter;
 mod ids;
 mod names;
 mod pairs;
@@ -34,6 +35,7 @@ mod table;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use aho_corasick::AhoCorasick;
 use arrow::array::RecordBatch;
 use prometheus::core::{Collector, Desc};
 use prometheus::IntCounter;
@@ -156,6 +158,8 @@ struct State {
 
 pub struct ServiceGraph {
     config: GraphConfig,
+    /// The keys that name a database or a peer, searched for together.
+    mentioned: Option<AhoCorasick>,
     clock: LiveClock,
     state: Mutex<State>,
     requests: HistogramFamily<4>,
@@ -194,11 +198,18 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    fn of(spans: &'a RecordBatch, config: &GraphConfig) -> Result<Columns<'a>> {
+    fn of(
+        spans: &'a RecordBatch,
+        config: &GraphConfig,
+        mentioned: Option<&AhoCorasick>,
+    ) -> Result<Columns<'a>> {
         let attributes = MapColumn::of(spans, "attributes")?;
+        // One pass over the batch's keys for all of them, where most batches name
+        // none; then one for each set.
+        let any = mentioned.is_none_or(|m| attributes.mentions_any(m));
         Ok(Columns {
-            databases: attributes.mentions(&DATABASE_SYSTEM),
-            peers: attributes.mentions(&config.virtual_node_peer_attributes),
+            databases: any && attributes.mentions(&DATABASE_SYSTEM),
+            peers: any && attributes.mentions(&config.virtual_node_peer_attributes),
             trace: strings(spans, "trace_id")?,
             span: strings(spans, "span_id")?,
             parent: strings(spans, "parent_span_id")?,
@@ -308,6 +319,13 @@ impl ServiceGraph {
                 "swarmscope_graph_unwritten_total",
                 "Requests counted on /metrics but left out of graph_edges: more edge-minutes waited to be written than max_series + max_agent_series.",
             ),
+            mentioned: AhoCorasick::new(
+                DATABASE_SYSTEM
+                    .iter()
+                    .copied()
+                    .chain(config.virtual_node_peer_attributes.iter().map(String::as_str)),
+            )
+            .ok(),
             config: config.clone(),
             clock,
         }
@@ -402,7 +420,7 @@ impl ServiceGraph {
     }
 
     fn observe_spans(&self, spans: &RecordBatch) -> Result<()> {
-        let c = Columns::of(spans, &self.config)?;
+        let c = Columns::of(spans, &self.config, self.mentioned.as_ref())?;
         let mut state = self.lock();
         // What waited its time goes first: a partner later than that is not paired.
         let mut out = Outcome::default();

@@ -13,6 +13,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
+use super::filter::KeyFilter;
 use super::{Fast, Key, AGENT};
 
 /// One side of a request.
@@ -113,6 +114,10 @@ pub(super) enum Arrival {
 pub(super) struct Pairs {
     newer: HashMap<Key, Waiting, Fast>,
     older: HashMap<Key, Waiting, Fast>,
+    /// The keys each generation may hold: a span with no partner waiting (most of
+    /// them) is not looked for in the older generation's table.
+    newer_keys: KeyFilter,
+    older_keys: KeyFilter,
     /// When the newer generation began, on the live clock.
     since: i64,
     wait_ns: i64,
@@ -129,6 +134,8 @@ impl Pairs {
         Pairs {
             newer: HashMap::default(),
             older: HashMap::default(),
+            newer_keys: KeyFilter::new(max_items / 2),
+            older_keys: KeyFilter::new(max_items / 2),
             since: now,
             wait_ns: wait_ns.max(1),
             max_items,
@@ -155,13 +162,20 @@ impl Pairs {
         let room = self.room();
         let found = match self.newer.entry(key) {
             Entry::Occupied(e) => Some(e.remove()),
-            Entry::Vacant(slot) => match self.older.remove(&key) {
-                None if room => {
-                    slot.insert(this);
-                    return Arrival::Waiting;
+            Entry::Vacant(slot) => {
+                let older = match self.older_keys.may_hold(&key) {
+                    true => self.older.remove(&key),
+                    false => None,
+                };
+                match older {
+                    None if room => {
+                        slot.insert(this);
+                        self.newer_keys.insert(&key);
+                        return Arrival::Waiting;
+                    }
+                    found => found,
                 }
-                found => found,
-            },
+            }
         };
         match (this, found) {
             (Waiting::Client(client, _), Some(Waiting::Server(server)))
@@ -172,6 +186,7 @@ impl Pairs {
                 // A second consumer of one message: the first keeps waiting for the
                 // producer, this one is not paired.
                 self.newer.insert(key, first);
+                self.newer_keys.insert(&key);
                 Arrival::Dropped
             }
             // No partner (the newer generation full), or the same client span sent
@@ -190,6 +205,7 @@ impl Pairs {
             self.early = early;
         }
         self.newer.insert(key, waiting);
+        self.newer_keys.insert(&key);
         Arrival::Waiting
     }
 
@@ -212,6 +228,8 @@ impl Pairs {
             }
         }
         std::mem::swap(&mut self.newer, &mut self.older);
+        std::mem::swap(&mut self.newer_keys, &mut self.older_keys);
+        self.newer_keys.clear();
         // A burst's room is given back once the traffic that needed it has passed.
         let needed = self.older.len().max(1024);
         if self.newer.capacity() > 4 * needed {

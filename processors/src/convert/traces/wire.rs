@@ -81,6 +81,7 @@ fn request(bytes: &[u8]) -> Walk<SpanColumns> {
             for span in spans {
                 self::span(span, &origin, &mut columns, &mut scratch)?;
             }
+            append_origin(&mut columns, &origin, spans.len())?;
         }
     }
     Ok(columns)
@@ -457,7 +458,7 @@ fn span(
     c.dropped_attributes.append_value(dropped_attributes);
     c.dropped_events.append_value(dropped_events);
     c.dropped_links.append_value(dropped_links);
-    append_origin(c, origin)
+    Ok(())
 }
 
 /// A span's `Status`: its code and message.
@@ -476,19 +477,26 @@ fn span_status(status: Option<&[u8]>) -> Walk<(i32, &str)> {
     Ok((code, message))
 }
 
-/// The span row's resource and scope columns.
-fn append_origin(c: &mut SpanColumns, origin: &OriginView<'_, '_>) -> Walk<()> {
+/// The resource and scope columns of a scope's `rows` spans: the same on each, so the
+/// single values go in as runs.
+fn append_origin(c: &mut SpanColumns, origin: &OriginView<'_, '_>, rows: usize) -> Walk<()> {
     let (resource, scope) = (origin.resource, origin.scope);
     let o = &mut c.origin;
-    o.service_name.append_option(resource.service_name);
-    append_rendered(&mut o.resource_attributes, &resource.attributes)?;
-    o.resource_dropped.append_value(resource.dropped);
-    o.resource_schema_url.append_value(resource.schema_url);
-    o.scope_name.append_value(scope.name);
-    o.scope_version.append_value(scope.version);
-    append_rendered(&mut o.scope_attributes, &scope.attributes)?;
-    o.scope_dropped.append_value(scope.dropped);
-    o.scope_schema_url.append_value(scope.schema_url);
+    match resource.service_name {
+        Some(name) => o.service_name.append_value_n(name, rows),
+        None => o.service_name.append_nulls(rows),
+    }
+    o.resource_dropped.append_value_n(resource.dropped, rows);
+    o.resource_schema_url
+        .append_value_n(resource.schema_url, rows);
+    o.scope_name.append_value_n(scope.name, rows);
+    o.scope_version.append_value_n(scope.version, rows);
+    o.scope_dropped.append_value_n(scope.dropped, rows);
+    o.scope_schema_url.append_value_n(scope.schema_url, rows);
+    for _ in 0..rows {
+        append_rendered(&mut o.resource_attributes, &resource.attributes)?;
+        append_rendered(&mut o.scope_attributes, &scope.attributes)?;
+    }
     Ok(())
 }
 
