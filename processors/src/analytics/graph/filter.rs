@@ -8,6 +8,10 @@ use super::Key;
 /// goes to the table.
 const BITS_PER_ITEM: usize = 16;
 
+/// A filter's bits at most (8 MiB): a store configured for tens of millions of spans
+/// gets a filter that answers "maybe" more often, not one allocated at that size.
+const MAX_BITS: usize = 1 << 26;
+
 pub(super) struct KeyFilter {
     words: Vec<u64>,
     /// `64 - log2(bits)`: the top bits of a key's mixed hash pick its bit.
@@ -17,7 +21,12 @@ pub(super) struct KeyFilter {
 impl KeyFilter {
     /// A filter for a generation of up to `items` keys.
     pub(super) fn new(items: usize) -> KeyFilter {
-        let bits = (items.max(1) * BITS_PER_ITEM).next_power_of_two().max(64);
+        let bits = items
+            .max(1)
+            .saturating_mul(BITS_PER_ITEM)
+            .min(MAX_BITS)
+            .next_power_of_two()
+            .max(64);
         KeyFilter {
             words: vec![0; bits / 64],
             shift: 64 - bits.trailing_zeros(),
@@ -68,5 +77,8 @@ mod tests {
         assert!(others < 1250, "{others} of 10000 absent keys may be held");
         filter.clear();
         assert!(!keys.iter().any(|k| filter.may_hold(k)));
+        // However many items a store allows, its filter stays within its bound.
+        assert_eq!(KeyFilter::new(usize::MAX).words.len() * 64, MAX_BITS);
+        assert_eq!(KeyFilter::new(0).words.len(), 1);
     }
 }
