@@ -102,6 +102,13 @@ impl ParquetStore {
         if self.inner.read_only {
             return Ok(0);
         }
+        // No flush's files in flight while vacuum lists the tables: a flush's files are
+        // in no version until its commit, and vacuum deletes what no version references
+        // once `vacuum_after` has passed (at once with 0 s), which took the files of
+        // the flush the flusher had just begun, then of each retry after it. Held in
+        // `begin_flush`'s order: the writers' lock, then the commits'.
+        let _writing = self.inner.flush_lock.lock().await;
+        let _committed = self.inner.commits.lock().await;
         let mut deleted = 0;
         for table in Table::ALL {
             let mut log = self.inner.delta[table].lock().await;
