@@ -105,6 +105,7 @@ impl<S: Storage> Interner<S> {
 
     /// Unwraps the inner storage
     #[cfg(feature = "arrow")]
+    #[allow(dead_code)] // the byte array writer keeps its own dictionary
     pub fn into_inner(self) -> S {
         self.storage
     }

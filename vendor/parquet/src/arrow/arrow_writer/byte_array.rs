@@ -29,7 +29,6 @@ use crate::geospatial::accumulator::{GeoStatsAccumulator, try_new_geo_stats_accu
 use crate::geospatial::statistics::GeospatialStatistics;
 use crate::schema::types::ColumnDescPtr;
 use crate::util::bit_util::num_required_bits;
-use crate::util::interner::{Interner, Storage};
 use arrow_array::types::ByteArrayType;
 use arrow_array::{
     Array, ArrayAccessor, BinaryArray, BinaryViewArray, DictionaryArray, FixedSizeBinaryArray,
@@ -37,6 +36,7 @@ use arrow_array::{
 };
 use arrow_buffer::{ArrowNativeType, Buffer};
 use arrow_schema::DataType;
+use hashbrown::HashTable;
 
 macro_rules! downcast_dict_impl {
     ($array:ident, $key:ident, $val:ident, $op:expr $(, $arg:expr)*) => {{
@@ -298,40 +298,90 @@ impl FallbackEncoder {
     }
 }
 
-/// [`Storage`] for the [`Interner`] used by [`DictEncoder`]
+/// The distinct values of a column chunk's dictionary, and a hash table that finds a
+/// value's key.
+///
+/// A table entry is one word: the high half of the value's hash above its key. The
+/// value's bytes are found from the key through `starts`, a 4-byte offset into the
+/// page, whose length prefix sits beside them. A column of tens of thousands of
+/// distinct values (ids, counts as text) misses the cache on most probes; this keeps
+/// the table at 8 bytes an entry and the offsets at 4, where parquet's `Interner` keeps
+/// 8-byte keys and 16-byte ranges. The table grows without hashing values again: an
+/// entry's position comes from the hash half it keeps.
 #[derive(Debug, Default)]
-struct ByteArrayStorage {
-    /// Encoded dictionary data
+struct Dictionary {
+    state: ahash::RandomState,
+    dedup: HashTable<u64>,
+    /// The dictionary page: each value PLAIN-encoded, its length before its bytes.
     page: Vec<u8>,
-
-    values: Vec<std::ops::Range<usize>>,
+    /// Where each value's length prefix starts in `page`, by key. A value that starts
+    /// past `u32::MAX` (a page too large to write anyway) is `NOT_FOUND`: it is never
+    /// looked up, and an equal value after it takes a key of its own.
+    starts: Vec<u32>,
 }
 
-impl Storage for ByteArrayStorage {
-    type Key = u64;
-    type Value = [u8];
+const NOT_FOUND: u32 = u32::MAX;
 
-    fn get(&self, idx: Self::Key) -> &Self::Value {
-        &self.page[self.values[idx as usize].clone()]
+/// A table position and control byte from the half of the hash an entry keeps.
+fn spread(tag: u32) -> u64 {
+    (u64::from(tag) << 32) | u64::from(tag)
+}
+
+fn value_at<'a>(page: &'a [u8], starts: &[u32], key: u64) -> Option<&'a [u8]> {
+    let start = *starts.get(usize::try_from(key).ok()?)?;
+    if start == NOT_FOUND {
+        return None;
+    }
+    let start = start as usize;
+    let len = u32::from_le_bytes(page.get(start..start + 4)?.try_into().ok()?) as usize;
+    page.get(start + 4..start + 4 + len)
+}
+
+impl Dictionary {
+    fn len(&self) -> usize {
+        self.starts.len()
     }
 
-    fn push(&mut self, value: &Self::Value) -> Self::Key {
-        let key = self.values.len();
+    fn value(&self, key: u64) -> Option<&[u8]> {
+        value_at(&self.page, &self.starts, key)
+    }
 
-        self.page.reserve(4 + value.len());
-        self.page.extend_from_slice((value.len() as u32).as_bytes());
-
-        let start = self.page.len();
-        self.page.extend_from_slice(value);
-        self.values.push(start..self.page.len());
-
+    /// The key of `value`, added to the dictionary if it is new.
+    fn intern(&mut self, value: &[u8]) -> u64 {
+        let tag = (self.state.hash_one(value) >> 32) as u32;
+        let Self {
+            dedup,
+            page,
+            starts,
+            ..
+        } = self;
+        let found = dedup.find(spread(tag), |&entry| {
+            (entry >> 32) as u32 == tag
+                && value_at(page, starts, entry & 0xffff_ffff).is_some_and(|v| bytes_eq(v, value))
+        });
+        if let Some(&entry) = found {
+            return entry & 0xffff_ffff;
+        }
+        let key = starts.len();
+        let start = u32::try_from(page.len()).unwrap_or(NOT_FOUND);
+        page.reserve(4 + value.len());
+        page.extend_from_slice((value.len() as u32).as_bytes());
+        page.extend_from_slice(value);
+        starts.push(start);
+        if let (Ok(key32), false) = (u32::try_from(key), start == NOT_FOUND) {
+            dedup.insert_unique(
+                spread(tag),
+                (u64::from(tag) << 32) | u64::from(key32),
+                |&e| spread((e >> 32) as u32),
+            );
+        }
         key as u64
     }
 
-    #[allow(dead_code)] // not used in parquet_derive, so is dead there
     fn estimated_memory_size(&self) -> usize {
-        self.page.capacity() * std::mem::size_of::<u8>()
-            + self.values.capacity() * std::mem::size_of::<std::ops::Range<usize>>()
+        self.page.capacity()
+            + self.starts.capacity() * std::mem::size_of::<u32>()
+            + self.dedup.allocation_size()
     }
 }
 
@@ -341,7 +391,7 @@ const REPEAT_WINDOW: usize = 16;
 /// A dictionary encoder for byte array data
 #[derive(Debug)]
 struct DictEncoder {
-    interner: Interner<ByteArrayStorage>,
+    dictionary: Dictionary,
     indices: Vec<u64>,
     variable_length_bytes: i64,
     /// How many values back the last value that was found in the window occurred:
@@ -352,7 +402,7 @@ struct DictEncoder {
 impl Default for DictEncoder {
     fn default() -> Self {
         Self {
-            interner: Default::default(),
+            dictionary: Default::default(),
             indices: Vec::new(),
             variable_length_bytes: 0,
             period: 1,
@@ -384,11 +434,15 @@ impl DictEncoder {
     fn intern(&mut self, value: &[u8]) -> u64 {
         let len = self.indices.len();
         if let Some(&guess) = self.indices.get(len.wrapping_sub(self.period)) {
-            if bytes_eq(self.interner.storage().get(guess), value) {
+            if self
+                .dictionary
+                .value(guess)
+                .is_some_and(|v| bytes_eq(v, value))
+            {
                 return guess;
             }
         }
-        let interned = self.interner.intern_with(value, bytes_eq);
+        let interned = self.dictionary.intern(value);
         let window = &self.indices[len.saturating_sub(REPEAT_WINDOW)..];
         if let Some(back) = window.iter().rev().position(|&i| i == interned) {
             self.period = back + 1;
@@ -397,12 +451,13 @@ impl DictEncoder {
     }
 
     fn bit_width(&self) -> u8 {
-        let length = self.interner.storage().values.len();
+        let length = self.dictionary.len();
         num_required_bits(length.saturating_sub(1) as u64)
     }
 
     fn estimated_memory_size(&self) -> usize {
-        self.interner.estimated_memory_size() + self.indices.capacity() * std::mem::size_of::<u64>()
+        self.dictionary.estimated_memory_size()
+            + self.indices.capacity() * std::mem::size_of::<u64>()
     }
 
     fn estimated_data_page_size(&self) -> usize {
@@ -411,15 +466,15 @@ impl DictEncoder {
     }
 
     fn estimated_dict_page_size(&self) -> usize {
-        self.interner.storage().page.len()
+        self.dictionary.page.len()
     }
 
     fn flush_dict_page(self) -> DictionaryPage {
-        let storage = self.interner.into_inner();
+        let dictionary = self.dictionary;
 
         DictionaryPage {
-            buf: storage.page.into(),
-            num_values: storage.values.len(),
+            num_values: dictionary.len(),
+            buf: dictionary.page.into(),
             is_sorted: false,
         }
     }
