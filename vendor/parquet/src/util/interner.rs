@@ -76,22 +76,6 @@ impl<S: Storage> Interner<S> {
             .1
     }
 
-    /// [`Self::intern`], comparing values with `eq`.
-    #[allow(dead_code)] // not used in parquet_derive, so is dead there
-    pub fn intern_with(&mut self, value: &S::Value, eq: impl Fn(&[u8], &[u8]) -> bool) -> S::Key {
-        let hash = self.state.hash_one(value.as_bytes());
-
-        self.dedup
-            .entry(
-                hash,
-                |&(h, index)| h == hash && eq(value.as_bytes(), self.storage.get(index).as_bytes()),
-                |&(h, _)| h,
-            )
-            .or_insert_with(|| (hash, self.storage.push(value)))
-            .get()
-            .1
-    }
-
     /// Return estimate of the memory used, in bytes
     #[allow(dead_code)] // not used in parquet_derive, so is dead there
     pub fn estimated_memory_size(&self) -> usize {
