@@ -129,6 +129,19 @@ impl<'a> MapColumn<'a> {
             .collect()
     }
 
+    /// Whether row `row` has any of `keys` with a value: one pass over its keys alone,
+    /// ending at the first found.
+    pub fn has_any(&self, row: usize, keys: &[&str]) -> bool {
+        if self.map.is_null(row) {
+            return false;
+        }
+        let offsets = self.map.value_offsets();
+        (offsets[row] as usize..offsets[row + 1] as usize).any(|i| {
+            let key = Text(self.keys.value(i));
+            keys.iter().any(|k| key == Text(k)) && !self.values.is_null(i)
+        })
+    }
+
     /// The value of the first of `keys` that row `row` has.
     pub fn first<K: AsRef<str>>(&self, row: usize, keys: &[K]) -> Option<&'a str> {
         keys.iter().find_map(|k| self.get(row, k.as_ref()))
@@ -237,6 +250,23 @@ mod tests {
         let keys = |k: &[&str]| aho_corasick::AhoCorasick::new(k).unwrap();
         assert!(c.mentions_any(&keys(&["x", "b"])));
         assert!(!c.mentions_any(&keys(&["zz", "c"])));
+    }
+
+    #[test]
+    fn a_row_has_any_of_some_keys_only_with_a_value() {
+        let mut b = attribute_builder();
+        b.keys().append_value("a");
+        b.values().append_value("1");
+        b.keys().append_value("b");
+        b.values().append_null();
+        b.append(true).unwrap();
+        b.append(false).unwrap();
+        let map = b.finish();
+        let c = MapColumn::new(&map).unwrap();
+        assert!(c.has_any(0, &["x", "a"]));
+        assert!(!c.has_any(0, &["b"]), "b has no value");
+        assert!(!c.has_any(0, &["x", "aa", ""]));
+        assert!(!c.has_any(1, &["a"]), "a null map has no keys");
     }
 
     #[test]

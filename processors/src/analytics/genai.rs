@@ -78,6 +78,10 @@ const PROVIDER: [&str; 4] = [
 ];
 const OPERATION: [&str; 1] = ["gen_ai.operation.name"];
 const TEAM: [&str; 1] = ["coordination.team"];
+/// Every key that reports token usage, input or output.
+const USAGE_KEYS: [&str; 6] = [
+    INPUT[0], INPUT[1], INPUT[2], OUTPUT[0], OUTPUT[1], OUTPUT[2],
+];
 /// What marks a batch worth reading: every usage key starts with one of these.
 const USAGE_PREFIXES: [&str; 2] = ["gen_ai.usage.", "llm.token_count."];
 
@@ -519,15 +523,7 @@ impl GenAiUsage {
     fn attribute(&self, spans: &RecordBatch) -> Result<Option<RecordBatch>> {
         let attributes = MapColumn::of(spans, "attributes")?;
         let any_usage = attributes.mentions(&USAGE_PREFIXES);
-        let has_usage = |row: usize| {
-            let mut usage = false;
-            if any_usage {
-                attributes.scan(row, |k, _| {
-                    usage |= INPUT.contains(&k) || OUTPUT.contains(&k)
-                });
-            }
-            usage
-        };
+        let has_usage = |row: usize| any_usage && attributes.has_any(row, &USAGE_KEYS);
         self.attribution.rows(spans, &has_usage, any_usage)
     }
 

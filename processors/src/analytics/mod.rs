@@ -19,6 +19,7 @@ pub mod evaluator;
 pub mod genai;
 pub mod graph;
 pub mod health;
+mod ids;
 pub mod series;
 pub mod signals;
 pub mod span_metrics;

@@ -26,6 +26,7 @@ use arrow::array::{RecordBatch, StringArray, StringBuilder, TimestampNanosecondB
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::super::clock::{LiveClock, Skip};
+use super::super::ids::hex_u64;
 use crate::columns::{string_at, strings, timestamps, MapColumn};
 use crate::schema::{timestamp_type, Table, TableDef};
 use crate::Result;
@@ -89,10 +90,6 @@ pub struct Attribution {
 
 /// An agent span of a batch: (row, agent id, agent name).
 type AgentSpan<'a> = (usize, Option<&'a str>, Option<&'a str>);
-
-fn span_key(hex: &str) -> Option<u64> {
-    u64::from_str_radix(hex, 16).ok()
-}
 
 const NAME: &str = "genai_attribution";
 
@@ -308,9 +305,9 @@ fn tree(spans: &RecordBatch) -> Result<Tree<'_>> {
     let agent_ids = strings(spans, "agent_id")?;
     let attributes = MapColumn::of(spans, "attributes")?;
     let n = spans.num_rows();
-    let ids: Vec<Option<u64>> = (0..n).map(|r| span_key(span.value(r))).collect();
+    let ids: Vec<Option<u64>> = (0..n).map(|r| hex_u64(span.value(r))).collect();
     let parents: Vec<Option<u64>> = (0..n)
-        .map(|r| string_at(parent, r).and_then(span_key))
+        .map(|r| string_at(parent, r).and_then(hex_u64))
         .collect();
     let mut rows: HashMap<u64, usize, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(n, Default::default());

@@ -27,7 +27,6 @@
 
 mod agents;
 mod filter;
-mod ids;
 mod names;
 mod pairs;
 mod table;
@@ -42,13 +41,13 @@ use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
 use super::clock::LiveClock;
+use super::ids::{hex_u128, hex_u64};
 use super::series::{Buckets, HistogramFamily};
 use crate::columns::{primitives, string_at, strings, timestamps, MapColumn, Text};
 use crate::processor::{Processor, TableBatch};
 use crate::schema::Table;
 use crate::Result;
 use agents::{AgentSpan, Agents, Handoff};
-use ids::{hex_u128, hex_u64};
 use names::Names;
 use pairs::{Arrival, Connection, Edge, Pairs, Side};
 use table::BatchRows;

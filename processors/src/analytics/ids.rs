@@ -1,5 +1,6 @@
-//! Trace and span ids as the stored text spells them, read back into numbers so the
-//! pairing stores key on 24 bytes rather than two strings.
+//! Trace and span ids as the stored text spells them, read back into numbers: the call
+//! graph's pairing stores key on 24 bytes rather than two strings, and GenAI
+//! attribution walks a batch's tree by number.
 
 /// The value of eight hexadecimal digits (either case), the first in the low byte of
 /// `chars`, if they all are digits: eight at a time in one word's lanes, with no branch
@@ -43,11 +44,11 @@ fn hex(s: &str, words: usize) -> Option<u128> {
     })
 }
 
-pub(super) fn hex_u128(s: &str) -> Option<u128> {
+pub(crate) fn hex_u128(s: &str) -> Option<u128> {
     hex(s, 4)
 }
 
-pub(super) fn hex_u64(s: &str) -> Option<u64> {
+pub(crate) fn hex_u64(s: &str) -> Option<u64> {
     hex(s, 2).map(|v| v as u64)
 }
 
