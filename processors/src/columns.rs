@@ -100,14 +100,28 @@ impl<'a> MapColumn<'a> {
 
     /// Calls `f(key, value)` for every entry of row `row` with a value, in order: one
     /// pass, for a reader that wants many keys of every row.
-    pub fn scan(&self, row: usize, mut f: impl FnMut(&'a str, &'a str)) {
+    pub fn scan(&self, row: usize, f: impl FnMut(&'a str, &'a str)) {
+        self.scan_where(row, |_| true, f);
+    }
+
+    /// Calls `f(key, value)` for every entry of row `row` with a value whose key
+    /// `wanted` accepts, in order: the other entries' values are not read.
+    pub fn scan_where(
+        &self,
+        row: usize,
+        wanted: impl Fn(&str) -> bool,
+        mut f: impl FnMut(&'a str, &'a str),
+    ) {
         if self.map.is_null(row) {
             return;
         }
         let offsets = self.map.value_offsets();
         for i in offsets[row] as usize..offsets[row + 1] as usize {
-            if let Some(v) = self.value(i) {
-                f(self.keys.value(i), v);
+            let key = self.keys.value(i);
+            if wanted(key) {
+                if let Some(v) = self.value(i) {
+                    f(key, v);
+                }
             }
         }
     }
@@ -267,6 +281,12 @@ mod tests {
         assert!(!c.has_any(0, &["b"]), "b has no value");
         assert!(!c.has_any(0, &["x", "aa", ""]));
         assert!(!c.has_any(1, &["a"]), "a null map has no keys");
+        let mut seen = Vec::new();
+        c.scan_where(0, |k| k != "x", |k, v| seen.push((k, v)));
+        assert_eq!(seen, [("a", "1")], "b has no value");
+        seen.clear();
+        c.scan_where(0, |k| k == "b", |k, v| seen.push((k, v)));
+        assert!(seen.is_empty());
     }
 
     #[test]

@@ -620,12 +620,13 @@ struct Keys<'a>([Option<&'a str>; 7]);
 impl<'a> Keys<'a> {
     fn of(map: &MapColumn<'a>, row: usize) -> Keys<'a> {
         let mut keys = Keys::default();
-        map.scan(row, |k, v| {
-            // One byte rules out most keys before any comparison.
-            if k.as_bytes().first() == Some(&b'c') && k.starts_with("coordination.") {
-                if let Some(i) = FIELD_KEYS.iter().position(|f| *f == k) {
-                    keys.0[i].get_or_insert(v);
-                }
+        // One byte rules out most keys before any comparison, and their values are
+        // not read.
+        let wanted =
+            |k: &str| k.as_bytes().first() == Some(&b'c') && k.starts_with("coordination.");
+        map.scan_where(row, wanted, |k, v| {
+            if let Some(i) = FIELD_KEYS.iter().position(|f| *f == k) {
+                keys.0[i].get_or_insert(v);
             }
         });
         keys
