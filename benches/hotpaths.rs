@@ -127,8 +127,9 @@ fn flush(c: &mut Criterion, batches: &[RecordBatch], props: &WriterProperties) {
     // The store's settings, then alternatives measured against them: min/max
     // statistics on the top-level strings too (what the store wrote before), on every
     // column (nested ones and random ids included), dictionaries for the random ids
-    // too, none for attribute values, and zstd level 3. The printed sizes are bytes
-    // per span.
+    // too, none for attribute values, zstd level 3, and row groups of 16,384 and 8,192
+    // rows (smaller string dictionaries, which stay in a core's cache). The printed
+    // sizes are bytes per span.
     let string_statistics = batches[0]
         .schema()
         .fields()
@@ -165,6 +166,16 @@ fn flush(c: &mut Criterion, batches: &[RecordBatch], props: &WriterProperties) {
         .into_builder()
         .set_column_dictionary_enabled(attribute_values, false)
         .build();
+    let row_groups_16k = props
+        .clone()
+        .into_builder()
+        .set_max_row_group_row_count(Some(16 * 1024))
+        .build();
+    let row_groups_8k = props
+        .clone()
+        .into_builder()
+        .set_max_row_group_row_count(Some(8 * 1024))
+        .build();
     for (name, props) in [
         ("parquet_encode", props),
         ("parquet_encode_string_statistics", &string_statistics),
@@ -172,6 +183,8 @@ fn flush(c: &mut Criterion, batches: &[RecordBatch], props: &WriterProperties) {
         ("parquet_encode_ids_dictionary", &ids_dictionary),
         ("parquet_encode_no_values_dictionary", &no_values_dictionary),
         ("parquet_encode_zstd3", &zstd3),
+        ("parquet_encode_row_groups_16k", &row_groups_16k),
+        ("parquet_encode_row_groups_8k", &row_groups_8k),
     ] {
         eprintln!(
             "{name}: {:.1} bytes/span",
@@ -231,6 +244,9 @@ fn genai(c: &mut Criterion, batch: &RecordBatch, spans: u64) {
     group.bench_function("attribution_derive", |b| {
         b.iter(|| genai.derive(&source).expect("derive"))
     });
+    // The observer's metrics of the same request: every span's usage and model read,
+    // tallied by operation, provider and model.
+    group.bench_function("observe", |b| b.iter(|| genai.observe(&source)));
     group.finish();
 }
 

@@ -414,9 +414,15 @@ const FIELDS: [&[&str]; 8] = [
 ];
 
 impl<'a> Found<'a> {
+    /// Whether `key` may be one of the aliases: most keys are none of them, and one
+    /// byte tells, before any comparison (and before their values are read, in
+    /// [`MapColumn::scan_where`]).
+    fn wanted(key: &str) -> bool {
+        matches!(key.as_bytes().first(), Some(b'g' | b'l'))
+    }
+
     fn take(&mut self, key: &str, value: &'a str) {
-        // Most keys are none of these: one byte tells, before any comparison.
-        if !matches!(key.as_bytes().first(), Some(b'g' | b'l')) {
+        if !Self::wanted(key) {
             return;
         }
         // (field, rank among its aliases), as FIELDS orders them.
@@ -539,7 +545,7 @@ impl GenAiUsage {
             Default::default();
         for row in 0..spans.num_rows() {
             let mut found = Found::default();
-            attributes.scan(row, |k, v| found.take(k, v));
+            attributes.scan_where(row, Found::wanted, |k, v| found.take(k, v));
             if found.values[0].is_none() && found.values[1].is_none() {
                 continue;
             }
@@ -551,7 +557,7 @@ impl GenAiUsage {
                 continue;
             }
             let mut from_resource = Found::default();
-            resource.scan(row, |k, v| from_resource.take(k, v));
+            resource.scan_where(row, Found::wanted, |k, v| from_resource.take(k, v));
             let tokens = |i: usize| found.values[i].and_then(token_count);
             let text = |i: usize| found.values[i].or(from_resource.values[i]).unwrap_or("");
             let (input, output) = (tokens(0), tokens(1));
