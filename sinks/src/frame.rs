@@ -30,6 +30,12 @@ const IPC_OVERHEAD: usize = 4096;
 /// A record longer than this is corruption, not data (requests are far smaller).
 pub(crate) const MAX_RECORD: usize = 1 << 30;
 
+/// The block the write-ahead log writes in when it writes around the page cache: such
+/// a segment may end in fewer than this many zero bytes after its last record, the
+/// padding of its last block, which a reader passes over as the end. (No record starts
+/// with a zero length.)
+pub(crate) const DIRECT_BLOCK: usize = 4096;
+
 /// The code of an entry holding a trace export request (no table's code has the high
 /// bit).
 const OTLP_TRACES: u8 = 0x80;
@@ -206,12 +212,18 @@ fn read_ipc(ipc: &[u8]) -> Option<Vec<RecordBatch>> {
     reader.collect::<std::result::Result<Vec<_>, _>>().ok()
 }
 
-/// Splits `bytes` into the payloads of its intact records, in order.
+/// Splits `bytes` into the payloads of its intact records, in order. Zeros after the
+/// last record, fewer than [`DIRECT_BLOCK`], are the padding of a log's last block: the
+/// end, not damage.
 pub(crate) fn payloads(bytes: &[u8]) -> (Vec<&[u8]>, Damage) {
     let mut out = Vec::new();
     let mut damage = Damage::default();
     let mut at = 0;
     while at < bytes.len() {
+        let rest = &bytes[at..];
+        if rest.len() < DIRECT_BLOCK && rest.iter().all(|b| *b == 0) {
+            break;
+        }
         if bytes.len() - at < 8 {
             damage.torn_tail = true;
             break;

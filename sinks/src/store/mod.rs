@@ -165,7 +165,11 @@ impl ParquetStore {
         let recovered = recovery::recover(&config, remote.as_ref(), &tables_dir).await?;
         memory.force_charge(recovered.buffered_bytes);
         let wal_dir = config.data_dir.join("_wal");
-        let log = wal::Wal::create(&wal_dir, recovered.last_segment + 1)?;
+        let log = wal::Wal::create(
+            &wal_dir,
+            recovered.last_segment + 1,
+            config.wal_fsync == WalFsync::Always,
+        )?;
         let (handle, commands) = log::LogHandle::new();
         let inner = Arc::new(Inner {
             props: writer::writer_properties(&config)?,

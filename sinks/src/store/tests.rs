@@ -299,7 +299,7 @@ pub(super) async fn crash_between_the_commit_and_the_logs_truncation(config: Sto
     let wal_dir = config.data_dir.join("_wal");
     let covered = wal::Checkpoint::load(&wal_dir).unwrap().covered_segment;
     std::fs::remove_file(wal_dir.join("checkpoint.json")).unwrap();
-    let mut log = wal::Wal::create(&wal_dir, covered).unwrap();
+    let mut log = wal::Wal::create(&wal_dir, covered, true).unwrap();
     log.write(
         crate::frame::Record::encode(&[(Table::SPANS, &spans_at(&[HOUR, HOUR + 1]))]).unwrap(),
     )

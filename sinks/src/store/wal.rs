@@ -3,7 +3,8 @@
 //! Layout: `<data_dir>/_wal/wal-<segment>.log` plus `checkpoint.json`. A record is a
 //! [`frame`](crate::frame): one accepted batch and the rows processors derived from it,
 //! checksummed, all or nothing. A segment is only appended to; a flush seals it and
-//! opens the next.
+//! opens the next. With `wal_fsync = "always"` a segment is written around the page
+//! cache ([`Direct`]) and may end in the zero padding of its last block.
 //!
 //! The checkpoint is a two-phase commit between the log and the Parquet history. A
 //! flush writes its Parquet files under `.tmp` names, then atomically replaces the
@@ -15,6 +16,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -105,15 +107,125 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How many buffers one `writev` hands to the kernel: Linux's `IOV_MAX`.
 const SLICES_PER_WRITE: usize = 1024;
 
+/// The block a segment written around the page cache is written in: its writes start
+/// and end on this boundary, the last block padded with zeros
+/// ([`frame::DIRECT_BLOCK`], which readers pass over).
+const BLOCK: usize = frame::DIRECT_BLOCK;
+
+/// A block of memory aligned as `O_DIRECT` wants it.
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct Block([u8; BLOCK]);
+
+/// The state of a segment written around the page cache (`O_DIRECT`).
+///
+/// With `wal_fsync = "always"` every group is synced before it is answered, so the
+/// page cache only costs: the kernel copied every byte of every request into it,
+/// allocated and accounted its pages, wrote them back on the sync, and dropped them
+/// when the flush deleted the segment, none of which a reader ever used. Written
+/// around it, a group is copied once into `blocks` and handed to the device as it is.
+struct Direct {
+    blocks: Vec<Block>,
+    /// The committed bytes of the segment's last, partial block: each write starts at
+    /// that block and writes them again, with the same bytes, before the new records.
+    tail: Vec<u8>,
+    /// What `tail` becomes once the group being written is committed.
+    next_tail: Vec<u8>,
+}
+
+/// Groups larger than this leave their buffer behind; it shrinks back after them.
+const DIRECT_BUFFER_KEPT: usize = 8 << 20;
+
+impl Direct {
+    fn new() -> Direct {
+        Direct {
+            blocks: Vec::new(),
+            tail: Vec::new(),
+            next_tail: Vec::new(),
+        }
+    }
+
+    /// Writes `records` after `committed_len` bytes of `file`, in whole blocks.
+    fn write(
+        &mut self,
+        file: &File,
+        committed_len: u64,
+        records: &[Record],
+    ) -> std::io::Result<()> {
+        let len: usize = self.tail.len() + records.iter().map(Record::len).sum::<usize>();
+        let blocks = len.div_ceil(BLOCK);
+        self.blocks.resize(blocks, Block([0; BLOCK]));
+        // SAFETY: `Block` is a plain array of bytes with no padding, so `blocks`
+        // elements are `blocks * BLOCK` initialised bytes, borrowed mutably here only.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr().cast::<u8>(), blocks * BLOCK)
+        };
+        let mut at = 0;
+        for part in std::iter::once(&self.tail[..]).chain(
+            records
+                .iter()
+                .flat_map(|r| r.parts().iter().map(|p| &p[..])),
+        ) {
+            bytes[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        bytes[at..].fill(0);
+        let start = committed_len - self.tail.len() as u64;
+        file.write_all_at(bytes, start)?;
+        self.next_tail.clear();
+        self.next_tail
+            .extend_from_slice(&bytes[len - len % BLOCK..len]);
+        if self.blocks.len() * BLOCK > DIRECT_BUFFER_KEPT {
+            self.blocks.truncate(DIRECT_BUFFER_KEPT / BLOCK);
+            self.blocks.shrink_to_fit();
+        }
+        Ok(())
+    }
+}
+
+/// Opens the segment at `path` for appending: around the page cache when `direct` and
+/// the file system allows it (tmpfs, for one, does not), through it otherwise.
+fn open_segment(
+    path: &Path,
+    create: bool,
+    direct: bool,
+) -> std::io::Result<(File, Option<Direct>)> {
+    #[cfg(target_os = "linux")]
+    if direct {
+        use std::os::unix::fs::OpenOptionsExt;
+        match OpenOptions::new()
+            .create(create)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(file) => return Ok((file, Some(Direct::new()))),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!(path = %path.display(), "no O_DIRECT here; the write-ahead log goes through the page cache");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = direct;
+    let file = OpenOptions::new().create(create).append(true).open(path)?;
+    Ok((file, None))
+}
+
 /// The segment being appended to.
 pub(crate) struct Wal {
     dir: PathBuf,
     segment: u64,
     file: File,
-    /// Records appended since the last sync, not yet handed to the OS. They are written
-    /// where they are (the request's encoded record, shared with the sinks' queues) with
-    /// one `writev` per group: a buffer in between would copy every byte of the log once
-    /// more before the kernel copies it into the page cache.
+    /// Whether segments are to be written around the page cache (`wal_fsync =
+    /// "always"`), and this one's state when it is.
+    wants_direct: bool,
+    direct: Option<Direct>,
+    /// Records appended since the last sync, not yet handed to the OS. Through the
+    /// page cache they are written where they are (the request's encoded record, shared
+    /// with the sinks' queues) with one `writev` per group: a buffer in between would
+    /// copy every byte of the log once more before the kernel copies it into the page
+    /// cache. Around it ([`Direct`]) they are copied once, into aligned blocks.
     unwritten: Vec<Record>,
     /// Records appended since the last sync.
     unsynced: bool,
@@ -168,19 +280,18 @@ impl FailureLog {
 }
 
 impl Wal {
-    /// Opens a new segment `segment` in `dir`.
-    pub(crate) fn create(dir: &Path, segment: u64) -> Result<Wal> {
+    /// Opens a new segment `segment` in `dir`, written around the page cache if
+    /// `direct` (see [`Direct`]; where the file system allows it).
+    pub(crate) fn create(dir: &Path, segment: u64, direct: bool) -> Result<Wal> {
         let path = dir.join(segment_name(segment));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(Error::io(&path))?;
+        let (file, direct_state) = open_segment(&path, true, direct).map_err(Error::io(&path))?;
         sync_dir(dir)?;
         Ok(Wal {
             dir: dir.to_owned(),
             segment,
             file,
+            wants_direct: direct,
+            direct: direct_state,
             unwritten: Vec::new(),
             unsynced: false,
             committed_len: 0,
@@ -193,6 +304,12 @@ impl Wal {
     #[cfg(test)]
     pub(crate) fn segment(&self) -> u64 {
         self.segment
+    }
+
+    /// Whether this segment is written around the page cache.
+    #[cfg(test)]
+    pub(crate) fn is_direct(&self) -> bool {
+        self.direct.is_some()
     }
 
     fn path(&self) -> PathBuf {
@@ -214,6 +331,13 @@ impl Wal {
 
     /// Hands the unwritten records' parts to the OS, in order, a group at a time.
     fn write_unwritten(&mut self) -> std::io::Result<()> {
+        if let Some(direct) = &mut self.direct {
+            if !self.unwritten.is_empty() {
+                direct.write(&self.file, self.committed_len, &self.unwritten)?;
+            }
+            self.unwritten.clear();
+            return Ok(());
+        }
         let mut slices: Vec<IoSlice<'_>> = self
             .unwritten
             .iter()
@@ -244,6 +368,10 @@ impl Wal {
             Ok(()) => {
                 if !self.torn {
                     self.committed_len += std::mem::take(&mut self.pending_len);
+                    if let Some(direct) = &mut self.direct {
+                        std::mem::swap(&mut direct.tail, &mut direct.next_tail);
+                        direct.next_tail.clear();
+                    }
                     self.failures.succeeded();
                 }
                 Ok(())
@@ -277,18 +405,21 @@ impl Wal {
     /// on in a new one.
     fn repair(&mut self) -> Result<()> {
         let path = self.path();
-        let cut = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .and_then(|file| {
+        let cut = open_segment(&path, false, self.direct.is_some())
+            .and_then(|(file, direct)| {
                 file.set_len(self.committed_len)?;
                 file.sync_data()?;
-                Ok(file)
+                Ok((file, direct))
             })
             .map_err(Error::io(&path));
         match cut {
-            Ok(file) => {
+            Ok((file, direct)) => {
                 self.file = file;
+                // The committed tail stays what the next write starts with.
+                if let (Some(old), Some(mut new)) = (self.direct.take(), direct) {
+                    new.tail = old.tail;
+                    self.direct = Some(new);
+                }
                 self.unwritten.clear();
                 self.pending_len = 0;
                 self.unsynced = false;
@@ -305,7 +436,7 @@ impl Wal {
     /// Leaves a segment whose write or sync failed and could not be cut back: what it
     /// holds up to the tear is replayed on recovery; appending goes on in a new segment.
     fn abandon(&mut self) -> Result<()> {
-        let next = Wal::create(&self.dir, self.segment + 1)?;
+        let next = Wal::create(&self.dir, self.segment + 1, self.wants_direct)?;
         let failures = std::mem::take(&mut self.failures);
         // The records not written before the tear are not written after it.
         drop(std::mem::replace(self, next));
@@ -322,7 +453,7 @@ impl Wal {
         self.sync(durable)?;
         let sealed = self.segment;
         let failures = std::mem::take(&mut self.failures);
-        *self = Wal::create(&self.dir, sealed + 1)?;
+        *self = Wal::create(&self.dir, sealed + 1, self.wants_direct)?;
         self.failures = failures;
         Ok(sealed)
     }
@@ -344,7 +475,7 @@ mod tests {
     use crate::testing::{batch, first};
 
     fn segment_with(dir: &Path, records: &[Vec<u8>]) -> PathBuf {
-        let mut wal = Wal::create(dir, 1).unwrap();
+        let mut wal = Wal::create(dir, 1, false).unwrap();
         for r in records {
             wal.write(record(r)).unwrap();
         }
@@ -407,20 +538,30 @@ mod tests {
 
     #[test]
     fn after_a_failed_write_the_segment_is_cut_back_and_appending_goes_on_in_it() {
+        for direct in [false, true] {
+            after_a_failed_write(direct);
+        }
+    }
+
+    fn after_a_failed_write(direct: bool) {
         let dir = tempfile::tempdir().unwrap();
         let records: Vec<_> = (0..3)
             .map(|i| frame::encode(&[(Table::SPANS, &batch(i))]).unwrap())
             .collect();
-        let mut wal = Wal::create(dir.path(), 1).unwrap();
+        let mut wal = Wal::create(dir.path(), 1, direct).unwrap();
         wal.write(record(&records[0])).unwrap();
         wal.sync(true).unwrap();
         // A write that failed halfway (disk full, say): half a record, then the error.
-        wal.file
-            .write_all(&records[1][..records[1].len() / 2])
+        OpenOptions::new()
+            .write(true)
+            .open(wal.path())
+            .unwrap()
+            .write_all_at(&records[1][..records[1].len() / 2], records[0].len() as u64)
             .unwrap();
         wal.torn = true;
         // The next record is not written behind the tear, where a reader cannot find
-        // it: the tear is cut away first, in the same segment.
+        // it: the tear is cut away first, in the same segment (around the page cache,
+        // the next write starts with the committed record's partial block).
         wal.write(record(&records[2])).unwrap();
         wal.sync(true).unwrap();
         assert_eq!(wal.segment(), 1);
@@ -433,11 +574,17 @@ mod tests {
 
     #[test]
     fn writes_that_keep_failing_stay_in_one_segment_and_lose_no_committed_record() {
+        for direct in [false, true] {
+            writes_that_keep_failing(direct);
+        }
+    }
+
+    fn writes_that_keep_failing(direct: bool) {
         let dir = tempfile::tempdir().unwrap();
         let records: Vec<_> = (0..3)
             .map(|i| frame::encode(&[(Table::LOGS, &batch(i))]).unwrap())
             .collect();
-        let mut wal = Wal::create(dir.path(), 1).unwrap();
+        let mut wal = Wal::create(dir.path(), 1, direct).unwrap();
         wal.write(record(&records[0])).unwrap();
         wal.sync(true).unwrap();
         let path = wal.path();
@@ -462,6 +609,64 @@ mod tests {
         let (read, damage) = read_segment(&segments[0].1).unwrap();
         assert_eq!(values(&read), vec![0, 2]);
         assert_eq!(damage, Damage::default());
+    }
+
+    /// Groups of records of many sizes, written around the page cache, each synced:
+    /// every record reads back in order, and the padding of the last block is the end,
+    /// not damage.
+    #[test]
+    fn direct_writes_read_back_in_order_across_block_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), 1, true).unwrap();
+        let mut written = Vec::new();
+        let mut total = 0;
+        for group in 0..40i64 {
+            // 1 to 5 records a group, some ending inside a block, one spanning blocks.
+            for r in 0..(group % 5 + 1) {
+                let value = group * 10 + r;
+                let rows = 1 + (value * 37 % 300) as usize;
+                let column = arrow::array::Int64Array::from(vec![value; rows]);
+                let batch =
+                    RecordBatch::try_new(batch(0).schema(), vec![std::sync::Arc::new(column)])
+                        .unwrap();
+                let bytes = frame::encode(&[(Table::LOGS, &batch)]).unwrap();
+                total += bytes.len();
+                wal.write(record(&bytes)).unwrap();
+                written.push(value);
+            }
+            wal.sync(true).unwrap();
+        }
+        let path = wal.path();
+        let (read, damage) = read_segment(&path).unwrap();
+        assert_eq!(values(&read), written);
+        assert_eq!(damage, Damage::default());
+        let len = std::fs::metadata(&path).unwrap().len();
+        if wal.is_direct() {
+            assert_eq!(len, total.next_multiple_of(BLOCK) as u64);
+        } else {
+            eprintln!(
+                "no O_DIRECT in {}: written through the page cache",
+                dir.path().display()
+            );
+            assert_eq!(len, total as u64);
+        }
+    }
+
+    /// Zeros after the last record: fewer than a block are padding; a block or more of
+    /// them is not what a log writes, and counts as a torn tail.
+    #[test]
+    fn zeros_after_the_last_record_end_a_segment_only_within_a_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = vec![frame::encode(&[(Table::LOGS, &batch(5))]).unwrap()];
+        let path = segment_with(dir.path(), &records);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[0; BLOCK - 1]).unwrap();
+        let (read, damage) = read_segment(&path).unwrap();
+        assert_eq!((values(&read), damage), (vec![5], Damage::default()));
+        file.write_all(&[0; 1]).unwrap();
+        let (read, damage) = read_segment(&path).unwrap();
+        assert_eq!(values(&read), vec![5]);
+        assert!(damage.torn_tail);
     }
 
     #[test]
@@ -504,7 +709,7 @@ mod tests {
     #[test]
     fn rotation_and_deletion_of_covered_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::create(dir.path(), 3).unwrap();
+        let mut wal = Wal::create(dir.path(), 3, true).unwrap();
         assert_eq!(wal.rotate(true).unwrap(), 3);
         assert_eq!(wal.rotate(true).unwrap(), 4);
         assert_eq!(wal.segment(), 5);
