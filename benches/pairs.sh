@@ -12,7 +12,10 @@
 # timestamped now, and reads the server's CPU time from /proc before and after.
 # LOADGEN_ARGS adds load generator options (the second workload:
 # LOADGEN_ARGS='--work-item-share 0.1 --token-usage-share 0.1'); STORAGE_TOML adds
-# [storage] settings. Uses ports 14317/14318/18080.
+# [storage] settings. THREAD=<name> (a thread's name as /proc shows it, at most 15
+# characters: swarmscope-wal, swarmscope-enco) also prints that thread's CPU seconds
+# per 1M spans: one stage's share, steadier than the whole server's. Uses ports
+# 14317/14318/18080.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n 2,15p "$0"; exit 2; }
@@ -32,42 +35,65 @@ load() {
     --distinct-requests 2000 ${LOADGEN_ARGS:-} --json "$@"
 }
 
-# run BIN: prints "CPU_S_PER_1M SPANS_PER_S" of one run.
+# thread_ticks PID NAME: the CPU time so far of PID's first thread named NAME, in
+# clock ticks (0 without NAME).
+thread_ticks() {
+  local task
+  [ -n "$2" ] || { echo 0; return; }
+  for task in /proc/"$1"/task/*; do
+    if [ "$(cat "$task/comm")" = "$2" ]; then
+      awk '{print $14 + $15}' "$task/stat"
+      return
+    fi
+  done
+  echo 0
+}
+
+# run BIN: prints "CPU_S_PER_1M SPANS_PER_S THREAD_CPU_S_PER_1M" of one run.
 run() {
   server=$1
   work=$(mktemp -d)
   start_server "$work/data" always "${STORAGE_TOML:-}"
   load --spans 500000 > /dev/null
-  local cpu0 cpu1 result
+  local cpu0 cpu1 thread0 thread1 result
   cpu0=$(cpu_ticks "$pid")
+  thread0=$(thread_ticks "$pid" "${THREAD:-}")
   result=$(load --spans "$spans")
   cpu1=$(cpu_ticks "$pid")
+  thread1=$(thread_ticks "$pid" "${THREAD:-}")
   stop_server
   rm -rf "$work"
   python3 -c 'import json, sys
 r = json.loads(sys.argv[1])
-cpu = (float(sys.argv[3]) - float(sys.argv[2])) / float(sys.argv[4])
+ticks = float(sys.argv[4])
+cpu = (float(sys.argv[3]) - float(sys.argv[2])) / ticks
+thread = (float(sys.argv[6]) - float(sys.argv[5])) / ticks
 spans, rate = r["accepted_spans"], r["spans_per_sec"]
-print(f"{cpu / spans * 1e6:.2f} {rate:.0f}")' \
-    "$result" "$cpu0" "$cpu1" "$ticks"
+print(f"{cpu / spans * 1e6:.2f} {rate:.0f} {thread / spans * 1e6:.3f}")' \
+    "$result" "$cpu0" "$cpu1" "$ticks" "$thread0" "$thread1"
 }
 
-echo "| pair | A CPU s per 1M spans | B CPU s per 1M spans | A spans/s | B spans/s |"
-echo "|---|---|---|---|---|"
+thread_columns=""
+[ -z "${THREAD:-}" ] || thread_columns=" A $THREAD | B $THREAD |"
+echo "| pair | A CPU s per 1M spans | B CPU s per 1M spans | A spans/s | B spans/s |$thread_columns"
+echo "|---|---|---|---|---|${thread_columns:+---|---|}"
 results=()
 for i in $(seq "$pairs"); do
   a=$(run "$bin_a")
   b=$(run "$bin_b")
-  read -r cpu_a rate_a <<< "$a"
-  read -r cpu_b rate_b <<< "$b"
-  echo "| $i | $cpu_a | $cpu_b | $rate_a | $rate_b |"
-  results+=("$cpu_a $cpu_b")
+  read -r cpu_a rate_a thread_a <<< "$a"
+  read -r cpu_b rate_b thread_b <<< "$b"
+  echo "| $i | $cpu_a | $cpu_b | $rate_a | $rate_b |${thread_columns:+ $thread_a | $thread_b |}"
+  results+=("$cpu_a $cpu_b $thread_a $thread_b")
 done
-printf '%s\n' "${results[@]}" | python3 -c 'import statistics, sys
+printf '%s\n' "${results[@]}" | THREAD="${THREAD:-}" python3 -c 'import os, statistics, sys
 rows = [tuple(map(float, line.split())) for line in sys.stdin if line.strip()]
-a, b = [r[0] for r in rows], [r[1] for r in rows]
-d = [y - x for x, y in rows]
+def compare(what, a, b):
+    d = [y - x for x, y in zip(a, b)]
+    print(f"Mean {what}: A {statistics.mean(a):.3f}, B {statistics.mean(b):.3f}; "
+          f"B - A per pair {statistics.mean(d):+.3f} (from {min(d):+.3f} to {max(d):+.3f}), "
+          f"B lower in {sum(x < 0 for x in d)} of {len(d)}.")
 print()
-print(f"Mean CPU s per 1M spans: A {statistics.mean(a):.2f}, B {statistics.mean(b):.2f}; "
-      f"B - A per pair {statistics.mean(d):+.2f} (from {min(d):+.2f} to {max(d):+.2f}), "
-      f"B lower in {sum(x < 0 for x in d)} of {len(d)}.")'
+compare("CPU s per 1M spans", [r[0] for r in rows], [r[1] for r in rows])
+if os.environ["THREAD"]:
+    compare(os.environ["THREAD"] + " CPU s per 1M spans", [r[2] for r in rows], [r[3] for r in rows])'
