@@ -154,9 +154,14 @@ impl Direct {
     ) -> std::io::Result<()> {
         let len: usize = self.tail.len() + records.iter().map(Record::len).sum::<usize>();
         let blocks = len.div_ceil(BLOCK);
-        self.blocks.resize(blocks, Block([0; BLOCK]));
-        // SAFETY: `Block` is a plain array of bytes with no padding, so `blocks`
-        // elements are `blocks * BLOCK` initialised bytes, borrowed mutably here only.
+        // Grown, never shrunk but past DIRECT_BUFFER_KEPT: a group smaller than the
+        // last uses the first blocks, and the next larger one does not zero them again.
+        if self.blocks.len() < blocks {
+            self.blocks.resize(blocks, Block([0; BLOCK]));
+        }
+        // SAFETY: `Block` is a plain array of bytes with no padding, so the first
+        // `blocks` elements are `blocks * BLOCK` initialised bytes, borrowed mutably
+        // here only.
         let bytes = unsafe {
             std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr().cast::<u8>(), blocks * BLOCK)
         };
