@@ -129,8 +129,8 @@ struct Direct {
     /// The committed bytes of the segment's last, partial block: each write starts at
     /// that block and writes them again, with the same bytes, before the new records.
     tail: Vec<u8>,
-    /// What `tail` becomes once the group being written is committed.
-    next_tail: Vec<u8>,
+    /// What `tail` becomes once the group written last is committed.
+    next_tail: Option<Vec<u8>>,
 }
 
 /// Groups larger than this leave their buffer behind; it shrinks back after them.
@@ -141,7 +141,7 @@ impl Direct {
         Direct {
             blocks: Vec::new(),
             tail: Vec::new(),
-            next_tail: Vec::new(),
+            next_tail: None,
         }
     }
 
@@ -177,9 +177,7 @@ impl Direct {
         bytes[at..].fill(0);
         let start = committed_len - self.tail.len() as u64;
         file.write_all_at(bytes, start)?;
-        self.next_tail.clear();
-        self.next_tail
-            .extend_from_slice(&bytes[len - len % BLOCK..len]);
+        self.next_tail = Some(bytes[len - len % BLOCK..len].to_vec());
         if self.blocks.len() * BLOCK > DIRECT_BUFFER_KEPT {
             self.blocks.truncate(DIRECT_BUFFER_KEPT / BLOCK);
             self.blocks.shrink_to_fit();
@@ -373,9 +371,11 @@ impl Wal {
             Ok(()) => {
                 if !self.torn {
                     self.committed_len += std::mem::take(&mut self.pending_len);
+                    // Only a write moves the tail: a sync with nothing new keeps it.
                     if let Some(direct) = &mut self.direct {
-                        std::mem::swap(&mut direct.tail, &mut direct.next_tail);
-                        direct.next_tail.clear();
+                        if let Some(tail) = direct.next_tail.take() {
+                            direct.tail = tail;
+                        }
                     }
                     self.failures.succeeded();
                 }
@@ -639,6 +639,9 @@ mod tests {
                 wal.write(record(&bytes)).unwrap();
                 written.push(value);
             }
+            wal.sync(true).unwrap();
+            // A sync with nothing new (a rotation's, say) leaves the next write's
+            // start where it was.
             wal.sync(true).unwrap();
         }
         let path = wal.path();
