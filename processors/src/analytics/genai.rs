@@ -415,16 +415,13 @@ const FIELDS: [&[&str]; 8] = [
 
 impl<'a> Found<'a> {
     /// Whether `key` may be one of the aliases: most keys are none of them, and one
-    /// byte tells, before any comparison (and before their values are read, in
-    /// [`MapColumn::scan_where`]).
+    /// byte tells, before any comparison and before their values are read (the filter
+    /// of [`MapColumn::scan_where`] that feeds [`Found::take`]).
     fn wanted(key: &str) -> bool {
         matches!(key.as_bytes().first(), Some(b'g' | b'l'))
     }
 
     fn take(&mut self, key: &str, value: &'a str) {
-        if !Self::wanted(key) {
-            return;
-        }
         // (field, rank among its aliases), as FIELDS orders them.
         let (field, rank) = match key {
             "gen_ai.usage.input_tokens" => (0, 0),
