@@ -282,9 +282,19 @@ impl RleEncoder {
             self.indicator_byte_pos = self.bit_writer.skip(1) as i64;
         }
 
-        // Write all buffered values as bit-packed literals
-        for v in &self.buffered_values[..self.num_buffered_values] {
-            self.bit_writer.put_value(*v, self.bit_width as usize);
+        // Write all buffered values as bit-packed literals, as many to a `put_value` as
+        // fit in its 64 bits: packed one after the other from the lowest bit, they are
+        // the same bits as one value after another.
+        let width = self.bit_width as usize;
+        if width > 0 {
+            let per_word = 64 / width;
+            for chunk in self.buffered_values[..self.num_buffered_values].chunks(per_word) {
+                let packed = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |word, (i, v)| word | (v << (i * width)));
+                self.bit_writer.put_value(packed, chunk.len() * width);
+            }
         }
         self.num_buffered_values = 0;
         if end_current_run {

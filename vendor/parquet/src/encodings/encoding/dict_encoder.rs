@@ -21,7 +21,7 @@
 use bytes::Bytes;
 
 use crate::basic::{Encoding, Type};
-use crate::data_type::DataType;
+use crate::data_type::{AsBytes, DataType};
 use crate::data_type::private::ParquetValueType;
 use crate::encodings::encoding::{Encoder, PlainEncoder};
 use crate::encodings::rle::RleEncoder;
@@ -145,7 +145,16 @@ impl<T: DataType> DictEncoder<T> {
         Ok(encoder.consume().into())
     }
 
+    /// A value equal to the one before it (a column's values come in runs: counts
+    /// and flags constant over a request, a nested column's repeated fields) takes
+    /// its key without hashing or probing the dictionary.
     fn put_one(&mut self, value: &T::T) {
+        if let Some(&last) = self.indices.last() {
+            if self.interner.storage().get(last).as_bytes() == value.as_bytes() {
+                self.indices.push(last);
+                return;
+            }
+        }
         self.indices.push(self.interner.intern(value));
     }
 
