@@ -151,6 +151,15 @@ pub struct Pipeline {
 /// Batches an observing processor may have waiting before new ones are shed.
 pub const OBSERVER_QUEUE_BATCHES: usize = 256;
 
+/// How long an observer's thread gathers batches after one has woken it. A batch sent
+/// to a thread waiting on its queue wakes it: under load, a wake-up per request and
+/// observer (a futex call on each side and, between cores, an interrupt, which a
+/// hypervisor makes dear). Batches sent while the thread sleeps wake nothing; the
+/// analytics see them that much later, which is far inside the seconds their windows
+/// span. `OBSERVER_QUEUE_BATCHES` covers what arrives meanwhile at far more requests a
+/// second than a server takes.
+pub const OBSERVER_GATHER: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The observers' threads yield to ingestion when both want the CPU (Linux nice value;
 /// 5 weighs a thread about a third of a default one). What they do waits in a bounded
 /// queue; a request cannot wait, and the flush that frees the store's memory for the
@@ -201,10 +210,24 @@ impl PipelineBuilder {
                 .name(format!("swarmscope-{name}"))
                 .spawn(move || {
                     lower_priority(OBSERVER_NICE);
-                    // Ends when the pipeline (every sender) is gone.
-                    for queued in batches {
+                    let observe = |queued: Arc<Queued>| {
                         queued_depth.dec();
                         processor.observe(&queued.batch);
+                    };
+                    // Ends when the pipeline (every sender) is gone. A batch that
+                    // finds the thread waiting wakes it; then it gathers what arrives
+                    // for `OBSERVER_GATHER` before it looks again, and waits on the
+                    // queue only once a look finds it empty.
+                    while let Ok(queued) = batches.recv() {
+                        observe(queued);
+                        loop {
+                            std::thread::sleep(OBSERVER_GATHER);
+                            let mut gathered = batches.try_iter().peekable();
+                            if gathered.peek().is_none() {
+                                break;
+                            }
+                            gathered.for_each(observe);
+                        }
                     }
                 })?;
             observers.push(Observer {
