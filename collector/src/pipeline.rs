@@ -113,6 +113,8 @@ struct Observer {
     queue: SyncSender<Arc<Queued>>,
     /// `swarmscope_processor_queue_batches{processor}`, looked up once.
     depth: prometheus::IntGauge,
+    /// Its thread, woken early when its queue fills while it gathers.
+    thread: std::thread::Thread,
 }
 
 /// A batch queued for the observers, shared by all of them: its memory is charged once,
@@ -142,6 +144,16 @@ struct Inner {
     metrics: PipelineMetrics,
 }
 
+impl Drop for Inner {
+    /// Ends the observers' gathering: they find their queues closed once the senders
+    /// are gone, and stop.
+    fn drop(&mut self) {
+        for observer in &self.observers {
+            observer.thread.unpark();
+        }
+    }
+}
+
 /// Receivers → store, processors and sinks. Cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
@@ -154,11 +166,15 @@ pub const OBSERVER_QUEUE_BATCHES: usize = 256;
 /// How long an observer's thread gathers batches after one has woken it. A batch sent
 /// to a thread waiting on its queue wakes it: under load, a wake-up per request and
 /// observer (a futex call on each side and, between cores, an interrupt, which a
-/// hypervisor makes dear). Batches sent while the thread sleeps wake nothing; the
+/// hypervisor makes dear). Batches sent while the thread gathers wake nothing; the
 /// analytics see them that much later, which is far inside the seconds their windows
-/// span. `OBSERVER_QUEUE_BATCHES` covers what arrives meanwhile at far more requests a
-/// second than a server takes.
+/// span.
 pub const OBSERVER_GATHER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Batches queued that end an observer's gathering at once: a burst (many agents'
+/// exporters flushing together) is taken as it comes instead of filling the queue,
+/// which would shed what does not fit.
+pub const OBSERVER_WAKE_AT: usize = OBSERVER_QUEUE_BATCHES / 4;
 
 /// The observers' threads yield to ingestion when both want the CPU (Linux nice value;
 /// 5 weighs a thread about a third of a default one). What they do waits in a bounded
@@ -172,9 +188,17 @@ pub struct PipelineBuilder {
     metrics: PipelineMetrics,
     processors: Vec<Arc<dyn Processor>>,
     sinks: Vec<SinkHandle>,
+    gather: std::time::Duration,
 }
 
 impl PipelineBuilder {
+    /// How long the observers gather batches once woken ([`OBSERVER_GATHER`] unless
+    /// set).
+    pub fn observer_gather(mut self, gather: std::time::Duration) -> Self {
+        self.gather = gather;
+        self
+    }
+
     pub fn processor(mut self, processor: Arc<dyn Processor>) -> Self {
         self.processors.push(processor);
         self
@@ -206,7 +230,8 @@ impl PipelineBuilder {
                 .processor_queue
                 .with_label_values(&[processor.name()]);
             let queued_depth = depth.clone();
-            std::thread::Builder::new()
+            let gather = self.gather;
+            let thread = std::thread::Builder::new()
                 .name(format!("swarmscope-{name}"))
                 .spawn(move || {
                     lower_priority(OBSERVER_NICE);
@@ -216,12 +241,13 @@ impl PipelineBuilder {
                     };
                     // Ends when the pipeline (every sender) is gone. A batch that
                     // finds the thread waiting wakes it; then it gathers what arrives
-                    // for `OBSERVER_GATHER` before it looks again, and waits on the
-                    // queue only once a look finds it empty.
+                    // for `gather` (or until `OBSERVER_WAKE_AT` batches wait) before
+                    // it looks again, and waits on the queue only once a look finds
+                    // it empty.
                     while let Ok(queued) = batches.recv() {
                         observe(queued);
                         loop {
-                            std::thread::sleep(OBSERVER_GATHER);
+                            std::thread::park_timeout(gather);
                             let mut gathered = batches.try_iter().peekable();
                             if gathered.peek().is_none() {
                                 break;
@@ -229,12 +255,15 @@ impl PipelineBuilder {
                             gathered.for_each(observe);
                         }
                     }
-                })?;
+                })?
+                .thread()
+                .clone();
             observers.push(Observer {
                 name,
                 tables,
                 queue,
                 depth,
+                thread,
             });
         }
         Ok(Pipeline {
@@ -265,6 +294,7 @@ impl Pipeline {
             metrics,
             processors: Vec::new(),
             sinks: Vec::new(),
+            gather: OBSERVER_GATHER,
         }
     }
 
@@ -482,7 +512,12 @@ impl Pipeline {
         });
         for observer in observers {
             match observer.queue.try_send(Arc::clone(&queued)) {
-                Ok(()) => observer.depth.inc(),
+                Ok(()) => {
+                    observer.depth.inc();
+                    if observer.depth.get() >= OBSERVER_WAKE_AT as i64 {
+                        observer.thread.unpark();
+                    }
+                }
                 Err(TrySendError::Full(_)) => self.shed(observer, "queue_full"),
                 Err(TrySendError::Disconnected(_)) => self.shed(observer, "stopped"),
             }

@@ -232,6 +232,41 @@ impl Processor for Counting {
     }
 }
 
+#[tokio::test]
+async fn a_queue_filling_while_an_observer_gathers_wakes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ParquetStore::open(config(dir.path())).await.unwrap();
+    let counting = Arc::new(Counting {
+        table: Table::SPANS,
+        seen: AtomicUsize::new(0),
+    });
+    // A gathering far longer than the test waits: only the queue filling can end it.
+    let pipeline = Pipeline::builder(store.clone(), PipelineMetrics::unregistered())
+        .processor(counting.clone())
+        .observer_gather(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    pipeline
+        .export(spans(&["first"], now_nanos()), Transport::Grpc)
+        .await
+        .unwrap();
+    until("the observer saw the first batch", || {
+        counting.seen.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // It now gathers: a burst of a quarter of its queue is taken without waiting it out.
+    for _ in 0..OBSERVER_WAKE_AT {
+        pipeline
+            .export(spans(&["burst"], now_nanos()), Transport::Grpc)
+            .await
+            .unwrap();
+    }
+    until("the observer took the burst", || {
+        counting.seen.load(Ordering::SeqCst) == 1 + OBSERVER_WAKE_AT
+    })
+    .await;
+}
+
 /// Waits (at most 10 s) until `done` holds.
 async fn until(what: &str, done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
