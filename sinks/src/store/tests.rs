@@ -1103,7 +1103,9 @@ async fn stored_files_carry_a_bloom_filter_on_trace_id() {
 /// A flushed file: zstd; min/max statistics on the columns readers prune with (times
 /// and numbers), none on strings (whose min and max span everything a flush holds) or
 /// nested leaves; random ids without a dictionary but with the bloom filter on
-/// `trace_id`; other strings dictionary-encoded; times and durations delta-encoded.
+/// `trace_id`, span ids with their lengths apart (`DELTA_LENGTH_BYTE_ARRAY`) and read
+/// back as written; other strings dictionary-encoded; times and durations
+/// delta-encoded.
 #[tokio::test]
 async fn flushed_files_carry_statistics_where_readers_prune() {
     use parquet::basic::{Compression, Encoding};
@@ -1155,6 +1157,13 @@ async fn flushed_files_carry_statistics_where_readers_prune() {
         );
     }
     assert!(column("trace_id").bloom_filter_offset().is_some());
+    for id in ["span_id", "parent_span_id"] {
+        let encodings: Vec<Encoding> = column(id).encodings().collect();
+        assert!(
+            encodings.contains(&Encoding::DELTA_LENGTH_BYTE_ARRAY),
+            "{id}: {encodings:?}"
+        );
+    }
     let name_encodings: Vec<Encoding> = column("name").encodings().collect();
     assert!(
         name_encodings.contains(&Encoding::RLE_DICTIONARY),
@@ -1178,6 +1187,30 @@ async fn flushed_files_carry_statistics_where_readers_prune() {
         start_times_with_the_table_schema(&files[0].path),
         starts.iter().map(|t| *t as i64).collect::<Vec<_>>()
     );
+    assert_eq!(
+        span_ids(&files[0].path),
+        (1..=starts.len() as u64)
+            .map(|i| format!("{i:016x}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// The `span_id` column of the spans file at `path`, in row order.
+fn span_ids(path: &Path) -> Vec<String> {
+    use arrow::array::AsArray;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
+    let mask = ProjectionMask::columns(builder.parquet_schema(), ["span_id"]);
+    let mut ids = Vec::new();
+    for batch in builder.with_projection(mask).build().unwrap() {
+        let batch = batch.unwrap();
+        let column = batch.column(0).as_string::<i32>();
+        ids.extend(column.iter().map(|id| id.unwrap().to_owned()));
+    }
+    ids
 }
 
 /// A store's configuration in `dir` whose retention keeps every test timestamp.

@@ -50,6 +50,19 @@ pub fn writer_properties(config: &StorageConfig) -> Result<WriterProperties> {
     for id in RANDOM_ID_COLUMNS {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(id), false);
     }
+    // A span id is 16 random hex digits, and in a plain page each follows its 4-byte
+    // length: zstd then spends its time coding short matches of a length and a digit or
+    // two, where an entropy coder alone halves the digits. With the lengths in a block of
+    // their own (DELTA_LENGTH_BYTE_ARRAY: equal lengths pack to nothing), zstd finds no
+    // matches, skips ahead as it does through incompressible input, and codes the digits
+    // only: the ids took 10% fewer bytes and their chunks a third less time to write
+    // (`benches/RESULTS.md`, session 33). Parent ids gain less (their runs zstd matches
+    // whole either way); trace ids, which come in runs too, stay plain: there the
+    // encoding saved 1% of the bytes and took longer.
+    for id in LENGTHS_APART_COLUMNS {
+        builder =
+            builder.set_column_encoding(ColumnPath::from(id), Encoding::DELTA_LENGTH_BYTE_ARRAY);
+    }
     for column in delta_columns() {
         builder = builder
             .set_column_dictionary_enabled(column.clone(), false)
@@ -109,6 +122,10 @@ fn top_level_columns(select: impl Fn(&Field) -> bool) -> Vec<ColumnPath> {
 /// no statistics. (A work item id repeats a handful of times, over its claim, progress
 /// and completion: too few for a dictionary to pay for interning every value.)
 pub const RANDOM_ID_COLUMNS: [&str; 4] = ["trace_id", "span_id", "parent_span_id", "work_id"];
+
+/// The span ids, stored with their lengths apart from their digits
+/// (`DELTA_LENGTH_BYTE_ARRAY`, which every Parquet reader decodes).
+const LENGTHS_APART_COLUMNS: [&str; 2] = ["span_id", "parent_span_id"];
 
 /// The partition hour of every row: the table's time column, or its fallback (a log's
 /// `observed_time`) where that is null; rows with neither land in the epoch's hour.
