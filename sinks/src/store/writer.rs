@@ -639,6 +639,25 @@ mod tests {
         proptest::collection::vec(segment, 1..30).prop_map(|s| s.concat())
     }
 
+    /// A file of one string column `s` holding `values`, written with `props` in two
+    /// writes, so that the encoder carries its state from one batch to the next.
+    fn strings_written_in_two(values: &[Option<String>], props: WriterProperties) -> File {
+        use arrow::array::StringArray;
+        let column = StringArray::from(values.to_vec());
+        let batch = RecordBatch::try_from_iter([("s", Arc::new(column) as _)]).expect("batch");
+        let file = tempfile::tempfile().expect("temporary file");
+        let mut writer =
+            ArrowWriter::try_new(file.try_clone().expect("file"), batch.schema(), Some(props))
+                .expect("writer");
+        let half = values.len() / 2;
+        writer.write(&batch.slice(0, half)).expect("write");
+        writer
+            .write(&batch.slice(half, values.len() - half))
+            .expect("write");
+        writer.close().expect("close");
+        file
+    }
+
     proptest::proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -652,20 +671,8 @@ mod tests {
             values in repeating_strings(),
             small in proptest::bool::ANY,
         ) {
-            use arrow::array::StringArray;
             use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-            let props = test_properties(small);
-            let column = StringArray::from(values.clone());
-            let batch = RecordBatch::try_from_iter([("s", Arc::new(column) as _)]).expect("batch");
-            let file = tempfile::tempfile().expect("temporary file");
-            let mut writer =
-                ArrowWriter::try_new(file.try_clone().expect("file"), batch.schema(), Some(props))
-                    .expect("writer");
-            // Two writes, so that the encoder carries its state from one batch to the next.
-            let half = values.len() / 2;
-            writer.write(&batch.slice(0, half)).expect("write");
-            writer.write(&batch.slice(half, values.len() - half)).expect("write");
-            writer.close().expect("close");
+            let file = strings_written_in_two(&values, test_properties(small));
             let reader = ParquetRecordBatchReaderBuilder::try_new(file.try_clone().expect("file"))
                 .expect("reader")
                 .build()
@@ -684,6 +691,40 @@ mod tests {
                 views.extend(batch.column(0).as_string_view().iter().map(|v| v.map(str::to_owned)));
             }
             prop_assert_eq!(views, values);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Every string written is in its row group's bloom filter, which the store's
+        /// copy of parquet skips for a value equal to the one before it
+        /// (vendor/parquet/PATCHED.md): runs, cycles, and values of one length that
+        /// differ in one byte, in two writes. A bloom filter has no false negatives.
+        #[test]
+        fn every_string_written_is_in_the_bloom_filter(values in repeating_strings()) {
+            use parquet::file::properties::ReaderProperties;
+            use parquet::file::reader::FileReader;
+            use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
+            let column = ColumnPath::from("s");
+            let props = WriterProperties::builder()
+                .set_column_bloom_filter_enabled(column.clone(), true)
+                .set_column_bloom_filter_fpp(column.clone(), 0.01)
+                .set_column_bloom_filter_max_ndv(column, values.len() as u64)
+                .build();
+            let file = strings_written_in_two(&values, props);
+            let options = ReadOptionsBuilder::new()
+                .with_reader_properties(
+                    ReaderProperties::builder().set_read_bloom_filter(true).build(),
+                )
+                .build();
+            let reader = SerializedFileReader::new_with_options(file, options).expect("reader");
+            prop_assert_eq!(reader.num_row_groups(), 1);
+            let row_group = reader.get_row_group(0).expect("row group");
+            let filter = row_group.get_column_bloom_filter(0).expect("a bloom filter");
+            for value in values.iter().flatten() {
+                prop_assert!(filter.check(value.as_str()), "{value:?} is not in the filter");
+            }
         }
     }
 

@@ -780,8 +780,16 @@ where
 
     // encode the values into bloom filter if enabled
     if let Some(bloom_filter) = &mut encoder.bloom_filter {
+        // A value equal to the one before it is in the filter already: a trace's spans
+        // come together, and comparing their ids costs less than hashing them again.
+        let mut last: Option<T::Item> = None;
         for idx in indices.clone() {
-            bloom_filter.insert(values.value(idx).as_ref());
+            let value = values.value(idx);
+            if last.is_some_and(|l| bytes_eq(l.as_ref(), value.as_ref())) {
+                continue;
+            }
+            bloom_filter.insert(value.as_ref());
+            last = Some(value);
         }
     }
 
