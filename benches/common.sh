@@ -5,11 +5,26 @@ release_dir="${RELEASE_TARGET_DIR:-$HOME/.cache/swarmscope-release}"
 api=http://127.0.0.1:18080
 
 # One release build for the server and the load generator (the same feature set as
-# `cargo bench`, so it does not rebuild DataFusion); SWARMSCOPE_BIN skips it for the server.
-CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bin swarmscope --bench hotpaths --bench loadgen --bench standins -q
+# `cargo bench`, so it does not rebuild DataFusion); SWARMSCOPE_BIN names the server to
+# run instead of the one built. SKIP_BUILD=1 builds nothing and runs the binaries the
+# last build left: comparing given servers with SWARMSCOPE_BIN after a change under
+# vendor/ (which even a `git checkout` touches) spares a rebuild of parquet and
+# everything above it.
+release_build() {
+  if [ -n "${SKIP_BUILD:-}" ]; then return; fi
+  CARGO_TARGET_DIR="$release_dir" cargo build --release --locked "$@" -q
+}
+# release_bench NAME: the newest release build of the bench target NAME.
+release_bench() {
+  local found
+  found=$(ls -t "$release_dir"/release/deps/"$1"-* 2> /dev/null | grep -v '\.d$' | head -1) || true
+  [ -n "$found" ] || { echo "no release build of $1 in $release_dir (unset SKIP_BUILD)" >&2; exit 1; }
+  echo "$found"
+}
+release_build --bin swarmscope --bench hotpaths --bench loadgen --bench standins
 server="${SWARMSCOPE_BIN:-$release_dir/release/swarmscope}"
-loadgen=$(ls -t "$release_dir"/release/deps/loadgen-* | grep -v '\.d$' | head -1)
-standins=$(ls -t "$release_dir"/release/deps/standins-* | grep -v '\.d$' | head -1)
+loadgen=$(release_bench loadgen)
+standins=$(release_bench standins)
 ticks=$(getconf CLK_TCK)
 
 # cpu_ticks PID: the process's user + system CPU time so far, in clock ticks.
@@ -66,8 +81,8 @@ file_bytes() {
 # The soak generator's release build ($soak), and a server with wal_fsync = "interval"
 # in a temporary folder, stopped and removed on exit: for soak.sh and graph.sh.
 start_soak_server() {
-  CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bench soak -q
-  soak=$(ls -t "$release_dir"/release/deps/soak-* | grep -v '\.d$' | head -1)
+  release_build --bench soak
+  soak=$(release_bench soak)
   work=$(mktemp -d)
   start_server "$work/data" interval ""
   trap 'kill -TERM "$pid" 2> /dev/null; wait "$pid" || true; rm -rf "$work"' EXIT

@@ -25,8 +25,6 @@ concurrency="${2:-4}"
 rounds="${3:-3}"
 # shellcheck source=benches/common.sh
 . benches/common.sh
-CARGO_TARGET_DIR="$release_dir" cargo build --release --locked --bench standins -q
-standins=$(ls -t "$release_dir"/release/deps/standins-* | grep -v '\.d$' | head -1)
 stand=http://127.0.0.1:29200
 # STANDINS_NICE=19 runs the stand-ins below the server, as endpoints on other machines
 # would be: they then take only the CPU the server leaves idle.
