@@ -1,0 +1,167 @@
+//! One flush of the spans table (86 requests, 43,000 spans, as the receivers convert
+//! them), column by column: the levels of each nested column (Parquet's
+//! `compute_leaves`), then each leaf column encoded alone with the store's writer
+//! settings and the bytes it takes, best of ROUNDS; for both workloads of
+//! `benches/e2e.sh`. Where a flush's time goes, which a profile of the server spreads
+//! over threads and inlined frames. The whole file written by one `ArrowWriter` comes
+//! first, for its size; the store encodes a row group column by column instead, on
+//! several threads (`sinks/src/store/writer.rs`).
+//!
+//! `cargo bench --bench flushcols [-- ROUNDS]` (release profile). To profile some
+//! columns alone, `FLUSH_COLUMNS='attributes[1],levels:events'` names leaves (a map's
+//! keys are `[0]`, its values `[1]`) and top-level columns' levels; the rest is skipped.
+
+mod workload;
+
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowLeafColumn};
+use parquet::arrow::ArrowWriter;
+use prost::Message;
+use swarmscope_processors::convert::spans_from_protobuf;
+use swarmscope_processors::schema::Table;
+use swarmscope_sinks::store::{writer_properties, StorageConfig};
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(20);
+    let second = workload::Workload {
+        work_item_share: 0.1,
+        token_usage_share: 0.1,
+        ..workload::Workload::default()
+    };
+    for (name, workload) in [
+        ("standard", workload::Workload::default()),
+        ("second", second),
+    ] {
+        let batches: Vec<RecordBatch> = workload
+            .requests(86, 1_700_000_000_000_000_000)
+            .iter()
+            .map(|r| {
+                let converted = spans_from_protobuf(&r.encode_to_vec())
+                    .expect("the wire path takes it")
+                    .expect("convert");
+                Table::SPANS.to_stored(&converted.batch).expect("stored")
+            })
+            .collect();
+        flush(name, &batches, rounds);
+    }
+}
+
+fn best(rounds: usize, mut f: impl FnMut() -> usize) -> (Duration, usize) {
+    let mut best = Duration::MAX;
+    let mut bytes = 0;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        bytes = f();
+        best = best.min(t.elapsed());
+    }
+    (best, bytes)
+}
+
+fn flush(name: &str, batches: &[RecordBatch], rounds: usize) {
+    let props = writer_properties(&StorageConfig::default()).expect("properties");
+    let schema = batches[0].schema();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let only = std::env::var("FLUSH_COLUMNS").ok();
+    let whole_rounds = if only.is_some() { 1 } else { rounds };
+    let (whole, bytes) = best(whole_rounds, || {
+        let mut writer =
+            ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.clone())).expect("writer");
+        for batch in batches {
+            writer.write(batch).expect("write");
+        }
+        writer.into_inner().expect("close").len()
+    });
+    println!(
+        "{name}: {rows} spans, {:.2} ms, {bytes} bytes ({:.1} B/span)",
+        whole.as_secs_f64() * 1e3,
+        bytes as f64 / rows as f64
+    );
+    // The levels of each top-level column (what `compute_leaves` takes), best of N.
+    let mut levels: Vec<(Duration, String)> = Vec::new();
+    for (f, field) in schema.fields().iter().enumerate() {
+        if only.as_ref().is_some_and(|o| {
+            !o.split(',')
+                .any(|c| c == format!("levels:{}", field.name()))
+        }) {
+            continue;
+        }
+        let (took, _) = best(rounds, || {
+            batches
+                .iter()
+                .map(|b| compute_leaves(field, b.column(f)).expect("leaves").len())
+                .sum()
+        });
+        levels.push((took, field.name().clone()));
+    }
+    let all: f64 = levels.iter().map(|l| l.0.as_secs_f64() * 1e3).sum();
+    levels.sort_by(|a, b| b.0.cmp(&a.0));
+    println!("  levels: {all:.3} ms in all");
+    for (took, name) in levels.iter().take(8) {
+        println!("  {:>8.3} ms levels of {name}", took.as_secs_f64() * 1e3);
+    }
+    // Each leaf's pieces, one per batch, and its path.
+    let mut leaves: Vec<(String, Vec<ArrowLeafColumn>)> = Vec::new();
+    for (b, batch) in batches.iter().enumerate() {
+        let mut leaf = 0;
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            let pieces = compute_leaves(field, column).expect("leaves");
+            let count = pieces.len();
+            for (k, piece) in pieces.into_iter().enumerate() {
+                if b == 0 {
+                    let path = if count == 1 {
+                        field.name().clone()
+                    } else {
+                        format!("{}[{k}]", field.name())
+                    };
+                    leaves.push((path, Vec::new()));
+                }
+                leaves[leaf].1.push(piece);
+                leaf += 1;
+            }
+        }
+    }
+    let (_, factory) = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.clone()))
+        .and_then(|w| w.into_serialized_writer())
+        .expect("writer");
+    let mut sum = 0.0;
+    let mut times = Vec::new();
+    for (i, (path, pieces)) in leaves.iter().enumerate() {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.split(',').any(|c| c == path))
+        {
+            continue;
+        }
+        // A column's writer is made before its clock starts: making all of a row
+        // group's writers (the bloom filter's bits among them) is not this column's.
+        let mut took = Duration::MAX;
+        let mut bytes = 0;
+        for _ in 0..rounds {
+            let mut writer = factory
+                .create_column_writers(0)
+                .expect("writers")
+                .swap_remove(i);
+            let t = Instant::now();
+            for piece in pieces {
+                writer.write(piece).expect("write");
+            }
+            bytes = writer.close().expect("close").close().bytes_written as usize;
+            took = took.min(t.elapsed());
+        }
+        sum += took.as_secs_f64() * 1e3;
+        times.push((took, bytes, path));
+    }
+    times.sort_by(|a, b| b.0.cmp(&a.0));
+    for (took, bytes, path) in times {
+        println!(
+            "  {:>8.3} ms {bytes:>9} B  {path}",
+            took.as_secs_f64() * 1e3
+        );
+    }
+    println!("  {sum:>8.3} ms in all, column by column");
+}
