@@ -13,6 +13,8 @@
 # LOADGEN_ARGS adds load generator options to the ingest part, e.g. the second workload,
 # where a tenth of the spans name a work item and a tenth carry token usage:
 #   LOADGEN_ARGS='--work-item-share 0.1 --token-usage-share 0.1' bash benches/e2e.sh 15 4 0
+# FLOOR_ARGS adds options to the floor's server (benches/standins.rs), e.g. HTTP/2
+# frames as large as swarmscope's receiver takes: FLOOR_ARGS='--max-frame-size 262144'.
 # DATASET_DIR keeps the query part's dataset there, and queries the one it holds
 # instead of loading a new one (to compare builds or settings on the same files);
 # INGEST=0 skips the ingest part:
@@ -60,7 +62,8 @@ ingest_load() {
 if [ "${INGEST:-1}" != 0 ]; then
 # The decode-and-drop floor: the same load into benches/standins.rs's OTLP receiver on
 # every core, which decodes each request with prost and keeps nothing.
-"$standins" --otlp 127.0.0.1:14317 --http 127.0.0.1:18081 --worker-threads "$(nproc)" > /dev/null 2>&1 &
+# shellcheck disable=SC2086 # FLOOR_ARGS: more stand-in options, e.g. --max-frame-size 262144
+"$standins" --otlp 127.0.0.1:14317 --http 127.0.0.1:18081 --worker-threads "$(nproc)" ${FLOOR_ARGS:-} > /dev/null 2>&1 &
 floor_pid=$!
 until curl -sf http://127.0.0.1:18081/stats > /dev/null; do
   kill -0 "$floor_pid" 2> /dev/null || { echo "the floor's server did not start" >&2; exit 1; }

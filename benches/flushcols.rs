@@ -99,7 +99,7 @@ fn flush(name: &str, batches: &[RecordBatch], rounds: usize) {
         levels.push((took, field.name().clone()));
     }
     let all: f64 = levels.iter().map(|l| l.0.as_secs_f64() * 1e3).sum();
-    levels.sort_by(|a, b| b.0.cmp(&a.0));
+    levels.sort_by_key(|l| std::cmp::Reverse(l.0));
     println!("  levels: {all:.3} ms in all");
     for (took, name) in levels.iter().take(8) {
         println!("  {:>8.3} ms levels of {name}", took.as_secs_f64() * 1e3);
@@ -156,7 +156,7 @@ fn flush(name: &str, batches: &[RecordBatch], rounds: usize) {
         sum += took.as_secs_f64() * 1e3;
         times.push((took, bytes, path));
     }
-    times.sort_by(|a, b| b.0.cmp(&a.0));
+    times.sort_by_key(|t| std::cmp::Reverse(t.0));
     for (took, bytes, path) in times {
         println!(
             "  {:>8.3} ms {bytes:>9} B  {path}",

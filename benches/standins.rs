@@ -111,6 +111,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut http_address = "127.0.0.1:29200".to_owned();
     // One by default: the stand-ins share the machine with the server under test.
     let mut worker_threads = 1;
+    // HTTP/2's SETTINGS_MAX_FRAME_SIZE for the OTLP receiver; tonic's default (16 KiB)
+    // unless given, to measure the floor as swarmscope's receiver is set up too.
+    let mut max_frame_size: Option<u32> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -121,6 +124,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .next()
                     .ok_or("--worker-threads needs a number")?
                     .parse()?
+            }
+            "--max-frame-size" => {
+                max_frame_size = Some(
+                    args.next()
+                        .ok_or("--max-frame-size needs a number of bytes")?
+                        .parse()?,
+                )
             }
             // `cargo bench` passes --bench.
             "--bench" => {}
@@ -138,6 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .accept_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(64 << 20);
         let grpc = tonic::transport::Server::builder()
+            .max_frame_size(max_frame_size)
             .add_service(otlp)
             .serve(otlp_address.parse()?);
         let app = axum::Router::new()

@@ -1,5 +1,6 @@
 //! Every refusal of docs/receiving.md over HTTP and gRPC: the status a client sees, and that
-//! what was stored before is still there and the next good request still works.
+//! what was stored before is still there and the next good request still works; and the
+//! largest frames the gRPC receiver takes.
 
 mod common;
 
@@ -385,4 +386,59 @@ fn grpc_refusals_have_the_right_codes() {
             vec![serde_json::json!("grpc-ok")]
         ]
     );
+}
+
+/// The gRPC receiver lets a client send an export in frames of up to 256 KiB: the
+/// SETTINGS frame it opens the connection with says so (`SETTINGS_MAX_FRAME_SIZE`,
+/// HTTP/2's default is 16 KiB), and an export of several frames that size from a
+/// client that honours the setting (tonic's) is stored whole.
+#[test]
+fn grpc_receiver_takes_frames_of_256_kib() {
+    use std::io::Read;
+    let (_tmp, dir) = temp_data_dir();
+    let server = Server::start(&dir);
+    let address = server.grpc.trim_start_matches("http://");
+    let mut tcp = std::net::TcpStream::connect(address).expect("connect");
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    // The client's preface, then its own (empty) SETTINGS frame.
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .expect("preface");
+    let settings = loop {
+        let mut head = [0u8; 9];
+        tcp.read_exact(&mut head).expect("a frame's header");
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0; len];
+        tcp.read_exact(&mut payload).expect("a frame's payload");
+        // SETTINGS (type 4) without the ACK flag: the server's own.
+        if head[3] == 4 && head[4] & 1 == 0 {
+            break payload;
+        }
+    };
+    let max_frame_size = settings
+        .chunks_exact(6)
+        .find(|entry| u16::from_be_bytes([entry[0], entry[1]]) == 5)
+        .map(|entry| u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]));
+    assert_eq!(max_frame_size, Some(256 * 1024));
+
+    let spans: Vec<Span> = (0..6000u32)
+        .map(|i| {
+            let mut id = vec![0; 8];
+            id[..4].copy_from_slice(&(i + 1).to_be_bytes());
+            span(&format!("large-frames-{i:0>80}"), vec![9; 16], id)
+        })
+        .collect();
+    let export = request(spans);
+    assert!(
+        export.encoded_len() > 3 * 256 * 1024,
+        "several frames' worth"
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut client = TraceServiceClient::connect(server.grpc.clone())
+            .await
+            .expect("connect");
+        client.export(export).await.expect("export");
+    });
+    assert_eq!(span_count(&server), 6000);
 }

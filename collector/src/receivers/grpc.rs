@@ -341,6 +341,12 @@ impl<B: http_body::Body + Unpin> http_body::Body for OversizeFix<B> {
     }
 }
 
+/// The largest HTTP/2 frame a client may send (`SETTINGS_MAX_FRAME_SIZE`; HTTP/2's
+/// default, and hyper's, is 16 KiB). An export of a few hundred spans is a few hundred
+/// KiB: clients that honour the setting send it in one DATA frame or two instead of a
+/// dozen, each of which the connection decodes, accounts for and hands on separately.
+const MAX_FRAME_BYTES: u32 = 256 * 1024;
+
 /// Serves the OTLP gRPC services on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -355,6 +361,7 @@ pub async fn serve(
     let metrics = OtlpService::<Metrics>::new(pipeline.clone(), max_request_bytes);
     let logs = OtlpService::<Logs>::new(pipeline, max_request_bytes);
     tonic::transport::Server::builder()
+        .max_frame_size(MAX_FRAME_BYTES)
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted,
         ))
