@@ -51,12 +51,19 @@ fn main() {
     }
 }
 
-fn best(rounds: usize, mut f: impl FnMut() -> usize) -> (Duration, usize) {
+/// The fastest of `rounds` runs of `f` on what `setup` makes for it (outside the
+/// clock), and what the last run returned.
+fn best<T>(
+    rounds: usize,
+    mut setup: impl FnMut() -> T,
+    mut f: impl FnMut(T) -> usize,
+) -> (Duration, usize) {
     let mut best = Duration::MAX;
     let mut bytes = 0;
     for _ in 0..rounds {
+        let input = setup();
         let t = Instant::now();
-        bytes = f();
+        bytes = f(input);
         best = best.min(t.elapsed());
     }
     (best, bytes)
@@ -67,15 +74,23 @@ fn flush(name: &str, batches: &[RecordBatch], rounds: usize) {
     let schema = batches[0].schema();
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let only = std::env::var("FLUSH_COLUMNS").ok();
+    let skipped = |name: &str| {
+        only.as_ref()
+            .is_some_and(|o| !o.split(',').any(|c| c == name))
+    };
     let whole_rounds = if only.is_some() { 1 } else { rounds };
-    let (whole, bytes) = best(whole_rounds, || {
-        let mut writer =
-            ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.clone())).expect("writer");
-        for batch in batches {
-            writer.write(batch).expect("write");
-        }
-        writer.into_inner().expect("close").len()
-    });
+    let (whole, bytes) = best(
+        whole_rounds,
+        || (),
+        |()| {
+            let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.clone()))
+                .expect("writer");
+            for batch in batches {
+                writer.write(batch).expect("write");
+            }
+            writer.into_inner().expect("close").len()
+        },
+    );
     println!(
         "{name}: {rows} spans, {:.2} ms, {bytes} bytes ({:.1} B/span)",
         whole.as_secs_f64() * 1e3,
@@ -84,18 +99,19 @@ fn flush(name: &str, batches: &[RecordBatch], rounds: usize) {
     // The levels of each top-level column (what `compute_leaves` takes), best of N.
     let mut levels: Vec<(Duration, String)> = Vec::new();
     for (f, field) in schema.fields().iter().enumerate() {
-        if only.as_ref().is_some_and(|o| {
-            !o.split(',')
-                .any(|c| c == format!("levels:{}", field.name()))
-        }) {
+        if skipped(&format!("levels:{}", field.name())) {
             continue;
         }
-        let (took, _) = best(rounds, || {
-            batches
-                .iter()
-                .map(|b| compute_leaves(field, b.column(f)).expect("leaves").len())
-                .sum()
-        });
+        let (took, _) = best(
+            rounds,
+            || (),
+            |()| {
+                batches
+                    .iter()
+                    .map(|b| compute_leaves(field, b.column(f)).expect("leaves").len())
+                    .sum()
+            },
+        );
         levels.push((took, field.name().clone()));
     }
     let all: f64 = levels.iter().map(|l| l.0.as_secs_f64() * 1e3).sum();
@@ -131,28 +147,23 @@ fn flush(name: &str, batches: &[RecordBatch], rounds: usize) {
     let mut sum = 0.0;
     let mut times = Vec::new();
     for (i, (path, pieces)) in leaves.iter().enumerate() {
-        if only
-            .as_ref()
-            .is_some_and(|o| !o.split(',').any(|c| c == path))
-        {
+        if skipped(path) {
             continue;
         }
         // A column's writer is made before its clock starts: making all of a row
         // group's writers (the bloom filter's bits among them) is not this column's.
-        let mut took = Duration::MAX;
-        let mut bytes = 0;
-        for _ in 0..rounds {
-            let mut writer = factory
+        let writer = || {
+            factory
                 .create_column_writers(0)
                 .expect("writers")
-                .swap_remove(i);
-            let t = Instant::now();
+                .swap_remove(i)
+        };
+        let (took, bytes) = best(rounds, writer, |mut writer| {
             for piece in pieces {
                 writer.write(piece).expect("write");
             }
-            bytes = writer.close().expect("close").close().bytes_written as usize;
-            took = took.min(t.elapsed());
-        }
+            writer.close().expect("close").close().bytes_written as usize
+        });
         sum += took.as_secs_f64() * 1e3;
         times.push((took, bytes, path));
     }
