@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use swarmscope_processors::otlp_proto::{self, OtlpRequest};
 use tokio::net::TcpListener;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
+use tonic::codec::{BufferSettings, Codec, CompressionEncoding, DecodeBuf, Decoder};
 use tonic::codegen::BoxFuture;
 use tonic::server::{NamedService, UnaryService};
 use tonic::service::interceptor::InterceptedService;
@@ -247,9 +247,22 @@ impl<S: Signal> Codec for LenientCodec<S> {
 
 struct LenientDecoder<S>(PhantomData<fn() -> S>);
 
+/// The buffer a request's message is gathered in: twice the largest frame. Once a
+/// message's header is read, tonic reserves room for the whole message on top of what
+/// the buffer holds already; with the message in one frame (see [`MAX_FRAME_BYTES`])
+/// that is its length twice over, and a buffer of its default 8 KiB was reallocated
+/// with every byte of the message copied. This size takes a message of up to one
+/// frame without growing; only the bytes the frames bring are written.
+const MESSAGE_BUFFER_BYTES: usize = 2 * MAX_FRAME_BYTES as usize;
+
 impl<S: Signal> Decoder for LenientDecoder<S> {
     type Item = (ExportRequest, Option<String>);
     type Error = Status;
+
+    fn buffer_settings(&self) -> BufferSettings {
+        // tonic's default threshold for yielding while encoding (responses are small).
+        BufferSettings::new(MESSAGE_BUFFER_BYTES, 32 * 1024)
+    }
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
         let bytes = buf.copy_to_bytes(buf.remaining());

@@ -1148,3 +1148,36 @@ fn records_that_would_repeat_too_much_of_their_origin_are_refused_in_every_signa
     // The wire path steps aside for the general path to refuse it.
     assert!(spans_from_protobuf(&traces.encode_to_vec()).is_none());
 }
+
+/// Each column's bytes held against what its values take, for the memory a buffered
+/// batch charges to the store's budget.
+fn slack(batch: &RecordBatch) -> Vec<(String, usize, usize)> {
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| {
+            let used = column.to_data().get_slice_memory_size().unwrap();
+            (field.name().clone(), column.get_buffer_memory_size(), used)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A converted batch holds no more memory than its values take, in every column,
+    /// by either path, though its columns are allocated at an estimate of their size
+    /// (the prost path at builders' defaults, far beyond a small request): a buffered
+    /// batch is charged to the store's memory budget by the memory it holds.
+    #[test]
+    fn converted_columns_hold_what_their_values_take(request in wire_request()) {
+        let bytes = request.encode_to_vec();
+        for converted in [spans_from_protobuf(&bytes).unwrap().unwrap(), via_prost(&bytes).unwrap()] {
+            for (name, held, used) in slack(&converted.batch) {
+                prop_assert!(held <= used, "{name}: {held} bytes held for {used}");
+            }
+        }
+    }
+}

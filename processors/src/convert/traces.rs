@@ -196,8 +196,8 @@ impl SpanColumns {
             status_message: StringBuilder::with_capacity(rows, 0),
             agent_id: StringBuilder::with_capacity(rows, c.bytes),
             attributes: attribute_builder_with(rows, c.attributes),
-            events: EventColumns::new(),
-            links: LinkColumns::new(),
+            events: EventColumns::with_rows(rows),
+            links: LinkColumns::with_rows(rows),
             flags: UInt32Builder::with_capacity(rows),
             dropped_attributes: UInt32Builder::with_capacity(rows),
             dropped_events: UInt32Builder::with_capacity(rows),
@@ -274,13 +274,15 @@ struct EventColumns {
 }
 
 impl EventColumns {
-    fn new() -> Self {
+    /// Columns of events, their list lengths allocated for `rows` spans (the events
+    /// themselves are few, and grow as they come).
+    fn with_rows(rows: usize) -> Self {
         EventColumns {
             time: timestamp_builder(),
             name: StringBuilder::new(),
             attributes: attribute_builder(),
             dropped: UInt32Builder::new(),
-            lengths: Vec::new(),
+            lengths: Vec::with_capacity(rows),
         }
     }
 
@@ -322,7 +324,8 @@ struct LinkColumns {
 }
 
 impl LinkColumns {
-    fn new() -> Self {
+    /// As [`EventColumns::with_rows`].
+    fn with_rows(rows: usize) -> Self {
         LinkColumns {
             trace_id: StringBuilder::new(),
             span_id: StringBuilder::new(),
@@ -330,7 +333,7 @@ impl LinkColumns {
             attributes: attribute_builder(),
             dropped: UInt32Builder::new(),
             flags: UInt32Builder::new(),
-            lengths: Vec::new(),
+            lengths: Vec::with_capacity(rows),
         }
     }
 

@@ -377,8 +377,10 @@ fn encode_columns(
 ) -> Result<Vec<ArrowColumnChunk>> {
     // Each leaf column's pieces, one per batch, and the bytes of the top-level column
     // it belongs to, shared among its leaves, as its weight.
-    let mut leaves: Vec<(Vec<ArrowLeafColumn>, usize)> =
-        writers.iter().map(|_| (Vec::new(), 0)).collect();
+    let mut leaves: Vec<(Vec<ArrowLeafColumn>, usize)> = writers
+        .iter()
+        .map(|_| (Vec::with_capacity(batches.len()), 0))
+        .collect();
     for batch in batches {
         let mut leaf = 0;
         for (field, column) in schema.fields().iter().zip(batch.columns()) {

@@ -253,7 +253,12 @@ impl FallbackEncoder {
         max_value: Option<ByteArray>,
     ) -> Result<DataPageValues<ByteArray>> {
         let (buf, encoding) = match &mut self.encoder {
-            FallbackEncoderImpl::Plain { buffer } => (std::mem::take(buffer), Encoding::PLAIN),
+            // The next page starts with this one's capacity: grown from nothing, a
+            // page of a megabyte was reallocated (and copied) a dozen times.
+            FallbackEncoderImpl::Plain { buffer } => {
+                let next = Vec::with_capacity(buffer.capacity());
+                (std::mem::replace(buffer, next), Encoding::PLAIN)
+            }
             FallbackEncoderImpl::DeltaLength { buffer, lengths } => {
                 let lengths = lengths.flush_buffer()?;
 
@@ -392,7 +397,12 @@ const REPEAT_WINDOW: usize = 16;
 #[derive(Debug)]
 struct DictEncoder {
     dictionary: Dictionary,
-    indices: Vec<u64>,
+    /// The page's keys. Each is under 2^32: every value in the dictionary page takes
+    /// at least four bytes (its length), and a page of 16 GiB cannot be written (page
+    /// sizes are `i32`), so the writer falls back to plain encoding long before. Half
+    /// the width of a `u64` is half the memory a column chunk's keys take and copy as
+    /// they grow.
+    indices: Vec<u32>,
     variable_length_bytes: i64,
     /// How many values back the last value that was found in the window occurred:
     /// the next value is first compared with the value that far back.
@@ -422,7 +432,8 @@ impl DictEncoder {
         for idx in indices {
             let value = values.value(idx);
             let interned = self.intern(value.as_ref());
-            self.indices.push(interned);
+            debug_assert!(interned <= u64::from(u32::MAX), "dictionary key {interned}");
+            self.indices.push(interned as u32);
             self.variable_length_bytes += value.as_ref().len() as i64;
         }
     }
@@ -434,6 +445,7 @@ impl DictEncoder {
     fn intern(&mut self, value: &[u8]) -> u64 {
         let len = self.indices.len();
         if let Some(&guess) = self.indices.get(len.wrapping_sub(self.period)) {
+            let guess = u64::from(guess);
             if self
                 .dictionary
                 .value(guess)
@@ -444,7 +456,7 @@ impl DictEncoder {
         }
         let interned = self.dictionary.intern(value);
         let window = &self.indices[len.saturating_sub(REPEAT_WINDOW)..];
-        if let Some(back) = window.iter().rev().position(|&i| i == interned) {
+        if let Some(back) = window.iter().rev().position(|&i| u64::from(i) == interned) {
             self.period = back + 1;
         }
         interned
@@ -457,7 +469,7 @@ impl DictEncoder {
 
     fn estimated_memory_size(&self) -> usize {
         self.dictionary.estimated_memory_size()
-            + self.indices.capacity() * std::mem::size_of::<u64>()
+            + self.indices.capacity() * std::mem::size_of::<u32>()
     }
 
     fn estimated_data_page_size(&self) -> usize {
@@ -491,7 +503,7 @@ impl DictEncoder {
 
         let mut encoder = RleEncoder::new_from_buf(self.bit_width(), buffer);
         for index in &self.indices {
-            encoder.put(*index)
+            encoder.put(u64::from(*index))
         }
 
         self.indices.clear();

@@ -1154,7 +1154,9 @@ impl ArrayLevels {
         Self {
             def_levels: LevelData::new(max_def_level != 0),
             rep_levels: LevelData::new(max_rep_level != 0),
-            non_null_indices: vec![],
+            // At most one index a value of the leaf array: reserved at once, not grown
+            // range by range (a list column with empty lists writes one range a row).
+            non_null_indices: Vec::with_capacity(array.len()),
             max_def_level,
             max_rep_level,
             array,

@@ -1403,7 +1403,10 @@ impl<'a, E: ColumnValueEncoder> GenericColumnWriter<'a, E> {
                 let uncompressed_size = buffer.len();
 
                 if let Some(ref mut cmpr) = self.compressor {
-                    let mut compressed_buf = Vec::with_capacity(uncompressed_size);
+                    // Empty: the codec allocates what its bound needs at once. Sized to
+                    // the input, it grew to the bound by reallocating, which copies the
+                    // whole (unwritten) allocation.
+                    let mut compressed_buf = Vec::new();
                     cmpr.compress(&buffer[..], &mut compressed_buf)?;
                     compressed_buf.shrink_to_fit();
                     buffer = compressed_buf;
@@ -1616,7 +1619,8 @@ impl<'a, E: ColumnValueEncoder> GenericColumnWriter<'a, E> {
             let uncompressed_size = page.buf.len();
 
             if let Some(ref mut cmpr) = self.compressor {
-                let mut output_buf = Vec::with_capacity(uncompressed_size);
+                // Empty, as for data pages: the codec allocates its bound at once.
+                let mut output_buf = Vec::new();
                 cmpr.compress(&page.buf, &mut output_buf)?;
                 page.buf = Bytes::from(output_buf);
             }
