@@ -9,9 +9,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
 
-use arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::array::{new_null_array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Field, FieldRef, Fields, Int32Type, Int64Type, Schema, SchemaRef,
+    TimeUnit, UInt16Type, UInt32Type, UInt8Type,
+};
 use arrow::error::ArrowError;
 
 /// How a table is declared: all the store, the write-ahead log and the query engine
@@ -159,19 +162,21 @@ impl Table {
         };
         let source = batch.schema();
         let column = |field: &FieldRef| -> Result<ArrayRef, ArrowError> {
-            if let Ok(i) = source.index_of(field.name()) {
+            // `find`, not `index_of`: a column the batch lacks (the exact nanoseconds,
+            // always) is no error, and `index_of` formats one naming every column.
+            if let Some((i, _)) = source.fields().find(field.name()) {
                 let column = batch.column(i);
                 return if column.data_type() == field.data_type() {
                     Ok(Arc::clone(column))
                 } else {
-                    cast(column, field.data_type())
+                    cast_stored(column, field.data_type())
                 };
             }
             let exact_of = field
                 .name()
                 .strip_suffix(EXACT_NANOS_SUFFIX)
                 .filter(|c| self.0.exact_nanos.contains(c));
-            if let Some(Ok(i)) = exact_of.map(|c| source.index_of(c)) {
+            if let Some((i, _)) = exact_of.and_then(|c| source.fields().find(c)) {
                 let column = batch.column(i);
                 if let DataType::Timestamp(TimeUnit::Nanosecond, _) = column.data_type() {
                     return cast(column, &DataType::Int64);
@@ -280,6 +285,28 @@ pub fn with_nanosecond_times(batch: &RecordBatch) -> Result<RecordBatch, ArrowEr
     let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     RecordBatch::try_new_with_options(schema, columns, &options)
+}
+
+/// `column` cast to its stored type `to`: an unsigned count widened to the signed
+/// integer it is stored as (which holds every value) one conversion a value, and
+/// anything else by arrow's [`cast`]. arrow's cast takes its checked path for these too,
+/// an `Option` a value and a null buffer built from them: it was most of a flush's time
+/// in the stored schema (`cargo bench --bench hotpaths -- request/to_stored`).
+fn cast_stored(column: &ArrayRef, to: &DataType) -> Result<ArrayRef, ArrowError> {
+    fn widen<F, T>(column: &ArrayRef) -> ArrayRef
+    where
+        F: ArrowPrimitiveType,
+        T: ArrowPrimitiveType,
+        T::Native: From<F::Native>,
+    {
+        Arc::new(column.as_primitive::<F>().unary::<_, T>(T::Native::from))
+    }
+    Ok(match (column.data_type(), to) {
+        (DataType::UInt8, DataType::Int32) => widen::<UInt8Type, Int32Type>(column),
+        (DataType::UInt16, DataType::Int32) => widen::<UInt16Type, Int32Type>(column),
+        (DataType::UInt32, DataType::Int64) => widen::<UInt32Type, Int64Type>(column),
+        _ => return cast(column, to),
+    })
 }
 
 /// `field` with its type as stored (see [`Table::stored_schema`]).
@@ -481,6 +508,42 @@ static DEAD_LETTERS: LazyLock<SchemaRef> = LazyLock::new(|| {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unsigned counts widen to their stored type as arrow's cast widens them: every
+    /// value, the extremes and the nulls where they were.
+    #[test]
+    fn stored_counts_widen_as_arrow_casts_them() {
+        use arrow::array::{UInt16Array, UInt32Array, UInt8Array};
+        let columns: [(ArrayRef, DataType); 3] = [
+            (
+                Arc::new(UInt8Array::from(vec![
+                    Some(0),
+                    None,
+                    Some(u8::MAX),
+                    Some(7),
+                ])),
+                DataType::Int32,
+            ),
+            (
+                Arc::new(UInt16Array::from(vec![Some(u16::MAX), Some(0), None])),
+                DataType::Int32,
+            ),
+            (
+                Arc::new(UInt32Array::from(vec![
+                    None,
+                    Some(u32::MAX),
+                    Some(0),
+                    Some(3),
+                ])),
+                DataType::Int64,
+            ),
+        ];
+        for (column, to) in columns {
+            let widened = cast_stored(&column, &to).unwrap();
+            assert_eq!(widened.data_type(), &to);
+            assert_eq!(widened.as_ref(), cast(&column, &to).unwrap().as_ref());
+        }
+    }
 
     #[test]
     fn every_table_has_a_unique_name_and_code_and_its_time_column() {
