@@ -144,15 +144,22 @@ impl<'a> MapColumn<'a> {
     }
 
     /// Whether row `row` has any of `keys` with a value: one pass over its keys alone,
-    /// ending at the first found.
+    /// ending at the first found. A key whose length no key of `keys` has is passed
+    /// over with one test of a bit (most of a row's keys, for the GenAI usage keys).
     pub fn has_any(&self, row: usize, keys: &[&str]) -> bool {
         if self.map.is_null(row) {
             return false;
         }
+        // Bit n set when a key of `keys` is n bytes long; lengths of 64 and more have
+        // no bit, and a key that long is compared.
+        let bit = |len: usize| u32::try_from(len).ok().and_then(|n| 1u64.checked_shl(n));
+        let lengths = keys.iter().fold(0u64, |m, k| m | bit(k.len()).unwrap_or(0));
         let offsets = self.map.value_offsets();
         (offsets[row] as usize..offsets[row + 1] as usize).any(|i| {
             let key = Text(self.keys.value(i));
-            keys.iter().any(|k| key == Text(k)) && !self.values.is_null(i)
+            bit(key.0.len()).is_none_or(|b| lengths & b != 0)
+                && keys.iter().any(|k| key == Text(k))
+                && !self.values.is_null(i)
         })
     }
 
@@ -281,6 +288,37 @@ mod tests {
         assert!(!c.has_any(0, &["b"]), "b has no value");
         assert!(!c.has_any(0, &["x", "aa", ""]));
         assert!(!c.has_any(1, &["a"]), "a null map has no keys");
+        // Keys of 63, 64 and 70 bytes (past the lengths' bitmask), and keys of one
+        // length that differ in their last byte.
+        let long = |n: usize, last: char| format!("{}{last}", "k".repeat(n - 1));
+        let mut b = attribute_builder();
+        for (k, v) in [
+            (long(63, 'a'), "1"),
+            (long(64, 'a'), "2"),
+            (long(70, 'a'), "3"),
+        ] {
+            b.keys().append_value(k);
+            b.values().append_value(v);
+            b.append(true).unwrap();
+        }
+        let long_keys = b.finish();
+        let l = MapColumn::new(&long_keys).unwrap();
+        for (row, n) in [(0, 63), (1, 64), (2, 70)] {
+            let (same, other) = (long(n, 'a'), long(n, 'b'));
+            let (longer, shorter) = (long(n + 1, 'a'), long(n - 1, 'k'));
+            assert!(
+                l.has_any(row, &[other.as_str(), same.as_str()]),
+                "{n} bytes"
+            );
+            assert!(
+                !l.has_any(row, &[other.as_str()]),
+                "{n} bytes, the last one differs"
+            );
+            assert!(
+                !l.has_any(row, &[longer.as_str(), shorter.as_str()]),
+                "{n} bytes, other lengths"
+            );
+        }
         let mut seen = Vec::new();
         c.scan_where(0, |k| k != "x", |k, v| seen.push((k, v)));
         assert_eq!(seen, [("a", "1")], "b has no value");
