@@ -289,9 +289,9 @@ pub fn with_nanosecond_times(batch: &RecordBatch) -> Result<RecordBatch, ArrowEr
 
 /// `column` cast to its stored type `to`: an unsigned count widened to the signed
 /// integer it is stored as (which holds every value) one conversion a value, and
-/// anything else by arrow's [`cast`]. arrow's cast takes its checked path for these too,
-/// an `Option` a value and a null buffer built from them: it was most of a flush's time
-/// in the stored schema (`cargo bench --bench hotpaths -- request/to_stored`).
+/// anything else by arrow's [`cast`], which takes its checked path for these widenings
+/// too: an `Option` a value, and a null buffer built from them
+/// (`cargo bench --bench hotpaths -- request/to_stored`).
 fn cast_stored(column: &ArrayRef, to: &DataType) -> Result<ArrayRef, ArrowError> {
     fn widen<F, T>(column: &ArrayRef) -> ArrayRef
     where
