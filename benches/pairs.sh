@@ -14,8 +14,10 @@
 # LOADGEN_ARGS='--work-item-share 0.1 --token-usage-share 0.1'); STORAGE_TOML adds
 # [storage] settings. THREAD=<name> (a thread's name as /proc shows it, at most 15
 # characters: swarmscope-wal, swarmscope-enco) also prints that thread's CPU seconds
-# per 1M spans: one stage's share, steadier than the whole server's. Uses ports
-# 14317/14318/18080.
+# per 1M spans: one stage's share, steadier than the whole server's. SEED_DIR starts
+# each run on a copy of that data directory instead of an empty one (a store of a
+# week: `benches/week.sh` makes one), where the costs that grow with a table's files
+# show. Uses ports 14317/14318/18080.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n 2,15p "$0"; exit 2; }
@@ -53,6 +55,7 @@ thread_ticks() {
 run() {
   server=$1
   work=$(mktemp -d)
+  [ -z "${SEED_DIR:-}" ] || cp -a "$SEED_DIR" "$work/data"
   start_server "$work/data" always "${STORAGE_TOML:-}"
   load --spans 500000 > /dev/null
   local cpu0 cpu1 thread0 thread1 result

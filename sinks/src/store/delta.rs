@@ -18,11 +18,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use deltalake_core::kernel::engine::arrow_conversion::TryFromArrow;
-use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake_core::kernel::transaction::{
+    CommitBuilder, CommitData, CommitProperties, TableReference, TransactionError,
+};
 use deltalake_core::kernel::{
     Action, Add, DataType as DeltaType, MetadataExt, PrimitiveType, Remove, StructField,
     StructType, Transaction,
 };
+use deltalake_core::logstore::CommitOrBytes;
 use deltalake_core::operations::vacuum::VacuumMode;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
@@ -35,8 +38,8 @@ use super::layout::{self, StoredFile};
 use super::remote::Remote;
 use crate::{Error, Result};
 
-/// A checkpoint every this many commits.
-const CHECKPOINT_INTERVAL: &str = "50";
+/// A checkpoint every this many commits (`delta.checkpointInterval`).
+const CHECKPOINT_INTERVAL: u64 = 50;
 
 /// How long a table keeps what only its older versions need.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,7 +65,7 @@ impl Retention {
     fn properties(&self, table: Table) -> [(&'static str, String); 4] {
         let interval = |d: Duration| format!("interval {} seconds", d.as_secs());
         [
-            ("delta.checkpointInterval", CHECKPOINT_INTERVAL.to_owned()),
+            ("delta.checkpointInterval", CHECKPOINT_INTERVAL.to_string()),
             (
                 "delta.dataSkippingStatsColumns",
                 table.time_column().to_owned(),
@@ -85,14 +88,25 @@ impl From<DeltaTableError> for Error {
     }
 }
 
-/// One table's Delta log and the snapshot of it this process holds, advanced by every
-/// commit it makes (and, for a reader, by [`DeltaLog::refresh`]), never replayed whole.
+/// One table's Delta log, and the table's files as of its newest version.
+///
+/// A flush's append is committed by writing its log entry alone (see
+/// [`DeltaLog::append`]): the files it adds join [`DeltaLog::files`], and delta-rs's
+/// snapshot (`delta`) is brought up to date only when something needs it, a checkpoint
+/// every [`CHECKPOINT_INTERVAL`] commits or a commit of another kind. delta-rs advances
+/// its snapshot after every commit it makes by replaying every file of the table into
+/// it, work that grows with the table and was done several times a second under load.
 pub(super) struct DeltaLog {
     table: Table,
     dir: PathBuf,
     delta: DeltaTable,
     /// `None` for a reader, which never commits.
     retention: Option<Retention>,
+    /// The newest version: this process's last commit (a writer), or what the last
+    /// [`DeltaLog::refresh`] read (a reader). `delta`'s snapshot may be older.
+    version: u64,
+    /// The table's files at `version`, oldest partition first.
+    files: Vec<StoredFile>,
 }
 
 impl DeltaLog {
@@ -141,12 +155,7 @@ impl DeltaLog {
         if has_log {
             match delta.load().await {
                 Ok(()) => {
-                    let mut log = DeltaLog {
-                        table,
-                        dir,
-                        delta,
-                        retention,
-                    };
+                    let mut log = DeltaLog::new(table, dir, delta, retention)?;
                     if create {
                         log.evolve_schema().await?;
                         log.align_properties().await?;
@@ -189,12 +198,41 @@ impl DeltaLog {
             .with_actions(adds.into_iter().map(Action::Add))
             .with_save_mode(SaveMode::Ignore)
             .await?;
-        Ok(Some(DeltaLog {
+        Ok(Some(DeltaLog::new(table, dir, delta, retention)?))
+    }
+
+    fn new(
+        table: Table,
+        dir: PathBuf,
+        delta: DeltaTable,
+        retention: Option<Retention>,
+    ) -> Result<DeltaLog> {
+        let mut log = DeltaLog {
             table,
             dir,
             delta,
             retention,
-        }))
+            version: 0,
+            files: Vec::new(),
+        };
+        log.adopt_snapshot()?;
+        Ok(log)
+    }
+
+    /// Takes the version and the files of delta-rs's snapshot, which has just been
+    /// brought to the newest version.
+    fn adopt_snapshot(&mut self) -> Result<()> {
+        self.version = self.delta.snapshot()?.version();
+        self.files = self.snapshot_files()?;
+        Ok(())
+    }
+
+    /// Brings delta-rs's snapshot up to [`DeltaLog::version`], for what reads it.
+    async fn catch_up(&mut self) -> Result<()> {
+        if self.delta.version() < Some(self.version) {
+            self.delta.update_incremental(Some(self.version)).await?;
+        }
+        Ok(())
     }
 
     /// Commits this store's table properties (checkpoint interval, retentions) when
@@ -265,8 +303,13 @@ impl DeltaLog {
             .await
     }
 
-    /// The files of the snapshot, oldest partition first.
+    /// The table's files, oldest partition first.
     pub fn files(&self) -> Result<Vec<StoredFile>> {
+        Ok(self.files.clone())
+    }
+
+    /// The files of delta-rs's snapshot, oldest partition first.
+    fn snapshot_files(&self) -> Result<Vec<StoredFile>> {
         let snapshot = self.delta.snapshot()?;
         let mut files = snapshot
             .snapshot()
@@ -298,7 +341,8 @@ impl DeltaLog {
     }
 
     /// The last flush sequence `app_id` committed to this table.
-    pub async fn committed_sequence(&self, app_id: &str) -> Result<Option<u64>> {
+    pub async fn committed_sequence(&mut self, app_id: &str) -> Result<Option<u64>> {
+        self.catch_up().await?;
         let snapshot = self.delta.snapshot()?;
         let version = snapshot
             .transaction_version(self.delta.log_store().as_ref(), app_id)
@@ -307,23 +351,91 @@ impl DeltaLog {
     }
 
     /// Commits a flush's new files, marked as flush `sequence` of `app_id`.
+    ///
+    /// The commit is the log entry delta-rs would write (the same `commitInfo`, `add`
+    /// and `txn` actions), written as version [`DeltaLog::version`] + 1 if no version
+    /// of that number exists yet, as delta-rs writes it: an append conflicts with
+    /// nothing this process could have missed. If another writer took that version, the
+    /// table is read again and delta-rs commits, checking for conflicts.
     pub async fn append(
         &mut self,
         files: &[StoredFile],
         app_id: &str,
         sequence: u64,
     ) -> Result<()> {
-        let actions = files
+        let adds = files
             .iter()
-            .map(|f| add_action(&self.dir, self.table, f, true).map(Action::Add))
+            .map(|f| add_action(&self.dir, self.table, f, true))
             .collect::<Result<Vec<_>>>()?;
-        let operation = DeltaOperation::Write {
+        let operation = || DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: Some(PARTITION_COLUMNS.map(String::from).to_vec()),
             predicate: None,
         };
         let txn = Transaction::new(app_id, sequence as i64);
-        self.commit(actions, operation, vec![txn]).await
+        let actions = || adds.iter().cloned().map(Action::Add).collect::<Vec<_>>();
+        // Stores that commit by renaming a temporary file (not this one's local disk
+        // or S3, which write a version only if it does not exist) go through delta-rs.
+        let log_store = self.delta.log_store();
+        if log_store.name() != "DefaultLogStore" {
+            return self.commit(actions(), operation(), vec![txn]).await;
+        }
+        let entry = CommitData::new(actions(), operation(), HashMap::new(), vec![txn.clone()])
+            .get_bytes()
+            .map_err(DeltaTableError::from)?;
+        let version = self.version + 1;
+        let written = log_store
+            .write_commit_entry(
+                version,
+                CommitOrBytes::LogBytes(entry),
+                uuid::Uuid::new_v4(),
+            )
+            .await;
+        match written {
+            Ok(()) => {}
+            Err(TransactionError::VersionAlreadyExists(_)) => {
+                tracing::warn!(
+                    table = self.table.name(),
+                    version,
+                    "another writer committed to the table; reading it again"
+                );
+                self.refresh().await?;
+                return self.commit(actions(), operation(), vec![txn]).await;
+            }
+            Err(e) => return Err(DeltaTableError::from(e).into()),
+        }
+        self.version = version;
+        self.files
+            .extend(adds.iter().zip(files).map(|(add, file)| StoredFile {
+                path: file.path.clone(),
+                hour: file.hour,
+                size: add.size.max(0) as u64,
+                modified_ms: add.modification_time,
+            }));
+        self.files
+            .sort_by(|a, b| (a.hour, &a.path).cmp(&(b.hour, &b.path)));
+        if (version + 1).is_multiple_of(CHECKPOINT_INTERVAL) {
+            self.checkpoint().await;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint of the newest version, as delta-rs does after its commits
+    /// (then cleans up the log). A failure is logged: the commit stands, and readers
+    /// replay a few more commits until the next checkpoint.
+    async fn checkpoint(&mut self) {
+        let written = match self.catch_up().await {
+            Ok(()) => deltalake_core::checkpoints::create_checkpoint(&self.delta, None)
+                .await
+                .map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => self.clean_up_log(self.version).await,
+            Err(e) => {
+                tracing::warn!(table = self.table.name(), version = self.version, error = %e, "the checkpoint failed")
+            }
+        }
     }
 
     /// Commits a merge: `inputs` leave the table and `output` takes their rows. If an
@@ -379,12 +491,15 @@ impl DeltaLog {
         self.commit(actions, operation, Vec::new()).await
     }
 
+    /// Commits through delta-rs, from its snapshot brought up to date, which the
+    /// commit then advances.
     async fn commit(
         &mut self,
         actions: Vec<Action>,
         operation: DeltaOperation,
         txns: Vec<Transaction>,
     ) -> Result<()> {
+        self.catch_up().await?;
         let snapshot = self.delta.snapshot()?;
         // A checkpoint every `delta.checkpointInterval` commits. The log's expired
         // entries are cleaned up after a checkpoint only, not by every commit as
@@ -401,6 +516,7 @@ impl DeltaLog {
             )
             .await?;
         self.delta.state = Some(finalized.snapshot());
+        self.adopt_snapshot()?;
         if finalized.metrics.new_checkpoint_created {
             self.clean_up_log(finalized.version()).await;
         }
@@ -437,6 +553,7 @@ impl DeltaLog {
     pub async fn vacuum(&mut self, retain: Duration) -> Result<usize> {
         let retain = chrono::Duration::from_std(retain)
             .map_err(|e| Error::Delta(format!("storage.vacuum_after: {e}")))?;
+        self.catch_up().await?;
         let (delta, metrics) = self
             .delta
             .clone()
@@ -446,14 +563,15 @@ impl DeltaLog {
             .with_mode(VacuumMode::Full)
             .await?;
         self.delta = delta;
+        self.adopt_snapshot()?;
         Ok(metrics.files_deleted.len())
     }
 
-    /// Advances the snapshot to the newest version (a reader of a table another
-    /// process writes), reading only the commits since.
+    /// Advances to the table's newest version (a reader of a table another process
+    /// writes, or a writer after a failed commit), reading only the commits since.
     pub async fn refresh(&mut self) -> Result<()> {
         self.delta.update_incremental(None).await?;
-        Ok(())
+        self.adopt_snapshot()
     }
 }
 
@@ -515,6 +633,19 @@ fn add_action(table_dir: &Path, table: Table, file: &StoredFile, data_change: bo
         default_row_commit_version: None,
         clustering_provider: None,
     })
+}
+
+/// The `add` action of `path`, a file of hour `hour` under `table_dir`, for tests
+/// that commit as another writer would.
+#[cfg(test)]
+pub(super) fn tests_support_add(table_dir: &Path, path: &Path, hour: i64) -> Add {
+    let file = StoredFile {
+        path: path.to_owned(),
+        hour,
+        size: 0,
+        modified_ms: 0,
+    };
+    add_action(table_dir, Table::SPANS, &file, true).expect("an add")
 }
 
 fn remove_action(table_dir: &Path, file: &StoredFile, now: i64, data_change: bool) -> Remove {

@@ -1467,6 +1467,76 @@ async fn past_fifty_commits_a_checkpoint_is_written_and_read_back() {
     assert_eq!(total_rows(&reopened, Table::SPANS), 55);
 }
 
+#[tokio::test]
+async fn a_flush_commits_what_delta_rs_would_and_after_another_writers_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path()).await;
+    let table_dir = dir.path().join("spans");
+    s.append(Table::SPANS, spans_at(&[HOUR])).await.unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(commit_versions(&table_dir), vec![0, 1]);
+    let first =
+        std::fs::read_to_string(table_dir.join("_delta_log/00000000000000000001.json")).unwrap();
+    let actions: Vec<serde_json::Value> = first
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let info = &actions[0]["commitInfo"];
+    assert_eq!(info["operation"], "WRITE", "{first}");
+    assert_eq!(info["operationParameters"]["mode"], "Append", "{first}");
+    let add = actions.iter().find_map(|a| a.get("add")).expect("an add");
+    let stats: serde_json::Value = serde_json::from_str(add["stats"].as_str().unwrap()).unwrap();
+    assert_eq!(stats["numRecords"], 1, "{first}");
+    assert_eq!(add["partitionValues"]["hour"], "1", "{first}");
+    let txn = actions.iter().find_map(|a| a.get("txn")).expect("a txn");
+    assert!(
+        txn["appId"].as_str().is_some_and(|id| !id.is_empty()),
+        "{first}"
+    );
+
+    // Another writer adds a copy of that file as version 2, behind the store's back.
+    let ours = s.snapshot(Table::SPANS).unwrap().files[0].clone();
+    let copy = ours.path.with_file_name("from-another-writer.parquet");
+    std::fs::copy(&ours.path, &copy).unwrap();
+    let url = url::Url::from_directory_path(table_dir.canonicalize().unwrap()).unwrap();
+    let mut other = deltalake_core::DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .build()
+        .unwrap();
+    other.load().await.unwrap();
+    let mut add = delta::tests_support_add(&table_dir, &copy, ours.hour);
+    add.data_change = true;
+    deltalake_core::kernel::transaction::CommitBuilder::default()
+        .with_actions(vec![deltalake_core::kernel::Action::Add(add)])
+        .build(
+            Some(other.snapshot().unwrap()),
+            other.log_store(),
+            deltalake_core::protocol::DeltaOperation::Write {
+                mode: deltalake_core::protocol::SaveMode::Append,
+                partition_by: None,
+                predicate: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    // The store's next flush finds version 2 taken, reads the table and commits as 3;
+    // its files are the table's, the other writer's among them.
+    s.append(Table::SPANS, spans_at(&[HOUR + 1])).await.unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(commit_versions(&table_dir), vec![0, 1, 2, 3]);
+    let third =
+        std::fs::read_to_string(table_dir.join("_delta_log/00000000000000000003.json")).unwrap();
+    assert!(third.contains("\"txn\""), "{third}");
+    assert_eq!(total_rows(&s, Table::SPANS), 3);
+    let reader = ParquetStore::open_read_only(dir.path()).await.unwrap();
+    assert_eq!(reader.snapshot(Table::SPANS).unwrap().files.len(), 3);
+    drop(s);
+    let reopened = store(dir.path()).await;
+    assert_eq!(reopened.recovery().rows, 0, "both flushes were committed");
+    assert_eq!(total_rows(&reopened, Table::SPANS), 3);
+}
+
 /// The versions of the commits (`NNN.json`) in a table's `_delta_log/`, in order.
 fn commit_versions(table_dir: &Path) -> Vec<u64> {
     let mut versions: Vec<u64> = std::fs::read_dir(table_dir.join("_delta_log"))
