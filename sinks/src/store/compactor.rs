@@ -102,7 +102,7 @@ impl ParquetStore {
                     Err(e) => {
                         tracing::warn!(table = table.name(), error = %e, "a merge's commit failed; checking whether it landed");
                         log.refresh().await?;
-                        if log.files()?.contains(&output) {
+                        if log.files().contains(&output) {
                             Ok(true)
                         } else {
                             Err(e)
@@ -122,7 +122,7 @@ impl ParquetStore {
                     replaced?;
                     continue;
                 }
-                let files = log.files()?;
+                let files = log.files().to_vec();
                 self.state(table).files = files;
                 tracing::info!(table = table.name(), inputs = group.len(), laid_out = merge.quiet, output = %output.path.display(), "compacted");
                 merged += group.len();

@@ -304,8 +304,8 @@ impl DeltaLog {
     }
 
     /// The table's files, oldest partition first.
-    pub fn files(&self) -> Result<Vec<StoredFile>> {
-        Ok(self.files.clone())
+    pub fn files(&self) -> &[StoredFile] {
+        &self.files
     }
 
     /// The files of delta-rs's snapshot, oldest partition first.
@@ -447,7 +447,7 @@ impl DeltaLog {
         output: &StoredFile,
         target_size: u64,
     ) -> Result<bool> {
-        let current = self.files()?;
+        let current = self.files();
         if !inputs.iter().all(|f| current.contains(f)) {
             return Ok(false);
         }

@@ -372,22 +372,15 @@ async fn commit_table(
         }
     }
     // Committed: the rows leave the buffer whatever follows (they must not be written
-    // twice). The snapshot holds the files it was just given, so listing them does not
-    // fail short of a bug; the next commit would list them again.
+    // twice).
     let freed = batches
         .iter()
         .map(|b| b.get_array_memory_size())
         .sum::<usize>();
     {
-        let listed = log.files();
+        let listed = log.files().to_vec();
         let mut state = lock_state(inner, table);
-        match listed {
-            Ok(listed) => state.files = listed,
-            Err(e) => {
-                tracing::error!(table = table.name(), error = %e, "committed files not listed for queries");
-                state.files.extend(files);
-            }
-        }
+        state.files = listed;
         state.flushing.retain(|(taken_by, _)| *taken_by != sequence);
     }
     inner.flushing_bytes.fetch_sub(freed, Ordering::AcqRel);

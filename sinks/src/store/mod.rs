@@ -273,7 +273,7 @@ impl ParquetStore {
                 None => *log = delta::DeltaLog::open(self.data_dir(), None, table, None).await?,
             }
             let mut files = match log.as_ref() {
-                Some(log) => log.files()?,
+                Some(log) => log.files().to_vec(),
                 // A directory no server of a version with Delta logs has opened yet:
                 // its plain Parquet files, as they lie.
                 None => layout::scan_table(self.data_dir(), table, false)?,

@@ -87,7 +87,7 @@ impl ParquetStore {
             }
             let gone: Vec<StoredFile> = unreadable.iter().map(|(f, _)| f.clone()).collect();
             log.remove_unreadable(&gone).await?;
-            let files = log.files()?;
+            let files = log.files().to_vec();
             self.state(*table).files = files;
             for (file, reason) in unreadable {
                 moved.push(quarantine(self.data_dir(), &file.path, &reason)?);

@@ -114,7 +114,7 @@ pub(super) async fn recover(
         let mut log = DeltaLog::open(tables_dir, remote, table, Some(retention))
             .await?
             .ok_or_else(|| Error::Delta(format!("{}: the table was not created", table.name())))?;
-        let mut files = log.files()?;
+        let mut files = log.files().to_vec();
         // Found now, not by a user's query later. An object is whole or absent (a PUT
         // is atomic), so only local files are checked.
         let unreadable = match remote {
@@ -135,7 +135,7 @@ pub(super) async fn recover(
         tables.insert(
             table,
             TableState {
-                files: log.files()?,
+                files: log.files().to_vec(),
                 ..TableState::default()
             },
         );

@@ -62,7 +62,7 @@ impl ParquetStore {
                 continue;
             }
             log.expire(&expired, cutoff).await?;
-            let files = log.files()?;
+            let files = log.files().to_vec();
             self.state(*table).files = files;
             removed += expired.len();
         }
