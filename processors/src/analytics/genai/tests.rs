@@ -394,3 +394,30 @@ fn calls_that_wait_too_long_or_too_many_are_let_go_and_counted() {
         2
     );
 }
+
+#[test]
+fn a_call_finds_its_agent_span_however_far_in_the_batch() {
+    let p = GenAiUsage::new(&GenAiConfig::default());
+    let of_trace = |trace: u128, mut s: Span| {
+        s.trace_id = trace.to_be_bytes().to_vec();
+        s
+    };
+    // The agent span first, then forty more spans of its trace, a call, another trace's
+    // spans, and a call under the last of the forty.
+    let mut spans = vec![invoke_agent(10, 3_000, None)];
+    spans.extend((0..40).map(|i| in_trace(100 + i, Some(10), 1_000, Vec::new())));
+    spans.push(chat(30, 10, 1_500, 7));
+    spans.extend((0..3).map(|i| of_trace(2, in_trace(200 + i, None, 1_000, Vec::new()))));
+    spans.push(chat(31, 139, 2_500, 5));
+    let mut rows = derive(&p, spans);
+    rows.sort();
+    let agent = Some("planner-7".to_owned());
+    assert_eq!(
+        rows,
+        vec![
+            (hex(30), hex(10), agent.clone()),
+            (hex(31), hex(10), agent.clone()),
+        ]
+    );
+    assert_eq!(p.attribution.pending(), 0);
+}
