@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use swarmscope_processors::schema::Table;
 
 use super::layout::StoredFile;
-use super::writer::{self, PendingFile};
+use super::writer::{self, output, Output, PendingFile};
 use crate::{Error, Result};
 
 pub(crate) const JOURNAL_DIR: &str = "_compaction";
@@ -292,7 +292,9 @@ pub(crate) fn merge(table: Table, merge: &Merge, props: &WriterProperties) -> Re
         } else {
             write_merged(out, table, &opened, props, COPY_DIVISOR, None)?
         }
-        .sync_all()
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|file| file.sync_all())
         .map_err(Error::io(&tmp))
     })();
     let size = written.and_then(|()| Ok(std::fs::metadata(&tmp).map_err(Error::io(&tmp))?.len()));
@@ -359,10 +361,11 @@ fn write_merged(
     props: &WriterProperties,
     copy_divisor: usize,
     cluster: Option<&'static str>,
-) -> Result<File> {
+) -> Result<Output> {
     let schema = table.stored_schema();
     let (mut writer, columns) =
-        ArrowWriter::try_new(out, schema.clone(), Some(props.clone()))?.into_serialized_writer()?;
+        ArrowWriter::try_new(output(out), schema.clone(), Some(props.clone()))?
+            .into_serialized_writer()?;
     let row_group_rows = props.max_row_group_row_count().unwrap_or(usize::MAX);
     let min_rows = row_group_rows / copy_divisor;
     let mut small = Reencoder::new(columns, table, inputs, row_group_rows, cluster);
@@ -385,7 +388,7 @@ fn write_merged(
 /// Whether a stored file has the schema the merged file is written with: Parquet's,
 /// and the Arrow schema stored beside it (`ARROW:schema`, which keeps what Parquet
 /// cannot say, such as the time zone of the timestamps).
-fn same_schema(metadata: &ParquetMetaData, writer: &SerializedFileWriter<File>) -> bool {
+fn same_schema(metadata: &ParquetMetaData, writer: &SerializedFileWriter<Output>) -> bool {
     let arrow_schema = |kvs: Option<&Vec<KeyValue>>| {
         kvs.and_then(|kvs| {
             kvs.iter()
@@ -401,7 +404,7 @@ fn same_schema(metadata: &ParquetMetaData, writer: &SerializedFileWriter<File>) 
 /// Appends row group `g` of `input` to `writer` byte for byte, with its statistics,
 /// page indexes and bloom filters.
 fn copy_row_group(
-    writer: &mut SerializedFileWriter<File>,
+    writer: &mut SerializedFileWriter<Output>,
     input: &File,
     metadata: &ParquetMetaData,
     g: usize,
@@ -502,7 +505,7 @@ impl<'a> Reencoder<'a> {
     /// read once the row group they belong to is complete.
     fn add(
         &mut self,
-        writer: &mut SerializedFileWriter<File>,
+        writer: &mut SerializedFileWriter<Output>,
         input: usize,
         g: usize,
     ) -> Result<()> {
@@ -531,7 +534,7 @@ impl<'a> Reencoder<'a> {
     /// Encodes the parts gathered for the next row group, the rows of each value of
     /// the cluster column together, in the values' order (nulls last); in the order
     /// they came if the column is missing or holds more than [`MAX_CLUSTER_VALUES`].
-    fn encode_clustered(&mut self, writer: &mut SerializedFileWriter<File>) -> Result<()> {
+    fn encode_clustered(&mut self, writer: &mut SerializedFileWriter<Output>) -> Result<()> {
         let Some(clustered) = &mut self.clustered else {
             return Ok(());
         };
@@ -569,7 +572,7 @@ impl<'a> Reencoder<'a> {
     /// closing it into `writer` whenever it is full. Returns how many rows it encoded.
     fn encode(
         &mut self,
-        writer: &mut SerializedFileWriter<File>,
+        writer: &mut SerializedFileWriter<Output>,
         part: &Part,
         which: Rows,
     ) -> Result<usize> {
@@ -700,7 +703,7 @@ impl<'a> Reencoder<'a> {
     }
 
     /// Writes the open row group, if any, to `writer`.
-    fn close_row_group(&mut self, writer: &mut SerializedFileWriter<File>) -> Result<()> {
+    fn close_row_group(&mut self, writer: &mut SerializedFileWriter<Output>) -> Result<()> {
         let Some((columns, _)) = self.open.take() else {
             return Ok(());
         };
@@ -712,7 +715,7 @@ impl<'a> Reencoder<'a> {
         Ok(())
     }
 
-    fn finish(mut self, writer: &mut SerializedFileWriter<File>) -> Result<()> {
+    fn finish(mut self, writer: &mut SerializedFileWriter<Output>) -> Result<()> {
         self.encode_clustered(writer)?;
         self.close_row_group(writer)
     }

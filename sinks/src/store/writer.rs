@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,6 +25,19 @@ use super::StorageConfig;
 use crate::{Error, Result};
 
 static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A Parquet file being written: its bytes reach the file a MiB at a time. Parquet's
+/// writer buffers 8 KiB and hands a larger page straight on, so a flush's file went to
+/// the kernel in a few hundred writes of a few KiB each, and each that ended within a
+/// page-cache folio had the kernel zero the rest of it first.
+pub(crate) type Output = BufWriter<File>;
+
+/// `file` as an [`Output`].
+pub(crate) fn output(file: File) -> Output {
+    BufWriter::with_capacity(OUTPUT_BUFFER, file)
+}
+
+const OUTPUT_BUFFER: usize = 1 << 20;
 
 /// The Parquet writer settings of the store (compression, dictionaries but for random
 /// ids and for times and durations, which are delta-encoded, statistics where readers
@@ -269,7 +283,7 @@ pub(crate) fn write_partitioned(
 struct OpenFile {
     tmp: PathBuf,
     path: PathBuf,
-    writer: SerializedFileWriter<File>,
+    writer: SerializedFileWriter<Output>,
     columns: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
     /// The rows of the row group being gathered, and how many.
@@ -299,7 +313,7 @@ impl OpenFile {
         let file = File::create(&tmp).map_err(Error::io(&tmp))?;
         // The Arrow writer embeds the Arrow schema in the file's metadata, as readers
         // of the files expect; its lower-level parts then write the row groups.
-        let parts = ArrowWriter::try_new(file, batch.schema(), Some(props.clone()))
+        let parts = ArrowWriter::try_new(output(file), batch.schema(), Some(props.clone()))
             .and_then(|w| w.into_serialized_writer());
         let (writer, columns) = match parts {
             Ok(parts) => parts,
