@@ -1498,12 +1498,7 @@ async fn a_flush_commits_what_delta_rs_would_and_after_another_writers_version()
     let ours = s.snapshot(Table::SPANS).unwrap().files[0].clone();
     let copy = ours.path.with_file_name("from-another-writer.parquet");
     std::fs::copy(&ours.path, &copy).unwrap();
-    let url = url::Url::from_directory_path(table_dir.canonicalize().unwrap()).unwrap();
-    let mut other = deltalake_core::DeltaTableBuilder::from_url(url)
-        .unwrap()
-        .build()
-        .unwrap();
-    other.load().await.unwrap();
+    let other = loaded_table(&table_dir).await;
     let mut add = delta::tests_support_add(&table_dir, &copy, ours.hour);
     add.data_change = true;
     deltalake_core::kernel::transaction::CommitBuilder::default()
@@ -1601,14 +1596,20 @@ async fn past_its_retention_the_log_before_a_checkpoint_is_deleted_and_the_table
     assert_eq!(reader.snapshot(Table::SPANS).unwrap().files.len(), 106);
 }
 
-/// The table properties in the newest commit of `table_dir` that sets any.
-async fn table_properties(table_dir: &Path) -> std::collections::HashMap<String, String> {
+/// The Delta table at `table_dir` as delta-rs reads it, at its newest version.
+async fn loaded_table(table_dir: &Path) -> deltalake_core::DeltaTable {
     let url = url::Url::from_directory_path(table_dir.canonicalize().unwrap()).unwrap();
     let mut table = deltalake_core::DeltaTableBuilder::from_url(url)
         .unwrap()
         .build()
         .unwrap();
     table.load().await.unwrap();
+    table
+}
+
+/// The table properties in the newest commit of `table_dir` that sets any.
+async fn table_properties(table_dir: &Path) -> std::collections::HashMap<String, String> {
+    let table = loaded_table(table_dir).await;
     table.snapshot().unwrap().metadata().configuration().clone()
 }
 
