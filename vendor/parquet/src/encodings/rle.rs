@@ -153,6 +153,23 @@ impl RleEncoder {
         self.repeat_count += count;
     }
 
+    /// Encodes `values` in order, as a call of [`Self::put`] for each would: once a run
+    /// is long enough that `put` only counts its values, the rest of the run is counted
+    /// at once instead of value by value.
+    pub fn put_runs<T: Copy + PartialEq + Into<u64>>(&mut self, values: &[T]) {
+        let mut rest = values;
+        while let Some((&value, tail)) = rest.split_first() {
+            let wide = value.into();
+            self.put(wide);
+            rest = tail;
+            if self.is_accumulating_rle(wide) {
+                let run = rest.iter().take_while(|&&v| v == value).count();
+                self.extend_run(run);
+                rest = &rest[run..];
+            }
+        }
+    }
+
     /// Encodes `value`, which must be representable with `bit_width` bits.
     #[inline]
     pub fn put(&mut self, value: u64) {

@@ -442,6 +442,7 @@ impl DictEncoder {
     /// resource's attributes and a map's keys recur in the same order row after row,
     /// and a run of equal values has period 1. A value equal to the one a period back
     /// takes its key with one comparison, without hashing or probing the dictionary.
+    #[inline]
     fn intern(&mut self, value: &[u8]) -> u64 {
         let len = self.indices.len();
         if let Some(&guess) = self.indices.get(len.wrapping_sub(self.period)) {
@@ -454,6 +455,15 @@ impl DictEncoder {
                 return guess;
             }
         }
+        self.intern_missed(value)
+    }
+
+    /// [`Self::intern`] of a value that is not the one a period back. Out of line: the
+    /// comparison most values end with is then inlined into the encoding loop, without
+    /// the call and the stack frame that hashing and probing need.
+    #[inline(never)]
+    fn intern_missed(&mut self, value: &[u8]) -> u64 {
+        let len = self.indices.len();
         let interned = self.dictionary.intern(value);
         let window = &self.indices[len.saturating_sub(REPEAT_WINDOW)..];
         if let Some(back) = window.iter().rev().position(|&i| u64::from(i) == interned) {
@@ -502,9 +512,7 @@ impl DictEncoder {
         buffer.push(self.bit_width());
 
         let mut encoder = RleEncoder::new_from_buf(self.bit_width(), buffer);
-        for index in &self.indices {
-            encoder.put(u64::from(*index))
-        }
+        encoder.put_runs(&self.indices);
 
         self.indices.clear();
 
