@@ -10,6 +10,7 @@
 //! `cargo bench --bench flushcols [-- ROUNDS]` (release profile). To profile some
 //! columns alone, `FLUSH_COLUMNS='attributes[1],levels:events'` names leaves (a map's
 //! keys are `[0]`, its values `[1]`) and top-level columns' levels; the rest is skipped.
+//! `FLUSH_COLD=1` evicts the caches before each round ([`evict_caches`]).
 
 mod workload;
 
@@ -51,6 +52,27 @@ fn main() {
     }
 }
 
+/// With `FLUSH_COLD` set, writes a buffer larger than the caches, so that the next round
+/// finds its rows and code in memory, as a flush in the server does (it meets rows
+/// decoded up to a second before, with every other stage run in between); without it,
+/// each round after the first finds the rows the last one read in the cache. The buffer
+/// is allocated once: freeing and allocating it each time would add page faults no
+/// flush has.
+fn evict_caches() {
+    static BUFFER: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+    if std::env::var_os("FLUSH_COLD").is_none() {
+        return;
+    }
+    let mut buffer = BUFFER.lock().unwrap_or_else(|e| e.into_inner());
+    if buffer.is_empty() {
+        buffer.resize(96 << 20, 1);
+    }
+    for line in buffer.chunks_mut(64) {
+        line[0] = line[0].wrapping_add(1);
+    }
+    std::hint::black_box(&*buffer);
+}
+
 /// The fastest of `rounds` runs of `f` on what `setup` makes for it (outside the
 /// clock), and what the last run returned.
 fn best<T>(
@@ -62,6 +84,7 @@ fn best<T>(
     let mut bytes = 0;
     for _ in 0..rounds {
         let input = setup();
+        evict_caches();
         let t = Instant::now();
         bytes = f(input);
         best = best.min(t.elapsed());
