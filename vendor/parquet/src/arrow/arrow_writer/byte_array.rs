@@ -425,16 +425,24 @@ impl DictEncoder {
     fn encode<T>(&mut self, values: T, indices: impl ExactSizeIterator<Item = usize>)
     where
         T: ArrayAccessor + Copy,
-        T::Item: AsRef<[u8]>,
+        T::Item: Copy + AsRef<[u8]>,
     {
         self.indices.reserve(indices.len());
 
+        let mut last: Option<(T::Item, u32)> = None;
         for idx in indices {
             let value = values.value(idx);
-            let interned = self.intern(value.as_ref());
-            debug_assert!(interned <= u64::from(u32::MAX), "dictionary key {interned}");
-            self.indices.push(interned as u32);
+            let key = match last {
+                Some((l, key)) if bytes_eq(l.as_ref(), value.as_ref()) => key,
+                _ => {
+                    let interned = self.intern(value.as_ref());
+                    debug_assert!(interned <= u64::from(u32::MAX), "dictionary key {interned}");
+                    interned as u32
+                }
+            };
+            self.indices.push(key);
             self.variable_length_bytes += value.as_ref().len() as i64;
+            last = Some((value, key));
         }
     }
 
