@@ -429,6 +429,9 @@ impl DictEncoder {
     {
         self.indices.reserve(indices.len());
 
+        // A value equal to the one just before it (a request's resource, scope and
+        // status repeat row after row) takes its key: comparing bytes the loop has just
+        // read skips the loads the comparison in `intern` makes first.
         let mut last: Option<(T::Item, u32)> = None;
         for idx in indices {
             let value = values.value(idx);
