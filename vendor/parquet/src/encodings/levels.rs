@@ -63,30 +63,13 @@ impl LevelEncoder {
     /// incrementally across multiple batches without forcing run boundaries.
     /// The encoder is flushed automatically when [`consume`](Self::consume) is called.
     #[inline]
-    pub fn put_with_observer<F>(&mut self, buffer: &[i16], mut observer: F) -> usize
+    pub fn put_with_observer<F>(&mut self, buffer: &[i16], observer: F) -> usize
     where
         F: FnMut(i16, usize),
     {
         match *self {
             LevelEncoder::Rle(ref mut encoder) | LevelEncoder::RleV2(ref mut encoder) => {
-                let mut remaining = buffer;
-                while let Some((&value, rest)) = remaining.split_first() {
-                    encoder.put(value as u64);
-                    // After put(), check if the encoder just entered RLE
-                    // accumulation mode. If so, scan ahead for the rest of
-                    // this run to batch the observer call and bulk-extend.
-                    if encoder.is_accumulating_rle(value as u64) {
-                        let run_len = rest.iter().take_while(|&&v| v == value).count();
-                        if run_len > 0 {
-                            encoder.extend_run(run_len);
-                        }
-                        observer(value, 1 + run_len);
-                        remaining = &rest[run_len..];
-                    } else {
-                        observer(value, 1);
-                        remaining = rest;
-                    }
-                }
+                encoder.put_runs_observed(buffer, observer);
                 buffer.len()
             }
         }

@@ -50,6 +50,34 @@ const BIT_PACK_GROUP_SIZE: usize = 8;
 /// Maximum groups of `BIT_PACK_GROUP_SIZE` values per bit-packed run. Current value is 64.
 const MAX_GROUPS_PER_BIT_PACKED_RUN: usize = 1 << 6;
 
+/// A value [`RleEncoder::put_runs`] takes: a dictionary key or a level.
+pub trait RleValue: Copy + PartialEq {
+    /// The value as [`RleEncoder::put`] takes it.
+    fn wide(self) -> u64;
+}
+
+impl RleValue for u64 {
+    #[inline]
+    fn wide(self) -> u64 {
+        self
+    }
+}
+
+impl RleValue for u32 {
+    #[inline]
+    fn wide(self) -> u64 {
+        self.into()
+    }
+}
+
+/// Levels, which are never negative.
+impl RleValue for i16 {
+    #[inline]
+    fn wide(self) -> u64 {
+        self as u64
+    }
+}
+
 /// A RLE/Bit-Packing hybrid encoder.
 // TODO: tracking memory usage
 pub struct RleEncoder {
@@ -156,18 +184,63 @@ impl RleEncoder {
     /// Encodes `values` in order, as a call of [`Self::put`] for each would: once a run
     /// is long enough that `put` only counts its values, the rest of the run is counted
     /// at once instead of value by value.
-    pub fn put_runs<T: Copy + PartialEq + Into<u64>>(&mut self, values: &[T]) {
+    pub fn put_runs<T: RleValue>(&mut self, values: &[T]) {
+        self.put_runs_observed(values, |_, _| {});
+    }
+
+    /// [`Self::put_runs`], calling `observer(value, count)` for each value or for each
+    /// part of a run counted at once.
+    ///
+    /// Where a group of [`BIT_PACK_GROUP_SIZE`] values begins with no run counted into
+    /// it, and its values are not all equal, `put` of each would only buffer them and
+    /// then bit-pack them: the group is bit-packed in one step instead. The levels of
+    /// lists and maps (a row's first entry, then the others) and the keys of a column
+    /// of distinct values are mostly such groups.
+    #[inline]
+    pub fn put_runs_observed<T: RleValue, F: FnMut(T, usize)>(
+        &mut self,
+        values: &[T],
+        mut observer: F,
+    ) {
         let mut rest = values;
-        while let Some((&value, tail)) = rest.split_first() {
-            let wide = value.into();
+        loop {
+            if self.num_buffered_values == 0 && self.repeat_count == 0 {
+                if let Some((group, tail)) = rest.split_first_chunk::<BIT_PACK_GROUP_SIZE>() {
+                    if group.iter().any(|&v| v != group[0]) {
+                        self.put_mixed_group(group.map(RleValue::wide));
+                        group.iter().for_each(|&v| observer(v, 1));
+                        rest = tail;
+                        continue;
+                    }
+                }
+            }
+            let Some((&value, tail)) = rest.split_first() else {
+                return;
+            };
+            let wide = value.wide();
             self.put(wide);
             rest = tail;
             if self.is_accumulating_rle(wide) {
                 let run = rest.iter().take_while(|&&v| v == value).count();
                 self.extend_run(run);
+                observer(value, 1 + run);
                 rest = &rest[run..];
+            } else {
+                observer(value, 1);
             }
         }
+    }
+
+    /// What `put` of each of `group` does from a group boundary with no run counted
+    /// (`repeat_count` 0), when its values are not all equal: no run reaches
+    /// [`BIT_PACK_GROUP_SIZE`], so none is flushed; the values are buffered, the last
+    /// becomes the current value, and the full group is bit-packed.
+    fn put_mixed_group(&mut self, group: [u64; BIT_PACK_GROUP_SIZE]) {
+        debug_assert!(self.num_buffered_values == 0 && self.repeat_count == 0);
+        self.buffered_values = group;
+        self.num_buffered_values = BIT_PACK_GROUP_SIZE;
+        self.current_value = group[BIT_PACK_GROUP_SIZE - 1];
+        self.flush_buffered_values();
     }
 
     /// Encodes `value`, which must be representable with `bit_width` bits.
@@ -303,7 +376,14 @@ impl RleEncoder {
         // fit in its 64 bits: packed one after the other from the lowest bit, they are
         // the same bits as one value after another.
         let width = self.bit_width as usize;
-        if width > 0 {
+        if self.num_buffered_values == BIT_PACK_GROUP_SIZE && width <= 64 / BIT_PACK_GROUP_SIZE {
+            // A full group of keys or levels of up to 8 bits: one word, in a loop of a
+            // fixed count that the compiler unrolls.
+            let packed = (0..BIT_PACK_GROUP_SIZE)
+                .fold(0u64, |word, i| word | (self.buffered_values[i] << (i * width)));
+            self.bit_writer
+                .put_value(packed, BIT_PACK_GROUP_SIZE * width);
+        } else if width > 0 {
             let per_word = 64 / width;
             for chunk in self.buffered_values[..self.num_buffered_values].chunks(per_word) {
                 let packed = chunk
