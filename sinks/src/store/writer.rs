@@ -633,12 +633,13 @@ mod tests {
 
     /// A column of strings shaped the way telemetry repeats itself: runs of one value
     /// (a resource's service), cycles (a map's keys, row after row), values seen
-    /// further back than a cycle, and values all distinct. Each value is up to 20 `a`s
+    /// further back than a cycle, and values all distinct. Each value is up to 40 `a`s
     /// with at most one `b`, so that many values of one length differ in one byte only,
-    /// wherever it is.
+    /// wherever it is, at every length the dictionary compares its own way (up to 3, 7
+    /// and 16 bytes, and longer).
     fn repeating_strings() -> impl Strategy<Value = Vec<Option<String>>> {
         let value = || {
-            (0..=20usize, 0..=20usize).prop_map(|(len, b)| {
+            (0..=40usize, 0..=40usize).prop_map(|(len, b)| {
                 (0..len)
                     .map(|i| if i == b { 'b' } else { 'a' })
                     .collect::<String>()
