@@ -26,7 +26,7 @@
 #
 # 1. Ingest, once per storage.wal_fsync mode: sustained accepted spans/s (and its share
 #    of the decode-and-drop floor, measured first with the same load), server CPU
-#    seconds per million spans, peak RSS, Parquet and OTLP bytes per span, request
+#    seconds per million spans (and its multiple of the floor's), peak RSS, Parquet and OTLP bytes per span, request
 #    latency, and acknowledged → visible in SQL (a one-span probe every 200 ms, found
 #    by trace id; its timestamps are now, the load's two days ago, so the probe query
 #    prunes to its own partition as a "what happened just now" query does), and the
@@ -80,8 +80,8 @@ floor_cpu=$(python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print((fl
 
 echo "### Ingest (gRPC, ${concurrency} connections, ${seconds} s per mode)"
 echo
-printf 'Decode-and-drop floor: %.0f spans/s, %.1f CPU s per 1M spans.\n\n' "$floor_rate" "$floor_cpu"
-echo "| wal_fsync | spans/s | share of the floor | CPU s per 1M spans | peak RSS MiB | Parquet B/span | OTLP B/span | request p50 / p99 ms | ack → visible p50 / p99 / max ms | batches the analytics shed |"
+printf 'Decode-and-drop floor: %.0f spans/s, %.2f CPU s per 1M spans.\n\n' "$floor_rate" "$floor_cpu"
+echo "| wal_fsync | spans/s | share of the floor | CPU s per 1M spans (× the floor's) | peak RSS MiB | Parquet B/span | OTLP B/span | request p50 / p99 ms | ack → visible p50 / p99 / max ms | batches the analytics shed |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 for mode in ${MODES:-always interval never}; do
   work=$(mktemp -d)
@@ -94,13 +94,13 @@ for mode in ${MODES:-always interval never}; do
   stop_server
   # The current version's files: a merge's inputs stay on disk until vacuum_after.
   parquet_bytes=$(python3 benches/delta_files.py "$work/data")
-  python3 - "$result" "$cpu0" "$cpu1" "$ticks" "$peak_kib" "$parquet_bytes" "$mode" "$shed" "$floor_rate" <<'PY'
+  python3 - "$result" "$cpu0" "$cpu1" "$ticks" "$peak_kib" "$parquet_bytes" "$mode" "$shed" "$floor_rate" "$floor_cpu" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
-cpu0, cpu1, ticks, peak, parquet, mode, shed, floor = sys.argv[2:10]
+cpu0, cpu1, ticks, peak, parquet, mode, shed, floor, floor_cpu = sys.argv[2:11]
 spans = r["accepted_spans"]
 cpu = (float(cpu1) - float(cpu0)) / float(ticks)
-print(f"| {mode} | {r['spans_per_sec']:,.0f} | {r['spans_per_sec'] / float(floor):.2f} | {cpu / spans * 1e6:.1f} | {int(peak) / 1024:.0f} | "
+print(f"| {mode} | {r['spans_per_sec']:,.0f} | {r['spans_per_sec'] / float(floor):.2f} | {cpu / spans * 1e6:.2f} ({cpu / spans * 1e6 / float(floor_cpu):.2f}×) | {int(peak) / 1024:.0f} | "
       f"{int(parquet) / spans:.1f} | {r['otlp_bytes_per_span']:.0f} | "
       f"{r['latency_p50_ms']:.1f} / {r['latency_p99_ms']:.1f} | "
       f"{r['visible_p50_ms']:.1f} / {r['visible_p99_ms']:.1f} / {r['visible_max_ms']:.1f} ({r['probes']} probes) | {int(float(shed)):,} |")
