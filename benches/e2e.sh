@@ -26,11 +26,12 @@
 #
 # 1. Ingest, once per storage.wal_fsync mode: sustained accepted spans/s (and its share
 #    of the decode-and-drop floor, measured first with the same load), server CPU
-#    seconds per million spans (and its multiple of the floor's), peak RSS, Parquet and OTLP bytes per span, request
-#    latency, and acknowledged → visible in SQL (a one-span probe every 200 ms, found
-#    by trace id; its timestamps are now, the load's two days ago, so the probe query
-#    prunes to its own partition as a "what happened just now" query does), and the
-#    batches the analytics' observers shed (swarmscope_processor_dropped_batches_total).
+#    seconds per million spans (and its multiple of the floor's), peak RSS, Parquet
+#    and OTLP bytes per span, request latency, and acknowledged → visible in SQL (a
+#    one-span probe every 200 ms, found by trace id; its timestamps are now, the load's
+#    two days ago, so the probe query prunes to its own partition as a "what happened
+#    just now" query does), and the batches the analytics' observers shed
+#    (swarmscope_processor_dropped_batches_total).
 # 2. Dataset: DATASET_SPANS (10M) distinct spans over 10 hours, sent with --unique;
 #    the server runs on until compaction has merged what the burst left (each hour
 #    whole, once it has been quiet for compaction_quiet_after).
