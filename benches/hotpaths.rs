@@ -36,7 +36,7 @@ fn hot_paths(c: &mut Criterion) {
     // 86 requests, 43,000 spans: what a flush holds under the standard load.
     let requests = workload.requests(86, 1_700_000_000_000_000_000);
     let spans = workload.spans_per_request as u64;
-    let batch = request(c, &requests[0], spans);
+    request(c, &requests[0], spans);
     // A flush, written batch by batch as the store does.
     let batches: Vec<_> = requests
         .iter()
@@ -55,7 +55,7 @@ fn hot_paths(c: &mut Criterion) {
     .map(|r| spans_from_otlp(r).expect("convert").batch)
     .collect();
     coordination(c, &with_events, &props, spans);
-    genai(c, &batch, spans);
+    genai(c, &received(&requests[0]), spans);
     graph(c, &workload);
     zstd_contexts(c);
 }
@@ -75,7 +75,7 @@ fn zstd_contexts(c: &mut Criterion) {
 }
 
 /// A request: decoded, converted, encoded for the log.
-fn request(c: &mut Criterion, request: &ExportTraceServiceRequest, spans: u64) -> RecordBatch {
+fn request(c: &mut Criterion, request: &ExportTraceServiceRequest, spans: u64) {
     let bytes = request.encode_to_vec();
     let mut group = c.benchmark_group("request");
     group.throughput(Throughput::Elements(spans));
@@ -118,8 +118,6 @@ fn request(c: &mut Criterion, request: &ExportTraceServiceRequest, spans: u64) -
         b.iter(|| Table::SPANS.to_stored(black_box(&wire)).expect("stored"))
     });
     group.finish();
-
-    batch
 }
 
 /// A flush with the store's settings, then alternatives measured against them.
@@ -237,9 +235,15 @@ fn coordination(c: &mut Criterion, batches: &[RecordBatch], props: &WriterProper
     group.finish();
 }
 
+/// The spans of `request` as the receiver hands them to processors: with their ids as
+/// numbers.
+fn received(request: &ExportTraceServiceRequest) -> TableBatch {
+    let converted = spans_from_otlp(request).expect("convert");
+    TableBatch::new(Table::SPANS, converted.batch).with_ids(converted.ids)
+}
+
 /// GenAI attribution.
-fn genai(c: &mut Criterion, batch: &RecordBatch, spans: u64) {
-    let source = TableBatch::new(Table::SPANS, batch.clone());
+fn genai(c: &mut Criterion, source: &TableBatch, spans: u64) {
     // GenAI attribution on the acknowledgement path: every span of the workload reports
     // usage and sits under a root of its request, none of them an agent span, so each
     // call walks up to its root and settles with no agent (no row, nothing waiting).
@@ -247,11 +251,11 @@ fn genai(c: &mut Criterion, batch: &RecordBatch, spans: u64) {
     let mut group = c.benchmark_group("genai");
     group.throughput(Throughput::Elements(spans));
     group.bench_function("attribution_derive", |b| {
-        b.iter(|| genai.derive(&source).expect("derive"))
+        b.iter(|| genai.derive(source).expect("derive"))
     });
     // The observer's metrics of the same request: every span's usage and model read,
     // tallied by operation, provider and model.
-    group.bench_function("observe", |b| b.iter(|| genai.observe(&source)));
+    group.bench_function("observe", |b| b.iter(|| genai.observe(source)));
     group.finish();
 }
 
@@ -268,7 +272,7 @@ fn graph(c: &mut Criterion, workload: &workload::Workload) {
     let standard: Vec<_> = workload
         .requests(cycle, 1_700_000_000_000_000_000)
         .iter()
-        .map(|r| TableBatch::new(Table::SPANS, spans_from_otlp(r).expect("convert").batch))
+        .map(received)
         .collect();
     let observed = ServiceGraph::new(&config, LiveClock::wall(600));
     let mut next = standard.iter().cycle();
@@ -329,10 +333,7 @@ fn client_server_batches(pairs: u64) -> (TableBatch, TableBatch) {
                 ..Default::default()
             }],
         };
-        TableBatch::new(
-            Table::SPANS,
-            spans_from_otlp(&request).expect("spans").batch,
-        )
+        received(&request)
     };
     let clients = (0..pairs).map(|t| span(t, 2 * t + 1, None, SpanKind::Client));
     let servers = (0..pairs).map(|t| span(t, 2 * t + 2, Some(2 * t + 1), SpanKind::Server));

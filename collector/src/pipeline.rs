@@ -343,6 +343,7 @@ impl Pipeline {
             batch,
             rejected,
             error_message,
+            ids,
         } = converted.map_err(|e| match e {
             swarmscope_processors::Error::TooLarge(m) => PipelineError::Invalid(m),
             e => PipelineError::Internal(e.to_string()),
@@ -382,7 +383,9 @@ impl Pipeline {
             return Ok(outcome);
         }
 
-        let source = TableBatch::new(table, batch);
+        // Ids are row for row: those of a batch retention cut are read from its text.
+        let ids = ids.filter(|_| expired == 0);
+        let source = TableBatch::new(table, batch).with_ids(ids);
         let mut batches = vec![source.clone()];
         for processor in &inner.processors {
             let derived = processor.derive(&source).map_err(|e| {
@@ -501,7 +504,8 @@ impl Pipeline {
         if observers.peek().is_none() {
             return;
         }
-        let size = batch.batch.get_array_memory_size();
+        let size = batch.batch.get_array_memory_size()
+            + batch.ids.as_ref().map_or(0, |ids| ids.memory_size());
         if inner.observer_memory.try_charge(size).is_err() {
             return observers.for_each(|o| self.shed(o, "memory_limit"));
         }

@@ -34,6 +34,8 @@
 //! }
 //! ```
 
+use std::sync::Arc;
+
 use arrow::record_batch::RecordBatch;
 
 use crate::schema::Table;
@@ -44,12 +46,86 @@ use crate::Result;
 pub struct TableBatch {
     pub table: Table,
     pub batch: RecordBatch,
+    /// The ids of a `spans` batch's rows as numbers, when the receiver gave them: what
+    /// the call graph and GenAI attribution key on. Without them (a batch built
+    /// elsewhere), they read the ids' text.
+    pub ids: Option<Arc<SpanIds>>,
 }
 
 impl TableBatch {
     pub fn new(table: Table, batch: RecordBatch) -> TableBatch {
-        TableBatch { table, batch }
+        TableBatch {
+            table,
+            batch,
+            ids: None,
+        }
     }
+
+    /// The batch with its rows' ids as numbers; ignored unless there is one of each
+    /// for every row.
+    pub fn with_ids(mut self, ids: Option<SpanIds>) -> TableBatch {
+        self.ids = ids
+            .filter(|ids| ids.len() == Some(self.batch.num_rows()))
+            .map(Arc::new);
+        self
+    }
+}
+
+/// A span batch's ids as the receiver read them off the wire, before they became hex
+/// text: entry `i` of each is row `i`'s. Parsing the text back cost the call graph
+/// and GenAI attribution more than copying the numbers aside costs the receiver.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace: Vec<u128>,
+    pub span: Vec<u64>,
+    /// 0 for a span without a parent: a valid span id is never all zeros.
+    pub parent: Vec<u64>,
+}
+
+impl SpanIds {
+    pub fn with_capacity(rows: usize) -> SpanIds {
+        SpanIds {
+            trace: Vec::with_capacity(rows),
+            span: Vec::with_capacity(rows),
+            parent: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Appends a span's ids, each as its bytes read big-endian (the order the hex
+    /// text spells them); `parent` is empty for a root span.
+    pub fn push(&mut self, trace: &[u8], span: &[u8], parent: &[u8]) {
+        self.trace.push(big_endian(trace));
+        self.span.push(big_endian(span) as u64);
+        self.parent.push(big_endian(parent) as u64);
+    }
+
+    /// How many rows it holds ids for; `None` if its columns disagree.
+    pub fn len(&self) -> Option<usize> {
+        let n = self.trace.len();
+        (self.span.len() == n && self.parent.len() == n).then_some(n)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+
+    /// The bytes it holds, for a memory budget.
+    pub fn memory_size(&self) -> usize {
+        self.trace.capacity() * 16 + (self.span.capacity() + self.parent.capacity()) * 8
+    }
+}
+
+/// Up to 16 bytes as a big-endian number (ids are 16 or 8 bytes: one load each).
+fn big_endian(bytes: &[u8]) -> u128 {
+    if let Ok(trace) = <[u8; 16]>::try_from(bytes) {
+        return u128::from_be_bytes(trace);
+    }
+    if let Ok(span) = <[u8; 8]>::try_from(bytes) {
+        return u128::from(u64::from_be_bytes(span));
+    }
+    bytes
+        .iter()
+        .fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
 }
 
 /// A stage that sees every accepted batch; see the module documentation.

@@ -523,11 +523,11 @@ impl GenAiUsage {
     }
 
     /// The `genai_attribution` rows a span batch completes.
-    fn attribute(&self, spans: &RecordBatch) -> Result<Option<RecordBatch>> {
-        let attributes = MapColumn::of(spans, "attributes")?;
+    fn attribute(&self, input: &TableBatch) -> Result<Option<RecordBatch>> {
+        let attributes = MapColumn::of(&input.batch, "attributes")?;
         let any_usage = attributes.mentions(&USAGE_PREFIXES);
         let has_usage = |row: usize| any_usage && attributes.has_any(row, &USAGE_KEYS);
-        self.attribution.rows(spans, &has_usage, any_usage)
+        self.attribution.rows(input, &has_usage, any_usage)
     }
 
     fn observe_spans(&self, spans: &RecordBatch) -> Result<()> {
@@ -630,7 +630,7 @@ impl Processor for GenAiUsage {
             return Ok(Vec::new());
         }
         Ok(self
-            .attribute(&input.batch)?
+            .attribute(input)?
             .map(|rows| vec![TableBatch::new(GENAI_ATTRIBUTION, rows)])
             .unwrap_or_default())
     }

@@ -1,6 +1,75 @@
-//! Trace and span ids as the stored text spells them, read back into numbers: the call
-//! graph's pairing stores key on 24 bytes rather than two strings, and GenAI
-//! attribution walks a batch's tree by number.
+//! A span batch's trace and span ids as numbers: the call graph's pairing stores key on
+//! 24 bytes rather than two strings, and GenAI attribution walks a batch's tree by
+//! number. The receiver hands them on with the batch ([`SpanIds`]); a batch without
+//! them has its ids' text read back.
+
+use arrow::array::{Array, StringArray};
+
+use crate::columns::strings;
+use crate::processor::{SpanIds, TableBatch};
+use crate::Result;
+
+/// A span batch's ids, read by row.
+pub(crate) enum BatchIds<'a> {
+    /// As the receiver read them off the wire.
+    Numbers(&'a SpanIds),
+    /// The stored text (`trace_id`, `span_id`, `parent_span_id`).
+    Text {
+        trace: &'a StringArray,
+        span: &'a StringArray,
+        parent: &'a StringArray,
+    },
+}
+
+impl<'a> BatchIds<'a> {
+    pub(crate) fn of(input: &'a TableBatch) -> Result<BatchIds<'a>> {
+        Ok(match input.ids.as_deref() {
+            Some(ids) if ids.len() == Some(input.batch.num_rows()) => BatchIds::Numbers(ids),
+            _ => BatchIds::Text {
+                trace: strings(&input.batch, "trace_id")?,
+                span: strings(&input.batch, "span_id")?,
+                parent: strings(&input.batch, "parent_span_id")?,
+            },
+        })
+    }
+
+    /// Row `row`'s trace id, if it is one (32 hex digits, as stored).
+    #[inline]
+    pub(crate) fn trace(&self, row: usize) -> Option<u128> {
+        match self {
+            BatchIds::Numbers(ids) => ids.trace.get(row).copied(),
+            BatchIds::Text { trace, .. } => hex_u128(trace.value(row)),
+        }
+    }
+
+    /// Row `row`'s span id, if it is one.
+    #[inline]
+    pub(crate) fn span(&self, row: usize) -> Option<u64> {
+        match self {
+            BatchIds::Numbers(ids) => ids.span.get(row).copied(),
+            BatchIds::Text { span, .. } => hex_u64(span.value(row)),
+        }
+    }
+
+    /// Row `row`'s parent span id; `None` for a root (or an id that is none).
+    #[inline]
+    pub(crate) fn parent(&self, row: usize) -> Option<u64> {
+        match self {
+            BatchIds::Numbers(ids) => ids.parent.get(row).copied().filter(|p| *p != 0),
+            BatchIds::Text { parent, .. } => {
+                (!parent.is_null(row)).then(|| hex_u64(parent.value(row)))?
+            }
+        }
+    }
+
+    /// Whether rows `a` and `b` are spans of one trace.
+    pub(crate) fn same_trace(&self, a: usize, b: usize) -> bool {
+        match self {
+            BatchIds::Numbers(ids) => ids.trace.get(a) == ids.trace.get(b),
+            BatchIds::Text { trace, .. } => trace.value(a) == trace.value(b),
+        }
+    }
+}
 
 /// The value of eight hexadecimal digits (either case), the first in the low byte of
 /// `chars`, if they all are digits: eight at a time in one word's lanes, with no branch

@@ -8,7 +8,9 @@ use opentelemetry_proto::tonic::trace::v1::{
     span, status, ResourceSpans, ScopeSpans, Span, Status,
 };
 
-use crate::convert::spans_from_otlp;
+use crate::convert::{spans_from_otlp, Converted};
+use crate::processor::TableBatch;
+use crate::schema::Table;
 
 pub fn kv(key: &str, value: &str) -> KeyValue {
     any(key, any_value::Value::StringValue(value.into()))
@@ -48,8 +50,22 @@ pub fn failed(mut s: Span) -> Span {
     s
 }
 
-/// The spans of `service` as the pipeline hands them to processors.
+/// The spans of `service` as the pipeline hands them to processors: the rows alone
+/// ([`table_batch`] adds their ids as numbers, as the receiver does).
 pub fn batch(service: &str, spans: Vec<Span>) -> RecordBatch {
+    converted(service, spans).batch
+}
+
+/// The spans of `service` as the pipeline hands them to processors, with their ids as
+/// numbers beside the rows.
+pub fn table_batch(service: &str, spans: Vec<Span>) -> TableBatch {
+    let converted = converted(service, spans);
+    let with_ids = TableBatch::new(Table::SPANS, converted.batch).with_ids(converted.ids);
+    assert!(with_ids.ids.is_some(), "the receiver gives spans' ids");
+    with_ids
+}
+
+fn converted(service: &str, spans: Vec<Span>) -> Converted {
     let request = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
@@ -63,5 +79,5 @@ pub fn batch(service: &str, spans: Vec<Span>) -> RecordBatch {
             ..Default::default()
         }],
     };
-    spans_from_otlp(&request).expect("valid spans").batch
+    spans_from_otlp(&request).expect("valid spans")
 }

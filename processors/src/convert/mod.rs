@@ -27,6 +27,7 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::anyvalue;
+use crate::processor::SpanIds;
 use crate::Result;
 
 pub use logs::logs_from_otlp;
@@ -42,6 +43,8 @@ pub struct Converted {
     pub rejected: i64,
     /// Why, for `partial_success.error_message`; set when `rejected > 0`.
     pub error_message: Option<String>,
+    /// A span batch's ids as numbers ([`crate::processor::TableBatch::ids`]).
+    pub ids: Option<SpanIds>,
 }
 
 /// How many bytes of resource and scope attributes the rows of one request may repeat
@@ -77,6 +80,16 @@ pub(crate) fn origin_bytes(
         + scope.map_or(0, |s| attributes(&s.attributes))
 }
 
+impl Converted {
+    /// With a span batch's ids as numbers.
+    pub(crate) fn with_ids(self, ids: SpanIds) -> Converted {
+        Converted {
+            ids: Some(ids),
+            ..self
+        }
+    }
+}
+
 /// Counts invalid records and keeps the first reason, which is what a user needs to
 /// find the bug in their exporter.
 #[derive(Default)]
@@ -101,6 +114,7 @@ impl Rejections {
             batch,
             rejected: self.count,
             error_message,
+            ids: None,
         }
     }
 }

@@ -845,6 +845,34 @@ fn assert_same(wire: &Converted, prost: &Converted) {
     assert_eq!(wire.batch, prost.batch);
     assert_eq!(wire.rejected, prost.rejected);
     assert_eq!(wire.error_message, prost.error_message);
+    assert_eq!(wire.ids, prost.ids);
+    assert_ids_spell_the_text(wire);
+}
+
+/// The ids a span batch comes with are its rows' ids: the numbers its hex text spells,
+/// row for row, a root's parent 0.
+fn assert_ids_spell_the_text(converted: &Converted) {
+    let ids = converted
+        .ids
+        .as_ref()
+        .expect("a span batch comes with its ids");
+    let batch = &converted.batch;
+    assert_eq!(ids.len(), Some(batch.num_rows()));
+    let text = |name: &str| {
+        batch
+            .column_by_name(name)
+            .unwrap()
+            .as_string::<i32>()
+            .clone()
+    };
+    let (trace, span, parent) = (text("trace_id"), text("span_id"), text("parent_span_id"));
+    for row in 0..batch.num_rows() {
+        assert_eq!(format!("{:032x}", ids.trace[row]), trace.value(row));
+        assert_eq!(format!("{:016x}", ids.span[row]), span.value(row));
+        let stored = (!parent.is_null(row)).then(|| parent.value(row).to_owned());
+        let number = (ids.parent[row] != 0).then(|| format!("{:016x}", ids.parent[row]));
+        assert_eq!(number, stored);
+    }
 }
 
 proptest! {

@@ -16,6 +16,7 @@ use super::{
     timestamp_builder_with, AttributeBuilder, Converted, MapCapacity, Origin, OriginCapacity,
     OriginColumns, Rejections,
 };
+use crate::processor::SpanIds;
 use crate::schema::{event_fields, link_fields, Table};
 use crate::Result;
 
@@ -74,7 +75,8 @@ pub fn spans_from_otlp(request: &ExportTraceServiceRequest) -> Result<Converted>
             }
         }
     }
-    Ok(rejections.finish(columns.finish()?, "spans"))
+    let (batch, ids) = columns.finish()?;
+    Ok(rejections.finish(batch, "spans").with_ids(ids))
 }
 
 /// The parts of a span that need checking, checked.
@@ -145,6 +147,7 @@ struct SpanColumns {
     dropped_events: UInt32Builder,
     dropped_links: UInt32Builder,
     origin: OriginColumns,
+    ids: SpanIds,
 }
 
 /// How large a `spans` batch will grow, known before its first row when the request
@@ -203,6 +206,7 @@ impl SpanColumns {
             dropped_events: UInt32Builder::with_capacity(rows),
             dropped_links: UInt32Builder::with_capacity(rows),
             origin: OriginColumns::with_capacity(c.origin),
+            ids: SpanIds::with_capacity(rows),
         }
     }
 
@@ -215,6 +219,8 @@ impl SpanColumns {
         self.span_id.append_value(&valid.span_id);
         self.parent_span_id
             .append_option(valid.parent_span_id.as_deref());
+        self.ids
+            .push(&span.trace_id, &span.span_id, &span.parent_span_id);
         self.trace_state.append_value(&span.trace_state);
         self.name.append_value(&span.name);
         self.kind.append_value(kind_name(span.kind));
@@ -237,7 +243,8 @@ impl SpanColumns {
         self.origin.append(origin)
     }
 
-    fn finish(mut self) -> Result<RecordBatch> {
+    /// The batch, and its rows' ids as numbers.
+    fn finish(mut self) -> Result<(RecordBatch, SpanIds)> {
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.start_time.finish()),
             Arc::new(self.end_time.finish()),
@@ -260,7 +267,7 @@ impl SpanColumns {
             Arc::new(self.dropped_links.finish()),
         ];
         columns.extend(self.origin.finish());
-        tight_batch(Table::SPANS.schema(), columns)
+        Ok((tight_batch(Table::SPANS.schema(), columns)?, self.ids))
     }
 }
 

@@ -26,8 +26,9 @@ use arrow::array::{RecordBatch, StringArray, StringBuilder, TimestampNanosecondB
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::super::clock::{LiveClock, Skip};
-use super::super::ids::hex_u64;
+use super::super::ids::BatchIds;
 use crate::columns::{string_at, strings, timestamps, MapColumn};
+use crate::processor::TableBatch;
 use crate::schema::{timestamp_type, Table, TableDef};
 use crate::Result;
 
@@ -98,8 +99,7 @@ struct Tree<'a> {
     trace: &'a StringArray,
     span: &'a StringArray,
     /// By row: its span id as a number, its parent's.
-    ids: Vec<Option<u64>>,
-    parents: Vec<Option<u64>>,
+    ids: BatchIds<'a>,
     /// Span id to row.
     rows: HashMap<u64, usize, foldhash::fast::RandomState>,
     /// By row, for a batch that has any: whether it is an agent span, with its agent.
@@ -120,7 +120,7 @@ impl<'a> Tree<'a> {
     /// The first agent span above row `row` (itself excluded), as far as this batch
     /// tells.
     fn walk(&self, row: usize) -> Walk<'a> {
-        let mut up = self.parents[row];
+        let mut up = self.ids.parent(row);
         // Trees are shallow; the bound only stops a cycle a client made up.
         for _ in 0..64 {
             let Some(id) = up else {
@@ -129,13 +129,13 @@ impl<'a> Tree<'a> {
             let Some(&r) = self.rows.get(&id) else {
                 return Walk::Wait(id);
             };
-            if self.trace.value(r) != self.trace.value(row) {
+            if !self.ids.same_trace(r, row) {
                 return Walk::None;
             }
             if let Some(Some((agent_id, name))) = self.agents.get(r) {
                 return Walk::Agent((r, *agent_id, *name));
             }
-            up = self.parents[r];
+            up = self.ids.parent(r);
         }
         Walk::None
     }
@@ -184,7 +184,7 @@ impl Attribution {
     /// any might.
     pub fn rows(
         &self,
-        spans: &RecordBatch,
+        input: &TableBatch,
         has_usage: &dyn Fn(usize) -> bool,
         any_usage: bool,
     ) -> Result<Option<RecordBatch>> {
@@ -194,7 +194,8 @@ impl Attribution {
         }
         let now = self.clock.now();
         self.expire(&mut waiting, now);
-        let tree = tree(spans)?;
+        let spans = &input.batch;
+        let tree = tree(input)?;
         let start = timestamps(spans, "start_time")?;
         // (call: trace id, span id, start; its agent span) for each call settled.
         let mut resolved: Vec<(Waiter, AgentSpan<'_>)> = Vec::new();
@@ -228,9 +229,11 @@ impl Attribution {
         }
         // Earlier calls waiting for a span of this batch: on up from it.
         if waiting.len > 0 {
-            for (row, id) in tree.ids.iter().enumerate() {
-                let Some(id) = id else { continue };
-                let Some(list) = waiting.by_span.remove(id) else {
+            for row in 0..spans.num_rows() {
+                let Some(id) = tree.ids.span(row) else {
+                    continue;
+                };
+                let Some(list) = waiting.by_span.remove(&id) else {
                     continue;
                 };
                 waiting.len -= list.len();
@@ -239,7 +242,7 @@ impl Attribution {
                     list.into_iter().partition(|w| w.trace_id == trace);
                 if !elsewhere.is_empty() {
                     waiting.len += elsewhere.len();
-                    waiting.by_span.insert(*id, elsewhere);
+                    waiting.by_span.insert(id, elsewhere);
                 }
                 let outcome = match tree.agents.get(row) {
                     Some(Some((agent_id, name))) => Walk::Agent((row, *agent_id, *name)),
@@ -298,22 +301,19 @@ impl Attribution {
 }
 
 /// A batch's tree: ids, parents, and (when the batch has any) its agent spans.
-fn tree(spans: &RecordBatch) -> Result<Tree<'_>> {
+fn tree(input: &TableBatch) -> Result<Tree<'_>> {
+    let spans = &input.batch;
     let trace = strings(spans, "trace_id")?;
     let span = strings(spans, "span_id")?;
-    let parent = strings(spans, "parent_span_id")?;
     let agent_ids = strings(spans, "agent_id")?;
     let attributes = MapColumn::of(spans, "attributes")?;
     let n = spans.num_rows();
-    let ids: Vec<Option<u64>> = (0..n).map(|r| hex_u64(span.value(r))).collect();
-    let parents: Vec<Option<u64>> = (0..n)
-        .map(|r| string_at(parent, r).and_then(hex_u64))
-        .collect();
+    let ids = BatchIds::of(input)?;
     let mut rows: HashMap<u64, usize, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(n, Default::default());
-    for (row, id) in ids.iter().enumerate() {
-        if let Some(id) = id {
-            rows.insert(*id, row);
+    for row in 0..n {
+        if let Some(id) = ids.span(row) {
+            rows.insert(id, row);
         }
     }
     // Most batches hold no agent span: one pass over the values rules them out.
@@ -338,7 +338,6 @@ fn tree(spans: &RecordBatch) -> Result<Tree<'_>> {
         trace,
         span,
         ids,
-        parents,
         rows,
         agents,
     })

@@ -1,8 +1,9 @@
 use super::*;
-use crate::analytics::testing::{batch, kv, kv_int, span};
+use crate::analytics::testing::{batch, kv, kv_int, span, table_batch};
 use arrow::array::{Array, AsArray};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use proptest::prelude::*;
 
 fn price(model: &str, input: f64, output: f64) -> ModelPrice {
     ModelPrice {
@@ -282,10 +283,10 @@ fn invoke_agent(id: u64, end_ms: u64, total: Option<i64>) -> Span {
     in_trace(id, None, end_ms, attributes)
 }
 
+/// The `genai_attribution` rows of `spans`, handed on as the receiver does (their ids
+/// as numbers): (call, agent span, agent).
 fn derive(p: &GenAiUsage, spans: Vec<Span>) -> Vec<(String, String, Option<String>)> {
-    let out = p
-        .derive(&TableBatch::new(Table::SPANS, batch("agents", spans)))
-        .unwrap();
+    let out = p.derive(&table_batch("agents", spans)).unwrap();
     let mut rows = Vec::new();
     for t in out {
         assert_eq!(t.table, GENAI_ATTRIBUTION);
@@ -420,4 +421,46 @@ fn a_call_finds_its_agent_span_however_far_in_the_batch() {
         ]
     );
     assert_eq!(p.attribution.pending(), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Batches with their ids as numbers (the receiver's) and the same rows without
+    /// them (ids read from their text) attribute alike: the same rows, the same calls
+    /// left waiting. Ids repeat across two traces, which only the trace tells apart.
+    #[test]
+    fn ids_as_numbers_and_as_text_attribute_alike(
+        spans in proptest::collection::vec(
+            (1..=2u128, 1..24u64, proptest::option::of(1..24u64), 0..4u8),
+            1..50,
+        ),
+        cut in 1..10usize,
+    ) {
+        let (numbers, text) = (
+            GenAiUsage::new(&GenAiConfig::default()),
+            GenAiUsage::new(&GenAiConfig::default()),
+        );
+        let made: Vec<Span> = spans
+            .iter()
+            .map(|(trace, id, parent, what)| {
+                let mut s = match what {
+                    0 => chat(*id, parent.unwrap_or(0), 1_000, 3),
+                    1 => invoke_agent(*id, 2_000, (*id % 2 == 0).then_some(4)),
+                    _ => in_trace(*id, *parent, 1_500, Vec::new()),
+                };
+                if *what == 0 && parent.is_none() {
+                    s.parent_span_id.clear();
+                }
+                s.trace_id = trace.to_be_bytes().to_vec();
+                s
+            })
+            .collect();
+        for chunk in made.chunks(cut) {
+            let with_ids = numbers.derive(&table_batch("agents", chunk.to_vec())).unwrap();
+            let without = TableBatch::new(Table::SPANS, batch("agents", chunk.to_vec()));
+            prop_assert_eq!(with_ids, text.derive(&without).unwrap());
+        }
+        prop_assert_eq!(numbers.attribution.pending(), text.attribution.pending());
+    }
 }

@@ -35,13 +35,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use aho_corasick::AhoCorasick;
-use arrow::array::RecordBatch;
 use prometheus::core::{Collector, Desc};
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
 use super::clock::LiveClock;
-use super::ids::{hex_u128, hex_u64};
+use super::ids::BatchIds;
 use super::series::{Buckets, HistogramFamily};
 use crate::columns::{primitives, string_at, strings, timestamps, MapColumn, Text};
 use crate::processor::{Processor, TableBatch};
@@ -180,9 +179,7 @@ fn counter(name: &str, help: &str) -> IntCounter {
 
 /// The columns of a span batch the graph reads.
 struct Columns<'a> {
-    trace: &'a arrow::array::StringArray,
-    span: &'a arrow::array::StringArray,
-    parent: &'a arrow::array::StringArray,
+    ids: BatchIds<'a>,
     service: &'a arrow::array::StringArray,
     agent: &'a arrow::array::StringArray,
     kind: &'a arrow::array::StringArray,
@@ -198,10 +195,11 @@ struct Columns<'a> {
 
 impl<'a> Columns<'a> {
     fn of(
-        spans: &'a RecordBatch,
+        input: &'a TableBatch,
         config: &GraphConfig,
         mentioned: Option<&AhoCorasick>,
     ) -> Result<Columns<'a>> {
+        let spans = &input.batch;
         let attributes = MapColumn::of(spans, "attributes")?;
         // One pass over the batch's keys for all of them, where most batches name
         // none; then one for each set.
@@ -209,9 +207,7 @@ impl<'a> Columns<'a> {
         Ok(Columns {
             databases: any && attributes.mentions(&DATABASE_SYSTEM),
             peers: any && attributes.mentions(&config.virtual_node_peer_attributes),
-            trace: strings(spans, "trace_id")?,
-            span: strings(spans, "span_id")?,
-            parent: strings(spans, "parent_span_id")?,
+            ids: BatchIds::of(input)?,
             service: strings(spans, "service_name")?,
             agent: strings(spans, "agent_id")?,
             kind: strings(spans, "kind")?,
@@ -418,35 +414,22 @@ impl ServiceGraph {
         }
     }
 
-    fn observe_spans(&self, spans: &RecordBatch) -> Result<()> {
-        let c = Columns::of(spans, &self.config, self.mentioned.as_ref())?;
+    fn observe_spans(&self, input: &TableBatch) -> Result<()> {
+        let c = Columns::of(input, &self.config, self.mentioned.as_ref())?;
         let mut state = self.lock();
         // What waited its time goes first: a partner later than that is not paired.
         let mut out = Outcome::default();
         out.unpaired = state.pairs.expire(self.clock.now(), &mut out.edges);
-        // A trace's rows mostly follow each other: each trace id is read once per run.
-        let mut last_trace: Option<(Text, Option<u128>)> = None;
         let mut recent = Recent::default();
-        for row in 0..spans.num_rows() {
-            let trace_id = Text(c.trace.value(row));
-            let t = match last_trace {
-                Some((last, t)) if last == trace_id => t,
-                _ => {
-                    let t = hex_u128(trace_id.0);
-                    last_trace = Some((trace_id, t));
-                    t
-                }
-            };
-            let (Some(t), Some(s)) = (t, hex_u64(c.span.value(row))) else {
+        for row in 0..input.batch.num_rows() {
+            let (Some(t), Some(s)) = (c.ids.trace(row), c.ids.span(row)) else {
                 continue;
             };
             let key = Key::new(t, s);
             let span = Row {
                 row,
                 key,
-                parent: string_at(c.parent, row)
-                    .and_then(hex_u64)
-                    .map(|p| key.with_span(p)),
+                parent: c.ids.parent(row).map(|p| key.with_span(p)),
                 role: role(c.kind.value(row)),
             };
             self.serve(&mut state, &c, &span, &mut recent, &mut out);
@@ -630,7 +613,7 @@ impl Processor for ServiceGraph {
 
     fn observe(&self, input: &TableBatch) {
         if input.table == Table::SPANS {
-            if let Err(e) = self.observe_spans(&input.batch) {
+            if let Err(e) = self.observe_spans(input) {
                 debug_assert!(false, "graph: {e}");
             }
         }

@@ -1,8 +1,9 @@
 use super::*;
 use crate::analytics::clock::ManualTime;
-use crate::analytics::testing::{batch, failed, kv, span};
+use crate::analytics::testing::{batch, failed, kv, span, table_batch};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use proptest::prelude::*;
 
 const S: i64 = 1_000_000_000;
 
@@ -22,8 +23,9 @@ fn child_of(mut s: Span, parent: &Span) -> Span {
     s
 }
 
+/// `spans` as the receiver hands them on: with their ids as numbers.
 fn send(g: &ServiceGraph, service: &str, spans: Vec<Span>) {
-    g.observe(&TableBatch::new(Table::SPANS, batch(service, spans)));
+    g.observe(&table_batch(service, spans));
 }
 
 /// The requests on an edge with `failed` as given: (calls, server seconds, client seconds).
@@ -224,7 +226,8 @@ fn names_of_agents_long_gone_are_dropped() {
                 )
             })
             .collect();
-        g.observe_spans(&batch("svc", spans)).unwrap();
+        g.observe_spans(&TableBatch::new(Table::SPANS, batch("svc", spans)))
+            .unwrap();
     }
     let state = g.lock();
     assert!(
@@ -296,4 +299,69 @@ fn graph_quantiles_interpolate_within_buckets_as_histogram_quantile() {
     // Beyond the last bound: the last bound, as Prometheus answers.
     counts[BUCKETS_S.len()] = 100;
     assert_eq!(quantile_ms(&counts, 0.95), Some(15_000.0));
+}
+
+/// A span of a generated swarm: its kind, its parent (an earlier span, by index), its
+/// agent, failed or not, and the service whose batch carries it.
+fn swarm() -> impl Strategy<Value = Vec<(i32, Option<prop::sample::Index>, u8, bool, u8)>> {
+    let one = (
+        1..=5i32,
+        proptest::option::of(any::<prop::sample::Index>()),
+        0..4u8,
+        any::<bool>(),
+        0..3u8,
+    );
+    proptest::collection::vec(one, 1..60)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A batch with its ids as numbers (the receiver's) and the same rows without them
+    /// (whose ids are read from their text) make the same graph: every series, count
+    /// and duration alike.
+    #[test]
+    fn ids_as_numbers_and_as_text_make_the_same_graph(spans in swarm(), cut in 1..8usize) {
+        let (with_ids, with_text) = (graph().0, graph().0);
+        let mut made: Vec<Span> = Vec::new();
+        for (n, (kind, parent, agent, fail, _)) in spans.iter().enumerate() {
+            let mut attributes = Vec::new();
+            if *agent > 0 {
+                attributes.push(kv("gen_ai.agent.id", &format!("agent-{agent}")));
+            }
+            if *kind == SpanKind::Client as i32 && n % 3 == 0 {
+                attributes.push(kv("peer.service", "payments"));
+            }
+            let mut s = span(n as u64, 1_000 + n as u64, 1 + n as u64 % 7, attributes);
+            s.kind = *kind;
+            if let Some(parent) = parent.filter(|_| n > 0) {
+                s = child_of(s, &made[parent.index(n)]);
+            }
+            made.push(if *fail { failed(s) } else { s });
+        }
+        // Batches of up to `cut` spans of one service, in order.
+        let mut at = 0;
+        while at < made.len() {
+            let service = format!("svc-{}", spans[at].4);
+            let end = (at + cut).min(made.len());
+            let batch_spans = made[at..end].to_vec();
+            with_ids.observe(&table_batch(&service, batch_spans.clone()));
+            with_text.observe(&TableBatch::new(Table::SPANS, batch(&service, batch_spans)));
+            at = end;
+        }
+        let (a, b) = (Arc::new(with_ids), Arc::new(with_text));
+        // `/metrics` as Prometheus reads it, line by line (series come in hash order).
+        let collect = |g: &Arc<ServiceGraph>| {
+            let families: Vec<_> = g.collectors().iter().flat_map(|c| c.collect()).collect();
+            let text = prometheus::TextEncoder::new()
+                .encode_to_string(&families)
+                .expect("text");
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        };
+        prop_assert_eq!(collect(&a), collect(&b));
+        prop_assert_eq!(a.unpaired.get(), b.unpaired.get());
+        prop_assert_eq!(table_rows(&a.take_rows()), table_rows(&b.take_rows()));
+    }
 }
