@@ -383,8 +383,8 @@ impl Pipeline {
             return Ok(outcome);
         }
 
-        // Ids are row for row: those of a batch retention cut are read from its text.
-        let ids = ids.filter(|_| expired == 0);
+        // The ids of a batch retention cut no longer match its rows: `with_ids` leaves
+        // them out, and the observers read the ids' text.
         let source = TableBatch::new(table, batch).with_ids(ids);
         let mut batches = vec![source.clone()];
         for processor in &inner.processors {

@@ -155,3 +155,23 @@ pub trait Processor: Send + Sync {
         let _ = input;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::testing::{batch, span};
+
+    #[test]
+    fn ids_are_kept_only_when_they_are_the_rows_ids() {
+        let rows = batch("svc", vec![span(1, 1_000, 5, vec![]), span(2, 1_000, 5, vec![])]);
+        let mut ids = SpanIds::with_capacity(2);
+        for n in [1u64, 2] {
+            ids.push(&u128::from(n + 1).to_be_bytes(), &(n + 1).to_be_bytes(), &[]);
+        }
+        let kept = TableBatch::new(Table::SPANS, rows.clone()).with_ids(Some(ids.clone()));
+        assert_eq!(kept.ids.as_deref(), Some(&ids));
+        // Rows cut after the ids were read (retention): the ids no longer match them.
+        let cut = TableBatch::new(Table::SPANS, rows.slice(0, 1)).with_ids(Some(ids));
+        assert!(cut.ids.is_none());
+    }
+}

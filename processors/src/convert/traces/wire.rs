@@ -348,39 +348,19 @@ struct IdHex {
 }
 
 impl IdHex {
-    /// An id of 16 or 8 bytes (as [`id`] checked) as hex, four bytes at a time.
+    /// An id of 16 or 8 bytes (as [`id`] checked) as hex.
     fn of(bytes: &[u8]) -> Self {
         let mut buf = [0u8; 32];
-        for (digits, four) in buf.chunks_exact_mut(8).zip(bytes.chunks_exact(4)) {
-            if let Ok(four) = four.try_into() {
-                digits.copy_from_slice(&hex4(four).to_le_bytes());
-            }
-        }
-        IdHex {
-            buf,
-            len: 2 * bytes.len(),
-        }
+        let len = 2 * bytes.len().min(16);
+        // The slice is twice the bytes' length: encoding cannot fail.
+        let _ = hex::encode_to_slice(&bytes[..len / 2], &mut buf[..len]);
+        IdHex { buf, len }
     }
 
     fn as_str(&self) -> &str {
         // Only ASCII hex digits were written.
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
-}
-
-/// The eight lowercase hex digits of four bytes, in the order they are written (the
-/// first byte's high nibble in the low byte of the word), each nibble in a byte lane of
-/// its own: no table lookup and no branch per digit.
-fn hex4(bytes: [u8; 4]) -> u64 {
-    const NIBBLES: u64 = 0x000f_000f_000f_000f;
-    let x = u64::from(u32::from_le_bytes(bytes));
-    // Byte i of the input into lane 2i.
-    let spread = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
-    let spread = (spread | (spread << 8)) & 0x00ff_00ff_00ff_00ff;
-    let nibbles = ((spread >> 4) & NIBBLES) | ((spread & NIBBLES) << 8);
-    // '0'..'9' for 0..9; 'a' is 39 past where '0' + 10 would be.
-    let letters = ((nibbles + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
-    nibbles + 0x3030_3030_3030_3030 + letters * 0x27
 }
 
 fn time(t: u64) -> Walk<i64> {
@@ -436,10 +416,9 @@ fn span(
             _ => skip(value)?,
         }
     }
-    let (trace_bytes, span_bytes, parent_bytes) = (trace_id, span_id, parent_span_id);
-    let trace_id = id(trace_id, 16)?;
-    let span_id = id(span_id, 8)?;
-    let parent_span_id = if parent_span_id.is_empty() {
+    let trace_hex = id(trace_id, 16)?;
+    let span_hex = id(span_id, 8)?;
+    let parent_hex = if parent_span_id.is_empty() {
         None
     } else {
         Some(id(parent_span_id, 8)?)
@@ -451,11 +430,11 @@ fn span(
     c.start_time.append_value(start);
     c.end_time.append_value(end);
     c.duration_ns.append_value(end.saturating_sub(start));
-    c.trace_id.append_value(trace_id.as_str());
-    c.span_id.append_value(span_id.as_str());
+    c.trace_id.append_value(trace_hex.as_str());
+    c.span_id.append_value(span_hex.as_str());
     c.parent_span_id
-        .append_option(parent_span_id.as_ref().map(IdHex::as_str));
-    c.ids.push(trace_bytes, span_bytes, parent_bytes);
+        .append_option(parent_hex.as_ref().map(IdHex::as_str));
+    c.ids.push(trace_id, span_id, parent_span_id);
     c.trace_state.append_value(trace_state);
     c.name.append_value(name);
     c.kind.append_value(kind_name(kind));
