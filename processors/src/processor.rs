@@ -163,10 +163,17 @@ mod tests {
 
     #[test]
     fn ids_are_kept_only_when_they_are_the_rows_ids() {
-        let rows = batch("svc", vec![span(1, 1_000, 5, vec![]), span(2, 1_000, 5, vec![])]);
+        let rows = batch(
+            "svc",
+            vec![span(1, 1_000, 5, vec![]), span(2, 1_000, 5, vec![])],
+        );
         let mut ids = SpanIds::with_capacity(2);
         for n in [1u64, 2] {
-            ids.push(&u128::from(n + 1).to_be_bytes(), &(n + 1).to_be_bytes(), &[]);
+            ids.push(
+                &u128::from(n + 1).to_be_bytes(),
+                &(n + 1).to_be_bytes(),
+                &[],
+            );
         }
         let kept = TableBatch::new(Table::SPANS, rows.clone()).with_ids(Some(ids.clone()));
         assert_eq!(kept.ids.as_deref(), Some(&ids));
