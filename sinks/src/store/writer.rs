@@ -885,6 +885,169 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Each page's and each row group's minimum and maximum of an integer column
+        /// are its least and greatest values, signed or unsigned as the column's type
+        /// says: the store's copy of parquet compares the integers of a signed type
+        /// (or none) with `<` and `>` in one loop, having asked the column's type once
+        /// (vendor/parquet/PATCHED.md, the eighth change); unsigned ones still compare
+        /// as unsigned. Pages of a few values each, in two writes.
+        #[test]
+        fn integer_statistics_are_each_pages_least_and_greatest(
+            numbers in repeating_numbers(),
+            small in proptest::bool::ANY,
+        ) {
+            use arrow::array::{
+                ArrayRef, Int32Array, Int64Array, TimestampMicrosecondArray, UInt32Array, UInt64Array,
+            };
+            use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+            use parquet::file::page_index::column_index::ColumnIndexMetaData;
+            let column = |f: fn(i64) -> i64| -> Vec<Option<i64>> {
+                numbers.iter().map(|n| n.map(f)).collect()
+            };
+            // Each column's values as the i64 its statistics are read back as, and its
+            // order: (column, values, unsigned).
+            let columns: [(ArrayRef, Vec<Option<i64>>, bool); 5] = [
+                (Arc::new(Int64Array::from(numbers.clone())), numbers.clone(), false),
+                (
+                    Arc::new(Int32Array::from_iter(numbers.iter().map(|n| n.map(|v| v as i32)))),
+                    column(|v| i64::from(v as i32)),
+                    false,
+                ),
+                (
+                    Arc::new(UInt64Array::from_iter(numbers.iter().map(|n| n.map(|v| v as u64)))),
+                    numbers.clone(),
+                    true,
+                ),
+                (
+                    Arc::new(UInt32Array::from_iter(numbers.iter().map(|n| n.map(|v| v as u32)))),
+                    column(|v| i64::from(v as u32)),
+                    true,
+                ),
+                (
+                    Arc::new(TimestampMicrosecondArray::from(numbers.clone()).with_timezone("UTC")),
+                    numbers.clone(),
+                    false,
+                ),
+            ];
+            let batch = RecordBatch::try_from_iter(
+                ["i64", "i32", "u64", "u32", "time"]
+                    .into_iter()
+                    .zip(columns.iter().map(|c| c.0.clone())),
+            )
+            .expect("batch");
+            let props = test_properties(small)
+                .into_builder()
+                .set_statistics_enabled(EnabledStatistics::Page)
+                .set_data_page_row_count_limit(if small { 5 } else { 20_000 })
+                .build();
+            let mut bytes = Vec::new();
+            let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props)).expect("writer");
+            let half = batch.num_rows() / 2;
+            writer.write(&batch.slice(0, half)).expect("write");
+            writer.write(&batch.slice(half, batch.num_rows() - half)).expect("write");
+            writer.close().expect("close");
+            let metadata = ParquetMetaDataReader::new()
+                .with_page_index_policy(PageIndexPolicy::Required)
+                .parse_and_finish(&bytes::Bytes::from(bytes))
+                .expect("metadata");
+            prop_assert_eq!(metadata.num_row_groups(), 1);
+            // The least and greatest of `values`, as i64s, in the column's order.
+            let bounds = |values: &[Option<i64>], unsigned: bool| -> Option<(i64, i64)> {
+                let present = values.iter().flatten().copied();
+                match unsigned {
+                    true => {
+                        let (min, max) = present.map(|v| v as u64).fold(None, |b: Option<(u64, u64)>, v| {
+                            Some(b.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
+                        })?;
+                        Some((min as i64, max as i64))
+                    }
+                    false => present.fold(None, |b, v| Some(b.map_or((v, v), |(lo, hi): (i64, i64)| (lo.min(v), hi.max(v))))),
+                }
+            };
+            let indexes = metadata.column_index().expect("a column index");
+            let offsets = metadata.offset_index().expect("an offset index");
+            for (c, (_, values, unsigned)) in columns.iter().enumerate() {
+                let chunk = metadata.row_group(0).column(c);
+                let stats = chunk.statistics().expect("statistics");
+                let as_i64 = |b: Option<&[u8]>| b.map(|b| match b.len() {
+                    4 => i64::from(i32::from_le_bytes(b.try_into().expect("4 bytes"))),
+                    _ => i64::from_le_bytes(b.try_into().expect("8 bytes")),
+                });
+                let widen = |v: i64| match (c, *unsigned) {
+                    // A 32-bit column's statistics are 32 bits: the unsigned one's
+                    // read back as the same bits, zero-extended.
+                    (3, true) => i64::from(v as u32),
+                    _ => v,
+                };
+                let chunk_bounds = as_i64(stats.min_bytes_opt())
+                    .map(widen)
+                    .zip(as_i64(stats.max_bytes_opt()).map(widen));
+                prop_assert_eq!(chunk_bounds, bounds(values, *unsigned), "column {}", c);
+                let pages = offsets[0][c].page_locations();
+                for (p, page) in pages.iter().enumerate() {
+                    let from = page.first_row_index as usize;
+                    let to = pages.get(p + 1).map_or(values.len(), |n| n.first_row_index as usize);
+                    let expected = bounds(&values[from..to], *unsigned);
+                    let read = match &indexes[0][c] {
+                        ColumnIndexMetaData::INT64(index) => index.min_value(p).copied().zip(index.max_value(p).copied()),
+                        ColumnIndexMetaData::INT32(index) => index
+                            .min_value(p)
+                            .map(|v| widen(i64::from(*v)))
+                            .zip(index.max_value(p).map(|v| widen(i64::from(*v)))),
+                        other => panic!("column {c}: an index of {other:?}"),
+                    };
+                    prop_assert_eq!(read, expected, "column {} page {} (rows {}..{})", c, p, from, to);
+                }
+            }
+        }
+    }
+
+    /// Zeros of both signs and NaNs read back bit for bit through the dictionary of
+    /// numbers, whose runs of equal values the store's copy of parquet keys in one step
+    /// (vendor/parquet/PATCHED.md, the eighth change): equal as bytes, not by `==`, for
+    /// which 0.0 and -0.0 are one value and a NaN none.
+    #[test]
+    fn float_zeros_and_nans_read_back_bit_for_bit() {
+        use arrow::array::Float64Array;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let quiet = f64::NAN;
+        let other_nan = f64::from_bits(quiet.to_bits() | 1);
+        let values = [
+            0.0, 0.0, -0.0, -0.0, 0.0, quiet, quiet, other_nan, -0.0, 1.5, 1.5, quiet,
+        ];
+        let batch =
+            RecordBatch::try_from_iter([("x", Arc::new(Float64Array::from(values.to_vec())) as _)])
+                .expect("batch");
+        let mut bytes = Vec::new();
+        let mut writer =
+            ArrowWriter::try_new(&mut bytes, batch.schema(), Some(test_properties(false)))
+                .expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        let read: Vec<u64> = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+            .expect("reader")
+            .build()
+            .expect("reader")
+            .flat_map(|b| {
+                let b = b.expect("batch");
+                let column = b
+                    .column(0)
+                    .as_primitive::<arrow::datatypes::Float64Type>()
+                    .clone();
+                column
+                    .values()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let written: Vec<u64> = values.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(read, written);
+    }
+
     /// The batches of `file`, its strings read as `Utf8View`, `batch_size` rows each.
     fn read_as_views(file: &File, batch_size: usize) -> Vec<RecordBatch> {
         use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};

@@ -165,8 +165,19 @@ impl<T: DataType> DictEncoder<T> {
 impl<T: DataType> Encoder<T> for DictEncoder<T> {
     fn put(&mut self, values: &[T::T]) -> Result<()> {
         self.indices.reserve(values.len());
-        for i in values {
-            self.put_one(i)
+        let mut rest = values;
+        while let Some((first, tail)) = rest.split_first() {
+            self.put_one(first);
+            // The values after it that equal it take its key in one step: a count or a
+            // flag is one value for a whole request. Equal as bytes, as `put_one`
+            // compares (0.0 and -0.0 are two keys).
+            let key = self.indices[self.indices.len() - 1];
+            let run = tail
+                .iter()
+                .take_while(|v| v.as_bytes() == first.as_bytes())
+                .count();
+            self.indices.extend(std::iter::repeat_n(key, run));
+            rest = &tail[run..];
         }
         Ok(())
     }
