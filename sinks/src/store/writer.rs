@@ -954,37 +954,33 @@ mod tests {
                 .parse_and_finish(&bytes::Bytes::from(bytes))
                 .expect("metadata");
             prop_assert_eq!(metadata.num_row_groups(), 1);
-            // The least and greatest of `values`, as i64s, in the column's order.
+            // The least and greatest of `values`, as i64s, in the column's order: an
+            // unsigned one's is the order of the bits with the sign bit flipped.
             let bounds = |values: &[Option<i64>], unsigned: bool| -> Option<(i64, i64)> {
-                let present = values.iter().flatten().copied();
-                match unsigned {
-                    true => {
-                        let (min, max) = present.map(|v| v as u64).fold(None, |b: Option<(u64, u64)>, v| {
-                            Some(b.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
-                        })?;
-                        Some((min as i64, max as i64))
-                    }
-                    false => present.fold(None, |b, v| Some(b.map_or((v, v), |(lo, hi): (i64, i64)| (lo.min(v), hi.max(v))))),
-                }
+                let order = |v: &i64| if unsigned { v ^ i64::MIN } else { *v };
+                let present = values.iter().flatten();
+                let min = present.clone().min_by_key(|v| order(v))?;
+                let max = present.max_by_key(|v| order(v))?;
+                Some((*min, *max))
             };
             let indexes = metadata.column_index().expect("a column index");
             let offsets = metadata.offset_index().expect("an offset index");
             for (c, (_, values, unsigned)) in columns.iter().enumerate() {
-                let chunk = metadata.row_group(0).column(c);
-                let stats = chunk.statistics().expect("statistics");
-                let as_i64 = |b: Option<&[u8]>| b.map(|b| match b.len() {
-                    4 => i64::from(i32::from_le_bytes(b.try_into().expect("4 bytes"))),
-                    _ => i64::from_le_bytes(b.try_into().expect("8 bytes")),
-                });
-                let widen = |v: i64| match (c, *unsigned) {
-                    // A 32-bit column's statistics are 32 bits: the unsigned one's
-                    // read back as the same bits, zero-extended.
-                    (3, true) => i64::from(v as u32),
-                    _ => v,
+                // A 32-bit column's statistics are 32 bits: an unsigned one's read back
+                // zero-extended, as its values are above.
+                let widen = |v: i32| match unsigned {
+                    true => i64::from(v as u32),
+                    false => i64::from(v),
                 };
-                let chunk_bounds = as_i64(stats.min_bytes_opt())
-                    .map(widen)
-                    .zip(as_i64(stats.max_bytes_opt()).map(widen));
+                let as_i64 = |b: Option<&[u8]>| {
+                    b.map(|b| match <[u8; 4]>::try_from(b) {
+                        Ok(four) => widen(i32::from_le_bytes(four)),
+                        Err(_) => i64::from_le_bytes(b.try_into().expect("8 bytes")),
+                    })
+                };
+                let stats = metadata.row_group(0).column(c).statistics().expect("statistics");
+                let chunk_bounds =
+                    as_i64(stats.min_bytes_opt()).zip(as_i64(stats.max_bytes_opt()));
                 prop_assert_eq!(chunk_bounds, bounds(values, *unsigned), "column {}", c);
                 let pages = offsets[0][c].page_locations();
                 for (p, page) in pages.iter().enumerate() {
@@ -995,8 +991,8 @@ mod tests {
                         ColumnIndexMetaData::INT64(index) => index.min_value(p).copied().zip(index.max_value(p).copied()),
                         ColumnIndexMetaData::INT32(index) => index
                             .min_value(p)
-                            .map(|v| widen(i64::from(*v)))
-                            .zip(index.max_value(p).map(|v| widen(i64::from(*v)))),
+                            .map(|v| widen(*v))
+                            .zip(index.max_value(p).map(|v| widen(*v))),
                         other => panic!("column {c}: an index of {other:?}"),
                     };
                     prop_assert_eq!(read, expected, "column {} page {} (rows {}..{})", c, p, from, to);
