@@ -14,7 +14,9 @@
 //! `FLUSH_REQUESTS=N` makes the flush N requests of 500 spans instead of 86, to see
 //! how a flush's cost a span moves with its size (a flush starts a column chunk's
 //! dictionary empty, and the buffer's bytes a span set how many spans a flush holds);
-//! up to 524 requests fit one row group of the store's.
+//! up to 524 requests fit one row group of the store's. `FLUSH_EAGER=1` times instead
+//! the whole row group's encoding as the store does it at a flush against encoding
+//! each request as it is converted ([`eager`]).
 
 mod workload;
 
@@ -46,29 +48,149 @@ fn main() {
         ("standard", workload::Workload::default()),
         ("second", second),
     ] {
-        let batches: Vec<RecordBatch> = workload
+        let encoded: Vec<Vec<u8>> = workload
             .requests(requests, 1_700_000_000_000_000_000)
             .iter()
-            .map(|r| {
-                let converted = spans_from_protobuf(&r.encode_to_vec())
-                    .expect("the wire path takes it")
-                    .expect("convert");
-                Table::SPANS.to_stored(&converted.batch).expect("stored")
-            })
+            .map(|r| r.encode_to_vec())
             .collect();
+        if std::env::var_os("FLUSH_EAGER").is_some() {
+            eager(name, &encoded, rounds);
+            continue;
+        }
+        let batches: Vec<RecordBatch> = encoded.iter().map(|r| convert(r)).collect();
         flush(name, &batches, rounds);
     }
 }
 
-/// With `FLUSH_COLD` set, writes a buffer larger than the caches, so that the next round
-/// finds its rows and code in memory, as a flush in the server does (it meets rows
-/// decoded up to a second before, with every other stage run in between); without it,
-/// each round after the first finds the rows the last one read in the cache. The buffer
-/// is allocated once: freeing and allocating it each time would add page faults no
-/// flush has.
-fn evict_caches() {
+/// A request as the receivers convert it and the store keeps it.
+fn convert(request: &[u8]) -> RecordBatch {
+    let converted = spans_from_protobuf(request)
+        .expect("the wire path takes it")
+        .expect("convert");
+    Table::SPANS.to_stored(&converted.batch).expect("stored")
+}
+
+/// Every leaf column of `batch`, in schema order.
+fn leaves_of(batch: &RecordBatch) -> Vec<ArrowLeafColumn> {
+    let schema = batch.schema();
+    let mut leaves = Vec::new();
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        leaves.extend(compute_leaves(field, column).expect("leaves"));
+    }
+    leaves
+}
+
+/// `FLUSH_EAGER`: the whole row group's encoding (levels, every column, closing the
+/// chunks) on one thread, timed four ways, best of `rounds`, without the conversion:
+/// - at flush: every request converted, then the caches evicted (a flush meets rows
+///   decoded up to a second before), then all encoded, column by column as the store
+///   does (each column's writer meets all its pieces in turn), or batch by batch;
+/// - as received, writers cold: each request converted and at once written into the
+///   row group's open column writers, the caches evicted before each conversion (the
+///   pessimistic end: as if the other stages run between two requests took them all);
+/// - as received, warm: the same without evicting, the least it could cost.
+fn eager(name: &str, requests: &[Vec<u8>], rounds: usize) {
+    let props = writer_properties(&StorageConfig::default()).expect("properties");
+    let schema = convert(&requests[0]).schema();
+    let (_, factory) = ArrowWriter::try_new(Vec::new(), schema, Some(props))
+        .and_then(|w| w.into_serialized_writer())
+        .expect("writer");
+    let close = |writers: Vec<parquet::arrow::arrow_writer::ArrowColumnWriter>| -> usize {
+        writers
+            .into_iter()
+            .map(|w| w.close().expect("close").close().bytes_written as usize)
+            .sum()
+    };
+    let by_batch = (0..rounds)
+        .map(|_| {
+            let batches: Vec<RecordBatch> = requests.iter().map(|r| convert(r)).collect();
+            let mut writers = factory.create_column_writers(0).expect("writers");
+            evict_caches(true);
+            let t = Instant::now();
+            for batch in &batches {
+                for (writer, leaf) in writers.iter_mut().zip(leaves_of(batch)) {
+                    writer.write(&leaf).expect("write");
+                }
+            }
+            std::hint::black_box(close(writers));
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default();
+    // The store's order: every batch's levels, then column by column.
+    let by_column = (0..rounds)
+        .map(|_| {
+            let batches: Vec<RecordBatch> = requests.iter().map(|r| convert(r)).collect();
+            let writers = factory.create_column_writers(0).expect("writers");
+            evict_caches(true);
+            let t = Instant::now();
+            let mut pieces: Vec<Vec<ArrowLeafColumn>> =
+                writers.iter().map(|_| Vec::new()).collect();
+            for batch in &batches {
+                for (column, leaf) in pieces.iter_mut().zip(leaves_of(batch)) {
+                    column.push(leaf);
+                }
+            }
+            let mut bytes = 0;
+            for (mut writer, column) in writers.into_iter().zip(pieces) {
+                for leaf in &column {
+                    writer.write(leaf).expect("write");
+                }
+                bytes += writer.close().expect("close").close().bytes_written as usize;
+            }
+            std::hint::black_box(bytes);
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default();
+    let as_received = |cold: bool| {
+        (0..rounds)
+            .map(|_| {
+                let mut writers = factory.create_column_writers(0).expect("writers");
+                let mut took = Duration::ZERO;
+                for request in requests {
+                    evict_caches(cold);
+                    let batch = convert(request);
+                    let t = Instant::now();
+                    for (writer, leaf) in writers.iter_mut().zip(leaves_of(&batch)) {
+                        writer.write(&leaf).expect("write");
+                    }
+                    took += t.elapsed();
+                }
+                let t = Instant::now();
+                std::hint::black_box(close(writers));
+                took + t.elapsed()
+            })
+            .min()
+            .unwrap_or_default()
+    };
+    let spans = requests
+        .iter()
+        .map(|r| convert(r).num_rows())
+        .sum::<usize>() as f64;
+    for (how, took) in [
+        ("at flush, column by column, rows cold", by_column),
+        ("at flush, batch by batch, rows cold", by_batch),
+        ("as received, writers cold", as_received(true)),
+        ("as received, warm", as_received(false)),
+    ] {
+        println!(
+            "{name}: {how}: {:.2} ms ({:.0} ns a span)",
+            took.as_secs_f64() * 1e3,
+            took.as_secs_f64() * 1e9 / spans
+        );
+    }
+}
+
+/// With `cold` (`FLUSH_COLD` set, for the column-by-column figures), writes a buffer
+/// larger than the caches, so that the next round finds its rows and code in memory,
+/// as a flush in the server does (it meets rows decoded up to a second before, with
+/// every other stage run in between); without it, each round after the first finds
+/// the rows the last one read in the cache. The buffer is allocated once: freeing and
+/// allocating it each time would add page faults no flush has.
+fn evict_caches(cold: bool) {
     static BUFFER: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
-    if std::env::var_os("FLUSH_COLD").is_none() {
+    if !cold {
         return;
     }
     let mut buffer = BUFFER.lock().unwrap_or_else(|e| e.into_inner());
@@ -92,7 +214,7 @@ fn best<T>(
     let mut bytes = 0;
     for _ in 0..rounds {
         let input = setup();
-        evict_caches();
+        evict_caches(std::env::var_os("FLUSH_COLD").is_some());
         let t = Instant::now();
         bytes = f(input);
         best = best.min(t.elapsed());
