@@ -745,6 +745,96 @@ mod tests {
         }
     }
 
+    /// A column of strings that repeats itself for long stretches, as a request's
+    /// resource attributes do row after row: cycles of 1 to 20 values (past the
+    /// encoder's window of 16) repeated for 32 to 600 values, some whose first value
+    /// recurs inside the cycle (so that it is not the period), some with a null or
+    /// another value inside (of the same length, or not), and values of every length
+    /// the dictionary compares its own way.
+    fn periodic_strings() -> impl Strategy<Value = Vec<Option<String>>> {
+        let value = || {
+            (0..=24usize, 0..=24usize, 0..3u8).prop_map(|(len, b, c)| {
+                (0..len)
+                    .map(|i| if i == b { char::from(b'b' + c) } else { 'a' })
+                    .collect::<String>()
+            })
+        };
+        let stretch = (
+            proptest::collection::vec(value(), 1..=20),
+            32..600usize,
+            proptest::option::of((any::<proptest::sample::Index>(), 0..3u8)),
+        )
+            .prop_map(|(cycle, n, odd)| {
+                let mut values: Vec<Option<String>> =
+                    cycle.iter().cycle().take(n).cloned().map(Some).collect();
+                if let Some((at, how)) = odd {
+                    let at = at.index(n);
+                    values[at] = match (how, values[at].take()) {
+                        (0, _) => None,
+                        // Another value of the same length: only its bytes tell.
+                        (1, Some(v)) if !v.is_empty() => Some(format!("z{}", &v[1..])),
+                        _ => Some("odd".to_owned()),
+                    };
+                }
+                values
+            });
+        proptest::collection::vec(stretch, 1..6).prop_map(|s| s.concat())
+    }
+
+    /// The one string column chunk `values` make with the store's settings, `batch`
+    /// values a mini-batch, and with a bloom filter if `bloom`: its compressed and
+    /// uncompressed sizes, and the values read back.
+    fn periodic_column(
+        values: &[Option<String>],
+        batch: usize,
+        bloom: bool,
+    ) -> (i64, i64, Vec<Option<String>>) {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let mut props = test_properties(false)
+            .into_builder()
+            .set_write_batch_size(batch);
+        if bloom {
+            props = props.set_column_bloom_filter_enabled(ColumnPath::from("s"), true);
+        }
+        let file = strings_written_in_two(values, props.build());
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("reader");
+        let chunk = builder.metadata().row_group(0).column(0);
+        let sizes = (chunk.compressed_size(), chunk.uncompressed_size());
+        let mut read = Vec::new();
+        for batch in builder.build().expect("reader") {
+            let batch = batch.expect("batch");
+            read.extend(
+                batch
+                    .column(0)
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.map(str::to_owned)),
+            );
+        }
+        (sizes.0, sizes.1, read)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A stretch of a string column that is its first few values over and over
+        /// takes its dictionary keys in bulk (vendor/parquet/PATCHED.md, the ninth
+        /// change): every value reads back as written, and the column chunk has the
+        /// same sizes as one written value by value (a bloom filter turns the bulk path
+        /// off), in mini-batches that fall inside stretches and across them.
+        #[test]
+        fn periodic_strings_read_back_as_written_and_encode_as_one_by_one(
+            values in periodic_strings(),
+            batch in prop_oneof![Just(32usize), Just(100), Just(1024)],
+        ) {
+            let (compressed, uncompressed, read) = periodic_column(&values, batch, false);
+            prop_assert_eq!(&read, &values);
+            let (one_compressed, one_uncompressed, one_read) = periodic_column(&values, batch, true);
+            prop_assert_eq!(&one_read, &values);
+            prop_assert_eq!((compressed, uncompressed), (one_compressed, one_uncompressed));
+        }
+    }
+
     /// Numbers shaped like telemetry's counts and flags: runs of one value, and
     /// stretches drawn from `2^bits` values, with nulls, so that dictionary keys and
     /// bit-packed runs take every width from 0 to 17 bits (and past the dictionary's

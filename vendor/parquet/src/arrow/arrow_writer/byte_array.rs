@@ -30,9 +30,11 @@ use crate::geospatial::statistics::GeospatialStatistics;
 use crate::schema::types::ColumnDescPtr;
 use crate::util::bit_util::num_required_bits;
 use arrow_array::types::ByteArrayType;
+use arrow_array::cast::AsArray;
 use arrow_array::{
     Array, ArrayAccessor, BinaryArray, BinaryViewArray, DictionaryArray, FixedSizeBinaryArray,
-    GenericByteArray, LargeBinaryArray, LargeStringArray, StringArray, StringViewArray,
+    GenericByteArray, LargeBinaryArray, LargeStringArray, OffsetSizeTrait, StringArray,
+    StringViewArray,
 };
 use arrow_buffer::{ArrowNativeType, Buffer};
 use arrow_schema::DataType;
@@ -449,6 +451,70 @@ impl DictEncoder {
         }
     }
 
+    /// Encodes the contiguous values `indices` of a byte array (its `offsets` into
+    /// `data`) if they are their first `p` values over and over (a request's resource
+    /// attributes, row after row), for a period `p` up to [`REPEAT_WINDOW`]: the first
+    /// `p` are interned, the rest take the key of the value a period back, checked as
+    /// lengths and one comparison of bytes instead of one value at a time. Answers
+    /// whether it encoded them; if not, nothing was done.
+    fn encode_periodic<O: OffsetSizeTrait>(
+        &mut self,
+        offsets: &[O],
+        data: &[u8],
+        indices: &[usize],
+    ) -> bool {
+        let n = indices.len();
+        let (Some(&first), Some(&last)) = (indices.first(), indices.last()) else {
+            return false;
+        };
+        // Indices rise, so the first and last `n` apart means every one between.
+        if n < 2 * REPEAT_WINDOW || last - first != n - 1 {
+            return false;
+        }
+        let Some(offsets) = offsets.get(first..first + n + 1) else {
+            return false;
+        };
+        let at = |i: usize| offsets[i].as_usize();
+        let value = |i: usize| data.get(at(i)..at(i + 1));
+        let Some(head) = value(0) else {
+            return false;
+        };
+        // The first value recurs first at `p` (the smallest period it can have).
+        let Some(p) = (1..=REPEAT_WINDOW).find(|&p| value(p).is_some_and(|v| bytes_eq(v, head)))
+        else {
+            return false;
+        };
+        // Every value as long as the one `p` back, and their bytes equal as a whole.
+        let shift = at(p) - at(0);
+        let periodic = (p..=n).all(|i| at(i) - at(i - p) == shift)
+            && match (data.get(at(p)..at(n)), data.get(at(0)..at(n - p))) {
+                (Some(later), Some(earlier)) => later == earlier,
+                _ => false,
+            };
+        if !periodic {
+            return false;
+        }
+        self.indices.reserve(n);
+        let start = self.indices.len();
+        for i in 0..p {
+            let Some(v) = value(i) else {
+                // Offsets within the data were checked for every value above.
+                self.indices.truncate(start);
+                return false;
+            };
+            let interned = self.intern(v);
+            debug_assert!(interned <= u64::from(u32::MAX), "dictionary key {interned}");
+            self.indices.push(interned as u32);
+        }
+        for i in p..n {
+            let key = self.indices[start + i - p];
+            self.indices.push(key);
+        }
+        self.variable_length_bytes += (at(n) - at(0)) as i64;
+        self.period = p;
+        true
+    }
+
     /// The dictionary key of `value`. Columns repeat themselves with a period: a
     /// resource's attributes and a map's keys recur in the same order row after row,
     /// and a run of equal values has period 1. A value equal to the one a period back
@@ -595,6 +661,36 @@ impl ColumnValueEncoder for ByteArrayEncoder {
     }
 
     fn write_gather(&mut self, values: &Self::Values, indices: &[usize]) -> Result<()> {
+        // Without statistics or a bloom filter, the dictionary's keys are all there is
+        // to compute: a periodic stretch takes them in bulk.
+        if let Some(dict_encoder) = self.dict_encoder.as_mut().filter(|_| {
+            self.statistics_enabled == EnabledStatistics::None
+                && self.bloom_filter.is_none()
+                && self.geo_stats_accumulator.is_none()
+        }) {
+            let done = match values.data_type() {
+                DataType::Utf8 => {
+                    let a = values.as_string::<i32>();
+                    dict_encoder.encode_periodic(a.value_offsets(), a.value_data(), indices)
+                }
+                DataType::LargeUtf8 => {
+                    let a = values.as_string::<i64>();
+                    dict_encoder.encode_periodic(a.value_offsets(), a.value_data(), indices)
+                }
+                DataType::Binary => {
+                    let a = values.as_binary::<i32>();
+                    dict_encoder.encode_periodic(a.value_offsets(), a.value_data(), indices)
+                }
+                DataType::LargeBinary => {
+                    let a = values.as_binary::<i64>();
+                    dict_encoder.encode_periodic(a.value_offsets(), a.value_data(), indices)
+                }
+                _ => false,
+            };
+            if done {
+                return Ok(());
+            }
+        }
         downcast_op!(
             values.data_type(),
             values,
