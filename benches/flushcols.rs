@@ -16,7 +16,8 @@
 //! dictionary empty, and the buffer's bytes a span set how many spans a flush holds);
 //! up to 524 requests fit one row group of the store's. `FLUSH_EAGER=1` times instead
 //! the whole row group's encoding as the store does it at a flush against encoding
-//! each request as it is converted ([`eager`]).
+//! each request as it is converted ([`eager`]). `FLUSH_PLAIN=attributes.entries.value`
+//! writes the named columns (Parquet paths, comma separated) without a dictionary.
 
 mod workload;
 
@@ -90,7 +91,7 @@ fn leaves_of(batch: &RecordBatch) -> Vec<ArrowLeafColumn> {
 ///   pessimistic end: as if the other stages run between two requests took them all);
 /// - as received, warm: the same without evicting, the least it could cost.
 fn eager(name: &str, requests: &[Vec<u8>], rounds: usize) {
-    let props = writer_properties(&StorageConfig::default()).expect("properties");
+    let props = store_properties();
     let schema = convert(&requests[0]).schema();
     let (_, factory) = ArrowWriter::try_new(Vec::new(), schema, Some(props))
         .and_then(|w| w.into_serialized_writer())
@@ -222,8 +223,26 @@ fn best<T>(
     (best, bytes)
 }
 
-fn flush(name: &str, batches: &[RecordBatch], rounds: usize) {
+/// The store's writer settings, with `FLUSH_PLAIN`'s columns (Parquet paths, comma
+/// separated: `attributes.entries.value`) written without a dictionary.
+fn store_properties() -> parquet::file::properties::WriterProperties {
     let props = writer_properties(&StorageConfig::default()).expect("properties");
+    let Ok(plain) = std::env::var("FLUSH_PLAIN") else {
+        return props;
+    };
+    plain
+        .split(',')
+        .fold(props.into_builder(), |builder, path| {
+            let path = parquet::schema::types::ColumnPath::from(
+                path.split('.').map(String::from).collect::<Vec<_>>(),
+            );
+            builder.set_column_dictionary_enabled(path, false)
+        })
+        .build()
+}
+
+fn flush(name: &str, batches: &[RecordBatch], rounds: usize) {
+    let props = store_properties();
     let schema = batches[0].schema();
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let only = std::env::var("FLUSH_COLUMNS").ok();
