@@ -856,7 +856,7 @@ impl LevelInfoBuilder {
         }
 
         if matches!(info.def_levels, LevelData::Absent) {
-            info.non_null_indices.extend(range.clone());
+            info.non_null_indices.extend_range(range.clone());
         } else {
             let max_def_level = info.max_def_level;
             match &info.logical_nulls {
@@ -879,8 +879,8 @@ impl LevelInfoBuilder {
                         for i in range_nulls.valid_indices() {
                             buf[base + i] = max_def_level;
                         }
-                        info.non_null_indices.reserve(valid_in_range);
                         info.non_null_indices
+                            .list(valid_in_range)
                             .extend(range_nulls.valid_indices().map(|i| i + range.start));
                     } else {
                         let bits = nulls.inner();
@@ -889,8 +889,7 @@ impl LevelInfoBuilder {
                             let valid = unsafe { bits.value_unchecked(i) };
                             max_def_level - (!valid as i16)
                         }));
-                        info.non_null_indices.reserve(len);
-                        info.non_null_indices.extend(
+                        info.non_null_indices.list(len).extend(
                             BitIndexIterator::new(bits.inner(), bits.offset() + range.start, len)
                                 .map(|i| i + range.start),
                         );
@@ -898,8 +897,7 @@ impl LevelInfoBuilder {
                 }
                 None => {
                     info.append_def_level_run(max_def_level, len);
-                    info.non_null_indices.reserve(len);
-                    info.non_null_indices.extend(range.clone());
+                    info.non_null_indices.extend_range(range.clone());
                 }
             }
         }
@@ -1099,6 +1097,108 @@ impl LevelData {
     }
 }
 
+/// The indices of a leaf's non-null values, in array order.
+///
+/// While they run contiguously (a column without nulls, nested or not, the common
+/// case), they are a range of a table of `0, 1, 2, ...` shared by every leaf a thread
+/// computes, not a vector of their own: a row group's leaves would otherwise write,
+/// and the column writers read back, eight bytes a value of indices that say nothing,
+/// in memory freshly allocated for each leaf of each batch.
+#[derive(Debug, Clone)]
+enum NonNullIndices {
+    /// `table[range]`; `table` covers at least `range.end`.
+    Range {
+        range: Range<usize>,
+        table: Arc<[usize]>,
+        /// The leaf array's length: a list of indices reserves that much at once.
+        capacity: usize,
+    },
+    List(Vec<usize>),
+}
+
+/// The longest range kept as a range: beyond it the indices are listed, so no thread
+/// keeps a table larger than this.
+const MAX_INDEX_TABLE: usize = 1 << 20;
+
+thread_local! {
+    static INDEX_TABLE: std::cell::RefCell<Arc<[usize]>> =
+        std::cell::RefCell::new(Arc::from(Vec::new()));
+}
+
+/// This thread's table of `0, 1, 2, ...`, grown to cover `end`.
+fn index_table(end: usize) -> Arc<[usize]> {
+    INDEX_TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.len() < end {
+            let len = end.next_power_of_two().max(4096);
+            *t = (0..len).collect::<Vec<usize>>().into();
+        }
+        Arc::clone(&t)
+    })
+}
+
+impl NonNullIndices {
+    fn new(capacity: usize) -> Self {
+        NonNullIndices::Range {
+            range: 0..0,
+            table: index_table(0),
+            capacity,
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        match self {
+            NonNullIndices::Range { range, table, .. } => &table[range.clone()],
+            NonNullIndices::List(list) => list,
+        }
+    }
+
+    /// Appends the indices of `range`.
+    fn extend_range(&mut self, range: Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        if let NonNullIndices::Range {
+            range: current,
+            table,
+            ..
+        } = self
+        {
+            let empty = current.start == current.end;
+            let start = if empty { range.start } else { current.start };
+            if (empty || current.end == range.start) && range.end <= MAX_INDEX_TABLE {
+                if table.len() < range.end {
+                    *table = index_table(range.end);
+                }
+                *current = start..range.end;
+                return;
+            }
+        }
+        self.list(range.len()).extend(range);
+    }
+
+    /// The indices as a list to append to, with room for `additional` more.
+    fn list(&mut self, additional: usize) -> &mut Vec<usize> {
+        if let NonNullIndices::Range {
+            range, capacity, ..
+        } = self
+        {
+            // At most one index a value of the leaf array: reserved at once, not grown
+            // range by range (a list column with empty lists writes one range a row).
+            let mut list = Vec::with_capacity((*capacity).max(range.len() + additional));
+            list.extend(range.clone());
+            *self = NonNullIndices::List(list);
+        }
+        match self {
+            NonNullIndices::List(list) => {
+                list.reserve(additional);
+                list
+            }
+            NonNullIndices::Range { .. } => unreachable!("made a list above"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct ArrayLevels {
     /// Array's definition levels
@@ -1113,7 +1213,7 @@ pub(crate) struct ArrayLevels {
 
     /// The corresponding array identifying non-null slices of data
     /// from the primitive array
-    non_null_indices: Vec<usize>,
+    non_null_indices: NonNullIndices,
 
     /// The maximum definition level for this leaf column
     max_def_level: i16,
@@ -1132,7 +1232,7 @@ impl PartialEq for ArrayLevels {
     fn eq(&self, other: &Self) -> bool {
         self.def_levels == other.def_levels
             && self.rep_levels == other.rep_levels
-            && self.non_null_indices == other.non_null_indices
+            && self.non_null_indices() == other.non_null_indices()
             && self.max_def_level == other.max_def_level
             && self.max_rep_level == other.max_rep_level
             && self.array.as_ref() == other.array.as_ref()
@@ -1154,9 +1254,7 @@ impl ArrayLevels {
         Self {
             def_levels: LevelData::new(max_def_level != 0),
             rep_levels: LevelData::new(max_rep_level != 0),
-            // At most one index a value of the leaf array: reserved at once, not grown
-            // range by range (a list column with empty lists writes one range a row).
-            non_null_indices: Vec::with_capacity(array.len()),
+            non_null_indices: NonNullIndices::new(array.len()),
             max_def_level,
             max_rep_level,
             array,
@@ -1177,7 +1275,7 @@ impl ArrayLevels {
     }
 
     pub fn non_null_indices(&self) -> &[usize] {
-        &self.non_null_indices
+        self.non_null_indices.as_slice()
     }
 
     /// Create a sliced view of this `ArrayLevels` for a CDC chunk.
@@ -1190,7 +1288,7 @@ impl ArrayLevels {
         let rep_levels = self.rep_levels.slice(chunk.level_offset, chunk.num_levels);
 
         // Select the non-null indices for this chunk.
-        let nni = &self.non_null_indices[chunk.value_offset..chunk.value_offset + chunk.num_values];
+        let nni = &self.non_null_indices()[chunk.value_offset..chunk.value_offset + chunk.num_values];
         // Compute the array range spanned by the non-null indices.
         // When nni is empty (all-null chunk), start=0, end=0 → zero-length
         // array slice; write_batch_internal will process only the def/rep
@@ -1198,7 +1296,7 @@ impl ArrayLevels {
         let start = nni.first().copied().unwrap_or(0);
         let end = nni.last().map_or(0, |&i| i + 1);
         // Shift indices to be relative to the sliced array.
-        let non_null_indices = nni.iter().map(|&idx| idx - start).collect();
+        let non_null_indices = NonNullIndices::List(nni.iter().map(|&idx| idx - start).collect());
         // Slice the array to the computed range.
         let array = self.array.slice(start, end - start);
         let logical_nulls = array.logical_nulls();
@@ -1279,7 +1377,7 @@ mod tests {
         let expected = ArrayLevels {
             def_levels: LevelData::Materialized(vec![2; 10]),
             rep_levels: LevelData::Materialized(vec![0, 2, 2, 1, 2, 2, 2, 0, 1, 2]),
-            non_null_indices: vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+            non_null_indices: NonNullIndices::List(vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
             max_def_level: 2,
             max_rep_level: 2,
             array: Arc::new(primitives),
@@ -1300,7 +1398,7 @@ mod tests {
         let expected_levels = ArrayLevels {
             def_levels: LevelData::Absent,
             rep_levels: LevelData::Absent,
-            non_null_indices: (0..10).collect(),
+            non_null_indices: NonNullIndices::List((0..10).collect()),
             max_def_level: 0,
             max_rep_level: 0,
             array,
@@ -1328,7 +1426,7 @@ mod tests {
         let expected_levels = ArrayLevels {
             def_levels: LevelData::Materialized(vec![1, 0, 1, 1, 0]),
             rep_levels: LevelData::Absent,
-            non_null_indices: vec![0, 2, 3],
+            non_null_indices: NonNullIndices::List(vec![0, 2, 3]),
             max_def_level: 1,
             max_rep_level: 0,
             array,
@@ -1363,7 +1461,7 @@ mod tests {
         let expected_levels = ArrayLevels {
             def_levels: LevelData::Materialized(vec![1; 5]),
             rep_levels: LevelData::Materialized(vec![0; 5]),
-            non_null_indices: (0..5).collect(),
+            non_null_indices: NonNullIndices::List((0..5).collect()),
             max_def_level: 1,
             max_rep_level: 1,
             array: Arc::new(leaf_array),
@@ -1397,7 +1495,7 @@ mod tests {
         let expected_levels = ArrayLevels {
             def_levels: LevelData::Materialized(vec![2, 2, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2]),
             rep_levels: LevelData::Materialized(vec![0, 1, 0, 0, 1, 0, 1, 1, 1, 0, 1, 1]),
-            non_null_indices: (0..11).collect(),
+            non_null_indices: NonNullIndices::List((0..11).collect()),
             max_def_level: 2,
             max_rep_level: 1,
             array: Arc::new(leaf_array),
@@ -1447,7 +1545,7 @@ mod tests {
         let expected_levels = ArrayLevels {
             def_levels: LevelData::Materialized(vec![0, 2, 0, 3, 3, 3, 3, 3, 3, 3]),
             rep_levels: LevelData::Materialized(vec![0, 0, 0, 0, 1, 1, 1, 0, 1, 1]),
-            non_null_indices: (4..11).collect(),
+            non_null_indices: NonNullIndices::List((4..11).collect()),
             max_def_level: 3,
             max_rep_level: 1,
             array: Arc::new(leaf),
@@ -1498,7 +1596,7 @@ mod tests {
             rep_levels: LevelData::Materialized(vec![
                 0, 2, 1, 2, 0, 0, 2, 1, 2, 0, 2, 1, 2, 1, 2, 1, 2, 0, 2, 1, 2, 1, 2,
             ]),
-            non_null_indices: (0..22).collect(),
+            non_null_indices: NonNullIndices::List((0..22).collect()),
             max_def_level: 5,
             max_rep_level: 2,
             array: Arc::new(leaf),
@@ -1536,7 +1634,7 @@ mod tests {
         let expected_levels = ArrayLevels {
             def_levels: LevelData::Materialized(vec![1; 4]),
             rep_levels: LevelData::Materialized(vec![0; 4]),
-            non_null_indices: (0..4).collect(),
+            non_null_indices: NonNullIndices::List((0..4).collect()),
             max_def_level: 1,
             max_rep_level: 1,
             array: Arc::new(leaf),
@@ -1569,7 +1667,7 @@ mod tests {
         let expected_levels = ArrayLevels {
             def_levels: LevelData::Materialized(vec![1, 3, 3, 3, 3, 3, 3, 3]),
             rep_levels: LevelData::Materialized(vec![0, 0, 1, 1, 0, 1, 0, 1]),
-            non_null_indices: (0..7).collect(),
+            non_null_indices: NonNullIndices::List((0..7).collect()),
             max_def_level: 3,
             max_rep_level: 1,
             array: Arc::new(leaf),
@@ -1622,7 +1720,7 @@ mod tests {
             rep_levels: LevelData::Materialized(vec![
                 0, 0, 1, 2, 1, 0, 2, 2, 1, 2, 2, 2, 0, 1, 2, 2, 2, 2,
             ]),
-            non_null_indices: (0..15).collect(),
+            non_null_indices: NonNullIndices::List((0..15).collect()),
             max_def_level: 5,
             max_rep_level: 2,
             array: Arc::new(leaf),
@@ -1663,7 +1761,7 @@ mod tests {
         let expected_levels = ArrayLevels {
             def_levels: LevelData::Materialized(vec![3, 2, 3, 1, 0, 3]),
             rep_levels: LevelData::Absent,
-            non_null_indices: vec![0, 2, 5],
+            non_null_indices: NonNullIndices::List(vec![0, 2, 5]),
             max_def_level: 3,
             max_rep_level: 0,
             array: leaf,
@@ -1703,7 +1801,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![0, 3, 3, 3]),
             rep_levels: LevelData::Materialized(vec![0, 0, 1, 1]),
-            non_null_indices: vec![3, 4, 5],
+            non_null_indices: NonNullIndices::List(vec![3, 4, 5]),
             max_def_level: 3,
             max_rep_level: 1,
             array: Arc::new(a_values),
@@ -1796,7 +1894,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Absent,
             rep_levels: LevelData::Absent,
-            non_null_indices: vec![0, 1, 2, 3, 4],
+            non_null_indices: NonNullIndices::List(vec![0, 1, 2, 3, 4]),
             max_def_level: 0,
             max_rep_level: 0,
             array: Arc::new(a),
@@ -1811,7 +1909,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![1, 0, 0, 1, 1]),
             rep_levels: LevelData::Absent,
-            non_null_indices: vec![0, 3, 4],
+            non_null_indices: NonNullIndices::List(vec![0, 3, 4]),
             max_def_level: 1,
             max_rep_level: 0,
             array: Arc::new(b),
@@ -1826,7 +1924,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![1, 1, 1, 2, 1]),
             rep_levels: LevelData::Absent,
-            non_null_indices: vec![3],
+            non_null_indices: NonNullIndices::List(vec![3]),
             max_def_level: 2,
             max_rep_level: 0,
             array: Arc::new(d),
@@ -1841,7 +1939,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![3, 2, 3, 2, 3]),
             rep_levels: LevelData::Absent,
-            non_null_indices: vec![0, 2, 4],
+            non_null_indices: NonNullIndices::List(vec![0, 2, 4]),
             max_def_level: 3,
             max_rep_level: 0,
             array: Arc::new(f),
@@ -1949,7 +2047,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![1; 7]),
             rep_levels: LevelData::Materialized(vec![0, 1, 0, 1, 0, 1, 1]),
-            non_null_indices: vec![0, 1, 2, 3, 4, 5, 6],
+            non_null_indices: NonNullIndices::List(vec![0, 1, 2, 3, 4, 5, 6]),
             max_def_level: 1,
             max_rep_level: 1,
             array: map.keys().clone(),
@@ -1964,7 +2062,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![2, 2, 2, 1, 2, 1, 2]),
             rep_levels: LevelData::Materialized(vec![0, 1, 0, 1, 0, 1, 1]),
-            non_null_indices: vec![0, 1, 2, 4, 6],
+            non_null_indices: NonNullIndices::List(vec![0, 1, 2, 4, 6]),
             max_def_level: 2,
             max_rep_level: 1,
             array: map.values().clone(),
@@ -2051,7 +2149,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![4, 1, 0, 2, 2, 3, 4]),
             rep_levels: LevelData::Materialized(vec![0, 0, 0, 0, 1, 0, 0]),
-            non_null_indices: vec![0, 4],
+            non_null_indices: NonNullIndices::List(vec![0, 4]),
             max_def_level: 4,
             max_rep_level: 1,
             array: values,
@@ -2093,7 +2191,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![4, 4, 3, 2, 0, 4, 4, 0, 1]),
             rep_levels: LevelData::Materialized(vec![0, 1, 0, 0, 0, 0, 1, 0, 0]),
-            non_null_indices: vec![0, 1, 5, 6],
+            non_null_indices: NonNullIndices::List(vec![0, 1, 5, 6]),
             max_def_level: 4,
             max_rep_level: 1,
             array: values,
@@ -2180,7 +2278,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![0, 0, 1, 6, 5, 2, 3, 1]),
             rep_levels: LevelData::Materialized(vec![0, 0, 0, 0, 2, 0, 1, 0]),
-            non_null_indices: vec![1],
+            non_null_indices: NonNullIndices::List(vec![1]),
             max_def_level: 6,
             max_rep_level: 2,
             array: a1_values,
@@ -2193,7 +2291,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![0, 0, 1, 3, 2, 4, 1]),
             rep_levels: LevelData::Materialized(vec![0, 0, 0, 0, 0, 1, 0]),
-            non_null_indices: vec![4],
+            non_null_indices: NonNullIndices::List(vec![4]),
             max_def_level: 4,
             max_rep_level: 1,
             array: a2_values,
@@ -2233,7 +2331,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![0, 0, 3, 3]),
             rep_levels: LevelData::Materialized(vec![0, 0, 0, 1]),
-            non_null_indices: vec![6, 7],
+            non_null_indices: NonNullIndices::List(vec![6, 7]),
             max_def_level: 3,
             max_rep_level: 1,
             array: values,
@@ -2385,7 +2483,7 @@ mod tests {
         let expected_a = ArrayLevels {
             def_levels: LevelData::Materialized(vec![4, 2, 0, 2, 2, 3, 4]),
             rep_levels: LevelData::Materialized(vec![0, 1, 0, 0, 1, 0, 1]),
-            non_null_indices: vec![0, 7],
+            non_null_indices: NonNullIndices::List(vec![0, 7]),
             max_def_level: 4,
             max_rep_level: 1,
             array: values_a,
@@ -2396,7 +2494,7 @@ mod tests {
         let expected_b = ArrayLevels {
             def_levels: LevelData::Materialized(vec![3, 2, 0, 2, 2, 3, 3]),
             rep_levels: LevelData::Materialized(vec![0, 1, 0, 0, 1, 0, 1]),
-            non_null_indices: vec![0, 6, 7],
+            non_null_indices: NonNullIndices::List(vec![0, 6, 7]),
             max_def_level: 3,
             max_rep_level: 1,
             array: values_b,
@@ -2429,7 +2527,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![1, 0, 1]),
             rep_levels: LevelData::Materialized(vec![0, 0, 0]),
-            non_null_indices: vec![],
+            non_null_indices: NonNullIndices::List(vec![]),
             max_def_level: 3,
             max_rep_level: 1,
             array: values,
@@ -2466,7 +2564,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![5, 4, 5, 2, 5, 3, 5, 5, 4, 4, 0]),
             rep_levels: LevelData::Materialized(vec![0, 2, 2, 1, 0, 1, 0, 2, 1, 2, 0]),
-            non_null_indices: vec![0, 2, 3, 4, 5],
+            non_null_indices: NonNullIndices::List(vec![0, 2, 3, 4, 5]),
             max_def_level: 5,
             max_rep_level: 2,
             array: values,
@@ -2499,7 +2597,7 @@ mod tests {
         let expected_level = ArrayLevels {
             def_levels: LevelData::Materialized(vec![0, 0, 1, 1]),
             rep_levels: LevelData::Absent,
-            non_null_indices: vec![2, 3],
+            non_null_indices: NonNullIndices::List(vec![2, 3]),
             max_def_level: 1,
             max_rep_level: 0,
             array: Arc::new(dict),
@@ -2539,7 +2637,7 @@ mod tests {
         let levels = ArrayLevels {
             def_levels: LevelData::Absent,
             rep_levels: LevelData::Absent,
-            non_null_indices: vec![0, 1, 2, 3, 4, 5],
+            non_null_indices: NonNullIndices::List(vec![0, 1, 2, 3, 4, 5]),
             max_def_level: 0,
             max_rep_level: 0,
             array,
@@ -2573,7 +2671,7 @@ mod tests {
         let levels = ArrayLevels {
             def_levels: LevelData::Materialized(vec![1, 0, 1, 0, 1, 1]),
             rep_levels: LevelData::Absent,
-            non_null_indices: vec![0, 2, 4, 5],
+            non_null_indices: NonNullIndices::List(vec![0, 2, 4, 5]),
             max_def_level: 1,
             max_rep_level: 0,
             array,
@@ -2627,7 +2725,7 @@ mod tests {
         let levels = ArrayLevels {
             def_levels: LevelData::Materialized(vec![3, 0, 3, 2, 0, 3, 3]),
             rep_levels: LevelData::Materialized(vec![0, 0, 0, 1, 0, 0, 1]),
-            non_null_indices: vec![0, 3, 8, 9],
+            non_null_indices: NonNullIndices::List(vec![0, 3, 8, 9]),
             max_def_level: 3,
             max_rep_level: 1,
             array,
@@ -2673,7 +2771,7 @@ mod tests {
         let levels = ArrayLevels {
             def_levels: LevelData::Materialized(vec![1, 0, 0, 1]),
             rep_levels: LevelData::Absent,
-            non_null_indices: vec![0, 3],
+            non_null_indices: NonNullIndices::List(vec![0, 3]),
             max_def_level: 1,
             max_rep_level: 0,
             array,
@@ -2711,7 +2809,7 @@ mod tests {
         let expected = ArrayLevels {
             def_levels: LevelData::Uniform { value: 0, count: 4 },
             rep_levels: LevelData::Uniform { value: 0, count: 4 },
-            non_null_indices: vec![],
+            non_null_indices: NonNullIndices::List(vec![]),
             max_def_level: 3,
             max_rep_level: 1,
             array: values,
@@ -2740,7 +2838,7 @@ mod tests {
         let expected = ArrayLevels {
             def_levels: LevelData::Uniform { value: 0, count: 3 },
             rep_levels: LevelData::Uniform { value: 0, count: 3 },
-            non_null_indices: vec![],
+            non_null_indices: NonNullIndices::List(vec![]),
             max_def_level: 3,
             max_rep_level: 1,
             array: values,
@@ -2770,7 +2868,7 @@ mod tests {
         let expected = ArrayLevels {
             def_levels: LevelData::Uniform { value: 0, count: 4 },
             rep_levels: LevelData::Absent,
-            non_null_indices: vec![],
+            non_null_indices: NonNullIndices::List(vec![]),
             max_def_level: 2,
             max_rep_level: 0,
             array: leaf,
@@ -2804,7 +2902,7 @@ mod tests {
         let expected = ArrayLevels {
             def_levels: LevelData::Uniform { value: 0, count: 3 },
             rep_levels: LevelData::Absent,
-            non_null_indices: vec![],
+            non_null_indices: NonNullIndices::List(vec![]),
             max_def_level: 3,
             max_rep_level: 0,
             array: leaf,
@@ -2838,7 +2936,7 @@ mod tests {
             let expected = ArrayLevels {
                 def_levels: LevelData::Uniform { value: 0, count: 2 },
                 rep_levels: LevelData::Absent,
-                non_null_indices: vec![],
+                non_null_indices: NonNullIndices::List(vec![]),
                 max_def_level: 2,
                 max_rep_level: 0,
                 array: leaf,

@@ -300,6 +300,15 @@ impl<T: DataType> ColumnValueEncoder for ColumnValueEncoderImpl<T> {
 
     fn write_gather(&mut self, values: &Self::Values, indices: &[usize]) -> Result<()> {
         self.num_values += indices.len();
+        // A leaf's non-null indices without a gap (a column with no nulls) are a run of
+        // consecutive indices: the values are written where they are, not gathered.
+        if let (Some(&first), Some(&last)) = (indices.first(), indices.last()) {
+            if indices.windows(2).all(|w| w[1] == w[0].wrapping_add(1)) {
+                if let Some(slice) = values.get(first..=last) {
+                    return self.write_slice(slice);
+                }
+            }
+        }
         let slice: Vec<_> = indices.iter().map(|idx| values[*idx].clone()).collect();
         self.write_slice(&slice)
     }
