@@ -1117,8 +1117,9 @@ enum NonNullIndices {
 }
 
 /// The longest range kept as a range: beyond it the indices are listed, so no thread
-/// keeps a table larger than this.
-const MAX_INDEX_TABLE: usize = 1 << 20;
+/// keeps a table larger than this (512 KiB). A flush's batches are a request each, a
+/// few thousand values a leaf; a merge's can be far longer, and list theirs as before.
+const MAX_INDEX_TABLE: usize = 1 << 16;
 
 thread_local! {
     static INDEX_TABLE: std::cell::RefCell<Arc<[usize]>> =
