@@ -975,9 +975,11 @@ mod tests {
         }
     }
 
-    /// Rows of a number, a string, a list of numbers and a map, where `gaps` says
-    /// whether any value of them may be null (a null list or map holds nothing either
-    /// way).
+    /// Rows of a number, a string, a list of numbers, a map and a struct of one number
+    /// that is never null, where `gaps` says whether any value of the first four may be
+    /// null (a null list or map holds nothing either way). The struct is null a fifth
+    /// of the time either way: its number then runs with gaps although it has no nulls
+    /// of its own.
     #[allow(clippy::type_complexity)]
     fn leaf_rows(
         gaps: bool,
@@ -987,6 +989,7 @@ mod tests {
             Option<String>,
             Option<Vec<Option<i32>>>,
             Option<Vec<(String, Option<String>)>>,
+            Option<i64>,
         )>,
     > {
         // A value null a fifth of the time with `gaps`, never without.
@@ -1007,7 +1010,8 @@ mod tests {
             0.8,
             proptest::collection::vec(("[k-m]{1,2}", maybe(gaps, "[x-z]{0,2}")), 0..4),
         );
-        proptest::collection::vec((number, string, list, map), 1..300)
+        let record = proptest::option::weighted(0.8, any::<i64>());
+        proptest::collection::vec((number, string, list, map, record), 1..300)
     }
 
     proptest::proptest! {
@@ -1040,11 +1044,17 @@ mod tests {
                 }
             }
             let lists: Vec<_> = rows.iter().map(|r| r.2.clone()).collect();
+            let record = arrow::array::StructArray::new(
+                vec![Arc::new(Field::new("x", DataType::Int64, false))].into(),
+                vec![Arc::new(rows.iter().map(|r| r.4.unwrap_or(0)).collect::<Int64Array>()) as _],
+                Some(rows.iter().map(|r| r.4.is_some()).collect::<Vec<bool>>().into()),
+            );
             let batch = RecordBatch::try_from_iter([
                 ("n", Arc::new(rows.iter().map(|r| r.0).collect::<Int64Array>()) as _),
                 ("s", Arc::new(rows.iter().map(|r| r.1.clone()).collect::<StringArray>()) as _),
                 ("l", Arc::new(list_array(&lists)) as _),
                 ("m", Arc::new(map.finish()) as _),
+                ("r", Arc::new(record) as _),
             ])
             .expect("batch");
             let mut at: Vec<usize> = cuts
