@@ -55,6 +55,14 @@ EOF
 stop_server() {
   kill -TERM "$pid"
   wait "$pid" || true
+  pid=
+}
+
+# stop_and_remove: the EXIT trap of a script whose server keeps its data in $work. The
+# server still writes there while it shuts down, so it is waited for before $work goes.
+stop_and_remove() {
+  if [ -n "${pid:-}" ] && kill -TERM "$pid" 2> /dev/null; then wait "$pid" || true; fi
+  rm -rf "$work"
 }
 
 # await_compaction DATA_DIR: returns once compaction has caught up with a burst, the
@@ -85,7 +93,7 @@ start_soak_server() {
   soak=$(release_bench soak)
   work=$(mktemp -d)
   start_server "$work/data" interval ""
-  trap 'kill -TERM "$pid" 2> /dev/null; wait "$pid" || true; rm -rf "$work"' EXIT
+  trap stop_and_remove EXIT
 }
 
 # load_week SPANS [LOADGEN_OPTION...]: starts a server on $data and sends it SPANS

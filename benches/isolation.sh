@@ -20,7 +20,7 @@ timeout_ms="${3:-20000}"
 . benches/common.sh
 
 work=$(mktemp -d)
-trap 'kill "$pid" 2> /dev/null || true; rm -rf "$work"' EXIT
+trap stop_and_remove EXIT
 start_server "$work/data" always "[query]
 timeout_ms = $timeout_ms"
 

@@ -20,7 +20,7 @@ extra="${3:-}"
 # shellcheck source=benches/common.sh
 . benches/common.sh
 work=$(mktemp -d)
-trap 'kill -TERM "$pid" 2> /dev/null; wait "$pid" || true; rm -rf "$work"' EXIT
+trap stop_and_remove EXIT
 start_server "$work/data" always "$extra"
 echo "| minute | spans/s | CPU s per 1M spans | refused | spans _delta_log files |"
 echo "|---|---|---|---|---|"

@@ -22,7 +22,7 @@ spans="${1:-20000000}"
 . benches/common.sh
 
 work=$(mktemp -d)
-trap 'kill "$pid" 2> /dev/null || true; rm -rf "$work"' EXIT
+trap stop_and_remove EXIT
 data="$work/data"
 
 load_week "$spans" --work-events

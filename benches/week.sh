@@ -27,7 +27,7 @@ runs="${2:-3}"
 . benches/common.sh
 
 work=$(mktemp -d)
-trap 'kill "${load_pid:-}" 2> /dev/null || true; kill "$pid" 2> /dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "${load_pid:-}" 2> /dev/null || true; stop_and_remove' EXIT
 data="$work/data"
 
 load_week "$spans"
