@@ -1019,9 +1019,10 @@ mod tests {
 
         /// Every leaf reads back as written, whether its values run without a gap (the
         /// store's copy of parquet then takes their indices from a shared table of
-        /// 0, 1, 2, ...: vendor/parquet/PATCHED.md, the tenth change) or a null breaks
-        /// the run (a list of indices from there on), in writes cut anywhere, with
-        /// pages and write batches of a few values or of the store's size.
+        /// 0, 1, 2, ...: vendor/parquet/PATCHED.md, the tenth change) or a null, its
+        /// own or its parent's, breaks the run (a list of indices from there on), in
+        /// writes cut anywhere, with pages and write batches of a few values or of the
+        /// store's size.
         #[test]
         fn leaves_read_back_as_written_with_or_without_gaps(
             rows in proptest::bool::ANY.prop_flat_map(leaf_rows),
